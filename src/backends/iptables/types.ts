@@ -1,0 +1,95 @@
+import type { IPFamily, ProxyState } from "../../proxy/types.ts";
+
+/** How "traffic from a local pod" is recognised (upstream `LocalTrafficDetector`). */
+export type LocalDetector =
+  | { readonly mode: "None" }
+  | { readonly mode: "ClusterCIDR" | "NodeCIDR"; readonly cidr: string }
+  | { readonly mode: "BridgeInterface"; readonly interfaceName: string }
+  | { readonly mode: "InterfaceNamePrefix"; readonly prefix: string };
+
+/**
+ * Node identity and kernel facts that change the rules, for the proxier of one family.
+ * The upstream unit tests' fake proxier is one particular value of this (spec §6.1).
+ */
+export interface IptablesSettings {
+  readonly family: IPFamily;
+  readonly nodeName: string;
+  /** Primary node IP of this family (bindAddress > Node object > loopback); used by KUBE-FW. */
+  readonly nodeIP: string;
+  /** As printed in rules: `0x00004000` in production, `0x4000` in upstream's tests. */
+  readonly masqueradeMark: string;
+  readonly masqueradeAll: boolean;
+  readonly localDetector: LocalDetector;
+  /** The configured `--iptables-localhost-nodeports`; the renderer derives the effective value. */
+  readonly localhostNodePorts: boolean;
+  /** CIDRs from `--nodeport-addresses` (`primary` already expanded); empty = all. */
+  readonly nodePortAddresses: readonly string[];
+  /** Addresses on the node's interfaces (CIDR or bare IP), both families; used with nodePortAddresses. */
+  readonly localAddresses: readonly string[];
+  /** sysctl nf_conntrack_tcp_be_liberal != 0: no INVALID drop rule. */
+  readonly conntrackTCPLiberal: boolean;
+  /** nfacct counters that were ensured; a missing one drops its `-m nfacct` match. */
+  readonly nfacct: {
+    readonly ctStateInvalidDroppedPkts: boolean;
+    readonly localhostNodePortsAcceptedPkts: boolean;
+  };
+  /** iptables >= 1.6.2: MASQUERADE gets `--random-fully`. */
+  readonly hasRandomFully: boolean;
+  /** Endpoints above which large-cluster mode starts (upstream 1000). */
+  readonly largeClusterEndpointsThreshold: number;
+}
+
+export interface RenderRequest {
+  readonly state: ProxyState;
+  readonly settings: IptablesSettings;
+  readonly fullSync: boolean;
+  /** Services (`ns/name`) whose chains are rewritten in a partial sync (ignored when fullSync). */
+  readonly changedServices: ReadonlySet<string>;
+  /**
+   * nat chains present in the kernel before this sync (from `iptables-save -t nat`); stale
+   * service chains among them get `:chain` + `-X chain`. null = do not delete stale chains.
+   */
+  readonly existingNatChains: readonly string[] | null;
+}
+
+/** One Service's nat chains (§3.6) as written in a sync: declarations and rules. */
+export interface ServiceChainsBlock {
+  /** `ns/name`. */
+  readonly service: string;
+  readonly chainLines: readonly string[];
+  readonly ruleLines: readonly string[];
+}
+
+export interface RenderResult {
+  /** The iptables-restore document exactly as upstream writes it (filter, then nat). */
+  readonly payload: string;
+  /** The same content, structured, so that a writer can split it into bounded transactions. */
+  readonly filter: { readonly chainLines: readonly string[]; readonly ruleLines: readonly string[] };
+  readonly nat: {
+    /** Fixed top-level chain lines (KUBE-SERVICES, KUBE-NODEPORTS, KUBE-POSTROUTING, KUBE-MARK-MASQ). */
+    readonly topChainLines: readonly string[];
+    /** The 4 fixed KUBE-POSTROUTING / KUBE-MARK-MASQ rules. */
+    readonly fixedRuleLines: readonly string[];
+    /** Capture rules (KUBE-SERVICES, KUBE-NODEPORTS) of every service port, in service order. */
+    readonly captureRuleLines: readonly string[];
+    /** Per-service chains written in this sync (all on a full sync), in service order. */
+    readonly serviceBlocks: readonly ServiceChainsBlock[];
+    /** Stale chains being deleted. */
+    readonly deletedChains: readonly string[];
+    /** The nodeport tail rule(s) of KUBE-SERVICES (§3.8). */
+    readonly tailRuleLines: readonly string[];
+  };
+  /** Every service chain in use after this sync (written or not). */
+  readonly activeNatChains: ReadonlySet<string>;
+  readonly counts: {
+    /** Rules written to filter. */
+    readonly filterRules: number;
+    /** `-A` lines written to nat in this payload. */
+    readonly natRulesWritten: number;
+    /** Kube-proxy's nat rules in the kernel after this sync (written + skipped, upstream metric). */
+    readonly natRulesTotal: number;
+  };
+  readonly largeClusterMode: boolean;
+  /** Service ports with endpoints but no local ones, per traffic policy (upstream gauge). */
+  readonly noLocalEndpoints: { readonly internal: number; readonly external: number };
+}
