@@ -1,0 +1,101 @@
+import { spawn } from "node:child_process";
+import { KubeProxyError } from "../errors.ts";
+
+export interface ExecOptions {
+  /** Bytes written to the child's stdin (then closed). */
+  readonly stdin?: string;
+  /** Kill the child after this many milliseconds (default 60 s). */
+  readonly timeoutMs?: number;
+  /** Run inside this network namespace (`ip netns exec NAME …`). */
+  readonly netns?: string;
+  readonly signal?: AbortSignal;
+  /** Exit codes that are not failures (default: only 0). */
+  readonly okExitCodes?: readonly number[];
+}
+
+export interface ExecResult {
+  readonly argv: readonly string[];
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly durationMs: number;
+}
+
+/** A process that could not be started, timed out, or exited with a failing status. */
+export class ExecError extends KubeProxyError {
+  readonly code = "KPT_EXEC";
+
+  constructor(
+    readonly argv: readonly string[],
+    readonly exitCode: number | null,
+    readonly stderr: string,
+    readonly reason: "exit" | "timeout" | "spawn" | "aborted",
+    options?: { cause?: unknown },
+  ) {
+    const what =
+      reason === "exit"
+        ? `exited with status ${exitCode}`
+        : reason === "timeout"
+          ? "timed out"
+          : reason === "aborted"
+            ? "was aborted"
+            : "could not be started";
+    const detail = stderr.trim() === "" ? "" : `: ${stderr.trim()}`;
+    super(`${argv.join(" ")} ${what}${detail}`, options);
+  }
+}
+
+/** Something that runs commands; the seam every kernel wrapper takes, so tests can fake it. */
+export interface Runner {
+  run(argv: readonly string[], options?: ExecOptions): Promise<ExecResult>;
+}
+
+const DEFAULT_TIMEOUT_MS = 60_000;
+
+/** Runs an argv array (never a shell string) with a timeout, payload on stdin. */
+export class ProcessRunner implements Runner {
+  run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
+    const full = options.netns === undefined ? [...argv] : ["ip", "netns", "exec", options.netns, ...argv];
+    const [file, ...args] = full;
+    if (file === undefined) throw new TypeError("empty argv");
+    const okCodes = options.okExitCodes ?? [0];
+    const started = performance.now();
+    return new Promise((resolve, reject) => {
+      const child = spawn(file, args, {
+        stdio: ["pipe", "pipe", "pipe"],
+        timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+        killSignal: "SIGKILL",
+        signal: options.signal,
+      });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout.on("data", (chunk: Buffer) => out.push(chunk));
+      child.stderr.on("data", (chunk: Buffer) => err.push(chunk));
+      let failure: ExecError | null = null;
+      child.on("error", (cause: NodeJS.ErrnoException) => {
+        const reason = cause.name === "AbortError" ? "aborted" : "spawn";
+        failure ??= new ExecError(full, null, cause.message, reason, { cause });
+      });
+      // A child that exits before reading all of stdin raises EPIPE here; its exit status tells the story.
+      child.stdin.on("error", () => undefined);
+      child.stdin.end(options.stdin ?? "");
+      child.on("close", (code, signal) => {
+        const stderr = Buffer.concat(err).toString("utf8");
+        if (failure !== null) return reject(failure);
+        if (code === null) {
+          const reason = signal === "SIGKILL" ? "timeout" : "exit";
+          return reject(new ExecError(full, null, stderr || `killed by ${signal}`, reason));
+        }
+        const result: ExecResult = {
+          argv: full,
+          exitCode: code,
+          stdout: Buffer.concat(out).toString("utf8"),
+          stderr,
+          durationMs: performance.now() - started,
+        };
+        if (!okCodes.includes(code)) return reject(new ExecError(full, code, stderr, "exit"));
+        resolve(result);
+      });
+    });
+  }
+}
