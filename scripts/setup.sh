@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what kube-proxy-ts needs on a Debian machine, only what is missing:
+# the kernel tools (as root, via apt) and the npm dependencies (npm ci).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have iptables-restore || need_pkgs+=(iptables)
+have nft || need_pkgs+=(nftables)
+have ip || need_pkgs+=(iproute2)
+have conntrack || need_pkgs+=(conntrack)
+have nfacct || need_pkgs+=(nfacct)
+have openssl || need_pkgs+=(openssl)
+have kubectl || need_pkgs+=(kubernetes-client)
+if [ "${KPT_WITH_BROWSER:-0}" = 1 ]; then
+  have chromium || need_pkgs+=(chromium)
+fi
+have node || need_pkgs+=(nodejs npm)
+
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing packages ${need_pkgs[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need_pkgs[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
