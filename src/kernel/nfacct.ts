@@ -1,0 +1,67 @@
+import type { Runner } from "./exec.ts";
+
+/** Counters kube-proxy attaches to its rules (`-m nfacct --nfacct-name …`). */
+export const CT_STATE_INVALID_DROPPED_PKTS = "ct_state_invalid_dropped_pkts";
+export const LOCALHOST_NPS_ACCEPTED_PKTS = "localhost_nps_accepted_pkts";
+
+export interface NfacctOptions {
+  readonly netns?: string;
+  readonly timeoutMs?: number;
+}
+
+export interface NfacctCounter {
+  readonly name: string;
+  readonly packets: bigint;
+  readonly bytes: bigint;
+}
+
+/**
+ * Ensures the named counter exists. Resolves false when it cannot be created (no nfacct tool,
+ * no kernel support): the caller then leaves the `-m nfacct` match out of its rules.
+ */
+export async function ensureNfacctCounter(
+  runner: Runner,
+  name: string,
+  options: NfacctOptions = {},
+): Promise<boolean> {
+  try {
+    const result = await runner.run(["nfacct", "add", name], {
+      netns: options.netns,
+      timeoutMs: options.timeoutMs ?? 5_000,
+      okExitCodes: [0, 1],
+    });
+    // EBUSY is how the kernel says the object already exists.
+    return result.exitCode === 0 || /Device or resource busy|File exists/.test(result.stderr);
+  } catch {
+    return false;
+  }
+}
+
+const COUNTER_LINE = /pkts\s*=\s*(\d+)\s*,\s*bytes\s*=\s*(\d+).*?\}\s*=\s*([^;\s]+)\s*;/;
+
+/** Parses `nfacct list` lines like `{ pkts = 00000000000000000003, bytes = 00000000000000000252 } = foo;`. */
+export function parseNfacctList(output: string): NfacctCounter[] {
+  const counters: NfacctCounter[] = [];
+  for (const line of output.split("\n")) {
+    const match = COUNTER_LINE.exec(line);
+    if (match?.[1] === undefined || match[2] === undefined || match[3] === undefined) continue;
+    counters.push({ name: match[3], packets: BigInt(match[1]), bytes: BigInt(match[2]) });
+  }
+  return counters;
+}
+
+/** All counters, or null when they cannot be read (treated as "unavailable", never thrown). */
+export async function readNfacctCounters(
+  runner: Runner,
+  options: NfacctOptions = {},
+): Promise<NfacctCounter[] | null> {
+  try {
+    const result = await runner.run(["nfacct", "list"], {
+      netns: options.netns,
+      timeoutMs: options.timeoutMs ?? 5_000,
+    });
+    return parseNfacctList(result.stdout);
+  } catch {
+    return null;
+  }
+}
