@@ -1,3 +1,4 @@
+import type { FeatureGates } from "../../proxy/serviceport.ts";
 import type { IPFamily, ProxyState } from "../../proxy/types.ts";
 
 /** How "traffic from a local pod" is recognised (upstream `LocalTrafficDetector`). */
@@ -50,6 +51,8 @@ export interface RenderRequest {
    * service chains among them get `:chain` + `-X chain`. null = do not delete stale chains.
    */
   readonly existingNatChains: readonly string[] | null;
+  /** Gates that change endpoint selection (PreferSameTrafficDistribution); defaults apply when absent. */
+  readonly featureGates?: Partial<FeatureGates>;
 }
 
 /** One Service's nat chains (§3.6) as written in a sync: declarations and rules. */

@@ -1,0 +1,259 @@
+/**
+ * Chain names, fixed chains and small formatting helpers of upstream kube-proxy's iptables
+ * mode (spec §1, §2). Pure functions only; the kernel layer consumes the jump-chain table.
+ */
+import { createHash } from "node:crypto";
+
+export const KUBE_SERVICES = "KUBE-SERVICES";
+export const KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES";
+export const KUBE_NODEPORTS = "KUBE-NODEPORTS";
+export const KUBE_POSTROUTING = "KUBE-POSTROUTING";
+export const KUBE_MARK_MASQ = "KUBE-MARK-MASQ";
+export const KUBE_FORWARD = "KUBE-FORWARD";
+export const KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL";
+export const KUBE_FIREWALL = "KUBE-FIREWALL";
+export const KUBE_PROXY_CANARY = "KUBE-PROXY-CANARY";
+
+export const LARGE_CLUSTER_ENDPOINTS_THRESHOLD = 1000;
+
+export const NFACCT_CT_STATE_INVALID_DROPPED_PKTS = "ct_state_invalid_dropped_pkts";
+export const NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS = "localhost_nps_accepted_pkts";
+
+export type IptablesTable = "filter" | "nat" | "mangle";
+
+/** One jump from a built-in chain into a kube-proxy chain (spec §2.3). */
+export interface JumpChain {
+  readonly table: IptablesTable;
+  readonly srcChain: string;
+  readonly extraArgs: readonly string[];
+  /** "" = no comment match. */
+  readonly comment: string;
+  readonly dstChain: string;
+}
+
+const CT_NEW = ["-m", "conntrack", "--ctstate", "NEW"] as const;
+
+/**
+ * `iptablesJumpChains` followed by `iptablesKubeletJumpChains`, in upstream order. Each is
+ * ensured with EnsureChain + EnsureRule(Prepend) on every full sync.
+ */
+export const JUMP_CHAINS: readonly JumpChain[] = [
+  {
+    table: "filter",
+    srcChain: "INPUT",
+    extraArgs: CT_NEW,
+    comment: "kubernetes externally-visible service portals",
+    dstChain: KUBE_EXTERNAL_SERVICES,
+  },
+  {
+    table: "filter",
+    srcChain: "FORWARD",
+    extraArgs: CT_NEW,
+    comment: "kubernetes externally-visible service portals",
+    dstChain: KUBE_EXTERNAL_SERVICES,
+  },
+  {
+    table: "filter",
+    srcChain: "INPUT",
+    extraArgs: [],
+    comment: "kubernetes health check service ports",
+    dstChain: KUBE_NODEPORTS,
+  },
+  {
+    table: "filter",
+    srcChain: "FORWARD",
+    extraArgs: CT_NEW,
+    comment: "kubernetes service portals",
+    dstChain: KUBE_SERVICES,
+  },
+  {
+    table: "filter",
+    srcChain: "OUTPUT",
+    extraArgs: CT_NEW,
+    comment: "kubernetes service portals",
+    dstChain: KUBE_SERVICES,
+  },
+  {
+    table: "filter",
+    srcChain: "FORWARD",
+    extraArgs: [],
+    comment: "kubernetes forwarding rules",
+    dstChain: KUBE_FORWARD,
+  },
+  {
+    table: "filter",
+    srcChain: "INPUT",
+    extraArgs: CT_NEW,
+    comment: "kubernetes load balancer firewall",
+    dstChain: KUBE_PROXY_FIREWALL,
+  },
+  {
+    table: "filter",
+    srcChain: "OUTPUT",
+    extraArgs: CT_NEW,
+    comment: "kubernetes load balancer firewall",
+    dstChain: KUBE_PROXY_FIREWALL,
+  },
+  {
+    table: "filter",
+    srcChain: "FORWARD",
+    extraArgs: CT_NEW,
+    comment: "kubernetes load balancer firewall",
+    dstChain: KUBE_PROXY_FIREWALL,
+  },
+  {
+    table: "nat",
+    srcChain: "OUTPUT",
+    extraArgs: [],
+    comment: "kubernetes service portals",
+    dstChain: KUBE_SERVICES,
+  },
+  {
+    table: "nat",
+    srcChain: "PREROUTING",
+    extraArgs: [],
+    comment: "kubernetes service portals",
+    dstChain: KUBE_SERVICES,
+  },
+  {
+    table: "nat",
+    srcChain: "POSTROUTING",
+    extraArgs: [],
+    comment: "kubernetes postrouting rules",
+    dstChain: KUBE_POSTROUTING,
+  },
+  { table: "filter", srcChain: "INPUT", extraArgs: [], comment: "", dstChain: KUBE_FIREWALL },
+  { table: "filter", srcChain: "OUTPUT", extraArgs: [], comment: "", dstChain: KUBE_FIREWALL },
+];
+
+/** The argv tail of a jump rule: extraArgs, optional comment (one argv element), `-j dst`. */
+export function jumpRuleArgs(jump: JumpChain): string[] {
+  const args = [...jump.extraArgs];
+  if (jump.comment !== "") args.push("-m", "comment", "--comment", jump.comment);
+  args.push("-j", jump.dstChain);
+  return args;
+}
+
+const BASE32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/** The first 16 characters of RFC 4648 base32 of `bytes` (needs the first 10 bytes only). */
+function base32Prefix16(bytes: Uint8Array): string {
+  let out = "";
+  let buffer = 0;
+  let bits = 0;
+  for (let i = 0; i < 10; i++) {
+    buffer = (buffer << 8) | (bytes[i] ?? 0);
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out += BASE32_ALPHABET[(buffer >>> bits) & 31];
+    }
+    buffer &= (1 << bits) - 1;
+  }
+  return out;
+}
+
+/*
+ * Hashing dominates rendering of large clusters, and a sync hashes the same strings as the
+ * previous one; a bounded cache keeps steady-state syncs cheap without growing forever.
+ */
+const HASH_CACHE_LIMIT = 1 << 18;
+const hashCache = new Map<string, string>();
+
+/** `base32(sha256(s))[0:16]`, upstream `portProtoHash` / endpoint chain hash (spec §1.2). */
+export function hash16(s: string): string {
+  const cached = hashCache.get(s);
+  if (cached !== undefined) return cached;
+  const h = base32Prefix16(createHash("sha256").update(s, "utf8").digest());
+  if (hashCache.size >= HASH_CACHE_LIMIT) hashCache.clear();
+  hashCache.set(s, h);
+  return h;
+}
+
+/** Hash input of the per-service-port chains: ServicePortName string + lowercase protocol. */
+function portProtoHash(spnString: string, protocol: string): string {
+  return hash16(spnString + protocol.toLowerCase());
+}
+
+export function serviceChainName(spnString: string, protocol: string): string {
+  return "KUBE-SVC-" + portProtoHash(spnString, protocol);
+}
+
+export function serviceLocalChainName(spnString: string, protocol: string): string {
+  return "KUBE-SVL-" + portProtoHash(spnString, protocol);
+}
+
+export function externalChainName(spnString: string, protocol: string): string {
+  return "KUBE-EXT-" + portProtoHash(spnString, protocol);
+}
+
+export function firewallChainName(spnString: string, protocol: string): string {
+  return "KUBE-FW-" + portProtoHash(spnString, protocol);
+}
+
+/** `KUBE-SEP-` + hash of ServicePortName string + lowercase protocol + endpoint string. */
+export function endpointChainName(spnString: string, protocol: string, endpoint: string): string {
+  return "KUBE-SEP-" + hash16(spnString + protocol.toLowerCase() + endpoint);
+}
+
+const SERVICE_CHAIN_PREFIXES = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-SEP-", "KUBE-FW-", "KUBE-EXT-"];
+
+/** Chains kube-proxy owns per service port; stale ones are flushed and deleted (spec §4.4). */
+export function isServiceChainName(chain: string): boolean {
+  return SERVICE_CHAIN_PREFIXES.some((p) => chain.startsWith(p));
+}
+
+/** Go `%#08x` of `1 << bit`: digits zero-padded to 8, then `0x` (spec §2.2). */
+export function formatMasqueradeMark(bit: number): string {
+  if (!Number.isInteger(bit) || bit < 0 || bit > 31) {
+    throw new RangeError(`masquerade bit must be an integer in [0, 31], got ${bit}`);
+  }
+  return "0x" + ((1 << bit) >>> 0).toString(16).padStart(8, "0");
+}
+
+const TEN_POW_10 = 10n ** 10n;
+
+/**
+ * Go `fmt.Sprintf("%0.10f", x)` for 0 <= x < 2^53: the exact binary value of the double,
+ * rounded half-to-even at the 10th decimal. `toFixed(10)` differs on exact ties (k = 2048).
+ */
+export function formatFixed10(x: number): string {
+  if (!Number.isFinite(x) || x < 0 || x >= 2 ** 53) {
+    throw new RangeError(`cannot format ${x}`);
+  }
+  const view = new DataView(new ArrayBuffer(8));
+  view.setFloat64(0, x);
+  const bits = view.getBigUint64(0);
+  const biasedExp = Number((bits >> 52n) & 0x7ffn);
+  const fraction = bits & ((1n << 52n) - 1n);
+  // x = mantissa * 2^exp exactly.
+  const mantissa = biasedExp === 0 ? fraction : fraction | (1n << 52n);
+  const exp = (biasedExp === 0 ? 1 : biasedExp) - 1075;
+  let scaled: bigint;
+  if (exp >= 0) {
+    scaled = (mantissa << BigInt(exp)) * TEN_POW_10;
+  } else {
+    const denominator = 1n << BigInt(-exp);
+    const numerator = mantissa * TEN_POW_10;
+    scaled = numerator / denominator;
+    const twiceRemainder = 2n * (numerator % denominator);
+    if (twiceRemainder > denominator || (twiceRemainder === denominator && scaled % 2n === 1n)) {
+      scaled += 1n;
+    }
+  }
+  const digits = scaled.toString().padStart(11, "0");
+  return `${digits.slice(0, -10)}.${digits.slice(-10)}`;
+}
+
+const probabilityCache: string[] = [];
+
+/** `%0.10f` of 1/k, the `-m statistic --probability` argument for the k-th last endpoint. */
+export function computeProbability(k: number): string {
+  if (!Number.isInteger(k) || k < 1) throw new RangeError(`probability index must be >= 1, got ${k}`);
+  let p = probabilityCache[k];
+  if (p === undefined) {
+    p = formatFixed10(1 / k);
+    probabilityCache[k] = p;
+  }
+  return p;
+}

@@ -1,0 +1,530 @@
+/**
+ * The pure iptables renderer: ProxyState + settings → the iptables-restore document upstream
+ * kube-proxy writes in `syncProxyRules` (spec §2.5, §3, §4). No clock, no I/O, no randomness.
+ */
+import type { Endpoint, ServicePort } from "../../proxy/types.ts";
+import { servicePortNameString } from "../../proxy/types.ts";
+import {
+  canonicalIP,
+  cidrContains,
+  ipFamilyOf,
+  isLoopback,
+  isZeroCIDR,
+  parseCIDRSloppy,
+} from "../../proxy/ip.ts";
+import { categorizeEndpoints } from "../../proxy/topology.ts";
+import {
+  externallyAccessible,
+  resolveFeatureGates,
+  usesClusterEndpoints,
+  usesLocalEndpoints,
+} from "../../proxy/serviceport.ts";
+import type { FeatureGates } from "../../proxy/serviceport.ts";
+import {
+  KUBE_EXTERNAL_SERVICES,
+  KUBE_FIREWALL,
+  KUBE_FORWARD,
+  KUBE_MARK_MASQ,
+  KUBE_NODEPORTS,
+  KUBE_POSTROUTING,
+  KUBE_PROXY_FIREWALL,
+  KUBE_SERVICES,
+  NFACCT_CT_STATE_INVALID_DROPPED_PKTS,
+  NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS,
+  computeProbability,
+  endpointChainName,
+  externalChainName,
+  firewallChainName,
+  isServiceChainName,
+  serviceChainName,
+  serviceLocalChainName,
+} from "./chains.ts";
+import type {
+  IptablesSettings,
+  LocalDetector,
+  RenderRequest,
+  RenderResult,
+  ServiceChainsBlock,
+} from "./types.ts";
+
+const chainLine = (chain: string): string => `:${chain} - [0:0]`;
+
+const NODEPORTS_TAIL_COMMENT =
+  '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"';
+
+/** Upstream `NodePortAddresses` for one family (pkg/proxy/util/nodeport_addresses.go). */
+interface NodePortAddresses {
+  readonly matchAll: boolean;
+  /** Masked networks of this family. */
+  readonly cidrs: readonly string[];
+  readonly containsIPv4Loopback: boolean;
+}
+
+function nodePortAddressesFor(settings: IptablesSettings): NodePortAddresses {
+  const cidrs: string[] = [];
+  let containsIPv4Loopback = false;
+  for (const text of settings.nodePortAddresses) {
+    const c = parseCIDRSloppy(text.trim());
+    if (c === null || c.family !== settings.family) continue;
+    cidrs.push(c.cidr);
+    if (c.family === "IPv4" && (isLoopback(c.ip) || cidrContains(c.cidr, "127.0.0.0"))) {
+      containsIPv4Loopback = true;
+    }
+  }
+  if (cidrs.length === 0) {
+    cidrs.push(settings.family === "IPv4" ? "0.0.0.0/0" : "::/0");
+    if (settings.family === "IPv4") containsIPv4Loopback = true;
+  }
+  return { matchAll: cidrs.some(isZeroCIDR), cidrs, containsIPv4Loopback };
+}
+
+/** Upstream `LocalTrafficDetector.IfLocal()` / `IfNotLocal()`; null = not implemented. */
+function localDetectorArgs(d: LocalDetector): { ifLocal: string; ifNotLocal: string } | null {
+  switch (d.mode) {
+    case "None":
+      return null;
+    case "ClusterCIDR":
+    case "NodeCIDR":
+      return { ifLocal: `-s ${d.cidr}`, ifNotLocal: `! -s ${d.cidr}` };
+    case "BridgeInterface":
+      return { ifLocal: `-i ${d.interfaceName}`, ifNotLocal: `! -i ${d.interfaceName}` };
+    case "InterfaceNamePrefix":
+      return { ifLocal: `-i ${d.prefix}+`, ifNotLocal: `! -i ${d.prefix}+` };
+  }
+}
+
+function compareServicePorts(a: ServicePort, b: ServicePort): number {
+  const an = servicePortNameString(a.name);
+  const bn = servicePortNameString(b.name);
+  if (an !== bn) return an < bn ? -1 : 1;
+  if (a.protocol !== b.protocol) return a.protocol < b.protocol ? -1 : 1;
+  return 0;
+}
+
+interface Ctx {
+  readonly settings: IptablesSettings;
+  readonly gates: FeatureGates;
+  readonly detector: { ifLocal: string; ifNotLocal: string } | null;
+  readonly localhostNodePorts: boolean;
+  readonly ipv4: boolean;
+  readonly largeClusterMode: boolean;
+  readonly nodeIPInRange: (ranges: readonly string[]) => boolean;
+}
+
+interface ServiceOutput {
+  readonly filterRules: string[];
+  readonly captureRules: string[];
+  readonly chainLines: string[];
+  readonly chainRules: string[];
+  readonly activeChains: string[];
+  readonly noLocalInternal: boolean;
+  readonly noLocalExternal: boolean;
+}
+
+/** Service → endpoint rules of one policy chain (upstream `writeServiceToEndpointRules`). */
+function writeServiceToEndpointRules(
+  out: string[],
+  ctx: Ctx,
+  spn: string,
+  proto: string,
+  sp: ServicePort,
+  chain: string,
+  endpoints: readonly Endpoint[],
+): void {
+  if (sp.sessionAffinity !== null) {
+    for (const ep of endpoints) {
+      const sep = endpointChainName(spn, proto, ep.endpoint);
+      const comment = ctx.largeClusterMode ? "" : ` -m comment --comment "${spn} -> ${ep.endpoint}"`;
+      out.push(
+        `-A ${chain}${comment} -m recent --name ${sep} --rcheck --seconds ${sp.sessionAffinity.maxAgeSeconds} --reap -j ${sep}`,
+      );
+    }
+  }
+  const n = endpoints.length;
+  for (let i = 0; i < n; i++) {
+    const ep = endpoints[i] as Endpoint;
+    const sep = endpointChainName(spn, proto, ep.endpoint);
+    const comment = ctx.largeClusterMode ? "" : ` -m comment --comment "${spn} -> ${ep.endpoint}"`;
+    const statistic =
+      i < n - 1 ? ` -m statistic --mode random --probability ${computeProbability(n - i)}` : "";
+    out.push(`-A ${chain}${comment}${statistic} -j ${sep}`);
+  }
+}
+
+function renderServicePort(
+  ctx: Ctx,
+  sp: ServicePort,
+  allEndpoints: readonly Endpoint[],
+  req: RenderRequest,
+): ServiceOutput {
+  const { settings } = ctx;
+  const spn = servicePortNameString(sp.name);
+  const p = sp.protocol.toLowerCase();
+  const clusterChain = serviceChainName(spn, p);
+  const localChain = serviceLocalChainName(spn, p);
+  const extChain = externalChainName(spn, p);
+  const fwChain = firewallChainName(spn, p);
+
+  const cat = categorizeEndpoints(allEndpoints, sp, settings.nodeName, req.state.nodeLabels, ctx.gates);
+  const clusterEps = cat.clusterEndpoints;
+  const localEps = cat.localEndpoints;
+  const hasEndpoints = cat.hasAnyEndpoints;
+
+  const usesClusterChain = clusterEps.length > 0 && usesClusterEndpoints(sp);
+  const usesLocalChain = localEps.length > 0 && usesLocalEndpoints(sp);
+
+  let internalChain = clusterChain;
+  let hasInternal = hasEndpoints;
+  if (sp.internalPolicyLocal) {
+    internalChain = localChain;
+    if (localEps.length === 0) hasInternal = false;
+  }
+  let externalPolicyChain = clusterChain;
+  let hasExternal = hasEndpoints;
+  if (sp.externalPolicyLocal) {
+    externalPolicyChain = localChain;
+    if (localEps.length === 0) hasExternal = false;
+  }
+  const usesExtChain = hasEndpoints && externallyAccessible(sp);
+  const usesFW = hasEndpoints && sp.loadBalancerVIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
+  const lbTarget = usesFW ? fwChain : extChain;
+
+  let iTarget = "";
+  let iCmt = "";
+  let eTarget = "";
+  let eCmt = "";
+  let noLocalInternal = false;
+  let noLocalExternal = false;
+  if (!hasEndpoints) {
+    iTarget = eTarget = "REJECT";
+    iCmt = eCmt = `"${spn} has no endpoints"`;
+  } else {
+    if (!hasInternal) {
+      iTarget = "DROP";
+      iCmt = `"${spn} has no local endpoints"`;
+      noLocalInternal = true;
+    }
+    if (!hasExternal) {
+      eTarget = "DROP";
+      eCmt = `"${spn} has no local endpoints"`;
+      noLocalExternal = true;
+    }
+  }
+
+  const filterRules: string[] = [];
+  const captureRules: string[] = [];
+  const match = `-m ${p} -p ${p}`;
+
+  if (hasInternal) {
+    captureRules.push(
+      `-A ${KUBE_SERVICES} -m comment --comment "${spn} cluster IP" ${match} -d ${sp.clusterIP} --dport ${sp.port} -j ${internalChain}`,
+    );
+  } else {
+    filterRules.push(
+      `-A ${KUBE_SERVICES} -m comment --comment ${iCmt} ${match} -d ${sp.clusterIP} --dport ${sp.port} -j ${iTarget}`,
+    );
+  }
+
+  for (const eip of sp.externalIPs) {
+    if (hasEndpoints) {
+      captureRules.push(
+        `-A ${KUBE_SERVICES} -m comment --comment "${spn} external IP" ${match} -d ${eip} --dport ${sp.port} -j ${extChain}`,
+      );
+    }
+    if (!hasExternal) {
+      filterRules.push(
+        `-A ${KUBE_EXTERNAL_SERVICES} -m comment --comment ${eCmt} ${match} -d ${eip} --dport ${sp.port} -j ${eTarget}`,
+      );
+    }
+  }
+
+  for (const lb of sp.loadBalancerVIPs) {
+    if (hasEndpoints) {
+      captureRules.push(
+        `-A ${KUBE_SERVICES} -m comment --comment "${spn} loadbalancer IP" ${match} -d ${lb} --dport ${sp.port} -j ${lbTarget}`,
+      );
+    }
+    if (usesFW) {
+      filterRules.push(
+        `-A ${KUBE_PROXY_FIREWALL} -m comment --comment "${spn} traffic not accepted by ${fwChain}" ${match} -d ${lb} --dport ${sp.port} -j DROP`,
+      );
+    }
+  }
+  if (!hasExternal) {
+    for (const lb of sp.loadBalancerVIPs) {
+      filterRules.push(
+        `-A ${KUBE_EXTERNAL_SERVICES} -m comment --comment ${eCmt} ${match} -d ${lb} --dport ${sp.port} -j ${eTarget}`,
+      );
+    }
+  }
+
+  if (sp.nodePort !== 0) {
+    if (hasEndpoints) {
+      if (ctx.localhostNodePorts && ctx.ipv4 && settings.nfacct.localhostNodePortsAcceptedPkts) {
+        captureRules.push(
+          `-A ${KUBE_NODEPORTS} -m comment --comment ${spn} ${match} -d 127.0.0.0/8 --dport ${sp.nodePort} -m nfacct --nfacct-name ${NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS} -j ${extChain}`,
+        );
+      }
+      captureRules.push(
+        `-A ${KUBE_NODEPORTS} -m comment --comment ${spn} ${match} --dport ${sp.nodePort} -j ${extChain}`,
+      );
+    }
+    if (!hasExternal) {
+      filterRules.push(
+        `-A ${KUBE_EXTERNAL_SERVICES} -m comment --comment ${eCmt} -m addrtype --dst-type LOCAL ${match} --dport ${sp.nodePort} -j ${eTarget}`,
+      );
+    }
+  }
+
+  if (sp.healthCheckNodePort !== 0) {
+    filterRules.push(
+      `-A ${KUBE_NODEPORTS} -m comment --comment "${spn} health check node port" -m tcp -p tcp --dport ${sp.healthCheckNodePort} -j ACCEPT`,
+    );
+  }
+
+  const chainLines: string[] = [];
+  const chainRules: string[] = [];
+  const activeChains: string[] = [];
+  const declare = (chain: string): void => {
+    chainLines.push(chainLine(chain));
+    activeChains.push(chain);
+  };
+
+  if (hasInternal) {
+    const base = `-A ${internalChain} -m comment --comment "${spn} cluster IP" ${match} -d ${sp.clusterIP} --dport ${sp.port}`;
+    if (settings.masqueradeAll) {
+      chainRules.push(`${base} -j ${KUBE_MARK_MASQ}`);
+    } else if (ctx.detector !== null) {
+      chainRules.push(`${base} ${ctx.detector.ifNotLocal} -j ${KUBE_MARK_MASQ}`);
+    }
+  }
+
+  if (usesExtChain) {
+    declare(extChain);
+    if (!sp.externalPolicyLocal) {
+      chainRules.push(
+        `-A ${extChain} -m comment --comment "masquerade traffic for ${spn} external destinations" -j ${KUBE_MARK_MASQ}`,
+      );
+    } else {
+      if (ctx.detector !== null) {
+        chainRules.push(
+          `-A ${extChain} -m comment --comment "pod traffic for ${spn} external destinations" ${ctx.detector.ifLocal} -j ${clusterChain}`,
+        );
+      }
+      chainRules.push(
+        `-A ${extChain} -m comment --comment "masquerade LOCAL traffic for ${spn} external destinations" -m addrtype --src-type LOCAL -j ${KUBE_MARK_MASQ}`,
+        `-A ${extChain} -m comment --comment "route LOCAL traffic for ${spn} external destinations" -m addrtype --src-type LOCAL -j ${clusterChain}`,
+      );
+    }
+    if (hasExternal) chainRules.push(`-A ${extChain} -j ${externalPolicyChain}`);
+  }
+
+  if (usesFW) {
+    declare(fwChain);
+    const lbComment = `-m comment --comment "${spn} loadbalancer IP"`;
+    for (const range of sp.loadBalancerSourceRanges) {
+      chainRules.push(`-A ${fwChain} ${lbComment} -s ${range} -j ${extChain}`);
+    }
+    if (ctx.nodeIPInRange(sp.loadBalancerSourceRanges)) {
+      for (const lb of sp.loadBalancerVIPs) {
+        chainRules.push(`-A ${fwChain} ${lbComment} -s ${lb} -j ${extChain}`);
+      }
+    }
+    chainRules.push(
+      `-A ${fwChain} -m comment --comment "other traffic to ${spn} will be dropped by ${KUBE_PROXY_FIREWALL}"`,
+    );
+  }
+
+  if (usesClusterChain) {
+    declare(clusterChain);
+    writeServiceToEndpointRules(chainRules, ctx, spn, p, sp, clusterChain, clusterEps);
+  }
+  if (usesLocalChain) {
+    declare(localChain);
+    writeServiceToEndpointRules(chainRules, ctx, spn, p, sp, localChain, localEps);
+  }
+
+  for (const ep of cat.allReachableEndpoints) {
+    const sep = endpointChainName(spn, p, ep.endpoint);
+    declare(sep);
+    const comment = ctx.largeClusterMode ? "" : ` -m comment --comment ${spn}`;
+    const recent = sp.sessionAffinity !== null ? ` -m recent --name ${sep} --set` : "";
+    chainRules.push(
+      `-A ${sep}${comment} -s ${ep.ip} -j ${KUBE_MARK_MASQ}`,
+      `-A ${sep}${comment}${recent} ${match} -j DNAT --to-destination ${ep.endpoint}`,
+    );
+  }
+
+  return {
+    filterRules,
+    captureRules,
+    chainLines,
+    chainRules,
+    activeChains,
+    noLocalInternal,
+    noLocalExternal,
+  };
+}
+
+function nodePortTailRules(
+  settings: IptablesSettings,
+  npa: NodePortAddresses,
+  localhostNodePorts: boolean,
+): string[] {
+  const head = `-A ${KUBE_SERVICES} -m comment --comment ${NODEPORTS_TAIL_COMMENT}`;
+  const ipv6 = settings.family === "IPv6";
+  if (npa.matchAll) {
+    let exclusion = "";
+    if (ipv6) exclusion = " ! -d ::1/128";
+    else if (!localhostNodePorts) exclusion = " ! -d 127.0.0.0/8";
+    return [`${head} -m addrtype --dst-type LOCAL${exclusion} -j ${KUBE_NODEPORTS}`];
+  }
+  const ips = new Set<string>();
+  for (const addr of settings.localAddresses) {
+    const slash = addr.indexOf("/");
+    const ip = canonicalIP(slash < 0 ? addr.trim() : addr.slice(0, slash).trim());
+    if (ip === null || ipFamilyOf(ip) !== settings.family) continue;
+    if (!npa.cidrs.some((c) => cidrContains(c, ip))) continue;
+    // Upstream logs an error and skips these instead of writing an unusable rule.
+    if (isLoopback(ip) && (ipv6 || !settings.localhostNodePorts)) continue;
+    ips.add(ip);
+  }
+  return [...ips].sort().map((ip) => `${head} -d ${ip} -j ${KUBE_NODEPORTS}`);
+}
+
+/** Render one sync's iptables-restore input (spec §4.2 layout, deterministic service order). */
+export function renderIptables(req: RenderRequest): RenderResult {
+  const { state, settings, fullSync, changedServices } = req;
+  const ipv4 = settings.family === "IPv4";
+  const mark = settings.masqueradeMark;
+  const npa = nodePortAddressesFor(settings);
+  const localhostNodePorts = ipv4 && settings.localhostNodePorts && npa.containsIPv4Loopback;
+
+  const servicePorts = [...state.services.entries()].sort((a, b) => compareServicePorts(a[1], b[1]));
+  let totalEndpoints = 0;
+  for (const [key] of servicePorts) totalEndpoints += state.endpoints.get(key)?.length ?? 0;
+  const largeClusterMode = totalEndpoints > settings.largeClusterEndpointsThreshold;
+
+  const ctx: Ctx = {
+    settings,
+    gates: resolveFeatureGates(req.featureGates),
+    detector: localDetectorArgs(settings.localDetector),
+    localhostNodePorts,
+    ipv4,
+    largeClusterMode,
+    nodeIPInRange: (ranges) => ranges.some((r) => cidrContains(r, settings.nodeIP)),
+  };
+
+  const filterChainLines = [
+    KUBE_SERVICES,
+    KUBE_EXTERNAL_SERVICES,
+    KUBE_FORWARD,
+    KUBE_NODEPORTS,
+    KUBE_PROXY_FIREWALL,
+  ].map(chainLine);
+  const filterRules: string[] = [];
+  if (localhostNodePorts) {
+    filterChainLines.push(chainLine(KUBE_FIREWALL));
+    filterRules.push(
+      `-A ${KUBE_FIREWALL} -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`,
+    );
+  }
+
+  const natTopChainLines = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ].map(chainLine);
+  const natFixedRules = [
+    `-A ${KUBE_POSTROUTING} -m mark ! --mark ${mark}/${mark} -j RETURN`,
+    `-A ${KUBE_POSTROUTING} -j MARK --xor-mark ${mark}`,
+    `-A ${KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE${settings.hasRandomFully ? " --random-fully" : ""}`,
+    `-A ${KUBE_MARK_MASQ} -j MARK --or-mark ${mark}`,
+  ];
+
+  const natServiceChainLines: string[] = [];
+  const natServiceRules: string[] = [];
+  const captureRuleLines: string[] = [];
+  const serviceBlocks: ServiceChainsBlock[] = [];
+  const activeNatChains = new Set<string>();
+  let skippedNatRules = 0;
+  let noLocalInternal = 0;
+  let noLocalExternal = 0;
+
+  for (const [key, sp] of servicePorts) {
+    const out = renderServicePort(ctx, sp, state.endpoints.get(key) ?? [], req);
+    for (const r of out.filterRules) filterRules.push(r);
+    for (const r of out.captureRules) {
+      captureRuleLines.push(r);
+      natServiceRules.push(r);
+    }
+    for (const c of out.activeChains) activeNatChains.add(c);
+    if (out.noLocalInternal) noLocalInternal++;
+    if (out.noLocalExternal) noLocalExternal++;
+    const service = `${sp.name.namespace}/${sp.name.name}`;
+    if (fullSync || changedServices.has(service)) {
+      for (const l of out.chainLines) natServiceChainLines.push(l);
+      for (const r of out.chainRules) natServiceRules.push(r);
+      serviceBlocks.push({ service, chainLines: out.chainLines, ruleLines: out.chainRules });
+    } else {
+      skippedNatRules += out.chainRules.length;
+    }
+  }
+
+  const deletedChains =
+    req.existingNatChains === null
+      ? []
+      : [...new Set(req.existingNatChains)]
+          .filter((c) => isServiceChainName(c) && !activeNatChains.has(c))
+          .sort();
+
+  const tailRuleLines = nodePortTailRules(settings, npa, localhostNodePorts);
+
+  if (!settings.conntrackTCPLiberal) {
+    const nfacct = settings.nfacct.ctStateInvalidDroppedPkts
+      ? ` -m nfacct --nfacct-name ${NFACCT_CT_STATE_INVALID_DROPPED_PKTS}`
+      : "";
+    filterRules.push(`-A ${KUBE_FORWARD} -m conntrack --ctstate INVALID${nfacct} -j DROP`);
+  }
+  filterRules.push(
+    `-A ${KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" -m mark --mark ${mark}/${mark} -j ACCEPT`,
+    `-A ${KUBE_FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+  );
+
+  const deletedChainLines = deletedChains.map(chainLine);
+  const deleteLines = deletedChains.map((c) => `-X ${c}`);
+  const lines: string[] = [
+    "*filter",
+    ...filterChainLines,
+    ...filterRules,
+    "COMMIT",
+    "*nat",
+    ...natTopChainLines,
+    ...natServiceChainLines,
+    ...deletedChainLines,
+    ...natFixedRules,
+    ...natServiceRules,
+    ...deleteLines,
+    ...tailRuleLines,
+    "COMMIT",
+  ];
+  const payload = lines.join("\n") + "\n";
+
+  const natRulesWritten = natFixedRules.length + natServiceRules.length + tailRuleLines.length;
+  return {
+    payload,
+    filter: { chainLines: filterChainLines, ruleLines: filterRules },
+    nat: {
+      topChainLines: natTopChainLines,
+      fixedRuleLines: natFixedRules,
+      captureRuleLines,
+      serviceBlocks,
+      deletedChains,
+      tailRuleLines,
+    },
+    activeNatChains,
+    counts: {
+      filterRules: filterRules.length,
+      natRulesWritten,
+      natRulesTotal: natRulesWritten + skippedNatRules,
+    },
+    largeClusterMode,
+    noLocalEndpoints: { internal: noLocalInternal, external: noLocalExternal },
+  };
+}
