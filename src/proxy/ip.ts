@@ -1,0 +1,270 @@
+/**
+ * IP and CIDR handling compatible with upstream `k8s.io/utils/net` (`ParseIPSloppy`,
+ * `ParseCIDRSloppy`: Go 1.16's parser, which reads leading-zero IPv4 octets as DECIMAL) and with
+ * Go's `net.IP.String()` / `net.IPNet.String()` printing. Legacy objects in etcd may still carry
+ * such addresses, and upstream re-prints them canonically in every rule.
+ */
+import type { IPFamily } from "./types.ts";
+
+/** A parsed address: 4 bytes for IPv4 (incl. IPv4-mapped IPv6), 16 bytes for IPv6. */
+export interface ParsedIP {
+  readonly family: IPFamily;
+  readonly bytes: Uint8Array;
+}
+
+export interface ParsedCIDR {
+  readonly family: IPFamily;
+  /** Network address (already masked), canonical. */
+  readonly ip: string;
+  readonly prefixLength: number;
+  /** `ip/prefixLength` as Go's `IPNet.String()`. */
+  readonly cidr: string;
+  readonly bytes: Uint8Array;
+}
+
+// Go's net package refuses numbers at or above this while scanning digits.
+const BIG = 0xffffff;
+
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+/** Go `dtoi`: decimal prefix of s; returns [value, consumed] or null. */
+function dtoi(s: string, start: number): [number, number] | null {
+  let n = 0;
+  let i = start;
+  for (; i < s.length && isDigit(s.charCodeAt(i)); i++) {
+    n = n * 10 + (s.charCodeAt(i) - 48);
+    if (n >= BIG) return null;
+  }
+  if (i === start) return null;
+  return [n, i];
+}
+
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
+
+/** Go `xtoi`: hexadecimal prefix of s; returns [value, end] or null. */
+function xtoi(s: string, start: number): [number, number] | null {
+  let n = 0;
+  let i = start;
+  for (; i < s.length; i++) {
+    const v = hexValue(s.charCodeAt(i));
+    if (v < 0) break;
+    n = n * 16 + v;
+    if (n >= BIG) return null;
+  }
+  if (i === start) return null;
+  return [n, i];
+}
+
+function parseIPv4Bytes(s: string, start: number): Uint8Array | null {
+  const out = new Uint8Array(4);
+  let pos = start;
+  for (let i = 0; i < 4; i++) {
+    if (pos >= s.length) return null;
+    if (i > 0) {
+      if (s[pos] !== ".") return null;
+      pos++;
+    }
+    const r = dtoi(s, pos);
+    if (r === null || r[0] > 0xff) return null;
+    out[i] = r[0];
+    pos = r[1];
+  }
+  return pos === s.length ? out : null;
+}
+
+function parseIPv6Bytes(s: string): Uint8Array | null {
+  const ip = new Uint8Array(16);
+  let ellipsis = -1;
+  let pos = 0;
+  if (s.length >= 2 && s[0] === ":" && s[1] === ":") {
+    ellipsis = 0;
+    pos = 2;
+    if (pos === s.length) return ip;
+  }
+  let i = 0;
+  while (i < 16) {
+    const r = xtoi(s, pos);
+    if (r === null || r[0] > 0xffff) return null;
+    const [n, c] = r;
+    if (c < s.length && s[c] === ".") {
+      if (ellipsis < 0 && i !== 12) return null;
+      if (i + 4 > 16) return null;
+      const ip4 = parseIPv4Bytes(s, pos);
+      if (ip4 === null) return null;
+      ip.set(ip4, i);
+      pos = s.length;
+      i += 4;
+      break;
+    }
+    ip[i] = n >> 8;
+    ip[i + 1] = n & 0xff;
+    i += 2;
+    pos = c;
+    if (pos === s.length) break;
+    if (s[pos] !== ":" || pos + 1 === s.length) return null;
+    pos++;
+    if (s[pos] === ":") {
+      if (ellipsis >= 0) return null;
+      ellipsis = i;
+      pos++;
+      if (pos === s.length) break;
+    }
+  }
+  if (pos !== s.length) return null;
+  if (i < 16) {
+    if (ellipsis < 0) return null;
+    const n = 16 - i;
+    for (let j = i - 1; j >= ellipsis; j--) ip[j + n] = ip[j]!;
+    for (let j = ellipsis + n - 1; j >= ellipsis; j--) ip[j] = 0;
+  } else if (ellipsis >= 0) {
+    return null;
+  }
+  return ip;
+}
+
+/** Go `To4()` on a 16-byte address: the IPv4 part of an IPv4-mapped address, else null. */
+function mappedToV4(b: Uint8Array): Uint8Array | null {
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return null;
+  if (b[10] !== 0xff || b[11] !== 0xff) return null;
+  return b.slice(12);
+}
+
+/** `netutils.ParseIPSloppy`: null when not an address (no zones, no surrounding spaces). */
+export function parseIPSloppy(s: string): ParsedIP | null {
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (c === ".") {
+      const b = parseIPv4Bytes(s, 0);
+      return b === null ? null : { family: "IPv4", bytes: b };
+    }
+    if (c === ":") {
+      const b = parseIPv6Bytes(s);
+      if (b === null) return null;
+      const v4 = mappedToV4(b);
+      return v4 === null ? { family: "IPv6", bytes: b } : { family: "IPv4", bytes: v4 };
+    }
+  }
+  return null;
+}
+
+/** Go `net.IP.String()` for a 4- or 16-byte address (RFC 5952 for IPv6). */
+export function formatIP(bytes: Uint8Array): string {
+  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
+  const v4 = mappedToV4(bytes);
+  if (v4 !== null) return formatIP(v4);
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
+  // Longest run of zero groups (length >= 2; first one wins a tie) becomes "::".
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (bestLen < 2) return groups.map((g) => g.toString(16)).join(":");
+  const head = groups.slice(0, bestStart).map((g) => g.toString(16));
+  const tail = groups.slice(bestStart + bestLen).map((g) => g.toString(16));
+  return `${head.join(":")}::${tail.join(":")}`;
+}
+
+/** `ParseIPSloppy(s).String()`, or null for an invalid address. */
+export function canonicalIP(s: string): string | null {
+  const ip = parseIPSloppy(s);
+  return ip === null ? null : formatIP(ip.bytes);
+}
+
+export function ipFamilyOf(s: string): IPFamily | null {
+  return parseIPSloppy(s)?.family ?? null;
+}
+
+/**
+ * `netutils.ParseCIDRSloppy(s)` followed by `IPNet.String()`: the MASKED network. The prefix
+ * length is decimal and may have leading zeros (`/025`). An IPv4-mapped network whose mask
+ * covers the mapping prefix prints (and counts) as IPv4, as in Go.
+ */
+export function parseCIDRSloppy(s: string): ParsedCIDR | null {
+  const slash = s.indexOf("/");
+  if (slash < 0) return null;
+  const addr = s.slice(0, slash);
+  let bytes: Uint8Array | null = parseIPv4Bytes(addr, 0);
+  if (bytes === null) bytes = parseIPv6Bytes(addr);
+  if (bytes === null) return null;
+  const r = dtoi(s, slash + 1);
+  if (r === null || r[1] !== s.length || r[0] > bytes.length * 8) return null;
+  let prefix = r[0];
+  const masked = maskBytes(bytes, prefix);
+  let out = masked;
+  if (masked.length === 16) {
+    const v4 = mappedToV4(masked);
+    if (v4 !== null && prefix >= 96) {
+      out = v4;
+      prefix -= 96;
+    }
+  }
+  const ip = formatIP(out);
+  return {
+    family: out.length === 4 ? "IPv4" : "IPv6",
+    ip,
+    prefixLength: prefix,
+    cidr: `${ip}/${prefix}`,
+    bytes: out,
+  };
+}
+
+function maskBytes(bytes: Uint8Array, prefix: number): Uint8Array {
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) {
+    const bits = Math.max(0, Math.min(8, prefix - i * 8));
+    out[i] = bytes[i]! & ((0xff << (8 - bits)) & 0xff);
+  }
+  return out;
+}
+
+/** Whether `ip` lies in `cidr` (both sloppy-parsed; different families never match). */
+export function cidrContains(cidr: string, ip: string): boolean {
+  const net = parseCIDRSloppy(cidr);
+  const addr = parseIPSloppy(ip);
+  if (net === null || addr === null || net.family !== addr.family) return false;
+  const masked = maskBytes(addr.bytes, net.prefixLength);
+  for (let i = 0; i < masked.length; i++) if (masked[i] !== net.bytes[i]) return false;
+  return true;
+}
+
+export function isLoopback(ip: string): boolean {
+  const addr = parseIPSloppy(ip);
+  if (addr === null) return false;
+  if (addr.family === "IPv4") return addr.bytes[0] === 127;
+  return addr.bytes.every((b, i) => b === (i === 15 ? 1 : 0));
+}
+
+export function isUnspecified(ip: string): boolean {
+  const addr = parseIPSloppy(ip);
+  return addr !== null && addr.bytes.every((b) => b === 0);
+}
+
+/** `0.0.0.0/0` or `::/0`: upstream's nodePortAddresses treats these as "all local addresses". */
+export function isZeroCIDR(cidr: string): boolean {
+  const net = parseCIDRSloppy(cidr);
+  return net !== null && net.prefixLength === 0;
+}
+
+/** `net.JoinHostPort(ip, port)`. */
+export function joinHostPort(ip: string, port: number): string {
+  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
