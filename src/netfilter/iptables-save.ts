@@ -1,0 +1,521 @@
+import type { Cidr, Family } from "./addr.ts";
+import { parseCidr } from "./addr.ts";
+import type { Chain, Counters, Hook, Match, Rule, Ruleset, Table, Target, Verdict } from "./model.ts";
+import { IPTABLES_BUILTINS, RulesetParseError } from "./model.ts";
+
+/**
+ * Splits one rule line the way iptables-restore does: whitespace separates words, double quotes
+ * group, and inside quotes a backslash escapes the next character (iptables-save writes `\"`
+ * and `\\` there).
+ */
+export function tokenize(line: string): string[] | undefined {
+  if (!line.includes('"')) return line.split(/\s+/).filter((w) => w !== "");
+  const words: string[] = [];
+  let current = "";
+  let inWord = false;
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i] as string;
+    if (quoted) {
+      if (c === "\\" && i + 1 < line.length) {
+        current += line[++i];
+      } else if (c === '"') {
+        quoted = false;
+      } else {
+        current += c;
+      }
+    } else if (c === '"') {
+      quoted = true;
+      inWord = true;
+    } else if (c === " " || c === "\t") {
+      if (inWord) words.push(current);
+      current = "";
+      inWord = false;
+    } else {
+      current += c;
+      inWord = true;
+    }
+  }
+  if (quoted) return undefined;
+  if (inWord) words.push(current);
+  return words;
+}
+
+interface ModuleOption {
+  readonly name: string;
+  readonly negated: boolean;
+  readonly values: string[];
+}
+
+class RuleSyntaxError extends Error {}
+
+const GENERIC: Readonly<Record<string, string>> = {
+  "-p": "p",
+  "--protocol": "p",
+  "-s": "s",
+  "--source": "s",
+  "--src": "s",
+  "-d": "d",
+  "--destination": "d",
+  "--dst": "d",
+  "-i": "i",
+  "--in-interface": "i",
+  "-o": "o",
+  "--out-interface": "o",
+  "-m": "m",
+  "--match": "m",
+  "-j": "j",
+  "--jump": "j",
+  "-g": "g",
+  "--goto": "g",
+  "-f": "f",
+  "--fragment": "f",
+};
+
+const CONTINUING_TARGETS = new Set([
+  "LOG",
+  "NFLOG",
+  "ULOG",
+  "NOTRACK",
+  "CT",
+  "CONNMARK",
+  "TRACE",
+  "CLASSIFY",
+  "TCPMSS",
+  "DSCP",
+  "TOS",
+  "TTL",
+  "HL",
+  "AUDIT",
+  "CHECKSUM",
+  "SET",
+  "SECMARK",
+  "CONNSECMARK",
+  "IDLETIMER",
+  "LED",
+  "NFACCT",
+]);
+
+/** Options whose one value is free text (it may start with "-"). */
+const SINGLE_VALUE = new Set(["--comment", "--log-prefix", "--nfacct-name", "--nflog-prefix"]);
+
+function quoteWord(word: string): string {
+  return /^[^\s"\\]+$/.test(word) ? word : `"${word.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+function optionText(module: string, options: readonly ModuleOption[]): string {
+  const parts = [`-m ${module}`];
+  for (const o of options)
+    parts.push(`${o.negated ? "! " : ""}${o.name}${o.values.map((v) => ` ${quoteWord(v)}`).join("")}`);
+  return parts.join(" ");
+}
+
+function parseNumber(text: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || text.trim() === "") throw new RuleSyntaxError(`not a number: ${text}`);
+  return n;
+}
+
+function parsePortRanges(text: string): [number, number][] {
+  return text.split(",").map((part) => {
+    const [lo = "", hi] = part.split(":");
+    const low = lo === "" ? 0 : parseNumber(lo);
+    const high = hi === undefined ? low : hi === "" ? 65535 : parseNumber(hi);
+    return [low, high];
+  });
+}
+
+function parseMarkPair(text: string): { value: number; mask: number | undefined } {
+  const [v = "", m] = text.split("/");
+  return { value: parseNumber(v) >>> 0, mask: m === undefined ? undefined : parseNumber(m) >>> 0 };
+}
+
+function first(o: ModuleOption): string {
+  const v = o.values[0];
+  if (v === undefined) throw new RuleSyntaxError(`${o.name} needs a value`);
+  return v;
+}
+
+/** Converts one `-m module --opt …` group into matches; anything not modelled becomes an "unknown" match. */
+function moduleMatches(module: string, options: readonly ModuleOption[]): Match[] {
+  const unknown = (): Match[] => [{ kind: "unknown", module, text: optionText(module, options) }];
+  const out: Match[] = [];
+  switch (module) {
+    case "tcp":
+    case "udp":
+    case "sctp":
+    case "udplite":
+      for (const o of options) {
+        if (o.name === "--dport" || o.name === "--destination-port") {
+          out.push({ kind: "destinationPort", negated: o.negated, ranges: parsePortRanges(first(o)) });
+        } else if (o.name === "--sport" || o.name === "--source-port") {
+          out.push({ kind: "sourcePort", negated: o.negated, ranges: parsePortRanges(first(o)) });
+        } else {
+          out.push({ kind: "unknown", module, text: optionText(module, [o]) });
+        }
+      }
+      return out;
+    case "multiport":
+      for (const o of options) {
+        if (o.name === "--dports" || o.name === "--destination-ports") {
+          out.push({ kind: "destinationPort", negated: o.negated, ranges: parsePortRanges(first(o)) });
+        } else if (o.name === "--sports" || o.name === "--source-ports") {
+          out.push({ kind: "sourcePort", negated: o.negated, ranges: parsePortRanges(first(o)) });
+        } else {
+          out.push({ kind: "unknown", module, text: optionText(module, [o]) });
+        }
+      }
+      return out;
+    case "comment":
+      return options.map((o) => ({ kind: "comment", text: o.values.join(" ") }));
+    case "mark":
+      for (const o of options) {
+        if (o.name !== "--mark") return unknown();
+        const { value, mask } = parseMarkPair(first(o));
+        out.push({ kind: "mark", negated: o.negated, value, mask: mask ?? 0xffffffff });
+      }
+      return out;
+    case "conntrack":
+    case "state":
+      for (const o of options) {
+        if (o.name === "--ctstate" || o.name === "--state") {
+          out.push({ kind: "ctstate", negated: o.negated, states: first(o).toUpperCase().split(",") });
+        } else {
+          out.push({ kind: "unknown", module, text: optionText(module, [o]) });
+        }
+      }
+      return out;
+    case "addrtype":
+      for (const o of options) {
+        if (o.name === "--src-type" || o.name === "--dst-type") {
+          const side = o.name === "--src-type" ? "src" : "dst";
+          out.push({ kind: "addrtype", side, negated: o.negated, types: first(o).toUpperCase().split(",") });
+        } else {
+          return unknown();
+        }
+      }
+      return out;
+    case "statistic": {
+      const mode = options.find((o) => o.name === "--mode")?.values[0];
+      const p = options.find((o) => o.name === "--probability");
+      if (mode !== "random" || p === undefined || p.negated || options.length !== 2) return unknown();
+      return [{ kind: "probability", probability: parseNumber(first(p)) }];
+    }
+    case "recent": {
+      const commands = options.filter((o) => ["--rcheck", "--update", "--set", "--remove"].includes(o.name));
+      const name = options.find((o) => o.name === "--name")?.values[0] ?? "DEFAULT";
+      const seconds = options.find((o) => o.name === "--seconds")?.values[0];
+      const modelled = new Set([
+        "--rcheck",
+        "--update",
+        "--set",
+        "--remove",
+        "--name",
+        "--seconds",
+        "--reap",
+        "--rsource",
+        "--mask",
+      ]);
+      const command = commands[0];
+      if (commands.length !== 1 || command === undefined || options.some((o) => !modelled.has(o.name)))
+        return unknown();
+      return [
+        {
+          kind: "recent",
+          negated: command.negated,
+          command: command.name.slice(2) as "rcheck" | "update" | "set" | "remove",
+          name,
+          ...(seconds === undefined ? {} : { seconds: parseNumber(seconds) }),
+        },
+      ];
+    }
+    case "nfacct":
+      return [{ kind: "accounting", module }];
+    default:
+      return unknown();
+  }
+}
+
+function markTarget(options: readonly ModuleOption[], text: string): Target {
+  const o = options[0];
+  if (options.length !== 1 || o === undefined) return { kind: "unknown", name: "MARK", text };
+  const { value, mask } = parseMarkPair(first(o));
+  switch (o.name) {
+    case "--set-xmark":
+      return { kind: "mark", value, mask: mask ?? 0xffffffff, text };
+    case "--set-mark":
+      return { kind: "mark", value, mask: ((mask ?? 0xffffffff) | value) >>> 0, text };
+    case "--or-mark":
+      return { kind: "mark", value, mask: value, text };
+    case "--xor-mark":
+      return { kind: "mark", value, mask: 0, text };
+    case "--and-mark":
+      return { kind: "mark", value: 0, mask: ~value >>> 0, text };
+    default:
+      return { kind: "unknown", name: "MARK", text };
+  }
+}
+
+function buildTarget(name: string, options: readonly ModuleOption[], table: Table): Target {
+  const text = [
+    name,
+    ...options.map(
+      (o) => `${o.negated ? "! " : ""}${o.name}${o.values.map((v) => ` ${quoteWord(v)}`).join("")}`,
+    ),
+  ].join(" ");
+  const opt = (n: string) => options.find((o) => o.name === n)?.values[0];
+  switch (name) {
+    case "ACCEPT":
+    case "DROP":
+    case "REJECT":
+      return { kind: "verdict", verdict: name as Verdict, text };
+    case "RETURN":
+      return { kind: "return" };
+    case "DNAT":
+      return { kind: "dnat", to: opt("--to-destination") ?? "" };
+    case "SNAT":
+      return { kind: "snat", to: opt("--to-source") ?? "" };
+    case "MASQUERADE":
+      return { kind: "masquerade", text };
+    case "MARK":
+      return markTarget(options, text);
+    default:
+      if (table.chains.has(name)) return { kind: "jump", chain: name };
+      if (CONTINUING_TARGETS.has(name)) return { kind: "continue", name, text };
+      return { kind: "unknown", name, text };
+  }
+}
+
+interface ParsedRule {
+  readonly matches: Match[];
+  readonly target?: Target;
+  readonly family?: Family;
+}
+
+function parseRuleWords(words: readonly string[], start: number, table: Table): ParsedRule {
+  const matches: Match[] = [];
+  let family: Family | undefined;
+  let module: string | undefined;
+  let moduleOptions: ModuleOption[] = [];
+  let implicitModule: string | undefined;
+  const groups: { module: string; options: ModuleOption[] }[] = [];
+  let targetName: string | undefined;
+  let gotoChain: string | undefined;
+  const targetOptions: ModuleOption[] = [];
+  let negate = false;
+
+  const flush = () => {
+    if (module !== undefined) groups.push({ module, options: moduleOptions });
+    module = undefined;
+    moduleOptions = [];
+  };
+  const cidr = (text: string): Cidr => {
+    const parsed = parseCidr(text);
+    if (parsed === undefined) throw new RuleSyntaxError(`not an address: ${text}`);
+    family ??= parsed.family;
+    return parsed;
+  };
+
+  let i = start;
+  const value = (flag: string): string => {
+    const v = words[++i];
+    if (v === undefined) throw new RuleSyntaxError(`${flag} needs a value`);
+    return v;
+  };
+  for (; i < words.length; i++) {
+    const word = words[i] as string;
+    if (word === "!") {
+      negate = true;
+      continue;
+    }
+    const generic = GENERIC[word];
+    if (generic !== undefined && targetName === undefined) {
+      const negated = negate;
+      negate = false;
+      switch (generic) {
+        case "p": {
+          const protocol = value(word).toLowerCase();
+          matches.push({ kind: "protocol", negated, protocol });
+          if (["tcp", "udp", "sctp", "udplite"].includes(protocol)) implicitModule = protocol;
+          break;
+        }
+        case "s":
+          matches.push({ kind: "source", negated, cidr: cidr(value(word)) });
+          break;
+        case "d":
+          matches.push({ kind: "destination", negated, cidr: cidr(value(word)) });
+          break;
+        case "i":
+          matches.push({ kind: "inInterface", negated, name: value(word) });
+          break;
+        case "o":
+          matches.push({ kind: "outInterface", negated, name: value(word) });
+          break;
+        case "f":
+          matches.push({ kind: "unknown", module: "fragment", text: `${negated ? "! " : ""}-f` });
+          break;
+        case "m":
+          flush();
+          module = value(word);
+          break;
+        case "j":
+          flush();
+          targetName = value(word);
+          break;
+        case "g":
+          flush();
+          gotoChain = value(word);
+          break;
+      }
+      continue;
+    }
+    if (!word.startsWith("--")) throw new RuleSyntaxError(`unexpected word "${word}"`);
+    const option: ModuleOption = { name: word, negated: negate, values: [] };
+    negate = false;
+    if (SINGLE_VALUE.has(word) && i + 1 < words.length) option.values.push(words[++i] as string);
+    while (
+      !SINGLE_VALUE.has(word) &&
+      i + 1 < words.length &&
+      !(words[i + 1] as string).startsWith("-") &&
+      words[i + 1] !== "!"
+    ) {
+      option.values.push(words[++i] as string);
+    }
+    if (targetName !== undefined) {
+      targetOptions.push(option);
+    } else if (module !== undefined) {
+      moduleOptions.push(option);
+    } else if (implicitModule !== undefined) {
+      groups.push({ module: implicitModule, options: [option] });
+    } else {
+      throw new RuleSyntaxError(`option ${word} outside any match module`);
+    }
+  }
+  if (negate) throw new RuleSyntaxError(`dangling "!"`);
+  flush();
+  for (const g of groups) matches.push(...moduleMatches(g.module, g.options));
+  let target: Target | undefined;
+  if (gotoChain !== undefined) target = { kind: "goto", chain: gotoChain };
+  else if (targetName !== undefined) target = buildTarget(targetName, targetOptions, table);
+  return {
+    matches,
+    ...(target === undefined ? {} : { target }),
+    ...(family === undefined ? {} : { family }),
+  };
+}
+
+function parseCounters(text: string): Counters | undefined {
+  const m = /^\[(\d+):(\d+)\]$/.exec(text);
+  return m === null ? undefined : { packets: Number(m[1]), bytes: Number(m[2]) };
+}
+
+export interface ParseOptions {
+  /** Force the family; otherwise taken from the `# Generated by ip6tables-save` header or the first address. */
+  readonly family?: Family;
+}
+
+/**
+ * Parses `iptables-save [-c]` / `ip6tables-save [-c]` output (every table, foreign rules too)
+ * and iptables-restore payloads (repeated table sections are merged, `-X` deletes a chain).
+ */
+export function parseIptablesSave(text: string, options: ParseOptions = {}): Ruleset {
+  const tables = new Map<string, Table>();
+  let family: Family | undefined = options.family;
+  let inferred: Family | undefined;
+  let table: Table | undefined;
+  let tableLine = 0;
+  const lines = text.split("\n");
+  for (let n = 0; n < lines.length; n++) {
+    const raw = lines[n] as string;
+    const line = raw.trim();
+    const lineNumber = n + 1;
+    const fail = (reason: string): never => {
+      throw new RulesetParseError(lineNumber, raw, reason);
+    };
+    if (line === "") continue;
+    if (line.startsWith("#")) {
+      if (family === undefined && /^# Generated by ip6tables-save/.test(line)) family = 6;
+      continue;
+    }
+    if (line.startsWith("*")) {
+      if (table !== undefined) fail(`table "${table.name}" started on line ${tableLine} has no COMMIT`);
+      const name = line.slice(1);
+      if (!/^[a-z]+$/.test(name)) fail("bad table name");
+      table = tables.get(name) ?? { name, chains: new Map() };
+      tables.set(name, table);
+      tableLine = lineNumber;
+      continue;
+    }
+    if (table === undefined) return fail("outside of a table (missing *table line)");
+    if (line === "COMMIT") {
+      table = undefined;
+      continue;
+    }
+    if (line.startsWith(":")) {
+      const m = /^:(\S+)\s+(\S+)\s+\[(\d+):(\d+)\]$/.exec(line) ?? /^:(\S+)\s+(\S+)$/.exec(line);
+      if (m === null) return fail("bad chain declaration");
+      const [, name = "", policy = ""] = m;
+      const builtin = IPTABLES_BUILTINS[table.name]?.[name as keyof (typeof IPTABLES_BUILTINS)[string]];
+      if (policy !== "-" && !["ACCEPT", "DROP"].includes(policy)) fail(`bad policy "${policy}"`);
+      if (policy !== "-" && builtin === undefined)
+        fail(`chain ${name} is not a built-in chain of table ${table.name}`);
+      const existing = table.chains.get(name);
+      const counters = m[3] === undefined ? undefined : { packets: Number(m[3]), bytes: Number(m[4]) };
+      const chain: Chain = {
+        name,
+        rules: existing?.rules ?? [],
+        ...(policy === "-" ? {} : { policy: policy as Verdict }),
+        ...(builtin === undefined ? {} : { hook: name as Hook, priority: builtin }),
+        ...(counters === undefined ? {} : { counters }),
+      };
+      table.chains.set(name, chain);
+      continue;
+    }
+    const words = tokenize(line);
+    if (words === undefined) return fail("unterminated quote");
+    let at = 0;
+    let counters: Counters | undefined;
+    if (words[0]?.startsWith("[")) {
+      counters = parseCounters(words[0]);
+      if (counters === undefined) fail("bad counters");
+      at = 1;
+    }
+    const op = words[at];
+    const chainName = words[at + 1];
+    if (op === "-X") {
+      if (chainName === undefined) return fail("-X needs a chain");
+      const chain = table.chains.get(chainName);
+      if (chain === undefined) fail(`chain ${chainName} was not declared`);
+      if (chain !== undefined && chain.rules.length > 0) fail(`chain ${chainName} is deleted but has rules`);
+      table.chains.delete(chainName);
+      continue;
+    }
+    if (op !== "-A" && op !== "--append")
+      return fail(`unsupported line (expected -A, a chain declaration, * or COMMIT)`);
+    if (chainName === undefined) return fail("-A needs a chain");
+    const chain = table.chains.get(chainName);
+    if (chain === undefined) return fail(`chain ${chainName} was not declared`);
+    let parsed: ParsedRule;
+    try {
+      parsed = parseRuleWords(words, at + 2, table);
+    } catch (error) {
+      if (error instanceof RuleSyntaxError) return fail(error.message);
+      throw error;
+    }
+    inferred ??= parsed.family;
+    const textStart = line.indexOf(chainName, line.indexOf(op) + op.length) + chainName.length;
+    const rule: Rule = {
+      table: table.name,
+      chain: chainName,
+      index: chain.rules.length + 1,
+      line: lineNumber,
+      text: line.slice(textStart).trim(),
+      matches: parsed.matches,
+      ...(counters === undefined ? {} : { counters }),
+      ...(parsed.target === undefined ? {} : { target: parsed.target }),
+    };
+    chain.rules.push(rule);
+  }
+  if (table !== undefined) throw new RulesetParseError(tableLine, `*${table.name}`, "table has no COMMIT");
+  return { family: family ?? inferred ?? 4, source: "iptables-save", tables };
+}

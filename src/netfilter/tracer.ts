@@ -1,0 +1,585 @@
+import { InputError } from "../errors.ts";
+import type { Address, Family } from "./addr.ts";
+import { formatAddress, parseAddress } from "./addr.ts";
+import type { MatchContext } from "./match.ts";
+import { evaluateRule, isLocalAddress } from "./match.ts";
+import type { Chain, Counters, Hook, Rule, Ruleset, Table, Verdict } from "./model.ts";
+import { baseChainsFor } from "./model.ts";
+
+export type Origin = "pod" | "node" | "external";
+
+export interface TracePacket {
+  readonly protocol: "tcp" | "udp" | "sctp";
+  readonly src: string;
+  readonly srcPort?: number;
+  readonly dst: string;
+  readonly dstPort: number;
+  readonly inInterface?: string;
+  readonly outInterface?: string;
+  readonly mark?: number;
+  readonly state?: "NEW" | "ESTABLISHED";
+}
+
+export interface TraceOptions {
+  /** The node's own addresses (addrtype LOCAL and the routing decision); loopback is always local. */
+  readonly localAddresses: readonly string[];
+  readonly origin: Origin;
+  readonly recent?: MatchContext["recent"];
+  /** Bound on paths opened by unknown matches (statistic branches are bounded by the rules themselves). */
+  readonly maxUnknownBranches?: number;
+}
+
+export type StepKind = "hook" | "chain" | "rule" | "policy" | "note";
+
+export interface TraceStep {
+  readonly kind: StepKind;
+  readonly hook?: Hook;
+  readonly table?: string;
+  readonly chain?: string;
+  /** 1-based rule number in its chain (`iptables -L --line-numbers`). */
+  readonly ruleNumber?: number;
+  /** Line of the dump. */
+  readonly line?: number;
+  readonly rule?: string;
+  readonly counters?: Counters;
+  /** For branching rules: this path's share (statistic) and what it assumed (unknown matches). */
+  readonly branch?: { readonly matched: boolean; readonly weight: number; readonly assumption?: string };
+  readonly effect: string;
+  readonly depth: number;
+}
+
+export interface TraceOutcome {
+  readonly probability: number;
+  readonly verdict: Verdict;
+  /** Where the packet ends up: `ip:port` after any DNAT. */
+  readonly destination: string;
+  /** The DNAT `--to-destination` that applied, if any. */
+  readonly dnat?: string;
+  readonly masquerade: boolean;
+  readonly snat?: string;
+  readonly delivery: "local" | "forwarded" | "dropped";
+  readonly mark: number;
+  readonly assumptions: readonly string[];
+  readonly path: readonly TraceStep[];
+}
+
+export interface TraceResult {
+  readonly packet: TracePacket;
+  readonly origin: Origin;
+  /** Every step of every path, in first-visit order. */
+  readonly steps: readonly TraceStep[];
+  readonly outcomes: readonly TraceOutcome[];
+  readonly truncated: boolean;
+}
+
+interface StepNode {
+  readonly step: TraceStep;
+  readonly prev: StepNode | undefined;
+}
+
+interface PathState {
+  readonly protocol: string;
+  readonly src: Address;
+  readonly srcPort?: number;
+  readonly dst: Address;
+  readonly dstPort: number;
+  readonly inInterface?: string;
+  readonly outInterface?: string;
+  readonly mark: number;
+  readonly ctstates: ReadonlySet<string>;
+  readonly weight: number;
+  readonly assumptions: readonly string[];
+  readonly steps: StepNode | undefined;
+  readonly recording: boolean;
+  readonly hook: Hook;
+  readonly dnat?: string;
+  readonly snat?: string;
+  readonly masquerade: boolean;
+  /** Established flows: the mark the connection's first packet would carry through nat. */
+  readonly replayMark: number;
+}
+
+type ChainEnd =
+  | { readonly state: PathState; readonly end: "return" }
+  | { readonly state: PathState; readonly end: "verdict"; readonly verdict: Verdict };
+
+const MAX_DEPTH = 64;
+
+function addStep(state: PathState, step: Omit<TraceStep, "hook">): PathState {
+  if (!state.recording) return state;
+  return { ...state, steps: { step: { hook: state.hook, ...step }, prev: state.steps } };
+}
+
+function ruleStep(
+  rule: Rule,
+  effect: string,
+  depth: number,
+  branch?: TraceStep["branch"],
+): Omit<TraceStep, "hook"> {
+  return {
+    kind: "rule",
+    table: rule.table,
+    chain: rule.chain,
+    ruleNumber: rule.index,
+    line: rule.line,
+    rule: `-A ${rule.chain} ${rule.text}`,
+    ...(rule.counters === undefined ? {} : { counters: rule.counters }),
+    ...(branch === undefined ? {} : { branch }),
+    effect,
+    depth,
+  };
+}
+
+function parseEndpoint(to: string, family: Family): { addr: Address; port?: number } | undefined {
+  const m =
+    family === 6
+      ? (/^\[([^\]]+)\](?::(\d+))?$/.exec(to) ?? /^([^[\]]+)$/.exec(to))
+      : /^([^:]+)(?::(\d+))?$/.exec(to);
+  if (m === null) return undefined;
+  const addr = parseAddress((m[1] ?? "").split("-")[0] ?? "");
+  if (addr === undefined) return undefined;
+  return m[2] === undefined ? { addr } : { addr, port: Number(m[2]) };
+}
+
+class Walker {
+  unknownBranches = 0;
+  truncated = false;
+
+  constructor(
+    readonly ruleset: Ruleset,
+    readonly ctx: MatchContext,
+    readonly maxUnknownBranches: number,
+  ) {}
+
+  runChain(table: Table, chain: Chain, from: number, state: PathState, depth: number): ChainEnd[] {
+    const rules = chain.rules;
+    for (let i = from; i < rules.length; i++) {
+      const rule = rules[i] as Rule;
+      const ev = evaluateRule(rule, state, this.ctx);
+      if (ev.kind === "nomatch") {
+        if (ev.note !== undefined) state = addStep(state, ruleStep(rule, `not matched: ${ev.note}`, depth));
+        continue;
+      }
+      if (ev.kind === "match") return this.applyTarget(table, chain, i, state, depth, undefined);
+      let branches = ev.branches;
+      if (branches.some((b) => b.assumption !== undefined)) {
+        if (this.unknownBranches >= this.maxUnknownBranches) {
+          this.truncated = true;
+          branches = branches.filter((b) => !b.matched).slice(-1);
+        } else {
+          this.unknownBranches++;
+        }
+      }
+      const out: ChainEnd[] = [];
+      for (const b of branches) {
+        let s: PathState = {
+          ...state,
+          weight: state.weight * b.weight,
+          assumptions:
+            b.assumption === undefined
+              ? state.assumptions
+              : [...state.assumptions, `${rule.table}/${rule.chain} rule ${rule.index}: ${b.assumption}`],
+        };
+        if (b.matched) {
+          out.push(...this.applyTarget(table, chain, i, s, depth, b));
+        } else {
+          s = addStep(s, ruleStep(rule, branchLabel(b, false), depth, b));
+          out.push(...this.runChain(table, chain, i + 1, s, depth));
+        }
+      }
+      return out;
+    }
+    return [{ state, end: "return" }];
+  }
+
+  applyTarget(
+    table: Table,
+    chain: Chain,
+    i: number,
+    state: PathState,
+    depth: number,
+    branch: TraceStep["branch"],
+  ): ChainEnd[] {
+    const rule = chain.rules[i] as Rule;
+    const target = rule.target;
+    const prefix = branch === undefined ? "" : `${branchLabel(branch, true)}; `;
+    const step = (s: PathState, effect: string) => addStep(s, ruleStep(rule, prefix + effect, depth, branch));
+    const next = (s: PathState) => this.runChain(table, chain, i + 1, s, depth);
+    if (target === undefined) return next(step(state, "matched; no target (counts only), continue"));
+    switch (target.kind) {
+      case "verdict":
+        return [
+          { state: step(state, `matched → ${target.verdict}`), end: "verdict", verdict: target.verdict },
+        ];
+      case "return":
+        return [{ state: step(state, "matched → RETURN"), end: "return" }];
+      case "jump":
+      case "goto": {
+        const sub = table.chains.get(target.chain);
+        if (sub === undefined || depth >= MAX_DEPTH) {
+          return next(step(state, `matched → ${target.chain}: chain not found, continue`));
+        }
+        const entered = addStep(step(state, `matched → ${target.kind} ${target.chain}`), {
+          kind: "chain",
+          table: table.name,
+          chain: sub.name,
+          effect: `enter ${sub.name}`,
+          depth: depth + 1,
+        });
+        const results = this.runChain(table, sub, 0, entered, depth + 1);
+        if (target.kind === "goto") return results;
+        const out: ChainEnd[] = [];
+        for (const r of results) {
+          if (r.end === "return")
+            out.push(
+              ...next(
+                addStep(r.state, {
+                  kind: "note",
+                  table: table.name,
+                  chain: chain.name,
+                  effect: `back in ${chain.name}`,
+                  depth,
+                }),
+              ),
+            );
+          else out.push(r);
+        }
+        return out;
+      }
+      case "dnat": {
+        const ep = parseEndpoint(target.to, this.ruleset.family);
+        if (ep === undefined)
+          return next(step(state, `matched → DNAT ${target.to}: not understood, continue`));
+        const ctstates = new Set(state.ctstates).add("DNAT");
+        const s: PathState = {
+          ...state,
+          dst: ep.addr,
+          dstPort: ep.port ?? state.dstPort,
+          dnat: target.to,
+          ctstates,
+        };
+        return [{ state: step(s, `matched → DNAT to ${target.to}`), end: "verdict", verdict: "ACCEPT" }];
+      }
+      case "snat":
+        return [
+          {
+            state: step({ ...state, snat: target.to }, `matched → SNAT to ${target.to}`),
+            end: "verdict",
+            verdict: "ACCEPT",
+          },
+        ];
+      case "masquerade":
+        return [
+          {
+            state: step(
+              { ...state, masquerade: true },
+              "matched → MASQUERADE (source NAT to the outgoing interface address)",
+            ),
+            end: "verdict",
+            verdict: "ACCEPT",
+          },
+        ];
+      case "mark": {
+        const mark = ((state.mark & ~target.mask) ^ target.value) >>> 0;
+        return next(
+          step(
+            { ...state, mark },
+            `matched → ${target.text}: mark 0x${state.mark.toString(16)} → 0x${mark.toString(16)}`,
+          ),
+        );
+      }
+      case "continue":
+        return next(step(state, `matched → ${target.name} (non-terminating), continue`));
+      case "unknown": {
+        const assumption = `${rule.table}/${rule.chain} rule ${rule.index}: target ${target.name} not modelled — assumed to continue`;
+        return next(
+          step(
+            { ...state, assumptions: [...state.assumptions, assumption] },
+            `matched → ${target.text}: not modelled, assumed to continue`,
+          ),
+        );
+      }
+    }
+  }
+
+  /** Runs one hook: every base chain attached to it, in priority order. */
+  runHook(
+    hook: Hook,
+    states: PathState[],
+    finished: PathState[],
+    finishedVerdicts: Verdict[],
+    skipNat: boolean,
+  ): PathState[] {
+    let current = states.map((s) => ({ ...s, hook }));
+    for (const { table, chain } of baseChainsFor(this.ruleset, hook)) {
+      const next: PathState[] = [];
+      for (const s of current) {
+        const enter = (st: PathState) =>
+          addStep(st, {
+            kind: "chain",
+            table: table.name,
+            chain: chain.name,
+            effect: `${table.name} ${chain.name}`,
+            depth: 0,
+          });
+        if (table.name === "nat" && skipNat) {
+          next.push(
+            addStep(s, {
+              kind: "note",
+              table: "nat",
+              chain: chain.name,
+              effect: "nat not consulted: the connection's NAT was already set up on the way out",
+              depth: 0,
+            }),
+          );
+          continue;
+        }
+        if (table.name === "nat" && s.ctstates.has("ESTABLISHED")) {
+          next.push(...this.replayNat(table, chain, s));
+          continue;
+        }
+        for (const r of this.runChain(table, chain, 0, enter(s), 0)) {
+          if (r.end === "verdict" && r.verdict !== "ACCEPT") {
+            finished.push(r.state);
+            finishedVerdicts.push(r.verdict);
+          } else if (r.end === "return") {
+            const policy = chain.policy ?? "ACCEPT";
+            const st = addStep(r.state, {
+              kind: "policy",
+              table: table.name,
+              chain: chain.name,
+              effect: `end of ${chain.name}: policy ${policy}`,
+              depth: 0,
+            });
+            if (policy === "ACCEPT") next.push(st);
+            else {
+              finished.push(st);
+              finishedVerdicts.push(policy);
+            }
+          } else {
+            next.push(r.state);
+          }
+        }
+      }
+      current = next;
+    }
+    return current;
+  }
+
+  /**
+   * Established packets skip the nat table; conntrack applies what the connection's first packet
+   * decided. We recompute that decision silently (as a NEW packet) and show it as one step.
+   */
+  replayNat(table: Table, chain: Chain, s: PathState): PathState[] {
+    const first: PathState = { ...s, recording: false, mark: s.replayMark, ctstates: new Set(["NEW"]) };
+    return this.runChain(table, chain, 0, first, 0).map((r) => {
+      const changed: string[] = [];
+      if (r.state.dnat !== s.dnat && r.state.dnat !== undefined)
+        changed.push(`destination rewritten to ${r.state.dnat}`);
+      if (r.state.masquerade && !s.masquerade) changed.push("source masqueraded");
+      if (r.state.snat !== s.snat && r.state.snat !== undefined)
+        changed.push(`source rewritten to ${r.state.snat}`);
+      const ctstates = new Set(s.ctstates);
+      if (r.state.dnat !== undefined) ctstates.add("DNAT");
+      const restored: PathState = {
+        ...r.state,
+        recording: s.recording,
+        steps: s.steps,
+        mark: s.mark,
+        replayMark: r.state.mark,
+        ctstates,
+        hook: s.hook,
+      };
+      return addStep(restored, {
+        kind: "note",
+        table: "nat",
+        chain: chain.name,
+        effect: `conntrack short-cut: established flow, nat ${chain.name} not traversed; the entry made by the first packet applies${changed.length === 0 ? " (no NAT)" : `: ${changed.join(", ")}`}`,
+        depth: 0,
+      });
+    });
+  }
+}
+
+function branchLabel(b: NonNullable<TraceStep["branch"]>, matched: boolean): string {
+  if (b.assumption !== undefined) return b.assumption;
+  return `${matched ? "matched" : "not matched"} with probability ${formatPercent(b.weight)}`;
+}
+
+export function formatPercent(p: number): string {
+  return `${(Math.round(p * 1e6) / 1e4).toString()}%`;
+}
+
+function collectPath(node: StepNode | undefined): StepNode[] {
+  const out: StepNode[] = [];
+  for (let n = node; n !== undefined; n = n.prev) out.push(n);
+  return out.reverse();
+}
+
+function endpointString(addr: Address, port: number): string {
+  return addr.family === 6 ? `[${formatAddress(addr)}]:${port}` : `${formatAddress(addr)}:${port}`;
+}
+
+/** Walks a packet through the ruleset in kernel hook order and returns every possible outcome. */
+export function tracePacket(ruleset: Ruleset, packet: TracePacket, options: TraceOptions): TraceResult {
+  const src = parseAddress(packet.src);
+  const dst = parseAddress(packet.dst);
+  if (src === undefined) throw new InputError("trace", `--src: not an IP address: ${packet.src}`);
+  if (dst === undefined) throw new InputError("trace", `--dst: not an IP address: ${packet.dst}`);
+  if (src.family !== ruleset.family || dst.family !== ruleset.family) {
+    throw new InputError(
+      "trace",
+      `packet is IPv${src.family === dst.family ? src.family : "4/6"} but the ruleset is IPv${ruleset.family}`,
+    );
+  }
+  const localAddresses: Address[] = [];
+  for (const a of options.localAddresses) {
+    const parsed = parseAddress(a);
+    if (parsed === undefined) throw new InputError("trace", `local address is not an IP address: ${a}`);
+    localAddresses.push(parsed);
+  }
+  const ctx: MatchContext = { localAddresses, recent: options.recent ?? "unknown" };
+  const walker = new Walker(ruleset, ctx, options.maxUnknownBranches ?? 256);
+  const mark = (packet.mark ?? 0) >>> 0;
+  const initial: PathState = {
+    protocol: packet.protocol,
+    src,
+    ...(packet.srcPort === undefined ? {} : { srcPort: packet.srcPort }),
+    dst,
+    dstPort: packet.dstPort,
+    ...(packet.inInterface === undefined ? {} : { inInterface: packet.inInterface }),
+    ...(packet.outInterface === undefined ? {} : { outInterface: packet.outInterface }),
+    mark,
+    replayMark: mark,
+    ctstates: new Set([packet.state ?? "NEW"]),
+    weight: 1,
+    assumptions: [],
+    steps: undefined,
+    recording: true,
+    hook: options.origin === "node" ? "OUTPUT" : "PREROUTING",
+    masquerade: false,
+  };
+  const finished: PathState[] = [];
+  const verdicts: Verdict[] = [];
+  const delivered: { state: PathState; delivery: "local" | "forwarded" }[] = [];
+  const routed = (states: PathState[], why: string): { local: PathState[]; remote: PathState[] } => {
+    const local: PathState[] = [];
+    const remote: PathState[] = [];
+    for (const s of states) {
+      const isLocal = isLocalAddress(s.dst, ctx);
+      const note = addStep(s, {
+        kind: "note",
+        effect: `routing (${why}): ${formatAddress(s.dst)} is ${isLocal ? "a local address → INPUT" : "not local → FORWARD"}`,
+        depth: 0,
+      });
+      (isLocal ? local : remote).push(note);
+    }
+    return { local, remote };
+  };
+  if (options.origin === "node") {
+    const out = walker.runHook("OUTPUT", [initial], finished, verdicts, false);
+    const post = walker.runHook("POSTROUTING", out, finished, verdicts, false);
+    for (const s of post) {
+      if (isLocalAddress(s.dst, ctx)) {
+        const looped = addStep(s, {
+          kind: "note",
+          effect: "destination is local: the packet loops back through lo",
+          depth: 0,
+        });
+        const pre = walker.runHook("PREROUTING", [looped], finished, verdicts, true);
+        for (const t of walker.runHook("INPUT", pre, finished, verdicts, true))
+          delivered.push({ state: t, delivery: "local" });
+      } else {
+        delivered.push({ state: s, delivery: "forwarded" });
+      }
+    }
+  } else {
+    const pre = walker.runHook("PREROUTING", [initial], finished, verdicts, false);
+    const { local, remote } = routed(pre, "after PREROUTING");
+    for (const s of walker.runHook("INPUT", local, finished, verdicts, false))
+      delivered.push({ state: s, delivery: "local" });
+    const fwd = walker.runHook("FORWARD", remote, finished, verdicts, false);
+    for (const s of walker.runHook("POSTROUTING", fwd, finished, verdicts, false))
+      delivered.push({ state: s, delivery: "forwarded" });
+  }
+  const order = new Map<TraceStep, number>();
+  const toOutcome = (s: PathState, verdict: Verdict, delivery: TraceOutcome["delivery"]): TraceOutcome => {
+    const path = collectPath(s.steps).map((n) => n.step);
+    for (const step of path) if (!order.has(step)) order.set(step, order.size);
+    return {
+      probability: s.weight,
+      verdict,
+      destination: endpointString(s.dst, s.dstPort),
+      ...(s.dnat === undefined ? {} : { dnat: s.dnat }),
+      masquerade: s.masquerade,
+      ...(s.snat === undefined ? {} : { snat: s.snat }),
+      delivery,
+      mark: s.mark,
+      assumptions: s.assumptions,
+      path,
+    };
+  };
+  const outcomes: TraceOutcome[] = [
+    ...delivered.map((d) => toOutcome(d.state, "ACCEPT", d.delivery)),
+    ...finished.map((s, i) => toOutcome(s, verdicts[i] as Verdict, "dropped")),
+  ];
+  return { packet, origin: options.origin, steps: [...order.keys()], outcomes, truncated: walker.truncated };
+}
+
+function stepLine(step: TraceStep): string {
+  const indent = "  ".repeat(step.depth + 1);
+  switch (step.kind) {
+    case "chain":
+      return step.depth === 0 ? `[${step.hook}] ${step.table} ${step.chain}` : `${indent}→ ${step.chain}`;
+    case "rule": {
+      const counters =
+        step.counters === undefined ? "" : ` [${step.counters.packets}:${step.counters.bytes}]`;
+      return `${indent}${step.chain} #${step.ruleNumber} (line ${step.line})${counters}: ${step.rule}\n${indent}    ${step.effect}`;
+    }
+    default:
+      return `${indent}${step.effect}`;
+  }
+}
+
+/** Human-readable report: outcomes first, then each path (a shared prefix is printed once). */
+export function formatTrace(result: TraceResult): string {
+  const p = result.packet;
+  const lines: string[] = [];
+  const srcPort = p.srcPort === undefined ? "" : `:${p.srcPort}`;
+  lines.push(
+    `packet ${p.protocol} ${p.src}${srcPort} → ${p.dst}:${p.dstPort} from ${result.origin} (${p.state ?? "NEW"})`,
+  );
+  lines.push("");
+  lines.push("outcomes:");
+  result.outcomes.forEach((o, i) => {
+    const nat = o.dnat === undefined ? "" : `, DNAT → ${o.dnat}`;
+    const masq = o.verdict === "ACCEPT" ? `, masquerade: ${o.masquerade ? "yes" : "no"}` : "";
+    lines.push(
+      `  ${i + 1}. ${formatPercent(o.probability)} ${o.verdict}${nat} (destination ${o.destination}, ${o.delivery})${masq}`,
+    );
+    for (const a of o.assumptions) lines.push(`       assumes ${a}`);
+  });
+  if (result.truncated) lines.push("  (some unknown matches were not explored both ways: too many branches)");
+  let previous: readonly TraceStep[] = [];
+  result.outcomes.forEach((o, i) => {
+    lines.push("");
+    lines.push(`path of outcome ${i + 1}:`);
+    let shared = 0;
+    while (shared < o.path.length && shared < previous.length && o.path[shared] === previous[shared])
+      shared++;
+    if (shared > 0) lines.push(`  (first ${shared} steps as outcome ${i})`);
+    for (const step of o.path.slice(shared)) lines.push(stepLine(step));
+    previous = o.path;
+  });
+  return lines.join("\n") + "\n";
+}
+
+/** JSON form (sets and shared step objects flattened). */
+export function traceToJson(result: TraceResult): unknown {
+  return {
+    packet: result.packet,
+    origin: result.origin,
+    truncated: result.truncated,
+    outcomes: result.outcomes,
+  };
+}
