@@ -144,7 +144,7 @@ test("real listen: health server and metrics server on 127.0.0.1:0", async () =>
     assert.equal(r.status, 200);
     assert.equal(r.headers.get("x-content-type-options"), "nosniff");
     assert.equal(r.headers.get("content-type"), "application/json");
-    assert.equal((await r.json()).nodeEligible, true);
+    assert.equal(((await r.json()) as { nodeEligible: boolean }).nodeEligible, true);
     const l = await fetch(`http://127.0.0.1:${hz.address.port}/livez`);
     assert.equal(l.status, 200);
     await l.text();
