@@ -1,0 +1,167 @@
+/**
+ * Kubernetes objects from manifest files: YAML or JSON, multi-document, `kind: List` and typed
+ * lists (`ServiceList`: its items carry no kind) — i.e. what
+ * `kubectl get svc,endpointslices,nodes -A -o yaml` prints. Kinds kube-proxy does not read are
+ * skipped; an object it reads but cannot use is reported (never thrown); a file that is not
+ * YAML at all is an InputError naming the file and line.
+ */
+import { readFile, readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { LineCounter, parseAllDocuments } from "yaml";
+import { InputError, InvalidObjectError } from "../errors.ts";
+import { decodeEndpointSlice, decodeNode, decodeService } from "../k8s/objects.ts";
+import type { EndpointSlice, Node, Service } from "../k8s/objects.ts";
+
+export interface ManifestObjects {
+  services: Service[];
+  endpointSlices: EndpointSlice[];
+  nodes: Node[];
+  problems: InvalidObjectError[];
+}
+
+const MANIFEST_EXTENSIONS = [".yaml", ".yml", ".json"];
+
+function emptyObjects(): ManifestObjects {
+  return { services: [], endpointSlices: [], nodes: [], problems: [] };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+export function parseManifests(text: string, source: string): ManifestObjects {
+  const lineCounter = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter });
+  const out = emptyObjects();
+  if (!Array.isArray(docs)) return out;
+  for (const doc of docs) {
+    const err = doc.errors[0];
+    if (err !== undefined) {
+      const line = err.linePos?.[0].line ?? lineCounter.linePos(err.pos[0]).line;
+      throw new InputError(source, `line ${line}: ${err.message.split("\n")[0] ?? err.code}`);
+    }
+  }
+  for (const doc of docs) {
+    let value: unknown;
+    try {
+      value = doc.toJS();
+    } catch (cause) {
+      // Only alias bombs and similar reach here; the syntax was checked above.
+      const line = lineCounter.linePos(doc.range[0]).line;
+      throw new InputError(source, `line ${line}: ${(cause as Error).message}`, { cause });
+    }
+    if (value === null || value === undefined) continue;
+    const where = `${source}:${lineCounter.linePos(doc.range[0]).line}`;
+    if (!isRecord(value)) {
+      out.problems.push(new InvalidObjectError(where, "(document)", "not a Kubernetes object"));
+      continue;
+    }
+    collect(value, null, where, out);
+  }
+  return out;
+}
+
+function collect(
+  obj: Record<string, unknown>,
+  impliedKind: string | null,
+  where: string,
+  out: ManifestObjects,
+): void {
+  const kind = typeof obj["kind"] === "string" ? obj["kind"] : impliedKind;
+  if (kind === null) {
+    out.problems.push(new InvalidObjectError(where, "kind", "missing"));
+    return;
+  }
+  if (kind === "List" || kind.endsWith("List")) {
+    const items = obj["items"];
+    if (items === null || items === undefined) return;
+    if (!Array.isArray(items)) {
+      out.problems.push(new InvalidObjectError(where, "items", "must be a list"));
+      return;
+    }
+    const itemKind = kind === "List" ? null : kind.slice(0, -"List".length);
+    items.forEach((item: unknown, i) => {
+      const itemWhere = `${where} items[${i}]`;
+      if (!isRecord(item)) {
+        out.problems.push(new InvalidObjectError(itemWhere, "(item)", "not a Kubernetes object"));
+        return;
+      }
+      collect(item, itemKind, itemWhere, out);
+    });
+    return;
+  }
+  try {
+    switch (kind) {
+      case "Service":
+        out.services.push(decodeService(obj, where));
+        return;
+      case "EndpointSlice":
+        if (obj["apiVersion"] !== undefined && obj["apiVersion"] !== "discovery.k8s.io/v1") {
+          out.problems.push(
+            new InvalidObjectError(
+              where,
+              "apiVersion",
+              "only discovery.k8s.io/v1 EndpointSlices are supported",
+            ),
+          );
+          return;
+        }
+        out.endpointSlices.push(decodeEndpointSlice(obj, where));
+        return;
+      case "Node":
+        out.nodes.push(decodeNode(obj, where));
+        return;
+      default:
+        // Pods, Deployments, … share manifest files with Services; kube-proxy never reads them.
+        return;
+    }
+  } catch (err) {
+    if (err instanceof InvalidObjectError) out.problems.push(err);
+    else throw err;
+  }
+}
+
+function merge(into: ManifestObjects, from: ManifestObjects): void {
+  into.services.push(...from.services);
+  into.endpointSlices.push(...from.endpointSlices);
+  into.nodes.push(...from.nodes);
+  into.problems.push(...from.problems);
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return path === "-" ? await readStdin() : await readFile(path, "utf8");
+  } catch (cause) {
+    throw new InputError(path, `cannot read: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Files and directories (their *.yaml, *.yml, *.json, not recursive, by name), "-" = stdin. */
+export async function readManifestPaths(paths: readonly string[]): Promise<ManifestObjects> {
+  const out = emptyObjects();
+  for (const path of paths) {
+    let files = [path];
+    if (path !== "-") {
+      let isDir: boolean;
+      try {
+        isDir = (await stat(path)).isDirectory();
+      } catch (cause) {
+        throw new InputError(path, `cannot read: ${(cause as Error).message}`, { cause });
+      }
+      if (isDir) {
+        const names = (await readdir(path)).filter((n) => MANIFEST_EXTENSIONS.some((ext) => n.endsWith(ext)));
+        names.sort();
+        files = names.map((n) => join(path, n));
+      }
+    }
+    for (const file of files)
+      merge(out, parseManifests(await readText(file), file === "-" ? "<stdin>" : file));
+  }
+  return out;
+}
