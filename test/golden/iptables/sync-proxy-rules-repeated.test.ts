@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { parse } from "yaml";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
 import type { IptablesSettings } from "../../../src/backends/iptables/types.ts";
+import type { ProxyState } from "../../../src/proxy/types.ts";
 import { checkIPTablesRuleJumps, sortIPTablesRules } from "../../support/iptables-normalise.ts";
 import { SimulatedIptables } from "../../support/iptables-restore-sim.ts";
 import { changedServiceNames, loadProxyState } from "../../support/iptables-golden.ts";
@@ -31,14 +32,14 @@ const sequence = parse(readFileSync(new URL("sequence.yaml", DIR), "utf8")) as {
 
 test("SyncProxyRulesRepeated: every step matches upstream on one evolving kernel", () => {
   const kernel = new SimulatedIptables();
-  let previous = null;
+  let previous: ProxyState | null = null;
   let needFullSync = true;
   let checkedOutputs = 0;
   for (const step of sequence.steps) {
     const yamlText = readFileSync(new URL(`${step.name}.yaml`, DIR), "utf8");
     const state = loadProxyState(yamlText, `${step.name}.yaml`, sequence.settings);
     for (const rule of step.injectNatRules ?? []) kernel.appendRule("nat", rule);
-    const fullSync = needFullSync;
+    const fullSync: boolean = needFullSync;
     assert.equal(fullSync, step.fullSync, `${step.name}: full sync expected ${step.fullSync}`);
     const result = renderIptables({
       state,
