@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { FakeClock, settle } from "../../../src/proxy/clock.ts";
 import { BoundedFrequencyRunner, RunnerStateError } from "../../../src/proxy/runner.ts";
 import { ConfigError } from "../../../src/errors.ts";
@@ -296,4 +297,55 @@ test("maxInterval < minInterval is rejected; a second concurrent loop is rejecte
   await assert.rejects(runner.loop(abort.signal), RunnerStateError);
   abort.abort();
   await done;
+});
+
+test("property: runs keep minInterval apart, never exceed maxInterval apart, and serve every request promptly", async () => {
+  const action = fc.record({ delay: fc.integer({ min: 0, max: 3000 }), request: fc.boolean() });
+  await fc.assert(
+    fc.asyncProperty(fc.array(action, { maxLength: 30 }), async (actions) => {
+      const clock = new FakeClock();
+      const runs: number[] = [];
+      const runner = new BoundedFrequencyRunner(
+        "prop",
+        async () => {
+          runs.push(clock.now());
+        },
+        { minInterval, retryInterval, maxInterval },
+        clock,
+      );
+      const abort = new AbortController();
+      const done = runner.loop(abort.signal);
+      await settle();
+      const loopStart = clock.now();
+      const requests: number[] = [];
+      for (const { delay, request } of actions) {
+        await clock.advance(delay);
+        if (request) {
+          requests.push(clock.now());
+          runner.run();
+          await settle();
+        }
+      }
+      await clock.advance(maxInterval);
+      abort.abort();
+      await done;
+
+      const times = [loopStart, ...runs];
+      for (let i = 1; i < times.length; i++) {
+        const gap = (times[i] ?? 0) - (times[i - 1] ?? 0);
+        if (i > 1) assert.ok(gap >= minInterval, `runs ${gap}ms apart`);
+        assert.ok(gap <= maxInterval, `no run for ${gap}ms`);
+      }
+      for (const t of requests) {
+        const last = runs.filter((r) => r < t).at(-1);
+        const deadline = last === undefined ? t : Math.max(t, last + minInterval);
+        const served = runs.find((r) => r >= t);
+        assert.ok(
+          served !== undefined && served <= deadline,
+          `request at ${t} served at ${served}, deadline ${deadline}`,
+        );
+      }
+    }),
+    { numRuns: 60 },
+  );
 });
