@@ -6,6 +6,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { KubeProxyError } from "../errors.ts";
+import type { Clock } from "../proxy/clock.ts";
 
 export interface HttpRequest {
   readonly method: string;
@@ -111,4 +112,52 @@ export function listenHttp(host: string, port: number, handler: HttpHandler): Pr
       });
     });
   });
+}
+
+export interface KeepServingOptions {
+  readonly clock: Clock;
+  /** Aborting closes the listener and ends `keepServing`. */
+  readonly signal: AbortSignal;
+  /** Upstream retries a failed server every 5 s (`wait.Until`). */
+  readonly retryInterval?: number;
+  /** `--bind-address-hard-fail`: the first failure is fatal instead of retried. */
+  readonly hardFail?: boolean;
+  readonly onError?: (err: unknown) => void;
+  readonly onListening?: (listener: HttpListener) => void;
+}
+
+/**
+ * Keeps a server up the way upstream runs its healthz and metrics servers: a failed listen is
+ * reported and retried after `retryInterval`, unless `hardFail` makes it fatal (rejects).
+ */
+export async function keepServing(
+  listen: () => Promise<HttpListener>,
+  options: KeepServingOptions,
+): Promise<void> {
+  const { clock, signal } = options;
+  const untilAbortOr = (delayMs: number | null): Promise<void> =>
+    new Promise((resolve) => {
+      const timer = delayMs === null ? null : clock.setTimer(delayMs, finish);
+      function finish(): void {
+        timer?.stop();
+        signal.removeEventListener("abort", finish);
+        resolve();
+      }
+      signal.addEventListener("abort", finish);
+      if (signal.aborted) finish();
+    });
+  while (!signal.aborted) {
+    let listener: HttpListener;
+    try {
+      listener = await listen();
+    } catch (err) {
+      options.onError?.(err);
+      if (options.hardFail === true) throw err;
+      await untilAbortOr(options.retryInterval ?? 5000);
+      continue;
+    }
+    options.onListening?.(listener);
+    await untilAbortOr(null);
+    await listener.close();
+  }
 }

@@ -11,7 +11,8 @@ import {
   proxyHealthHandler,
   serveProxyHealth,
 } from "../../../src/server/healthz.ts";
-import { ListenError, parseHostPort } from "../../../src/server/httpserver.ts";
+import { ListenError, keepServing, parseHostPort } from "../../../src/server/httpserver.ts";
+import type { HttpListener } from "../../../src/server/httpserver.ts";
 import { metricsServerHandler, serveMetrics } from "../../../src/server/metrics.ts";
 import { ServiceHealthServer, serviceHealthResponse } from "../../../src/server/servicehealth.ts";
 
@@ -230,4 +231,74 @@ test("real listen: service health checks open, answer, move and close; bind fail
     if (blocker.listening) await new Promise<void>((resolve) => blocker.close(() => resolve()));
   }
   assert.deepEqual(server.addresses({ namespace: "ns", name: "b" }), []);
+});
+
+test("keepServing retries a failed listen every 5s (fake clock) and closes on abort", async () => {
+  const { clock, health } = setup();
+  health.setNode({ deleting: false, toBeDeletedTaint: false });
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+  const port = (blocker.address() as net.AddressInfo).port;
+  const errors: unknown[] = [];
+  let attempts = 0;
+  let listening: (l: HttpListener) => void = () => {};
+  const up = new Promise<HttpListener>((resolve) => (listening = resolve));
+  let failed: () => void = () => {};
+  let firstFailure = new Promise<void>((resolve) => (failed = resolve));
+  const abort = new AbortController();
+  const done = keepServing(
+    () => {
+      attempts++;
+      return serveProxyHealth({ health }, `127.0.0.1:${port}`);
+    },
+    {
+      clock,
+      signal: abort.signal,
+      onError: (err) => {
+        errors.push(err);
+        failed();
+      },
+      onListening: listening,
+    },
+  );
+  try {
+    await firstFailure;
+    assert.equal(attempts, 1);
+    assert.ok(errors[0] instanceof ListenError);
+    assert.deepEqual(clock.pendingTimers(), [5000], "retry armed for 5s");
+
+    // Still taken at the retry: fails again.
+    firstFailure = new Promise<void>((resolve) => (failed = resolve));
+    await clock.advance(5000); // t=5s
+    await firstFailure;
+    assert.equal(attempts, 2);
+
+    // Port released: the next retry binds it.
+    await new Promise<void>((resolve) => blocker.close(() => resolve()));
+    await clock.advance(5000); // t=10s
+    const listener = await up;
+    assert.equal(attempts, 3);
+    const r = await fetch(`http://127.0.0.1:${listener.address.port}/healthz`);
+    assert.equal(r.status, 200);
+    await r.text();
+  } finally {
+    abort.abort();
+    await done;
+    if (blocker.listening) await new Promise<void>((resolve) => blocker.close(() => resolve()));
+  }
+  await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`), "closed after abort");
+});
+
+test("keepServing with hardFail rejects on the first failure", async () => {
+  const clock = new FakeClock();
+  const abort = new AbortController();
+  await assert.rejects(
+    keepServing(() => Promise.reject(new ListenError("127.0.0.1:1", new Error("EADDRINUSE"))), {
+      clock,
+      signal: abort.signal,
+      hardFail: true,
+    }),
+    ListenError,
+  );
+  assert.deepEqual(clock.pendingTimers(), []);
 });
