@@ -1,0 +1,158 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  canonicalIP,
+  cidrContains,
+  formatIP,
+  ipFamilyOf,
+  isLoopback,
+  isUnspecified,
+  isZeroCIDR,
+  joinHostPort,
+  parseCIDRSloppy,
+  parseIPSloppy,
+} from "../../../src/proxy/ip.ts";
+
+test("IPv4 with leading zeros is decimal (ParseIPSloppy), as in TestBadIPs", () => {
+  assert.equal(canonicalIP("172.30.0.041"), "172.30.0.41");
+  assert.equal(canonicalIP("010.180.000.001"), "10.180.0.1");
+  assert.equal(canonicalIP("10.180.00.001"), "10.180.0.1");
+  assert.equal(canonicalIP("1.2.3.004"), "1.2.3.4");
+  assert.equal(canonicalIP("192.168.099.022"), "192.168.99.22");
+  assert.equal(canonicalIP("0000000001.2.3.4"), "1.2.3.4");
+});
+
+test("invalid addresses are rejected", () => {
+  for (const s of [
+    "",
+    " 1.2.3.4",
+    "1.2.3.4 ",
+    "1.2.3",
+    "1.2.3.4.5",
+    "256.1.1.1",
+    "1..2.3",
+    "a.b.c.d",
+    "1.2.3.4/32",
+    "::1::",
+    "1:2:3:4:5:6:7:8:9",
+    "1:2:3:4:5:6:7::8:9",
+    "fe80::1%eth0",
+    "12345::",
+    ":1::",
+    "1:",
+    "1:2:3:4:5:6:7:8::",
+    "::1.2.3",
+    "1:2:3:4:5:6:7:1.2.3.4",
+    "hello",
+  ]) {
+    assert.equal(parseIPSloppy(s), null, JSON.stringify(s));
+  }
+});
+
+test("IPv6 is printed as Go's net.IP.String (RFC 5952)", () => {
+  const cases: [string, string][] = [
+    ["2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"],
+    ["2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"],
+    ["2001:db8:0:1:0:0:0:1", "2001:db8:0:1::1"],
+    ["2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"],
+    ["FD00:10:180::1", "fd00:10:180::1"],
+    ["::", "::"],
+    ["::1", "::1"],
+    ["1::", "1::"],
+    ["0:0:0:0:0:0:0:0", "::"],
+    ["1:0:0:2:0:0:0:3", "1:0:0:2::3"],
+    ["::ffff:1.2.3.4", "1.2.3.4"],
+    ["::ffff:0102:0304", "1.2.3.4"],
+    ["::1.2.3.4", "::102:304"],
+    ["::ffff:010.001.002.003", "10.1.2.3"],
+    ["0001:0002::", "1:2::"],
+    ["00001::", "1::"],
+  ];
+  for (const [input, want] of cases) assert.equal(canonicalIP(input), want, input);
+  assert.equal(ipFamilyOf("::ffff:1.2.3.4"), "IPv4");
+  assert.equal(ipFamilyOf("::1.2.3.4"), "IPv6");
+  assert.equal(ipFamilyOf("nope"), null);
+});
+
+test("ParseCIDRSloppy prints the masked network", () => {
+  assert.equal(parseCIDRSloppy("1.2.3.4/28")?.cidr, "1.2.3.0/28");
+  assert.equal(parseCIDRSloppy("203.0.113.000/025")?.cidr, "203.0.113.0/25");
+  assert.equal(parseCIDRSloppy("10.0.0.0/8")?.cidr, "10.0.0.0/8");
+  assert.equal(parseCIDRSloppy("0.0.0.0/0")?.cidr, "0.0.0.0/0");
+  assert.equal(parseCIDRSloppy("2001:db8::1/64")?.cidr, "2001:db8::/64");
+  assert.equal(parseCIDRSloppy("::ffff:1.2.3.4/120")?.cidr, "1.2.3.0/24");
+  assert.equal(parseCIDRSloppy("::ffff:1.2.3.4/120")?.family, "IPv4");
+  assert.equal(parseCIDRSloppy("1.2.3.4/33"), null);
+  assert.equal(parseCIDRSloppy("1.2.3.4/"), null);
+  assert.equal(parseCIDRSloppy("1.2.3.4"), null);
+  assert.equal(parseCIDRSloppy(" 1.2.3.4/28"), null, "trimming is the caller's job, as upstream");
+  assert.equal(parseCIDRSloppy("1.2.3.4/2 8"), null);
+  assert.equal(parseCIDRSloppy("::/129"), null);
+});
+
+test("cidrContains, isLoopback, isUnspecified, isZeroCIDR, joinHostPort", () => {
+  assert.ok(cidrContains("10.0.0.0/8", "10.1.2.3"));
+  assert.ok(!cidrContains("10.0.0.0/8", "11.1.2.3"));
+  assert.ok(cidrContains("192.168.0.0/24", "192.168.000.255"));
+  assert.ok(!cidrContains("::/0", "1.2.3.4"), "families never match");
+  assert.ok(cidrContains("fd00::/8", "fd00:10::1"));
+  assert.ok(isLoopback("127.0.0.1") && isLoopback("127.255.0.1") && isLoopback("::1"));
+  assert.ok(!isLoopback("128.0.0.1") && !isLoopback("::2"));
+  assert.ok(isUnspecified("0.0.0.0") && isUnspecified("::") && !isUnspecified("0.0.0.1"));
+  assert.ok(isZeroCIDR("0.0.0.0/0") && isZeroCIDR("::/0") && !isZeroCIDR("0.0.0.0/1"));
+  assert.equal(joinHostPort("10.0.0.1", 80), "10.0.0.1:80");
+  assert.equal(joinHostPort("fd00::1", 80), "[fd00::1]:80");
+});
+
+const v4Bytes = fc.uint8Array({ minLength: 4, maxLength: 4 });
+const v6Bytes = fc.uint8Array({ minLength: 16, maxLength: 16 });
+
+test("property: printing then parsing an address round-trips", () => {
+  fc.assert(
+    fc.property(fc.oneof(v4Bytes, v6Bytes), (bytes) => {
+      const s = formatIP(bytes);
+      const parsed = parseIPSloppy(s);
+      assert.ok(parsed !== null, s);
+      assert.equal(formatIP(parsed.bytes), s);
+      assert.equal(canonicalIP(s), s);
+    }),
+  );
+});
+
+test("property: leading zeros in IPv4 octets do not change the address", () => {
+  fc.assert(
+    fc.property(v4Bytes, fc.array(fc.nat(3), { minLength: 4, maxLength: 4 }), (bytes, pads) => {
+      const padded = [...bytes].map((b, i) => "0".repeat(pads[i]!) + String(b)).join(".");
+      assert.equal(canonicalIP(padded), formatIP(bytes));
+    }),
+  );
+});
+
+test("property: masking is idempotent and the network contains its own address", () => {
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        v4Bytes.chain((b) => fc.tuple(fc.constant(b), fc.integer({ min: 0, max: 32 }))),
+        v6Bytes.chain((b) => fc.tuple(fc.constant(b), fc.integer({ min: 0, max: 128 }))),
+      ),
+      ([bytes, prefix]) => {
+        const input = `${formatIP(bytes)}/${prefix}`;
+        const once = parseCIDRSloppy(input);
+        assert.ok(once !== null, input);
+        const twice = parseCIDRSloppy(once.cidr);
+        assert.equal(twice?.cidr, once.cidr);
+        assert.ok(cidrContains(once.cidr, formatIP(bytes)) || once.family !== ipFamilyOf(formatIP(bytes)));
+      },
+    ),
+  );
+});
+
+test("property: parsing arbitrary strings never throws", () => {
+  fc.assert(
+    fc.property(fc.string({ unit: fc.constantFrom(..."0123456789abcdefABCDEF.:/%x ") }), (s) => {
+      parseIPSloppy(s);
+      parseCIDRSloppy(s);
+    }),
+  );
+});
