@@ -17,6 +17,8 @@ const DIR = new URL("./cases/", import.meta.url);
 
 interface Case {
   readonly name: string;
+  /** Input file stem when several cases share one input. */
+  readonly input?: string;
   readonly settings?: Partial<IptablesSettings>;
   readonly featureGates?: Partial<FeatureGates>;
   readonly existingNatChains?: readonly string[];
@@ -27,8 +29,8 @@ const cases = (parse(readFileSync(new URL("index.yaml", DIR), "utf8")) as { case
 for (const c of cases) {
   test(`iptables golden: ${c.name}`, () => {
     const settings: IptablesSettings = { ...FAKE_PROXIER_SETTINGS, ...c.settings };
-    const yamlText = readFileSync(new URL(`${c.name}.yaml`, DIR), "utf8");
-    const state = loadProxyState(yamlText, `${c.name}.yaml`, settings, c.featureGates);
+    const yamlText = readFileSync(new URL(`${c.input ?? c.name}.yaml`, DIR), "utf8");
+    const state = loadProxyState(yamlText, `${c.input ?? c.name}.yaml`, settings, c.featureGates);
     const result = renderIptables({
       state,
       settings,
