@@ -83,10 +83,21 @@ interface Watcher {
 
 interface InjectedFailure {
   remaining: number;
-  readonly status: 429 | 500 | 503 | 504;
+  readonly status: InjectableStatus;
   readonly retryAfterSeconds: number | undefined;
-  readonly appliesTo: (method: string, path: string) => boolean;
+  readonly appliesTo: (request: RecordedRequest) => boolean;
 }
+
+/** 410 answers with reason Expired, as for a compacted continue token. */
+export type InjectableStatus = 410 | 429 | 500 | 503 | 504;
+
+const FAILURE_REASONS: Readonly<Record<InjectableStatus, string>> = {
+  410: "Expired",
+  429: "TooManyRequests",
+  500: "InternalError",
+  503: "ServiceUnavailable",
+  504: "Timeout",
+};
 
 export interface RecordedRequest {
   readonly method: string;
@@ -128,7 +139,7 @@ export class TestApiServer {
   private constructor(private readonly options: TestApiServerOptions) {
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent) this.sendStatus(res, 500, "InternalError", String(err));
+        if (!res.headersSent) this.sendStatus(res, 500, "InternalError", String((err as Error).stack ?? err));
         else res.destroy();
       });
     };
@@ -198,16 +209,22 @@ export class TestApiServer {
   /** The next `count` matching requests fail with `status` (and Retry-After when given). */
   failRequests(
     count: number,
-    status: 429 | 500 | 503 | 504,
-    opts: { retryAfterSeconds?: number; method?: string; pathIncludes?: string } = {},
+    status: InjectableStatus,
+    opts: {
+      retryAfterSeconds?: number;
+      method?: string;
+      pathIncludes?: string;
+      when?: (r: RecordedRequest) => boolean;
+    } = {},
   ): void {
     this.failures.push({
       remaining: count,
       status,
       retryAfterSeconds: opts.retryAfterSeconds,
-      appliesTo: (method, path) =>
-        (opts.method === undefined || opts.method === method) &&
-        (opts.pathIncludes === undefined || path.includes(opts.pathIncludes)),
+      appliesTo: (r) =>
+        (opts.method === undefined || opts.method === r.method) &&
+        (opts.pathIncludes === undefined || r.path.includes(opts.pathIncludes)) &&
+        (opts.when === undefined || opts.when(r)),
     });
   }
 
@@ -273,7 +290,7 @@ export class TestApiServer {
     const url = new URL(req.url ?? "/", "http://local");
     const method = req.method ?? "GET";
     const user = this.authenticate(req);
-    this.requests.push({
+    const recorded: RecordedRequest = {
       method,
       path: url.pathname,
       query: url.searchParams,
@@ -281,24 +298,19 @@ export class TestApiServer {
       accept: req.headers.accept ?? "",
       contentType: req.headers["content-type"] ?? "",
       userAgent: req.headers["user-agent"] ?? "",
-    });
+    };
+    this.requests.push(recorded);
     const body = await readBody(req);
     if (user === null) {
       // A bad bearer token is rejected even when anonymous access would be allowed.
       return this.sendStatus(res, 401, "Unauthorized", "Unauthorized");
     }
-    const failure = this.failures.find((f) => f.remaining > 0 && f.appliesTo(method, url.pathname));
+    const failure = this.failures.find((f) => f.remaining > 0 && f.appliesTo(recorded));
     if (failure) {
       failure.remaining--;
       if (failure.retryAfterSeconds !== undefined)
         res.setHeader("Retry-After", String(failure.retryAfterSeconds));
-      const reason =
-        failure.status === 429
-          ? "TooManyRequests"
-          : failure.status === 500
-            ? "InternalError"
-            : "ServiceUnavailable";
-      return this.sendStatus(res, failure.status, reason, "injected failure");
+      return this.sendStatus(res, failure.status, FAILURE_REASONS[failure.status], "injected failure");
     }
     const parts = url.pathname.split("/").filter((p) => p !== "");
     const discovery = this.discovery(parts);
