@@ -4,6 +4,9 @@ import type { Runner } from "./exec.ts";
 export const CT_STATE_INVALID_DROPPED_PKTS = "ct_state_invalid_dropped_pkts";
 export const LOCALHOST_NPS_ACCEPTED_PKTS = "localhost_nps_accepted_pkts";
 
+/** NFACCT_NAME_MAX (32) minus the terminating NUL. */
+const NFACCT_NAME_MAX = 31;
+
 export interface NfacctOptions {
   readonly netns?: string;
   readonly timeoutMs?: number;
@@ -24,6 +27,8 @@ export async function ensureNfacctCounter(
   name: string,
   options: NfacctOptions = {},
 ): Promise<boolean> {
+  // The tool silently truncates longer names, which would leave rules naming a missing counter.
+  if (name.length === 0 || name.length > NFACCT_NAME_MAX) return false;
   try {
     const result = await runner.run(["nfacct", "add", name], {
       netns: options.netns,

@@ -59,6 +59,9 @@ test("nfacct: add ok, EBUSY means exists, other failures mark unavailable", asyn
   assert.equal(await ensureNfacctCounter(runner, "x"), true);
   reply = { exitCode: 1, stderr: "nfacct v1.0.2: error: Operation not supported\n" };
   assert.equal(await ensureNfacctCounter(runner, "x"), false);
+  const calls = runner.calls.length;
+  assert.equal(await ensureNfacctCounter(runner, "n".repeat(32)), false, "too long for the kernel");
+  assert.equal(runner.calls.length, calls);
   reply = { spawnError: true };
   assert.equal(await ensureNfacctCounter(runner, "x"), false);
   assert.equal(await readNfacctCounters(runner), null);
