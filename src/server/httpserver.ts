@@ -91,6 +91,15 @@ async function respond(
   res.end(req.method === "HEAD" ? undefined : body);
 }
 
+/**
+ * Go listens on a dual-stack socket for any wildcard address ("0.0.0.0", "::" or ""), so
+ * upstream's 0.0.0.0:10256 also answers over IPv6. Node does that when no host is given
+ * (`::` with IPv4-mapped addresses, or 0.0.0.0 where IPv6 is off).
+ */
+export function listenHost(host: string): string | undefined {
+  return host === "" || host === "0.0.0.0" || host === "::" ? undefined : host;
+}
+
 /** Serves `handler` on host:port; rejects with ListenError if the address cannot be bound. */
 export function listenHttp(host: string, port: number, handler: HttpHandler): Promise<HttpListener> {
   const server = http.createServer((req, res) => {
@@ -99,7 +108,7 @@ export function listenHttp(host: string, port: number, handler: HttpHandler): Pr
   return new Promise((resolve, reject) => {
     const onError = (err: unknown): void => reject(new ListenError(joinHostPort(host, port), err));
     server.once("error", onError);
-    server.listen({ host, port }, () => {
+    server.listen({ host: listenHost(host), port }, () => {
       server.off("error", onError);
       const info = server.address() as AddressInfo;
       resolve({

@@ -43,7 +43,10 @@ export function serviceHealthResponse(
 export interface ServiceHealthServerOptions {
   /** The proxy's own health (`ProxyHealth`). */
   readonly proxyHealth: { isHealthy(): boolean };
-  /** Addresses to listen on; upstream listens on all addresses unless nodePortAddresses narrows it. */
+  /**
+   * Addresses to listen on; default all addresses (dual-stack), as upstream does unless
+   * nodePortAddresses narrows it to the node's matching IPs.
+   */
   readonly nodeIPs?: readonly string[];
   /** Used in the failure message, as upstream's event does. */
   readonly hostname?: string;
@@ -117,7 +120,7 @@ export class ServiceHealthServer {
     const nsn = namespacedName(svc);
     const opened: HttpListener[] = [];
     try {
-      for (const ip of this.options.nodeIPs ?? ["0.0.0.0"]) {
+      for (const ip of this.options.nodeIPs ?? [""]) {
         opened.push(await listenHttp(ip, svc.port, () => this.respond(svc)));
       }
     } catch (err) {

@@ -11,7 +11,7 @@ import {
   proxyHealthHandler,
   serveProxyHealth,
 } from "../../../src/server/healthz.ts";
-import { ListenError, keepServing, parseHostPort } from "../../../src/server/httpserver.ts";
+import { ListenError, keepServing, listenHost, parseHostPort } from "../../../src/server/httpserver.ts";
 import type { HttpListener } from "../../../src/server/httpserver.ts";
 import { metricsServerHandler, serveMetrics } from "../../../src/server/metrics.ts";
 import { ServiceHealthServer, serviceHealthResponse } from "../../../src/server/servicehealth.ts";
@@ -124,6 +124,14 @@ test("metrics server handler: /metrics, /healthz, /proxyMode, /configz, 404", as
   assert.deepEqual(cz.headers, jsonHeaders);
   assert.equal(cz.body, '{"kubeproxy.config.k8s.io":{"mode":"iptables"}}');
   assert.equal((await handler({ method: "GET", path: "/nope" })).status, 404);
+});
+
+test("wildcard bind addresses listen dual-stack, as Go does", () => {
+  assert.equal(listenHost("0.0.0.0"), undefined);
+  assert.equal(listenHost("::"), undefined);
+  assert.equal(listenHost(""), undefined);
+  assert.equal(listenHost("127.0.0.1"), "127.0.0.1");
+  assert.equal(listenHost("::1"), "::1");
 });
 
 test("parseHostPort", () => {
