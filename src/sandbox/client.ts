@@ -18,6 +18,10 @@ export interface ProbeRequest {
   readonly timeoutMs?: number;
 }
 
+export interface ProbeStep extends ProbeRequest {
+  readonly protocol: ProbeProtocol;
+}
+
 export interface ProbeReport {
   readonly protocol: ProbeProtocol;
   readonly host: string;
@@ -34,49 +38,62 @@ export interface ProbeReport {
 const STARTUP_ALLOWANCE_MS = 20_000;
 
 /** Sends `count` HTTP requests from inside `role`'s namespace (traffic originates there). */
-export function probeHttp(sandbox: Sandbox, role: string, request: ProbeRequest): Promise<ProbeReport> {
-  return probe(sandbox, role, "tcp", request);
+export async function probeHttp(sandbox: Sandbox, role: string, request: ProbeRequest): Promise<ProbeReport> {
+  const [report] = await probe(sandbox, role, [{ ...request, protocol: "tcp" }]);
+  if (report === undefined) throw new SandboxError("probe returned no report");
+  return report;
 }
 
 /** Sends `count` UDP datagrams from inside `role`'s namespace, each from a new socket. */
-export function probeUdp(sandbox: Sandbox, role: string, request: ProbeRequest): Promise<ProbeReport> {
-  return probe(sandbox, role, "udp", request);
+export async function probeUdp(sandbox: Sandbox, role: string, request: ProbeRequest): Promise<ProbeReport> {
+  const [report] = await probe(sandbox, role, [{ ...request, protocol: "udp" }]);
+  if (report === undefined) throw new SandboxError("probe returned no report");
+  return report;
 }
 
-async function probe(
+/**
+ * Runs several probes, in order, from one process inside `role`'s namespace (starting Node
+ * is the expensive part); one report per step.
+ */
+export async function probe(
   sandbox: Sandbox,
   role: string,
-  protocol: ProbeProtocol,
-  request: ProbeRequest,
-): Promise<ProbeReport> {
-  const count = request.count ?? 1;
-  const timeoutMs = request.timeoutMs ?? 1000;
-  const argv = nodeScriptArgv("probe.ts", [
-    "--protocol",
-    protocol,
-    "--host",
-    request.host,
-    "--port",
-    String(request.port),
-    "--count",
-    String(count),
-    "--timeout-ms",
-    String(timeoutMs),
-  ]);
-  const { stdout } = await sandbox.exec(role, argv, { timeoutMs: count * timeoutMs + STARTUP_ALLOWANCE_MS });
-  return summarize(protocol, request.host, request.port, parseResults(stdout));
+  steps: readonly ProbeStep[],
+): Promise<ProbeReport[]> {
+  const plan = steps.map((step) => ({
+    protocol: step.protocol,
+    host: step.host,
+    port: step.port,
+    count: step.count ?? 1,
+    timeoutMs: step.timeoutMs ?? 1000,
+  }));
+  const budgetMs = plan.reduce((sum, step) => sum + step.count * step.timeoutMs, STARTUP_ALLOWANCE_MS);
+  const argv = nodeScriptArgv("probe.ts", ["--plan", JSON.stringify(plan)]);
+  const { stdout } = await sandbox.exec(role, argv, { timeoutMs: budgetMs });
+  const reports = parseReports(stdout);
+  if (reports.length !== plan.length) {
+    throw new SandboxError(`probe answered ${reports.length} of ${plan.length} steps`);
+  }
+  return reports.map((report) => summarize(report.protocol, report.host, report.port, report.results));
 }
 
-function parseResults(stdout: string): ProbeOutcome[] {
+interface RawReport {
+  readonly protocol: ProbeProtocol;
+  readonly host: string;
+  readonly port: number;
+  readonly results: readonly ProbeOutcome[];
+}
+
+function parseReports(stdout: string): RawReport[] {
   let parsed: unknown;
   try {
     parsed = JSON.parse(stdout);
   } catch (cause) {
     throw new SandboxError(`probe printed something that is not JSON: ${stdout.slice(0, 200)}`, { cause });
   }
-  const results = (parsed as { results?: unknown }).results;
-  if (!Array.isArray(results)) throw new SandboxError("probe output has no results array");
-  return results as ProbeOutcome[];
+  const reports = (parsed as { reports?: unknown }).reports;
+  if (!Array.isArray(reports)) throw new SandboxError("probe output has no reports array");
+  return reports as RawReport[];
 }
 
 /** Tallies a run's outcomes by answering pod, seen client address and error kind. */

@@ -1,13 +1,14 @@
 /*
  * Sends traffic from inside a network namespace and prints what came back, one JSON document:
- *   ip netns exec NS node --import tsx src/sandbox/probe.ts \
- *     --protocol tcp|udp --host IP --port N [--count N] [--timeout-ms N]
- * Requests run one after another, each on a new connection (new source port), each bounded by
- * the timeout, so a caller can bound the whole run by count × timeout.
+ *   ip netns exec NS node --import tsx src/sandbox/probe.ts --plan JSON
+ * where JSON is a list of {protocol: "tcp"|"udp", host, port, count, timeoutMs}. One process runs
+ * the whole plan because Node start-up costs far more than the probes. Requests run one after
+ * another, each on a new connection (new source port) and each bounded by its timeout, so the
+ * whole run is bounded by the sum of count × timeout.
  */
 import { createSocket } from "node:dgram";
 import { request } from "node:http";
-import { isIPv6 } from "node:net";
+import { isIP, isIPv6 } from "node:net";
 import { parseArgs } from "node:util";
 
 type ErrorKind = "refused" | "timeout" | "unreachable" | "reset" | "other";
@@ -15,37 +16,56 @@ type Outcome =
   | { readonly ok: true; readonly pod: string; readonly client: string }
   | { readonly ok: false; readonly error: ErrorKind; readonly detail: string };
 
+interface Step {
+  readonly protocol: "tcp" | "udp";
+  readonly host: string;
+  readonly port: number;
+  readonly count: number;
+  readonly timeoutMs: number;
+}
+
 const MAX_COUNT = 1000;
 const MAX_TIMEOUT_MS = 30_000;
-
-const { values } = parseArgs({
-  options: {
-    protocol: { type: "string" },
-    host: { type: "string" },
-    port: { type: "string" },
-    count: { type: "string", default: "1" },
-    "timeout-ms": { type: "string", default: "1000" },
-  },
-  strict: true,
-});
+const MAX_STEPS = 100;
 
 function fail(message: string): never {
   console.error(`probe: ${message}`);
   process.exit(2);
 }
 
-function bounded(text: string, flag: string, max: number): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1 || value > max) fail(`${flag} must be 1..${max}, got ${text}`);
+function bounded(value: unknown, what: string, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > max) {
+    fail(`${what} must be an integer 1..${max}, got ${JSON.stringify(value)}`);
+  }
   return value;
 }
 
-const protocol = values.protocol;
-if (protocol !== "tcp" && protocol !== "udp") fail("--protocol must be tcp or udp");
-const host = values.host ?? fail("--host is required");
-const port = bounded(values.port ?? fail("--port is required"), "--port", 65535);
-const count = bounded(values.count, "--count", MAX_COUNT);
-const timeoutMs = bounded(values["timeout-ms"], "--timeout-ms", MAX_TIMEOUT_MS);
+function parsePlan(text: string): Step[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    fail("--plan is not JSON");
+  }
+  if (!Array.isArray(raw) || raw.length < 1 || raw.length > MAX_STEPS)
+    fail(`--plan must list 1..${MAX_STEPS} steps`);
+  return raw.map((entry: unknown, index): Step => {
+    const step = (typeof entry === "object" && entry !== null ? entry : {}) as Record<string, unknown>;
+    const { protocol, host } = step;
+    if (protocol !== "tcp" && protocol !== "udp") fail(`step ${index}: protocol must be tcp or udp`);
+    if (typeof host !== "string" || isIP(host) === 0) fail(`step ${index}: host must be an IP address`);
+    return {
+      protocol,
+      host,
+      port: bounded(step.port, `step ${index}: port`, 65535),
+      count: bounded(step.count, `step ${index}: count`, MAX_COUNT),
+      timeoutMs: bounded(step.timeoutMs, `step ${index}: timeoutMs`, MAX_TIMEOUT_MS),
+    };
+  });
+}
+
+const { values } = parseArgs({ options: { plan: { type: "string" } }, strict: true });
+const plan = parsePlan(values.plan ?? fail("--plan is required"));
 
 function classify(error: NodeJS.ErrnoException): ErrorKind {
   switch (error.code) {
@@ -76,7 +96,7 @@ function parseReply(text: string): Outcome {
   return { ok: false, error: "other", detail: `unexpected reply ${JSON.stringify(text.slice(0, 200))}` };
 }
 
-function httpOnce(): Promise<Outcome> {
+function httpOnce({ host, port, timeoutMs }: Step): Promise<Outcome> {
   return new Promise((resolve) => {
     let settled = false;
     const settle = (outcome: Outcome): void => {
@@ -108,7 +128,7 @@ function httpOnce(): Promise<Outcome> {
   });
 }
 
-function udpOnce(): Promise<Outcome> {
+function udpOnce({ host, port, timeoutMs }: Step): Promise<Outcome> {
   return new Promise((resolve) => {
     const socket = createSocket(isIPv6(host) ? "udp6" : "udp4");
     let settled = false;
@@ -132,6 +152,11 @@ function udpOnce(): Promise<Outcome> {
   });
 }
 
-const results: Outcome[] = [];
-for (let i = 0; i < count; i++) results.push(await (protocol === "tcp" ? httpOnce() : udpOnce()));
-console.log(JSON.stringify({ protocol, host, port, results }));
+const reports = [];
+for (const step of plan) {
+  const results: Outcome[] = [];
+  for (let i = 0; i < step.count; i++)
+    results.push(await (step.protocol === "tcp" ? httpOnce(step) : udpOnce(step)));
+  reports.push({ protocol: step.protocol, host: step.host, port: step.port, results });
+}
+console.log(JSON.stringify({ reports }));

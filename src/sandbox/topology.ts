@@ -93,7 +93,7 @@ export type SandboxMember =
 const LAN_ROLE = "lan";
 const LAN_BRIDGE = "br0";
 const ROLE_PATTERN = /^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/;
-const PREFIX_PATTERN = /^[a-z][a-z0-9]{0,9}$/;
+const PREFIX_PATTERN = /^[a-z][a-z0-9]{0,15}$/;
 const DEFAULT_STATE_DIR = "/run/kpt-sandbox";
 const COMMAND_TIMEOUT_MS = 15_000;
 

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { parse } from "yaml";
+import { decodeEndpointSlice, decodeNode, decodeService } from "../../../src/k8s/objects.ts";
+import {
+  cidrContains,
+  ipToBigInt,
+  bigIntToIp,
+  nthAddress,
+  parseCidr,
+} from "../../../src/sandbox/addresses.ts";
+import { SEED, seedManifests, seedPod } from "../../../src/sandbox/seed.ts";
+
+const examples = new URL("../../../examples/seed-nginx/", import.meta.url);
+
+describe("seed manifests", () => {
+  it("examples/seed-nginx holds exactly what seedManifests() generates for the seed's two pods", () => {
+    const generated = seedManifests([seedPod(0), seedPod(1)]);
+    for (const [file, text] of Object.entries(generated)) {
+      assert.equal(readFileSync(new URL(file, examples), "utf8"), text, file);
+    }
+  });
+
+  it("describes the seed's Service, endpoints and node, and decodes as valid objects", () => {
+    const files = seedManifests([seedPod(0), seedPod(1), seedPod(2)]);
+    const service = decodeService(parse(files["service.yaml"] ?? ""), "service.yaml");
+    assert.equal(service.metadata.namespace, "default");
+    assert.equal(service.metadata.name, "nginx");
+    assert.equal(service.spec.type, "NodePort");
+    assert.equal(service.spec.clusterIP, "10.1.125.152");
+    assert.deepEqual(service.spec.ports, [{ name: "", protocol: "TCP", port: 80, nodePort: 30978 }]);
+
+    const slice = decodeEndpointSlice(parse(files["endpointslice.yaml"] ?? ""), "endpointslice.yaml");
+    assert.equal(slice.metadata.labels["kubernetes.io/service-name"], "nginx");
+    assert.deepEqual(
+      slice.endpoints.map((e) => [e.addresses, e.ready, e.nodeName]),
+      [
+        [["10.244.0.9"], true, SEED.node.name],
+        [["10.244.0.10"], true, SEED.node.name],
+        [["10.244.0.11"], true, SEED.node.name],
+      ],
+    );
+
+    const node = decodeNode(parse(files["node.yaml"] ?? ""), "node.yaml");
+    assert.deepEqual(node.status.addresses[0], { type: "InternalIP", address: SEED.node.ipv4 });
+    assert.deepEqual(node.spec.podCIDRs, [SEED.node.podCIDR]);
+  });
+
+  it("names seed pods like a Deployment would, distinct and stable", () => {
+    const names = Array.from({ length: 20 }, (_, i) => seedPod(i).name);
+    assert.equal(new Set(names).size, names.length);
+    for (const name of names) assert.match(name, /^nginx-6799fc88d8-[bcdfghjklmnpqrstvwxz2456789]{5}$/);
+    assert.equal(seedPod(1).name, names[1]);
+    assert.throws(() => seedPod(SEED.maxPods));
+  });
+});
+
+describe("sandbox address arithmetic", () => {
+  it("round-trips and compresses IPv6 text", () => {
+    for (const ip of ["fd00:10:244::1", "::1", "::", "2001:db8:0:1:1:1:1:1", "fd00:10:244:1::7", "1::"]) {
+      assert.equal(bigIntToIp(ipToBigInt(ip), 6), ip);
+    }
+    assert.equal(bigIntToIp(ipToBigInt("2001:db8:0:0:1:0:0:1"), 6), "2001:db8::1:0:0:1");
+  });
+
+  it("normalises CIDRs and finds gateways and members", () => {
+    const v4 = parseCidr("10.244.0.77/24");
+    assert.equal(nthAddress(v4, 1), "10.244.0.1");
+    assert.ok(cidrContains(v4, "10.244.0.255"));
+    assert.ok(!cidrContains(v4, "10.244.1.0"));
+    assert.ok(!cidrContains(v4, "fd00::1"));
+    const v6 = parseCidr("fd00:10:244:1::/64");
+    assert.equal(nthAddress(v6, 1), "fd00:10:244:1::1");
+    assert.ok(cidrContains(v6, "fd00:10:244:1:ffff::9"));
+    assert.throws(() => parseCidr("10.0.0.0/33"));
+    assert.throws(() => parseCidr("10.0.0.0"));
+  });
+});
