@@ -6,7 +6,10 @@
  * `maxInterval` even when nothing asks for one.
  */
 import { ConfigError, KubeProxyError } from "../errors.ts";
+import type { Gauge } from "prom-client";
 import type { Clock, TimerHandle } from "./clock.ts";
+import type { ProxyHealth } from "./health.ts";
+import type { IPFamily } from "./types.ts";
 
 /** All in milliseconds. */
 export interface RunnerIntervals {
@@ -147,4 +150,34 @@ export class BoundedFrequencyRunner {
     this.wakeup = null;
     wakeup?.();
   }
+}
+
+/** What a proxier's `Sync()` / `SyncLoop()` touch besides the runner (upstream proxier.go). */
+export interface SyncLoopDeps {
+  readonly family: IPFamily;
+  readonly runner: BoundedFrequencyRunner;
+  readonly clock: Clock;
+  readonly health: Pick<ProxyHealth, "queuedUpdate" | "updated">;
+  /** `kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds` from createProxyMetrics. */
+  readonly lastQueuedTimestamp?: Gauge<"ip_family">;
+}
+
+/**
+ * Upstream `Sync()`: marks an update as queued for /healthz, stamps the last-queued metric and
+ * asks the runner for a run.
+ */
+export function requestSync(deps: SyncLoopDeps): void {
+  deps.health.queuedUpdate(deps.family);
+  deps.lastQueuedTimestamp?.set({ ip_family: deps.family }, deps.clock.now() / 1000);
+  deps.runner.run();
+}
+
+/**
+ * Upstream `SyncLoop()`: reports the family healthy first (so /healthz is OK before the first
+ * sync), stamps the last-queued metric, then runs the runner's loop until `signal` aborts.
+ */
+export function runSyncLoop(deps: SyncLoopDeps, signal: AbortSignal): Promise<void> {
+  deps.health.updated(deps.family);
+  deps.lastQueuedTimestamp?.set({ ip_family: deps.family }, deps.clock.now() / 1000);
+  return deps.runner.loop(signal);
 }

@@ -2,7 +2,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { FakeClock, settle } from "../../../src/proxy/clock.ts";
-import { BoundedFrequencyRunner, RunnerStateError } from "../../../src/proxy/runner.ts";
+import { Registry } from "prom-client";
+import {
+  BoundedFrequencyRunner,
+  RunnerStateError,
+  requestSync,
+  runSyncLoop,
+} from "../../../src/proxy/runner.ts";
+import { ProxyHealth } from "../../../src/proxy/health.ts";
+import { createProxyMetrics } from "../../../src/proxy/metrics.ts";
 import { ConfigError } from "../../../src/errors.ts";
 
 // Durations embedded in the steps below depend on these.
@@ -348,4 +356,49 @@ test("property: runs keep minInterval apart, never exceed maxInterval apart, and
     }),
     { numRuns: 60 },
   );
+});
+
+test("requestSync / runSyncLoop: health queued/updated, last-queued metric, runner run", async () => {
+  const clock = new FakeClock(Date.UTC(2024, 0, 2));
+  const registry = new Registry();
+  const metrics = createProxyMetrics(registry);
+  const health = new ProxyHealth(60_000, clock);
+  const r = new Receiver();
+  const runner = new BoundedFrequencyRunner(
+    "sync-runner",
+    r.fn,
+    { minInterval, retryInterval, maxInterval },
+    clock,
+  );
+  const deps = {
+    family: "IPv4" as const,
+    runner,
+    clock,
+    health,
+    lastQueuedTimestamp: metrics.syncProxyRulesLastQueuedTimestamp,
+  };
+
+  const abort = new AbortController();
+  const done = runSyncLoop(deps, abort.signal);
+  await settle();
+  assert.deepEqual(health.health().status.get("IPv4"), { lastUpdated: clock.now(), healthy: true });
+  assert.match(
+    await registry.metrics(),
+    /^kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds\{ip_family="IPv4"\} 1704153600$/m,
+  );
+
+  await clock.advance(2000); // t=2s
+  requestSync(deps);
+  await settle();
+  assert.equal(r.ran(), true, "the runner ran");
+  assert.match(
+    await registry.metrics(),
+    /^kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds\{ip_family="IPv4"\} 1704153602$/m,
+  );
+  // The fake sync function does not call health.updated(): the queued update stays pending.
+  await clock.advance(60_000); // t=62s
+  assert.equal(health.isHealthy(), false);
+
+  abort.abort();
+  await done;
 });
