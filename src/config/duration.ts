@@ -34,7 +34,9 @@ export function parseDuration(text: string, field: string): number {
     matched = re.lastIndex;
   }
   if (rest === "" || matched !== rest.length || !Number.isFinite(total)) {
-    throw new ConfigError([`${field}: invalid duration ${JSON.stringify(text)} (expected e.g. "30s", "1m0s", "500ms")`]);
+    throw new ConfigError([
+      `${field}: invalid duration ${JSON.stringify(text)} (expected e.g. "30s", "1m0s", "500ms")`,
+    ]);
   }
   return sign * total;
 }

@@ -21,7 +21,13 @@ function fileSchema(strict: boolean) {
       kind: z.literal("KubeProxyConfiguration"),
       featureGates: z.record(z.string(), z.boolean()),
       clientConnection: section(
-        { kubeconfig: z.string(), acceptContentTypes: z.string(), contentType: z.string(), qps: z.number(), burst: int32 },
+        {
+          kubeconfig: z.string(),
+          acceptContentTypes: z.string(),
+          contentType: z.string(),
+          qps: z.number(),
+          burst: int32,
+        },
         strict,
       ),
       logging: z.looseObject({ verbosity: int32.optional(), format: z.string().optional() }),
@@ -58,7 +64,12 @@ function fileSchema(strict: boolean) {
         strict,
       ),
       nftables: section(
-        { masqueradeBit: int32.nullable(), masqueradeAll: z.boolean(), syncPeriod: duration, minSyncPeriod: duration },
+        {
+          masqueradeBit: int32.nullable(),
+          masqueradeAll: z.boolean(),
+          syncPeriod: duration,
+          minSyncPeriod: duration,
+        },
         strict,
       ),
       winkernel: z.looseObject({}),
@@ -117,12 +128,17 @@ export function readConfigFile(path: string): { config: KubeProxyConfiguration; 
     data = strict.data;
   } else {
     const lenient = fileSchema(false).safeParse(raw);
-    if (!lenient.success) throw new ConfigError(lenient.error.issues.map((i) => `${path}: ${describeIssue(i)}`));
-    warnings.push(`${path}: strict decoding failed, using lenient decoding: ${strict.error.issues.map(describeIssue).join("; ")}`);
+    if (!lenient.success)
+      throw new ConfigError(lenient.error.issues.map((i) => `${path}: ${describeIssue(i)}`));
+    warnings.push(
+      `${path}: strict decoding failed, using lenient decoding: ${strict.error.issues.map(describeIssue).join("; ")}`,
+    );
     data = lenient.data;
   }
   if (data.apiVersion === undefined || data.kind === undefined) {
-    throw new ConfigError([`${path}: apiVersion kubeproxy.config.k8s.io/v1alpha1 and kind KubeProxyConfiguration are required`]);
+    throw new ConfigError([
+      `${path}: apiVersion kubeproxy.config.k8s.io/v1alpha1 and kind KubeProxyConfiguration are required`,
+    ]);
   }
   return { config: mergeDefined(defaultConfiguration(), data), warnings };
 }
@@ -140,7 +156,9 @@ function mergeDefined<T>(base: T, data: unknown): T {
     if (value === null && key !== "nodePortAddresses" && key !== "excludeCIDRs") continue;
     const current = out[key];
     out[key] =
-      current !== null && typeof current === "object" && !Array.isArray(current) ? mergeDefined(current, value) : value;
+      current !== null && typeof current === "object" && !Array.isArray(current)
+        ? mergeDefined(current, value)
+        : value;
   }
   return out as T;
 }
@@ -166,14 +184,26 @@ export function validateConfiguration(config: KubeProxyConfiguration): string[] 
   const check = (ok: boolean, message: string) => {
     if (!ok) problems.push(message);
   };
-  check(["iptables", "nftables", "ipvs"].includes(config.mode), `mode: unsupported value ${JSON.stringify(config.mode)} (iptables, nftables, ipvs)`);
+  check(
+    ["iptables", "nftables", "ipvs"].includes(config.mode),
+    `mode: unsupported value ${JSON.stringify(config.mode)} (iptables, nftables, ipvs)`,
+  );
   check(
     ["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"].includes(config.detectLocalMode),
     `detectLocalMode: unsupported value ${JSON.stringify(config.detectLocalMode)}`,
   );
-  check(config.iptables.masqueradeBit >= 0 && config.iptables.masqueradeBit <= 31, "iptables.masqueradeBit: must be within [0, 31]");
-  check(config.nftables.masqueradeBit >= 0 && config.nftables.masqueradeBit <= 31, "nftables.masqueradeBit: must be within [0, 31]");
-  check(config.oomScoreAdj >= -1000 && config.oomScoreAdj <= 1000, "oomScoreAdj: must be within [-1000, 1000]");
+  check(
+    config.iptables.masqueradeBit >= 0 && config.iptables.masqueradeBit <= 31,
+    "iptables.masqueradeBit: must be within [0, 31]",
+  );
+  check(
+    config.nftables.masqueradeBit >= 0 && config.nftables.masqueradeBit <= 31,
+    "nftables.masqueradeBit: must be within [0, 31]",
+  );
+  check(
+    config.oomScoreAdj >= -1000 && config.oomScoreAdj <= 1000,
+    "oomScoreAdj: must be within [-1000, 1000]",
+  );
   check(config.clientConnection.qps >= 0, "clientConnection.qps: must be greater than or equal to 0");
   check(config.clientConnection.burst >= 0, "clientConnection.burst: must be greater than or equal to 0");
   check(config.conntrack.maxPerCore >= 0, "conntrack.maxPerCore: must be greater than or equal to 0");
@@ -194,30 +224,60 @@ export function validateConfiguration(config: KubeProxyConfiguration): string[] 
   for (const [field, text, rule] of durations) {
     try {
       const ms = parseDuration(text, field);
-      check(rule === "positive" ? ms > 0 : ms >= 0, `${field}: must be ${rule === "positive" ? "greater than 0" : "greater than or equal to 0"}`);
+      check(
+        rule === "positive" ? ms > 0 : ms >= 0,
+        `${field}: must be ${rule === "positive" ? "greater than 0" : "greater than or equal to 0"}`,
+      );
     } catch (error) {
       problems.push(...(error as ConfigError).problems);
     }
   }
-  if (config.bindAddress !== "") check(isIP(config.bindAddress) !== 0, `bindAddress: not a valid IP address: ${JSON.stringify(config.bindAddress)}`);
-  if (config.healthzBindAddress !== "") check(validHostPort(config.healthzBindAddress), `healthzBindAddress: must be IP:port, got ${JSON.stringify(config.healthzBindAddress)}`);
-  if (config.metricsBindAddress !== "") check(validHostPort(config.metricsBindAddress), `metricsBindAddress: must be IP:port, got ${JSON.stringify(config.metricsBindAddress)}`);
+  if (config.bindAddress !== "")
+    check(
+      isIP(config.bindAddress) !== 0,
+      `bindAddress: not a valid IP address: ${JSON.stringify(config.bindAddress)}`,
+    );
+  if (config.healthzBindAddress !== "")
+    check(
+      validHostPort(config.healthzBindAddress),
+      `healthzBindAddress: must be IP:port, got ${JSON.stringify(config.healthzBindAddress)}`,
+    );
+  if (config.metricsBindAddress !== "")
+    check(
+      validHostPort(config.metricsBindAddress),
+      `metricsBindAddress: must be IP:port, got ${JSON.stringify(config.metricsBindAddress)}`,
+    );
   const cidrs = config.clusterCIDR === "" ? [] : config.clusterCIDR.split(",").map((c) => c.trim());
   for (const cidr of cidrs) check(validCIDR(cidr), `clusterCIDR: invalid CIDR ${JSON.stringify(cidr)}`);
   check(cidrs.length <= 2, "clusterCIDR: at most one CIDR per IP family");
   const npa = config.nodePortAddresses ?? [];
   for (const item of npa) {
-    check(item === "primary" || validCIDR(item), `nodePortAddresses: ${JSON.stringify(item)} is neither a CIDR nor "primary"`);
+    check(
+      item === "primary" || validCIDR(item),
+      `nodePortAddresses: ${JSON.stringify(item)} is neither a CIDR nor "primary"`,
+    );
   }
-  check(!npa.includes("primary") || npa.length === 1, 'nodePortAddresses: "primary" must be the only element');
+  check(
+    !npa.includes("primary") || npa.length === 1,
+    'nodePortAddresses: "primary" must be the only element',
+  );
   if (config.detectLocalMode === "BridgeInterface") {
-    check(config.detectLocal.bridgeInterface !== "", "detectLocal.bridgeInterface: required with detectLocalMode BridgeInterface");
+    check(
+      config.detectLocal.bridgeInterface !== "",
+      "detectLocal.bridgeInterface: required with detectLocalMode BridgeInterface",
+    );
   }
   if (config.detectLocalMode === "InterfaceNamePrefix") {
-    check(config.detectLocal.interfaceNamePrefix !== "", "detectLocal.interfaceNamePrefix: required with detectLocalMode InterfaceNamePrefix");
+    check(
+      config.detectLocal.interfaceNamePrefix !== "",
+      "detectLocal.interfaceNamePrefix: required with detectLocalMode InterfaceNamePrefix",
+    );
   }
   for (const iface of [config.detectLocal.bridgeInterface, config.detectLocal.interfaceNamePrefix]) {
-    check(iface === "" || /^[A-Za-z0-9_.:@-]{1,15}$/.test(iface), `detectLocal: invalid interface name ${JSON.stringify(iface)}`);
+    check(
+      iface === "" || /^[A-Za-z0-9_.:@-]{1,15}$/.test(iface),
+      `detectLocal: invalid interface name ${JSON.stringify(iface)}`,
+    );
   }
   return problems;
 }

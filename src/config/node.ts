@@ -33,8 +33,16 @@ function isUnspecified(ip: string): boolean {
  * The primary node IP of a family: `bindAddress` when set, else the Node object's first IP of
  * that family, else loopback (upstream `detectNodeIPs`).
  */
-export function primaryNodeIP(config: Pick<KubeProxyConfiguration, "bindAddress">, node: NodeInfo, family: IPFamily): string {
-  if (config.bindAddress !== "" && !isUnspecified(config.bindAddress) && familyOf(config.bindAddress) === family) {
+export function primaryNodeIP(
+  config: Pick<KubeProxyConfiguration, "bindAddress">,
+  node: NodeInfo,
+  family: IPFamily,
+): string {
+  if (
+    config.bindAddress !== "" &&
+    !isUnspecified(config.bindAddress) &&
+    familyOf(config.bindAddress) === family
+  ) {
     return config.bindAddress;
   }
   const fromNode = node.ips.find((ip) => familyOf(ip) === family);
@@ -43,7 +51,10 @@ export function primaryNodeIP(config: Pick<KubeProxyConfiguration, "bindAddress"
 }
 
 /** The CIDRs of one family from a comma-separated `clusterCIDR`. */
-export function clusterCIDRFor(config: Pick<KubeProxyConfiguration, "clusterCIDR">, family: IPFamily): string | null {
+export function clusterCIDRFor(
+  config: Pick<KubeProxyConfiguration, "clusterCIDR">,
+  family: IPFamily,
+): string | null {
   const cidrs = config.clusterCIDR
     .split(",")
     .map((c) => c.trim())

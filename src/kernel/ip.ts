@@ -11,7 +11,8 @@ export function parseIpAddrJson(output: string): string[] {
   const out: string[] = [];
   for (const link of links) {
     for (const info of link.addr_info ?? []) {
-      if (info.local !== undefined && info.prefixlen !== undefined) out.push(`${info.local}/${info.prefixlen}`);
+      if (info.local !== undefined && info.prefixlen !== undefined)
+        out.push(`${info.local}/${info.prefixlen}`);
     }
   }
   return out;
@@ -19,6 +20,9 @@ export function parseIpAddrJson(output: string): string[] {
 
 /** The node's interface addresses, as nodePortAddresses and addrtype LOCAL see them. */
 export async function localAddresses(runner: Runner, netns?: string): Promise<string[]> {
-  const result = await runner.run(["ip", "-j", "addr", "show"], { timeoutMs: 10_000, ...(netns === undefined ? {} : { netns }) });
+  const result = await runner.run(["ip", "-j", "addr", "show"], {
+    timeoutMs: 10_000,
+    ...(netns === undefined ? {} : { netns }),
+  });
   return parseIpAddrJson(result.stdout);
 }

@@ -14,7 +14,11 @@ export interface KernelFacts {
 }
 
 /** Upstream's local traffic detector for one family (pkg/proxy/util/localdetector.go). */
-export function localDetectorFor(config: KubeProxyConfiguration, node: NodeInfo, family: IPFamily): LocalDetector {
+export function localDetectorFor(
+  config: KubeProxyConfiguration,
+  node: NodeInfo,
+  family: IPFamily,
+): LocalDetector {
   switch (config.detectLocalMode) {
     case "ClusterCIDR": {
       const cidr = clusterCIDRFor(config, family);

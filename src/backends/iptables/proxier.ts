@@ -1,0 +1,224 @@
+import type { Logger } from "pino";
+import type { IptablesInterface } from "../../kernel/iptables.ts";
+import { ensureJumpRules } from "../../kernel/iptables.ts";
+import type { Clock } from "../../proxy/clock.ts";
+import type { ProxyHealth } from "../../proxy/health.ts";
+import type { ProxyMetrics } from "../../proxy/metrics.ts";
+import { programmingLatencies, type ApplyResult, type ProxyStateStore } from "../../proxy/changetracker.ts";
+import type { ProxyState } from "../../proxy/types.ts";
+import { JUMP_CHAINS } from "./chains.ts";
+import { renderIptables } from "./render.ts";
+import { restoreTransactions } from "./transactions.ts";
+import type { IptablesSettings, RenderResult } from "./types.ts";
+
+/** Upstream proxyutil.FullSyncPeriod: a full resync at least this often (except large clusters). */
+export const FULL_SYNC_PERIOD_MS = 3_600_000;
+
+/** What one sync did, for logs, metrics, the web view and tests. */
+export interface SyncReport {
+  readonly family: string;
+  readonly fullSync: boolean;
+  readonly ok: boolean;
+  readonly durationMs: number;
+  readonly transactions: number;
+  readonly updatedServices: number;
+  readonly natRulesWritten: number;
+  readonly deletedChains: number;
+  readonly error?: Error;
+}
+
+export interface IptablesProxierOptions {
+  readonly ipt: IptablesInterface;
+  readonly settings: IptablesSettings;
+  readonly store: ProxyStateStore;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly health: ProxyHealth;
+  readonly metrics: ProxyMetrics | null;
+  /** iptables.syncPeriod: stale-chain cleanup interval in large-cluster mode. */
+  readonly syncPeriodMs: number;
+  /** Rewritten Services above which one sync is split into bounded restore transactions. */
+  readonly maxServicesPerTransaction?: number;
+  /** Ensures the nfacct counters on full syncs (kernel side); the rules already know which exist. */
+  readonly ensureCounters?: () => Promise<void>;
+  /** Stale UDP conntrack cleanup after a successful sync that needs it (spec §5.6). */
+  readonly reconcileConntrack?: (state: ProxyState) => Promise<{ deleted: number }>;
+  /** Called after every sync attempt. */
+  readonly onSync?: (report: SyncReport, state: ProxyState, result: RenderResult | null) => void;
+}
+
+/**
+ * The iptables proxier of one IP family: glue between the state store, the pure renderer and the
+ * kernel. It owns only the sync bookkeeping upstream keeps (needFullSync, lastFullSync,
+ * large-cluster mode, last stale-chain cleanup).
+ */
+export class IptablesProxier {
+  private initialized = false;
+  private needFullSync = true;
+  private lastFullSync = Number.NEGATIVE_INFINITY;
+  private lastCleanup = Number.NEGATIVE_INFINITY;
+  private largeClusterMode = false;
+  private readonly maxServicesPerTransaction: number;
+
+  constructor(private readonly options: IptablesProxierOptions) {
+    this.maxServicesPerTransaction = options.maxServicesPerTransaction ?? 250;
+  }
+
+  get family() {
+    return this.options.settings.family;
+  }
+
+  /** Both the Service and the EndpointSlice initial lists are in (upstream `isInitialized`). */
+  setInitialized(): void {
+    this.initialized = true;
+  }
+
+  /** The canary disappeared or something else invalidated the kernel view. */
+  forceFullSync(): void {
+    this.needFullSync = true;
+  }
+
+  async syncProxyRules(): Promise<SyncReport | null> {
+    if (!this.initialized) return null;
+    const { clock, settings, store, log, metrics } = this.options;
+    const family = settings.family;
+    const started = clock.now();
+    const doFullSync =
+      this.needFullSync || (started - this.lastFullSync > FULL_SYNC_PERIOD_MS && !this.largeClusterMode);
+    const pending: ApplyResult = store.applyPending();
+    if (pending.topologyChanged) this.needFullSync = true;
+    const fullSync = doFullSync || pending.topologyChanged;
+    for (const problem of pending.problems)
+      log.warn({ object: problem.object, field: problem.field }, problem.reason);
+    for (const warning of pending.warnings)
+      log.info({ object: warning.object, field: warning.field }, warning.reason);
+
+    let result: RenderResult | null = null;
+    let transactions = 0;
+    try {
+      if (fullSync) {
+        await ensureJumpRules(this.options.ipt, JUMP_CHAINS);
+        await this.options.ensureCounters?.();
+      }
+      const cleanupDue = !this.largeClusterMode || started - this.lastCleanup > this.options.syncPeriodMs;
+      const existingNatChains = cleanupDue ? await this.natChains() : null;
+      result = renderIptables({
+        state: pending.state,
+        settings,
+        fullSync,
+        changedServices: pending.updatedServices,
+        existingNatChains,
+      });
+      if (existingNatChains !== null) this.lastCleanup = started;
+      const payloads = restoreTransactions(result, this.maxServicesPerTransaction);
+      for (const payload of payloads) {
+        await this.options.ipt.restore(payload, { noflush: true, counters: true });
+        transactions++;
+      }
+    } catch (error) {
+      this.needFullSync = true;
+      metrics?.iptables?.iptablesRestoreFailuresTotal.inc({ ip_family: family });
+      if (!fullSync) metrics?.iptables?.iptablesPartialRestoreFailuresTotal.inc({ ip_family: family });
+      const report = this.report(fullSync, false, started, transactions, pending, result, error as Error);
+      log.error(
+        { err: error, ipFamily: family, retryingTime: `${this.options.syncPeriodMs / 1000}s` },
+        "Sync failed",
+      );
+      this.options.onSync?.(report, pending.state, result);
+      throw error;
+    }
+
+    this.needFullSync = false;
+    if (fullSync) this.lastFullSync = started;
+    this.largeClusterMode = result.largeClusterMode;
+    const finished = clock.now();
+    this.options.health.updated(family);
+    if (metrics !== null) {
+      for (const seconds of programmingLatencies(pending, finished)) {
+        metrics.networkProgrammingLatency.observe({ ip_family: family }, seconds);
+      }
+      metrics.syncProxyRulesNoLocalEndpointsTotal.set(
+        { traffic_policy: "internal", ip_family: family },
+        result.noLocalEndpoints.internal,
+      );
+      metrics.syncProxyRulesNoLocalEndpointsTotal.set(
+        { traffic_policy: "external", ip_family: family },
+        result.noLocalEndpoints.external,
+      );
+      metrics.syncProxyRulesLastTimestamp.set({ ip_family: family }, finished / 1000);
+      const ipt = metrics.iptables;
+      if (ipt !== null) {
+        ipt.iptablesRulesLastSync.set({ table: "filter", ip_family: family }, result.counts.filterRules);
+        ipt.iptablesRulesLastSync.set({ table: "nat", ip_family: family }, result.counts.natRulesWritten);
+        ipt.iptablesRulesTotal.set({ table: "filter", ip_family: family }, result.counts.filterRules);
+        ipt.iptablesRulesTotal.set({ table: "nat", ip_family: family }, result.counts.natRulesTotal);
+        const seconds = (finished - started) / 1000;
+        (fullSync ? ipt.syncFullProxyRulesLatency : ipt.syncPartialProxyRulesLatency).observe(
+          { ip_family: family },
+          seconds,
+        );
+      }
+      metrics.syncProxyRulesLatency.observe({ ip_family: family }, (finished - started) / 1000);
+    }
+    if (pending.conntrackCleanupRequired && this.options.reconcileConntrack !== undefined) {
+      await this.reconcileConntrack(pending.state);
+    }
+    const report = this.report(fullSync, true, started, transactions, pending, result);
+    log.debug(
+      { ipFamily: family, fullSync, elapsed: `${report.durationMs}ms`, transactions },
+      "SyncProxyRules complete",
+    );
+    this.options.onSync?.(report, pending.state, result);
+    return report;
+  }
+
+  private async natChains(): Promise<string[] | null> {
+    try {
+      return await this.options.ipt.listChains("nat");
+    } catch (error) {
+      // Upstream logs and skips stale-chain deletion when iptables-save fails.
+      this.options.log.error({ err: error }, "Failed to execute iptables-save: stale chain deletion skipped");
+      return null;
+    }
+  }
+
+  private async reconcileConntrack(state: ProxyState): Promise<void> {
+    const { clock, metrics, log, settings } = this.options;
+    const started = clock.now();
+    try {
+      const { deleted } = await this.options.reconcileConntrack!(state);
+      metrics?.reconcileConntrackFlowsDeletedEntriesTotal.inc({ ip_family: settings.family }, deleted);
+      if (deleted > 0)
+        log.info({ ipFamily: settings.family, deleted }, "Deleted stale UDP conntrack entries");
+    } catch (error) {
+      log.error({ err: error, ipFamily: settings.family }, "Failed to reconcile conntrack entries");
+    } finally {
+      metrics?.reconcileConntrackFlowsLatency.observe(
+        { ip_family: settings.family },
+        (clock.now() - started) / 1000,
+      );
+    }
+  }
+
+  private report(
+    fullSync: boolean,
+    ok: boolean,
+    started: number,
+    transactions: number,
+    pending: ApplyResult,
+    result: RenderResult | null,
+    error?: Error,
+  ): SyncReport {
+    return {
+      family: this.options.settings.family,
+      fullSync,
+      ok,
+      durationMs: this.options.clock.now() - started,
+      transactions,
+      updatedServices: pending.updatedServices.size,
+      natRulesWritten: result?.counts.natRulesWritten ?? 0,
+      deletedChains: result?.nat.deletedChains.length ?? 0,
+      ...(error === undefined ? {} : { error }),
+    };
+  }
+}

@@ -1,0 +1,99 @@
+import { Command, CommanderError } from "commander";
+import { ConfigError, KubeProxyError } from "../errors.ts";
+import { registerProxyFlags } from "../config/flags.ts";
+import { VERSION } from "../version.ts";
+
+/**
+ * Every command is declared here; each action lazily imports its module. Only this file maps
+ * errors to exit codes: our own errors print their message (exit 1), anything else is a bug.
+ */
+function buildProgram(): Command {
+  const program = new Command("kube-proxy-ts")
+    .description("A Kubernetes service proxy (upstream kube-proxy compatible) that explains itself.")
+    .version(`kube-proxy-ts ${VERSION}`, "--version")
+    .showHelpAfterError()
+    .exitOverride();
+
+  registerProxyFlags(
+    program
+      .command("run", { isDefault: true })
+      .description(
+        "Run the proxy daemon (the default command): watch Services/EndpointSlices and program the kernel.",
+      )
+      .option("--cleanup", "Remove every rule this proxy created and exit.")
+      .option("--init-only", "Do privileged initialization (sysctls, conntrack) and exit.")
+      .option("--write-config-to <file>", "Write the defaulted configuration to this file and exit.")
+      .option(
+        "--manifests <dir>",
+        "Standalone: read Services, EndpointSlices and Nodes from this folder (watched) instead of an API server.",
+      )
+      .option("--web-bind-address <ip:port>", "Serve the read-only web view here (off by default).")
+      .exitOverride(),
+  ).action(async (options: Record<string, unknown>) => {
+    const { runDaemonCommand } = await import("./run.ts");
+    await runDaemonCommand(options);
+  });
+
+  registerProxyFlags(
+    program
+      .command("render")
+      .description(
+        "Print the iptables-restore payload(s) a full sync would write for the given objects; touches no kernel.",
+      )
+      .requiredOption(
+        "-f, --filename <path>",
+        "YAML/JSON file, folder, or - for stdin (repeatable).",
+        collect,
+        [],
+      )
+      .option(
+        "--local-addresses <cidrs>",
+        "The node's interface addresses (default: node IPs plus loopback).",
+      )
+      .option(
+        "--ip-family <family>",
+        "IPv4, IPv6 or dual (default: dual when any Service or the node has IPv6).",
+      )
+      .option("--nfacct [bool]", "Assume the nfacct counters exist (default true).")
+      .option("--random-fully [bool]", "Assume MASQUERADE --random-fully is supported (default true).")
+      .option("--skip-invalid", "Skip invalid objects (with a warning) instead of failing.")
+      .option(
+        "--upstream-test-settings",
+        "Use the node and kernel of upstream's unit-test fake proxier (reproduces upstream goldens).",
+      )
+      .exitOverride(),
+  ).action(async (options: Record<string, unknown>) => {
+    const { renderCommand } = await import("./render.ts");
+    process.stdout.write(await renderCommand(options));
+  });
+
+  return program;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode;
+    if (error instanceof ConfigError) {
+      process.stderr.write(
+        `kube-proxy-ts: invalid configuration:\n${error.problems.map((p) => `  - ${p}`).join("\n")}\n`,
+      );
+      return 1;
+    }
+    if (error instanceof KubeProxyError) {
+      process.stderr.write(`kube-proxy-ts: ${error.message}\n`);
+      return 1;
+    }
+    process.stderr.write(
+      `kube-proxy-ts: internal error (this is a bug, please report it):\n${(error as Error).stack ?? String(error)}\n`,
+    );
+    return 70;
+  }
+}

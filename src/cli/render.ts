@@ -1,0 +1,151 @@
+import { resolveConfiguration } from "../config/load.ts";
+import { familyOf, nodeName, type NodeInfo } from "../config/node.ts";
+import { parseBool } from "../config/flags.ts";
+import type { KubeProxyConfiguration } from "../config/types.ts";
+import { InputError, type InvalidObjectError } from "../errors.ts";
+import { renderIptables } from "../backends/iptables/render.ts";
+import { iptablesSettingsFor, type KernelFacts } from "../backends/iptables/settings.ts";
+import type { IptablesSettings } from "../backends/iptables/types.ts";
+import { nodeInfoFromObject } from "../proxy/nodeinfo.ts";
+import { buildProxyState } from "../proxy/state.ts";
+import type { IPFamily } from "../proxy/types.ts";
+import { readManifestPaths } from "../source/manifests.ts";
+
+/** The node and kernel of upstream's unit-test fake proxier (spec §6.1). */
+function upstreamTestSettings(family: IPFamily): IptablesSettings {
+  return {
+    family,
+    nodeName: "test-node",
+    nodeIP: family === "IPv4" ? "192.168.0.2" : "2001:db8::1",
+    masqueradeMark: "0x4000",
+    masqueradeAll: false,
+    localDetector: { mode: "ClusterCIDR", cidr: family === "IPv4" ? "10.0.0.0/8" : "fd00:10::/64" },
+    localhostNodePorts: true,
+    nodePortAddresses: [],
+    localAddresses: [
+      "127.0.0.1/8",
+      "::1/128",
+      "192.168.0.2/24",
+      "192.168.1.2/24",
+      "192.168.99.11/24",
+      "2001:db8::1/64",
+      "2001:db8:1::2/64",
+    ],
+    conntrackTCPLiberal: false,
+    nfacct: { ctStateInvalidDroppedPkts: true, localhostNodePortsAcceptedPkts: true },
+    hasRandomFully: false,
+    largeClusterEndpointsThreshold: 1000,
+  };
+}
+
+function optionalBool(
+  options: Record<string, unknown>,
+  key: string,
+  flag: string,
+  fallback: boolean,
+): boolean {
+  const value = options[key];
+  if (value === undefined) return fallback;
+  if (typeof value === "boolean") return value;
+  return parseBool(String(value), flag);
+}
+
+function families(option: unknown, hasIPv6: boolean): IPFamily[] {
+  switch (option) {
+    case undefined:
+      return hasIPv6 ? ["IPv4", "IPv6"] : ["IPv4"];
+    case "IPv4":
+    case "IPv6":
+      return [option];
+    case "dual":
+      return ["IPv4", "IPv6"];
+    default:
+      throw new InputError("--ip-family", `must be IPv4, IPv6 or dual, not ${JSON.stringify(option)}`);
+  }
+}
+
+function settingsFor(
+  config: KubeProxyConfiguration,
+  node: NodeInfo,
+  family: IPFamily,
+  options: Record<string, unknown>,
+): IptablesSettings {
+  if (options["upstreamTestSettings"] === true) return upstreamTestSettings(family);
+  const localAddressOption = options["localAddresses"];
+  const localAddresses =
+    typeof localAddressOption === "string"
+      ? localAddressOption
+          .split(",")
+          .map((s) => s.trim())
+          .filter((s) => s !== "")
+      : ["127.0.0.1/8", "::1/128", ...node.ips];
+  const kernel: KernelFacts = {
+    localAddresses,
+    hasRandomFully: optionalBool(options, "randomFully", "random-fully", true),
+    conntrackTCPLiberal: false,
+    nfacct: {
+      ctStateInvalidDroppedPkts: optionalBool(options, "nfacct", "nfacct", true),
+      localhostNodePortsAcceptedPkts: optionalBool(options, "nfacct", "nfacct", true),
+    },
+  };
+  return iptablesSettingsFor(config, node, family, kernel);
+}
+
+/**
+ * `kube-proxy-ts render`: the full-sync payload(s) for the objects given, exactly what would be
+ * piped into iptables-restore. Returns the whole text only once everything succeeded, so a
+ * failure never prints a partial payload.
+ */
+export async function renderCommand(options: Record<string, unknown>): Promise<string> {
+  const { config } = resolveConfiguration(options);
+  if (config.mode !== "iptables") {
+    throw new InputError(
+      "--proxy-mode",
+      `render supports the iptables mode only in this version, not ${config.mode}`,
+    );
+  }
+  const objects = await readManifestPaths(options["filename"] as string[]);
+  const name = options["upstreamTestSettings"] === true ? "test-node" : nodeName(config);
+  const nodeObject = objects.nodes.find((n) => n.metadata.name === name) ?? null;
+  const node = nodeInfoFromObject(name, nodeObject);
+
+  const hasIPv6 =
+    node.ips.some((ip) => familyOf(ip) === "IPv6") ||
+    objects.services.some((s) =>
+      (s.spec?.clusterIPs ?? [s.spec?.clusterIP ?? ""]).some((ip) => familyOf(ip) === "IPv6"),
+    );
+  const problems: InvalidObjectError[] = [...objects.problems];
+  const payloads: string[] = [];
+  const wanted = families(options["ipFamily"], hasIPv6);
+  for (const family of wanted) {
+    const settings = settingsFor(config, node, family, options);
+    const built = buildProxyState(
+      { services: objects.services, endpointSlices: objects.endpointSlices, node: nodeObject },
+      { family, nodeName: settings.nodeName, featureGates: config.featureGates },
+    );
+    if (family === wanted[0]) problems.push(...built.problems);
+    const result = renderIptables({
+      state: built.state,
+      settings,
+      fullSync: true,
+      changedServices: new Set(),
+      existingNatChains: null,
+    });
+    payloads.push(
+      wanted.length > 1
+        ? `# ${family === "IPv4" ? "iptables-restore" : "ip6tables-restore"} payload (${family})\n${result.payload}`
+        : result.payload,
+    );
+  }
+  if (problems.length > 0) {
+    const list = problems.map((p) => `  - ${p.message}`).join("\n");
+    if (options["skipInvalid"] !== true) {
+      throw new InputError(
+        "render",
+        `${problems.length} invalid object(s); fix them or pass --skip-invalid:\n${list}`,
+      );
+    }
+    process.stderr.write(`kube-proxy-ts: skipped ${problems.length} invalid object(s):\n${list}\n`);
+  }
+  return payloads.join("");
+}
