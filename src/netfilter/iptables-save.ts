@@ -96,8 +96,8 @@ const CONTINUING_TARGETS = new Set([
   "NFACCT",
 ]);
 
-/** Options whose one value is free text (it may start with "-"). */
-const SINGLE_VALUE = new Set(["--comment", "--log-prefix", "--nfacct-name", "--nflog-prefix"]);
+/** Options whose value is free text (it may start with "-"). */
+const FREE_TEXT = new Set(["--comment", "--log-prefix", "--nfacct-name", "--nflog-prefix"]);
 
 function quoteWord(word: string): string {
   return /^[^\s"\\]+$/.test(word) ? word : `"${word.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
@@ -256,7 +256,23 @@ function markTarget(options: readonly ModuleOption[], text: string): Target {
   }
 }
 
+/** Options each modelled target accepts; anything else is a malformed rule, not a guess. */
+const TARGET_OPTIONS: Readonly<Record<string, readonly string[]>> = {
+  ACCEPT: [],
+  DROP: [],
+  RETURN: [],
+  NOTRACK: [],
+  REJECT: ["--reject-with"],
+  DNAT: ["--to-destination", "--random", "--persistent"],
+  SNAT: ["--to-source", "--random", "--random-fully", "--persistent"],
+  MASQUERADE: ["--to-ports", "--random", "--random-fully"],
+  MARK: ["--set-xmark", "--set-mark", "--or-mark", "--xor-mark", "--and-mark"],
+};
+
 function buildTarget(name: string, options: readonly ModuleOption[], table: Table): Target {
+  const allowed = TARGET_OPTIONS[name] ?? (table.chains.has(name) ? [] : undefined);
+  const bad = allowed === undefined ? undefined : options.find((o) => !allowed.includes(o.name) || o.negated);
+  if (bad !== undefined) throw new RuleSyntaxError(`target ${name} does not take ${bad.name}`);
   const text = [
     name,
     ...options.map(
@@ -372,13 +388,10 @@ function parseRuleWords(words: readonly string[], start: number, table: Table): 
     if (!word.startsWith("--")) throw new RuleSyntaxError(`unexpected word "${word}"`);
     const option: ModuleOption = { name: word, negated: negate, values: [] };
     negate = false;
-    if (SINGLE_VALUE.has(word) && i + 1 < words.length) option.values.push(words[++i] as string);
-    while (
-      !SINGLE_VALUE.has(word) &&
-      i + 1 < words.length &&
-      !(words[i + 1] as string).startsWith("-") &&
-      words[i + 1] !== "!"
-    ) {
+    // Free text: the first word is taken whatever it looks like (upstream's fake iptables even
+    // prints multi-word comments unquoted, so later plain words are kept too).
+    if (FREE_TEXT.has(word) && i + 1 < words.length) option.values.push(words[++i] as string);
+    while (i + 1 < words.length && !(words[i + 1] as string).startsWith("-") && words[i + 1] !== "!") {
       option.values.push(words[++i] as string);
     }
     if (targetName !== undefined) {
