@@ -135,6 +135,7 @@ export class TestApiServer {
   private nextClusterIp = 10;
   private nextNodePort = 30000;
   private bookmarkTimer: NodeJS.Timeout | undefined;
+  private readonly tokens: Map<string, string>;
 
   private constructor(private readonly options: TestApiServerOptions) {
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -156,6 +157,7 @@ export class TestApiServer {
         )
       : http.createServer(handler);
     for (const def of RESOURCES) this.store.set(def.plural, new Map());
+    this.tokens = new Map(Object.entries(options.tokens ?? {}));
   }
 
   static async start(options: TestApiServerOptions = {}): Promise<TestApiServer> {
@@ -234,6 +236,16 @@ export class TestApiServer {
     this.log.length = 0;
   }
 
+  /** Accepts a new bearer token (rotation). */
+  addToken(token: string, user: string): void {
+    this.tokens.set(token, user);
+  }
+
+  /** Stops accepting a bearer token: requests with it get 401. */
+  revokeToken(token: string): void {
+    this.tokens.delete(token);
+  }
+
   /** Sends a BOOKMARK with the current resource version on every watch that allows them. */
   sendBookmarks(): void {
     for (const w of this.watchers) {
@@ -276,7 +288,7 @@ export class TestApiServer {
   private authenticate(req: http.IncomingMessage): string | null {
     const auth = req.headers.authorization ?? "";
     if (auth.startsWith("Bearer ")) {
-      return this.options.tokens?.[auth.slice("Bearer ".length).trim()] ?? null;
+      return this.tokens.get(auth.slice("Bearer ".length).trim()) ?? null;
     }
     const socket = req.socket as TLSSocket;
     if (this.options.tls?.clientCa !== undefined && socket.authorized) {
