@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
 import { RestoreError } from "../../../src/kernel/iptables.ts";
 
@@ -123,5 +124,40 @@ test("rules written by payload and by argv compare equal (quoting normalised)", 
   assert.equal(
     await ipt.ensureRule("append", "nat", "OUTPUT", ["-m", "comment", "--comment", "a b", "-j", "KUBE-A"]),
     true,
+  );
+});
+
+test("property: restoring a save dump into a fresh fake reproduces it", async () => {
+  const chainName = fc.constantFrom("KUBE-SVC-A", "KUBE-SEP-B", "KUBE-SERVICES", "KUBE-EXT-C");
+  const ruleArgs = fc.array(
+    fc.constantFrom("-p udp", '-m comment --comment "a b"', "-d 10.0.0.1/32", "-m udp --dport 53"),
+    {
+      maxLength: 3,
+    },
+  );
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.tuple(chainName, ruleArgs, fc.constantFrom("RETURN", "ACCEPT", "KUBE-SVC-A")), {
+        maxLength: 8,
+      }),
+      async (rules) => {
+        const chains = new Set(["KUBE-SVC-A", ...rules.map(([c]) => c)]);
+        const payload = [
+          "*nat",
+          ...[...chains].map((c) => `:${c} - [0:0]`),
+          ...rules.map(([c, args, target]) => [`-A ${c}`, ...args, `-j ${target}`].join(" ")),
+          "COMMIT",
+          "",
+        ].join("\n");
+        const first = new FakeIptables();
+        await first.restore(payload);
+        const dump = await first.save();
+        const second = new FakeIptables();
+        await second.restore(dump, { noflush: false });
+        assert.equal(await second.save(), dump);
+        assert.equal(second.ruleCount(), rules.length);
+      },
+    ),
+    { numRuns: 50 },
   );
 });
