@@ -4,11 +4,11 @@
  */
 import { InvalidObjectError } from "../errors.ts";
 import { LABEL_SERVICE_NAME } from "../k8s/objects.ts";
-import type { EndpointSlice } from "../k8s/objects.ts";
-import { formatIP, joinHostPort, parseIPSloppy } from "./ip.ts";
+import type { EndpointSlice, EndpointSliceEndpoint } from "../k8s/objects.ts";
+import { formatIP, isCanonicalIPv4, joinHostPort, parseIPSloppy } from "./ip.ts";
 import type { FeatureGates } from "./serviceport.ts";
 import { servicePortKey } from "./types.ts";
-import type { Endpoint, IPFamily, ServicePortName } from "./types.ts";
+import type { Endpoint, IPFamily } from "./types.ts";
 
 export interface EndpointsContext {
   readonly family: IPFamily;
@@ -28,106 +28,111 @@ export function sliceServiceName(slice: EndpointSlice): string | null {
   return svc === undefined || svc === "" ? null : `${slice.metadata.namespace}/${svc}`;
 }
 
-function sliceObjectName(slice: EndpointSlice): string {
-  return `EndpointSlice ${slice.metadata.namespace}/${slice.metadata.name}`;
-}
-
 /**
  * All endpoints of one Service from its slices (which must all carry the same service-name
  * label). Slices are visited in name order so that deduplication does not depend on arrival
  * order (upstream iterates a Go map).
  */
 export function serviceEndpoints(slices: readonly EndpointSlice[], ctx: EndpointsContext): ServiceEndpoints {
-  const sets = new Map<string, Map<string, Endpoint>>();
+  const lists = new Map<string, Endpoint[]>();
   const warnings: InvalidObjectError[] = [];
-  const ordered = [...slices].sort((a, b) => cmp(a.metadata.name, b.metadata.name));
+  const ordered =
+    slices.length > 1 ? [...slices].sort((a, b) => cmp(a.metadata.name, b.metadata.name)) : slices;
   for (const slice of ordered) {
     if (slice.addressType !== ctx.family) continue;
     const svcLabel = slice.metadata.labels[LABEL_SERVICE_NAME];
     if (svcLabel === undefined || svcLabel === "") continue;
-    const converted = convertEndpoints(slice, ctx, warnings);
+    const ips = canonicalAddresses(slice, ctx.family, warnings);
     for (const p of slice.ports) {
       if (p.name === null || p.port === null || p.port === 0) continue;
-      const spn: ServicePortName = {
+      const key = servicePortKey({
         namespace: slice.metadata.namespace,
         name: svcLabel,
         port: p.name,
         protocol: p.protocol,
-      };
-      const key = servicePortKey(spn);
-      let set = sets.get(key);
-      if (set === undefined) {
-        set = new Map();
-        sets.set(key, set);
+      });
+      let list = lists.get(key);
+      if (list === undefined) {
+        list = [];
+        lists.set(key, list);
       }
-      for (const c of converted) {
-        const ep = makeEndpoint(c, p.port);
-        // Overlapping slices (e.g. during a rollout) may list the same endpoint; prefer the
-        // non-terminating view of it.
-        if (!set.has(ep.endpoint) || !ep.terminating) set.set(ep.endpoint, ep);
+      for (let i = 0; i < ips.length; i++) {
+        const ip = ips[i];
+        if (ip === null || ip === undefined) continue;
+        list.push(makeEndpoint(slice.endpoints[i]!, ip, p.port, ctx));
       }
     }
   }
   const byPort = new Map<string, Endpoint[]>();
-  for (const [key, set] of sets) {
-    if (set.size === 0) continue;
-    byPort.set(key, sortEndpoints([...set.values()]));
+  for (const [key, list] of lists) {
+    if (list.length > 0) byPort.set(key, dedupSorted(sortEndpoints(list)));
   }
   return { byPort, warnings };
 }
 
-interface ConvertedEndpoint {
-  readonly ip: string;
-  readonly ready: boolean;
-  readonly serving: boolean;
-  readonly terminating: boolean;
-  readonly isLocal: boolean;
-  readonly zoneHints: ReadonlySet<string> | null;
-  readonly nodeHints: ReadonlySet<string> | null;
-  readonly nodeName: string | null;
-  readonly zone: string | null;
-}
-
-function convertEndpoints(
+/** Canonical `addresses[0]` per endpoint (aligned with `slice.endpoints`), null when unusable. */
+function canonicalAddresses(
   slice: EndpointSlice,
-  ctx: EndpointsContext,
+  family: IPFamily,
   warnings: InvalidObjectError[],
-): ConvertedEndpoint[] {
-  const out: ConvertedEndpoint[] = [];
-  slice.endpoints.forEach((e, i) => {
+): (string | null)[] {
+  return slice.endpoints.map((e, i) => {
     const addr = e.addresses[0];
-    if (addr === undefined) return;
+    if (addr === undefined) return null;
+    if (family === "IPv4" && isCanonicalIPv4(addr)) return addr;
     const ip = parseIPSloppy(addr);
-    if (ip === null || ip.family !== ctx.family) {
+    if (ip === null || ip.family !== family) {
       warnings.push(
         new InvalidObjectError(
-          sliceObjectName(slice),
+          `EndpointSlice ${slice.metadata.namespace}/${slice.metadata.name}`,
           `endpoints[${i}].addresses[0]`,
-          ip === null ? "invalid IP ignored" : `${ip.family} address in a ${ctx.family} slice ignored`,
+          ip === null ? "invalid IP ignored" : `${ip.family} address in a ${family} slice ignored`,
         ),
       );
-      return;
+      return null;
     }
-    out.push({
-      ip: formatIP(ip.bytes),
-      ready: e.ready === null || e.ready,
-      serving: e.serving === null || e.serving,
-      terminating: e.terminating === true,
-      isLocal: e.nodeName !== null && e.nodeName === ctx.nodeName,
-      zoneHints: e.zoneHints !== null && e.zoneHints.length > 0 ? new Set(e.zoneHints) : null,
-      nodeHints:
-        ctx.gates.PreferSameTrafficDistribution && e.nodeHints !== null && e.nodeHints.length > 0
-          ? new Set(e.nodeHints)
-          : null,
-      nodeName: e.nodeName,
-      zone: e.zone,
-    });
+    return formatIP(ip.bytes);
   });
-  return out;
 }
 
-function makeEndpoint(c: ConvertedEndpoint, port: number): Endpoint {
-  return { ...c, port, endpoint: joinHostPort(c.ip, port) };
+function hintSet(names: readonly string[] | null): ReadonlySet<string> | null {
+  return names !== null && names.length > 0 ? new Set(names) : null;
+}
+
+// Spelled out (no object spread): this runs once per endpoint per port.
+function makeEndpoint(e: EndpointSliceEndpoint, ip: string, port: number, ctx: EndpointsContext): Endpoint {
+  return {
+    ip,
+    port,
+    endpoint: joinHostPort(ip, port),
+    ready: e.ready === null || e.ready,
+    serving: e.serving === null || e.serving,
+    terminating: e.terminating === true,
+    isLocal: e.nodeName !== null && e.nodeName === ctx.nodeName,
+    zoneHints: hintSet(e.zoneHints),
+    nodeHints: ctx.gates.PreferSameTrafficDistribution ? hintSet(e.nodeHints) : null,
+    nodeName: e.nodeName,
+    zone: e.zone,
+  };
+}
+
+/**
+ * Overlapping slices (e.g. during a rollout) may list the same endpoint: a later entry replaces
+ * an earlier one unless it is terminating (prefer the running pod over one shutting down that
+ * had the same IP). The sort is stable, so duplicates are adjacent in arrival order.
+ */
+function dedupSorted(sorted: Endpoint[]): Endpoint[] {
+  let w = 0;
+  for (let r = 0; r < sorted.length; r++) {
+    const ep = sorted[r]!;
+    if (w > 0 && sorted[w - 1]!.endpoint === ep.endpoint) {
+      if (!ep.terminating) sorted[w - 1] = ep;
+    } else {
+      sorted[w++] = ep;
+    }
+  }
+  sorted.length = w;
+  return sorted;
 }
 
 /** Byte order of the endpoint string, as Go's `<` on strings (ASCII only, so code units match). */

@@ -183,8 +183,16 @@ export function formatIP(bytes: Uint8Array): string {
   return `${head.join(":")}::${tail.join(":")}`;
 }
 
+const CANONICAL_IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+/** Already in canonical dotted-decimal form (the common case; lets hot paths skip parsing). */
+export function isCanonicalIPv4(s: string): boolean {
+  return CANONICAL_IPV4.test(s);
+}
+
 /** `ParseIPSloppy(s).String()`, or null for an invalid address. */
 export function canonicalIP(s: string): string | null {
+  if (isCanonicalIPv4(s)) return s;
   const ip = parseIPSloppy(s);
   return ip === null ? null : formatIP(ip.bytes);
 }
