@@ -144,7 +144,12 @@ export class FakeIptables implements IptablesInterface {
   restore(payload: string, options: RestoreOptions = {}): Promise<void> {
     const noflush = options.noflush ?? true;
     this.calls.push({ op: "restore", payload, noflush });
-    const argv = ["iptables-restore", "--noflush", "--counters"];
+    const argv = [
+      this.family === "IPv4" ? "iptables-restore" : "ip6tables-restore",
+      ...this.versionInfo.restoreWaitFlags,
+    ];
+    if (noflush) argv.push("--noflush");
+    if (options.counters ?? true) argv.push("--counters");
     const work = cloneTables(this.tables);
     let counted = 0;
     try {
