@@ -20,6 +20,12 @@ export const SEED = {
   nodePort: 30978,
   node: { name: "node-1", ipv4: "192.168.50.1", podCIDR: "10.244.0.0/24" },
   external: { name: "client", ipv4: "192.168.50.2" },
+  /** Not in the seed (which is IPv4-only): the addresses `dualStack` adds. */
+  ipv6: {
+    serviceCIDR: "fd00:10:96::/112",
+    node: { ipv6: "fd00:50::1", podCIDRv6: "fd00:10:244::/64" },
+    external: { ipv6: "fd00:50::2" },
+  },
   podTemplateHash: "6799fc88d8",
   firstPodHost: 9,
   maxPods: 100,
@@ -28,6 +34,8 @@ export const SEED = {
 export interface SeedPod {
   readonly name: string;
   readonly ipv4: string;
+  /** The pod's address in the IPv6 pod CIDR, used when the topology is dual-stack. */
+  readonly ipv6: string;
 }
 
 export interface SeedTopology {
@@ -42,6 +50,8 @@ export interface SeedOptions {
   readonly pods?: number;
   /** Start the HTTP/UDP pod servers (default true). */
   readonly servers?: boolean;
+  /** Also give node, pods and client IPv6 addresses (SEED.ipv6), for ip6tables tests. */
+  readonly dualStack?: boolean;
 }
 
 /** The alphabet Kubernetes uses for generated name suffixes (no vowels, no look-alikes). */
@@ -59,6 +69,7 @@ export function seedPod(index: number): SeedPod {
   return {
     name: `${SEED.service}-${SEED.podTemplateHash}-${suffix}`,
     ipv4: `10.244.0.${SEED.firstPodHost + index}`,
+    ipv6: `fd00:10:244::${(SEED.firstPodHost + index).toString(16)}`,
   };
 }
 
@@ -68,16 +79,22 @@ export async function buildSeedTopology(sandbox: Sandbox, options: SeedOptions =
   if (!Number.isInteger(count) || count < 0 || count > SEED.maxPods) {
     throw new SandboxError(`seed pods must be 0..${SEED.maxPods}, got ${count}`);
   }
-  const node = await sandbox.addNode(SEED.node.name, { ipv4: SEED.node.ipv4, podCIDR: SEED.node.podCIDR });
+  const dualStack = options.dualStack === true;
+  const node = await sandbox.addNode(SEED.node.name, {
+    ipv4: SEED.node.ipv4,
+    podCIDR: SEED.node.podCIDR,
+    ...(dualStack ? SEED.ipv6.node : {}),
+  });
   const external = await sandbox.addExternal(SEED.external.name, {
     ipv4: SEED.external.ipv4,
     gateway: SEED.node.name,
-    routes: [SEED.serviceCIDR],
+    routes: dualStack ? [SEED.serviceCIDR, SEED.ipv6.serviceCIDR] : [SEED.serviceCIDR],
+    ...(dualStack ? SEED.ipv6.external : {}),
   });
   const pods: SandboxPod[] = [];
   for (let index = 0; index < count; index++) {
-    const { name, ipv4 } = seedPod(index);
-    pods.push(await sandbox.addPod(SEED.node.name, name, { ipv4 }));
+    const { name, ipv4, ipv6 } = seedPod(index);
+    pods.push(await sandbox.addPod(SEED.node.name, name, dualStack ? { ipv4, ipv6 } : { ipv4 }));
   }
   const servers =
     options.servers === false ? [] : await Promise.all(pods.map((pod) => startPodServer(sandbox, pod.name)));
@@ -92,8 +109,9 @@ export async function addSeedPod(
   const present = new Set(sandbox.pods.map((pod) => pod.name));
   let index = 0;
   while (index < SEED.maxPods && present.has(seedPod(index).name)) index++;
-  const { name, ipv4 } = seedPod(index);
-  const pod = await sandbox.addPod(SEED.node.name, name, { ipv4 });
+  const { name, ipv4, ipv6 } = seedPod(index);
+  const dualStack = sandbox.node(SEED.node.name).podCIDRv6 !== undefined;
+  const pod = await sandbox.addPod(SEED.node.name, name, dualStack ? { ipv4, ipv6 } : { ipv4 });
   const server = options.servers === false ? null : await startPodServer(sandbox, name);
   return { pod, server };
 }
@@ -108,7 +126,7 @@ export function removeSeedPod(sandbox: Sandbox, name: string): Promise<void> {
  * what `examples/seed-nginx/` holds for the first two, and what the demo writes as pods come and
  * go.
  */
-export function seedManifests(pods: readonly SeedPod[]): Record<string, string> {
+export function seedManifests(pods: readonly Pick<SeedPod, "name" | "ipv4">[]): Record<string, string> {
   const service = {
     apiVersion: "v1",
     kind: "Service",

@@ -122,3 +122,22 @@ describe("seed topology on the real kernel", () => {
     assert.deepEqual(await Sandbox.sweep(PREFIX), [], "a live run is never swept");
   });
 });
+
+describe("dual-stack seed topology", () => {
+  it("gives node, pods and client IPv6 addresses and routes pod traffic over IPv6", async () => {
+    await using sandbox = await Sandbox.create({ prefix: PREFIX });
+    const seed = await buildSeedTopology(sandbox, { dualStack: true, servers: false });
+    const [first, second] = seed.pods;
+    assert.ok(first !== undefined && second !== undefined);
+    assert.deepEqual([first.ipv6, second.ipv6], ["fd00:10:244::9", "fd00:10:244::a"]);
+    assert.equal(seed.node.podGatewayIPv6, "fd00:10:244::1");
+    const { stdout } = await sandbox.exec(SEED.external.name, ["ip", "-6", "route", "show"]);
+    assert.match(stdout, /fd00:10:96::\/112 via fd00:50::1/);
+    await startPodServer(sandbox, second.name, { udpPort: null });
+    const [report] = await probe(sandbox, first.name, [
+      { protocol: "tcp", host: second.ipv6 ?? "", port: 80 },
+    ]);
+    assert.deepEqual(report?.byPod, { [second.name]: 1 }, JSON.stringify(report?.results));
+    assert.deepEqual(report?.byClient, { [first.ipv6 ?? ""]: 1 });
+  });
+});
