@@ -51,7 +51,7 @@ export function parseManifests(text: string, source: string): ManifestObjects {
       throw new InputError(source, `line ${line}: ${(cause as Error).message}`, { cause });
     }
     if (value === null || value === undefined) continue;
-    const where = `${source}:${lineCounter.linePos(doc.range[0]).line}`;
+    const where = `${source}:${lineCounter.linePos(doc.contents?.range[0] ?? doc.range[0]).line}`;
     if (!isRecord(value)) {
       out.problems.push(new InvalidObjectError(where, "(document)", "not a Kubernetes object"));
       continue;
