@@ -67,6 +67,22 @@ function buildProgram(): Command {
     process.stdout.write(await renderCommand(options));
   });
 
+  program
+    .command("demo")
+    .description(
+      "The seed's nginx Service in a network-namespace sandbox, programmed by the real daemon, with real traffic (root).",
+    )
+    .option("--requests <n>", "Requests per traffic step (default 20).")
+    .option(
+      "--keep",
+      "Leave the sandbox in place at the end (for poking around); the next demo run removes it.",
+    )
+    .exitOverride()
+    .action(async (options: Record<string, unknown>) => {
+      const { demoCommand } = await import("./demo.ts");
+      await demoCommand(options);
+    });
+
   return program;
 }
 
