@@ -126,3 +126,28 @@ export function buildProxyState(input: ProxyStateInput, options: ProxyStateOptio
     warnings,
   };
 }
+
+/**
+ * Per Service (`ns/name`), the number of distinct IPs of local READY endpoints across its ports
+ * (upstream `EndpointsMap.LocalReadyEndpoints`): what a healthCheckNodePort server reports.
+ */
+export function localReadyEndpoints(state: ProxyState): Map<string, number> {
+  const ips = new Map<string, Set<string>>();
+  for (const [key, eps] of state.endpoints) {
+    // Keys are `ns/name[:port]/PROTOCOL`; names and ports never contain '/' or ':'.
+    const [ns, rest] = key.split("/", 2);
+    const nn = `${ns}/${(rest ?? "").split(":", 1)[0]}`;
+    for (const ep of eps) {
+      if (!ep.ready || !ep.isLocal) continue;
+      let set = ips.get(nn);
+      if (set === undefined) {
+        set = new Set();
+        ips.set(nn, set);
+      }
+      set.add(ep.ip);
+    }
+  }
+  const out = new Map<string, number>();
+  for (const [nn, set] of ips) out.set(nn, set.size);
+  return out;
+}

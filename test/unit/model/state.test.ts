@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { buildProxyState, isForThisProxy } from "../../../src/proxy/state.ts";
+import { buildProxyState, isForThisProxy, localReadyEndpoints } from "../../../src/proxy/state.ts";
 import type { EndpointSlice, Service } from "../../../src/k8s/objects.ts";
 import { node, slice, svc } from "./builders.ts";
 
@@ -218,4 +218,41 @@ test("performance: 10,000 Services x 10 endpoints well under a second", () => {
   assert.equal(state.services.size, 10_000);
   assert.equal(state.endpoints.get("ns/svc9999:p80/TCP")!.length, 10);
   assert.ok(ms < 1000, `buildProxyState took ${ms.toFixed(0)} ms of CPU`);
+});
+
+test("localReadyEndpoints counts distinct local ready IPs per Service across ports", () => {
+  const ports = [
+    { name: "a", port: 80, protocol: "TCP" },
+    { name: "b", port: 81, protocol: "UDP" },
+  ];
+  const { state } = buildProxyState(
+    {
+      services: [],
+      endpointSlices: [
+        slice(
+          "ns",
+          "web-1",
+          "web",
+          "IPv4",
+          [
+            { addresses: ["10.0.0.1"], nodeName: "test-node" },
+            { addresses: ["10.0.0.2"], nodeName: "test-node", ready: false },
+            { addresses: ["10.0.0.3"], nodeName: "elsewhere" },
+          ],
+          ports,
+        ),
+        slice(
+          "ns",
+          "db-1",
+          "db",
+          "IPv4",
+          [{ addresses: ["10.0.1.1"], nodeName: "other" }],
+          [{ port: 5432 }, ...p80],
+        ),
+      ],
+      node: null,
+    },
+    opts,
+  );
+  assert.deepEqual(localReadyEndpoints(state), new Map([["ns/web", 1]]));
 });
