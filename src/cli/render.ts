@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { resolveConfiguration } from "../config/load.ts";
 import { familyOf, nodeName, type NodeInfo } from "../config/node.ts";
 import { parseBool } from "../config/flags.ts";
@@ -91,12 +92,27 @@ function settingsFor(
   return iptablesSettingsFor(config, node, family, kernel);
 }
 
+/** The seed's nginx Service (examples/seed-nginx), rendered for its node unless told otherwise. */
+export const BUILT_IN_EXAMPLE = fileURLToPath(new URL("../../examples/seed-nginx", import.meta.url));
+
+function withBuiltInExample(options: Record<string, unknown>): Record<string, unknown> {
+  const files = options["filename"];
+  if (Array.isArray(files) && files.length > 0) return options;
+  return {
+    hostnameOverride: "node-1",
+    clusterCidr: "10.244.0.0/16",
+    ...options,
+    filename: [BUILT_IN_EXAMPLE],
+  };
+}
+
 /**
  * `kube-proxy-ts render`: the full-sync payload(s) for the objects given, exactly what would be
  * piped into iptables-restore. Returns the whole text only once everything succeeded, so a
  * failure never prints a partial payload.
  */
-export async function renderCommand(options: Record<string, unknown>): Promise<string> {
+export async function renderCommand(given: Record<string, unknown>): Promise<string> {
+  const options = withBuiltInExample(given);
   const { config } = resolveConfiguration(options);
   if (config.mode !== "iptables") {
     throw new InputError(

@@ -38,7 +38,8 @@ export function parseDuration(text: string, field: string): number {
       `${field}: invalid duration ${JSON.stringify(text)} (expected e.g. "30s", "1m0s", "500ms")`,
     ]);
   }
-  return sign * total;
+  // Nanosecond resolution, as Go's Duration: removes float noise such as 1.001 * 1000.
+  return (sign * Math.round(total * 1e6)) / 1e6;
 }
 
 /** Formats milliseconds the way Go's Duration.String() does ("1m0s", "24h0m0s", "500ms"). */
