@@ -175,6 +175,25 @@ function portProtoHash(spnString: string, protocol: string): string {
   return hash16(spnString + protocol.toLowerCase());
 }
 
+/** The four per-service-port chains (same hash), computed with one hash lookup. */
+export function servicePortChainNames(
+  spnString: string,
+  protocol: string,
+): {
+  readonly cluster: string;
+  readonly local: string;
+  readonly external: string;
+  readonly firewall: string;
+} {
+  const h = portProtoHash(spnString, protocol);
+  return {
+    cluster: "KUBE-SVC-" + h,
+    local: "KUBE-SVL-" + h,
+    external: "KUBE-EXT-" + h,
+    firewall: "KUBE-FW-" + h,
+  };
+}
+
 export function serviceChainName(spnString: string, protocol: string): string {
   return "KUBE-SVC-" + portProtoHash(spnString, protocol);
 }
