@@ -14,6 +14,7 @@ import { jsonPatch, mergePatch, PatchError, strategicMerge } from "./apiserver-p
 import type { Json, JsonObject } from "./apiserver-patch.ts";
 import { parseFieldSelector, parseLabelSelector, SelectorError } from "./apiserver-selectors.ts";
 import type { Matcher } from "./apiserver-selectors.ts";
+import { toTable, wantsTable } from "./apiserver-table.ts";
 
 interface ResourceDef {
   readonly group: string;
@@ -77,6 +78,8 @@ interface Watcher {
   readonly matches: Matcher;
   readonly res: http.ServerResponse;
   readonly bookmarks: boolean;
+  /** kubectl get -w: rows of a Table instead of objects; columns only in the first event. */
+  readonly table: { readonly includeObject: string | null; columnsSent: boolean } | null;
   stalled: boolean;
   lastRv: number;
 }
@@ -365,16 +368,27 @@ export class TestApiServer {
     try {
       if (name === undefined) {
         if (method === "GET" && (watchPath || q.get("watch") === "true" || q.get("watch") === "1")) {
-          return this.watch(def, namespace, q, res);
+          return this.watch(def, namespace, q, res, recorded.accept);
         }
-        if (method === "GET") return sendJson(res, 200, this.list(def, namespace, q));
+        if (method === "GET") return sendJson(res, 200, this.list(def, namespace, q, recorded.accept));
         if (method === "POST") return this.create(def, namespace, body, req, res);
       } else {
         if (method === "GET" && watchPath) {
           q.set("fieldSelector", [q.get("fieldSelector"), `metadata.name=${name}`].filter(Boolean).join(","));
-          return this.watch(def, namespace, q, res);
+          return this.watch(def, namespace, q, res, recorded.accept);
         }
-        if (method === "GET") return sendJson(res, 200, withType(def, this.mustGet(def, namespace, name)));
+        if (method === "GET") {
+          const found = this.mustGet(def, namespace, name);
+          if (wantsTable(recorded.accept)) {
+            const meta = { resourceVersion: String((found["metadata"] as JsonObject)["resourceVersion"]) };
+            return sendJson(
+              res,
+              200,
+              toTable(def.plural, [withType(def, found)], meta, q.get("includeObject")),
+            );
+          }
+          return sendJson(res, 200, withType(def, found));
+        }
         if (method === "PUT") return this.update(def, namespace, name, body, req, res);
         if (method === "PATCH") return this.patch(def, namespace, name, body, req, res);
         if (method === "DELETE") {
@@ -447,6 +461,19 @@ export class TestApiServer {
           "discovery.k8s.io/v1",
           RESOURCES.filter((d) => d.group === "discovery.k8s.io"),
         );
+      case "openapi/v3":
+        return {
+          paths: {
+            "api/v1": { serverRelativeURL: "/openapi/v3/api/v1?hash=kpt" },
+            "apis/discovery.k8s.io/v1": {
+              serverRelativeURL: "/openapi/v3/apis/discovery.k8s.io/v1?hash=kpt",
+            },
+          },
+        };
+      case "openapi/v3/api/v1":
+        return openApiV3(RESOURCES.filter((d) => d.group === ""));
+      case "openapi/v3/apis/discovery.k8s.io/v1":
+        return openApiV3(RESOURCES.filter((d) => d.group === "discovery.k8s.io"));
       default:
         return undefined;
     }
@@ -633,7 +660,7 @@ export class TestApiServer {
     };
   }
 
-  private list(def: ResourceDef, namespace: string | undefined, q: URLSearchParams): unknown {
+  private list(def: ResourceDef, namespace: string | undefined, q: URLSearchParams, accept: string): unknown {
     const matches = this.matcher(def, namespace, q);
     let listRv = this.rv;
     let after = "";
@@ -665,18 +692,27 @@ export class TestApiServer {
     const page = limit > 0 ? all.slice(0, limit) : all;
     const more = limit > 0 && all.length > limit;
     const lastKey = page.at(-1)?.[0] ?? "";
+    const listMeta: JsonObject = {
+      resourceVersion: String(listRv),
+      ...(more
+        ? {
+            continue: Buffer.from(JSON.stringify({ rv: listRv, start: lastKey })).toString("base64"),
+            remainingItemCount: all.length - page.length,
+          }
+        : {}),
+    };
+    if (wantsTable(accept)) {
+      return toTable(
+        def.plural,
+        page.map(([, obj]) => withType(def, obj)),
+        listMeta,
+        q.get("includeObject"),
+      );
+    }
     return {
       kind: `${def.kind}List`,
       apiVersion: apiVersionOf(def),
-      metadata: {
-        resourceVersion: String(listRv),
-        ...(more
-          ? {
-              continue: Buffer.from(JSON.stringify({ rv: listRv, start: lastKey })).toString("base64"),
-              remainingItemCount: all.length - page.length,
-            }
-          : {}),
-      },
+      metadata: listMeta,
       items: page.map(([, obj]) => structuredClone(obj)),
     };
   }
@@ -686,10 +722,11 @@ export class TestApiServer {
     namespace: string | undefined,
     q: URLSearchParams,
     res: http.ServerResponse,
+    accept: string,
   ): void {
     const matches = this.matcher(def, namespace, q);
     const rvParam = q.get("resourceVersion") ?? "";
-    const timeoutSeconds = Number(q.get("timeoutSeconds") ?? "1800");
+    const timeoutSeconds = Number(q.get("timeoutSeconds") ?? goDurationSeconds(q.get("timeout")) ?? "1800");
     res.writeHead(200, { "Content-Type": "application/json", "Transfer-Encoding": "chunked" });
     res.flushHeaders();
     const watcher: Watcher = {
@@ -698,6 +735,7 @@ export class TestApiServer {
       matches,
       res,
       bookmarks: q.get("allowWatchBookmarks") === "true",
+      table: wantsTable(accept) ? { includeObject: q.get("includeObject"), columnsSent: false } : null,
       stalled: false,
       lastRv: 0,
     };
@@ -757,12 +795,19 @@ export class TestApiServer {
     if (type !== null) this.writeEvent(w, type, withType(w.def, event.object));
   }
 
-  private bookmarkObject(def: ResourceDef): unknown {
+  private bookmarkObject(def: ResourceDef): JsonObject {
     return { kind: def.kind, apiVersion: apiVersionOf(def), metadata: { resourceVersion: String(this.rv) } };
   }
 
-  private writeEvent(w: Watcher, type: string, object: unknown): void {
+  private writeEvent(w: Watcher, type: string, object: JsonObject): void {
     if (w.stalled || w.res.writableEnded || w.res.destroyed) return;
+    if (w.table !== null && type !== "BOOKMARK") {
+      const meta = { resourceVersion: String((object["metadata"] as JsonObject)["resourceVersion"]) };
+      const table = toTable(w.def.plural, [object], meta, w.table.includeObject, !w.table.columnsSent);
+      w.table.columnsSent = true;
+      w.res.write(eventLine(type, table));
+      return;
+    }
     w.res.write(eventLine(type, object));
   }
 
@@ -902,6 +947,46 @@ function invalid(def: ResourceDef, name: string, field: string, message: string)
       causes: [{ reason: "FieldValueInvalid", message, field }],
     },
   );
+}
+
+/**
+ * A skeletal OpenAPI v3 document: item paths whose PATCH operation lists the fieldValidation
+ * parameter. That is what kubectl checks before it leaves validation to the server
+ * (fieldValidation=Strict); schemas are left out, so kubectl does no client-side schema checks.
+ */
+function openApiV3(defs: readonly ResourceDef[]): unknown {
+  const paths: Record<string, unknown> = {};
+  for (const d of defs) {
+    const base = d.group === "" ? `/api/${d.version}` : `/apis/${d.group}/${d.version}`;
+    const item = `${base}${d.namespaced ? "/namespaces/{namespace}" : ""}/${d.plural}/{name}`;
+    paths[item] = {
+      patch: {
+        operationId: `patch${d.kind}`,
+        "x-kubernetes-action": "patch",
+        "x-kubernetes-group-version-kind": { group: d.group, version: d.version, kind: d.kind },
+        parameters: ["dryRun", "fieldManager", "fieldValidation", "force"].map((name) => ({
+          name,
+          in: "query",
+          schema: { type: name === "force" ? "boolean" : "string", uniqueItems: true },
+        })),
+        responses: { "200": { description: "OK" } },
+      },
+    };
+  }
+  return {
+    openapi: "3.0.0",
+    info: { title: "Kubernetes", version: "v1.32.0" },
+    paths,
+    components: { schemas: {} },
+  };
+}
+
+/** The `timeout` query parameter is a Go duration; kubectl sends whole seconds or minutes. */
+function goDurationSeconds(text: string | null): number | undefined {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(text ?? "");
+  if (!m) return undefined;
+  const scale = { ms: 0.001, s: 1, m: 60, h: 3600 }[m[2] as "ms" | "s" | "m" | "h"];
+  return Number(m[1]) * scale;
 }
 
 function statusObject(code: number, reason: string, message: string): unknown {
