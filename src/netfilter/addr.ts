@@ -40,7 +40,35 @@ function parseV6(text: string): bigint {
   return value;
 }
 
+/** Dotted quad without leading zeros (what iptables-save prints); undefined otherwise. */
+function fastV4(text: string): number | undefined {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || part > 255) return undefined;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return undefined;
+      part = part * 10 + (c - 48);
+      digits++;
+    } else {
+      return undefined;
+    }
+  }
+  if (dots !== 3 || digits === 0 || part > 255) return undefined;
+  return (value * 256 + part) >>> 0;
+}
+
 export function parseAddress(text: string): Address | undefined {
+  const v4 = fastV4(text);
+  if (v4 !== undefined) return { family: 4, addr: v4 };
   if (isIPv4(text)) return { family: 4, addr: parseV4(text) };
   if (isIPv6(text)) return { family: 6, addr: parseV6(text) };
   return undefined;

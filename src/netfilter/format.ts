@@ -6,10 +6,10 @@ import type { Match, Rule } from "./model.ts";
 export function humanCount(n: number): string {
   if (n <= 99999) return String(n);
   const units = ["K", "M", "G", "T"];
-  let value = Math.floor(n / 1000);
+  let value = Math.floor((n + 500) / 1000);
   let unit = 0;
   while (value > 9999 && unit < units.length - 1) {
-    value = Math.floor(value / 1000);
+    value = Math.floor((value + 500) / 1000);
     unit++;
   }
   return `${value}${units[unit]}`;

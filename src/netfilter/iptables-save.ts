@@ -11,34 +11,27 @@ import { IPTABLES_BUILTINS, RulesetParseError } from "./model.ts";
 export function tokenize(line: string): string[] | undefined {
   if (!line.includes('"')) return line.split(/\s+/).filter((w) => w !== "");
   const words: string[] = [];
-  let current = "";
-  let inWord = false;
-  let quoted = false;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i] as string;
-    if (quoted) {
-      if (c === "\\" && i + 1 < line.length) {
-        current += line[++i];
-      } else if (c === '"') {
-        quoted = false;
-      } else {
-        current += c;
-      }
-    } else if (c === '"') {
-      quoted = true;
-      inWord = true;
-    } else if (c === " " || c === "\t") {
-      if (inWord) words.push(current);
-      current = "";
-      inWord = false;
-    } else {
-      current += c;
-      inWord = true;
+  const word = WORD;
+  word.lastIndex = 0;
+  while (word.lastIndex < line.length) {
+    const at = word.lastIndex;
+    const m = word.exec(line);
+    if (m === null) {
+      if (line.slice(at).trim() !== "") return undefined;
+      break;
     }
+    const w = m[1] as string;
+    words.push(w.includes('"') ? w.replace(QUOTED, unquote) : w);
   }
-  if (quoted) return undefined;
-  if (inWord) words.push(current);
   return words;
+}
+
+const WORD = /\s*((?:[^\s"]+|"(?:[^"\\]|\\.)*")+)/y;
+const QUOTED = /"((?:[^"\\]|\\.)*)"/g;
+const ESCAPE = /\\(.)/g;
+
+function unquote(_quoted: string, inner: string): string {
+  return inner.replace(ESCAPE, "$1");
 }
 
 interface ModuleOption {
@@ -136,9 +129,12 @@ function first(o: ModuleOption): string {
   return v;
 }
 
+function unknownModule(module: string, options: readonly ModuleOption[]): Match[] {
+  return [{ kind: "unknown", module, text: optionText(module, options) }];
+}
+
 /** Converts one `-m module --opt …` group into matches; anything not modelled becomes an "unknown" match. */
 function moduleMatches(module: string, options: readonly ModuleOption[]): Match[] {
-  const unknown = (): Match[] => [{ kind: "unknown", module, text: optionText(module, options) }];
   const out: Match[] = [];
   switch (module) {
     case "tcp":
@@ -170,7 +166,7 @@ function moduleMatches(module: string, options: readonly ModuleOption[]): Match[
       return options.map((o) => ({ kind: "comment", text: o.values.join(" ") }));
     case "mark":
       for (const o of options) {
-        if (o.name !== "--mark") return unknown();
+        if (o.name !== "--mark") return unknownModule(module, options);
         const { value, mask } = parseMarkPair(first(o));
         out.push({ kind: "mark", negated: o.negated, value, mask: mask ?? 0xffffffff });
       }
@@ -191,14 +187,15 @@ function moduleMatches(module: string, options: readonly ModuleOption[]): Match[
           const side = o.name === "--src-type" ? "src" : "dst";
           out.push({ kind: "addrtype", side, negated: o.negated, types: first(o).toUpperCase().split(",") });
         } else {
-          return unknown();
+          return unknownModule(module, options);
         }
       }
       return out;
     case "statistic": {
       const mode = options.find((o) => o.name === "--mode")?.values[0];
       const p = options.find((o) => o.name === "--probability");
-      if (mode !== "random" || p === undefined || p.negated || options.length !== 2) return unknown();
+      if (mode !== "random" || p === undefined || p.negated || options.length !== 2)
+        return unknownModule(module, options);
       return [{ kind: "probability", probability: parseNumber(first(p)) }];
     }
     case "recent": {
@@ -218,7 +215,7 @@ function moduleMatches(module: string, options: readonly ModuleOption[]): Match[
       ]);
       const command = commands[0];
       if (commands.length !== 1 || command === undefined || options.some((o) => !modelled.has(o.name)))
-        return unknown();
+        return unknownModule(module, options);
       return [
         {
           kind: "recent",
@@ -232,7 +229,7 @@ function moduleMatches(module: string, options: readonly ModuleOption[]): Match[
     case "nfacct":
       return [{ kind: "accounting", module }];
     default:
-      return unknown();
+      return unknownModule(module, options);
   }
 }
 
@@ -254,6 +251,10 @@ function markTarget(options: readonly ModuleOption[], text: string): Target {
     default:
       return { kind: "unknown", name: "MARK", text };
   }
+}
+
+function optionValue(options: readonly ModuleOption[], name: string): string | undefined {
+  return options.find((o) => o.name === name)?.values[0];
 }
 
 /** Options each modelled target accepts; anything else is a malformed rule, not a guess. */
@@ -279,7 +280,6 @@ function buildTarget(name: string, options: readonly ModuleOption[], table: Tabl
       (o) => `${o.negated ? "! " : ""}${o.name}${o.values.map((v) => ` ${quoteWord(v)}`).join("")}`,
     ),
   ].join(" ");
-  const opt = (n: string) => options.find((o) => o.name === n)?.values[0];
   switch (name) {
     case "ACCEPT":
     case "DROP":
@@ -288,9 +288,9 @@ function buildTarget(name: string, options: readonly ModuleOption[], table: Tabl
     case "RETURN":
       return { kind: "return" };
     case "DNAT":
-      return { kind: "dnat", to: opt("--to-destination") ?? "" };
+      return { kind: "dnat", to: optionValue(options, "--to-destination") ?? "" };
     case "SNAT":
-      return { kind: "snat", to: opt("--to-source") ?? "" };
+      return { kind: "snat", to: optionValue(options, "--to-source") ?? "" };
     case "MASQUERADE":
       return { kind: "masquerade", text };
     case "MARK":
@@ -304,9 +304,23 @@ function buildTarget(name: string, options: readonly ModuleOption[], table: Tabl
 
 interface ParsedRule {
   readonly matches: Match[];
-  readonly target?: Target;
-  readonly family?: Family;
+  readonly target: Target | undefined;
+  readonly family: Family | undefined;
 }
+
+function needValue(words: readonly string[], i: number, flag: string): string {
+  const v = words[i];
+  if (v === undefined) throw new RuleSyntaxError(`${flag} needs a value`);
+  return v;
+}
+
+function needCidr(text: string): Cidr {
+  const parsed = parseCidr(text);
+  if (parsed === undefined) throw new RuleSyntaxError(`not an address: ${text}`);
+  return parsed;
+}
+
+const IMPLICIT_MODULES = new Set(["tcp", "udp", "sctp", "udplite"]);
 
 function parseRuleWords(words: readonly string[], start: number, table: Table): ParsedRule {
   const matches: Match[] = [];
@@ -320,68 +334,37 @@ function parseRuleWords(words: readonly string[], start: number, table: Table): 
   const targetOptions: ModuleOption[] = [];
   let negate = false;
 
-  const flush = () => {
-    if (module !== undefined) groups.push({ module, options: moduleOptions });
-    module = undefined;
-    moduleOptions = [];
-  };
-  const cidr = (text: string): Cidr => {
-    const parsed = parseCidr(text);
-    if (parsed === undefined) throw new RuleSyntaxError(`not an address: ${text}`);
-    family ??= parsed.family;
-    return parsed;
-  };
-
-  let i = start;
-  const value = (flag: string): string => {
-    const v = words[++i];
-    if (v === undefined) throw new RuleSyntaxError(`${flag} needs a value`);
-    return v;
-  };
-  for (; i < words.length; i++) {
+  for (let i = start; i < words.length; i++) {
     const word = words[i] as string;
     if (word === "!") {
       negate = true;
       continue;
     }
-    const generic = GENERIC[word];
-    if (generic !== undefined && targetName === undefined) {
+    const generic = targetName === undefined ? GENERIC[word] : undefined;
+    if (generic !== undefined) {
       const negated = negate;
       negate = false;
-      switch (generic) {
-        case "p": {
-          const protocol = value(word).toLowerCase();
-          matches.push({ kind: "protocol", negated, protocol });
-          if (["tcp", "udp", "sctp", "udplite"].includes(protocol)) implicitModule = protocol;
-          break;
-        }
-        case "s":
-          matches.push({ kind: "source", negated, cidr: cidr(value(word)) });
-          break;
-        case "d":
-          matches.push({ kind: "destination", negated, cidr: cidr(value(word)) });
-          break;
-        case "i":
-          matches.push({ kind: "inInterface", negated, name: value(word) });
-          break;
-        case "o":
-          matches.push({ kind: "outInterface", negated, name: value(word) });
-          break;
-        case "f":
-          matches.push({ kind: "unknown", module: "fragment", text: `${negated ? "! " : ""}-f` });
-          break;
-        case "m":
-          flush();
-          module = value(word);
-          break;
-        case "j":
-          flush();
-          targetName = value(word);
-          break;
-        case "g":
-          flush();
-          gotoChain = value(word);
-          break;
+      const value = needValue(words, ++i, word);
+      if (generic === "p") {
+        const protocol = value.toLowerCase();
+        matches.push({ kind: "protocol", negated, protocol });
+        if (IMPLICIT_MODULES.has(protocol)) implicitModule = protocol;
+      } else if (generic === "s" || generic === "d") {
+        const cidr = needCidr(value);
+        family ??= cidr.family;
+        matches.push({ kind: generic === "s" ? "source" : "destination", negated, cidr });
+      } else if (generic === "i" || generic === "o") {
+        matches.push({ kind: generic === "i" ? "inInterface" : "outInterface", negated, name: value });
+      } else if (generic === "f") {
+        i--;
+        matches.push({ kind: "unknown", module: "fragment", text: `${negated ? "! " : ""}-f` });
+      } else {
+        if (module !== undefined) groups.push({ module, options: moduleOptions });
+        module = undefined;
+        moduleOptions = [];
+        if (generic === "m") module = value;
+        else if (generic === "j") targetName = value;
+        else gotoChain = value;
       }
       continue;
     }
@@ -405,16 +388,12 @@ function parseRuleWords(words: readonly string[], start: number, table: Table): 
     }
   }
   if (negate) throw new RuleSyntaxError(`dangling "!"`);
-  flush();
-  for (const g of groups) matches.push(...moduleMatches(g.module, g.options));
+  if (module !== undefined) groups.push({ module, options: moduleOptions });
+  for (const g of groups) for (const m of moduleMatches(g.module, g.options)) matches.push(m);
   let target: Target | undefined;
   if (gotoChain !== undefined) target = { kind: "goto", chain: gotoChain };
   else if (targetName !== undefined) target = buildTarget(targetName, targetOptions, table);
-  return {
-    matches,
-    ...(target === undefined ? {} : { target }),
-    ...(family === undefined ? {} : { family }),
-  };
+  return { matches, target, family };
 }
 
 function parseCounters(text: string): Counters | undefined {
@@ -432,103 +411,127 @@ export interface ParseOptions {
  * and iptables-restore payloads (repeated table sections are merged, `-X` deletes a chain).
  */
 export function parseIptablesSave(text: string, options: ParseOptions = {}): Ruleset {
-  const tables = new Map<string, Table>();
-  let family: Family | undefined = options.family;
-  let inferred: Family | undefined;
-  let table: Table | undefined;
-  let tableLine = 0;
+  const state: SaveParseState = {
+    tables: new Map(),
+    family: options.family,
+    inferred: undefined,
+    table: undefined,
+    tableLine: 0,
+  };
   const lines = text.split("\n");
-  for (let n = 0; n < lines.length; n++) {
-    const raw = lines[n] as string;
-    const line = raw.trim();
-    const lineNumber = n + 1;
-    const fail = (reason: string): never => {
-      throw new RulesetParseError(lineNumber, raw, reason);
-    };
-    if (line === "") continue;
-    if (line.startsWith("#")) {
-      if (family === undefined && /^# Generated by ip6tables-save/.test(line)) family = 6;
-      continue;
-    }
-    if (line.startsWith("*")) {
-      if (table !== undefined) fail(`table "${table.name}" started on line ${tableLine} has no COMMIT`);
-      const name = line.slice(1);
-      if (!/^[a-z]+$/.test(name)) fail("bad table name");
-      table = tables.get(name) ?? { name, chains: new Map() };
-      tables.set(name, table);
-      tableLine = lineNumber;
-      continue;
-    }
-    if (table === undefined) return fail("outside of a table (missing *table line)");
-    if (line === "COMMIT") {
-      table = undefined;
-      continue;
-    }
-    if (line.startsWith(":")) {
-      const m = /^:(\S+)\s+(\S+)\s+\[(\d+):(\d+)\]$/.exec(line) ?? /^:(\S+)\s+(\S+)$/.exec(line);
-      if (m === null) return fail("bad chain declaration");
-      const [, name = "", policy = ""] = m;
-      const builtin = IPTABLES_BUILTINS[table.name]?.[name as keyof (typeof IPTABLES_BUILTINS)[string]];
-      if (policy !== "-" && !["ACCEPT", "DROP"].includes(policy)) fail(`bad policy "${policy}"`);
-      if (policy !== "-" && builtin === undefined)
-        fail(`chain ${name} is not a built-in chain of table ${table.name}`);
-      const existing = table.chains.get(name);
-      const counters = m[3] === undefined ? undefined : { packets: Number(m[3]), bytes: Number(m[4]) };
-      const chain: Chain = {
-        name,
-        rules: existing?.rules ?? [],
-        ...(policy === "-" ? {} : { policy: policy as Verdict }),
-        ...(builtin === undefined ? {} : { hook: name as Hook, priority: builtin }),
-        ...(counters === undefined ? {} : { counters }),
-      };
-      table.chains.set(name, chain);
-      continue;
-    }
-    const words = tokenize(line);
-    if (words === undefined) return fail("unterminated quote");
-    let at = 0;
-    let counters: Counters | undefined;
-    if (words[0]?.startsWith("[")) {
-      counters = parseCounters(words[0]);
-      if (counters === undefined) fail("bad counters");
-      at = 1;
-    }
-    const op = words[at];
-    const chainName = words[at + 1];
-    if (op === "-X") {
-      if (chainName === undefined) return fail("-X needs a chain");
-      const chain = table.chains.get(chainName);
-      if (chain === undefined) fail(`chain ${chainName} was not declared`);
-      if (chain !== undefined && chain.rules.length > 0) fail(`chain ${chainName} is deleted but has rules`);
-      table.chains.delete(chainName);
-      continue;
-    }
-    if (op !== "-A" && op !== "--append")
-      return fail(`unsupported line (expected -A, a chain declaration, * or COMMIT)`);
-    if (chainName === undefined) return fail("-A needs a chain");
-    const chain = table.chains.get(chainName);
-    if (chain === undefined) return fail(`chain ${chainName} was not declared`);
-    let parsed: ParsedRule;
-    try {
-      parsed = parseRuleWords(words, at + 2, table);
-    } catch (error) {
-      if (error instanceof RuleSyntaxError) return fail(error.message);
-      throw error;
-    }
-    inferred ??= parsed.family;
-    const textStart = line.indexOf(chainName, line.indexOf(op) + op.length) + chainName.length;
-    const rule: Rule = {
-      table: table.name,
-      chain: chainName,
-      index: chain.rules.length + 1,
-      line: lineNumber,
-      text: line.slice(textStart).trim(),
-      matches: parsed.matches,
-      ...(counters === undefined ? {} : { counters }),
-      ...(parsed.target === undefined ? {} : { target: parsed.target }),
-    };
-    chain.rules.push(rule);
+  let n = 0;
+  try {
+    for (; n < lines.length; n++) parseLine(state, (lines[n] as string).trim(), n + 1);
+  } catch (error) {
+    if (error instanceof LineError) throw new RulesetParseError(n + 1, lines[n] as string, error.message);
+    throw error;
   }
-  if (table !== undefined) throw new RulesetParseError(tableLine, `*${table.name}`, "table has no COMMIT");
-  return { family: family ?? inferred ?? 4, source: "iptables-save", tables };
+  if (state.table !== undefined)
+    throw new RulesetParseError(state.tableLine, `*${state.table.name}`, "table has no COMMIT");
+  return { family: state.family ?? state.inferred ?? 4, source: "iptables-save", tables: state.tables };
+}
+
+class LineError extends Error {}
+
+interface SaveParseState {
+  readonly tables: Map<string, Table>;
+  family: Family | undefined;
+  inferred: Family | undefined;
+  table: Table | undefined;
+  tableLine: number;
+}
+
+function parseLine(state: SaveParseState, line: string, lineNumber: number): void {
+  if (line === "") return;
+  if (line.startsWith("#")) {
+    if (state.family === undefined && line.startsWith("# Generated by ip6tables-save")) state.family = 6;
+    return;
+  }
+  if (line.startsWith("*")) {
+    if (state.table !== undefined)
+      throw new LineError(`table "${state.table.name}" started on line ${state.tableLine} has no COMMIT`);
+    const name = line.slice(1);
+    if (!/^[a-z]+$/.test(name)) throw new LineError("bad table name");
+    const table = state.tables.get(name) ?? { name, chains: new Map() };
+    state.tables.set(name, table);
+    state.table = table;
+    state.tableLine = lineNumber;
+    return;
+  }
+  const table = state.table;
+  if (table === undefined) throw new LineError("outside of a table (missing *table line)");
+  if (line === "COMMIT") {
+    state.table = undefined;
+    return;
+  }
+  if (line.startsWith(":")) {
+    declareChain(table, line);
+    return;
+  }
+  const words = tokenize(line);
+  if (words === undefined) throw new LineError("unterminated quote");
+  let at = 0;
+  let counters: Counters | undefined;
+  if (words[0]?.startsWith("[")) {
+    counters = parseCounters(words[0]);
+    if (counters === undefined) throw new LineError("bad counters");
+    at = 1;
+  }
+  const op = words[at];
+  const chainName = words[at + 1];
+  if (op === "-X") {
+    if (chainName === undefined) throw new LineError("-X needs a chain");
+    const chain = table.chains.get(chainName);
+    if (chain === undefined) throw new LineError(`chain ${chainName} was not declared`);
+    if (chain.rules.length > 0) throw new LineError(`chain ${chainName} is deleted but has rules`);
+    table.chains.delete(chainName);
+    return;
+  }
+  if (op !== "-A" && op !== "--append")
+    throw new LineError(`unsupported line (expected -A, a chain declaration, * or COMMIT)`);
+  if (chainName === undefined) throw new LineError("-A needs a chain");
+  const chain = table.chains.get(chainName);
+  if (chain === undefined) throw new LineError(`chain ${chainName} was not declared`);
+  let parsed: ParsedRule;
+  try {
+    parsed = parseRuleWords(words, at + 2, table);
+  } catch (error) {
+    if (error instanceof RuleSyntaxError) throw new LineError(error.message);
+    throw error;
+  }
+  state.inferred ??= parsed.family;
+  const textStart = line.indexOf(chainName, line.indexOf(op) + op.length) + chainName.length;
+  const rule: Rule = {
+    table: table.name,
+    chain: chainName,
+    index: chain.rules.length + 1,
+    line: lineNumber,
+    text: line.slice(textStart).trim(),
+    matches: parsed.matches,
+    counters,
+    target: parsed.target,
+  };
+  chain.rules.push(rule);
+}
+
+const CHAIN_DECLARATION = /^:(\S+)\s+(\S+)(?:\s+\[(\d+):(\d+)\])?$/;
+
+function declareChain(table: Table, line: string): void {
+  const m = CHAIN_DECLARATION.exec(line);
+  if (m === null) throw new LineError("bad chain declaration");
+  const [, name = "", policy = ""] = m;
+  const builtin = IPTABLES_BUILTINS[table.name]?.[name as Hook];
+  if (policy !== "-" && policy !== "ACCEPT" && policy !== "DROP")
+    throw new LineError(`bad policy "${policy}"`);
+  if (policy !== "-" && builtin === undefined)
+    throw new LineError(`chain ${name} is not a built-in chain of table ${table.name}`);
+  const chain: Chain = {
+    name,
+    rules: table.chains.get(name)?.rules ?? [],
+    policy: policy === "-" ? undefined : policy,
+    hook: builtin === undefined ? undefined : (name as Hook),
+    priority: builtin,
+    counters: m[3] === undefined ? undefined : { packets: Number(m[3]), bytes: Number(m[4]) },
+  };
+  table.chains.set(name, chain);
 }
