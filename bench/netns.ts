@@ -1,0 +1,57 @@
+/**
+ * Throwaway network namespaces for the benchmarks. Every namespace made here is remembered until
+ * it is deleted, so that an interrupted run (Ctrl-C, SIGTERM, a crash) still removes all of them.
+ */
+import { randomBytes } from "node:crypto";
+import type { Runner } from "../src/kernel/exec.ts";
+import { ProcessRunner } from "../src/kernel/exec.ts";
+
+export const runner: Runner = new ProcessRunner();
+
+const live = new Set<string>();
+
+async function deleteNetns(name: string): Promise<void> {
+  await runner.run(["ip", "netns", "delete", name], { timeoutMs: 30_000 });
+  live.delete(name);
+}
+
+/** Runs `body` in a fresh namespace `kpt-bench-<random>` (loopback up), deleted afterwards. */
+export async function withBenchNetns<T>(body: (netns: string) => Promise<T>): Promise<T> {
+  const name = `kpt-bench-${randomBytes(4).toString("hex")}`;
+  await runner.run(["ip", "netns", "add", name], { timeoutMs: 10_000 });
+  live.add(name);
+  try {
+    await runner.run(["ip", "link", "set", "lo", "up"], { netns: name, timeoutMs: 10_000 });
+    return await body(name);
+  } finally {
+    await deleteNetns(name);
+  }
+}
+
+/** Deletes every namespace this process still holds; failures are reported, not thrown. */
+export async function deleteLiveNetns(): Promise<void> {
+  for (const name of [...live]) {
+    try {
+      await deleteNetns(name);
+    } catch (err) {
+      console.error(`could not delete network namespace ${name}: ${(err as Error).message}`);
+    }
+  }
+}
+
+/**
+ * On SIGINT/SIGTERM: abort work in flight, delete the namespaces, then exit with the signal's
+ * conventional status. A second signal while cleaning up is ignored so cleanup can finish.
+ */
+export function deleteNetnsOnSignals(abort: AbortController): void {
+  let cleaning = false;
+  const onSignal = (signal: NodeJS.Signals, status: number) => {
+    if (cleaning) return;
+    cleaning = true;
+    console.error(`\n${signal}: deleting ${live.size} benchmark namespace(s)…`);
+    abort.abort();
+    void deleteLiveNetns().finally(() => process.exit(status));
+  };
+  process.on("SIGINT", () => onSignal("SIGINT", 130));
+  process.on("SIGTERM", () => onSignal("SIGTERM", 143));
+}

@@ -1,0 +1,325 @@
+/**
+ * Sync benchmark (issue 4): the real IptablesProxier with the real Iptables wrapper, inside a
+ * throwaway namespace. First full sync, then a partial sync after one endpoint of one Service
+ * was replaced. The baseline is bare iptables-restore of exactly the transactions the proxier
+ * wrote, into a second fresh namespace, timing only the restore calls.
+ */
+import { Registry } from "prom-client";
+import type { RenderResult } from "../src/backends/iptables/types.ts";
+import { IptablesProxier, type SyncReport } from "../src/backends/iptables/proxier.ts";
+import { Iptables } from "../src/kernel/iptables.ts";
+import type { IptablesInterface, RestoreOptions, RulePosition, Table } from "../src/kernel/iptables.ts";
+import { createLogger } from "../src/log.ts";
+import { ProxyStateStore } from "../src/proxy/changetracker.ts";
+import { realClock } from "../src/proxy/clock.ts";
+import { healthTimeoutForSyncPeriod, ProxyHealth } from "../src/proxy/health.ts";
+import { createProxyMetrics } from "../src/proxy/metrics.ts";
+import { runner, withBenchNetns } from "./netns.ts";
+import type { Backend, Timing } from "./restore.ts";
+import { formatMs, formatRatio, formatTiming, timeRestore, timeRestores } from "./restore.ts";
+import { BENCH_NODE, benchSettings, sliceWithOneEndpointReplaced, syntheticCluster } from "./synthetic.ts";
+
+/** Where the proxier's time went, from the wrapper's point of view. */
+interface KernelCalls {
+  restores: { payload: string; ms: number }[];
+  /** iptables-save (stale-chain listing). */
+  saveMs: number;
+  /** Single iptables commands (jump rules, chain checks). */
+  commandMs: number;
+  commands: number;
+}
+
+const noCalls = (): KernelCalls => ({ restores: [], saveMs: 0, commandMs: 0, commands: 0 });
+
+/** Delegates to the real Iptables and records every call's payload and wall time. */
+class RecordingIptables implements IptablesInterface {
+  calls: KernelCalls = noCalls();
+
+  constructor(private readonly inner: Iptables) {}
+
+  get family() {
+    return this.inner.family;
+  }
+
+  /** Returns what was recorded since the last take. */
+  take(): KernelCalls {
+    const out = this.calls;
+    this.calls = noCalls();
+    return out;
+  }
+
+  private async timed<T>(kind: "saveMs" | "commandMs", op: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    try {
+      return await op();
+    } finally {
+      this.calls[kind] += performance.now() - started;
+      if (kind === "commandMs") this.calls.commands++;
+    }
+  }
+
+  async restore(payload: string, options?: RestoreOptions): Promise<void> {
+    const started = performance.now();
+    await this.inner.restore(payload, options);
+    this.calls.restores.push({ payload, ms: performance.now() - started });
+  }
+  save(table?: Table) {
+    return this.timed("saveMs", () => this.inner.save(table));
+  }
+  listChains(table: Table) {
+    return this.timed("saveMs", () => this.inner.listChains(table));
+  }
+  ensureChain(table: Table, chain: string) {
+    return this.timed("commandMs", () => this.inner.ensureChain(table, chain));
+  }
+  ensureRule(position: RulePosition, table: Table, chain: string, args: readonly string[]) {
+    return this.timed("commandMs", () => this.inner.ensureRule(position, table, chain, args));
+  }
+  deleteRule(table: Table, chain: string, args: readonly string[]) {
+    return this.timed("commandMs", () => this.inner.deleteRule(table, chain, args));
+  }
+  flushChain(table: Table, chain: string) {
+    return this.timed("commandMs", () => this.inner.flushChain(table, chain));
+  }
+  deleteChain(table: Table, chain: string) {
+    return this.timed("commandMs", () => this.inner.deleteChain(table, chain));
+  }
+  chainExists(table: Table, chain: string) {
+    return this.timed("commandMs", () => this.inner.chainExists(table, chain));
+  }
+  version() {
+    return this.inner.version();
+  }
+}
+
+export interface SyncPhase {
+  readonly wallMs: number;
+  readonly transactions: number;
+  readonly restoreMs: number;
+  readonly saveMs: number;
+  readonly commandMs: number;
+  readonly commands: number;
+  readonly payloadBytes: number;
+  /** Bare iptables-restore of the same transactions into a fresh namespace. */
+  readonly bare: Timing;
+}
+
+export interface SyncRow {
+  readonly backend: Backend;
+  readonly services: number;
+  readonly endpointsPerService: number;
+  readonly full: SyncPhase;
+  readonly partial: SyncPhase;
+  /** The new endpoint was found in the kernel after the partial sync. */
+  readonly partialVerified: boolean;
+  /** Bare restore of the whole sync as the single payload upstream writes (only where asked). */
+  readonly singlePayload: Timing | null;
+}
+
+export interface SyncOptions {
+  readonly sizes: readonly number[];
+  readonly endpointsPerService: number;
+  readonly backends: readonly Backend[];
+  readonly capMs: number;
+  /** Largest size at which the single-payload restore is timed on nft (it is super-linear). */
+  readonly singlePayloadMax: number;
+  readonly signal: AbortSignal;
+}
+
+function phase(wallMs: number, calls: KernelCalls, bare: Timing): SyncPhase {
+  return {
+    wallMs,
+    transactions: calls.restores.length,
+    restoreMs: calls.restores.reduce((a, r) => a + r.ms, 0),
+    saveMs: calls.saveMs,
+    commandMs: calls.commandMs,
+    commands: calls.commands,
+    payloadBytes: calls.restores.reduce((a, r) => a + Buffer.byteLength(r.payload), 0),
+    bare,
+  };
+}
+
+/** The SEP chain whose DNAT goes to `ip`, among the chains a partial sync wrote. */
+function endpointChainFor(result: RenderResult, ip: string): string | null {
+  for (const block of result.nat.serviceBlocks) {
+    const rule = block.ruleLines.find((l) => l.includes(`--to-destination ${ip}:`));
+    if (rule !== undefined) return rule.split(" ")[1] ?? null;
+  }
+  return null;
+}
+
+async function oneRow(
+  backend: Backend,
+  services: number,
+  options: SyncOptions,
+  log: (line: string) => void,
+): Promise<SyncRow> {
+  const eps = options.endpointsPerService;
+  const cluster = syntheticCluster(services, eps);
+  const changedIndex = Math.floor(services / 2);
+  const changedSlice = sliceWithOneEndpointReplaced(changedIndex, eps);
+  const newIP = changedSlice.endpoints[0]?.addresses[0] ?? "";
+
+  const logger = createLogger(0, "bench");
+  logger.level = "warn";
+  return withBenchNetns(async (netns) => {
+    const ipt = new RecordingIptables(new Iptables({ runner, family: "IPv4", backend, netns }));
+    const store = new ProxyStateStore({ family: "IPv4", nodeName: BENCH_NODE });
+    for (const svc of cluster.services) store.serviceChanges.update(null, svc);
+    for (const slice of cluster.endpointSlices) store.endpointsChanges.endpointSliceUpdate(slice, false);
+    let lastResult: RenderResult | null = null;
+    const proxier = new IptablesProxier({
+      ipt,
+      settings: benchSettings(),
+      store,
+      clock: realClock,
+      log: logger,
+      health: new ProxyHealth(healthTimeoutForSyncPeriod(30_000), realClock),
+      metrics: createProxyMetrics(new Registry(), { mode: "iptables" }),
+      syncPeriodMs: 30_000,
+      onSync: (_report: SyncReport, _state, result) => {
+        lastResult = result;
+      },
+    });
+    proxier.setInitialized();
+
+    log(`sync ${backend}: ${services} Services x ${eps} endpoints, full sync…`);
+    let started = performance.now();
+    const fullReport = await proxier.syncProxyRules();
+    const fullMs = performance.now() - started;
+    const fullCalls = ipt.take();
+    const fullResult = lastResult as RenderResult | null;
+    if (fullReport?.fullSync !== true || fullResult === null)
+      throw new Error("first sync was not a full sync");
+    log(`  ${formatMs(fullMs)} in ${fullCalls.restores.length} transaction(s); partial sync…`);
+
+    if (!store.endpointsChanges.endpointSliceUpdate(changedSlice, false)) {
+      throw new Error("the endpoint change was not seen as a change");
+    }
+    started = performance.now();
+    const partialReport = await proxier.syncProxyRules();
+    const partialMs = performance.now() - started;
+    const partialCalls = ipt.take();
+    const partialResult = lastResult as RenderResult | null;
+    if (partialReport?.fullSync !== false || partialReport.updatedServices !== 1 || partialResult === null) {
+      throw new Error(`second sync was not a one-Service partial sync: ${JSON.stringify(partialReport)}`);
+    }
+    log(`  ${formatMs(partialMs)} in ${partialCalls.restores.length} transaction(s); checking the kernel…`);
+    const sep = endpointChainFor(partialResult, newIP);
+    const listed =
+      sep === null
+        ? ""
+        : (
+            await runner.run([`iptables-${backend}`, "-w", "5", "-t", "nat", "-S", sep], {
+              netns,
+              timeoutMs: 120_000,
+            })
+          ).stdout;
+    const partialVerified = listed.includes(`--to-destination ${newIP}:`);
+
+    log(`  bare iptables-${backend}-restore of the same transactions in a fresh namespace…`);
+    const bare = await withBenchNetns(async (bareNetns) => {
+      const call = (payload: string) => ({
+        backend,
+        netns: bareNetns,
+        payload,
+        capMs: options.capMs,
+        signal: options.signal,
+      });
+      const full = await timeRestores(fullCalls.restores.map((r) => call(r.payload)));
+      const partial =
+        full.status === "ok"
+          ? await timeRestores(partialCalls.restores.map((r) => call(r.payload)))
+          : ({ status: "failed", ms: 0, error: "full restore did not complete" } as const);
+      return { full, partial };
+    });
+    log(`    full ${formatTiming(bare.full)}, partial ${formatTiming(bare.partial)}`);
+
+    let singlePayload: Timing | null = null;
+    if (backend === "nft" && services <= options.singlePayloadMax && fullCalls.restores.length > 1) {
+      log(`  one single payload with iptables-nft-restore (cap ${formatMs(options.capMs)})…`);
+      singlePayload = await withBenchNetns((singleNetns) =>
+        timeRestore({
+          backend,
+          netns: singleNetns,
+          payload: fullResult.payload,
+          capMs: options.capMs,
+          signal: options.signal,
+        }),
+      );
+      log(`    ${formatTiming(singlePayload)}`);
+    }
+    return {
+      backend,
+      services,
+      endpointsPerService: eps,
+      full: phase(fullMs, fullCalls, bare.full),
+      partial: phase(partialMs, partialCalls, bare.partial),
+      partialVerified,
+      singlePayload,
+    };
+  });
+}
+
+export async function runSyncBenchmark(
+  options: SyncOptions,
+  log: (line: string) => void,
+): Promise<SyncRow[]> {
+  const rows: SyncRow[] = [];
+  for (const services of options.sizes) {
+    for (const backend of options.backends) rows.push(await oneRow(backend, services, options, log));
+  }
+  return rows;
+}
+
+const size = (r: SyncRow) => `${r.services.toLocaleString("en-US")} x ${r.endpointsPerService}`;
+
+export function syncTable(rows: readonly SyncRow[]): string {
+  const head = [
+    "backend",
+    "Services x eps",
+    "transactions",
+    "full sync (ours)",
+    "of which restore / save / other cmds",
+    "bare restore, same transactions",
+    "ratio ours/bare",
+    "partial sync (ours)",
+    "bare partial restore",
+    "partial / full",
+    "new endpoint in kernel",
+  ];
+  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
+  for (const r of rows) {
+    lines.push(
+      `| ${[
+        r.backend,
+        size(r),
+        `${r.full.transactions} (${(r.full.payloadBytes / 1024 / 1024).toFixed(1)} MB)`,
+        formatMs(r.full.wallMs),
+        `${formatMs(r.full.restoreMs)} / ${formatMs(r.full.saveMs)} / ${formatMs(r.full.commandMs)} (${r.full.commands})`,
+        formatTiming(r.full.bare),
+        formatRatio(r.full.wallMs, r.full.bare),
+        `${formatMs(r.partial.wallMs)} (${r.partial.transactions} tx, ${(r.partial.payloadBytes / 1024 / 1024).toFixed(1)} MB)`,
+        formatTiming(r.partial.bare),
+        `${((100 * r.partial.wallMs) / r.full.wallMs).toFixed(1)}%`,
+        r.partialVerified ? "yes" : "NO",
+      ].join(" | ")} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+export function chunkingTable(rows: readonly SyncRow[]): string {
+  const measured = rows.filter((r) => r.singlePayload !== null);
+  if (measured.length === 0) return "";
+  const lines = [
+    "| backend | Services x eps | one payload (upstream layout) | same rules in bounded transactions |",
+    "|---|---|---|---|",
+  ];
+  for (const r of measured) {
+    lines.push(
+      `| ${r.backend} | ${size(r)} | ${formatTiming(r.singlePayload!)} | ${formatTiming(r.full.bare)} (${r.full.transactions} transactions) |`,
+    );
+  }
+  return lines.join("\n");
+}
