@@ -378,6 +378,15 @@ export function decodeService(raw: unknown, source: string): Service {
 
 export function decodeEndpointSlice(raw: unknown, source: string): EndpointSlice {
   const s = decodeWith(endpointSliceSchema, "EndpointSlice", raw, source);
+  // The label names the Service, and so ends up in rule comments: hold it to the same rule.
+  const svcName = s.metadata.labels?.[LABEL_SERVICE_NAME];
+  if (svcName !== undefined && svcName !== "" && !(svcName.length <= 63 && DNS_LABEL.test(svcName))) {
+    throw new InvalidObjectError(
+      describe("EndpointSlice", raw, source),
+      `metadata.labels["${LABEL_SERVICE_NAME}"]`,
+      "must be a Service name (DNS-1123 label)",
+    );
+  }
   return {
     kind: "EndpointSlice",
     metadata: toMeta(s.metadata),

@@ -269,6 +269,24 @@ test("EndpointSlice decoding: defaults, hints, validation", () => {
   );
 });
 
+test("the service-name label of a slice must be a valid Service name", () => {
+  const raw = (svcName: string) => ({
+    metadata: { name: "s-1", namespace: "ns1", labels: { "kubernetes.io/service-name": svcName } },
+    addressType: "IPv4",
+  });
+  assert.equal(decodeEndpointSlice(raw("web"), "f").metadata.labels["kubernetes.io/service-name"], "web");
+  assert.equal(
+    decodeEndpointSlice(raw(""), "f").metadata.name,
+    "s-1",
+    "empty is left for the tracker to report",
+  );
+  rejects(
+    () => decodeEndpointSlice(raw('we"b -j ACCEPT'), "f"),
+    "EndpointSlice ns1/s-1",
+    'metadata.labels["kubernetes.io/service-name"]',
+  );
+});
+
 test("Node decoding: podCIDR fallback, taints, addresses", () => {
   const n = decodeNode(
     {
