@@ -3,43 +3,34 @@
  * model layer, and the set of Services that changed between two states (what upstream's change
  * trackers report as UpdatedServices).
  */
-import { parseAllDocuments } from "yaml";
 import type { IptablesSettings } from "../../src/backends/iptables/types.ts";
-import { decodeEndpointSlice, decodeNode, decodeService } from "../../src/k8s/objects.ts";
-import type { EndpointSlice, Node, Service } from "../../src/k8s/objects.ts";
 import { buildProxyState } from "../../src/proxy/state.ts";
 import type { FeatureGates } from "../../src/proxy/serviceport.ts";
 import type { ProxyState } from "../../src/proxy/types.ts";
+import { parseManifests } from "../../src/source/manifests.ts";
 
 export class GoldenInputError extends Error {
   readonly code = "KPT_TEST_GOLDEN_INPUT";
 }
 
-/** Decode every document of a multi-document YAML file and build the model for `settings`. */
+/**
+ * Manifests → model for `settings`, exactly as the `render` path reads them. Golden inputs must
+ * be clean: any skipped object is an error here, so a typo cannot silently shrink a golden.
+ */
 export function loadProxyState(
   yamlText: string,
   source: string,
   settings: IptablesSettings,
   featureGates?: Partial<FeatureGates>,
 ): ProxyState {
-  const services: Service[] = [];
-  const endpointSlices: EndpointSlice[] = [];
-  let node: Node | null = null;
-  for (const doc of parseAllDocuments(yamlText)) {
-    if (doc.errors.length > 0) throw new GoldenInputError(`${source}: ${doc.errors[0]?.message}`);
-    const raw = doc.toJS() as { kind?: unknown } | null;
-    if (raw === null) continue;
-    if (raw.kind === "Service") services.push(decodeService(raw, source));
-    else if (raw.kind === "EndpointSlice") endpointSlices.push(decodeEndpointSlice(raw, source));
-    else if (raw.kind === "Node") node = decodeNode(raw, source);
-    else throw new GoldenInputError(`${source}: unexpected kind ${String(raw.kind)}`);
-  }
+  const objects = parseManifests(yamlText, source);
+  const node = objects.nodes.find((n) => n.metadata.name === settings.nodeName) ?? null;
   const { state, problems } = buildProxyState(
-    { services, endpointSlices, node },
+    { services: objects.services, endpointSlices: objects.endpointSlices, node },
     { family: settings.family, nodeName: settings.nodeName, ...(featureGates ? { featureGates } : {}) },
   );
-  if (problems.length > 0)
-    throw new GoldenInputError(`${source}: ${problems.map((p) => p.message).join("; ")}`);
+  const all = [...objects.problems, ...problems];
+  if (all.length > 0) throw new GoldenInputError(`${source}: ${all.map((p) => p.message).join("; ")}`);
   return state;
 }
 
