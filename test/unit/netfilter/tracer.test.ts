@@ -283,3 +283,17 @@ test("bad input is a typed error", () => {
     /IPv6 but the ruleset is IPv4/,
   );
 });
+
+test("IPv6 dump: node → ClusterIP without endpoints is REJECTed in filter OUTPUT", () => {
+  const rs = parseIptablesSave(readFileSync(`${here}fixtures/ip6tables-save-c.netns.txt`, "utf8"));
+  const r = tracePacket(
+    rs,
+    { protocol: "tcp", src: "2001:db8::1", dst: "fd00:30::41", dstPort: 80 },
+    { localAddresses: ["2001:db8::1"], origin: "node" },
+  );
+  assert.deepEqual(summary(r), ["REJECT masq=false p=1.0000"]);
+  assert.deepEqual(
+    r.outcomes[0]?.path.filter((s) => s.kind === "rule").map((s) => `${s.table}/${s.chain}#${s.ruleNumber}`),
+    ["filter/OUTPUT#1", "filter/KUBE-SERVICES#1"],
+  );
+});
