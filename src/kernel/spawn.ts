@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcessByStdio } from "node:child_process";
+import { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { ExecError } from "./exec.ts";
 
@@ -113,6 +114,14 @@ export class BackgroundProcess {
     const timer = setTimeout(() => this.child.kill("SIGKILL"), graceMs);
     await this.exited;
     clearTimeout(timer);
+  }
+
+  /** Lets this process exit while the child keeps running (its output is no longer read). */
+  unref(): void {
+    this.child.unref();
+    for (const stream of [this.child.stdout, this.child.stderr]) {
+      if (stream instanceof Socket) stream.unref();
+    }
   }
 
   private notify(): void {

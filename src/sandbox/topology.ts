@@ -147,8 +147,9 @@ export class Sandbox implements AsyncDisposable {
 
   /**
    * Removes the namespaces of earlier runs with this prefix whose owning process is gone (a
-   * crashed test, a killed demo). Namespaces of live runs, and any namespace this code did not
-   * record, are left alone. Returns the names it deleted.
+   * crashed test, a killed demo), and the processes still running in them. Namespaces of live
+   * runs, and any namespace this code did not record, are left alone. Returns the names it
+   * deleted.
    */
   static async sweep(
     prefix = "kpt",
@@ -170,6 +171,7 @@ export class Sandbox implements AsyncDisposable {
       if (record === null || processAlive(record.pid, record.startTime)) continue;
       const stem = file.slice(0, -".json".length);
       for (const name of namespaces.filter((ns) => ns.startsWith(`${stem}-`)).reverse()) {
+        await killNamespacePids(runner, name);
         await deleteNamespace(runner, name);
         removed.push(name);
       }
@@ -364,6 +366,18 @@ export class Sandbox implements AsyncDisposable {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.dispose();
+  }
+
+  /**
+   * Gives up ownership: nothing is removed on dispose, signal or exit, so the namespaces and
+   * the processes in them outlive this process (`demo --keep`). Once this process is gone,
+   * `Sandbox.sweep(prefix)` removes them.
+   */
+  release(): void {
+    this.disposing ??= Promise.resolve();
+    for (const child of this.processes.keys()) child.unref();
+    this.processes.clear();
+    liveSandboxes.delete(this);
   }
 
   private async teardown(): Promise<void> {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { ProcessRunner } from "../../../src/kernel/exec.ts";
 import { spawnBackground } from "../../../src/kernel/spawn.ts";
@@ -38,6 +38,23 @@ async function exited(process_: ReturnType<typeof child>, timeoutMs: number): Pr
   const deadline = Date.now() + timeoutMs;
   while (process_.running && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
   assert.equal(process_.running, false, `child still running; stderr: ${process_.stderr}`);
+}
+
+/** True once `pid` has exited (gone, or a zombie awaiting its reaper), polling up to `timeoutMs`. */
+async function gone(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let state: string | undefined;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+    } catch {
+      return true;
+    }
+    if (state === "Z" || state === "X") return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 describe("sandbox lifecycle", () => {
@@ -143,5 +160,25 @@ describe("sandbox lifecycle", () => {
     assert.equal(leftovers.length, 2, "SIGKILL leaves the namespaces behind");
     assert.deepEqual((await Sandbox.sweep(prefix)).sort(), leftovers);
     assert.deepEqual(await namespacesOf(prefix), [...live.netnsNames].sort());
+  });
+
+  it("leaves a released sandbox running after its owner exits, for a later sweep", async () => {
+    const prefix = `${PREFIX}h`;
+    const owner = child(`
+      const sandbox = await Sandbox.create({ prefix: ${JSON.stringify(prefix)} });
+      await sandbox.addNode("node-1", { ipv4: "192.168.50.1" });
+      sandbox.spawn("node-1", ["sleep", "30"]);
+      sandbox.release();
+    `);
+    await exited(owner, 15_000);
+    const left = await namespacesOf(prefix);
+    assert.equal(left.length, 2, owner.stderr);
+    const node = left.find((name) => name.endsWith("-node-1")) ?? "";
+    const { stdout } = await runner.run(["ip", "netns", "pids", node]);
+    const pids = stdout.trim().split("\n");
+    assert.equal(pids.length, 1, "the sleep still runs in the node namespace");
+    assert.deepEqual((await Sandbox.sweep(prefix)).sort(), left);
+    assert.deepEqual(await namespacesOf(prefix), []);
+    assert.ok(await gone(Number(pids[0]), 3_000), "sweep killed the sleep");
   });
 });
