@@ -144,13 +144,18 @@ export class Informer {
     }
   }
 
-  /** Runs until the signal aborts; resolves then (never rejects on API trouble, it retries). */
+  /**
+   * Runs until the signal aborts, then resolves. API failures are retried with back-off; it
+   * rejects only when a handler throws.
+   */
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       try {
         await this.listAndReplace(signal);
       } catch (err) {
         if (signal.aborted) return;
+        // Only API trouble is retried; a throwing handler is a bug and surfaces to the caller.
+        if (!(err instanceof ApiError)) throw err;
         await this.pause("list-failed", err, signal);
         continue;
       }

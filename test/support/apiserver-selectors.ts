@@ -26,16 +26,25 @@ function splitTopLevel(text: string): string[] {
   return parts.map((p) => p.trim()).filter((p) => p !== "");
 }
 
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+
+function checkValues(text: string, values: readonly string[]): readonly string[] {
+  const bad = values.find((v) => !LABEL_VALUE.test(v));
+  if (bad !== undefined)
+    throw new SelectorError(`invalid label value ${JSON.stringify(bad)} in ${JSON.stringify(text)}`);
+  return values;
+}
+
 function parseLabelRequirement(text: string): LabelRequirement {
   const setMatch = /^(\S+)\s+(in|notin)\s*\(([^)]*)\)$/.exec(text);
   if (setMatch) {
     const values = (setMatch[3] ?? "").split(",").map((v) => v.trim());
-    return { op: setMatch[2] as "in" | "notin", key: setMatch[1] ?? "", values };
+    return { op: setMatch[2] as "in" | "notin", key: setMatch[1] ?? "", values: checkValues(text, values) };
   }
   const opMatch = /^([^=!\s]+)\s*(==|!=|=)\s*(\S*)$/.exec(text);
   if (opMatch) {
     const op = opMatch[2] === "!=" ? "notin" : "in";
-    return { op, key: opMatch[1] ?? "", values: [opMatch[3] ?? ""] };
+    return { op, key: opMatch[1] ?? "", values: checkValues(text, [opMatch[3] ?? ""]) };
   }
   if (/^![^=!\s(),]+$/.test(text)) return { op: "!exists", key: text.slice(1) };
   if (/^[^=!\s(),]+$/.test(text)) return { op: "exists", key: text };
