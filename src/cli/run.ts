@@ -14,7 +14,7 @@ import { nodeName as resolveNodeName, type NodeInfo } from "../config/node.ts";
 import type { KubeProxyConfiguration } from "../config/types.ts";
 import { InputError } from "../errors.ts";
 import type { EndpointSlice, Node, Service } from "../k8s/objects.ts";
-import { cleanupLeftovers } from "../kernel/cleanup.ts";
+import { cleanupLeftovers } from "../backends/iptables/cleanup.ts";
 import { detectBackend } from "../kernel/detect.ts";
 import { ProcessRunner, type Runner } from "../kernel/exec.ts";
 import { Iptables } from "../kernel/iptables.ts";

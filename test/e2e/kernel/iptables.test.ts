@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Iptables, RestoreError, ensureJumpRules } from "../../../src/kernel/iptables.ts";
 import type { IptablesBackend, JumpRule } from "../../../src/kernel/iptables.ts";
-import { cleanupLeftovers } from "../../../src/kernel/cleanup.ts";
+import { cleanupLeftovers } from "../../../src/backends/iptables/cleanup.ts";
 import { startCanaryMonitor } from "../../../src/kernel/canary.ts";
 import { runner, stripComments, withNetns } from "./netns.ts";
 

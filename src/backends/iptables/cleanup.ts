@@ -1,19 +1,7 @@
-import { chainsFromSave, jumpRuleArgs } from "./iptables.ts";
-import type { IptablesInterface, JumpRule, Table } from "./iptables.ts";
-import { PROXY_CANARY_CHAIN } from "./canary.ts";
-
-/** Upstream `isServiceChainName` prefixes: per-service chains kube-proxy creates and may delete. */
-export const SERVICE_CHAIN_PREFIXES: readonly string[] = [
-  "KUBE-SVC-",
-  "KUBE-SVL-",
-  "KUBE-EXT-",
-  "KUBE-FW-",
-  "KUBE-SEP-",
-];
-
-export function isServiceChainName(chain: string): boolean {
-  return SERVICE_CHAIN_PREFIXES.some((prefix) => chain.startsWith(prefix));
-}
+import { PROXY_CANARY_CHAIN } from "../../kernel/canary.ts";
+import { chainsFromSave, jumpRuleArgs } from "../../kernel/iptables.ts";
+import type { IptablesInterface, JumpRule, Table } from "../../kernel/iptables.ts";
+import { isServiceChainName } from "./chains.ts";
 
 /** kubelet owns KUBE-FIREWALL (it creates the same chain), so cleanup leaves it and its jumps alone. */
 const KUBELET_SHARED_CHAIN = "KUBE-FIREWALL";

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { cleanupLeftovers, cleanupPayload, isServiceChainName } from "../../../src/kernel/cleanup.ts";
+import { cleanupLeftovers, cleanupPayload } from "../../../src/backends/iptables/cleanup.ts";
+import { isServiceChainName } from "../../../src/backends/iptables/chains.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
 import { ensureJumpRules } from "../../../src/kernel/iptables.ts";
 import type { JumpRule } from "../../../src/kernel/iptables.ts";
