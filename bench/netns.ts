@@ -9,6 +9,10 @@ import { ProcessRunner } from "../src/kernel/exec.ts";
 export const runner: Runner = new ProcessRunner();
 
 const live = new Set<string>();
+/** `ip netns add` calls in flight: cleanup waits for them, or a namespace could appear after it. */
+const creating = new Set<Promise<unknown>>();
+/** Set once cleanup started: no namespace may be created after that. */
+let closed = false;
 
 async function deleteNetns(name: string): Promise<void> {
   await runner.run(["ip", "netns", "delete", name], { timeoutMs: 30_000 });
@@ -17,9 +21,19 @@ async function deleteNetns(name: string): Promise<void> {
 
 /** Runs `body` in a fresh namespace `kpt-bench-<random>` (loopback up), deleted afterwards. */
 export async function withBenchNetns<T>(body: (netns: string) => Promise<T>): Promise<T> {
+  if (closed) throw new Error("benchmark interrupted: no new network namespace");
   const name = `kpt-bench-${randomBytes(4).toString("hex")}`;
-  await runner.run(["ip", "netns", "add", name], { timeoutMs: 10_000 });
   live.add(name);
+  const adding = runner.run(["ip", "netns", "add", name], { timeoutMs: 10_000 });
+  creating.add(adding);
+  try {
+    await adding;
+  } catch (err) {
+    live.delete(name);
+    throw err;
+  } finally {
+    creating.delete(adding);
+  }
   try {
     await runner.run(["ip", "link", "set", "lo", "up"], { netns: name, timeoutMs: 10_000 });
     return await body(name);
@@ -30,6 +44,8 @@ export async function withBenchNetns<T>(body: (netns: string) => Promise<T>): Pr
 
 /** Deletes every namespace this process still holds; failures are reported, not thrown. */
 export async function deleteLiveNetns(): Promise<void> {
+  closed = true;
+  await Promise.allSettled([...creating]);
   for (const name of [...live]) {
     try {
       await deleteNetns(name);
