@@ -4,7 +4,8 @@
  *   hold        --host H --port P        one TCP connection, one line every --interval-ms
  *   udp-stream  --host H --port P --sport S   one UDP socket (fixed source port), one datagram per interval
  *   load        --host H --port P        HTTP requests back to back, each a new connection
- * Clients print {"ready":…} at their first answer and, on SIGTERM (or after --max-ms), one
+ * Clients print {"ready":…} at their first answer, {"answeredBy":…} whenever the answering pod
+ * changes, and, on SIGTERM (or after --max-ms), one
  * {"summary":…} line: answers per pod, and every failure with its time.
  */
 import { createSocket } from "node:dgram";
@@ -35,6 +36,7 @@ const started = Date.now();
 const byPod: Record<string, number> = {};
 const failures: Failure[] = [];
 let ready = false;
+let lastPod: string | undefined;
 const interval = Number(values["interval-ms"]);
 const timeoutMs = Number(values["timeout-ms"]);
 const host = values.host ?? "";
@@ -45,6 +47,10 @@ function answered(pod: string): void {
   if (!ready) {
     ready = true;
     console.log(JSON.stringify({ ready: pod }));
+  }
+  if (pod !== lastPod) {
+    lastPod = pod;
+    console.log(JSON.stringify({ answeredBy: pod, atMs: Date.now() - started }));
   }
 }
 

@@ -64,6 +64,11 @@ export class TrafficClient {
     return this.child.running;
   }
 
+  /** Waits (bounded) until an answer comes from `pod`. */
+  async waitForAnswerFrom(pod: string, timeoutMs: number): Promise<void> {
+    await this.child.waitForLine(new RegExp(`"answeredBy":${JSON.stringify(pod)}`), timeoutMs);
+  }
+
   /** Stops the client and returns what it experienced. */
   async stop(): Promise<TrafficSummary> {
     await this.child.stop();
