@@ -2,6 +2,7 @@
  * The pure iptables renderer: ProxyState + settings → the iptables-restore document upstream
  * kube-proxy writes in `syncProxyRules` (spec §2.5, §3, §4). No clock, no I/O, no randomness.
  */
+import { KubeProxyError } from "../../errors.ts";
 import type { Endpoint, ServicePort } from "../../proxy/types.ts";
 import { servicePortNameString } from "../../proxy/types.ts";
 import {
@@ -46,6 +47,29 @@ import type {
 
 const chainLine = (chain: string): string => `:${chain} - [0:0]`;
 
+/**
+ * The model is validated when objects are decoded; this is the last line of defence before text
+ * reaches iptables-restore: a token with a space, quote or newline would change the rule's meaning.
+ */
+const SAFE_TOKEN = /^[A-Za-z0-9._:/[\]+-]+$/;
+
+/** A value in the renderer's input that cannot be written into a rule safely. */
+export class RenderInputError extends KubeProxyError {
+  readonly code = "KPT_RENDER_INPUT";
+
+  constructor(
+    readonly field: string,
+    readonly value: string,
+  ) {
+    super(`refusing to render ${field} ${JSON.stringify(value)}: not a plain token`);
+  }
+}
+
+function safe(value: string, field: string): string {
+  if (!SAFE_TOKEN.test(value)) throw new RenderInputError(field, value);
+  return value;
+}
+
 const NODEPORTS_TAIL_COMMENT =
   '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"';
 
@@ -82,11 +106,14 @@ function localDetectorArgs(d: LocalDetector): { ifLocal: string; ifNotLocal: str
       return null;
     case "ClusterCIDR":
     case "NodeCIDR":
-      return { ifLocal: `-s ${d.cidr}`, ifNotLocal: `! -s ${d.cidr}` };
+      return { ifLocal: `-s ${safe(d.cidr, "localDetector.cidr")}`, ifNotLocal: `! -s ${d.cidr}` };
     case "BridgeInterface":
-      return { ifLocal: `-i ${d.interfaceName}`, ifNotLocal: `! -i ${d.interfaceName}` };
+      return {
+        ifLocal: `-i ${safe(d.interfaceName, "localDetector.interfaceName")}`,
+        ifNotLocal: `! -i ${d.interfaceName}`,
+      };
     case "InterfaceNamePrefix":
-      return { ifLocal: `-i ${d.prefix}+`, ifNotLocal: `! -i ${d.prefix}+` };
+      return { ifLocal: `-i ${safe(d.prefix, "localDetector.prefix")}+`, ifNotLocal: `! -i ${d.prefix}+` };
   }
 }
 
@@ -155,14 +182,18 @@ function renderServicePort(
   req: RenderRequest,
 ): ServiceOutput {
   const { settings } = ctx;
-  const spn = servicePortNameString(sp.name);
+  const spn = safe(servicePortNameString(sp.name), "service port name");
   const p = sp.protocol.toLowerCase();
+  safe(sp.clusterIP, `${spn} clusterIP`);
+  for (const v of sp.externalIPs) safe(v, `${spn} externalIP`);
+  for (const v of sp.loadBalancerVIPs) safe(v, `${spn} loadBalancer IP`);
+  for (const v of sp.loadBalancerSourceRanges) safe(v, `${spn} loadBalancerSourceRange`);
   const names = servicePortChainNames(spn, p);
   const clusterChain = names.cluster;
   const localChain = names.local;
   const extChain = names.external;
   const fwChain = names.firewall;
-  // Each endpoint's chain name is needed up to three times; hash it once per sync.
+  // Each endpoint's chain name is needed up to three times; hash it once per service port.
   const sepNames = new Map<string, string>();
   const sepOf = (ep: Endpoint): string => {
     let name = sepNames.get(ep.endpoint);
@@ -356,11 +387,12 @@ function renderServicePort(
   for (const ep of cat.allReachableEndpoints) {
     const sep = sepOf(ep);
     declare(sep);
-    const comment = sepComment;
+    safe(ep.ip, `${spn} endpoint IP`);
+    safe(ep.endpoint, `${spn} endpoint`);
     const recent = sp.sessionAffinity !== null ? ` -m recent --name ${sep} --set` : "";
     chainRules.push(
-      `-A ${sep}${comment} -s ${ep.ip} -j ${KUBE_MARK_MASQ}`,
-      `-A ${sep}${comment}${recent} ${match} -j DNAT --to-destination ${ep.endpoint}`,
+      `-A ${sep}${sepComment} -s ${ep.ip} -j ${KUBE_MARK_MASQ}`,
+      `-A ${sep}${sepComment}${recent} ${match} -j DNAT --to-destination ${ep.endpoint}`,
     );
   }
 
@@ -405,7 +437,7 @@ function nodePortTailRules(
 export function renderIptables(req: RenderRequest): RenderResult {
   const { state, settings, fullSync, changedServices } = req;
   const ipv4 = settings.family === "IPv4";
-  const mark = settings.masqueradeMark;
+  const mark = safe(settings.masqueradeMark, "masqueradeMark");
   const npa = nodePortAddressesFor(settings);
   const localhostNodePorts = ipv4 && settings.localhostNodePorts && npa.containsIPv4Loopback;
 

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { renderIptables } from "../../../src/backends/iptables/render.ts";
+import { RenderInputError, renderIptables } from "../../../src/backends/iptables/render.ts";
 import type { RenderRequest } from "../../../src/backends/iptables/types.ts";
 import { endpoint, FAKE_PROXIER_SETTINGS, proxyState, servicePort } from "../../support/iptables-builders.ts";
 
@@ -175,4 +175,28 @@ test("service iteration order is by ServicePortName string, then protocol", () =
   ]);
   const order = renderIptables(request({ state })).nat.captureRuleLines.map((l) => /-d (\S+)/.exec(l)?.[1]);
   assert.deepEqual(order, ["172.30.0.3", "172.30.0.2", "172.30.0.1"]);
+});
+
+test("tokens that could change a rule's meaning are refused with a typed error", () => {
+  const bad = [
+    servicePort({ namespace: "ns1", name: "svc1", portName: 'p80" -j ACCEPT' }),
+    servicePort({ namespace: "ns1", name: "svc1", clusterIP: "172.30.0.1\n-A X" }),
+    servicePort({ namespace: "ns1", name: "svc1", externalIPs: ["1.2.3.4 -j ACCEPT"] }),
+  ];
+  for (const sp of bad) {
+    assert.throws(
+      () => renderIptables(request({ state: proxyState([[sp, [endpoint("10.0.0.1", 80)]]]) })),
+      (err: unknown) => err instanceof RenderInputError && err.code === "KPT_RENDER_INPUT",
+    );
+  }
+  const badEndpoint = proxyState([[svc1, [endpoint('10.0.0.1"', 80)]]]);
+  assert.throws(() => renderIptables(request({ state: badEndpoint })), RenderInputError);
+  const badDetector = {
+    ...FAKE_PROXIER_SETTINGS,
+    localDetector: { mode: "BridgeInterface" as const, interfaceName: "br 0" },
+  };
+  assert.throws(
+    () => renderIptables(request({ state: proxyState([]), settings: badDetector })),
+    RenderInputError,
+  );
 });
