@@ -48,7 +48,6 @@ function startHttp(listenPort: number): Promise<Server> {
     response.writeHead(200, { "content-type": "application/json", connection: "close" });
     response.end(`${body}\n`);
   });
-  server.keepAliveTimeout = 0;
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen({ port: listenPort, host: "::", ipv6Only: false }, () => resolve(server));

@@ -314,26 +314,29 @@ export class Sandbox implements AsyncDisposable {
     this.checkNewRole(name);
     requireFamily(familyOf(spec.ipv4), 4, "external ipv4");
     if (spec.ipv6 !== undefined) requireFamily(familyOf(spec.ipv6), 6, "external ipv6");
-    const gateway = spec.gateway === undefined ? undefined : this.node(spec.gateway);
-    const routes = spec.routes ?? [];
-    if (routes.length > 0 && gateway === undefined) {
-      throw new SandboxError(`external ${name}: routes need a gateway node`);
-    }
+    const routeCommands = this.externalRoutes(name, spec);
     const lan = await this.ensureLan();
     const netns = this.netnsOf(name);
     await this.createNamespace(netns, { forwarding: false });
     await this.attachToLan(lan, name, netns, spec.ipv4, spec.ipv6);
-    const routeCommands = routes.map((route) => {
-      const cidr = cidrToString(parseCidr(route));
-      if (parseCidr(route).family === 4) return `route add ${cidr} via ${gateway?.ipv4}`;
-      if (gateway?.ipv6 === undefined)
-        throw new SandboxError(`external ${name}: IPv6 route needs an IPv6 gateway`);
-      return `route add ${cidr} via ${gateway.ipv6}`;
-    });
     if (routeCommands.length > 0) await this.ipBatch(netns, routeCommands);
     const external: SandboxExternal = { name, netns, ipv4: spec.ipv4, ipv6: spec.ipv6 };
     this.members.set(name, { kind: "external", netns, external });
     return external;
+  }
+
+  /** `ip route` commands sending an external client's `routes` via its gateway node's LAN address. */
+  private externalRoutes(name: string, spec: ExternalSpec): string[] {
+    const routes = (spec.routes ?? []).map(parseCidr);
+    if (routes.length === 0) return [];
+    if (spec.gateway === undefined) throw new SandboxError(`external ${name}: routes need a gateway node`);
+    const gateway = this.node(spec.gateway);
+    return routes.map((route) => {
+      const via = route.family === 4 ? gateway.ipv4 : gateway.ipv6;
+      if (via === undefined)
+        throw new SandboxError(`external ${name}: IPv6 routes need an IPv6 gateway node`);
+      return `route add ${cidrToString(route)} via ${via}`;
+    });
   }
 
   /** Runs a command inside a member's namespace. */

@@ -90,6 +90,10 @@ describe("sandbox lifecycle", () => {
     await assert.rejects(sandbox.addNode("Node_1", { ipv4: "192.168.50.1" }), SandboxError);
     await assert.rejects(sandbox.addNode("lan", { ipv4: "192.168.50.1" }), SandboxError);
     await assert.rejects(sandbox.addNode("node-1", { ipv4: "fd00::1" }), SandboxError);
+    await assert.rejects(
+      sandbox.addExternal("client", { ipv4: "192.168.50.2", routes: ["10.1.0.0/16"] }),
+      /need a gateway/,
+    );
     assert.deepEqual(sandbox.netnsNames, []);
     await sandbox.addNode("node-1", { ipv4: "192.168.50.1" });
     await assert.rejects(sandbox.addPod("node-1", "pod-a", { ipv4: "10.245.0.5" }), /outside/);
@@ -98,6 +102,15 @@ describe("sandbox lifecycle", () => {
       /IPv4-only/,
     );
     await assert.rejects(sandbox.addPod("node-9", "pod-a", { ipv4: "10.244.0.5" }), /no namespace "node-9"/);
+    await assert.rejects(
+      sandbox.addExternal("client", {
+        ipv4: "192.168.50.2",
+        gateway: "node-1",
+        routes: ["fd00:10:96::/112"],
+      }),
+      /IPv6 gateway/,
+    );
+    assert.equal(sandbox.netnsNames.length, 2, "only the LAN and node-1 exist");
   });
 
   it("builds a dual-stack two-node cluster with pod routes between the nodes", async () => {
