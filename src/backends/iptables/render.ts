@@ -427,7 +427,7 @@ function nodePortTailRules(
     if (ip === null || ipFamilyOf(ip) !== settings.family) continue;
     if (!npa.cidrs.some((c) => cidrContains(c, ip))) continue;
     // Upstream logs an error and skips these instead of writing an unusable rule.
-    if (isLoopback(ip) && (ipv6 || !settings.localhostNodePorts)) continue;
+    if (isLoopback(ip) && (ipv6 || !localhostNodePorts)) continue;
     ips.add(ip);
   }
   return [...ips].sort().map((ip) => `${head} -d ${ip} -j ${KUBE_NODEPORTS}`);
