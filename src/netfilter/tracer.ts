@@ -202,8 +202,12 @@ class Walker {
   ): ChainEnd[] {
     const rule = chain.rules[i] as Rule;
     const target = rule.target;
-    const prefix = branch === undefined ? "" : `${branchLabel(branch, true)}; `;
-    const step = (s: PathState, effect: string) => addStep(s, ruleStep(rule, prefix + effect, depth, branch));
+    const label = branch === undefined ? undefined : branchLabel(branch, true);
+    const step = (s: PathState, effect: string) =>
+      addStep(
+        s,
+        ruleStep(rule, label === undefined ? effect : label + effect.replace(/^matched/, ""), depth, branch),
+      );
     const next = (s: PathState) => this.runChain(table, chain, i + 1, s, depth);
     if (target === undefined) return next(step(state, "matched; no target (counts only), continue"));
     switch (target.kind) {
@@ -420,6 +424,56 @@ function endpointString(addr: Address, port: number): string {
   return addr.family === 6 ? `[${formatAddress(addr)}]:${port}` : `${formatAddress(addr)}:${port}`;
 }
 
+/** `IP`, `IP:PORT`, `[IPv6]:PORT` or a bare IPv6 address. */
+function splitHostPort(text: string, flag: string, portRequired: boolean): { ip: string; port?: number } {
+  const m =
+    /^\[([^\]]+)\](?::(\d+))?$/.exec(text) ??
+    (text.split(":").length === 2 ? /^([^:]+):(\d+)$/.exec(text) : null);
+  const ip = m === null ? text : (m[1] as string);
+  const portText = m === null ? undefined : m[2];
+  if (parseAddress(ip) === undefined) throw new InputError(flag, `not an IP address: ${text}`);
+  if (portText === undefined) {
+    if (portRequired) throw new InputError(flag, `needs a port (IP:PORT, [IPv6]:PORT): ${text}`);
+    return { ip };
+  }
+  const port = Number(portText);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new InputError(flag, `port out of range: ${text}`);
+  return { ip, port };
+}
+
+/** Turns `trace` flags (`--src IP[:PORT] --dst IP:PORT [--proto] [--from] [--state]`) into a packet. */
+export function packetFromFlags(flags: {
+  readonly src: string;
+  readonly dst: string;
+  readonly proto?: string;
+  readonly from?: string;
+  readonly state?: string;
+}): { packet: TracePacket; origin: Origin } {
+  const src = splitHostPort(flags.src, "--src", false);
+  const dst = splitHostPort(flags.dst, "--dst", true);
+  const proto = (flags.proto ?? "tcp").toLowerCase();
+  if (proto !== "tcp" && proto !== "udp" && proto !== "sctp")
+    throw new InputError("--proto", `must be tcp, udp or sctp: ${flags.proto}`);
+  const from = flags.from ?? "pod";
+  if (from !== "pod" && from !== "node" && from !== "external")
+    throw new InputError("--from", `must be pod, node or external: ${from}`);
+  const state = (flags.state ?? "NEW").toUpperCase();
+  if (state !== "NEW" && state !== "ESTABLISHED")
+    throw new InputError("--state", `must be NEW or ESTABLISHED: ${flags.state}`);
+  return {
+    packet: {
+      protocol: proto,
+      src: src.ip,
+      ...(src.port === undefined ? {} : { srcPort: src.port }),
+      dst: dst.ip,
+      dstPort: dst.port as number,
+      state,
+    },
+    origin: from,
+  };
+}
+
 /** Walks a packet through the ruleset in kernel hook order and returns every possible outcome. */
 export function tracePacket(ruleset: Ruleset, packet: TracePacket, options: TraceOptions): TraceResult {
   const src = parseAddress(packet.src);
@@ -568,7 +622,23 @@ export function formatTrace(result: TraceResult): string {
     while (shared < o.path.length && shared < previous.length && o.path[shared] === previous[shared])
       shared++;
     if (shared > 0) lines.push(`  (first ${shared} steps as outcome ${i})`);
-    for (const step of o.path.slice(shared)) lines.push(stepLine(step));
+    const rest = o.path.slice(shared);
+    for (let k = 0; k < rest.length; k++) {
+      const step = rest[k] as TraceStep;
+      const after = rest[k + 1];
+      // A chain entered and left without any rule matching reads better as one line.
+      if (
+        step.kind === "chain" &&
+        step.depth > 0 &&
+        after?.kind === "note" &&
+        after.effect.startsWith("back in ")
+      ) {
+        lines.push(`${"  ".repeat(step.depth + 1)}→ ${step.chain}: no rule matched, ${after.effect}`);
+        k++;
+      } else {
+        lines.push(stepLine(step));
+      }
+    }
     previous = o.path;
   });
   return lines.join("\n") + "\n";

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { parseIptablesSave } from "../../../src/netfilter/iptables-save.ts";
-import { formatTrace, tracePacket, traceToJson } from "../../../src/netfilter/tracer.ts";
+import { formatTrace, packetFromFlags, tracePacket, traceToJson } from "../../../src/netfilter/tracer.ts";
 import type { TraceOptions, TracePacket, TraceResult } from "../../../src/netfilter/tracer.ts";
 import type { Ruleset } from "../../../src/netfilter/model.ts";
 import { InputError } from "../../../src/errors.ts";
@@ -296,4 +296,39 @@ test("IPv6 dump: node → ClusterIP without endpoints is REJECTed in filter OUTP
     r.outcomes[0]?.path.filter((s) => s.kind === "rule").map((s) => `${s.table}/${s.chain}#${s.ruleNumber}`),
     ["filter/OUTPUT#1", "filter/KUBE-SERVICES#1"],
   );
+});
+
+test("trace flags become a packet; bad flags are typed errors naming the flag", () => {
+  assert.deepEqual(packetFromFlags({ src: "10.0.0.2:40000", dst: "172.30.0.41:80" }), {
+    packet: {
+      protocol: "tcp",
+      src: "10.0.0.2",
+      srcPort: 40000,
+      dst: "172.30.0.41",
+      dstPort: 80,
+      state: "NEW",
+    },
+    origin: "pod",
+  });
+  assert.deepEqual(
+    packetFromFlags({
+      src: "fd00::1",
+      dst: "[fd00:30::41]:53",
+      proto: "UDP",
+      from: "node",
+      state: "established",
+    }),
+    {
+      packet: { protocol: "udp", src: "fd00::1", dst: "fd00:30::41", dstPort: 53, state: "ESTABLISHED" },
+      origin: "node",
+    },
+  );
+  assert.throws(() => packetFromFlags({ src: "10.0.0.2", dst: "172.30.0.41" }), /--dst: needs a port/);
+  assert.throws(
+    () => packetFromFlags({ src: "10.0.0.2", dst: "172.30.0.41:99999" }),
+    /--dst: port out of range/,
+  );
+  assert.throws(() => packetFromFlags({ src: "x", dst: "172.30.0.41:80" }), InputError);
+  assert.throws(() => packetFromFlags({ src: "10.0.0.2", dst: "172.30.0.41:80", proto: "icmp" }), /--proto/);
+  assert.throws(() => packetFromFlags({ src: "10.0.0.2", dst: "172.30.0.41:80", from: "mars" }), /--from/);
 });
