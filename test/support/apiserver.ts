@@ -14,6 +14,7 @@ import { jsonPatch, mergePatch, PatchError, strategicMerge } from "./apiserver-p
 import type { Json, JsonObject } from "./apiserver-patch.ts";
 import { parseFieldSelector, parseLabelSelector, SelectorError } from "./apiserver-selectors.ts";
 import type { Matcher } from "./apiserver-selectors.ts";
+import { unknownFields } from "./apiserver-schema.ts";
 import { toTable, wantsTable } from "./apiserver-table.ts";
 
 interface ResourceDef {
@@ -839,6 +840,33 @@ export class TestApiServer {
     }
   }
 
+  /**
+   * Server-side field validation: Strict rejects unknown fields, Warn (the default) answers
+   * with Warning headers that kubectl prints, Ignore says nothing.
+   */
+  private validateFields(
+    def: ResourceDef,
+    obj: JsonObject,
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): void {
+    const mode = new URL(req.url ?? "/", "http://local").searchParams.get("fieldValidation") ?? "Warn";
+    const unknown = unknownFields(def.kind, obj);
+    if (unknown.length === 0 || mode === "Ignore") return;
+    if (mode === "Strict") {
+      const list = unknown.map((f) => `unknown field "${f}"`).join(", ");
+      throw new ApiStatus(
+        400,
+        "BadRequest",
+        `${def.kind} in version "${def.version}" cannot be handled as a ${def.kind}: strict decoding error: ${list}`,
+      );
+    }
+    res.setHeader(
+      "Warning",
+      unknown.map((f) => `299 - ${JSON.stringify(`unknown field "${f}"`)}`),
+    );
+  }
+
   private create(
     def: ResourceDef,
     namespace: string | undefined,
@@ -851,6 +879,7 @@ export class TestApiServer {
     }
     const obj = this.parseBody(def, body, req.headers["content-type"] ?? "");
     this.checkNamespace(def, namespace, obj);
+    this.validateFields(def, obj, req, res);
     if (new URL(req.url ?? "/", "http://local").searchParams.get("dryRun") === "All") {
       return sendJson(res, 201, withType(def, obj));
     }
@@ -870,6 +899,7 @@ export class TestApiServer {
     if ((obj["metadata"] as JsonObject)["name"] !== name) {
       throw new ApiStatus(400, "BadRequest", "the name of the object does not match the name on the URL");
     }
+    this.validateFields(def, obj, req, res);
     sendJson(res, 200, withType(def, this.commitUpdate(def, this.mustGet(def, namespace, name), obj)));
   }
 
@@ -887,6 +917,7 @@ export class TestApiServer {
       // Server-side apply, approximated: no managedFields; the applied fields win, others stay.
       const applied = this.parseBody(def, body, "yaml");
       this.checkNamespace(def, namespace, applied);
+      this.validateFields(def, applied, req, res);
       if (!existing) return sendJson(res, 201, withType(def, this.commitCreate(def, namespace, applied)));
       const merged = strategicMerge("", existing as Json, applied) as JsonObject;
       return sendJson(res, 200, withType(def, this.commitUpdate(def, existing, merged)));
@@ -912,6 +943,7 @@ export class TestApiServer {
     if (patched === null || typeof patched !== "object" || Array.isArray(patched)) {
       throw new ApiStatus(422, "Invalid", "the patch produced a non-object");
     }
+    this.validateFields(def, patched, req, res);
     sendJson(res, 200, withType(def, this.commitUpdate(def, existing, patched)));
   }
 }

@@ -176,6 +176,25 @@ describe("kubectl against the test apiserver", () => {
     }
   });
 
+  test("server-side field validation: kubectl's strict default rejects typos, --validate=warn warns", async () => {
+    const typo = join(s.pki.dir, "typo.yaml");
+    await writeFile(
+      typo,
+      MANIFEST.split("---")[0]
+        ?.replace("name: web", "name: typo")
+        .replace("targetPort: 8080", "trgetPort: 8080") ?? "",
+    );
+    await assert.rejects(
+      kubectl("apply", "-f", typo),
+      /strict decoding error: unknown field "spec\.ports\[0\]\.trgetPort"/,
+    );
+    assert.equal(s.server.get("Service", "default", "typo"), undefined);
+    const warned = await kubectl("apply", "--validate=warn", "-f", typo);
+    assert.equal(warned.stdout, "service/typo created\n");
+    assert.match(warned.stderr, /^Warning: unknown field "spec\.ports\[0\]\.trgetPort"$/m);
+    await kubectl("delete", "svc", "typo");
+  });
+
   test("kubectl with a token the server does not know is refused", async () => {
     const path = join(s.pki.dir, "bad-kubeconfig");
     await writeFile(
