@@ -60,6 +60,8 @@ export interface ServiceExplanation {
   /** The nat chains reached from the entries, in first-reached order. */
   readonly chains: readonly ExplainedChain[];
   readonly endpoints: readonly ExplainedEndpoint[];
+  /** nat KUBE-MARK-MASQ and KUBE-POSTROUTING: how the mark set above becomes a MASQUERADE. */
+  readonly masquerade: readonly ExplainedRule[];
 }
 
 export interface ServiceRef {
@@ -204,9 +206,13 @@ export function explainService(ruleset: Ruleset, ref: ServiceRef): ServiceExplan
       `no rules for Service ${service}${ref.port === undefined ? "" : ` port ${ref.port}`} in this ruleset`,
     );
   }
+  const masquerade = ["KUBE-MARK-MASQ", "KUBE-POSTROUTING"].flatMap((name) =>
+    (nat?.chains.get(name)?.rules ?? []).map((rule) => explained(rule, "masquerade")),
+  );
   return {
     service,
     ...(ref.port === undefined ? {} : { port: ref.port }),
+    masquerade,
     servicePortNames: [...spns].sort(),
     entries,
     filter,
@@ -264,6 +270,17 @@ export function formatExplanation(ex: ServiceExplanation, family: Ruleset["famil
       ...section(`Chain ${name} (filter, rules for this Service only)`, rules, family, (r) => r.role),
       "",
     );
+  if (ex.masquerade.length > 0) {
+    lines.push(
+      ...section(
+        "Chains KUBE-MARK-MASQ, KUBE-POSTROUTING (nat, shared by all Services)",
+        ex.masquerade,
+        family,
+        (r) => r.chain,
+      ),
+      "",
+    );
+  }
   lines.push("endpoints:");
   if (ex.endpoints.length === 0) lines.push("  (none: new connections are not DNATed)");
   for (const e of ex.endpoints) {
@@ -273,4 +290,20 @@ export function formatExplanation(ex: ServiceExplanation, family: Ruleset["famil
     );
   }
   return lines.join("\n") + "\n";
+}
+
+function ruleJson(r: ExplainedRule): unknown {
+  const { rule, ...rest } = r;
+  return { ...rest, rule: `-A ${rule.chain} ${rule.text}`, target: targetName(rule) };
+}
+
+/** JSON form: rules as their dump text (parsed addresses hold bigints, which JSON cannot carry). */
+export function explanationToJson(ex: ServiceExplanation): unknown {
+  return {
+    ...ex,
+    entries: ex.entries.map(ruleJson),
+    filter: ex.filter.map(ruleJson),
+    chains: ex.chains.map((c) => ({ ...c, rules: c.rules.map(ruleJson) })),
+    masquerade: ex.masquerade.map(ruleJson),
+  };
 }

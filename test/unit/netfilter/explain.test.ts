@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { parseIptablesSave } from "../../../src/netfilter/iptables-save.ts";
-import { explainService, formatExplanation } from "../../../src/netfilter/explain.ts";
+import { explainService, explanationToJson, formatExplanation } from "../../../src/netfilter/explain.ts";
 import { COLUMN_HEADER, formatRuleColumns, humanCount } from "../../../src/netfilter/format.ts";
 import { InputError } from "../../../src/errors.ts";
 
@@ -37,6 +37,15 @@ test("explain: KUBE-SERVICES → KUBE-SVC (statistic shares) → KUBE-SEP → DN
     ["masquerade", "endpoint", "endpoint"],
   );
   assert.equal(ex.chains[1]?.rules[0]?.role, "hairpin masquerade");
+  assert.deepEqual(
+    ex.masquerade.map((r) => [r.chain, r.ruleNumber, r.counters?.packets]),
+    [
+      ["KUBE-MARK-MASQ", 1, 2],
+      ["KUBE-POSTROUTING", 1, 0],
+      ["KUBE-POSTROUTING", 2, 2],
+      ["KUBE-POSTROUTING", 3, 2],
+    ],
+  );
   const text = formatExplanation(ex, netns.family);
   assert.match(text, /^Service ns3\/svc3 \(ns3\/svc3:p80\)/);
   assert.match(text, /10\.0\.3\.2:80 \(KUBE-SEP-DKCFIS26GWF2WLWC\) 50%, 1 pkts 60 bytes/);
@@ -124,4 +133,26 @@ test("iptables -vnL columns", () => {
     "123M",
     "5000G",
   ]);
+});
+
+test("explain JSON carries rule text and survives IPv6 (bigint) addresses", () => {
+  const rs = parseIptablesSave(
+    '*filter\n:KUBE-SERVICES - [0:0]\n[3:180] -A KUBE-SERVICES -d fd00:30::41/128 -p tcp -m comment --comment "ns1/svc1:p80 has no endpoints" -m tcp --dport 80 -j REJECT\nCOMMIT\n',
+  );
+  const json = JSON.parse(
+    JSON.stringify(explanationToJson(explainService(rs, { namespace: "ns1", name: "svc1" }))),
+  ) as {
+    filter: { rule: string; role: string; target: string; counters: { packets: number } }[];
+  };
+  assert.deepEqual(json.filter[0], {
+    table: "filter",
+    chain: "KUBE-SERVICES",
+    ruleNumber: 1,
+    line: 3,
+    role: "no endpoints",
+    servicePortName: "ns1/svc1:p80",
+    counters: { packets: 3, bytes: 180 },
+    rule: '-A KUBE-SERVICES -d fd00:30::41/128 -p tcp -m comment --comment "ns1/svc1:p80 has no endpoints" -m tcp --dport 80 -j REJECT',
+    target: "REJECT",
+  });
 });
