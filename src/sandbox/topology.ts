@@ -160,8 +160,10 @@ export class Sandbox implements AsyncDisposable {
     let files: string[];
     try {
       files = readdirSync(stateDir);
-    } catch {
-      return [];
+    } catch (error) {
+      // No state directory: no sandbox ever ran here, so there is nothing to sweep.
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw error;
     }
     const namespaces = await listNamespaces(runner);
     const removed: string[] = [];
