@@ -1,0 +1,252 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { startPodServer } from "../../../src/sandbox/servers.ts";
+import { Sandbox } from "../../../src/sandbox/topology.ts";
+import {
+  addNodeDefaultRoute,
+  daemonArgv,
+  endpointSlice,
+  nodeObject,
+  ProxyDaemon,
+  service,
+  sleep,
+} from "../../support/daemon.ts";
+import type { Family } from "../../support/daemon.ts";
+import { startEchoServer, TrafficClient } from "../../support/traffic.ts";
+
+/*
+ * The daemon's life in a namespace that other components also program: their rules survive
+ * every sync, a restart keeps established connections and serves new ones throughout, and
+ * `--cleanup` gives the namespace back as it was. The cases run in order on one daemon.
+ */
+
+const NODE = "node-1";
+const NODE_IP = "192.168.50.1";
+const CLIENT = "client";
+const VIP = "10.1.0.80";
+const ECHO_PORT = 9000;
+const PODS = { "web-a": "10.244.0.30", "web-b": "10.244.0.31" } as const;
+
+/** What "another component" (a CNI plugin, a host firewall) keeps in the same tables. */
+const FOREIGN_RULES = [
+  "*nat",
+  ":FOREIGN-NAT - [0:0]",
+  "-A POSTROUTING -s 10.99.0.0/16 -j FOREIGN-NAT",
+  "-A FOREIGN-NAT -d 198.51.100.1/32 -j RETURN",
+  "-A FOREIGN-NAT -j MASQUERADE",
+  "COMMIT",
+  "*filter",
+  ":FOREIGN-FILTER - [0:0]",
+  '-A INPUT -p tcp -m tcp --dport 9999 -m comment --comment "another component" -j FOREIGN-FILTER',
+  "-A FOREIGN-FILTER -s 192.0.2.0/24 -j DROP",
+  "-A FOREIGN-FILTER -j ACCEPT",
+  "-A FORWARD -d 203.0.113.7/32 -j DROP",
+  "COMMIT",
+  "",
+].join("\n");
+
+const BUILTIN_CHAINS = new Set(["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]);
+
+/**
+ * An iptables-save dump reduced to what it means: no comments or counters, and no table that
+ * holds nothing but empty built-in chains with ACCEPT policy (iptables-nft lists a table as
+ * soon as anything touched it, even after everything in it was removed).
+ */
+function normaliseSave(save: string, keep: (line: string) => boolean = () => true): string[] {
+  const out: string[] = [];
+  let table: string[] = [];
+  for (const raw of save.split("\n")) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    if (line.startsWith("*")) {
+      table = [line];
+      continue;
+    }
+    if (line === "COMMIT") {
+      const meaningful = table.slice(1).some((entry) => {
+        const builtinAccept = /^:(\S+) ACCEPT$/.exec(entry);
+        return builtinAccept === null || !BUILTIN_CHAINS.has(builtinAccept[1] ?? "");
+      });
+      if (meaningful) out.push(...table, "COMMIT");
+      table = [];
+      continue;
+    }
+    const entry = line.replace(/ \[\d+:\d+\]$/, "");
+    if (keep(entry)) table.push(entry);
+  }
+  return out;
+}
+
+/** Only the lines that belong to someone else: anything that names no KUBE- chain. */
+function foreignLines(save: string): string[] {
+  return normaliseSave(save, (line) => !/KUBE-/.test(line));
+}
+
+describe("the daemon among other components' rules, across restarts and cleanup", () => {
+  let sandbox: Sandbox;
+  let daemon: ProxyDaemon;
+  const beforeProxy = new Map<Family, string>();
+
+  const saveAll = async (family: Family): Promise<string> =>
+    (await sandbox.exec(NODE, [family === "IPv4" ? "iptables-save" : "ip6tables-save"])).stdout;
+
+  before(async () => {
+    sandbox = await Sandbox.create({ prefix: "kptpxlife" });
+    await sandbox.addNode(NODE, { ipv4: NODE_IP, podCIDR: "10.244.0.0/24" });
+    await sandbox.addExternal(CLIENT, { ipv4: "192.168.50.2", gateway: NODE, routes: ["10.1.0.0/16"] });
+    await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
+    for (const [name, ipv4] of Object.entries(PODS)) {
+      await sandbox.addPod(NODE, name, { ipv4 });
+      await startPodServer(sandbox, name, { udpPort: null });
+      await startEchoServer(sandbox, name, ECHO_PORT);
+    }
+    await sandbox.exec(NODE, ["iptables-restore", "--noflush"], { stdin: FOREIGN_RULES });
+    await sandbox.exec(NODE, ["ip6tables-restore", "--noflush"], {
+      stdin: FOREIGN_RULES.replace(
+        /198\.51\.100\.1\/32|192\.0\.2\.0\/24|203\.0\.113\.7\/32|10\.99\.0\.0\/16/g,
+        "2001:db8::/64",
+      ),
+    });
+    for (const family of ["IPv4", "IPv6"] as const) beforeProxy.set(family, await saveAll(family));
+    daemon = await ProxyDaemon.start(sandbox, {
+      node: NODE,
+      families: ["IPv4", "IPv6"],
+      args: ["--cluster-cidr", "10.244.0.0/16"],
+      manifests: {
+        "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
+        "web.yaml": [
+          service({
+            name: "web",
+            type: "NodePort",
+            clusterIP: VIP,
+            ports: [
+              { name: "http", port: 80, nodePort: 30080 },
+              { name: "echo", port: ECHO_PORT, nodePort: 30090 },
+            ],
+          }),
+          endpointSlice({
+            service: "web",
+            endpoints: Object.entries(PODS).map(([pod, ip]) => ({ ip, node: NODE, pod })),
+            ports: [
+              { name: "http", port: 80 },
+              { name: "echo", port: ECHO_PORT },
+            ],
+          }),
+        ],
+      },
+    });
+  });
+
+  after(async () => {
+    try {
+      await daemon?.dispose();
+    } finally {
+      await sandbox.dispose();
+    }
+  });
+
+  it("keeps foreign chains and rules in nat and filter through every sync", async () => {
+    const expected = foreignLines(beforeProxy.get("IPv4") ?? "");
+    assert.ok(
+      expected.includes(":FOREIGN-NAT -") && expected.includes(":FOREIGN-FILTER -"),
+      expected.join("\n"),
+    );
+    const check = async (when: string): Promise<void> => {
+      const now = await daemon.save("IPv4");
+      assert.ok(/:KUBE-SERVICES/.test(now), `no kube-proxy rules ${when}`);
+      assert.deepEqual(foreignLines(now), expected, `foreign rules changed ${when}${daemon.logTail(10)}`);
+      assert.deepEqual(foreignLines(await daemon.save("IPv6")), foreignLines(beforeProxy.get("IPv6") ?? ""));
+    };
+    await check("after the first sync");
+    const extra = service({
+      name: "extra",
+      type: "NodePort",
+      clusterIP: "10.1.0.81",
+      ports: [{ port: 80, nodePort: 30081 }],
+    });
+    await daemon.apply(() => daemon.write("extra.yaml", extra));
+    await check("after adding a Service");
+    await daemon.apply(() =>
+      daemon.write("extra.yaml", [
+        extra,
+        endpointSlice({
+          service: "extra",
+          endpoints: [{ ip: PODS["web-a"], node: NODE }],
+          ports: [{ port: 80 }],
+        }),
+      ]),
+    );
+    await check("after adding endpoints");
+    await daemon.apply(() => daemon.remove("extra.yaml"));
+    await daemon.waitForRules(
+      "the extra Service's chains to be deleted",
+      (save) => !save.includes("default/extra"),
+    );
+    await check("after deleting a Service");
+  });
+
+  it("keeps established connections and serves new ones while the proxy restarts", async () => {
+    const held = await TrafficClient.start(sandbox, CLIENT, "hold", {
+      host: VIP,
+      port: ECHO_PORT,
+      intervalMs: 50,
+      timeoutMs: 3_000,
+    });
+    const fresh = await TrafficClient.start(sandbox, CLIENT, "load", {
+      host: VIP,
+      port: 80,
+      intervalMs: 20,
+      timeoutMs: 3_000,
+    });
+    let heldSummary;
+    let freshSummary;
+    try {
+      await sleep(500);
+      await daemon.restart();
+      await sleep(1_000);
+      assert.ok(held.running && fresh.running);
+    } finally {
+      heldSummary = await held.stop();
+      freshSummary = await fresh.stop();
+    }
+    assert.deepEqual(
+      heldSummary.failures,
+      [],
+      `long-lived connection broke: ${JSON.stringify(heldSummary)}${daemon.logTail(15)}`,
+    );
+    assert.deepEqual(
+      freshSummary.failures,
+      [],
+      `new connections failed: ${JSON.stringify(freshSummary)}${daemon.logTail(15)}`,
+    );
+    assert.equal(Object.keys(heldSummary.byPod).length, 1, "one connection, one pod");
+    assert.ok(
+      heldSummary.answers >= 10 && freshSummary.answers >= 10,
+      JSON.stringify({ heldSummary, freshSummary }),
+    );
+    assert.deepEqual(foreignLines(await daemon.save("IPv4")), foreignLines(beforeProxy.get("IPv4") ?? ""));
+  });
+
+  it("--cleanup leaves the ruleset as it was before the proxy ran", async () => {
+    await daemon.stop();
+    await sandbox.exec(NODE, [...daemonArgv(), "--cleanup"], { timeoutMs: 60_000 });
+    for (const family of ["IPv4", "IPv6"] as const) {
+      const afterCleanup = normaliseSave(await saveAll(family));
+      // Upstream's cleanup leaves KUBE-FIREWALL and its two jumps on purpose (kubelet owns a
+      // duplicate; spec §5.7). Nothing else may remain.
+      const leftovers = new Set([
+        ":KUBE-FIREWALL -",
+        "-A INPUT -j KUBE-FIREWALL",
+        "-A OUTPUT -j KUBE-FIREWALL",
+      ]);
+      const residue = afterCleanup.filter(
+        (line) => !leftovers.has(line) && !line.startsWith("-A KUBE-FIREWALL "),
+      );
+      assert.deepEqual(
+        residue,
+        normaliseSave(beforeProxy.get(family) ?? ""),
+        `${family} after --cleanup:\n${afterCleanup.join("\n")}`,
+      );
+    }
+  });
+});
