@@ -6,6 +6,8 @@ import type { IptablesSettings, LocalDetector, RenderRequest } from "../../../sr
 import type { Endpoint, ServicePort } from "../../../src/proxy/types.ts";
 import { endpoint, FAKE_PROXIER_SETTINGS, proxyState, servicePort } from "../../support/iptables-builders.ts";
 import { checkIPTablesRuleJumps, parseIPTablesDump } from "../../support/iptables-normalise.ts";
+import { changedServiceNames } from "../../support/iptables-golden.ts";
+import { SimulatedIptables } from "../../support/iptables-restore-sim.ts";
 
 const octet = fc.integer({ min: 0, max: 255 });
 const ipv4 = fc.tuple(octet, octet).map(([a, b]) => `10.${a}.${b}.1`);
@@ -147,5 +149,59 @@ test("payload lines are single-line, quote-balanced and parseable", () => {
       assert.ok(counts.natRulesTotal >= counts.natRulesWritten);
     }),
     { numRuns: 200 },
+  );
+});
+
+test("a partial sync leaves the kernel exactly as a full sync would", () => {
+  const entryArb = fc.record({
+    sp: servicePortArb,
+    before: fc.array(endpointArb, { maxLength: 4 }),
+    after: fc.option(fc.array(endpointArb, { maxLength: 4 }), { nil: null }),
+    inBefore: fc.boolean(),
+    inAfter: fc.boolean(),
+  });
+  const dedup = (eps: readonly Endpoint[]): Endpoint[] => [
+    ...new Map(eps.map((e) => [e.endpoint, e])).values(),
+  ];
+  fc.assert(
+    fc.property(
+      fc.uniqueArray(entryArb, {
+        maxLength: 8,
+        selector: (e) => `${e.sp.name.namespace}/${e.sp.name.name}`,
+      }),
+      settingsArb,
+      (entries, settings) => {
+        const s1 = proxyState(entries.filter((e) => e.inBefore).map((e) => [e.sp, dedup(e.before)] as const));
+        const s2 = proxyState(
+          entries.filter((e) => e.inAfter).map((e) => [e.sp, dedup(e.after ?? e.before)] as const),
+        );
+        const incremental = new SimulatedIptables();
+        const base = {
+          settings: { ...settings, largeClusterEndpointsThreshold: 1000 },
+          changedServices: new Set<string>(),
+        };
+        incremental.restore(
+          renderIptables({ ...base, state: s1, fullSync: true, existingNatChains: [] }).payload,
+        );
+        incremental.restore(
+          renderIptables({
+            ...base,
+            state: s2,
+            fullSync: false,
+            changedServices: changedServiceNames(s1, s2),
+            existingNatChains: incremental.chains("nat"),
+          }).payload,
+        );
+        const fresh = new SimulatedIptables();
+        fresh.restore(renderIptables({ ...base, state: s2, fullSync: true, existingNatChains: [] }).payload);
+        const dump = (k: SimulatedIptables): string[] =>
+          k
+            .chains("nat")
+            .sort()
+            .map((c) => `${c}\n${k.rules("nat", c).join("\n")}`);
+        assert.deepEqual(dump(incremental), dump(fresh));
+      },
+    ),
+    { numRuns: 150 },
   );
 });
