@@ -55,14 +55,18 @@ export async function timeRestore(call: RestoreCall): Promise<Timing> {
 }
 
 /** Sequential restores of several payloads; stops at the first one that does not succeed. */
-export async function timeRestores(calls: readonly RestoreCall[]): Promise<Timing> {
+export async function timeRestores(
+  calls: readonly RestoreCall[],
+): Promise<{ total: Timing; each: readonly number[] }> {
   let total = 0;
+  const each: number[] = [];
   for (const call of calls) {
     const t = await timeRestore(call);
-    if (t.status !== "ok") return t;
+    if (t.status !== "ok") return { total: t, each };
     total += t.ms;
+    each.push(t.ms);
   }
-  return { status: "ok", ms: total };
+  return { total: { status: "ok", ms: total }, each };
 }
 
 export function formatTiming(t: Timing): string {

@@ -102,6 +102,8 @@ export interface SyncPhase {
   readonly payloadBytes: number;
   /** Bare iptables-restore of the same transactions into a fresh namespace. */
   readonly bare: Timing;
+  /** Each bare transaction's time, in order (the last one swaps the capture rules). */
+  readonly bareEach: readonly number[];
 }
 
 export interface SyncRow {
@@ -121,12 +123,16 @@ export interface SyncOptions {
   readonly endpointsPerService: number;
   readonly backends: readonly Backend[];
   readonly capMs: number;
-  /** Largest size at which the single-payload restore is timed on nft (it is super-linear). */
+  /** Largest size at which the single-payload restore is timed on nft (legacy: every size). */
   readonly singlePayloadMax: number;
   readonly signal: AbortSignal;
 }
 
-function phase(wallMs: number, calls: KernelCalls, bare: Timing): SyncPhase {
+function phase(
+  wallMs: number,
+  calls: KernelCalls,
+  bare: { total: Timing; each: readonly number[] },
+): SyncPhase {
   return {
     wallMs,
     transactions: calls.restores.length,
@@ -135,7 +141,8 @@ function phase(wallMs: number, calls: KernelCalls, bare: Timing): SyncPhase {
     commandMs: calls.commandMs,
     commands: calls.commands,
     payloadBytes: calls.restores.reduce((a, r) => a + Buffer.byteLength(r.payload), 0),
-    bare,
+    bare: bare.total,
+    bareEach: bare.each,
   };
 }
 
@@ -228,16 +235,19 @@ async function oneRow(
       });
       const full = await timeRestores(fullCalls.restores.map((r) => call(r.payload)));
       const partial =
-        full.status === "ok"
+        full.total.status === "ok"
           ? await timeRestores(partialCalls.restores.map((r) => call(r.payload)))
-          : ({ status: "failed", ms: 0, error: "full restore did not complete" } as const);
+          : { total: { status: "failed", ms: 0, error: "full restore did not complete" } as const, each: [] };
       return { full, partial };
     });
-    log(`    full ${formatTiming(bare.full)}, partial ${formatTiming(bare.partial)}`);
+    log(`    full ${formatTiming(bare.full.total)}, partial ${formatTiming(bare.partial.total)}`);
 
     let singlePayload: Timing | null = null;
-    if (backend === "nft" && services <= options.singlePayloadMax && fullCalls.restores.length > 1) {
-      log(`  one single payload with iptables-nft-restore (cap ${formatMs(options.capMs)})…`);
+    // iptables-legacy-restore rewrites the whole table per transaction, so its single payload is
+    // cheap at every size; iptables-nft-restore's is super-linear, hence the size limit.
+    const timeSingle = backend === "legacy" || services <= options.singlePayloadMax;
+    if (timeSingle && fullCalls.restores.length > 1) {
+      log(`  one single payload with iptables-${backend}-restore (cap ${formatMs(options.capMs)})…`);
       singlePayload = await withBenchNetns((singleNetns) =>
         timeRestore({
           backend,
@@ -317,8 +327,13 @@ export function chunkingTable(rows: readonly SyncRow[]): string {
     "|---|---|---|---|",
   ];
   for (const r of measured) {
+    const each = r.full.bareEach;
+    const detail =
+      each.length > 2
+        ? `; first chunk ${formatMs(each[0]!)}, last chunk ${formatMs(each[each.length - 2]!)}, final ${formatMs(each[each.length - 1]!)}`
+        : "";
     lines.push(
-      `| ${r.backend} | ${size(r)} | ${formatTiming(r.singlePayload!)} | ${formatTiming(r.full.bare)} (${r.full.transactions} transactions) |`,
+      `| ${r.backend} | ${size(r)} | ${formatTiming(r.singlePayload!)} | ${formatTiming(r.full.bare)} (${r.full.transactions} transactions${detail}) |`,
     );
   }
   return lines.join("\n");
