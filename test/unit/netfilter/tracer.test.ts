@@ -332,3 +332,45 @@ test("trace flags become a packet; bad flags are typed errors naming the flag", 
   assert.throws(() => packetFromFlags({ src: "10.0.0.2", dst: "172.30.0.41:80", proto: "icmp" }), /--proto/);
   assert.throws(() => packetFromFlags({ src: "10.0.0.2", dst: "172.30.0.41:80", from: "mars" }), /--from/);
 });
+
+test("goto: falling off the goto'd chain returns past the calling chain; jump returns to the next rule", () => {
+  const dump = (how: "-j" | "-g") =>
+    parseIptablesSave(
+      [
+        "*filter",
+        ":FORWARD ACCEPT [0:0]",
+        ":A - [0:0]",
+        ":B - [0:0]",
+        "-A FORWARD -j A",
+        "-A FORWARD -j REJECT",
+        `-A A ${how} B`,
+        "-A A -j DROP",
+        "-A B -p udp -j ACCEPT",
+        "COMMIT",
+        "",
+      ].join("\n"),
+    );
+  assert.deepEqual(summary(trace(dump("-j"), { src: "10.0.0.2", dst: "10.1.0.1", dstPort: 80 }, "pod")), [
+    "DROP masq=false p=1.0000",
+  ]);
+  assert.deepEqual(summary(trace(dump("-g"), { src: "10.0.0.2", dst: "10.1.0.1", dstPort: 80 }, "pod")), [
+    "REJECT masq=false p=1.0000",
+  ]);
+  assert.deepEqual(
+    summary(trace(dump("-g"), { protocol: "udp", src: "10.0.0.2", dst: "10.1.0.1", dstPort: 80 }, "pod")),
+    ["ACCEPT 10.1.0.1:80 masq=false p=1.0000"],
+  );
+});
+
+test("a DROP policy on a built-in chain applies when nothing accepts", () => {
+  const rs = parseIptablesSave(
+    "*filter\n:FORWARD DROP [5:300]\n:KUBE-FORWARD - [0:0]\n-A FORWARD -j KUBE-FORWARD\n-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT\nCOMMIT\n",
+  );
+  const r = trace(rs, { src: "10.0.0.2", dst: "10.1.0.1", dstPort: 80 }, "pod");
+  assert.deepEqual(summary(r), ["DROP masq=false p=1.0000"]);
+  assert.equal(r.outcomes[0]?.path.at(-1)?.effect, "end of FORWARD: policy DROP");
+  assert.deepEqual(
+    summary(trace(rs, { src: "10.0.0.2", dst: "10.1.0.1", dstPort: 80, mark: 0x4000 }, "pod")),
+    ["ACCEPT 10.1.0.1:80 masq=false p=1.0000"],
+  );
+});
