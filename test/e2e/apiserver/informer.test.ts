@@ -1,5 +1,6 @@
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { KubeClient, NODES, SERVICES } from "../../../src/k8s/client.ts";
 import { Informer, PROXY_LABEL_SELECTOR, SERVICE_FIELD_SELECTOR } from "../../../src/k8s/informer.ts";
 import type { InformerNotice, KubeObject } from "../../../src/k8s/informer.ts";
@@ -148,12 +149,12 @@ describe("Informer against the test apiserver", () => {
   test("a stalled watch is detected by silence and replaced; bookmarks keep a healthy one alive", async () => {
     s.server.put(service("a"));
     const rec = new Recorder();
-    const informer = start(rec, { idleTimeoutMs: 600 });
+    const informer = start(rec, { idleTimeoutMs: 1000 });
     await waitFor("sync", () => informer.hasSynced);
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 1500));
     assert.ok(
       !notices.some((n) => n.kind === "watch-failed"),
-      "200 ms bookmarks keep a 600 ms idle limit happy",
+      "200 ms bookmarks keep a 1 s idle limit happy",
     );
     assert.ok(
       Number(informer.resourceVersion) >= Number(s.server.resourceVersion),
@@ -185,6 +186,47 @@ describe("Informer against the test apiserver", () => {
     const t = Date.now();
     await waitFor("recovered", () => rec.view.has("b"), 5000);
     assert.ok(Date.now() - t >= 900, "waited for Retry-After");
+  });
+
+  test("property: any mix of changes, dropped/stalled watches, compaction and 500s converges", async () => {
+    const names = ["a", "b", "c", "d"];
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant("put" as const), name: fc.constantFrom(...names), v: fc.nat(3) }),
+      fc.record({ kind: fc.constant("remove" as const), name: fc.constantFrom(...names) }),
+      fc.constant({ kind: "drop" as const }),
+      fc.constant({ kind: "stall" as const }),
+      fc.constant({ kind: "expire" as const }),
+      fc.constant({ kind: "fail" as const }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { maxLength: 16 }), async (ops) => {
+        for (const n of names) s.server.put(service(n));
+        const rec = new Recorder();
+        const informer = start(rec, { idleTimeoutMs: 400, pageSize: 2 });
+        try {
+          await waitFor("sync", () => informer.hasSynced);
+          for (const o of ops) {
+            if (o.kind === "put") s.server.put(service(o.name, { labels: { v: String(o.v) } }));
+            else if (o.kind === "remove") s.server.remove("Service", "default", o.name);
+            else if (o.kind === "drop") s.server.dropWatches();
+            else if (o.kind === "stall") s.server.stallWatches();
+            else if (o.kind === "expire") s.server.expireResourceVersions();
+            else s.server.failRequests(1, 500, { pathIncludes: "/services" });
+            await new Promise((r) => setTimeout(r, 5));
+          }
+          await waitFor(
+            "convergence",
+            () => JSON.stringify([...rec.view].sort()) === JSON.stringify([...serverView(s, names)].sort()),
+            8000,
+          );
+        } finally {
+          abort.abort();
+          await running;
+          for (const n of names) s.server.remove("Service", "default", n);
+        }
+      }),
+      { numRuns: 20 },
+    );
   });
 
   test("the own Node by field selector", async () => {
