@@ -185,6 +185,7 @@ export async function demoCommand(raw: Record<string, unknown>): Promise<void> {
     say("Demo complete: every request was answered. Tearing the sandbox down.");
   } finally {
     if (options.keep) {
+      sandbox.release();
       say(`--keep: leaving sandbox ${sandbox.id} (namespaces ${sandbox.prefix}-${sandbox.id}-*) in place`);
     } else {
       await sandbox.dispose();

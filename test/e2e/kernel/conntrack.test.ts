@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { deleteUdpFlow, listUdpEntries, reconcileUdpConntrack } from "../../../src/kernel/conntrack.ts";
 import type { UdpConntrackModel } from "../../../src/kernel/conntrack.ts";
-import { runner, withNetns } from "./netns.ts";
+import { runner, withNetns } from "../../support/netns.ts";
 
 const run = (netns: string, argv: string[]) => runner.run(argv, { netns, timeoutMs: 10_000 });
 

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { detectBackend } from "../../../src/kernel/detect.ts";
-import { runner, withNetns } from "./netns.ts";
+import { runner, withNetns } from "../../support/netns.ts";
 
 const run = (netns: string, argv: string[]) => runner.run(argv, { netns, timeoutMs: 10_000 });
 

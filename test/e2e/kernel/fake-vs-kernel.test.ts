@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
 import { Iptables, RestoreError } from "../../../src/kernel/iptables.ts";
 import type { IptablesInterface } from "../../../src/kernel/iptables.ts";
-import { stripComments, runner, withNetns } from "./netns.ts";
+import { stripComments, runner, withNetns } from "../../support/netns.ts";
 
 type Step = (ipt: IptablesInterface) => Promise<unknown>;
 

@@ -4,7 +4,7 @@ import { Iptables, RestoreError, ensureJumpRules } from "../../../src/kernel/ipt
 import type { IptablesBackend, JumpRule } from "../../../src/kernel/iptables.ts";
 import { cleanupLeftovers } from "../../../src/backends/iptables/cleanup.ts";
 import { startCanaryMonitor } from "../../../src/kernel/canary.ts";
-import { runner, stripComments, withNetns } from "./netns.ts";
+import { runner, stripComments, withNetns } from "../../support/netns.ts";
 
 const BACKENDS: readonly IptablesBackend[] = ["nft", "legacy"];
 

@@ -11,7 +11,7 @@ import {
   ensureNfacctCounter,
   readNfacctCounters,
 } from "../../../src/kernel/nfacct.ts";
-import { runner, withNetns } from "./netns.ts";
+import { runner, withNetns } from "../../support/netns.ts";
 
 test("sysctls of a namespace are read and written through sysctl in that namespace", async () => {
   await withNetns(async (netns) => {

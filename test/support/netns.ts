@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { ProcessRunner } from "../../../src/kernel/exec.ts";
+import { ProcessRunner } from "../../src/kernel/exec.ts";
 
 export const runner = new ProcessRunner();
 
