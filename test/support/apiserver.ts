@@ -3,6 +3,13 @@
  * discovery.k8s.io/v1 endpointslices; list (selectors, limit/continue), watch (bookmarks,
  * timeoutSeconds, 410 for compacted resource versions), get, create, update, patch, delete.
  * Speaks the wire protocol closely enough for kubectl. Faults are injected through methods.
+ *
+ * Known differences from the real apiserver: JSON only (no protobuf); lists always serve the
+ * latest state (resourceVersion/resourceVersionMatch on lists are ignored) and continue pages
+ * read the current state after the last key, not a snapshot; server-side apply is a strategic
+ * merge without managedFields or conflict detection; field validation checks field names only;
+ * no namespaces resource (any namespace name is accepted); no admission or object validation
+ * beyond the name; sendInitialEvents (watch-list) is not supported.
  */
 import { randomUUID } from "node:crypto";
 import http from "node:http";
