@@ -82,6 +82,44 @@ function foreignLines(save: string): string[] {
   return normaliseSave(save, (line) => !/KUBE-/.test(line));
 }
 
+/** Jump targets of each built-in chain, in order, per table: "filter INPUT" → [targets]. */
+function builtinJumps(save: string): Record<string, string[]> {
+  const jumps: Record<string, string[]> = {};
+  let table = "";
+  for (const line of save.split("\n")) {
+    if (line.startsWith("*")) table = line.slice(1);
+    const rule = /^-A (\S+) .*-j (\S+)/.exec(line);
+    if (rule === null || !BUILTIN_CHAINS.has(rule[1] ?? "")) continue;
+    (jumps[`${table} ${rule[1]}`] ??= []).push(rule[2] ?? "");
+  }
+  return jumps;
+}
+
+/*
+ * Spec §2.3: kube-proxy prepends its jumps (only when missing), so they end up in reverse
+ * insertion order, ahead of whatever was there before.
+ */
+const EXPECTED_JUMPS = {
+  "filter INPUT": [
+    "KUBE-FIREWALL",
+    "KUBE-PROXY-FIREWALL",
+    "KUBE-NODEPORTS",
+    "KUBE-EXTERNAL-SERVICES",
+    "FOREIGN-FILTER",
+  ],
+  "filter FORWARD": [
+    "KUBE-PROXY-FIREWALL",
+    "KUBE-FORWARD",
+    "KUBE-SERVICES",
+    "KUBE-EXTERNAL-SERVICES",
+    "DROP",
+  ],
+  "filter OUTPUT": ["KUBE-FIREWALL", "KUBE-PROXY-FIREWALL", "KUBE-SERVICES"],
+  "nat PREROUTING": ["KUBE-SERVICES"],
+  "nat OUTPUT": ["KUBE-SERVICES"],
+  "nat POSTROUTING": ["KUBE-POSTROUTING", "FOREIGN-NAT"],
+};
+
 describe("the daemon among other components' rules, across restarts and cleanup", () => {
   let sandbox: Sandbox;
   let daemon: ProxyDaemon;
@@ -158,6 +196,7 @@ describe("the daemon among other components' rules, across restarts and cleanup"
       assert.deepEqual(foreignLines(await daemon.save("IPv6")), foreignLines(beforeProxy.get("IPv6") ?? ""));
     };
     await check("after the first sync");
+    assert.deepEqual(builtinJumps(await daemon.save("IPv4")), EXPECTED_JUMPS);
     const extra = service({
       name: "extra",
       type: "NodePort",
@@ -224,7 +263,9 @@ describe("the daemon among other components' rules, across restarts and cleanup"
       heldSummary.answers >= 10 && freshSummary.answers >= 10,
       JSON.stringify({ heldSummary, freshSummary }),
     );
-    assert.deepEqual(foreignLines(await daemon.save("IPv4")), foreignLines(beforeProxy.get("IPv4") ?? ""));
+    const now = await daemon.save("IPv4");
+    assert.deepEqual(foreignLines(now), foreignLines(beforeProxy.get("IPv4") ?? ""));
+    assert.deepEqual(builtinJumps(now), EXPECTED_JUMPS, "a restart must not duplicate or reorder the jumps");
   });
 
   it("--cleanup leaves the ruleset as it was before the proxy ran", async () => {
