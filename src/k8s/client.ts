@@ -117,6 +117,12 @@ export type WatchEvent =
   | { readonly type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK"; readonly object: unknown }
   | { readonly type: "ERROR"; readonly error: ApiError };
 
+/** What an informer needs from a client; the seam unit tests fake. */
+export interface ListWatchClient {
+  listAll(resource: ResourceRef, opts?: ListOptions): Promise<ListPage>;
+  watch(resource: ResourceRef, opts: WatchOptions): AsyncGenerator<WatchEvent>;
+}
+
 export interface RequestOptions {
   readonly query?: Record<string, string | undefined>;
   readonly body?: unknown;
@@ -157,7 +163,7 @@ function readAll(res: http.IncomingMessage): Promise<string> {
   });
 }
 
-export class KubeClient {
+export class KubeClient implements ListWatchClient {
   private readonly base: URL;
   private readonly agent: http.Agent;
   private readonly limiter: TokenBucket;

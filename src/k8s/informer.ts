@@ -6,7 +6,7 @@
  */
 import { KubeProxyError } from "../errors.ts";
 import { ApiError, WatchStalledError } from "./client.ts";
-import type { KubeClient, ResourceRef, SelectorOptions, WatchEvent } from "./client.ts";
+import type { ListWatchClient, ResourceRef, SelectorOptions, WatchEvent } from "./client.ts";
 import { Backoff, systemSleepClock } from "./ratelimit.ts";
 import type { BackoffOptions, SleepClock } from "./ratelimit.ts";
 
@@ -103,7 +103,7 @@ export class Informer {
   private readonly backoff: Backoff;
 
   constructor(
-    private readonly client: KubeClient,
+    private readonly client: ListWatchClient,
     readonly resource: ResourceRef,
     private readonly handlers: InformerHandlers,
     private readonly options: InformerOptions = {},
