@@ -1,6 +1,6 @@
 import type { Cidr, Family } from "./addr.ts";
 import { parseCidr } from "./addr.ts";
-import type { Chain, Counters, Hook, Match, Rule, Ruleset, Table, Target, Verdict } from "./model.ts";
+import type { Chain, Counters, Hook, Match, Rule, Ruleset, Table, Target } from "./model.ts";
 import { IPTABLES_BUILTINS, RulesetParseError } from "./model.ts";
 
 /**
@@ -10,6 +10,7 @@ import { IPTABLES_BUILTINS, RulesetParseError } from "./model.ts";
  */
 export function tokenize(line: string): string[] | undefined {
   if (!line.includes('"')) return line.split(/\s+/).filter((w) => w !== "");
+  if (!line.includes("\\") && !line.includes("\t")) return splitOnQuotes(line);
   const words: string[] = [];
   const word = WORD;
   word.lastIndex = 0;
@@ -22,6 +23,34 @@ export function tokenize(line: string): string[] | undefined {
     }
     const w = m[1] as string;
     words.push(w.includes('"') ? w.replace(QUOTED, unquote) : w);
+  }
+  return words;
+}
+
+/** Fast path for lines without backslashes or tabs (nearly every line of a dump). */
+function splitOnQuotes(line: string): string[] | undefined {
+  const parts = line.split('"');
+  if (parts.length % 2 === 0) return undefined;
+  const words: string[] = [];
+  // Whether the last word touches what follows (no space in between), as in `a"b c"`.
+  let open = false;
+  for (let k = 0; k < parts.length; k++) {
+    const part = parts[k] as string;
+    if (k % 2 === 1) {
+      if (open) words[words.length - 1] += part;
+      else words.push(part);
+      open = true;
+      continue;
+    }
+    if (part === "") continue;
+    const pieces = part.split(" ");
+    for (let j = 0; j < pieces.length; j++) {
+      const piece = pieces[j] as string;
+      if (piece === "") continue;
+      if (j === 0 && open) words[words.length - 1] += piece;
+      else words.push(piece);
+    }
+    open = pieces[pieces.length - 1] !== "";
   }
   return words;
 }
@@ -270,21 +299,31 @@ const TARGET_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   MARK: ["--set-xmark", "--set-mark", "--or-mark", "--xor-mark", "--and-mark"],
 };
 
+function targetText(name: string, options: readonly ModuleOption[]): string {
+  let text = name;
+  for (const o of options) {
+    text += ` ${o.negated ? "! " : ""}${o.name}`;
+    for (const v of o.values) text += ` ${quoteWord(v)}`;
+  }
+  return text;
+}
+
+const JUMP_OPTIONS: readonly string[] = [];
+
 function buildTarget(name: string, options: readonly ModuleOption[], table: Table): Target {
-  const allowed = TARGET_OPTIONS[name] ?? (table.chains.has(name) ? [] : undefined);
-  const bad = allowed === undefined ? undefined : options.find((o) => !allowed.includes(o.name) || o.negated);
-  if (bad !== undefined) throw new RuleSyntaxError(`target ${name} does not take ${bad.name}`);
-  const text = [
-    name,
-    ...options.map(
-      (o) => `${o.negated ? "! " : ""}${o.name}${o.values.map((v) => ` ${quoteWord(v)}`).join("")}`,
-    ),
-  ].join(" ");
+  const isChain = table.chains.has(name);
+  const allowed = TARGET_OPTIONS[name] ?? (isChain ? JUMP_OPTIONS : undefined);
+  if (allowed !== undefined) {
+    for (const o of options) {
+      if (!allowed.includes(o.name) || o.negated)
+        throw new RuleSyntaxError(`target ${name} does not take ${o.name}`);
+    }
+  }
   switch (name) {
     case "ACCEPT":
     case "DROP":
     case "REJECT":
-      return { kind: "verdict", verdict: name as Verdict, text };
+      return { kind: "verdict", verdict: name, text: targetText(name, options) };
     case "RETURN":
       return { kind: "return" };
     case "DNAT":
@@ -292,13 +331,13 @@ function buildTarget(name: string, options: readonly ModuleOption[], table: Tabl
     case "SNAT":
       return { kind: "snat", to: optionValue(options, "--to-source") ?? "" };
     case "MASQUERADE":
-      return { kind: "masquerade", text };
+      return { kind: "masquerade", text: targetText(name, options) };
     case "MARK":
-      return markTarget(options, text);
+      return markTarget(options, targetText(name, options));
     default:
-      if (table.chains.has(name)) return { kind: "jump", chain: name };
-      if (CONTINUING_TARGETS.has(name)) return { kind: "continue", name, text };
-      return { kind: "unknown", name, text };
+      if (isChain) return { kind: "jump", chain: name };
+      if (CONTINUING_TARGETS.has(name)) return { kind: "continue", name, text: targetText(name, options) };
+      return { kind: "unknown", name, text: targetText(name, options) };
   }
 }
 

@@ -33,6 +33,17 @@ test("tokenize keeps quoted words and unescapes what iptables-save escapes", () 
   assert.equal(tokenize(`-A X --comment "open`), undefined);
 });
 
+test("property: the quote-splitting fast path tokenizes exactly like the general path", () => {
+  // A trailing tab forces the general (regex) path; the words must be the same.
+  fc.assert(
+    fc.property(fc.array(fc.constantFrom(" ", "  ", '"', "a", "b", "-", "!"), { maxLength: 24 }), (chars) => {
+      const line = chars.join("");
+      assert.deepEqual(tokenize(line), tokenize(`${line}\t`));
+    }),
+    { numRuns: 2000 },
+  );
+});
+
 test("every shared iptables fixture parses, with one rule per -A line", () => {
   const files = readdirSync(sharedFixtures).filter((f) => f.endsWith(".txt"));
   assert.ok(files.length >= 10);
