@@ -29,7 +29,7 @@ export interface TraceOptions {
   readonly maxUnknownBranches?: number;
 }
 
-export type StepKind = "hook" | "chain" | "rule" | "policy" | "note";
+export type StepKind = "chain" | "rule" | "policy" | "note";
 
 export interface TraceStep {
   readonly kind: StepKind;
