@@ -72,7 +72,8 @@ function manifests(): Record<string, string | Record<string, unknown>[]> {
       "local",
       {
         name: "web-local",
-        type: "NodePort",
+        // A LoadBalancer whose cloud has not assigned an IP yet: its NodePort and health check port work.
+        type: "LoadBalancer",
         clusterIP: "10.1.0.23",
         ports: [{ port: 80, nodePort: 31002 }],
         externalTrafficPolicy: "Local",
@@ -84,7 +85,7 @@ function manifests(): Record<string, string | Record<string, unknown>[]> {
       "remote",
       {
         name: "web-remote",
-        type: "NodePort",
+        type: "LoadBalancer",
         clusterIP: "10.1.0.24",
         ports: [{ port: 80, nodePort: 31003 }],
         externalTrafficPolicy: "Local",
@@ -99,7 +100,14 @@ function manifests(): Record<string, string | Record<string, unknown>[]> {
       [onNode(podA), onNode(podB, "node-2")],
     ),
     ...pair("hairpin", { name: "web-hairpin", clusterIP: "10.1.0.26", ports: port80 }, [onNode(podA)]),
-    "empty.yaml": [service({ name: "web-empty", clusterIP: "10.1.0.27", ports: port80 })],
+    "empty.yaml": [
+      service({
+        name: "web-empty",
+        type: "NodePort",
+        clusterIP: "10.1.0.27",
+        ports: [{ port: 80, nodePort: 31004 }],
+      }),
+    ],
   };
 }
 
@@ -242,9 +250,31 @@ describe("the daemon serves every kind of Service to real clients", () => {
 
   it("rejects a Service without endpoints at once (connection refused, not a timeout)", async () => {
     const started = Date.now();
-    const report = only(await probe(sandbox, podA.name, [tcp("10.1.0.27", 80, 3, 5_000)]), 0);
-    assert.deepEqual(report.errors, { refused: 3 }, JSON.stringify(report.results));
-    // Three refusals take milliseconds; a drop would cost 3 × 5 s.
-    assert.ok(Date.now() - started < 12_000, `took ${Date.now() - started} ms`);
+    const clusterIP = only(await probe(sandbox, podA.name, [tcp("10.1.0.27", 80, 1, 5_000)]), 0);
+    // The node answers with ICMP errors at most once a second (icmp_ratelimit), hence one each.
+    const nodePort = only(await probe(sandbox, CLIENT, [tcp(SEED.node.ipv4, 31004, 1, 5_000)]), 0);
+    assert.deepEqual(clusterIP.errors, { refused: 1 }, JSON.stringify(clusterIP.results));
+    assert.deepEqual(nodePort.errors, { refused: 1 }, JSON.stringify(nodePort.results));
+    // Refusals take milliseconds; a drop would cost 5 s each.
+    assert.ok(Date.now() - started < 9_000, `took ${Date.now() - started} ms`);
+  });
+
+  it("answers the health check node port of externalTrafficPolicy Local Services by local endpoints", async () => {
+    const status = async (port: number): Promise<string> => {
+      const { stdout } = await sandbox.exec(CLIENT, [
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "3",
+        `http://${SEED.node.ipv4}:${port}/healthz`,
+      ]);
+      return stdout;
+    };
+    assert.equal(await status(32002), "200", daemon.logTail(10));
+    assert.equal(await status(32003), "503", daemon.logTail(10));
   });
 });
