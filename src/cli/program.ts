@@ -68,6 +68,53 @@ function buildProgram(): Command {
   });
 
   program
+    .command("trace")
+    .description(
+      "Walk one packet through the live kernel's iptables rules (or a dump): chains, rules, endpoints with probabilities, DNAT, masquerade.",
+    )
+    .requiredOption("--src <ip[:port]>", "Source address (and port) of the packet.")
+    .requiredOption("--dst <ip:port>", "Destination address and port (IPv6 as [addr]:port).")
+    .option("--proto <proto>", "tcp, udp or sctp (default tcp).")
+    .option("--from <origin>", "Where the packet comes from: pod, node or external (default pod).")
+    .option("--state <state>", "NEW (default) or ESTABLISHED: the conntrack short-cut of an existing flow.")
+    .option(
+      "--ruleset <file>",
+      "Trace through this iptables-save dump (- for stdin) instead of the live kernel.",
+    )
+    .option(
+      "--local-addresses <ips>",
+      "The node's addresses (addrtype LOCAL); default: the live namespace's, or loopback only with --ruleset.",
+    )
+    .option("-o, --output <format>", "text (default) or json.")
+    .exitOverride()
+    .action(async (options: Record<string, unknown>) => {
+      const { traceCommand } = await import("./trace.ts");
+      process.stdout.write(await traceCommand(options));
+    });
+
+  registerProxyFlags(
+    program
+      .command("explain")
+      .description(
+        "One Service's rules: entry rules, KUBE-SVC shares, KUBE-SEP DNATs, masquerade, counters, conntrack flows per endpoint, and why it gets no traffic.",
+      )
+      .argument("<service>", "NAMESPACE/SERVICE[:PORT-NAME]")
+      .option("--ruleset <file>", "Explain this iptables-save dump (- for stdin) instead of the live kernel.")
+      .option("--manifests <dir>", "Render the rules from the objects in this folder instead (no kernel).")
+      .option("-f, --filename <path>", "Like --manifests, for a file or folder (repeatable).", collect, [])
+      .option(
+        "--ip-family <family>",
+        "With --manifests/-f: IPv4 or IPv6 (default: the family that has the Service).",
+      )
+      .option("--no-conntrack", "Live kernel: do not count conntrack entries per endpoint.")
+      .option("-o, --output <format>", "text (default) or json.")
+      .exitOverride(),
+  ).action(async (service: string, options: Record<string, unknown>) => {
+    const { explainCommand } = await import("./explain.ts");
+    process.stdout.write(await explainCommand(service, options));
+  });
+
+  program
     .command("demo")
     .description(
       "The seed's nginx Service in a network-namespace sandbox, programmed by the real daemon, with real traffic (root).",

@@ -1,0 +1,227 @@
+import { InputError } from "../errors.ts";
+import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../kernel/conntrack-count.ts";
+import type { EndpointKey } from "../kernel/conntrack-count.ts";
+import type { Runner } from "../kernel/exec.ts";
+import { ProcessRunner } from "../kernel/exec.ts";
+import type { Family } from "../netfilter/addr.ts";
+import { formatCidr } from "../netfilter/addr.ts";
+import { explainService, explanationToJson, formatExplanation } from "../netfilter/explain.ts";
+import type { ExplainedRule, ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
+import type { Match, Rule, Ruleset } from "../netfilter/model.ts";
+import { fileRuleset, liveRuleset, outputFormat, parseRuleset } from "./trace.ts";
+
+/** `NAMESPACE/SERVICE[:PORT]`; the port is the Service port's name (upstream's ServicePortName). */
+export function parseServiceRef(text: string): ServiceRef {
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)(?::([-a-z0-9]*))?$/.exec(text);
+  if (m === null)
+    throw new InputError("explain", `expected NAMESPACE/SERVICE[:PORT-NAME], got ${JSON.stringify(text)}`);
+  const [, namespace = "", , name = "", , port] = m;
+  return port === undefined ? { namespace, name } : { namespace, name, port };
+}
+
+function matchOf<K extends Match["kind"]>(rule: Rule, kind: K): (Match & { readonly kind: K }) | undefined {
+  return rule.matches.find((m): m is Match & { readonly kind: K } => m.kind === kind);
+}
+
+/** What a filter or capture rule catches, in words: `10.1.0.27:80`, `node port 31004`. */
+function destinationOf(rule: Rule): string {
+  const dst = matchOf(rule, "destination");
+  const port = matchOf(rule, "destinationPort")?.ranges[0]?.[0];
+  const proto = matchOf(rule, "protocol")?.protocol;
+  const portText = port === undefined ? "" : `:${port}`;
+  const suffix = proto === undefined ? "" : ` (${proto})`;
+  if (dst !== undefined) {
+    const full = dst.cidr.prefix === (dst.cidr.family === 4 ? 32 : 128);
+    const addr = full ? formatCidr(dst.cidr).replace(/\/\d+$/, "") : formatCidr(dst.cidr);
+    return `${dst.cidr.family === 6 && port !== undefined ? `[${addr}]` : addr}${portText}${suffix}`;
+  }
+  if (matchOf(rule, "addrtype")?.types.includes("LOCAL") === true && port !== undefined)
+    return `node port ${port}${suffix} on any local address`;
+  return `this Service${suffix}`;
+}
+
+function verdictOf(rule: Rule): string {
+  const t = rule.target;
+  if (t?.kind === "verdict") return t.verdict === "DROP" ? "DROPped" : `${t.verdict}ed`;
+  return "stopped";
+}
+
+function where(rule: ExplainedRule): string {
+  return `${rule.table} ${rule.chain} rule ${rule.ruleNumber}`;
+}
+
+/** Plain answers to "why does this Service get no traffic?", one per blocking rule. */
+export function whyNoTraffic(ex: ServiceExplanation): string[] {
+  const out: string[] = [];
+  for (const r of ex.filter) {
+    const spn = r.servicePortName ?? ex.service;
+    const dest = destinationOf(r.rule);
+    switch (r.role) {
+      case "no endpoints":
+        out.push(`${spn} has no endpoints: packets to ${dest} are ${verdictOf(r.rule)} in ${where(r)}`);
+        break;
+      case "no local endpoints":
+        out.push(
+          `${spn} has no local endpoints on this node: packets to ${dest} are ${verdictOf(r.rule)} in ${where(r)}` +
+            " (traffic policy Local: endpoints on other nodes are not used)",
+        );
+        break;
+      case "firewall drop": {
+        const fw = /traffic not accepted by (KUBE-FW-\S+)/.exec(matchOf(r.rule, "comment")?.text ?? "")?.[1];
+        const chain = ex.chains.find((c) => c.name === fw);
+        const ranges = (chain?.rules ?? [])
+          .map((x) => matchOf(x.rule, "source"))
+          .filter((m) => m !== undefined)
+          .map((m) => formatCidr(m.cidr));
+        const allowed =
+          ranges.length === 0 ? "no source at all" : `only sources in ${ranges.join(", ")} (nat ${fw})`;
+        out.push(
+          `${spn}: load-balancer IP ${dest} accepts ${allowed}; packets from any other source are DROPped in ${where(r)}`,
+        );
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return out;
+}
+
+export interface EndpointFlows {
+  readonly servicePortName: string;
+  readonly endpoint: string;
+  readonly protocol: string;
+  readonly flows: number;
+}
+
+function endpointKeys(ex: ServiceExplanation): (EndpointKey & { servicePortName: string })[] {
+  const seen = new Set<string>();
+  const out: (EndpointKey & { servicePortName: string })[] = [];
+  for (const c of ex.chains) {
+    for (const r of c.rules) {
+      if (r.role !== "dnat" || r.dnat === undefined) continue;
+      const protocol = matchOf(r.rule, "protocol")?.protocol ?? "tcp";
+      const k = `${protocol} ${r.dnat}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      out.push({ protocol, endpoint: r.dnat, servicePortName: r.servicePortName ?? ex.service });
+    }
+  }
+  return out;
+}
+
+interface Explained {
+  readonly ruleset: Ruleset;
+  readonly explanation: ServiceExplanation;
+}
+
+function tryExplain(ruleset: Ruleset, ref: ServiceRef): Explained | InputError {
+  try {
+    return { ruleset, explanation: explainService(ruleset, ref) };
+  } catch (error) {
+    if (error instanceof InputError) return error;
+    throw error;
+  }
+}
+
+/** Rules from the objects in `-f`/`--manifests`, through the same renderer a sync uses. */
+async function renderedRulesets(options: Record<string, unknown>, paths: string[]): Promise<Ruleset[]> {
+  const { renderCommand } = await import("./render.ts");
+  const out: Ruleset[] = [];
+  for (const ipFamily of ["IPv4", "IPv6"] as const) {
+    if (options["ipFamily"] !== undefined && options["ipFamily"] !== ipFamily) continue;
+    const payload = await renderCommand({ ...options, filename: paths, ipFamily });
+    out.push(parseRuleset(payload, `rendered ${ipFamily} payload`, ipFamily === "IPv4" ? 4 : 6));
+  }
+  return out;
+}
+
+function manifestPaths(options: Record<string, unknown>): string[] {
+  const files = Array.isArray(options["filename"]) ? (options["filename"] as string[]) : [];
+  const dir = options["manifests"];
+  return typeof dir === "string" ? [...files, dir] : files;
+}
+
+/**
+ * `kube-proxy-ts explain NAMESPACE/SERVICE[:PORT]`: the seed's walk for one Service, from the
+ * live kernel (with counters and conntrack flows per endpoint), a dump, or rendered manifests.
+ */
+export async function explainCommand(
+  target: string,
+  options: Record<string, unknown>,
+  runner: Runner = new ProcessRunner(),
+): Promise<string> {
+  const format = outputFormat(options["output"]);
+  const ref = parseServiceRef(target);
+  const paths = manifestPaths(options);
+  const rulesetPath = options["ruleset"];
+  let source: string;
+  let candidates: (() => Promise<Ruleset>)[];
+  if (typeof rulesetPath === "string") {
+    source = `dump ${rulesetPath}`;
+    candidates = [() => fileRuleset(rulesetPath)];
+  } else if (paths.length > 0) {
+    source = `rules rendered from ${paths.join(", ")} (no kernel: counters and flows unknown)`;
+    candidates = (await renderedRulesets(options, paths)).map((r) => () => Promise.resolve(r));
+  } else {
+    source = "live kernel (iptables-save -c, conntrack -L)";
+    candidates = ([4, 6] as Family[]).map((f) => () => liveRuleset(runner, f));
+  }
+  let found: Explained | undefined;
+  let firstMiss: InputError | undefined;
+  for (const load of candidates) {
+    const attempt = tryExplain(await load(), ref);
+    if (attempt instanceof InputError) firstMiss ??= attempt;
+    else {
+      found = attempt;
+      break;
+    }
+  }
+  if (found === undefined) throw firstMiss ?? new InputError("explain", "no ruleset to explain");
+  const { ruleset, explanation } = found;
+  const flows =
+    source.startsWith("live") && options["conntrack"] !== false
+      ? await endpointFlows(runner, explanation, ruleset.family)
+      : undefined;
+  const reasons = whyNoTraffic(explanation);
+  if (format === "json")
+    return (
+      JSON.stringify(
+        {
+          source,
+          family: ruleset.family,
+          ...(explanationToJson(explanation) as object),
+          ...(flows === undefined ? {} : { conntrack: flows }),
+          whyNoTraffic: reasons,
+        },
+        null,
+        2,
+      ) + "\n"
+    );
+  const lines = [`source: ${source}`, "", formatExplanation(explanation, ruleset.family).trimEnd()];
+  if (flows !== undefined) {
+    lines.push("", "conntrack entries per endpoint:");
+    if (flows.length === 0) lines.push("  (no endpoints)");
+    for (const f of flows) lines.push(`  ${f.servicePortName} ${f.endpoint}/${f.protocol}: ${f.flows}`);
+  }
+  lines.push("", "why no traffic:");
+  if (reasons.length === 0) lines.push("  nothing in these rules stops traffic to this Service");
+  for (const r of reasons) lines.push(`  ${r}`);
+  return lines.join("\n") + "\n";
+}
+
+async function endpointFlows(
+  runner: Runner,
+  ex: ServiceExplanation,
+  family: Family,
+): Promise<EndpointFlows[]> {
+  const keys = endpointKeys(ex);
+  const entries = await listConntrackEntries(runner, family === 4 ? "IPv4" : "IPv6");
+  const counts = countFlowsByEndpoint(entries, keys);
+  return keys.map((k) => ({
+    servicePortName: k.servicePortName,
+    endpoint: k.endpoint,
+    protocol: k.protocol,
+    flows: flowCount(counts, k),
+  }));
+}
