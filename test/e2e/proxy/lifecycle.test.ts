@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { probe } from "../../../src/sandbox/client.ts";
 import { startPodServer } from "../../../src/sandbox/servers.ts";
 import { Sandbox } from "../../../src/sandbox/topology.ts";
 import {
@@ -149,7 +150,8 @@ describe("the daemon among other components' rules, across restarts and cleanup"
     daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       families: ["IPv4", "IPv6"],
-      args: ["--cluster-cidr", "10.244.0.0/16"],
+      // The canary monitor polls every sync period (spec §2.4).
+      args: ["--cluster-cidr", "10.244.0.0/16", "--iptables-sync-period", "1s"],
       manifests: {
         "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
         "web.yaml": [
@@ -266,6 +268,29 @@ describe("the daemon among other components' rules, across restarts and cleanup"
     const now = await daemon.save("IPv4");
     assert.deepEqual(foreignLines(now), foreignLines(beforeProxy.get("IPv4") ?? ""));
     assert.deepEqual(builtinJumps(now), EXPECTED_JUMPS, "a restart must not duplicate or reorder the jumps");
+  });
+
+  it("restores its rules with a full sync when someone removes them and the canary", async () => {
+    const prerouting = ["-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"];
+    await sandbox.exec(NODE, ["iptables", "-t", "nat", "-D", "PREROUTING", ...prerouting]);
+    await sandbox.exec(NODE, ["iptables", "-t", "nat", "-F", "KUBE-SERVICES"]);
+    const [broken] = await probe(sandbox, CLIENT, [
+      { protocol: "tcp", host: VIP, port: 80, count: 1, timeoutMs: 1_000 },
+    ]);
+    assert.equal(broken?.results[0]?.ok, false, "the Service still answered without its rules");
+    await sandbox.exec(NODE, ["iptables", "-t", "mangle", "-X", "KUBE-PROXY-CANARY"]);
+    const restored = await daemon.waitForRules(
+      "the jump rules and the canary to come back",
+      (save) =>
+        /-A PREROUTING .*-j KUBE-SERVICES/.test(save) &&
+        /:KUBE-PROXY-CANARY/.test(save.split("*nat")[0] ?? ""),
+    );
+    assert.deepEqual(builtinJumps(restored), EXPECTED_JUMPS);
+    assert.deepEqual(foreignLines(restored), foreignLines(beforeProxy.get("IPv4") ?? ""));
+    const [served] = await probe(sandbox, CLIENT, [
+      { protocol: "tcp", host: VIP, port: 80, count: 5, timeoutMs: 3_000 },
+    ]);
+    assert.deepEqual(served?.errors, {}, `${JSON.stringify(served?.results)}${daemon.logTail(15)}`);
   });
 
   it("--cleanup leaves the ruleset as it was before the proxy ran", async () => {
