@@ -4,6 +4,7 @@
  * was replaced. The baseline is bare iptables-restore of exactly the transactions the proxier
  * wrote, into a second fresh namespace, timing only the restore calls.
  */
+import { loadavg } from "node:os";
 import { Registry } from "prom-client";
 import type { RenderResult } from "../src/backends/iptables/types.ts";
 import { IptablesProxier, type SyncReport } from "../src/backends/iptables/proxier.ts";
@@ -114,6 +115,14 @@ export interface SyncRow {
   readonly partial: SyncPhase;
   /** The new endpoint was found in the kernel after the partial sync. */
   readonly partialVerified: boolean;
+  /**
+   * A second one-endpoint partial sync right after the first. In large-cluster mode the first
+   * one after a long full sync also lists the nat table (stale-chain cleanup is due once per
+   * sync period); this one shows the usual partial sync between two listings.
+   */
+  readonly nextPartial: { readonly wallMs: number; readonly restoreMs: number; readonly saveMs: number };
+  /** 1-minute load average before and after the row: the machine is shared. */
+  readonly loadAverage: readonly [number, number];
   /** Bare restore of the whole sync as the single payload upstream writes (only where asked). */
   readonly singlePayload: Timing | null;
 }
@@ -166,6 +175,8 @@ async function oneRow(
   const changedIndex = Math.floor(services / 2);
   const changedSlice = sliceWithOneEndpointReplaced(changedIndex, eps);
   const newIP = changedSlice.endpoints[0]?.addresses[0] ?? "";
+  const nextSlice = sliceWithOneEndpointReplaced((changedIndex + 1) % services, eps);
+  const loadBefore = loadavg()[0] ?? 0;
 
   const logger = createLogger(0, "bench");
   logger.level = "warn";
@@ -224,6 +235,19 @@ async function oneRow(
           ).stdout;
     const partialVerified = listed.includes(`--to-destination ${newIP}:`);
 
+    store.endpointsChanges.endpointSliceUpdate(nextSlice, false);
+    started = performance.now();
+    const nextReport = await proxier.syncProxyRules();
+    const nextMs = performance.now() - started;
+    const nextCalls = ipt.take();
+    if (nextReport?.fullSync !== false) throw new Error("third sync was not a partial sync");
+    const nextPartial = {
+      wallMs: nextMs,
+      restoreMs: nextCalls.restores.reduce((a, r) => a + r.ms, 0),
+      saveMs: nextCalls.saveMs,
+    };
+    log(`  next partial sync: ${formatMs(nextMs)}`);
+
     log(`  bare iptables-${backend}-restore of the same transactions in a fresh namespace…`);
     const bare = await withBenchNetns(async (bareNetns) => {
       const call = (payload: string) => ({
@@ -266,7 +290,9 @@ async function oneRow(
       full: phase(fullMs, fullCalls, bare.full),
       partial: phase(partialMs, partialCalls, bare.partial),
       partialVerified,
+      nextPartial,
       singlePayload,
+      loadAverage: [loadBefore, loadavg()[0] ?? 0],
     };
   });
 }
@@ -294,9 +320,13 @@ export function syncTable(rows: readonly SyncRow[]): string {
     "bare restore, same transactions",
     "ratio ours/bare",
     "partial sync (ours)",
+    "of which restore / save",
     "bare partial restore",
     "partial / full",
+    "next partial (ours)",
+    "next partial / full",
     "new endpoint in kernel",
+    "load avg",
   ];
   const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
   for (const r of rows) {
@@ -310,9 +340,13 @@ export function syncTable(rows: readonly SyncRow[]): string {
         formatTiming(r.full.bare),
         formatRatio(r.full.wallMs, r.full.bare),
         `${formatMs(r.partial.wallMs)} (${r.partial.transactions} tx, ${(r.partial.payloadBytes / 1024 / 1024).toFixed(1)} MB)`,
+        `${formatMs(r.partial.restoreMs)} / ${formatMs(r.partial.saveMs)}`,
         formatTiming(r.partial.bare),
         `${((100 * r.partial.wallMs) / r.full.wallMs).toFixed(1)}%`,
+        `${formatMs(r.nextPartial.wallMs)} (restore ${formatMs(r.nextPartial.restoreMs)})`,
+        `${((100 * r.nextPartial.wallMs) / r.full.wallMs).toFixed(1)}%`,
         r.partialVerified ? "yes" : "NO",
+        `${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)}`,
       ].join(" | ")} |`,
     );
   }
