@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
+import { KubeProxyError } from "../../src/errors.ts";
 import type { BackgroundProcess } from "../../src/kernel/spawn.ts";
 import type { Sandbox } from "../../src/sandbox/topology.ts";
 
@@ -33,7 +34,15 @@ export interface DaemonOptions {
   readonly startTimeoutMs?: number;
 }
 
-export class WaitTimeoutError extends Error {}
+/** A bounded wait ran out; the message carries what was awaited and the daemon's state. */
+export class WaitTimeoutError extends KubeProxyError {
+  readonly code = "KPT_TEST_WAIT_TIMEOUT";
+}
+
+/** Thrown by a wait's check when waiting longer cannot help (the daemon exited). */
+export class WaitAbortedError extends KubeProxyError {
+  readonly code = "KPT_TEST_WAIT_ABORTED";
+}
 
 /** Polls `check` every 100 ms until it returns a value other than undefined, at most `timeoutMs`. */
 export async function waitFor<T>(
@@ -49,6 +58,7 @@ export async function waitFor<T>(
       const value = await check();
       if (value !== undefined) return value;
     } catch (error) {
+      if (error instanceof WaitAbortedError) throw new WaitAbortedError(`${error.message}${context()}`);
       lastError = error;
     }
     if (Date.now() >= deadline) break;
@@ -229,7 +239,7 @@ export class ProxyDaemon {
     await waitFor(
       `the daemon's first sync (${families.join(", ")})`,
       async () => {
-        if (!child.running) throw new Error("the daemon exited");
+        if (!child.running) throw new WaitAbortedError("the daemon exited before its first sync");
         const metrics = await this.metrics();
         return families.every(
           (f) => (metricValue(metrics, "kubeproxy_sync_proxy_rules_last_timestamp_seconds", f) ?? 0) > 0,
