@@ -1,4 +1,4 @@
-import { writeFileSync } from "node:fs";
+import { watch, writeFileSync } from "node:fs";
 import { Registry } from "prom-client";
 import { stringify as toYaml } from "yaml";
 import { iptablesSettingsFor } from "../backends/iptables/settings.ts";
@@ -14,6 +14,8 @@ import { nodeName as resolveNodeName, type NodeInfo } from "../config/node.ts";
 import type { KubeProxyConfiguration } from "../config/types.ts";
 import { InputError } from "../errors.ts";
 import type { EndpointSlice, Node, Service } from "../k8s/objects.ts";
+import { KubeClient } from "../k8s/client.ts";
+import { buildRestConfig } from "../k8s/kubeconfig.ts";
 import { cleanupLeftovers } from "../backends/iptables/cleanup.ts";
 import { detectBackend } from "../kernel/detect.ts";
 import { ProcessRunner, type Runner } from "../kernel/exec.ts";
@@ -35,6 +37,7 @@ import { serveProxyHealth } from "../server/healthz.ts";
 import { keepServing, type HttpListener } from "../server/httpserver.ts";
 import { serveMetrics } from "../server/metrics.ts";
 import { ServiceHealthServer } from "../server/servicehealth.ts";
+import { ApiServerSource } from "../source/apiserver.ts";
 import { DirectorySource } from "../source/directory.ts";
 import type { Source } from "../source/types.ts";
 import { FULL_SYNC_PERIOD_MS } from "../backends/iptables/proxier.ts";
@@ -74,21 +77,42 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
     return;
   }
 
+  const registry = new Registry();
   const manifests = options["manifests"];
-  if (typeof manifests !== "string") {
-    throw new InputError("source", "no API server source in this build yet: pass --manifests DIR");
-  }
   const name = resolveNodeName(config);
-  const source: Source = new DirectorySource(manifests, name, log);
-  await runDaemon({
-    config,
-    log,
-    runner,
-    ipts,
-    source,
-    nodeName: name,
-    initOnly: options["initOnly"] === true,
-  });
+  let source: Source;
+  let client: KubeClient | null = null;
+  if (typeof manifests === "string") {
+    source = new DirectorySource(manifests, name, log);
+  } else {
+    const master = options["master"];
+    const restConfig = await buildRestConfig({
+      kubeconfig: config.clientConnection.kubeconfig,
+      ...(typeof master === "string" ? { master } : {}),
+    });
+    log.info({ server: restConfig.server, origin: restConfig.origin }, "Using the API server");
+    client = new KubeClient(restConfig, {
+      qps: config.clientConnection.qps,
+      burst: config.clientConnection.burst,
+    });
+    source = new ApiServerSource({ client, nodeName: name, log, registry });
+  }
+  const configPath = options["config"];
+  try {
+    await runDaemon({
+      config,
+      log,
+      runner,
+      ipts,
+      source,
+      registry,
+      nodeName: name,
+      configPath: typeof configPath === "string" && configPath !== "" ? configPath : null,
+      initOnly: options["initOnly"] === true,
+    });
+  } finally {
+    client?.close();
+  }
 }
 
 async function supportedFamilies(
@@ -112,16 +136,18 @@ interface DaemonParts {
   readonly runner: Runner;
   readonly ipts: ReadonlyMap<IPFamily, Iptables>;
   readonly source: Source;
+  readonly registry: Registry;
   readonly nodeName: string;
+  /** The --config file: upstream exits when it changes so that its supervisor restarts it. */
+  readonly configPath: string | null;
   readonly initOnly: boolean;
 }
 
 async function runDaemon(parts: DaemonParts): Promise<void> {
-  const { config, log, runner, ipts, source, nodeName } = parts;
+  const { config, log, runner, ipts, source, nodeName, registry } = parts;
   const clock = realClock;
   const syncPeriodMs = parseDuration(config.iptables.syncPeriod, "iptables.syncPeriod");
   const minSyncMs = parseDuration(config.iptables.minSyncPeriod, "iptables.minSyncPeriod");
-  const registry = new Registry();
   const nfacctValue = (counter: string) => async () => {
     const value = (await readNfacctCounters(runner))?.find((c) => c.name === counter)?.packets;
     return value === undefined ? null : Number(value);
@@ -141,6 +167,15 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
   };
   process.once("SIGTERM", () => onSignal("SIGTERM"));
   process.once("SIGINT", () => onSignal("SIGINT"));
+  let configChanged = false;
+  if (parts.configPath !== null) {
+    watch(parts.configPath, { signal: stop.signal, persistent: false }, () => {
+      if (configChanged) return;
+      configChanged = true;
+      log.error({ path: parts.configPath }, "Configuration file changed; exiting so that it is reloaded");
+      stop.abort();
+    });
+  }
 
   // Objects arrive before the proxiers exist (we need the Node for IPs); queue them per family.
   let nodeObject: Node | null = null;
@@ -313,6 +348,9 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
   log.info({ node: nodeName, families: [...ipts.keys()] }, "kube-proxy-ts started");
   await Promise.all([sourceDone, ...loops, ...servers]);
   await serviceHealth.close();
+  if (configChanged) {
+    throw new InputError("--config", `content of ${parts.configPath} was updated; restart to apply it`);
+  }
 }
 
 /** Localhost NodePorts need route_localnet (upstream sets it at start-up, spec §3.4). */
