@@ -192,7 +192,7 @@ describe("the daemon serves every kind of Service to real clients", () => {
   });
 
   it("serves externalIPs routed to the node", async () => {
-    const report = only(await probe(sandbox, CLIENT, [tcp(EXTERNAL_IP, 8080, 10)]), 0);
+    const report = only(await probe(sandbox, CLIENT, [tcp(EXTERNAL_IP, 8080, 20)]), 0);
     noErrors(report);
     assert.equal(Object.keys(report.byPod).length, 2, JSON.stringify(report.byPod));
   });
