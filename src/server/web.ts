@@ -17,7 +17,7 @@ import { explainService, explanationToJson, type ServiceExplanation } from "../n
 import { COLUMN_HEADER, formatRuleColumns, humanCount, targetName } from "../netfilter/format.ts";
 import { parseIptablesSave } from "../netfilter/iptables-save.ts";
 import type { Rule, Ruleset } from "../netfilter/model.ts";
-import { packetFromFlags, tracePacket, traceToJson } from "../netfilter/tracer.ts";
+import { formatPercent, packetFromFlags, tracePacket, traceToJson } from "../netfilter/tracer.ts";
 import type { Clock } from "../proxy/clock.ts";
 import {
   joinHostPort,
@@ -151,10 +151,19 @@ function entryDetail(rule: Rule, family: 4 | 6): string {
     .join(" ");
 }
 
-/** Services → chains → endpoints, laid out in columns (longest jump path from the entry rules). */
+/**
+ * Services → capture rules → chains → endpoints (one per KUBE-SEP chain), laid out in columns by
+ * the longest jump path from the capture rules; edges into endpoints carry their share.
+ */
 export function serviceGraph(ex: ServiceExplanation, family: 4 | 6): ServiceGraph {
   const nodes: GraphNode[] = [
-    { id: "service", kind: "service", label: ex.service, detail: ex.servicePortNames.join(", "), column: 0 },
+    {
+      id: "service",
+      kind: "service",
+      label: ex.service,
+      detail: `IPv${family} Service · ${ex.endpoints.length} endpoint${ex.endpoints.length === 1 ? "" : "s"}`,
+      column: 0,
+    },
   ];
   const edges: GraphEdge[] = [];
   const chainNames = new Set(ex.chains.map((c) => c.name));
@@ -169,7 +178,7 @@ export function serviceGraph(ex: ServiceExplanation, family: 4 | 6): ServiceGrap
       column: 1,
       counterKey: ruleKey(family, e.rule),
     });
-    edges.push({ from: "service", to: id, label: e.servicePortName ?? "" });
+    edges.push({ from: "service", to: id, label: "" });
     const target = targetName(e.rule);
     if (chainNames.has(target)) {
       edges.push({ from: id, to: `chain:${target}`, label: "" });
@@ -193,40 +202,30 @@ export function serviceGraph(ex: ServiceExplanation, family: 4 | 6): ServiceGrap
     ...ex.chains.filter((c) => c.kind !== "SEP").map((c) => (level.get(c.name) ?? 2) + 1),
   );
   for (const c of ex.chains) {
-    const column = c.kind === "SEP" ? sepColumn : (level.get(c.name) ?? 2);
-    nodes.push({ id: `chain:${c.name}`, kind: "chain", label: c.name, detail: c.kind, column });
+    const id = `chain:${c.name}`;
+    if (c.kind === "SEP") {
+      // A KUBE-SEP chain is one endpoint: the node is named by where its DNAT sends packets.
+      const dnat = c.rules.find((r) => r.role === "dnat");
+      nodes.push({
+        id,
+        kind: "endpoint",
+        label: dnat?.dnat ?? "?",
+        detail: c.name,
+        column: sepColumn,
+        ...(dnat === undefined ? {} : { counterKey: ruleKey(family, dnat.rule) }),
+      });
+      continue;
+    }
+    nodes.push({ id, kind: "chain", label: c.name, detail: c.kind, column: level.get(c.name) ?? 2 });
     for (const r of c.rules) {
       const t = targetName(r.rule);
       if (!chainNames.has(t) || t === c.name) continue;
       const label =
-        r.role === "endpoint"
-          ? `${formatShare(r.probability ?? 0)}`
-          : r.role === "affinity"
-            ? "affinity"
-            : "";
-      edges.push({ from: `chain:${c.name}`, to: `chain:${t}`, label });
-    }
-    if (c.kind === "SEP") {
-      const dnat = c.rules.find((r) => r.role === "dnat");
-      if (dnat !== undefined) {
-        const id = `endpoint:${c.name}`;
-        nodes.push({
-          id,
-          kind: "endpoint",
-          label: dnat.dnat ?? "?",
-          detail: "endpoint",
-          column: sepColumn + 1,
-          counterKey: ruleKey(family, dnat.rule),
-        });
-        edges.push({ from: `chain:${c.name}`, to: id, label: "DNAT" });
-      }
+        r.role === "endpoint" ? formatPercent(r.probability ?? 0) : r.role === "affinity" ? "affinity" : "";
+      edges.push({ from: id, to: `chain:${t}`, label });
     }
   }
   return { nodes, edges };
-}
-
-function formatShare(p: number): string {
-  return `${(Math.round(p * 10000) / 100).toString()}%`;
 }
 
 /** `ns/name` of every Service with a capture rule (comments `ns/name[:port] …` in KUBE-SERVICES/NODEPORTS). */

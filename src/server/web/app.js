@@ -54,9 +54,9 @@ function setStatus(text, isError) {
 
 // --- graph ------------------------------------------------------------------------------------
 
-const BOX_W = 210;
+const BOX_W = 215;
 const BOX_H = 48;
-const COL_GAP = 70;
+const COL_GAP = 56;
 const ROW_GAP = 14;
 
 function drawGraph(graph) {
@@ -111,7 +111,7 @@ function drawGraph(graph) {
       const count = svg("text", {
         class: "count",
         x: p.x + BOX_W - 8,
-        y: p.y + 36,
+        y: p.y + 18,
         "text-anchor": "end",
         "data-key": n.counterKey,
         "data-field": "packets",
@@ -215,6 +215,7 @@ async function loadRules() {
     }
     table.appendChild(row);
   }
+  table.setAttribute("data-query", q);
   const count = document.getElementById("rules-count");
   count.textContent =
     data.total +

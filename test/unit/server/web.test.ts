@@ -90,13 +90,21 @@ describe("web view API", () => {
       ["service", 0],
       ["entry", 1],
       ["chain", 2],
-      ["chain", 3],
-      ["endpoint", 4],
-      ["chain", 3],
-      ["endpoint", 4],
+      ["endpoint", 3],
+      ["endpoint", 3],
     ]);
-    const endpointNodes = svc3.graph.nodes.filter((n) => n.kind === "endpoint").map((n) => n.label);
-    assert.deepEqual(endpointNodes, ["10.0.3.2:80", "10.0.3.3:80"]);
+    const endpointNodes = svc3.graph.nodes.filter((n) => n.kind === "endpoint");
+    assert.deepEqual(
+      endpointNodes.map((n) => [
+        n.label,
+        n.detail.slice(0, 9),
+        n.counterKey === svc3.endpoints.find((e) => e.endpoint === n.label)?.counterKey,
+      ]),
+      [
+        ["10.0.3.2:80", "KUBE-SEP-", true],
+        ["10.0.3.3:80", "KUBE-SEP-", true],
+      ],
+    );
     const ids = new Set(svc3.graph.nodes.map((n) => n.id));
     for (const e of svc3.graph.edges) assert.ok(ids.has(e.from) && ids.has(e.to), `${e.from} → ${e.to}`);
     assert.deepEqual(
