@@ -1,6 +1,6 @@
 import { InputError } from "../errors.ts";
 import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../kernel/conntrack-count.ts";
-import type { EndpointKey } from "../kernel/conntrack-count.ts";
+import type { EndpointKey, Frontend } from "../kernel/conntrack-count.ts";
 import type { Runner } from "../kernel/exec.ts";
 import { ProcessRunner } from "../kernel/exec.ts";
 import type { Family } from "../netfilter/addr.ts";
@@ -106,6 +106,22 @@ function endpointKeys(ex: ServiceExplanation): (EndpointKey & { servicePortName:
       seen.add(k);
       out.push({ protocol, endpoint: r.dnat, servicePortName: r.servicePortName ?? ex.service });
     }
+  }
+  return out;
+}
+
+/** Where the entry rules capture traffic: cluster IP, external and LB IPs, node ports (any local address). */
+export function frontendsOf(ex: ServiceExplanation): Frontend[] {
+  const out: Frontend[] = [];
+  for (const e of ex.entries) {
+    const port = matchOf(e.rule, "destinationPort")?.ranges[0]?.[0];
+    if (port === undefined) continue;
+    const protocol = matchOf(e.rule, "protocol")?.protocol ?? "tcp";
+    const dst = matchOf(e.rule, "destination");
+    const single = dst !== undefined && dst.cidr.prefix === (dst.cidr.family === 4 ? 32 : 128);
+    out.push(
+      single ? { protocol, ip: formatCidr(dst.cidr).replace(/\/\d+$/, ""), port } : { protocol, port },
+    );
   }
   return out;
 }
@@ -217,7 +233,7 @@ async function endpointFlows(
 ): Promise<EndpointFlows[]> {
   const keys = endpointKeys(ex);
   const entries = await listConntrackEntries(runner, family === 4 ? "IPv4" : "IPv6");
-  const counts = countFlowsByEndpoint(entries, keys);
+  const counts = countFlowsByEndpoint(entries, keys, frontendsOf(ex));
   return keys.map((k) => ({
     servicePortName: k.servicePortName,
     endpoint: k.endpoint,

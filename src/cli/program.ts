@@ -85,6 +85,10 @@ function buildProgram(): Command {
       "--local-addresses <ips>",
       "The node's addresses (addrtype LOCAL); default: the live namespace's, or loopback only with --ruleset.",
     )
+    .option(
+      "--affinity <assume>",
+      "Session affinity state: unknown (default, both ways) or new-client (no affinity entry yet).",
+    )
     .option("-o, --output <format>", "text (default) or json.")
     .exitOverride()
     .action(async (options: Record<string, unknown>) => {

@@ -67,6 +67,13 @@ export function addressList(value: string): string[] {
   return out;
 }
 
+/** The kernel's `recent` lists (session affinity) are not in a dump: explore both ways, or assume a new client. */
+function affinityAssumption(value: unknown): "unknown" | "new-client" {
+  if (value === undefined || value === "unknown") return "unknown";
+  if (value === "new-client") return "new-client";
+  throw new InputError("--affinity", `must be unknown or new-client, not ${JSON.stringify(value)}`);
+}
+
 /**
  * `kube-proxy-ts trace`: one packet through the live kernel's ruleset (default) or a dump
  * (`--ruleset`), every path with its probability, verdict, DNAT and masquerade.
@@ -95,7 +102,11 @@ export async function traceCommand(
       : live
         ? (await localAddresses(runner)).map((a) => a.split("/")[0] ?? a)
         : [];
-  const result = tracePacket(ruleset, packet, { localAddresses: local, origin });
+  const result = tracePacket(ruleset, packet, {
+    localAddresses: local,
+    origin,
+    recent: affinityAssumption(options["affinity"]),
+  });
   if (format === "json") return JSON.stringify(traceToJson(result), null, 2) + "\n";
   const header = live
     ? `ruleset: live kernel (${family === 4 ? "iptables-save" : "ip6tables-save"} -c), local addresses: ${local.join(", ")}`

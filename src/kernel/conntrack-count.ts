@@ -27,19 +27,39 @@ function key(protocol: string, endpoint: string): string {
   return `${protocol.toLowerCase()} ${endpoint}`;
 }
 
+/** An address a Service is reached at; no `ip` = any of the node's addresses (a node port). */
+export interface Frontend {
+  readonly protocol: string;
+  readonly ip?: string;
+  readonly port: number;
+}
+
+function reachedThrough(entry: ConntrackEntry, frontends: readonly Frontend[]): boolean {
+  // An undisturbed reply tuple means no DNAT: the client dialled the pod itself.
+  if (entry.origDst === entry.replySrc && entry.origDport === entry.replySport) return false;
+  return frontends.some(
+    (f) =>
+      f.protocol.toLowerCase() === entry.protocol &&
+      f.port === entry.origDport &&
+      (f.ip === undefined || f.ip === entry.origDst),
+  );
+}
+
 /**
- * Flows per endpoint. A flow points at an endpoint when its reply comes from it: after DNAT
- * the reply direction's source is the endpoint, whatever address the client dialled.
+ * A Service's flows per endpoint. A flow points at an endpoint when its reply comes from it
+ * (after DNAT the reply's source is the endpoint) and it was sent to one of the Service's
+ * frontends: pods serve several Services, and a flow to another one is not this one's.
  */
 export function countFlowsByEndpoint(
   entries: readonly ConntrackEntry[],
   endpoints: readonly EndpointKey[],
+  frontends: readonly Frontend[],
 ): Map<string, number> {
   const counts = new Map<string, number>(endpoints.map((e) => [key(e.protocol, e.endpoint), 0]));
   for (const entry of entries) {
     const k = key(entry.protocol, joinHostPort(entry.replySrc, entry.replySport));
     const n = counts.get(k);
-    if (n !== undefined) counts.set(k, n + 1);
+    if (n !== undefined && reachedThrough(entry, frontends)) counts.set(k, n + 1);
   }
   return counts;
 }

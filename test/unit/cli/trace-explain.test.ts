@@ -1,0 +1,243 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { explainCommand, parseServiceRef, whyNoTraffic } from "../../../src/cli/explain.ts";
+import { addressList, traceCommand } from "../../../src/cli/trace.ts";
+import { InputError } from "../../../src/errors.ts";
+import { parseConntrackList } from "../../../src/kernel/conntrack.ts";
+import { countFlowsByEndpoint, flowCount } from "../../../src/kernel/conntrack-count.ts";
+import type { ExecOptions, ExecResult, Runner } from "../../../src/kernel/exec.ts";
+import { explainService } from "../../../src/netfilter/explain.ts";
+import { parseIptablesSave } from "../../../src/netfilter/iptables-save.ts";
+
+const fixtures = fileURLToPath(new URL("../netfilter/fixtures/", import.meta.url));
+const FLOWS = join(fixtures, "packet-flow.rules.txt");
+const NETNS_V4 = readFileSync(join(fixtures, "iptables-save-c.netns.txt"), "utf8");
+const NETNS_V6 = readFileSync(join(fixtures, "ip6tables-save-c.netns.txt"), "utf8");
+const SEED_EXAMPLE = fileURLToPath(new URL("../../../examples/seed-nginx", import.meta.url));
+
+/** Answers by argv[0]; records every call so tests see what the CLI asked the kernel. */
+class ScriptedRunner implements Runner {
+  readonly calls: string[][] = [];
+  constructor(private readonly answers: Readonly<Record<string, string>>) {}
+  run(argv: readonly string[], _options?: ExecOptions): Promise<ExecResult> {
+    this.calls.push([...argv]);
+    const stdout = this.answers[argv[0] ?? ""];
+    if (stdout === undefined) return Promise.reject(new Error(`unexpected command ${argv.join(" ")}`));
+    return Promise.resolve({ argv, exitCode: 0, stdout, stderr: "", durationMs: 0 });
+  }
+}
+
+const IP_ADDR = JSON.stringify([
+  { ifname: "lo", addr_info: [{ local: "127.0.0.1", prefixlen: 8 }] },
+  { ifname: "eth0", addr_info: [{ local: "192.168.0.2", prefixlen: 24 }] },
+]);
+
+test("trace --ruleset: both endpoints of a 2-endpoint ClusterIP with 50% each, text and JSON", async () => {
+  const text = await traceCommand({ ruleset: FLOWS, src: "10.0.0.2", dst: "172.30.0.44:80" });
+  assert.match(text, /^ruleset: .*packet-flow\.rules\.txt, local addresses: loopback only/);
+  assert.match(text, /1\. 50% ACCEPT, DNAT → 10\.180\.0\.4:80 .*masquerade: no/);
+  assert.match(text, /2\. 50% ACCEPT, DNAT → 10\.180\.0\.5:80 .*masquerade: no/);
+  const json = JSON.parse(
+    await traceCommand({ ruleset: FLOWS, src: "10.0.0.2", dst: "172.30.0.44:80", output: "json" }),
+  ) as {
+    outcomes: { probability: number; dnat: string; path: { rule?: string }[] }[];
+  };
+  assert.deepEqual(json.outcomes.map((o) => [o.dnat, o.probability]).sort(), [
+    ["10.180.0.4:80", 0.5],
+    ["10.180.0.5:80", 0.5],
+  ]);
+  assert.ok(json.outcomes.every((o) => o.path.some((s) => s.rule?.includes("--probability") === true)));
+});
+
+test("trace --ruleset: NodePort needs the node's addresses; with them it is captured and masqueraded", async () => {
+  const flags = {
+    ruleset: FLOWS,
+    src: "203.0.113.9",
+    dst: "192.168.0.2:3003",
+    from: "external",
+    output: "json",
+  };
+  const without = JSON.parse(await traceCommand(flags)) as { outcomes: { dnat?: string }[] };
+  assert.ok(
+    without.outcomes.every((o) => o.dnat === undefined),
+    "node IP unknown: not addrtype LOCAL",
+  );
+  const withLocal = JSON.parse(
+    await traceCommand({ ...flags, localAddresses: "192.168.0.2/24, 127.0.0.1" }),
+  ) as {
+    outcomes: { dnat?: string; masquerade: boolean }[];
+  };
+  assert.deepEqual(
+    withLocal.outcomes.map((o) => [o.dnat, o.masquerade]),
+    [["10.180.0.3:80", true]],
+  );
+});
+
+test("trace: a dump that cannot be parsed is an error naming its file and line", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "kpt-trace-unit-"));
+  try {
+    const bad = join(dir, "bad.txt");
+    writeFileSync(bad, "*nat\n:PREROUTING ACCEPT [0:0]\n-A KUBE-NOPE -j ACCEPT\nCOMMIT\n");
+    await assert.rejects(
+      traceCommand({ ruleset: bad, src: "10.0.0.2", dst: "10.0.0.3:80" }),
+      (e: unknown) =>
+        e instanceof InputError &&
+        e.message === `--ruleset ${bad}: line 3: chain KUBE-NOPE was not declared: -A KUBE-NOPE -j ACCEPT`,
+    );
+    await assert.rejects(
+      traceCommand({ ruleset: join(dir, "missing.txt"), src: "10.0.0.2", dst: "10.0.0.3:80" }),
+      /--ruleset: cannot read/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("trace: bad flags are input errors", async () => {
+  await assert.rejects(
+    traceCommand({ ruleset: FLOWS, src: "10.0.0.2", dst: "10.0.0.3" }),
+    /--dst: needs a port/,
+  );
+  await assert.rejects(
+    traceCommand({ ruleset: FLOWS, src: "10.0.0.2", dst: "10.0.0.3:80", output: "yaml" }),
+    /--output/,
+  );
+  await assert.rejects(
+    traceCommand({ ruleset: FLOWS, src: "10.0.0.2", dst: "10.0.0.3:80", affinity: "x" }),
+    /--affinity/,
+  );
+  assert.throws(() => addressList("10.0.0.1,nope"), /--local-addresses: not an IP address: nope/);
+  assert.deepEqual(addressList("10.0.0.1/24, ,fd00::1/64"), ["10.0.0.1", "fd00::1"]);
+});
+
+test("trace, live: iptables-save -c for IPv4, ip6tables-save -c for IPv6, node addresses from ip addr", async () => {
+  const runner = new ScriptedRunner({ "iptables-save": NETNS_V4, "ip6tables-save": NETNS_V6, ip: IP_ADDR });
+  const text = await traceCommand({ src: "10.0.0.2", dst: "172.30.0.43:80" }, runner);
+  assert.match(
+    text,
+    /^ruleset: live kernel \(iptables-save -c\), local addresses: 127\.0\.0\.1, 192\.168\.0\.2/,
+  );
+  assert.match(text, /DNAT → 10\.0\.3\.2:80/);
+  assert.deepEqual(runner.calls[0], ["iptables-save", "-c"]);
+  assert.deepEqual(runner.calls[1], ["ip", "-j", "addr", "show"]);
+  const v6 = await traceCommand({ src: "[fd00::2]:4000", dst: "[fd00:30::41]:80", from: "node" }, runner);
+  assert.deepEqual(runner.calls[2], ["ip6tables-save", "-c"]);
+  assert.match(v6, /100% REJECT/);
+});
+
+test("explain --ruleset: why no traffic — no endpoints, no local endpoints, source ranges", async () => {
+  const none = await explainCommand("ns6/svc6", { ruleset: FLOWS });
+  assert.match(
+    none,
+    /why no traffic:\n {2}ns6\/svc6:p80 has no endpoints: packets to 172\.30\.0\.46:80 \(tcp\) are REJECTed in filter KUBE-SERVICES rule 1\n$/,
+  );
+  const flows = parseIptablesSave(readFileSync(FLOWS, "utf8"));
+  assert.deepEqual(whyNoTraffic(explainService(flows, { namespace: "ns2", name: "svc2" })), [
+    "ns2/svc2:p80 has no local endpoints on this node: packets to 192.168.99.22:80 (tcp) are DROPped in filter KUBE-EXTERNAL-SERVICES rule 1 (traffic policy Local: endpoints on other nodes are not used)",
+    "ns2/svc2:p80 has no local endpoints on this node: packets to 1.2.3.4:80 (tcp) are DROPped in filter KUBE-EXTERNAL-SERVICES rule 2 (traffic policy Local: endpoints on other nodes are not used)",
+    "ns2/svc2:p80 has no local endpoints on this node: packets to node port 3001 (tcp) on any local address are DROPped in filter KUBE-EXTERNAL-SERVICES rule 3 (traffic policy Local: endpoints on other nodes are not used)",
+  ]);
+  assert.deepEqual(whyNoTraffic(explainService(flows, { namespace: "ns5", name: "svc5" })), [
+    "ns5/svc5:p80: load-balancer IP 5.6.7.8:80 (tcp) accepts only sources in 203.0.113.0/25 (nat KUBE-FW-NUKIZ6OKUXPJNT4C); packets from any other source are DROPped in filter KUBE-PROXY-FIREWALL rule 1",
+  ]);
+  assert.deepEqual(whyNoTraffic(explainService(flows, { namespace: "ns4", name: "svc4" })), []);
+  await assert.rejects(explainCommand("ns9/svc9", { ruleset: FLOWS }), /no rules for Service ns9\/svc9/);
+});
+
+const CONNTRACK = [
+  // Two flows to svc3's cluster IP answered by 10.0.3.2, one by 10.0.3.3.
+  "tcp      6 117 TIME_WAIT src=10.0.0.2 dst=172.30.0.43 sport=40000 dport=80 src=10.0.3.2 dst=10.0.0.2 sport=80 dport=40000 [ASSURED] mark=0 use=1",
+  "tcp      6 117 TIME_WAIT src=10.0.0.2 dst=172.30.0.43 sport=40001 dport=80 src=10.0.3.2 dst=10.0.0.2 sport=80 dport=40001 [ASSURED] mark=0 use=1",
+  "tcp      6 117 TIME_WAIT src=10.0.0.2 dst=172.30.0.43 sport=40002 dport=80 src=10.0.3.3 dst=10.0.0.2 sport=80 dport=40002 [ASSURED] mark=0 use=1",
+  // Same pod, but dialled directly (no DNAT) and through another Service's address: not svc3's.
+  "tcp      6 117 TIME_WAIT src=10.0.0.2 dst=10.0.3.2 sport=40003 dport=80 src=10.0.3.2 dst=10.0.0.2 sport=80 dport=40003 [ASSURED] mark=0 use=1",
+  "tcp      6 117 TIME_WAIT src=10.0.0.2 dst=172.30.0.99 sport=40004 dport=80 src=10.0.3.2 dst=10.0.0.2 sport=80 dport=40004 [ASSURED] mark=0 use=1",
+  // Same endpoint address and port, other protocol.
+  "udp      17 20 src=10.0.0.2 dst=172.30.0.43 sport=40005 dport=80 src=10.0.3.2 dst=10.0.0.2 sport=80 dport=40005 mark=0 use=1",
+].join("\n");
+
+test("explain, live: counters in iptables -vnL columns and conntrack flows per endpoint of this Service only", async () => {
+  const runner = new ScriptedRunner({ "iptables-save": NETNS_V4, conntrack: CONNTRACK });
+  const text = await explainCommand("ns3/svc3", {}, runner);
+  assert.deepEqual(runner.calls, [
+    ["iptables-save", "-c"],
+    ["conntrack", "-L", "-f", "ipv4"],
+  ]);
+  assert.match(text, /^source: live kernel/);
+  assert.match(text, / num {3}pkts bytes target/);
+  assert.match(
+    text,
+    /conntrack entries per endpoint:\n {2}ns3\/svc3:p80 10\.0\.3\.2:80\/tcp: 2\n {2}ns3\/svc3:p80 10\.0\.3\.3:80\/tcp: 1\n/,
+  );
+  const json = JSON.parse(await explainCommand("ns3/svc3", { output: "json" }, runner)) as {
+    conntrack: { endpoint: string; flows: number }[];
+    endpoints: { endpoint: string; counters: { packets: number } }[];
+  };
+  assert.deepEqual(
+    json.conntrack.map((c) => [c.endpoint, c.flows]),
+    [
+      ["10.0.3.2:80", 2],
+      ["10.0.3.3:80", 1],
+    ],
+  );
+  assert.deepEqual(
+    json.endpoints.map((e) => [e.endpoint, e.counters.packets]),
+    [
+      ["10.0.3.2:80", 1],
+      ["10.0.3.3:80", 0],
+    ],
+  );
+  const quiet = new ScriptedRunner({ "iptables-save": NETNS_V4 });
+  assert.doesNotMatch(await explainCommand("ns3/svc3", { conntrack: false }, quiet), /conntrack entries/);
+});
+
+test("explain, live: a Service found only in ip6tables is explained from there", async () => {
+  const runner = new ScriptedRunner({
+    "iptables-save": "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n",
+    "ip6tables-save": NETNS_V6,
+    conntrack: "",
+  });
+  const text = await explainCommand("ns1/svc1", {}, runner);
+  assert.deepEqual(
+    runner.calls.map((c) => c.join(" ")),
+    ["iptables-save -c", "ip6tables-save -c", "conntrack -L -f ipv6"],
+  );
+  assert.match(text, /ns1\/svc1:p80 has no endpoints: packets to \[fd00:30::41\]:80 \(tcp\) are REJECTed/);
+});
+
+test("explain --manifests: the seed's walk from rendered rules, no kernel", async () => {
+  const text = await explainCommand("default/nginx", {
+    manifests: SEED_EXAMPLE,
+    hostnameOverride: "node-1",
+    clusterCidr: "10.244.0.0/16",
+  });
+  assert.match(text, /^source: rules rendered from .*seed-nginx/);
+  assert.match(text, /KUBE-SVC-2CMXP7HKUVJN7L6M .*10\.1\.125\.152 .*cluster IP/);
+  assert.match(text, /10\.244\.0\.9:80 \(KUBE-SEP-[A-Z0-9]+\) 50%/);
+  assert.match(text, /10\.244\.0\.10:80 \(KUBE-SEP-[A-Z0-9]+\) 50%/);
+  assert.doesNotMatch(text, /conntrack entries/);
+});
+
+test("explain: NAMESPACE/SERVICE[:PORT] parsing", () => {
+  assert.deepEqual(parseServiceRef("default/nginx"), { namespace: "default", name: "nginx" });
+  assert.deepEqual(parseServiceRef("ns5/svc5:p80"), { namespace: "ns5", name: "svc5", port: "p80" });
+  assert.throws(() => parseServiceRef("nginx"), /expected NAMESPACE\/SERVICE/);
+  assert.throws(() => parseServiceRef("a/B"), /expected NAMESPACE\/SERVICE/);
+});
+
+test("conntrack flows count only DNATed flows sent to one of the given frontends", () => {
+  const entries = parseConntrackList(CONNTRACK);
+  const endpoints = [{ protocol: "tcp", endpoint: "10.0.3.2:80" }];
+  const viaClusterIP = countFlowsByEndpoint(entries, endpoints, [
+    { protocol: "tcp", ip: "172.30.0.43", port: 80 },
+  ]);
+  assert.equal(flowCount(viaClusterIP, endpoints[0] as (typeof endpoints)[0]), 2);
+  // A node port frontend (any address) counts every DNATed flow to that port.
+  const anyAddress = countFlowsByEndpoint(entries, endpoints, [{ protocol: "tcp", port: 80 }]);
+  assert.equal(flowCount(anyAddress, endpoints[0] as (typeof endpoints)[0]), 3);
+  assert.equal(flowCount(anyAddress, { protocol: "udp", endpoint: "10.0.3.2:80" }), 0);
+});
