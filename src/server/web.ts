@@ -222,7 +222,9 @@ export function serviceGraph(ex: ServiceExplanation, family: 4 | 6): ServiceGrap
       if (!chainNames.has(t) || t === c.name) continue;
       const label =
         r.role === "endpoint" ? formatPercent(r.probability ?? 0) : r.role === "affinity" ? "affinity" : "";
-      edges.push({ from: id, to: `chain:${t}`, label });
+      // Several rules of a chain may jump to the same chain (e.g. KUBE-EXT): one arrow is enough.
+      if (!edges.some((e) => e.from === id && e.to === `chain:${t}` && e.label === label))
+        edges.push({ from: id, to: `chain:${t}`, label });
     }
   }
   return { nodes, edges };

@@ -135,8 +135,9 @@ async function loadServices() {
   for (const s of data.services) {
     const section = el("div", { class: "service", "data-service": s.service });
     const title = el("h3", {}, s.service);
+    const named = s.servicePortNames.filter((n) => n !== s.service);
     title.appendChild(
-      el("span", { class: "muted" }, "  IPv" + s.family + " · " + s.servicePortNames.join(", ")),
+      el("span", { class: "muted" }, "  IPv" + s.family + (named.length ? " · " + named.join(", ") : "")),
     );
     section.appendChild(title);
     const scroll = el("div", { class: "scroll" });

@@ -63,7 +63,7 @@ interface ServiceJson {
   service: string;
   endpoints: { endpoint: string; probability: number; packets: number | null; counterKey?: string }[];
   graph: {
-    nodes: { id: string; kind: string; label: string; column: number; counterKey?: string }[];
+    nodes: { id: string; kind: string; label: string; detail: string; column: number; counterKey?: string }[];
     edges: { from: string; to: string; label: string }[];
   };
 }
