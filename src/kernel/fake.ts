@@ -312,6 +312,7 @@ export class FakeIptables implements IptablesInterface {
   }
 
   async listChains(table: Table): Promise<string[]> {
+    this.calls.push({ op: "listChains", table });
     const chains = tableOf(this.tables, table);
     return [...BUILTIN_CHAINS[table], ...[...chains.keys()].filter((c) => !chains.get(c)?.builtin).sort()];
   }

@@ -6,9 +6,9 @@ import type { ProxyHealth } from "../../proxy/health.ts";
 import type { ProxyMetrics } from "../../proxy/metrics.ts";
 import { programmingLatencies, type ApplyResult, type ProxyStateStore } from "../../proxy/changetracker.ts";
 import type { ProxyState } from "../../proxy/types.ts";
-import { JUMP_CHAINS } from "./chains.ts";
+import { isServiceChainName, JUMP_CHAINS } from "./chains.ts";
 import { renderIptables } from "./render.ts";
-import { restoreTransactions } from "./transactions.ts";
+import { restoreTransactions, topLevelTransaction } from "./transactions.ts";
 import type { IptablesSettings, RenderResult } from "./types.ts";
 
 /** Upstream proxyutil.FullSyncPeriod: a full resync at least this often (except large clusters). */
@@ -58,6 +58,13 @@ export class IptablesProxier {
   private lastFullSync = Number.NEGATIVE_INFINITY;
   private lastCleanup = Number.NEGATIVE_INFINITY;
   private largeClusterMode = false;
+  /**
+   * Service chains known to be in the kernel (what the last successful sync left), so partial
+   * syncs need no `iptables-save`; null = unknown (start, failure, flush): list the kernel.
+   */
+  private knownNatChains: ReadonlySet<string> | null = null;
+  /** `topLevelTransaction` of the last successful sync; null when the kernel may differ from it. */
+  private lastTopLevel: string | null = null;
   private readonly maxServicesPerTransaction: number;
 
   constructor(private readonly options: IptablesProxierOptions) {
@@ -76,6 +83,8 @@ export class IptablesProxier {
   /** The canary disappeared or something else invalidated the kernel view. */
   forceFullSync(): void {
     this.needFullSync = true;
+    this.knownNatChains = null;
+    this.lastTopLevel = null;
   }
 
   async syncProxyRules(): Promise<SyncReport | null> {
@@ -101,7 +110,11 @@ export class IptablesProxier {
         await this.options.ensureCounters?.();
       }
       const cleanupDue = !this.largeClusterMode || started - this.lastCleanup > this.options.syncPeriodMs;
-      const existingNatChains = cleanupDue ? await this.natChains() : null;
+      const existingNatChains = cleanupDue
+        ? this.knownNatChains !== null
+          ? [...this.knownNatChains]
+          : await this.natChains()
+        : null;
       result = renderIptables({
         state: pending.state,
         settings,
@@ -110,13 +123,19 @@ export class IptablesProxier {
         existingNatChains,
       });
       if (existingNatChains !== null) this.lastCleanup = started;
-      const payloads = restoreTransactions(result, this.maxServicesPerTransaction);
+      const topLevel = topLevelTransaction(result, false);
+      const unchangedTopLevel = !fullSync && topLevel === this.lastTopLevel;
+      const payloads = restoreTransactions(result, this.maxServicesPerTransaction, unchangedTopLevel);
+      this.lastTopLevel = null;
       for (const payload of payloads) {
         await this.options.ipt.restore(payload, { noflush: true, counters: true });
         transactions++;
       }
+      this.lastTopLevel = topLevel;
+      this.knownNatChains = knownAfter(this.knownNatChains ?? existingNatChains, result);
     } catch (error) {
       this.needFullSync = true;
+      this.knownNatChains = null;
       metrics?.iptables?.iptablesRestoreFailuresTotal.inc({ ip_family: family });
       if (!fullSync) metrics?.iptables?.iptablesPartialRestoreFailuresTotal.inc({ ip_family: family });
       const report = this.report(fullSync, false, started, transactions, pending, result, error as Error);
@@ -172,6 +191,11 @@ export class IptablesProxier {
     return report;
   }
 
+  /** Service chains of the kernel for tests and the web view: null = not known without listing. */
+  get natChainsInKernel(): ReadonlySet<string> | null {
+    return this.knownNatChains;
+  }
+
   private async natChains(): Promise<string[] | null> {
     try {
       return await this.options.ipt.listChains("nat");
@@ -221,4 +245,16 @@ export class IptablesProxier {
       ...(error === undefined ? {} : { error }),
     };
   }
+}
+
+/** What the kernel holds after a successful sync: the active chains plus any stale ones not deleted. */
+function knownAfter(
+  before: readonly string[] | ReadonlySet<string> | null,
+  result: RenderResult,
+): ReadonlySet<string> | null {
+  if (before === null) return null;
+  const deleted = new Set(result.nat.deletedChains);
+  const known = new Set(result.activeNatChains);
+  for (const chain of before) if (isServiceChainName(chain) && !deleted.has(chain)) known.add(chain);
+  return known;
 }

@@ -19,37 +19,70 @@ import type { RenderResult } from "./types.ts";
  * KUBE-MARK-MASQ (jumped to from service chains) is declared and refilled in every chunk, so a
  * first sync on a clean host works too; re-declaring it inside one atomic restore never leaves it
  * empty for a packet.
+ *
+ * `unchangedTopLevel`: the caller knows the kernel already holds exactly `topLevelTransaction`
+ * (it wrote it in the last successful sync and nothing flushed it since). Then only the rewritten
+ * Services' chains are written: on a 10,000-Service node an endpoint change no longer rewrites
+ * 10,000 capture rules (upstream's partial sync does; the resulting kernel state is the same).
  */
-export function restoreTransactions(result: RenderResult, maxServicesPerTransaction: number): string[] {
-  const blocks = result.nat.serviceBlocks;
-  if (blocks.length <= maxServicesPerTransaction) return [result.payload];
+export function restoreTransactions(
+  result: RenderResult,
+  maxServicesPerTransaction: number,
+  unchangedTopLevel = false,
+): string[] {
+  if (unchangedTopLevel) return serviceChunks(result, maxServicesPerTransaction, true);
+  if (result.nat.serviceBlocks.length <= maxServicesPerTransaction) return [result.payload];
+  return [...serviceChunks(result, maxServicesPerTransaction, false), topLevelTransaction(result, true)];
+}
 
+/**
+ * The service chains in transactions of at most `max` Services. With `deletions`, the stale
+ * chains are flushed and deleted at the end of the last one: by then every chain that referred
+ * to them has been rewritten (a stale chain still referred to from a capture rule means the
+ * capture rules changed, and then this path is not taken).
+ */
+function serviceChunks(result: RenderResult, max: number, deletions: boolean): string[] {
+  const blocks = result.nat.serviceBlocks;
+  const stale = deletions ? result.nat.deletedChains : [];
   const markMasqRule = result.nat.fixedRuleLines.find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `));
   const transactions: string[] = [];
-  for (let start = 0; start < blocks.length; start += maxServicesPerTransaction) {
-    const chunk = blocks.slice(start, start + maxServicesPerTransaction);
+  const chunkCount = Math.max(Math.ceil(blocks.length / max), stale.length > 0 ? 1 : 0);
+  for (let i = 0; i < chunkCount; i++) {
+    const chunk = blocks.slice(i * max, (i + 1) * max);
+    const last = i === chunkCount - 1;
     const lines = ["*nat", `:${KUBE_MARK_MASQ} - [0:0]`];
     for (const block of chunk) lines.push(...block.chainLines);
+    if (last) lines.push(...stale.map((c) => `:${c} - [0:0]`));
     if (markMasqRule !== undefined) lines.push(markMasqRule);
     for (const block of chunk) lines.push(...block.ruleLines);
+    if (last) lines.push(...stale.map((c) => `-X ${c}`));
     lines.push("COMMIT");
     transactions.push(lines.join("\n") + "\n");
   }
+  return transactions;
+}
 
-  const final = [
+/**
+ * Everything in a sync that is not a rewritten Service's own chains: the filter table, nat's
+ * top-level chains with the capture rules, the nodeport tail and (`deletions`) the stale-chain
+ * deletions. Without deletions it is what a caller compares with the last successful sync: when
+ * identical, the kernel already holds it.
+ */
+export function topLevelTransaction(result: RenderResult, deletions: boolean): string {
+  const stale = deletions ? result.nat.deletedChains : [];
+  const lines = [
     "*filter",
     ...result.filter.chainLines,
     ...result.filter.ruleLines,
     "COMMIT",
     "*nat",
     ...result.nat.topChainLines,
-    ...result.nat.deletedChains.map((c) => `:${c} - [0:0]`),
+    ...stale.map((c) => `:${c} - [0:0]`),
     ...result.nat.fixedRuleLines,
     ...result.nat.captureRuleLines,
-    ...result.nat.deletedChains.map((c) => `-X ${c}`),
+    ...stale.map((c) => `-X ${c}`),
     ...result.nat.tailRuleLines,
     "COMMIT",
   ];
-  transactions.push(final.join("\n") + "\n");
-  return transactions;
+  return lines.join("\n") + "\n";
 }

@@ -1,0 +1,180 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { pino } from "pino";
+import { JUMP_CHAINS } from "../../../src/backends/iptables/chains.ts";
+import { IptablesProxier } from "../../../src/backends/iptables/proxier.ts";
+import { renderIptables } from "../../../src/backends/iptables/render.ts";
+import { decodeEndpointSlice, decodeService } from "../../../src/k8s/objects.ts";
+import { FakeIptables } from "../../../src/kernel/fake.ts";
+import { ensureJumpRules } from "../../../src/kernel/iptables.ts";
+import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
+import { FakeClock } from "../../../src/proxy/clock.ts";
+import { ProxyHealth } from "../../../src/proxy/health.ts";
+import { FAKE_PROXIER_SETTINGS } from "../../support/iptables-builders.ts";
+
+function service(n: number) {
+  return decodeService(
+    {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: `svc${n}`, namespace: "ns" },
+      spec: {
+        type: "ClusterIP",
+        clusterIP: `172.30.0.${n}`,
+        ports: [{ name: "p80", port: 80, protocol: "TCP" }],
+      },
+    },
+    "test",
+  );
+}
+
+function slice(n: number, ips: readonly string[]) {
+  return decodeEndpointSlice(
+    {
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { name: `svc${n}-1`, namespace: "ns", labels: { "kubernetes.io/service-name": `svc${n}` } },
+      addressType: "IPv4",
+      endpoints: ips.map((ip) => ({ addresses: [ip] })),
+      ports: [{ name: "p80", port: 8080, protocol: "TCP" }],
+    },
+    "test",
+  );
+}
+
+function setup(services: number, maxServicesPerTransaction?: number) {
+  const ipt = new FakeIptables();
+  const clock = new FakeClock();
+  const store = new ProxyStateStore({ family: "IPv4", nodeName: FAKE_PROXIER_SETTINGS.nodeName });
+  for (let n = 1; n <= services; n++) {
+    store.serviceChanges.update(null, service(n));
+    store.endpointsChanges.endpointSliceUpdate(slice(n, [`10.0.${n}.1`, `10.0.${n}.2`]), false);
+  }
+  const proxier = new IptablesProxier({
+    ipt,
+    settings: FAKE_PROXIER_SETTINGS,
+    store,
+    clock,
+    log: pino({ level: "silent" }),
+    health: new ProxyHealth(60_000, clock),
+    metrics: null,
+    syncPeriodMs: 30_000,
+    ...(maxServicesPerTransaction === undefined ? {} : { maxServicesPerTransaction }),
+  });
+  proxier.setInitialized();
+  return { ipt, store, proxier };
+}
+
+/** The kernel state a single full-sync payload of `store`'s state produces on a fresh fake. */
+async function fullSyncKernel(store: ProxyStateStore): Promise<string> {
+  const fresh = new FakeIptables();
+  await ensureJumpRules(fresh, JUMP_CHAINS);
+  const result = renderIptables({
+    state: store.state,
+    settings: FAKE_PROXIER_SETTINGS,
+    fullSync: true,
+    changedServices: new Set(),
+    existingNatChains: [],
+  });
+  await fresh.restore(result.payload, { noflush: true, counters: true });
+  return fresh.save("nat");
+}
+
+const restores = (ipt: FakeIptables) =>
+  ipt.calls.filter((c) => c.op === "restore").map((c) => c.payload ?? "");
+const saves = (ipt: FakeIptables) => ipt.calls.filter((c) => c.op === "listChains").length;
+
+test("first sync: jump rules ensured, then upstream's single payload", async () => {
+  const { ipt, store, proxier } = setup(3);
+  const report = await proxier.syncProxyRules();
+  assert.equal(report?.fullSync, true);
+  const expected = renderIptables({
+    state: store.state,
+    settings: FAKE_PROXIER_SETTINGS,
+    fullSync: true,
+    changedServices: new Set(),
+    existingNatChains: [],
+  }).payload;
+  assert.deepEqual(restores(ipt), [expected]);
+  assert.equal(ipt.rules("nat", "PREROUTING").length, 1, "nat PREROUTING jumps to KUBE-SERVICES");
+  assert.equal(saves(ipt), 1, "the first sync lists the kernel's nat chains once");
+});
+
+test("an endpoint change writes only that Service's chains and needs no iptables-save", async () => {
+  const { ipt, store, proxier } = setup(3);
+  await proxier.syncProxyRules();
+  ipt.calls.length = 0;
+  store.endpointsChanges.endpointSliceUpdate(slice(2, ["10.0.2.1", "10.0.2.9"]), false);
+  const report = await proxier.syncProxyRules();
+  assert.equal(report?.fullSync, false);
+  const [payload, ...rest] = restores(ipt);
+  assert.equal(rest.length, 0);
+  assert.ok(payload !== undefined && !payload.includes("*filter"), "filter unchanged: not rewritten");
+  assert.doesNotMatch(payload, /KUBE-SERVICES/, "capture rules unchanged: not rewritten");
+  assert.match(payload, /^-X KUBE-SEP-/m, "the removed endpoint's chain is deleted");
+  assert.match(payload, /--to-destination 10\.0\.2\.9:8080/);
+  assert.doesNotMatch(payload, /10\.0\.[13]\./, "other Services untouched");
+  assert.equal(saves(ipt), 0);
+  assert.equal(await ipt.save("nat"), await fullSyncKernel(store), "same kernel state as a full sync");
+});
+
+test("deleting a Service rewrites the capture rules and deletes its chains from the known set", async () => {
+  const { ipt, store, proxier } = setup(3);
+  await proxier.syncProxyRules();
+  ipt.calls.length = 0;
+  store.serviceChanges.update(service(3), null);
+  store.endpointsChanges.endpointSliceUpdate(slice(3, ["10.0.3.1", "10.0.3.2"]), true);
+  await proxier.syncProxyRules();
+  const [payload] = restores(ipt);
+  assert.match(payload ?? "", /^-X KUBE-SVC-/m);
+  assert.equal(saves(ipt), 0);
+  assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
+  assert.ok(![...(proxier.natChainsInKernel ?? [])].some((c) => (payload ?? "").includes(`-X ${c}`)));
+});
+
+test("a flush seen by the canary forces a full sync that lists the kernel again", async () => {
+  const { ipt, proxier } = setup(2);
+  await proxier.syncProxyRules();
+  ipt.calls.length = 0;
+  proxier.forceFullSync();
+  const report = await proxier.syncProxyRules();
+  assert.equal(report?.fullSync, true);
+  assert.match(restores(ipt)[0] ?? "", /^\*filter/);
+  assert.equal(saves(ipt), 1);
+});
+
+test("a failed restore keeps the kernel as it was and makes the next sync full", async () => {
+  const { ipt, store, proxier } = setup(2);
+  await proxier.syncProxyRules();
+  const before = await ipt.save();
+  store.endpointsChanges.endpointSliceUpdate(slice(1, ["10.0.1.7"]), false);
+  ipt.failNextRestoreAtLine = 2;
+  await assert.rejects(proxier.syncProxyRules());
+  assert.equal(await ipt.save(), before, "nothing of the failed transaction reached the kernel");
+  ipt.calls.length = 0;
+  const report = await proxier.syncProxyRules();
+  assert.equal(report?.fullSync, true);
+  assert.equal(saves(ipt), 1, "after a failure the kernel's chains are listed again");
+  assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
+});
+
+test("a large sync is split into bounded transactions with the same end state", async () => {
+  const { ipt, store, proxier } = setup(5, 2);
+  await proxier.syncProxyRules();
+  const payloads = restores(ipt);
+  assert.equal(payloads.length, 4, "3 chunks of at most 2 Services, then the top-level transaction");
+  for (const chunk of payloads.slice(0, 3)) {
+    assert.doesNotMatch(chunk, /-A KUBE-SERVICES/, "capture rules only change in the last transaction");
+  }
+  assert.match(payloads[3] ?? "", /^\*filter[\s\S]*-A KUBE-SERVICES/m);
+  assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
+});
+
+test("a sync with nothing changed writes nothing", async () => {
+  const { ipt, proxier } = setup(2);
+  await proxier.syncProxyRules();
+  ipt.calls.length = 0;
+  const report = await proxier.syncProxyRules();
+  assert.equal(report?.transactions, 0);
+  assert.deepEqual(restores(ipt), []);
+});
