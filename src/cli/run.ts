@@ -30,6 +30,7 @@ import { ProxyStateStore } from "../proxy/changetracker.ts";
 import { realClock } from "../proxy/clock.ts";
 import { healthTimeoutForSyncPeriod, ProxyHealth, toBeDeletedTaint } from "../proxy/health.ts";
 import { createProxyMetrics } from "../proxy/metrics.ts";
+import { checkIptablesUsable } from "../proxy/preflight.ts";
 import { nodeInfoFromObject } from "../proxy/nodeinfo.ts";
 import { BoundedFrequencyRunner } from "../proxy/runner.ts";
 import type { IPFamily, ProxyState } from "../proxy/types.ts";
@@ -62,6 +63,7 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
   const runner = new ProcessRunner();
   const backend = await detectBackend(runner);
   log.info({ backend: backend.backend, reason: backend.reason }, "Detected iptables backend");
+  await checkIptablesUsable(runner, backend.backend);
   const families = await supportedFamilies(runner, backend.backend, log);
   const ipts = new Map(
     families.map((f) => [f, new Iptables({ runner, family: f, backend: backend.backend })] as const),
