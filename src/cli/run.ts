@@ -38,6 +38,7 @@ import { serveProxyHealth } from "../server/healthz.ts";
 import { keepServing, type HttpListener } from "../server/httpserver.ts";
 import { serveMetrics } from "../server/metrics.ts";
 import { ServiceHealthServer } from "../server/servicehealth.ts";
+import { kernelWebSource, serveWeb } from "../server/web.ts";
 import { ApiServerSource } from "../source/apiserver.ts";
 import { DirectorySource } from "../source/directory.ts";
 import type { Source } from "../source/types.ts";
@@ -111,6 +112,7 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
       nodeName: name,
       configPath: typeof configPath === "string" && configPath !== "" ? configPath : null,
       initOnly: options["initOnly"] === true,
+      webBindAddress: typeof options["webBindAddress"] === "string" ? options["webBindAddress"] : "",
     });
   } finally {
     client?.close();
@@ -143,6 +145,8 @@ interface DaemonParts {
   /** The --config file: upstream exits when it changes so that its supervisor restarts it. */
   readonly configPath: string | null;
   readonly initOnly: boolean;
+  /** `--web-bind-address`; "" = the web view is off (the default). */
+  readonly webBindAddress: string;
 }
 
 async function runDaemon(parts: DaemonParts): Promise<void> {
@@ -325,6 +329,13 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
   );
   serve("metrics", config.metricsBindAddress, () =>
     serveMetrics({ registry, proxyMode: config.mode, config }, config.metricsBindAddress),
+  );
+  serve("web view", parts.webBindAddress, () =>
+    serveWeb(parts.webBindAddress, {
+      source: kernelWebSource(runner, { saveBinaries: [...ipts.values()].map((i) => i.binaries.save) }),
+      clock,
+      onError: (err) => log.error({ err }, "Web view request failed"),
+    }),
   );
 
   const loops: Promise<void>[] = [];
