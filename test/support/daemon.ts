@@ -30,7 +30,10 @@ export interface DaemonOptions {
   readonly healthzPort?: number;
   /** Families whose first sync `start` waits for (default IPv4 only). */
   readonly families?: readonly Family[];
-  /** Bound on process start-up plus the first sync (default 40 s: tsx on a loaded box). */
+  /**
+   * Bound on process start-up plus the first full sync (default 60 s): the full sync runs ~30
+   * iptables commands per family, which take seconds each when many runs share two cores.
+   */
   readonly startTimeoutMs?: number;
 }
 
@@ -165,8 +168,8 @@ export class ProxyDaemon {
   async metrics(): Promise<string> {
     const { stdout } = await this.sandbox.exec(
       this.options.node,
-      ["curl", "-sS", "--max-time", "2", `http://${this.metricsAddress}/metrics`],
-      { timeoutMs: 5_000 },
+      ["curl", "-sS", "--max-time", "5", `http://${this.metricsAddress}/metrics`],
+      { timeoutMs: 8_000 },
     );
     return stdout;
   }
@@ -247,7 +250,7 @@ export class ProxyDaemon {
           ? true
           : undefined;
       },
-      this.options.startTimeoutMs ?? 40_000,
+      this.options.startTimeoutMs ?? 60_000,
       () => this.logTail(),
     );
   }

@@ -32,7 +32,7 @@ export async function startEchoServer(
   port: number,
 ): Promise<BackgroundProcess> {
   const child = agent(sandbox, pod, ["echo-server", "--pod", pod, "--port", String(port)]);
-  await child.waitForLine(/"listening"/, 20_000);
+  await child.waitForLine(/"listening"/, 30_000);
   return child;
 }
 
@@ -52,7 +52,7 @@ export class TrafficClient {
     if (options.timeoutMs !== undefined) args.push("--timeout-ms", String(options.timeoutMs));
     const child = agent(sandbox, role, args);
     try {
-      await child.waitForLine(/"ready"/, 20_000);
+      await child.waitForLine(/"ready"/, 30_000);
     } catch (error) {
       await child.stop();
       throw error;

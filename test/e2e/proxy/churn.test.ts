@@ -52,8 +52,11 @@ describe("endpoint changes under live traffic", () => {
     await sandbox.addNode(NODE, { ipv4: NODE_IP, podCIDR: "10.244.0.0/24" });
     await sandbox.addExternal(CLIENT, { ipv4: "192.168.50.2", gateway: NODE, routes: [SERVICE_CIDR] });
     await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
-    for (const [name, ipv4] of Object.entries(PODS)) await sandbox.addPod(NODE, name, { ipv4 });
-    await Promise.all(Object.keys(PODS).map((name) => startPodServer(sandbox, name)));
+    // One at a time, with room: five Node start-ups at once can take longer than 15 s on a busy box.
+    for (const [name, ipv4] of Object.entries(PODS)) {
+      await sandbox.addPod(NODE, name, { ipv4 });
+      await startPodServer(sandbox, name, { readyTimeoutMs: 30_000 });
+    }
     daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       args: ["--cluster-cidr", "10.244.0.0/16"],

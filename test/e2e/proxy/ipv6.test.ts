@@ -67,7 +67,7 @@ describe("IPv6 Services through ip6tables on a dual-stack node", () => {
     await addNodeDefaultRoute(sandbox, NODE, "fd00:50::fe");
     for (const [name, addresses] of Object.entries(PODS)) {
       await sandbox.addPod(NODE, name, addresses);
-      await startPodServer(sandbox, name, { udpPort: null });
+      await startPodServer(sandbox, name, { udpPort: null, readyTimeoutMs: 30_000 });
     }
     const endpoints = (family: "ipv4" | "ipv6") =>
       Object.entries(PODS).map(([pod, addresses]) => ({ ip: addresses[family], node: NODE, pod }));

@@ -136,7 +136,7 @@ describe("the daemon among other components' rules, across restarts and cleanup"
     await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
     for (const [name, ipv4] of Object.entries(PODS)) {
       await sandbox.addPod(NODE, name, { ipv4 });
-      await startPodServer(sandbox, name, { udpPort: null });
+      await startPodServer(sandbox, name, { udpPort: null, readyTimeoutMs: 30_000 });
       await startEchoServer(sandbox, name, ECHO_PORT);
     }
     await sandbox.exec(NODE, ["iptables-restore", "--noflush"], { stdin: FOREIGN_RULES });
