@@ -292,7 +292,7 @@ function deepFreeze<T>(value: T): Readonly<T> {
 
 /**
  * Defaults, then the config file (with --config, upstream ignores the other flags except
- * logging verbosity), else the flags; then validation of the result, every problem at once.
+ * logging verbosity and --hostname-override), else the flags; then validation of the result, every problem at once.
  */
 export function resolveConfiguration(options: Record<string, unknown>): LoadedConfig {
   const warnings: string[] = [];
@@ -303,6 +303,11 @@ export function resolveConfiguration(options: Record<string, unknown>): LoadedCo
     config = loaded.config;
     warnings.push(...loaded.warnings);
     if (typeof options["v"] === "number") config.logging.verbosity = options["v"];
+    // Upstream's processHostnameOverrideFlag: the flag wins over the file.
+    const hostnameOverride = options["hostnameOverride"];
+    if (typeof hostnameOverride === "string" && hostnameOverride.trim() !== "") {
+      config.hostnameOverride = hostnameOverride.trim();
+    }
   } else {
     applyFlags(config, options);
   }

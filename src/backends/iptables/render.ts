@@ -433,6 +433,54 @@ function nodePortTailRules(
   return [...ips].sort().map((ip) => `${head} -d ${ip} -j ${KUBE_NODEPORTS}`);
 }
 
+interface MemoEntry {
+  readonly endpoints: readonly Endpoint[];
+  readonly settings: IptablesSettings;
+  readonly featureGates: RenderRequest["featureGates"];
+  readonly nodeLabels: RenderRequest["state"]["nodeLabels"];
+  readonly largeClusterMode: boolean;
+  readonly out: ServiceOutput;
+}
+
+/**
+ * A service port's rules depend only on its ServicePort, its endpoint list, the settings, the
+ * feature gates, the node's labels and large-cluster mode. The state store keeps the same objects
+ * for unchanged Services, so a partial sync at 10,000 Services re-formats only what changed. Keyed
+ * weakly by the ServicePort object: entries go away with the Services, and identity (not value)
+ * decides a hit, so the function stays a pure function of its input.
+ */
+const serviceOutputs = new WeakMap<ServicePort, MemoEntry>();
+const NO_ENDPOINTS: readonly Endpoint[] = [];
+
+function renderServicePortMemo(
+  ctx: Ctx,
+  sp: ServicePort,
+  endpoints: readonly Endpoint[],
+  req: RenderRequest,
+): ServiceOutput {
+  const hit = serviceOutputs.get(sp);
+  if (
+    hit !== undefined &&
+    hit.endpoints === endpoints &&
+    hit.settings === ctx.settings &&
+    hit.featureGates === req.featureGates &&
+    hit.nodeLabels === req.state.nodeLabels &&
+    hit.largeClusterMode === ctx.largeClusterMode
+  ) {
+    return hit.out;
+  }
+  const out = renderServicePort(ctx, sp, endpoints, req);
+  serviceOutputs.set(sp, {
+    endpoints,
+    settings: ctx.settings,
+    featureGates: req.featureGates,
+    nodeLabels: req.state.nodeLabels,
+    largeClusterMode: ctx.largeClusterMode,
+    out,
+  });
+  return out;
+}
+
 /** Render one sync's iptables-restore input (spec §4.2 layout, deterministic service order). */
 export function renderIptables(req: RenderRequest): RenderResult {
   const { state, settings, fullSync, changedServices } = req;
@@ -479,31 +527,30 @@ export function renderIptables(req: RenderRequest): RenderResult {
     `-A ${KUBE_MARK_MASQ} -j MARK --or-mark ${mark}`,
   ];
 
-  const natServiceChainLines: string[] = [];
-  const natServiceRules: string[] = [];
+  const outputs: Array<{ readonly out: ServiceOutput; readonly written: boolean }> = [];
   const captureRuleLines: string[] = [];
   const serviceBlocks: ServiceChainsBlock[] = [];
   const activeNatChains = new Set<string>();
   let skippedNatRules = 0;
+  let writtenNatRules = 0;
   let noLocalInternal = 0;
   let noLocalExternal = 0;
 
   for (const [key, sp] of servicePorts) {
-    const out = renderServicePort(ctx, sp, state.endpoints.get(key) ?? [], req);
+    const out = renderServicePortMemo(ctx, sp, state.endpoints.get(key) ?? NO_ENDPOINTS, req);
     for (const r of out.filterRules) filterRules.push(r);
-    for (const r of out.captureRules) {
-      captureRuleLines.push(r);
-      natServiceRules.push(r);
-    }
+    for (const r of out.captureRules) captureRuleLines.push(r);
     for (const c of out.activeChains) activeNatChains.add(c);
     if (out.noLocalInternal) noLocalInternal++;
     if (out.noLocalExternal) noLocalExternal++;
     const service = `${sp.name.namespace}/${sp.name.name}`;
-    if (fullSync || changedServices.has(service)) {
-      for (const l of out.chainLines) natServiceChainLines.push(l);
-      for (const r of out.chainRules) natServiceRules.push(r);
+    const written = fullSync || changedServices.has(service);
+    outputs.push({ out, written });
+    if (written) {
       serviceBlocks.push({ service, chainLines: out.chainLines, ruleLines: out.chainRules });
+      writtenNatRules += out.captureRules.length + out.chainRules.length;
     } else {
+      writtenNatRules += out.captureRules.length;
       skippedNatRules += out.chainRules.length;
     }
   }
@@ -530,25 +577,33 @@ export function renderIptables(req: RenderRequest): RenderResult {
 
   const deletedChainLines = deletedChains.map(chainLine);
   const deleteLines = deletedChains.map((c) => `-X ${c}`);
-  // Joined section by section: spreading ~10^5 rules into one array first costs more than it saves.
-  const section = (ls: readonly string[]): string => (ls.length === 0 ? "" : ls.join("\n") + "\n");
-  const payload =
-    "*filter\n" +
-    section(filterChainLines) +
-    section(filterRules) +
-    "COMMIT\n*nat\n" +
-    section(natTopChainLines) +
-    section(natServiceChainLines) +
-    section(deletedChainLines) +
-    section(natFixedRules) +
-    section(natServiceRules) +
-    section(deleteLines) +
-    section(tailRuleLines) +
-    "COMMIT\n";
+  // Built on first use: a sync split into bounded transactions never needs the single document.
+  let payload: string | null = null;
+  const buildPayload = (): string => {
+    const parts: string[] = [
+      "*filter",
+      ...filterChainLines,
+      ...filterRules,
+      "COMMIT",
+      "*nat",
+      ...natTopChainLines,
+    ];
+    for (const { out, written } of outputs) if (written) for (const l of out.chainLines) parts.push(l);
+    parts.push(...deletedChainLines, ...natFixedRules);
+    for (const { out, written } of outputs) {
+      for (const r of out.captureRules) parts.push(r);
+      if (written) for (const r of out.chainRules) parts.push(r);
+    }
+    parts.push(...deleteLines, ...tailRuleLines, "COMMIT");
+    return parts.join("\n") + "\n";
+  };
 
-  const natRulesWritten = natFixedRules.length + natServiceRules.length + tailRuleLines.length;
+  const natRulesWritten = natFixedRules.length + writtenNatRules + tailRuleLines.length;
   return {
-    payload,
+    get payload() {
+      payload ??= buildPayload();
+      return payload;
+    },
     filter: { chainLines: filterChainLines, ruleLines: filterRules },
     nat: {
       topChainLines: natTopChainLines,

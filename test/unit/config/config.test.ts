@@ -119,11 +119,25 @@ iptables:
   minSyncPeriod: 5s
 someFutureField: true
 `);
-  const { config, warnings } = resolveConfiguration({ config: path, masqueradeAll: true, v: 2 });
+  const { config, warnings } = resolveConfiguration({
+    config: path,
+    masqueradeAll: true,
+    v: 2,
+    hostnameOverride: "node-a",
+  });
+  assert.equal(
+    config.hostnameOverride,
+    "node-a",
+    "--hostname-override applies on top of the file, as upstream",
+  );
   assert.equal(config.iptables.masqueradeBit, 15);
   assert.equal(config.iptables.minSyncPeriod, "5s");
   assert.equal(config.iptables.syncPeriod, "30s", "defaulted");
-  assert.equal(config.iptables.masqueradeAll, false, "flags other than -v are ignored with --config");
+  assert.equal(
+    config.iptables.masqueradeAll,
+    false,
+    "flags other than -v and --hostname-override are ignored with --config",
+  );
   assert.equal(config.logging.verbosity, 2);
   assert.equal(warnings.length, 1);
   assert.match(warnings[0]!, /someFutureField/);
