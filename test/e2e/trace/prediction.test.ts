@@ -1,0 +1,545 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { selfArgv } from "../../../src/cli/self.ts";
+import { probe } from "../../../src/sandbox/client.ts";
+import type { ProbeReport } from "../../../src/sandbox/client.ts";
+import { buildSeedTopology, SEED, seedManifests, seedPod } from "../../../src/sandbox/seed.ts";
+import { Sandbox } from "../../../src/sandbox/topology.ts";
+import { addNodeDefaultRoute, endpointSlice, ProxyDaemon, service, sleep } from "../../support/daemon.ts";
+import type { EndpointSpec } from "../../support/daemon.ts";
+
+/*
+ * The tracer's prediction against what real traffic does. One node programmed by the real
+ * daemon with Services of every kind; for each flow, `kube-proxy-ts trace` runs inside the node
+ * namespace against the live kernel (iptables-save -c), and the same flow is then sent for real.
+ * The endpoint set, the verdict (refused = REJECT, timeout = DROP) and masquerading (the source
+ * address the pod saw) must agree. On two flows the kernel's own trace (-j TRACE read with
+ * xtables-monitor --trace) must show the same rules, in the same order, as the tracer's path.
+ */
+
+const NODE = SEED.node.name;
+const CLIENT = SEED.external.name;
+const CLIENT2 = "client-2";
+const CLIENT2_IP = "192.168.50.3";
+const VIP_CIDR = "192.168.60.0/24";
+const EXTERNAL_IP = "192.168.60.10";
+const LB_IP = "192.168.60.20";
+const OK_MS = 3_000;
+const DROP_MS = 1_500;
+
+const podA = seedPod(0);
+const podB = seedPod(1);
+const podByName = new Map([
+  [podA.name, podA.ipv4],
+  [podB.name, podB.ipv4],
+]);
+const onNode = (pod: typeof podA, node: string = NODE): EndpointSpec => ({
+  ip: pod.ipv4,
+  node,
+  pod: pod.name,
+});
+const port80 = [{ port: 80 }];
+
+function manifests(): Record<string, string | Record<string, unknown>[]> {
+  const both = [onNode(podA), onNode(podB)];
+  const pair = (name: string, svc: Parameters<typeof service>[0], endpoints: EndpointSpec[]) => ({
+    [`${name}.yaml`]: [service(svc), endpointSlice({ service: svc.name, endpoints, ports: port80 })],
+  });
+  return {
+    ...seedManifests([podA, podB]),
+    ...pair(
+      "ext",
+      {
+        name: "web-ext",
+        clusterIP: "10.1.0.20",
+        ports: [{ port: 8080, targetPort: 80 }],
+        externalIPs: [EXTERNAL_IP],
+      },
+      both,
+    ),
+    ...pair(
+      "lb",
+      {
+        name: "web-lb",
+        type: "LoadBalancer",
+        clusterIP: "10.1.0.21",
+        ports: [{ port: 80, nodePort: 31001 }],
+        loadBalancerIP: LB_IP,
+        loadBalancerSourceRanges: [`${SEED.external.ipv4}/32`],
+      },
+      both,
+    ),
+    ...pair(
+      "affinity",
+      { name: "web-affinity", clusterIP: "10.1.0.22", ports: port80, sessionAffinity: "ClientIP" },
+      both,
+    ),
+    ...pair(
+      "local",
+      {
+        name: "web-local",
+        type: "NodePort",
+        clusterIP: "10.1.0.23",
+        ports: [{ port: 80, nodePort: 31002 }],
+        externalTrafficPolicy: "Local",
+        healthCheckNodePort: 32002,
+      },
+      [onNode(podA)],
+    ),
+    ...pair(
+      "remote",
+      {
+        name: "web-remote",
+        type: "NodePort",
+        clusterIP: "10.1.0.24",
+        ports: [{ port: 80, nodePort: 31003 }],
+        externalTrafficPolicy: "Local",
+        healthCheckNodePort: 32003,
+      },
+      [onNode(podB, "node-2")],
+    ),
+    ...pair("hairpin", { name: "web-hairpin", clusterIP: "10.1.0.26", ports: port80 }, [onNode(podA)]),
+    // Reached only by the explain test, so its counters and conntrack entries are that test's own.
+    ...pair("count", { name: "web-count", clusterIP: "10.1.0.28", ports: port80 }, both),
+    "empty.yaml": [
+      service({
+        name: "web-empty",
+        type: "NodePort",
+        clusterIP: "10.1.0.27",
+        ports: [{ port: 80, nodePort: 31004 }],
+      }),
+    ],
+  };
+}
+
+interface JsonStep {
+  readonly kind: string;
+  readonly table?: string;
+  readonly chain?: string;
+  readonly rule?: string;
+  readonly effect: string;
+}
+
+interface JsonOutcome {
+  readonly probability: number;
+  readonly verdict: "ACCEPT" | "DROP" | "REJECT";
+  readonly dnat?: string;
+  readonly masquerade: boolean;
+  readonly assumptions: readonly string[];
+  readonly path: readonly JsonStep[];
+}
+
+interface Flow {
+  readonly name: string;
+  /** Sandbox member the real traffic leaves from. */
+  readonly from: string;
+  readonly origin: "pod" | "node" | "external";
+  readonly src: string;
+  readonly dst: string;
+  readonly port: number;
+  readonly count: number;
+  readonly timeoutMs: number;
+  readonly traceArgs?: readonly string[];
+}
+
+/** What a set of outcomes amounts to, in terms real traffic can show. */
+interface Behaviour {
+  readonly verdicts: string[];
+  readonly endpoints: string[];
+  /** For accepted traffic: was the source rewritten (true), kept (false), or both seen. */
+  readonly masquerade: boolean[];
+}
+
+function predicted(outcomes: readonly JsonOutcome[]): Behaviour {
+  const accepted = outcomes.filter((o) => o.verdict === "ACCEPT");
+  return {
+    verdicts: [...new Set(outcomes.map((o) => o.verdict))].sort(),
+    endpoints: [...new Set(accepted.map((o) => (o.dnat ?? "").split(":")[0] ?? ""))].sort(),
+    masquerade: [...new Set(accepted.map((o) => o.masquerade))].sort(),
+  };
+}
+
+function observed(report: ProbeReport, src: string): Behaviour {
+  const verdicts = new Set<string>();
+  if (Object.keys(report.byPod).length > 0) verdicts.add("ACCEPT");
+  if ((report.errors.refused ?? 0) > 0) verdicts.add("REJECT");
+  if ((report.errors.timeout ?? 0) > 0) verdicts.add("DROP");
+  const other = Object.keys(report.errors).filter((k) => k !== "refused" && k !== "timeout");
+  assert.deepEqual(other, [], `unexpected errors: ${JSON.stringify(report.results.slice(0, 3))}`);
+  return {
+    verdicts: [...verdicts].sort(),
+    endpoints: Object.keys(report.byPod)
+      .map((pod) => podByName.get(pod) ?? pod)
+      .sort(),
+    masquerade: [...new Set(Object.keys(report.byClient).map((client) => client !== src))].sort(),
+  };
+}
+
+describe("trace predicts what real traffic does (live kernel, network namespaces)", () => {
+  let sandbox: Sandbox;
+  let daemon: ProxyDaemon;
+
+  const cli = async (args: readonly string[]): Promise<string> =>
+    (await sandbox.exec(NODE, selfArgv(args), { timeoutMs: 60_000 })).stdout;
+
+  const trace = async (flow: Flow): Promise<JsonOutcome[]> => {
+    const out = await cli([
+      "trace",
+      "--src",
+      flow.src,
+      "--dst",
+      `${flow.dst}:${flow.port}`,
+      "--from",
+      flow.origin,
+      "-o",
+      "json",
+      ...(flow.traceArgs ?? []),
+    ]);
+    return (JSON.parse(out) as { outcomes: JsonOutcome[] }).outcomes;
+  };
+
+  const send = async (flow: Flow): Promise<ProbeReport> => {
+    const [report] = await probe(sandbox, flow.from, [
+      { protocol: "tcp", host: flow.dst, port: flow.port, count: flow.count, timeoutMs: flow.timeoutMs },
+    ]);
+    assert.ok(report !== undefined);
+    return report;
+  };
+
+  before(async () => {
+    sandbox = await Sandbox.create({ prefix: "kpttrace" });
+    await buildSeedTopology(sandbox);
+    await sandbox.addExternal(CLIENT2, {
+      ipv4: CLIENT2_IP,
+      gateway: NODE,
+      routes: [SEED.serviceCIDR, VIP_CIDR],
+    });
+    await sandbox.exec(CLIENT, ["ip", "route", "add", VIP_CIDR, "via", SEED.node.ipv4]);
+    await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
+    daemon = await ProxyDaemon.start(sandbox, {
+      node: NODE,
+      manifests: manifests(),
+      args: ["--cluster-cidr", "10.244.0.0/16"],
+    });
+  });
+
+  after(async () => {
+    try {
+      await daemon?.dispose();
+    } finally {
+      await sandbox.dispose();
+    }
+  });
+
+  const flows = (): Flow[] => {
+    const ok = { count: 24, timeoutMs: OK_MS };
+    const dropped = { count: 2, timeoutMs: DROP_MS };
+    // The node answers with ICMP errors at most once a second per peer: one request each.
+    const refused = { count: 1, timeoutMs: 5_000 };
+    const node = SEED.node.ipv4;
+    const client = SEED.external.ipv4;
+    return [
+      {
+        name: "ClusterIP from a pod",
+        from: podB.name,
+        origin: "pod",
+        src: podB.ipv4,
+        dst: SEED.clusterIP,
+        port: 80,
+        ...ok,
+      },
+      {
+        name: "ClusterIP from the node",
+        from: NODE,
+        origin: "node",
+        src: node,
+        dst: SEED.clusterIP,
+        port: 80,
+        ...ok,
+      },
+      {
+        name: "NodePort from outside",
+        from: CLIENT,
+        origin: "external",
+        src: client,
+        dst: node,
+        port: SEED.nodePort,
+        ...ok,
+      },
+      {
+        name: "external IP",
+        from: CLIENT,
+        origin: "external",
+        src: client,
+        dst: EXTERNAL_IP,
+        port: 8080,
+        ...ok,
+      },
+      {
+        name: "LB IP, source range allowed",
+        from: CLIENT,
+        origin: "external",
+        src: client,
+        dst: LB_IP,
+        port: 80,
+        ...ok,
+      },
+      {
+        name: "LB IP, source range denied",
+        from: CLIENT2,
+        origin: "external",
+        src: CLIENT2_IP,
+        dst: LB_IP,
+        port: 80,
+        ...dropped,
+      },
+      {
+        name: "NodePort, eTP Local",
+        from: CLIENT,
+        origin: "external",
+        src: client,
+        dst: node,
+        port: 31002,
+        ...ok,
+      },
+      {
+        name: "NodePort, eTP Local, no local endpoint",
+        from: CLIENT,
+        origin: "external",
+        src: client,
+        dst: node,
+        port: 31003,
+        ...dropped,
+      },
+      {
+        name: "ClusterIP, no endpoints",
+        from: podA.name,
+        origin: "pod",
+        src: podA.ipv4,
+        dst: "10.1.0.27",
+        port: 80,
+        ...refused,
+      },
+      {
+        name: "NodePort, no endpoints",
+        from: CLIENT,
+        origin: "external",
+        src: client,
+        dst: node,
+        port: 31004,
+        ...refused,
+      },
+      {
+        name: "hairpin: a pod through its own Service",
+        from: podA.name,
+        origin: "pod",
+        src: podA.ipv4,
+        dst: "10.1.0.26",
+        port: 80,
+        ...ok,
+      },
+    ];
+  };
+
+  it("predicts endpoint set, verdict and masquerade for every flow of the matrix", async () => {
+    const mismatches: string[] = [];
+    for (const flow of flows()) {
+      const outcomes = await trace(flow);
+      const want = predicted(outcomes);
+      const got = observed(await send(flow), flow.src);
+      const total = outcomes.reduce((sum, o) => sum + o.probability, 0);
+      assert.ok(Math.abs(total - 1) < 1e-9, `${flow.name}: probabilities add up to ${total}`);
+      if (JSON.stringify(want) !== JSON.stringify(got))
+        mismatches.push(`${flow.name}: tracer ${JSON.stringify(want)} vs traffic ${JSON.stringify(got)}`);
+    }
+    assert.deepEqual(mismatches, [], daemon.logTail(10));
+  });
+
+  it("session affinity: the tracer offers both endpoints to a new client; the kernel then sticks to one", async () => {
+    const flow: Flow = {
+      name: "affinity",
+      from: CLIENT,
+      origin: "external",
+      src: SEED.external.ipv4,
+      dst: "10.1.0.22",
+      port: 80,
+      count: 20,
+      timeoutMs: OK_MS,
+      traceArgs: ["--affinity", "new-client"],
+    };
+    const fresh = predicted(await trace(flow));
+    assert.deepEqual(fresh, {
+      verdicts: ["ACCEPT"],
+      endpoints: [podA.ipv4, podB.ipv4].sort(),
+      masquerade: [true],
+    });
+    const got = observed(await send(flow), flow.src);
+    assert.equal(got.endpoints.length, 1, `affinity must hold: ${JSON.stringify(got)}`);
+    assert.ok(fresh.endpoints.includes(got.endpoints[0] ?? ""));
+    // Without the assumption the tracer says which rule depends on the kernel's affinity list.
+    const unknown = await trace({ ...flow, traceArgs: [] });
+    assert.ok(
+      unknown.some((o) => o.assumptions.some((a) => /recent --rcheck .*affinity state is not known/.test(a))),
+      JSON.stringify(unknown.map((o) => o.assumptions)),
+    );
+  });
+
+  it("an ESTABLISHED packet takes the conntrack short-cut to the DNAT its connection got", async () => {
+    const out = await cli([
+      "trace",
+      "--src",
+      `${SEED.external.ipv4}:40000`,
+      "--dst",
+      `${SEED.node.ipv4}:31002`,
+      "--from",
+      "external",
+      "--state",
+      "ESTABLISHED",
+    ]);
+    assert.match(
+      out,
+      /conntrack short-cut: established flow, nat PREROUTING not traversed.*destination rewritten to 10\.244\.0\.9:80/,
+    );
+  });
+
+  /**
+   * Rules the kernel reports per traced packet, as `table -A chain …`. nft keeps one trace id
+   * for a whole connection, so a packet's trace ends where the next one enters raw PREROUTING.
+   */
+  function kernelPackets(monitor: string): string[][] {
+    const packets: string[][] = [];
+    for (const line of monitor.split("\n")) {
+      const m = /^\s*TRACE: \d+ [0-9a-f]+ (\w+):([^:]+):rule:0x[0-9a-f]+:\S+\s+-[46] -t \w+ (-A .*)$/.exec(
+        line,
+      );
+      if (m === null) continue;
+      if (m[1] === "raw" && m[2] === "PREROUTING") packets.push([]);
+      packets.at(-1)?.push(`${m[1]} ${(m[3] ?? "").trim()}`);
+    }
+    assert.ok(packets.length > 0, `xtables-monitor printed no TRACE line:\n${monitor}`);
+    return packets;
+  }
+
+  /** Rules the tracer says matched on one path, same form. */
+  function tracerPath(outcome: JsonOutcome): string[] {
+    return outcome.path
+      .filter((s) => s.kind === "rule" && s.effect.startsWith("matched"))
+      .map((s) => `${s.table} ${s.rule ?? ""}`);
+  }
+
+  async function kernelTrace(flow: Flow): Promise<{
+    kernel: string[][];
+    outcomes: JsonOutcome[];
+    established: JsonOutcome[];
+    report: ProbeReport;
+  }> {
+    const rule = ["-s", flow.src, "-d", flow.dst, "-p", "tcp", "--dport", String(flow.port)];
+    // Not `--ctstate NEW`: raw runs before conntrack, so nothing has a state there yet. Every
+    // packet of the flow is traced: the SYN first, then the connection's later packets.
+    const traceRule = [...rule, "-j", "TRACE"];
+    await sandbox.exec(NODE, ["iptables", "-t", "raw", "-I", "PREROUTING", ...traceRule]);
+    try {
+      // The tracer reads the ruleset with the TRACE rule in it, so both see the same rules.
+      const outcomes = await trace(flow);
+      const established = await trace({ ...flow, traceArgs: ["--state", "ESTABLISHED"] });
+      const monitor = sandbox.spawn(NODE, ["stdbuf", "-oL", "timeout", "20", "xtables-monitor", "--trace"]);
+      try {
+        // xtables-monitor prints nothing once subscribed: give it a moment before the packet.
+        await sleep(1_000);
+        assert.ok(monitor.running, `xtables-monitor exited: ${monitor.stderr}`);
+        const report = await send({ ...flow, count: 1 });
+        await sleep(500);
+        return { kernel: kernelPackets(monitor.stdout), outcomes, established, report };
+      } finally {
+        await monitor.stop();
+      }
+    } finally {
+      await sandbox.exec(NODE, ["iptables", "-t", "raw", "-D", "PREROUTING", ...traceRule]);
+    }
+  }
+
+  it("the kernel's own trace (xtables-monitor --trace) shows the tracer's rule path: NodePort to an endpoint", async () => {
+    const flow = flows().find((f) => f.name === "NodePort from outside") as Flow;
+    const { kernel, outcomes, established, report } = await kernelTrace(flow);
+    const pod = Object.keys(report.byPod)[0];
+    assert.ok(pod !== undefined, JSON.stringify(report.results));
+    const endpoint = `${podByName.get(pod) ?? ""}:80`;
+    const taken = outcomes.find((o) => o.dnat === endpoint);
+    assert.ok(taken !== undefined, `tracer has no outcome for ${endpoint}`);
+    const [syn, later] = kernel;
+    assert.deepEqual(tracerPath(taken), syn);
+    assert.ok(syn?.some((r) => r.startsWith("nat -A KUBE-NODEPORTS")) && syn.some((r) => r.includes("DNAT")));
+    // The connection's next packet skips nat in the kernel; the tracer's ESTABLISHED path says so too.
+    assert.ok(later !== undefined, `only one packet traced: ${JSON.stringify(kernel)}`);
+    const same = established.find((o) => o.dnat === endpoint);
+    assert.ok(same !== undefined, JSON.stringify(established.map((o) => o.dnat)));
+    assert.deepEqual(tracerPath(same), later);
+    assert.ok(!later.some((r) => r.startsWith("nat ")), JSON.stringify(later));
+  });
+
+  it("the kernel's own trace shows the tracer's rule path: load-balancer source range denied (DROP)", async () => {
+    const flow = flows().find((f) => f.name === "LB IP, source range denied") as Flow;
+    const { kernel: packets, outcomes } = await kernelTrace(flow);
+    const kernel = packets[0] ?? [];
+    assert.equal(outcomes.length, 1);
+    const only = outcomes[0] as JsonOutcome;
+    assert.equal(only.verdict, "DROP");
+    assert.deepEqual(tracerPath(only), kernel);
+    assert.match(kernel.at(-1) ?? "", /^filter -A KUBE-PROXY-FIREWALL .* -j DROP$/);
+  });
+
+  it("explain: DNAT counters and conntrack entries per endpoint equal the connections each pod answered", async () => {
+    const report = (
+      await probe(sandbox, podB.name, [
+        { protocol: "tcp", host: "10.1.0.28", port: 80, count: 16, timeoutMs: OK_MS },
+      ])
+    )[0];
+    assert.ok(report !== undefined);
+    assert.deepEqual(report.errors, {});
+    const ex = JSON.parse(await cli(["explain", "default/web-count", "-o", "json"])) as {
+      endpoints: { endpoint: string; probability: number; counters?: { packets: number } }[];
+      conntrack: { endpoint: string; flows: number }[];
+      whyNoTraffic: string[];
+    };
+    const answered = (ip: string): number =>
+      Object.entries(report.byPod)
+        .filter(([pod]) => podByName.get(pod) === ip)
+        .reduce((sum, [, n]) => sum + n, 0);
+    assert.deepEqual(
+      ex.endpoints.map((e) => [e.endpoint, e.probability, e.counters?.packets]).sort(),
+      [podA.ipv4, podB.ipv4].sort().map((ip) => [`${ip}:80`, 0.5, answered(ip)]),
+    );
+    assert.deepEqual(
+      ex.conntrack.map((c) => [c.endpoint, c.flows]).sort(),
+      [podA.ipv4, podB.ipv4].sort().map((ip) => [`${ip}:80`, answered(ip)]),
+    );
+    assert.deepEqual(ex.whyNoTraffic, []);
+  });
+
+  it("explain says why a Service gets no traffic, naming the rule the kernel lists at that number", async () => {
+    const text = await cli(["explain", "default/web-empty"]);
+    const m =
+      /default\/web-empty has no endpoints: packets to 10\.1\.0\.27:80 \(tcp\) are REJECTed in filter KUBE-SERVICES rule (\d+)/.exec(
+        text,
+      );
+    assert.ok(m !== null, text);
+    const listing = (
+      await sandbox.exec(NODE, ["iptables", "-t", "filter", "-nL", "KUBE-SERVICES", "--line-numbers"])
+    ).stdout;
+    const row = listing.split("\n").find((l) => l.startsWith(`${m[1]} `));
+    assert.match(row ?? "", /REJECT .*10\.1\.0\.27 .*default\/web-empty has no endpoints/, listing);
+
+    const lb = await cli(["explain", "default/web-lb"]);
+    assert.match(
+      lb,
+      new RegExp(
+        `load-balancer IP ${LB_IP.replaceAll(".", "\\.")}:80 \\(tcp\\) accepts only sources in ${SEED.external.ipv4.replaceAll(".", "\\.")}/32`,
+      ),
+    );
+    const remote = await cli(["explain", "default/web-remote"]);
+    assert.match(
+      remote,
+      /has no local endpoints on this node: packets to node port 31003 \(tcp\) on any local address are DROPped in filter KUBE-EXTERNAL-SERVICES rule \d+/,
+    );
+  });
+});
