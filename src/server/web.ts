@@ -457,8 +457,10 @@ export function traceJson(snapshot: WebSnapshot, params: URLSearchParams): unkno
   return traceToJson(tracePacket(ruleset, packet, { localAddresses: snapshot.localAddresses, origin }));
 }
 
-/** The SSE payload: every rule's counters by {@link ruleKey}, and the structure version. */
-export function countersJson(snapshot: WebSnapshot): unknown {
+export type CounterMap = Readonly<Record<string, readonly [number, number]>>;
+
+/** Every rule's [packets, bytes] by {@link ruleKey}. */
+export function countersOf(snapshot: WebSnapshot): CounterMap {
   const counters: Record<string, [number, number]> = {};
   for (const rs of snapshot.rulesets) {
     for (const table of rs.tables.values()) {
@@ -470,7 +472,34 @@ export function countersJson(snapshot: WebSnapshot): unknown {
       }
     }
   }
-  return { version: snapshot.version, takenAt: snapshot.takenAt, counters };
+  return counters;
+}
+
+export interface CountersEvent {
+  readonly version: string;
+  readonly takenAt: number;
+  /** True when `counters` holds every rule; otherwise only those that moved since the last event. */
+  readonly full: boolean;
+  readonly counters: CounterMap;
+}
+
+/**
+ * One event-stream message. After the first one (or a rule change) only the counters that
+ * moved are sent: a big node has tens of thousands of rules and most of them stay still.
+ */
+export function countersEvent(
+  snapshot: WebSnapshot,
+  previous: { readonly version: string; readonly counters: CounterMap } | undefined,
+): CountersEvent {
+  const all = countersOf(snapshot);
+  if (previous === undefined || previous.version !== snapshot.version)
+    return { version: snapshot.version, takenAt: snapshot.takenAt, full: true, counters: all };
+  const moved: Record<string, readonly [number, number]> = {};
+  for (const [key, value] of Object.entries(all)) {
+    const before = previous.counters[key];
+    if (before === undefined || before[0] !== value[0] || before[1] !== value[1]) moved[key] = value;
+  }
+  return { version: snapshot.version, takenAt: snapshot.takenAt, full: false, counters: moved };
 }
 
 // --- HTTP -------------------------------------------------------------------------------------
@@ -604,9 +633,16 @@ export function serveWeb(address: string, options: WebServerOptions): Promise<Ht
     res.writeHead(200, { ...SECURITY_HEADERS, "Content-Type": "text/event-stream; charset=utf-8" });
     let timer: ReturnType<Clock["setTimer"]> | null = null;
     let closed = false;
+    let last: { version: string; counters: CounterMap } | undefined;
     const push = async (): Promise<void> => {
       try {
-        res.write(`event: counters\ndata: ${safeJson(countersJson(await cache.get()))}\n\n`);
+        const snapshot = await cache.get();
+        const event = countersEvent(snapshot, last);
+        res.write(`event: counters\ndata: ${safeJson(event)}\n\n`);
+        last = {
+          version: event.version,
+          counters: event.full ? event.counters : { ...last?.counters, ...event.counters },
+        };
       } catch (err) {
         res.write(
           `event: failure\ndata: ${safeJson({ error: err instanceof Error ? err.message : String(err) })}\n\n`,

@@ -58,6 +58,8 @@ const BOX_W = 215;
 const BOX_H = 48;
 const COL_GAP = 56;
 const ROW_GAP = 14;
+// Arrows that skip a column run along this lane above the boxes instead of under them.
+const LANE = 18;
 
 function drawGraph(graph) {
   const columns = new Map();
@@ -66,12 +68,12 @@ function drawGraph(graph) {
     columns.get(n.column).push(n);
   }
   const tallest = Math.max(...[...columns.values()].map((c) => c.length));
-  const height = tallest * (BOX_H + ROW_GAP) + ROW_GAP;
+  const height = LANE + tallest * (BOX_H + ROW_GAP) + ROW_GAP;
   const maxColumn = Math.max(...graph.nodes.map((n) => n.column));
   const width = (maxColumn + 1) * (BOX_W + COL_GAP);
   const pos = new Map();
   for (const [column, nodes] of columns) {
-    const offset = (height - nodes.length * (BOX_H + ROW_GAP) + ROW_GAP) / 2;
+    const offset = LANE + (height - LANE - nodes.length * (BOX_H + ROW_GAP) + ROW_GAP) / 2;
     nodes.forEach((n, i) => {
       pos.set(n.id, { x: 4 + column * (BOX_W + COL_GAP), y: offset + i * (BOX_H + ROW_GAP) });
     });
@@ -93,7 +95,14 @@ function drawGraph(graph) {
     const x2 = b.x;
     const y2 = b.y + BOX_H / 2;
     const mid = (x1 + x2) / 2;
-    root.appendChild(svg("path", { d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2 - 4},${y2}` }));
+    if (x2 - x1 > COL_GAP + BOX_W) {
+      const lane = LANE / 2;
+      const r = COL_GAP / 2;
+      const d = `M${x1},${y1} C${x1 + r},${y1} ${x1 + r},${lane} ${x1 + COL_GAP},${lane} L${x2 - COL_GAP},${lane} C${x2 - r},${lane} ${x2 - r},${y2} ${x2 - 4},${y2}`;
+      root.appendChild(svg("path", { class: "lane", d }));
+    } else {
+      root.appendChild(svg("path", { d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2 - 4},${y2}` }));
+    }
     root.appendChild(svg("path", { d: `M${x2 - 9},${y2 - 4} L${x2 - 3},${y2} L${x2 - 9},${y2 + 4}` }));
     if (e.label) {
       root.appendChild(svg("text", { class: "edge-label", x: mid - 18, y: (y1 + y2) / 2 - 4 }, e.label));
