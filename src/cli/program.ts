@@ -105,6 +105,10 @@ function buildProgram(): Command {
       .argument("<service>", "NAMESPACE/SERVICE[:PORT-NAME]")
       .option("--ruleset <file>", "Explain this iptables-save dump (- for stdin) instead of the live kernel.")
       .option("--manifests <dir>", "Render the rules from the objects in this folder instead (no kernel).")
+      .option(
+        "--api",
+        "Render the rules from the API server's objects instead (--kubeconfig/--master; no kernel).",
+      )
       .option("-f, --filename <path>", "Like --manifests, for a file or folder (repeatable).", collect, [])
       .option(
         "--ip-family <family>",

@@ -12,6 +12,8 @@ import { countFlowsByEndpoint, flowCount } from "../../../src/kernel/conntrack-c
 import type { ExecOptions, ExecResult, Runner } from "../../../src/kernel/exec.ts";
 import { explainService } from "../../../src/netfilter/explain.ts";
 import { parseIptablesSave } from "../../../src/netfilter/iptables-save.ts";
+import { TestApiServer } from "../../support/apiserver.ts";
+import { endpointSlice, nodeObject, service } from "../../support/daemon.ts";
 
 const fixtures = fileURLToPath(new URL("../netfilter/fixtures/", import.meta.url));
 const FLOWS = join(fixtures, "packet-flow.rules.txt");
@@ -240,4 +242,38 @@ test("conntrack flows count only DNATed flows sent to one of the given frontends
   const anyAddress = countFlowsByEndpoint(entries, endpoints, [{ protocol: "tcp", port: 80 }]);
   assert.equal(flowCount(anyAddress, endpoints[0] as (typeof endpoints)[0]), 3);
   assert.equal(flowCount(anyAddress, { protocol: "udp", endpoint: "10.0.3.2:80" }), 0);
+});
+
+test("explain --api: the Service, its slices and the node from the API server, rendered", async () => {
+  const server = await TestApiServer.start({ allowAnonymous: true });
+  try {
+    server.put(service({ name: "web", clusterIP: "10.1.0.40", ports: [{ port: 80 }] }));
+    server.put(
+      endpointSlice({
+        service: "web",
+        endpoints: [
+          { ip: "10.244.0.9", node: "node-1" },
+          { ip: "10.244.0.10", node: "node-1" },
+        ],
+        ports: [{ port: 80 }],
+      }),
+    );
+    server.put(nodeObject({ name: "node-1", ips: ["192.168.50.1"], podCIDRs: ["10.244.0.0/24"] }));
+    server.put(service({ name: "other", clusterIP: "10.1.0.41", ports: [{ port: 80 }] }));
+    const options = {
+      api: true,
+      master: server.url,
+      hostnameOverride: "node-1",
+      clusterCidr: "10.244.0.0/16",
+    };
+    const text = await explainCommand("default/web", options);
+    assert.match(text, /^source: rules rendered from the API server's objects/);
+    assert.match(text, /10\.244\.0\.9:80 \(KUBE-SEP-[A-Z0-9]+\) 50%/);
+    assert.match(text, /10\.244\.0\.10:80 \(KUBE-SEP-[A-Z0-9]+\) 50%/);
+    const empty = await explainCommand("default/other", options);
+    assert.match(empty, /default\/other has no endpoints: packets to 10\.1\.0\.41:80 \(tcp\) are REJECTed/);
+    await assert.rejects(explainCommand("default/missing", options), /not found on the API server/);
+  } finally {
+    await server.stop();
+  }
 });
