@@ -4,16 +4,15 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { ProcessRunner } from "../../../src/kernel/exec.ts";
-import { parseIptablesSave } from "../../../src/netfilter/iptables-save.ts";
-import { formatPercent, packetFromFlags, tracePacket, traceToJson } from "../../../src/netfilter/tracer.ts";
+import { formatPercent } from "../../../src/netfilter/tracer.ts";
 import type { TraceOutcome } from "../../../src/netfilter/tracer.ts";
 import { realClock } from "../../../src/proxy/clock.ts";
 import { probeHttp } from "../../../src/sandbox/client.ts";
 import { buildSeedTopology, SEED, seedManifests, seedPod } from "../../../src/sandbox/seed.ts";
 import { Sandbox } from "../../../src/sandbox/topology.ts";
 import type { HttpListener } from "../../../src/server/httpserver.ts";
-import { kernelWebSource, serveWeb, type WebSource } from "../../../src/server/web.ts";
-import { ProxyDaemon, waitFor } from "../../support/daemon.ts";
+import { kernelWebSource, serveWeb } from "../../../src/server/web.ts";
+import { daemonArgv, ProxyDaemon, waitFor } from "../../support/daemon.ts";
 
 /*
  * The web view in real headless Chromium. The daemon programs the seed's nginx Service inside a
@@ -35,7 +34,6 @@ describe("web view in headless Chromium", { timeout: 150_000 }, () => {
   let web: HttpListener | undefined;
   let browser: Browser | undefined;
   let page: Page;
-  let source: WebSource;
   const dialogs: string[] = [];
   const pageErrors: string[] = [];
 
@@ -67,7 +65,7 @@ describe("web view in headless Chromium", { timeout: 150_000 }, () => {
       "-j",
       "ACCEPT",
     ]);
-    source = kernelWebSource(new ProcessRunner(), {
+    const source = kernelWebSource(new ProcessRunner(), {
       saveBinaries: ["iptables-save"],
       netns: sandbox.netnsOf(NODE),
     });
@@ -183,7 +181,7 @@ describe("web view in headless Chromium", { timeout: 150_000 }, () => {
     assert.ok(chainsForPort.includes("KUBE-NODEPORTS"), chainsForPort.join(", "));
   });
 
-  it("traces from the form exactly what the CLI trace computes on the same ruleset", async () => {
+  it("traces from the form exactly what `kube-proxy-ts trace` prints on the node", async () => {
     await page.fill("#trace-form input[name=src]", seedPod(0).ipv4);
     await page.fill("#trace-form input[name=dst]", `${SEED.clusterIP}:${SEED.port}`);
     await page.click("#trace-form button");
@@ -192,19 +190,36 @@ describe("web view in headless Chromium", { timeout: 150_000 }, () => {
       .locator("#trace tr.outcome")
       .evaluateAll((rows) => rows.map((r) => [...r.children].map((td) => td.textContent ?? "")));
 
-    const { dumps, localAddresses } = await source.read();
-    const { packet, origin } = packetFromFlags({
-      src: seedPod(0).ipv4,
-      dst: `${SEED.clusterIP}:${SEED.port}`,
-      proto: "tcp",
-      from: "pod",
-    });
-    const cli = traceToJson(
-      tracePacket(parseIptablesSave(dumps[0] ?? ""), packet, { localAddresses, origin }),
-    ) as { outcomes: TraceOutcome[] };
+    // The real CLI, run where a user would run it: on the node, against its live kernel.
+    const { stdout } = await sandbox.exec(
+      NODE,
+      [
+        ...daemonArgv(),
+        "trace",
+        "--src",
+        seedPod(0).ipv4,
+        "--dst",
+        `${SEED.clusterIP}:${SEED.port}`,
+        "--proto",
+        "tcp",
+        "--from",
+        "pod",
+        "-o",
+        "json",
+      ],
+      { timeoutMs: 60_000 },
+    );
+    const cli = JSON.parse(stdout) as { outcomes: TraceOutcome[] };
     assert.deepEqual(
-      shown.map((cells) => [cells[1], cells[2], cells[3], cells[4]]),
-      cli.outcomes.map((o) => [formatPercent(o.probability), o.verdict, o.dnat ?? "—", o.destination]),
+      shown.map((cells) => [cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]]),
+      cli.outcomes.map((o) => [
+        formatPercent(o.probability),
+        o.verdict,
+        o.dnat ?? "—",
+        o.destination,
+        o.delivery,
+        o.verdict === "ACCEPT" ? (o.masquerade ? "yes" : "no") : "",
+      ]),
     );
     assert.deepEqual(shown.map((cells) => cells[3]).sort(), ["10.244.0.10:80", "10.244.0.9:80"]);
   });
