@@ -366,10 +366,21 @@ export function jumpRuleArgs(row: JumpRule): string[] {
   return args;
 }
 
-/** Installs the jump rules in list order: ensure the target chain, then prepend the jump if missing. */
+/**
+ * Installs the jump rules in list order: ensure the target chain, then prepend the jump if
+ * missing (upstream EnsureChain + EnsureRule). Each table is read once with iptables-save; only
+ * what it does not show is checked and added one command at a time, so a steady-state full sync
+ * costs one save per table instead of two processes per row.
+ */
 export async function ensureJumpRules(ipt: IptablesInterface, rows: readonly JumpRule[]): Promise<void> {
+  const dumps = new Map<Table, string>();
+  for (const table of new Set(rows.map((r) => r.table))) dumps.set(table, await ipt.save(table));
   for (const row of rows) {
-    await ipt.ensureChain(row.table, row.dstChain);
-    await ipt.ensureRule("prepend", row.table, row.srcChain, jumpRuleArgs(row));
+    const dump = dumps.get(row.table) ?? "";
+    if (!chainsFromSave(dump, row.table).includes(row.dstChain))
+      await ipt.ensureChain(row.table, row.dstChain);
+    const args = jumpRuleArgs(row);
+    const saved = `-A ${row.srcChain} ${args.map(quoteRuleArg).join(" ")}`;
+    if (!dump.split("\n").includes(saved)) await ipt.ensureRule("prepend", row.table, row.srcChain, args);
   }
 }

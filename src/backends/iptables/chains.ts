@@ -2,6 +2,7 @@
  * Chain names, fixed chains and small formatting helpers of upstream kube-proxy's iptables
  * mode (spec §1, §2). Pure functions only; the kernel layer consumes the jump-chain table.
  */
+import type { JumpRule } from "../../kernel/iptables.ts";
 import { createHash } from "node:crypto";
 
 export const KUBE_SERVICES = "KUBE-SERVICES";
@@ -19,25 +20,13 @@ export const LARGE_CLUSTER_ENDPOINTS_THRESHOLD = 1000;
 export const NFACCT_CT_STATE_INVALID_DROPPED_PKTS = "ct_state_invalid_dropped_pkts";
 export const NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS = "localhost_nps_accepted_pkts";
 
-export type IptablesTable = "filter" | "nat" | "mangle";
-
-/** One jump from a built-in chain into a kube-proxy chain (spec §2.3). */
-export interface JumpChain {
-  readonly table: IptablesTable;
-  readonly srcChain: string;
-  readonly extraArgs: readonly string[];
-  /** "" = no comment match. */
-  readonly comment: string;
-  readonly dstChain: string;
-}
-
 const CT_NEW = ["-m", "conntrack", "--ctstate", "NEW"] as const;
 
 /**
  * `iptablesJumpChains` followed by `iptablesKubeletJumpChains`, in upstream order. Each is
  * ensured with EnsureChain + EnsureRule(Prepend) on every full sync.
  */
-export const JUMP_CHAINS: readonly JumpChain[] = [
+export const JUMP_CHAINS: readonly JumpRule[] = [
   {
     table: "filter",
     srcChain: "INPUT",
@@ -125,14 +114,6 @@ export const JUMP_CHAINS: readonly JumpChain[] = [
   { table: "filter", srcChain: "INPUT", extraArgs: [], comment: "", dstChain: KUBE_FIREWALL },
   { table: "filter", srcChain: "OUTPUT", extraArgs: [], comment: "", dstChain: KUBE_FIREWALL },
 ];
-
-/** The argv tail of a jump rule: extraArgs, optional comment (one argv element), `-j dst`. */
-export function jumpRuleArgs(jump: JumpChain): string[] {
-  const args = [...jump.extraArgs];
-  if (jump.comment !== "") args.push("-m", "comment", "--comment", jump.comment);
-  args.push("-j", jump.dstChain);
-  return args;
-}
 
 const BASE32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 

@@ -10,10 +10,10 @@ import {
   formatMasqueradeMark,
   hash16,
   isServiceChainName,
-  jumpRuleArgs,
   serviceChainName,
   serviceLocalChainName,
 } from "../../../src/backends/iptables/chains.ts";
+import { jumpRuleArgs } from "../../../src/kernel/iptables.ts";
 
 test("hash16 matches the spec §1.3 worked examples", () => {
   const vectors: [string, string][] = [
