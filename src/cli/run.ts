@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { watch, writeFileSync } from "node:fs";
 import { Registry } from "prom-client";
 import { stringify as toYaml } from "yaml";
@@ -167,6 +168,9 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
   });
   const health = new ProxyHealth(healthTimeoutForSyncPeriod(syncPeriodMs), clock);
   const stop = new AbortController();
+  // Every loop, server, watch and back-off of the daemon listens on this one signal: more than
+  // Node's default of 10 is expected, not a leak.
+  setMaxListeners(64, stop.signal);
   const onSignal = (signal: string) => {
     log.info({ signal }, "Received signal, shutting down (rules stay in place)");
     stop.abort();
