@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ExecError } from "../../../src/kernel/exec.ts";
-import { startupProblem } from "../../../src/proxy/preflight.ts";
+import { startupProblem } from "../../../src/kernel/preflight.ts";
 import { Sandbox } from "../../../src/sandbox/topology.ts";
 import { daemonArgv, waitFor } from "../../support/daemon.ts";
 

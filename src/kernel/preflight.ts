@@ -1,6 +1,6 @@
 import { KubeProxyError } from "../errors.ts";
-import { ExecError, type Runner } from "../kernel/exec.ts";
-import { iptablesBinaries, type IptablesBackend } from "../kernel/iptables.ts";
+import { ExecError, type Runner } from "./exec.ts";
+import { iptablesBinaries, type IptablesBackend } from "./iptables.ts";
 
 /** The node cannot run the proxy at all; the message says what to fix. */
 export class StartupCheckError extends KubeProxyError {
