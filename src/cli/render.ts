@@ -5,39 +5,16 @@ import { parseBool } from "../config/flags.ts";
 import type { KubeProxyConfiguration } from "../config/types.ts";
 import { InputError, type InvalidObjectError } from "../errors.ts";
 import { renderIptables } from "../backends/iptables/render.ts";
-import { iptablesSettingsFor, type KernelFacts } from "../backends/iptables/settings.ts";
+import {
+  iptablesSettingsFor,
+  upstreamTestSettings,
+  type KernelFacts,
+} from "../backends/iptables/settings.ts";
 import type { IptablesSettings } from "../backends/iptables/types.ts";
 import { nodeInfoFromObject } from "../proxy/nodeinfo.ts";
 import { buildProxyState } from "../proxy/state.ts";
 import type { IPFamily } from "../proxy/types.ts";
 import { readManifestPaths } from "../source/manifests.ts";
-
-/** The node and kernel of upstream's unit-test fake proxier (spec §6.1). */
-function upstreamTestSettings(family: IPFamily): IptablesSettings {
-  return {
-    family,
-    nodeName: "test-node",
-    nodeIP: family === "IPv4" ? "192.168.0.2" : "2001:db8::1",
-    masqueradeMark: "0x4000",
-    masqueradeAll: false,
-    localDetector: { mode: "ClusterCIDR", cidr: family === "IPv4" ? "10.0.0.0/8" : "fd00:10::/64" },
-    localhostNodePorts: true,
-    nodePortAddresses: [],
-    localAddresses: [
-      "127.0.0.1/8",
-      "::1/128",
-      "192.168.0.2/24",
-      "192.168.1.2/24",
-      "192.168.99.11/24",
-      "2001:db8::1/64",
-      "2001:db8:1::2/64",
-    ],
-    conntrackTCPLiberal: false,
-    nfacct: { ctStateInvalidDroppedPkts: true, localhostNodePortsAcceptedPkts: true },
-    hasRandomFully: false,
-    largeClusterEndpointsThreshold: 1000,
-  };
-}
 
 function optionalBool(
   options: Record<string, unknown>,

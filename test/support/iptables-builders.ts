@@ -2,6 +2,7 @@
  * Builders of renderer inputs for iptables unit and property tests: model values as the model
  * layer would produce them (canonical IPs, sorted endpoints), and the upstream fake proxier.
  */
+import { upstreamTestSettings } from "../../src/backends/iptables/settings.ts";
 import type { IptablesSettings } from "../../src/backends/iptables/types.ts";
 import type { Endpoint, IPFamily, Protocol, ProxyState, ServicePort } from "../../src/proxy/types.ts";
 import { servicePortKey } from "../../src/proxy/types.ts";
@@ -76,29 +77,7 @@ export function proxyState(
 }
 
 /** Upstream `NewFakeProxier` (spec §6.1). */
-export const FAKE_PROXIER_SETTINGS: IptablesSettings = {
-  family: "IPv4",
-  nodeName: "test-node",
-  nodeIP: "192.168.0.2",
-  masqueradeMark: "0x4000",
-  masqueradeAll: false,
-  localDetector: { mode: "ClusterCIDR", cidr: "10.0.0.0/8" },
-  localhostNodePorts: true,
-  nodePortAddresses: [],
-  localAddresses: [
-    "127.0.0.1/8",
-    "::1/128",
-    "192.168.0.2/24",
-    "192.168.1.2/24",
-    "192.168.99.11/24",
-    "2001:db8::1/64",
-    "2001:db8:1::2/64",
-  ],
-  conntrackTCPLiberal: false,
-  nfacct: { ctStateInvalidDroppedPkts: true, localhostNodePortsAcceptedPkts: true },
-  hasRandomFully: false,
-  largeClusterEndpointsThreshold: 1000,
-};
+export const FAKE_PROXIER_SETTINGS: IptablesSettings = upstreamTestSettings("IPv4");
 
 /** The fake proxier for IPv6 tests: fd00:10::/64 detector, node IP 2001:db8::1. */
 export const FAKE_PROXIER_SETTINGS_V6: IptablesSettings = {

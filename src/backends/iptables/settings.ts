@@ -71,3 +71,30 @@ export function iptablesSettingsFor(
     largeClusterEndpointsThreshold: 1000,
   };
 }
+
+/** The node and kernel of upstream's unit-test fake proxier (spec §6.1). */
+export function upstreamTestSettings(family: IPFamily): IptablesSettings {
+  return {
+    family,
+    nodeName: "test-node",
+    nodeIP: family === "IPv4" ? "192.168.0.2" : "2001:db8::1",
+    masqueradeMark: "0x4000",
+    masqueradeAll: false,
+    localDetector: { mode: "ClusterCIDR", cidr: family === "IPv4" ? "10.0.0.0/8" : "fd00:10::/64" },
+    localhostNodePorts: true,
+    nodePortAddresses: [],
+    localAddresses: [
+      "127.0.0.1/8",
+      "::1/128",
+      "192.168.0.2/24",
+      "192.168.1.2/24",
+      "192.168.99.11/24",
+      "2001:db8::1/64",
+      "2001:db8:1::2/64",
+    ],
+    conntrackTCPLiberal: false,
+    nfacct: { ctStateInvalidDroppedPkts: true, localhostNodePortsAcceptedPkts: true },
+    hasRandomFully: false,
+    largeClusterEndpointsThreshold: 1000,
+  };
+}
