@@ -158,7 +158,7 @@ function phase(
 /** The SEP chain whose DNAT goes to `ip`, among the chains a partial sync wrote. */
 function endpointChainFor(result: RenderResult, ip: string): string | null {
   for (const block of result.nat.serviceBlocks) {
-    const rule = block.ruleLines.find((l) => l.includes(`--to-destination ${ip}:`));
+    const rule = block.ruleText.split("\n").find((l) => l.includes(`--to-destination ${ip}:`));
     if (rule !== undefined) return rule.split(" ")[1] ?? null;
   }
   return null;

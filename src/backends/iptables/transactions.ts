@@ -50,14 +50,14 @@ function serviceChunks(result: RenderResult, max: number, deletions: boolean): s
   for (let i = 0; i < chunkCount; i++) {
     const chunk = blocks.slice(i * max, (i + 1) * max);
     const last = i === chunkCount - 1;
-    const lines = ["*nat", `:${KUBE_MARK_MASQ} - [0:0]`];
-    for (const block of chunk) lines.push(...block.chainLines);
-    if (last) lines.push(...stale.map((c) => `:${c} - [0:0]`));
-    if (markMasqRule !== undefined) lines.push(markMasqRule);
-    for (const block of chunk) lines.push(...block.ruleLines);
-    if (last) lines.push(...stale.map((c) => `-X ${c}`));
-    lines.push("COMMIT");
-    transactions.push(lines.join("\n") + "\n");
+    const parts = [`*nat\n:${KUBE_MARK_MASQ} - [0:0]\n`];
+    for (const block of chunk) parts.push(block.chainText);
+    if (last) for (const c of stale) parts.push(`:${c} - [0:0]\n`);
+    if (markMasqRule !== undefined) parts.push(`${markMasqRule}\n`);
+    for (const block of chunk) parts.push(block.ruleText);
+    if (last) for (const c of stale) parts.push(`-X ${c}\n`);
+    parts.push("COMMIT\n");
+    transactions.push(parts.join(""));
   }
   return transactions;
 }

@@ -59,8 +59,11 @@ export interface RenderRequest {
 export interface ServiceChainsBlock {
   /** `ns/name`. */
   readonly service: string;
-  readonly chainLines: readonly string[];
-  readonly ruleLines: readonly string[];
+  /** `:chain - [0:0]` declarations, each line ending in a newline. */
+  readonly chainText: string;
+  /** The chains' `-A` rules, each line ending in a newline. */
+  readonly ruleText: string;
+  readonly ruleCount: number;
 }
 
 export interface RenderResult {
