@@ -8,7 +8,7 @@ import { programmingLatencies, type ApplyResult, type ProxyStateStore } from "..
 import type { ProxyState } from "../../proxy/types.ts";
 import { isServiceChainName, JUMP_CHAINS } from "./chains.ts";
 import { renderIptables } from "./render.ts";
-import { restoreTransactions, topLevelTransaction } from "./transactions.ts";
+import { restoreTransactions, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";
 import type { IptablesSettings, RenderResult } from "./types.ts";
 
 /** Upstream proxyutil.FullSyncPeriod: a full resync at least this often (except large clusters). */
@@ -63,8 +63,8 @@ export class IptablesProxier {
    * syncs need no `iptables-save`; null = unknown (start, failure, flush): list the kernel.
    */
   private knownNatChains: ReadonlySet<string> | null = null;
-  /** `topLevelTransaction` of the last successful sync; null when the kernel may differ from it. */
-  private lastTopLevel: string | null = null;
+  /** The top level the last successful sync left; null when the kernel may differ from it. */
+  private lastTopLevel: WrittenTopLevel | null = null;
   private readonly maxServicesPerTransaction: number;
 
   constructor(private readonly options: IptablesProxierOptions) {
@@ -123,9 +123,12 @@ export class IptablesProxier {
         existingNatChains,
       });
       if (existingNatChains !== null) this.lastCleanup = started;
-      const topLevel = topLevelTransaction(result, false);
-      const unchangedTopLevel = !fullSync && topLevel === this.lastTopLevel;
-      const payloads = restoreTransactions(result, this.maxServicesPerTransaction, unchangedTopLevel);
+      const topLevel = writtenTopLevel(result);
+      const payloads = restoreTransactions(
+        result,
+        this.maxServicesPerTransaction,
+        fullSync ? null : this.lastTopLevel,
+      );
       this.lastTopLevel = null;
       for (const payload of payloads) {
         await this.options.ipt.restore(payload, { noflush: true, counters: true });

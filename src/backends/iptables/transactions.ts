@@ -20,42 +20,105 @@ import type { RenderResult } from "./types.ts";
  * first sync on a clean host works too; re-declaring it inside one atomic restore never leaves it
  * empty for a packet.
  *
- * `unchangedTopLevel`: the caller knows the kernel already holds exactly `topLevelTransaction`
- * (it wrote it in the last successful sync and nothing flushed it since). Then only the rewritten
- * Services' chains are written: on a 10,000-Service node an endpoint change no longer rewrites
- * 10,000 capture rules (upstream's partial sync does; the resulting kernel state is the same).
+ * `previous`: what the last successful sync left in the kernel's top level (null after a start,
+ * a failure or a flush). When the fixed parts are unchanged, the capture rules of KUBE-SERVICES,
+ * KUBE-NODEPORTS and the filter chains are edited in place instead of rewritten: `-D` for rules
+ * that went away, `-I CHAIN 1` for new ones (above the nodeport tail, which must stay last; the
+ * per-Service capture rules never overlap, so their order does not matter). On a 10,000-Service
+ * node a change then costs its own rules, not a rewrite of 10,000 capture rules; the kernel holds
+ * the same rules as after upstream's partial sync. Too many edits fall back to the rewrite.
  */
 export function restoreTransactions(
   result: RenderResult,
   maxServicesPerTransaction: number,
-  unchangedTopLevel = false,
+  previous: WrittenTopLevel | null = null,
 ): string[] {
-  if (unchangedTopLevel) return serviceChunks(result, maxServicesPerTransaction, true);
+  const edits = previous === null ? null : topLevelEdits(previous, writtenTopLevel(result));
+  if (edits !== null) return serviceChunks(result, maxServicesPerTransaction, edits);
   if (result.nat.serviceBlocks.length <= maxServicesPerTransaction) return [result.payload];
-  return [...serviceChunks(result, maxServicesPerTransaction, false), topLevelTransaction(result, true)];
+  return [...serviceChunks(result, maxServicesPerTransaction, null), topLevelTransaction(result)];
+}
+
+/** Above this many capture-rule edits one rewrite of the top level is cheaper than the edits. */
+const MAX_RULE_EDITS = 200;
+
+/** The top level a sync leaves in the kernel, in the form `restoreTransactions` compares. */
+export interface WrittenTopLevel {
+  /** Chain declarations, fixed rules and the nodeport tail: any change means a rewrite. */
+  readonly fixed: string;
+  /** Per-Service rules of the filter table, as `-A …` lines. */
+  readonly filter: ReadonlySet<string>;
+  /** Capture rules of nat KUBE-SERVICES / KUBE-NODEPORTS, as `-A …` lines. */
+  readonly nat: ReadonlySet<string>;
+}
+
+const FIXED_FILTER_CHAINS = ["-A KUBE-FORWARD ", "-A KUBE-FIREWALL "];
+
+export function writtenTopLevel(result: RenderResult): WrittenTopLevel {
+  const fixedFilter: string[] = [];
+  const filter = new Set<string>();
+  for (const line of result.filter.ruleLines) {
+    if (FIXED_FILTER_CHAINS.some((p) => line.startsWith(p))) fixedFilter.push(line);
+    else filter.add(line);
+  }
+  const fixed = [
+    ...result.filter.chainLines,
+    ...fixedFilter,
+    ...result.nat.topChainLines,
+    ...result.nat.fixedRuleLines,
+    ...result.nat.tailRuleLines,
+  ].join("\n");
+  return { fixed, filter, nat: new Set(result.nat.captureRuleLines) };
+}
+
+interface TopLevelEdits {
+  readonly filter: readonly string[];
+  readonly nat: readonly string[];
+}
+
+/** `-D`/`-I` lines turning `previous` into `next`, or null when a rewrite is needed. */
+function topLevelEdits(previous: WrittenTopLevel, next: WrittenTopLevel): TopLevelEdits | null {
+  if (previous.fixed !== next.fixed) return null;
+  const edit = (before: ReadonlySet<string>, after: ReadonlySet<string>): string[] => {
+    const out: string[] = [];
+    for (const line of after) if (!before.has(line)) out.push(line.replace(/^-A (\S+) /, "-I $1 1 "));
+    for (const line of before) if (!after.has(line)) out.push(line.replace(/^-A /, "-D "));
+    return out;
+  };
+  const filter = edit(previous.filter, next.filter);
+  const nat = edit(previous.nat, next.nat);
+  return filter.length + nat.length > MAX_RULE_EDITS ? null : { filter, nat };
 }
 
 /**
- * The service chains in transactions of at most `max` Services. With `deletions`, the stale
- * chains are flushed and deleted at the end of the last one: by then every chain that referred
- * to them has been rewritten (a stale chain still referred to from a capture rule means the
- * capture rules changed, and then this path is not taken).
+ * The service chains in transactions of at most `max` Services. With `edits`, the last one also
+ * carries the top-level edits and the stale-chain deletions: by then every rewritten chain that
+ * referred to a stale chain has been rewritten, the capture rules that point at new chains come
+ * after those chains, and the `-D` of a capture rule comes before the `-X` of its target.
  */
-function serviceChunks(result: RenderResult, max: number, deletions: boolean): string[] {
+function serviceChunks(result: RenderResult, max: number, edits: TopLevelEdits | null): string[] {
   const blocks = result.nat.serviceBlocks;
-  const stale = deletions ? result.nat.deletedChains : [];
+  const stale = edits === null ? [] : result.nat.deletedChains;
+  const natEdits = edits?.nat ?? [];
+  const filterEdits = edits?.filter ?? [];
+  const hasExtra = stale.length + natEdits.length + filterEdits.length > 0;
   const markMasqRule = result.nat.fixedRuleLines.find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `));
   const transactions: string[] = [];
-  const chunkCount = Math.max(Math.ceil(blocks.length / max), stale.length > 0 ? 1 : 0);
+  const chunkCount = Math.max(Math.ceil(blocks.length / max), hasExtra ? 1 : 0);
   for (let i = 0; i < chunkCount; i++) {
     const chunk = blocks.slice(i * max, (i + 1) * max);
     const last = i === chunkCount - 1;
-    const parts = [`*nat\n:${KUBE_MARK_MASQ} - [0:0]\n`];
+    const parts: string[] = [];
+    if (last && filterEdits.length > 0) parts.push(`*filter\n${filterEdits.join("\n")}\nCOMMIT\n`);
+    parts.push(`*nat\n:${KUBE_MARK_MASQ} - [0:0]\n`);
     for (const block of chunk) parts.push(block.chainText);
     if (last) for (const c of stale) parts.push(`:${c} - [0:0]\n`);
     if (markMasqRule !== undefined) parts.push(`${markMasqRule}\n`);
     for (const block of chunk) parts.push(block.ruleText);
-    if (last) for (const c of stale) parts.push(`-X ${c}\n`);
+    if (last) {
+      for (const line of natEdits) parts.push(`${line}\n`);
+      for (const c of stale) parts.push(`-X ${c}\n`);
+    }
     parts.push("COMMIT\n");
     transactions.push(parts.join(""));
   }
@@ -64,12 +127,10 @@ function serviceChunks(result: RenderResult, max: number, deletions: boolean): s
 
 /**
  * Everything in a sync that is not a rewritten Service's own chains: the filter table, nat's
- * top-level chains with the capture rules, the nodeport tail and (`deletions`) the stale-chain
- * deletions. Without deletions it is what a caller compares with the last successful sync: when
- * identical, the kernel already holds it.
+ * top-level chains with the capture rules, the stale-chain deletions and the nodeport tail.
  */
-export function topLevelTransaction(result: RenderResult, deletions: boolean): string {
-  const stale = deletions ? result.nat.deletedChains : [];
+export function topLevelTransaction(result: RenderResult): string {
+  const stale = result.nat.deletedChains;
   const lines = [
     "*filter",
     ...result.filter.chainLines,

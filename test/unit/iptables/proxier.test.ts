@@ -178,3 +178,47 @@ test("a sync with nothing changed writes nothing", async () => {
   assert.equal(report?.transactions, 0);
   assert.deepEqual(restores(ipt), []);
 });
+
+/** A nat dump with KUBE-SERVICES' capture rules sorted (their order carries no meaning) and the tail kept last. */
+function natRulesByChain(dump: string): string[] {
+  const lines = dump.split("\n").filter((l) => l.startsWith("-A ") || l.startsWith(":"));
+  const capture = lines
+    .filter((l) => l.startsWith("-A KUBE-SERVICES ") && !l.includes("must be the last rule"))
+    .sort();
+  const tail = lines.filter((l) => l.includes("must be the last rule"));
+  const rest = lines.filter((l) => !l.startsWith("-A KUBE-SERVICES "));
+  return [...rest, ...capture, ...tail];
+}
+
+test("adding a Service inserts its capture rule above the nodeport tail instead of rewriting the chain", async () => {
+  const { ipt, store, proxier } = setup(3);
+  await proxier.syncProxyRules();
+  ipt.calls.length = 0;
+  store.serviceChanges.update(null, service(4));
+  store.endpointsChanges.endpointSliceUpdate(slice(4, ["10.0.4.1"]), false);
+  await proxier.syncProxyRules();
+  const [payload, ...rest] = restores(ipt);
+  assert.equal(rest.length, 0);
+  assert.match(payload ?? "", /^-I KUBE-SERVICES 1 -m comment --comment "ns\/svc4:p80 cluster IP"/m);
+  assert.doesNotMatch(payload ?? "", /^:KUBE-SERVICES/m, "the chain is not flushed");
+  const kernel = await ipt.save("nat");
+  const services = kernel.split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES "));
+  assert.match(services.at(-1) ?? "", /must be the last rule/, "the nodeport tail stays last");
+  assert.deepEqual(natRulesByChain(kernel), natRulesByChain(await fullSyncKernel(store)));
+});
+
+test("a Service losing its endpoints swaps its capture rule for a filter REJECT in place", async () => {
+  const { ipt, store, proxier } = setup(2);
+  await proxier.syncProxyRules();
+  ipt.calls.length = 0;
+  store.endpointsChanges.endpointSliceUpdate(slice(2, []), false);
+  await proxier.syncProxyRules();
+  const [payload] = restores(ipt);
+  assert.match(payload ?? "", /^\*filter\n-I KUBE-SERVICES 1 .*has no endpoints.* -j REJECT$/m);
+  assert.match(payload ?? "", /^-D KUBE-SERVICES -m comment --comment "ns\/svc2:p80 cluster IP"/m);
+  assert.deepEqual(natRulesByChain(await ipt.save("nat")), natRulesByChain(await fullSyncKernel(store)));
+  assert.equal(
+    (await ipt.save("filter")).split("\n").filter((l) => l.includes("has no endpoints")).length,
+    1,
+  );
+});
