@@ -368,19 +368,36 @@ export function jumpRuleArgs(row: JumpRule): string[] {
 
 /**
  * Installs the jump rules in list order: ensure the target chain, then prepend the jump if
- * missing (upstream EnsureChain + EnsureRule). Each table is read once with iptables-save; only
- * what it does not show is checked and added one command at a time, so a steady-state full sync
- * costs one save per table instead of two processes per row.
+ * missing (upstream EnsureChain + EnsureRule). Each table is read once with iptables-save; what
+ * is missing is added in one restore per table (`:CHAIN` for missing chains, `-I SRC 1 …` in row
+ * order, which ends in the same order as prepending one by one). A rule whose target chain
+ * exists but whose text the dump does not show might be printed differently by this iptables:
+ * that table then goes through the one-command-at-a-time check, so nothing is ever duplicated.
  */
 export async function ensureJumpRules(ipt: IptablesInterface, rows: readonly JumpRule[]): Promise<void> {
-  const dumps = new Map<Table, string>();
-  for (const table of new Set(rows.map((r) => r.table))) dumps.set(table, await ipt.save(table));
-  for (const row of rows) {
-    const dump = dumps.get(row.table) ?? "";
-    if (!chainsFromSave(dump, row.table).includes(row.dstChain))
-      await ipt.ensureChain(row.table, row.dstChain);
-    const args = jumpRuleArgs(row);
-    const saved = `-A ${row.srcChain} ${args.map(quoteRuleArg).join(" ")}`;
-    if (!dump.split("\n").includes(saved)) await ipt.ensureRule("prepend", row.table, row.srcChain, args);
+  for (const table of new Set(rows.map((r) => r.table))) {
+    const tableRows = rows.filter((r) => r.table === table);
+    const dump = await ipt.save(table);
+    const chains = new Set(chainsFromSave(dump, table));
+    const present = new Set(dump.split("\n"));
+    const declare = new Set<string>();
+    const inserts: string[] = [];
+    let uncertain = false;
+    for (const row of tableRows) {
+      const spec = `${row.srcChain} ${jumpRuleArgs(row).map(quoteRuleArg).join(" ")}`;
+      if (present.has(`-A ${spec}`)) continue;
+      if (chains.has(row.dstChain)) uncertain = true;
+      else declare.add(row.dstChain);
+      inserts.push(`-I ${row.srcChain} 1 ${jumpRuleArgs(row).map(quoteRuleArg).join(" ")}`);
+    }
+    if (uncertain) {
+      for (const row of tableRows) {
+        await ipt.ensureChain(row.table, row.dstChain);
+        await ipt.ensureRule("prepend", row.table, row.srcChain, jumpRuleArgs(row));
+      }
+    } else if (inserts.length > 0) {
+      const lines = [`*${table}`, ...[...declare].map((c) => `:${c} - [0:0]`), ...inserts, "COMMIT"];
+      await ipt.restore(lines.join("\n") + "\n", { noflush: true, counters: false });
+    }
   }
 }

@@ -273,3 +273,36 @@ test("ensureJumpRules prepends in list order (reverse order at chain top) and is
   ]);
   assert.ok(await ipt.chainExists("filter", "KUBE-FIREWALL"));
 });
+
+test("ensureJumpRules: one save and one restore per table on a clean host, only saves afterwards", async () => {
+  const ipt = new FakeIptables();
+  await ensureJumpRules(ipt, ROWS);
+  const ops = (from: number) =>
+    ipt.calls.slice(from).map((c) => `${c.op}${c.table === undefined ? "" : ` ${c.table}`}`);
+  const tables = [...new Set(ROWS.map((r) => r.table))];
+  assert.deepEqual(
+    ops(0),
+    tables.flatMap((t) => [`save ${t}`, "restore"]),
+    "no per-row commands on a clean host",
+  );
+  const before = ipt.calls.length;
+  await ensureJumpRules(ipt, ROWS);
+  assert.deepEqual(
+    ops(before),
+    tables.map((t) => `save ${t}`),
+    "steady state: nothing to add",
+  );
+});
+
+test("ensureJumpRules checks rule by rule when a target chain exists but its jump is not in the dump", async () => {
+  const ipt = new FakeIptables();
+  await ipt.ensureChain("filter", "KUBE-NODEPORTS");
+  await ensureJumpRules(ipt, ROWS);
+  await ensureJumpRules(ipt, ROWS);
+  const jumps = ipt.rules("filter", "INPUT").filter((r) => r.endsWith("-j KUBE-NODEPORTS"));
+  assert.equal(jumps.length, 1, "added once, never duplicated");
+  assert.ok(
+    ipt.calls.some((c) => c.op === "-C"),
+    "the uncertain table went through -C checks",
+  );
+});
