@@ -134,21 +134,13 @@ function base32Prefix16(bytes: Uint8Array): string {
   return out;
 }
 
-/*
- * Hashing dominates rendering of large clusters, and a sync hashes the same strings as the
- * previous one; a bounded cache keeps steady-state syncs cheap without growing forever.
+/**
+ * `base32(sha256(s))[0:16]`, upstream `portProtoHash` / endpoint chain hash (spec §1.2). Not
+ * cached: the renderer's per-ServicePort memo already keeps unchanged Services from being hashed
+ * again, and a cache of every name costs memory at 10,000 Services.
  */
-const HASH_CACHE_LIMIT = 1 << 18;
-const hashCache = new Map<string, string>();
-
-/** `base32(sha256(s))[0:16]`, upstream `portProtoHash` / endpoint chain hash (spec §1.2). */
 export function hash16(s: string): string {
-  const cached = hashCache.get(s);
-  if (cached !== undefined) return cached;
-  const h = base32Prefix16(createHash("sha256").update(s, "utf8").digest());
-  if (hashCache.size >= HASH_CACHE_LIMIT) hashCache.clear();
-  hashCache.set(s, h);
-  return h;
+  return base32Prefix16(createHash("sha256").update(s, "utf8").digest());
 }
 
 /** Hash input of the per-service-port chains: ServicePortName string + lowercase protocol. */
