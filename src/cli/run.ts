@@ -40,6 +40,7 @@ import { keepServing, type HttpListener } from "../server/httpserver.ts";
 import { serveMetrics } from "../server/metrics.ts";
 import { ServiceHealthServer } from "../server/servicehealth.ts";
 import { kernelWebSource, serveWeb } from "../server/web.ts";
+import { EventRecorder, nodeRef } from "../k8s/events.ts";
 import { ApiServerSource } from "../source/apiserver.ts";
 import { DirectorySource } from "../source/directory.ts";
 import type { Source } from "../source/types.ts";
@@ -86,6 +87,7 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
   const name = resolveNodeName(config);
   let source: Source;
   let client: KubeClient | null = null;
+  let events: EventRecorder | null = null;
   if (typeof manifests === "string") {
     source = new DirectorySource(manifests, name, log);
   } else {
@@ -100,6 +102,7 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
       burst: config.clientConnection.burst,
     });
     source = new ApiServerSource({ client, nodeName: name, log, registry });
+    events = new EventRecorder(client, name, log);
   }
   const configPath = options["config"];
   try {
@@ -110,6 +113,7 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
       ipts,
       backend: backend.backend,
       source,
+      events,
       registry,
       nodeName: name,
       configPath: typeof configPath === "string" && configPath !== "" ? configPath : null,
@@ -143,6 +147,8 @@ interface DaemonParts {
   readonly ipts: ReadonlyMap<IPFamily, Iptables>;
   readonly backend: "legacy" | "nft";
   readonly source: Source;
+  /** Kubernetes Events, when there is an API server to record them in. */
+  readonly events: EventRecorder | null;
   readonly registry: Registry;
   readonly nodeName: string;
   /** The --config file: upstream exits when it changes so that its supervisor restarts it. */
@@ -259,7 +265,19 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
     ctStateInvalidDroppedPkts: await ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS),
     localhostNodePortsAcceptedPkts: await ensureNfacctCounter(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
   };
-  const serviceHealth = new ServiceHealthServer({ proxyHealth: health, hostname: nodeName, log });
+  const serviceHealth = new ServiceHealthServer({
+    proxyHealth: health,
+    hostname: nodeName,
+    log,
+    onListenError: (svc, message) =>
+      void parts.events?.eventf(
+        { kind: "Service", apiVersion: "v1", namespace: svc.namespace, name: svc.name },
+        "Warning",
+        "FailedToStartServiceHealthcheck",
+        "Listen",
+        message,
+      ),
+  });
 
   for (const [family, ipt] of ipts) {
     const settings = iptablesSettingsFor(config, node, family, {
@@ -375,6 +393,7 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
     loops.push(monitor.done);
   }
   log.info({ node: nodeName, families: [...ipts.keys()] }, "kube-proxy-ts started");
+  void parts.events?.eventf(nodeRef(nodeName), "Normal", "Starting", "StartKubeProxy", "");
   await Promise.all([sourceDone, ...loops, ...servers]);
   await serviceHealth.close();
   if (configChanged) {

@@ -62,7 +62,19 @@ const RESOURCES: readonly ResourceDef[] = [
     namespaced: true,
     shortNames: [],
   },
+  {
+    group: "events.k8s.io",
+    version: "v1",
+    plural: "events",
+    singular: "event",
+    kind: "Event",
+    namespaced: true,
+    shortNames: ["ev"],
+  },
 ];
+
+/** The named API groups served (everything but the core group), in RESOURCES order. */
+const GROUPS = [...new Set(RESOURCES.filter((d) => d.group !== "").map((d) => d.group))];
 
 const VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"];
 
@@ -431,11 +443,11 @@ export class TestApiServer {
         ...(d.group === "" && d.plural === "services" ? { categories: ["all"] } : {}),
       })),
     });
-    const discoveryGroup = {
-      name: "discovery.k8s.io",
-      versions: [{ groupVersion: "discovery.k8s.io/v1", version: "v1" }],
-      preferredVersion: { groupVersion: "discovery.k8s.io/v1", version: "v1" },
-    };
+    const groupInfo = (name: string) => ({
+      name,
+      versions: [{ groupVersion: `${name}/v1`, version: "v1" }],
+      preferredVersion: { groupVersion: `${name}/v1`, version: "v1" },
+    });
     switch (path) {
       case "version":
         return {
@@ -461,29 +473,29 @@ export class TestApiServer {
           RESOURCES.filter((d) => d.group === ""),
         );
       case "apis":
-        return { kind: "APIGroupList", apiVersion: "v1", groups: [discoveryGroup] };
-      case "apis/discovery.k8s.io":
-        return { kind: "APIGroup", apiVersion: "v1", ...discoveryGroup };
-      case "apis/discovery.k8s.io/v1":
-        return resourceList(
-          "discovery.k8s.io/v1",
-          RESOURCES.filter((d) => d.group === "discovery.k8s.io"),
-        );
+        return { kind: "APIGroupList", apiVersion: "v1", groups: GROUPS.map(groupInfo) };
       case "openapi/v3":
         return {
-          paths: {
-            "api/v1": { serverRelativeURL: "/openapi/v3/api/v1?hash=kpt" },
-            "apis/discovery.k8s.io/v1": {
-              serverRelativeURL: "/openapi/v3/apis/discovery.k8s.io/v1?hash=kpt",
-            },
-          },
+          paths: Object.fromEntries([
+            ["api/v1", { serverRelativeURL: "/openapi/v3/api/v1?hash=kpt" }],
+            ...GROUPS.map((g) => [
+              `apis/${g}/v1`,
+              { serverRelativeURL: `/openapi/v3/apis/${g}/v1?hash=kpt` },
+            ]),
+          ]),
         };
       case "openapi/v3/api/v1":
         return openApiV3(RESOURCES.filter((d) => d.group === ""));
-      case "openapi/v3/apis/discovery.k8s.io/v1":
-        return openApiV3(RESOURCES.filter((d) => d.group === "discovery.k8s.io"));
-      default:
-        return undefined;
+      default: {
+        const group = GROUPS.find(
+          (g) => path === `apis/${g}` || path === `apis/${g}/v1` || path === `openapi/v3/apis/${g}/v1`,
+        );
+        if (group === undefined) return undefined;
+        const defs = RESOURCES.filter((d) => d.group === group);
+        if (path === `apis/${group}`) return { kind: "APIGroup", apiVersion: "v1", ...groupInfo(group) };
+        if (path === `apis/${group}/v1`) return resourceList(`${group}/v1`, defs);
+        return openApiV3(defs);
+      }
     }
   }
 

@@ -170,6 +170,25 @@ describe("the daemon against an API server", () => {
     assert.doesNotMatch(daemon.stderr, /No Node object found/, log());
   });
 
+  it("records a Starting event for its Node, as upstream (events.k8s.io/v1, read back with kubectl)", async () => {
+    const event = await waitFor(
+      "a Starting event",
+      async () => {
+        const out = await kubectl("get", "events.events.k8s.io", "-n", "default", "-o", "json");
+        const items = (JSON.parse(out.stdout) as { items: Array<Record<string, unknown>> }).items;
+        return items.find((e) => e["reason"] === "Starting");
+      },
+      10_000,
+      log,
+    );
+    assert.deepEqual(event["regarding"], { kind: "Node", name: NODE, uid: NODE });
+    assert.equal(event["type"], "Normal");
+    assert.equal(event["action"], "StartKubeProxy");
+    assert.equal(event["reportingController"], "kube-proxy");
+    assert.equal(event["reportingInstance"], `kube-proxy-${NODE}`);
+    assert.match(String(event["eventTime"]), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+  });
+
   it("programs a Service applied with kubectl within the min-sync-period, and serves it", async () => {
     const started = Date.now();
     await apply("web", [webService("web", VIP), webSlice("web", ["web-a", "web-b"])]);
