@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { setMaxListeners } from "node:events";
 import { watch, writeFileSync } from "node:fs";
 import { Registry } from "prom-client";
@@ -23,7 +24,15 @@ import { ProcessRunner, type Runner } from "../kernel/exec.ts";
 import { Iptables } from "../kernel/iptables.ts";
 import { localAddresses } from "../kernel/ip.ts";
 import { ensureNfacctCounter, readNfacctCounters } from "../kernel/nfacct.ts";
-import { CONNTRACK_TCP_BE_LIBERAL, ROUTE_LOCALNET, readSysctl, writeSysctl } from "../kernel/sysctl.ts";
+import {
+  CONNTRACK_TCP_BE_LIBERAL,
+  ensureSysctl,
+  inInitialNetns,
+  ROUTE_LOCALNET,
+  readSysctl,
+  writeSysctl,
+} from "../kernel/sysctl.ts";
+import { conntrackSysctls } from "../proxy/conntracksysctls.ts";
 import { reconcileUdpConntrack, udpConntrackModel } from "../kernel/conntrack.ts";
 import { startCanaryMonitor } from "../kernel/canary.ts";
 import { createLogger, type Logger } from "../log.ts";
@@ -258,6 +267,7 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
       "No Node object found for this node; using bindAddress or loopback as node IP",
     );
 
+  await applyConntrackSysctls(config, log);
   const addresses = await localAddresses(runner);
   const liberal = (await readSysctl(CONNTRACK_TCP_BE_LIBERAL).catch(() => "0")).trim() !== "0";
   const version = await ipts.get("IPv4")!.version();
@@ -398,6 +408,26 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
   await serviceHealth.close();
   if (configChanged) {
     throw new InputError("--config", `content of ${parts.configPath} was updated; restart to apply it`);
+  }
+}
+
+/** Upstream's start-up conntrack sysctls; a failure is logged, as a read-only /proc/sys is common. */
+async function applyConntrackSysctls(config: Readonly<KubeProxyConfiguration>, log: Logger): Promise<void> {
+  const initial = await inInitialNetns().catch(() => false);
+  for (const sysctl of conntrackSysctls(config, availableParallelism())) {
+    if (sysctl.hostWide && !initial) {
+      log.info(
+        { sysctl: sysctl.name },
+        "Not in the host's network namespace: leaving the host-wide sysctl alone",
+      );
+      continue;
+    }
+    try {
+      if (await ensureSysctl(sysctl.name, sysctl.value))
+        log.info({ sysctl: sysctl.name, value: sysctl.value }, "Set sysctl");
+    } catch (err) {
+      log.error({ err, sysctl: sysctl.name, value: sysctl.value }, "Failed to set conntrack sysctl");
+    }
   }
 }
 

@@ -1,4 +1,4 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, readlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Runner } from "./exec.ts";
 
@@ -69,4 +69,17 @@ export async function ensureSysctl(
   if (Number(current) === value) return false;
   await writeSysctl(name, value, options);
   return true;
+}
+
+/**
+ * True when this process runs in the host's initial network namespace. Host-wide knobs (such as
+ * nf_conntrack_max) are left alone from any other namespace: a proxy under test never changes
+ * its host.
+ */
+export async function inInitialNetns(): Promise<boolean> {
+  const [self, init] = await Promise.all([
+    readlink("/proc/self/ns/net"),
+    readlink("/proc/1/ns/net").catch(() => ""),
+  ]);
+  return self === init;
 }

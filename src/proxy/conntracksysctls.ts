@@ -1,0 +1,48 @@
+import { parseDuration } from "../config/duration.ts";
+import type { KubeProxyConfiguration } from "../config/types.ts";
+
+/** One conntrack sysctl upstream kube-proxy writes at start-up (pkg/proxy/conntrack/sysctls.go). */
+export interface ConntrackSysctl {
+  readonly name: string;
+  readonly value: number;
+  /** nf_conntrack_max is one value for the whole host: only written from the initial namespace. */
+  readonly hostWide: boolean;
+}
+
+/**
+ * The sysctls the `conntrack` configuration asks for: `nf_conntrack_max = min(1048576,
+ * max(maxPerCore × CPUs, min))` when maxPerCore > 0, and each timeout only when > 0.
+ */
+export function conntrackSysctls(
+  config: Pick<KubeProxyConfiguration, "conntrack">,
+  cpus: number,
+): ConntrackSysctl[] {
+  const c = config.conntrack;
+  const out: ConntrackSysctl[] = [];
+  if (c.maxPerCore > 0) {
+    const max = Math.min(1_048_576, Math.max(c.maxPerCore * cpus, c.min));
+    out.push({ name: "net/netfilter/nf_conntrack_max", value: max, hostWide: true });
+  }
+  const seconds = (text: string, field: string) => Math.floor(parseDuration(text, field) / 1000);
+  const timeouts: Array<[string, string, string]> = [
+    [
+      "net/netfilter/nf_conntrack_tcp_timeout_established",
+      c.tcpEstablishedTimeout,
+      "conntrack.tcpEstablishedTimeout",
+    ],
+    [
+      "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+      c.tcpCloseWaitTimeout,
+      "conntrack.tcpCloseWaitTimeout",
+    ],
+    ["net/netfilter/nf_conntrack_udp_timeout", c.udpTimeout, "conntrack.udpTimeout"],
+    ["net/netfilter/nf_conntrack_udp_timeout_stream", c.udpStreamTimeout, "conntrack.udpStreamTimeout"],
+  ];
+  for (const [name, text, field] of timeouts) {
+    const value = seconds(text, field);
+    if (value > 0) out.push({ name, value, hostWide: false });
+  }
+  if (c.tcpBeLiberal)
+    out.push({ name: "net/netfilter/nf_conntrack_tcp_be_liberal", value: 1, hostWide: false });
+  return out;
+}
