@@ -105,16 +105,31 @@ export function listenHttp(host: string, port: number, handler: HttpHandler): Pr
   const server = http.createServer((req, res) => {
     void respond(handler, req, res);
   });
+  return listenServer(server, host, port, listenHost(host));
+}
+
+/**
+ * Binds an already built server on `listenOn` (undefined = every address); `host` names the
+ * address in a ListenError. `beforeClose` runs first on close, e.g. to end long-lived streams.
+ */
+export function listenServer(
+  server: http.Server,
+  host: string,
+  port: number,
+  listenOn: string | undefined,
+  beforeClose: () => void = () => undefined,
+): Promise<HttpListener> {
   return new Promise((resolve, reject) => {
     const onError = (err: unknown): void => reject(new ListenError(joinHostPort(host, port), err));
     server.once("error", onError);
-    server.listen({ host: listenHost(host), port }, () => {
+    server.listen({ host: listenOn, port }, () => {
       server.off("error", onError);
       const info = server.address() as AddressInfo;
       resolve({
         address: { host: info.address, port: info.port },
         close: () =>
           new Promise<void>((done) => {
+            beforeClose();
             server.close(() => done());
             server.closeAllConnections();
           }),

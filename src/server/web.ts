@@ -8,7 +8,6 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { InputError, KubeProxyError } from "../errors.ts";
 import type { Runner } from "../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../kernel/ip.ts";
@@ -20,8 +19,7 @@ import type { Rule, Ruleset } from "../netfilter/model.ts";
 import { formatPercent, packetFromFlags, tracePacket, traceToJson } from "../netfilter/tracer.ts";
 import type { Clock } from "../proxy/clock.ts";
 import {
-  joinHostPort,
-  ListenError,
+  listenServer,
   parseHostPort,
   type HostPort,
   type HttpListener,
@@ -682,21 +680,7 @@ export function serveWeb(address: string, options: WebServerOptions): Promise<Ht
       },
     );
   });
-  return new Promise((resolve, reject) => {
-    const onError = (err: unknown): void => reject(new ListenError(joinHostPort(host, port), err));
-    server.once("error", onError);
-    server.listen({ host, port }, () => {
-      server.off("error", onError);
-      const info = server.address() as AddressInfo;
-      resolve({
-        address: { host: info.address, port: info.port },
-        close: () =>
-          new Promise<void>((done) => {
-            for (const res of streams) res.end();
-            server.close(() => done());
-            server.closeAllConnections();
-          }),
-      });
-    });
+  return listenServer(server, host, port, host, () => {
+    for (const res of streams) res.end();
   });
 }
