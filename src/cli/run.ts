@@ -4,7 +4,7 @@ import { watch, writeFileSync } from "node:fs";
 import { Registry } from "prom-client";
 import { stringify as toYaml } from "yaml";
 import { iptablesSettingsFor } from "../backends/iptables/settings.ts";
-import { IptablesProxier, type SyncReport } from "../backends/iptables/proxier.ts";
+import { IptablesProxier, maxServicesPerTransaction, type SyncReport } from "../backends/iptables/proxier.ts";
 import {
   JUMP_CHAINS,
   NFACCT_CT_STATE_INVALID_DROPPED_PKTS,
@@ -306,10 +306,7 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
       health,
       metrics,
       syncPeriodMs,
-      // Bounded transactions pay off on nft, where one large restore is super-linear. Legacy
-      // rewrites the whole table blob on every commit, so there chunks multiply the cost
-      // (bench/README.md: 10,000 Services, 29 s as one payload against 153 s in chunks).
-      maxServicesPerTransaction: parts.backend === "legacy" ? Number.POSITIVE_INFINITY : 250,
+      maxServicesPerTransaction: maxServicesPerTransaction(parts.backend),
       ensureCounters: async () => {
         if (nfacct.ctStateInvalidDroppedPkts)
           await ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS);

@@ -374,10 +374,15 @@ export function jumpRuleArgs(row: JumpRule): string[] {
  * exists but whose text the dump does not show might be printed differently by this iptables:
  * that table then goes through the one-command-at-a-time check, so nothing is ever duplicated.
  */
-export async function ensureJumpRules(ipt: IptablesInterface, rows: readonly JumpRule[]): Promise<void> {
+export async function ensureJumpRules(
+  ipt: IptablesInterface,
+  rows: readonly JumpRule[],
+  /** `iptables-save -t TABLE` output the caller just read, so that table is not read twice. */
+  dumps: Partial<Record<Table, string>> = {},
+): Promise<void> {
   for (const table of new Set(rows.map((r) => r.table))) {
     const tableRows = rows.filter((r) => r.table === table);
-    const dump = await ipt.save(table);
+    const dump = dumps[table] ?? (await ipt.save(table));
     const chains = new Set(chainsFromSave(dump, table));
     const present = new Set(dump.split("\n"));
     const declare = new Set<string>();

@@ -1,18 +1,32 @@
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { IptablesInterface } from "../../kernel/iptables.ts";
-import { ensureJumpRules } from "../../kernel/iptables.ts";
+import { chainsFromSave, ensureJumpRules } from "../../kernel/iptables.ts";
 import type { Clock } from "../../proxy/clock.ts";
 import type { ProxyHealth } from "../../proxy/health.ts";
 import type { ProxyMetrics } from "../../proxy/metrics.ts";
 import { programmingLatencies, type ApplyResult, type ProxyStateStore } from "../../proxy/changetracker.ts";
 import type { ProxyState } from "../../proxy/types.ts";
-import { isServiceChainName, JUMP_CHAINS } from "./chains.ts";
-import { renderIptables } from "./render.ts";
-import { restoreTransactions, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";
-import type { IptablesSettings, RenderResult } from "./types.ts";
+import { isServiceChainName, JUMP_CHAINS, KUBE_MARK_MASQ } from "./chains.ts";
+import { natFixedRuleLines, renderIptablesStream } from "./render.ts";
+import { TransactionWriter, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";
+import type { IptablesSettings, RenderRequest, RenderResult } from "./types.ts";
 
 /** Upstream proxyutil.FullSyncPeriod: a full resync at least this often (except large clusters). */
 export const FULL_SYNC_PERIOD_MS = 3_600_000;
+
+/** While a restore is in flight, the renderer gives the event loop a turn after this many Services. */
+const YIELD_EVERY_BLOCKS = 16;
+
+/**
+ * Services per restore transaction on a backend. Bounded transactions pay off on nft, where one
+ * large restore is super-linear. Legacy rewrites the whole table blob on every commit, so there
+ * chunks multiply the cost (bench/README.md: 10,000 Services, 29 s as one payload against 153 s
+ * in chunks): one transaction, as upstream.
+ */
+export function maxServicesPerTransaction(backend: "nft" | "legacy"): number {
+  return backend === "legacy" ? Number.POSITIVE_INFINITY : 250;
+}
 
 /** What one sync did, for logs, metrics, the web view and tests. */
 export interface SyncReport {
@@ -94,6 +108,13 @@ export class IptablesProxier {
     const started = clock.now();
     const doFullSync =
       this.needFullSync || (started - this.lastFullSync > FULL_SYNC_PERIOD_MS && !this.largeClusterMode);
+    const cleanupDue = !this.largeClusterMode || started - this.lastCleanup > this.options.syncPeriodMs;
+    // The kernel reads and the jump rules run in their own processes while the changes are
+    // applied and the first transaction is rendered; nothing of the sync is written before them.
+    const natDump = cleanupDue && this.knownNatChains === null ? this.saveNat() : Promise.resolve(null);
+    let prepared = doFullSync ? this.prepareKernel(natDump) : null;
+    // Awaited before the first write; until then a failure must not go unhandled.
+    prepared?.catch(() => undefined);
     const pending: ApplyResult = store.applyPending();
     if (pending.topologyChanged) this.needFullSync = true;
     const fullSync = doFullSync || pending.topologyChanged;
@@ -105,38 +126,35 @@ export class IptablesProxier {
     let result: RenderResult | null = null;
     let transactions = 0;
     try {
-      if (fullSync) {
-        await ensureJumpRules(this.options.ipt, JUMP_CHAINS);
-        await this.options.ensureCounters?.();
-      }
-      const cleanupDue = !this.largeClusterMode || started - this.lastCleanup > this.options.syncPeriodMs;
+      const dump = await natDump;
       const existingNatChains = cleanupDue
         ? this.knownNatChains !== null
           ? [...this.knownNatChains]
-          : await this.natChains()
+          : dump === null
+            ? null
+            : chainsFromSave(dump, "nat")
         : null;
-      result = renderIptables({
-        state: pending.state,
-        settings,
-        fullSync,
-        changedServices: pending.updatedServices,
-        existingNatChains,
-      });
-      if (existingNatChains !== null) this.lastCleanup = started;
-      const topLevel = writtenTopLevel(result);
-      const payloads = restoreTransactions(
-        result,
-        this.maxServicesPerTransaction,
-        fullSync ? null : this.lastTopLevel,
-      );
+      if (fullSync) prepared ??= this.prepareKernel(natDump);
+      const previousTopLevel = fullSync ? null : this.lastTopLevel;
       this.lastTopLevel = null;
-      for (const payload of payloads) {
-        await this.options.ipt.restore(payload, { noflush: true, counters: true });
-        transactions++;
-      }
-      this.lastTopLevel = topLevel;
+      result = await this.renderAndWrite(
+        {
+          state: pending.state,
+          settings,
+          fullSync,
+          changedServices: pending.updatedServices,
+          existingNatChains,
+        },
+        previousTopLevel,
+        prepared,
+        () => transactions++,
+      );
+      if (existingNatChains !== null) this.lastCleanup = started;
+      this.lastTopLevel = writtenTopLevel(result);
       this.knownNatChains = knownAfter(this.knownNatChains ?? existingNatChains, result);
     } catch (error) {
+      // Whatever failed, the jump rules are not left running into the next sync.
+      await prepared?.catch(() => undefined);
       this.needFullSync = true;
       this.knownNatChains = null;
       metrics?.iptables?.iptablesRestoreFailuresTotal.inc({ ip_family: family });
@@ -194,14 +212,74 @@ export class IptablesProxier {
     return report;
   }
 
+  /**
+   * Renders the sync and writes it, overlapping the two: while the kernel applies one bounded
+   * transaction (iptables-restore runs in its own process), the next one is rendered here. Every
+   * few Services the event loop gets a turn, so the restore in flight is never starved of its
+   * stdin. `prepared` (the jump rules of a full sync) runs meanwhile and finishes before the
+   * first transaction. Transactions still reach the kernel one at a time and in order; the first
+   * failure stops the sync. A render error after some chunks were written leaves those Services' chains
+   * updated as complete units and the capture rules untouched (the next sync is a full one).
+   */
+  private async renderAndWrite(
+    request: RenderRequest,
+    previous: WrittenTopLevel | null,
+    prepared: Promise<void> | null,
+    onWritten: () => void,
+  ): Promise<RenderResult> {
+    const { ipt, settings } = this.options;
+    const writer = new TransactionWriter(
+      this.maxServicesPerTransaction,
+      previous,
+      natFixedRuleLines(settings).find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `)) ?? null,
+    );
+    prepared?.catch(() => undefined);
+    let inFlight: Promise<void> | null = prepared;
+    const write = async (payload: string): Promise<void> => {
+      if (inFlight !== null) await inFlight;
+      const restore = ipt.restore(payload, { noflush: true, counters: true }).then(onWritten);
+      restore.catch(() => undefined);
+      inFlight = restore;
+    };
+    const render = renderIptablesStream(request);
+    try {
+      let blocks = 0;
+      for (let step = render.next(); ; step = render.next()) {
+        if (step.done === true) {
+          for (const payload of writer.finish(step.value)) await write(payload);
+          if (inFlight !== null) await inFlight;
+          return step.value;
+        }
+        const payload = writer.add(step.value);
+        if (payload !== null) await write(payload);
+        if (inFlight !== null && ++blocks % YIELD_EVERY_BLOCKS === 0) await yieldToEventLoop();
+      }
+    } finally {
+      if (inFlight !== null) await (inFlight as Promise<void>).catch(() => undefined);
+    }
+  }
+
   /** Service chains of the kernel for tests and the web view: null = not known without listing. */
   get natChainsInKernel(): ReadonlySet<string> | null {
     return this.knownNatChains;
   }
 
-  private async natChains(): Promise<string[] | null> {
+  /** What a full sync needs in the kernel besides its own chains: the jump rules and nfacct counters. */
+  private async prepareKernel(natDump: Promise<string | null>): Promise<void> {
+    const { ipt } = this.options;
+    // The tables are read at once (reads only); the writes stay one at a time.
+    const [nat, filter] = await Promise.all([
+      natDump.then((dump) => dump ?? ipt.save("nat")),
+      ipt.save("filter"),
+    ]);
+    await ensureJumpRules(ipt, JUMP_CHAINS, { nat, filter });
+    await this.options.ensureCounters?.();
+  }
+
+  /** `iptables-save -t nat` for the stale-chain listing (and the jump rules, on a full sync). */
+  private async saveNat(): Promise<string | null> {
     try {
-      return await this.options.ipt.listChains("nat");
+      return await this.options.ipt.save("nat");
     } catch (error) {
       // Upstream logs and skips stale-chain deletion when iptables-save fails.
       this.options.log.error({ err: error }, "Failed to execute iptables-save: stale chain deletion skipped");

@@ -492,8 +492,32 @@ function renderServicePortMemo(
   return out;
 }
 
+/** The 4 fixed KUBE-POSTROUTING / KUBE-MARK-MASQ rules of nat (§3.1). */
+export function natFixedRuleLines(settings: IptablesSettings): string[] {
+  const mark = safe(settings.masqueradeMark, "masqueradeMark");
+  return [
+    `-A ${KUBE_POSTROUTING} -m mark ! --mark ${mark}/${mark} -j RETURN`,
+    `-A ${KUBE_POSTROUTING} -j MARK --xor-mark ${mark}`,
+    `-A ${KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE${settings.hasRandomFully ? " --random-fully" : ""}`,
+    `-A ${KUBE_MARK_MASQ} -j MARK --or-mark ${mark}`,
+  ];
+}
+
 /** Render one sync's iptables-restore input (spec §4.2 layout, deterministic service order). */
 export function renderIptables(req: RenderRequest): RenderResult {
+  const render = renderIptablesStream(req);
+  for (;;) {
+    const step = render.next();
+    if (step.done === true) return step.value;
+  }
+}
+
+/**
+ * `renderIptables` one written Service port at a time: yields each `ServiceChainsBlock` as soon
+ * as it is rendered (in the order of `nat.serviceBlocks`) and returns the whole result, so a
+ * writer can send the first blocks to the kernel while the rest is still being rendered.
+ */
+export function* renderIptablesStream(req: RenderRequest): Generator<ServiceChainsBlock, RenderResult, void> {
   const { state, settings, fullSync, changedServices } = req;
   const ipv4 = settings.family === "IPv4";
   const mark = safe(settings.masqueradeMark, "masqueradeMark");
@@ -531,12 +555,7 @@ export function renderIptables(req: RenderRequest): RenderResult {
   }
 
   const natTopChainLines = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ].map(chainLine);
-  const natFixedRules = [
-    `-A ${KUBE_POSTROUTING} -m mark ! --mark ${mark}/${mark} -j RETURN`,
-    `-A ${KUBE_POSTROUTING} -j MARK --xor-mark ${mark}`,
-    `-A ${KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE${settings.hasRandomFully ? " --random-fully" : ""}`,
-    `-A ${KUBE_MARK_MASQ} -j MARK --or-mark ${mark}`,
-  ];
+  const natFixedRules = natFixedRuleLines(settings);
 
   const outputs: Array<{ readonly out: ServiceOutput; readonly written: boolean }> = [];
   const captureRuleLines: string[] = [];
@@ -558,13 +577,10 @@ export function renderIptables(req: RenderRequest): RenderResult {
     const written = fullSync || changedServices.has(service);
     outputs.push({ out, written });
     if (written) {
-      serviceBlocks.push({
-        service,
-        chainText: out.chainText,
-        ruleText: out.ruleText,
-        ruleCount: out.ruleCount,
-      });
+      const block = { service, chainText: out.chainText, ruleText: out.ruleText, ruleCount: out.ruleCount };
+      serviceBlocks.push(block);
       writtenNatRules += out.captureRules.length + out.ruleCount;
+      yield block;
     } else {
       writtenNatRules += out.captureRules.length;
       skippedNatRules += out.ruleCount;

@@ -1,5 +1,5 @@
 import { KUBE_MARK_MASQ } from "./chains.ts";
-import type { RenderResult } from "./types.ts";
+import type { RenderResult, ServiceChainsBlock } from "./types.ts";
 
 /**
  * Splits one sync into iptables-restore transactions.
@@ -33,10 +33,58 @@ export function restoreTransactions(
   maxServicesPerTransaction: number,
   previous: WrittenTopLevel | null = null,
 ): string[] {
-  const edits = previous === null ? null : topLevelEdits(previous, writtenTopLevel(result));
-  if (edits !== null) return serviceChunks(result, maxServicesPerTransaction, edits);
-  if (result.nat.serviceBlocks.length <= maxServicesPerTransaction) return [result.payload];
-  return [...serviceChunks(result, maxServicesPerTransaction, null), topLevelTransaction(result)];
+  const markMasqRule = result.nat.fixedRuleLines.find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `));
+  const writer = new TransactionWriter(maxServicesPerTransaction, previous, markMasqRule ?? null);
+  const out: string[] = [];
+  for (const block of result.nat.serviceBlocks) {
+    const transaction = writer.add(block);
+    if (transaction !== null) out.push(transaction);
+  }
+  out.push(...writer.finish(result));
+  return out;
+}
+
+/**
+ * `restoreTransactions` fed one Service block at a time, as the renderer produces them
+ * (`renderIptablesStream`): a bounded chunk is ready as soon as one more block than fits in it
+ * has arrived, so the kernel can apply it while the rest is rendered. The last chunk is held
+ * back until `finish`, because it may carry the top-level edits and stale-chain deletions, and a
+ * sync of at most `max` Services is the single upstream payload. The transactions are exactly
+ * those of `restoreTransactions` on the finished result.
+ */
+export class TransactionWriter {
+  private pending: ServiceChainsBlock[] = [];
+  private chunked = false;
+
+  /** `markMasqRule`: the `-A KUBE-MARK-MASQ …` rule every chunk refills (`natFixedRuleLines`). */
+  constructor(
+    private readonly max: number,
+    private readonly previous: WrittenTopLevel | null,
+    private readonly markMasqRule: string | null,
+  ) {}
+
+  /** Takes the next written Service block; returns a transaction when a chunk is complete. */
+  add(block: ServiceChainsBlock): string | null {
+    this.pending.push(block);
+    if (this.pending.length <= this.max) return null;
+    const chunk = this.pending.splice(0, this.max);
+    this.chunked = true;
+    return serviceChunk(chunk, this.markMasqRule, null, []);
+  }
+
+  /** The remaining transactions, once the whole result is rendered. */
+  finish(result: RenderResult): string[] {
+    const blocks = this.pending;
+    this.pending = [];
+    const edits = this.previous === null ? null : topLevelEdits(this.previous, writtenTopLevel(result));
+    if (edits !== null) {
+      const stale = result.nat.deletedChains;
+      const extra = stale.length + edits.nat.length + edits.filter.length > 0;
+      return blocks.length > 0 || extra ? [serviceChunk(blocks, this.markMasqRule, edits, stale)] : [];
+    }
+    if (!this.chunked) return [result.payload];
+    return [serviceChunk(blocks, this.markMasqRule, null, []), topLevelTransaction(result)];
+  }
 }
 
 /** Above this many capture-rule edits one rewrite of the top level is cheaper than the edits. */
@@ -91,38 +139,28 @@ function topLevelEdits(previous: WrittenTopLevel, next: WrittenTopLevel): TopLev
 }
 
 /**
- * The service chains in transactions of at most `max` Services. With `edits`, the last one also
- * carries the top-level edits and the stale-chain deletions: by then every rewritten chain that
- * referred to a stale chain has been rewritten, the capture rules that point at new chains come
- * after those chains, and the `-D` of a capture rule comes before the `-X` of its target.
+ * One transaction of service chains. With `edits` (the last one of a sync) it also carries the
+ * top-level edits and the stale-chain deletions: by then every rewritten chain that referred to a
+ * stale chain has been rewritten, the capture rules that point at new chains come after those
+ * chains, and the `-D` of a capture rule comes before the `-X` of its target.
  */
-function serviceChunks(result: RenderResult, max: number, edits: TopLevelEdits | null): string[] {
-  const blocks = result.nat.serviceBlocks;
-  const stale = edits === null ? [] : result.nat.deletedChains;
-  const natEdits = edits?.nat ?? [];
-  const filterEdits = edits?.filter ?? [];
-  const hasExtra = stale.length + natEdits.length + filterEdits.length > 0;
-  const markMasqRule = result.nat.fixedRuleLines.find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `));
-  const transactions: string[] = [];
-  const chunkCount = Math.max(Math.ceil(blocks.length / max), hasExtra ? 1 : 0);
-  for (let i = 0; i < chunkCount; i++) {
-    const chunk = blocks.slice(i * max, (i + 1) * max);
-    const last = i === chunkCount - 1;
-    const parts: string[] = [];
-    if (last && filterEdits.length > 0) parts.push(`*filter\n${filterEdits.join("\n")}\nCOMMIT\n`);
-    parts.push(`*nat\n:${KUBE_MARK_MASQ} - [0:0]\n`);
-    for (const block of chunk) parts.push(block.chainText);
-    if (last) for (const c of stale) parts.push(`:${c} - [0:0]\n`);
-    if (markMasqRule !== undefined) parts.push(`${markMasqRule}\n`);
-    for (const block of chunk) parts.push(block.ruleText);
-    if (last) {
-      for (const line of natEdits) parts.push(`${line}\n`);
-      for (const c of stale) parts.push(`-X ${c}\n`);
-    }
-    parts.push("COMMIT\n");
-    transactions.push(parts.join(""));
-  }
-  return transactions;
+function serviceChunk(
+  blocks: readonly ServiceChainsBlock[],
+  markMasqRule: string | null,
+  edits: TopLevelEdits | null,
+  stale: readonly string[],
+): string {
+  const parts: string[] = [];
+  if (edits !== null && edits.filter.length > 0) parts.push(`*filter\n${edits.filter.join("\n")}\nCOMMIT\n`);
+  parts.push(`*nat\n:${KUBE_MARK_MASQ} - [0:0]\n`);
+  for (const block of blocks) parts.push(block.chainText);
+  for (const c of stale) parts.push(`:${c} - [0:0]\n`);
+  if (markMasqRule !== null) parts.push(`${markMasqRule}\n`);
+  for (const block of blocks) parts.push(block.ruleText);
+  for (const line of edits?.nat ?? []) parts.push(`${line}\n`);
+  for (const c of stale) parts.push(`-X ${c}\n`);
+  parts.push("COMMIT\n");
+  return parts.join("");
 }
 
 /**

@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { pino } from "pino";
 import { JUMP_CHAINS } from "../../../src/backends/iptables/chains.ts";
 import { IptablesProxier } from "../../../src/backends/iptables/proxier.ts";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
+import { restoreTransactions } from "../../../src/backends/iptables/transactions.ts";
 import { decodeEndpointSlice, decodeService } from "../../../src/k8s/objects.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
+import type { RestoreOptions } from "../../../src/kernel/iptables.ts";
 import { ensureJumpRules } from "../../../src/kernel/iptables.ts";
 import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
 import { FakeClock } from "../../../src/proxy/clock.ts";
@@ -42,8 +45,7 @@ function slice(n: number, ips: readonly string[]) {
   );
 }
 
-function setup(services: number, maxServicesPerTransaction?: number) {
-  const ipt = new FakeIptables();
+function setup(services: number, maxServicesPerTransaction?: number, ipt = new FakeIptables()) {
   const clock = new FakeClock();
   const store = new ProxyStateStore({ family: "IPv4", nodeName: FAKE_PROXIER_SETTINGS.nodeName });
   for (let n = 1; n <= services; n++) {
@@ -88,7 +90,9 @@ const restores = (ipt: FakeIptables) =>
         c.op === "restore" && !/^-I (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) 1 /m.test(c.payload ?? ""),
     )
     .map((c) => c.payload ?? "");
-const saves = (ipt: FakeIptables) => ipt.calls.filter((c) => c.op === "listChains").length;
+/** Reads of the nat table (stale-chain listing and jump rules share one on a full sync). */
+const saves = (ipt: FakeIptables) =>
+  ipt.calls.filter((c) => (c.op === "save" || c.op === "listChains") && c.table === "nat").length;
 
 test("first sync: jump rules ensured, then upstream's single payload", async () => {
   const { ipt, store, proxier } = setup(3);
@@ -103,7 +107,11 @@ test("first sync: jump rules ensured, then upstream's single payload", async () 
   }).payload;
   assert.deepEqual(restores(ipt), [expected]);
   assert.equal(ipt.rules("nat", "PREROUTING").length, 1, "nat PREROUTING jumps to KUBE-SERVICES");
-  assert.equal(saves(ipt), 1, "the first sync lists the kernel's nat chains once");
+  assert.equal(
+    saves(ipt),
+    1,
+    "the first sync reads the nat table once, for the stale chains and the jump rules",
+  );
 });
 
 test("an endpoint change writes only that Service's chains and needs no iptables-save", async () => {
@@ -174,6 +182,102 @@ test("a large sync is split into bounded transactions with the same end state", 
   }
   assert.match(payloads[3] ?? "", /^\*filter[\s\S]*-A KUBE-SERVICES/m);
   assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
+});
+
+/** A fake kernel whose restores take a few event-loop turns, like a real iptables-restore process. */
+class SlowIptables extends FakeIptables {
+  inFlight = 0;
+  maxInFlight = 0;
+  restoresStarted = 0;
+  /** 1-based number of the restore call that fails (at its first line). */
+  failRestoreNumber: number | null = null;
+
+  override async restore(payload: string, options?: RestoreOptions): Promise<void> {
+    this.restoresStarted++;
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      for (let i = 0; i < 5; i++) await nextTurn();
+      if (this.restoresStarted === this.failRestoreNumber) this.failNextRestoreAtLine = 1;
+      await super.restore(payload, options);
+    } finally {
+      this.inFlight--;
+    }
+  }
+}
+
+test("a chunked sync renders while the kernel applies: one restore at a time, in order, same transactions", async () => {
+  const ipt = new SlowIptables();
+  const { store, proxier } = setup(40, 3, ipt);
+  const report = await proxier.syncProxyRules();
+  const expected = restoreTransactions(
+    renderIptables({
+      state: store.state,
+      settings: FAKE_PROXIER_SETTINGS,
+      fullSync: true,
+      changedServices: new Set(),
+      existingNatChains: [],
+    }),
+    3,
+  );
+  assert.equal(ipt.maxInFlight, 1, "never two restores at once");
+  assert.deepEqual(restores(ipt), expected);
+  assert.equal(report?.transactions, expected.length);
+  assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
+});
+
+test("a restore failing in the middle of a chunked sync stops it before the capture rules change", async () => {
+  const ipt = new SlowIptables();
+  const { store, proxier } = setup(5, 2, ipt);
+  await proxier.syncProxyRules();
+  const servicesBefore = (await ipt.save("nat")).split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES"));
+  ipt.calls.length = 0;
+  proxier.forceFullSync();
+  store.endpointsChanges.endpointSliceUpdate(slice(5, ["10.0.5.7"]), false);
+  ipt.failRestoreNumber = ipt.restoresStarted + 2; // the second chunk (the jump rules are in place)
+  await assert.rejects(proxier.syncProxyRules(), /line 1/);
+  assert.equal(restores(ipt).length, 2, "the first chunk, the failed second one, nothing after it");
+  const servicesAfter = (await ipt.save("nat")).split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES"));
+  assert.deepEqual(servicesAfter, servicesBefore, "capture rules untouched");
+  assert.equal(ipt.inFlight, 0, "the sync returned only after its restore finished");
+  const report = await proxier.syncProxyRules();
+  assert.equal(report?.fullSync, true);
+  assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
+});
+
+test("when the jump rules cannot be installed, nothing of the sync is written", async () => {
+  const ipt = new SlowIptables();
+  const { proxier } = setup(5, 2, ipt);
+  ipt.failRestoreNumber = 1; // the nat jump rules, written while the first chunk is rendered
+  await assert.rejects(proxier.syncProxyRules(), /line 1/);
+  assert.deepEqual(restores(ipt), []);
+  assert.equal(ipt.inFlight, 0);
+  assert.deepEqual(ipt.rules("nat", "PREROUTING"), []);
+});
+
+test("a render error in the middle of a chunked sync waits for the restore in flight and writes nothing more", async () => {
+  const ipt = new SlowIptables();
+  const { store, proxier } = setup(5, 2, ipt);
+  await proxier.syncProxyRules();
+  const servicesBefore = (await ipt.save("nat")).split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES"));
+  ipt.calls.length = 0;
+  proxier.forceFullSync();
+  const apply = store.applyPending.bind(store);
+  store.applyPending = () => {
+    const result = apply();
+    const endpoints = new Map(result.state.endpoints);
+    const key = [...endpoints.keys()].find((k) => k.includes("svc5"));
+    const [first] = key === undefined ? [] : (endpoints.get(key) ?? []);
+    assert.ok(key !== undefined && first !== undefined);
+    endpoints.set(key, [{ ...first, ip: '10.0.5.1" -j ACCEPT' }]);
+    return { ...result, state: { ...result.state, endpoints } };
+  };
+  await assert.rejects(proxier.syncProxyRules(), { code: "KPT_RENDER_INPUT" });
+  assert.equal(ipt.inFlight, 0, "the chunk in flight finished before the sync reported the error");
+  assert.ok(restores(ipt).length <= 2, "at most the chunks rendered before the bad Service");
+  for (const payload of restores(ipt)) assert.doesNotMatch(payload, /-A KUBE-SERVICES|-X /);
+  const servicesAfter = (await ipt.save("nat")).split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES"));
+  assert.deepEqual(servicesAfter, servicesBefore, "capture rules untouched");
 });
 
 test("a sync with nothing changed writes nothing", async () => {
