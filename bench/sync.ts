@@ -7,7 +7,11 @@
 import { loadavg } from "node:os";
 import { Registry } from "prom-client";
 import type { RenderResult } from "../src/backends/iptables/types.ts";
-import { IptablesProxier, type SyncReport } from "../src/backends/iptables/proxier.ts";
+import {
+  IptablesProxier,
+  maxServicesPerTransaction,
+  type SyncReport,
+} from "../src/backends/iptables/proxier.ts";
 import { Iptables } from "../src/kernel/iptables.ts";
 import type { IptablesInterface, RestoreOptions, RulePosition, Table } from "../src/kernel/iptables.ts";
 import { createLogger } from "../src/log.ts";
@@ -19,10 +23,11 @@ import { runner, withBenchNetns } from "./netns.ts";
 import type { Backend, Timing } from "./restore.ts";
 import { formatMs, formatRatio, formatTiming, timeRestore, timeRestores } from "./restore.ts";
 import { BENCH_NODE, benchSettings, sliceWithOneEndpointReplaced, syntheticCluster } from "./synthetic.ts";
+import type { SyntheticCluster } from "./synthetic.ts";
 
 /** Where the proxier's time went, from the wrapper's point of view. */
 interface KernelCalls {
-  restores: { payload: string; ms: number }[];
+  restores: { payload: string; ms: number; startedAt: number }[];
   /** iptables-save (stale-chain listing). */
   saveMs: number;
   /** Single iptables commands (jump rules, chain checks). */
@@ -62,7 +67,7 @@ class RecordingIptables implements IptablesInterface {
   async restore(payload: string, options?: RestoreOptions): Promise<void> {
     const started = performance.now();
     await this.inner.restore(payload, options);
-    this.calls.restores.push({ payload, ms: performance.now() - started });
+    this.calls.restores.push({ payload, ms: performance.now() - started, startedAt: started });
   }
   save(table?: Table) {
     return this.timed("saveMs", () => this.inner.save(table));
@@ -105,6 +110,8 @@ export interface SyncPhase {
   readonly bare: Timing;
   /** Each bare transaction's time, in order (the last one swaps the capture rules). */
   readonly bareEach: readonly number[];
+  /** Each of our restore calls' time, in the same order. */
+  readonly restoreEach: readonly number[];
 }
 
 export interface SyncRow {
@@ -125,6 +132,33 @@ export interface SyncRow {
   readonly loadAverage: readonly [number, number];
   /** Bare restore of the whole sync as the single payload upstream writes (only where asked). */
   readonly singlePayload: Timing | null;
+  /** Every full-sync round (the first is `full`), each ours against bare in fresh namespaces. */
+  readonly rounds: readonly FullSyncRound[];
+}
+
+export interface FullSyncRound {
+  readonly oursMs: number;
+  readonly bare: Timing;
+  /** Our wall time outside the restore calls. */
+  readonly outsideMs: number;
+  /** The bare replay ran before our sync in this round. */
+  readonly bareFirst: boolean;
+}
+
+const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+/** Median of the rounds' ours/bare ratios; null when a bare replay did not complete. */
+export function medianRatio(rounds: readonly FullSyncRound[]): number | null {
+  const ratios: number[] = [];
+  for (const r of rounds) {
+    if (r.bare.status !== "ok") return null;
+    ratios.push(r.oursMs / r.bare.ms);
+  }
+  return ratios.length === 0 ? null : median(ratios);
 }
 
 export interface SyncOptions {
@@ -134,6 +168,8 @@ export interface SyncOptions {
   readonly capMs: number;
   /** Largest size at which the single-payload restore is timed on nft (legacy: every size). */
   readonly singlePayloadMax: number;
+  /** Full-sync rounds (ours and bare, alternating which goes first): the ratio is their median. */
+  readonly rounds: number;
   readonly signal: AbortSignal;
 }
 
@@ -152,7 +188,25 @@ function phase(
     payloadBytes: calls.restores.reduce((a, r) => a + Buffer.byteLength(r.payload), 0),
     bare: bare.total,
     bareEach: bare.each,
+    restoreEach: calls.restores.map((r) => r.ms),
   };
+}
+
+/** Wall time of a sync spent outside the restore calls: before the first, between them, after the last. */
+function outsideRestores(
+  startedAt: number,
+  endedAt: number,
+  calls: KernelCalls,
+): { before: number; between: number; after: number } {
+  const first = calls.restores[0];
+  const last = calls.restores.at(-1);
+  if (first === undefined || last === undefined) return { before: endedAt - startedAt, between: 0, after: 0 };
+  let between = 0;
+  for (let i = 1; i < calls.restores.length; i++) {
+    const previous = calls.restores[i - 1]!;
+    between += calls.restores[i]!.startedAt - (previous.startedAt + previous.ms);
+  }
+  return { before: first.startedAt - startedAt, between, after: endedAt - (last.startedAt + last.ms) };
 }
 
 /** The SEP chain whose DNAT goes to `ip`, among the chains a partial sync wrote. */
@@ -162,6 +216,52 @@ function endpointChainFor(result: RenderResult, ip: string): string | null {
     if (rule !== undefined) return rule.split(" ")[1] ?? null;
   }
   return null;
+}
+
+/**
+ * A proxier wired as `src/cli/run.ts` wires it, with its state store fed the whole cluster. The
+ * daemon reads the iptables version at start-up (for its settings), before its first sync.
+ */
+async function benchProxier(backend: Backend, netns: string, cluster: SyntheticCluster) {
+  const logger = createLogger(0, "bench");
+  logger.level = "warn";
+  const ipt = new RecordingIptables(new Iptables({ runner, family: "IPv4", backend, netns }));
+  const store = new ProxyStateStore({ family: "IPv4", nodeName: BENCH_NODE });
+  for (const svc of cluster.services) store.serviceChanges.update(null, svc);
+  for (const slice of cluster.endpointSlices) store.endpointsChanges.endpointSliceUpdate(slice, false);
+  let last: RenderResult | null = null;
+  const proxier = new IptablesProxier({
+    ipt,
+    settings: benchSettings(),
+    store,
+    clock: realClock,
+    log: logger,
+    health: new ProxyHealth(healthTimeoutForSyncPeriod(30_000), realClock),
+    metrics: createProxyMetrics(new Registry(), { mode: "iptables" }),
+    syncPeriodMs: 30_000,
+    maxServicesPerTransaction: maxServicesPerTransaction(backend),
+    onSync: (_report: SyncReport, _state, result) => {
+      last = result;
+    },
+  });
+  proxier.setInitialized();
+  await ipt.version();
+  return { ipt, store, proxier, lastResult: (): RenderResult | null => last };
+}
+
+/** One more first full sync of the same cluster, with a fresh proxier, in `netns`. */
+async function timedFullSync(
+  backend: Backend,
+  netns: string,
+  cluster: SyntheticCluster,
+): Promise<{ wallMs: number; outsideMs: number }> {
+  const { ipt, proxier } = await benchProxier(backend, netns, cluster);
+  const started = performance.now();
+  const report = await proxier.syncProxyRules();
+  const wallMs = performance.now() - started;
+  if (report?.fullSync !== true) throw new Error("the round's sync was not a full sync");
+  const outside = outsideRestores(started, started + wallMs, ipt.take());
+  return { wallMs, outsideMs: outside.before + outside.between + outside.after };
 }
 
 async function oneRow(
@@ -178,38 +278,22 @@ async function oneRow(
   const nextSlice = sliceWithOneEndpointReplaced((changedIndex + 1) % services, eps);
   const loadBefore = loadavg()[0] ?? 0;
 
-  const logger = createLogger(0, "bench");
-  logger.level = "warn";
   return withBenchNetns(async (netns) => {
-    const ipt = new RecordingIptables(new Iptables({ runner, family: "IPv4", backend, netns }));
-    const store = new ProxyStateStore({ family: "IPv4", nodeName: BENCH_NODE });
-    for (const svc of cluster.services) store.serviceChanges.update(null, svc);
-    for (const slice of cluster.endpointSlices) store.endpointsChanges.endpointSliceUpdate(slice, false);
-    let lastResult: RenderResult | null = null;
-    const proxier = new IptablesProxier({
-      ipt,
-      settings: benchSettings(),
-      store,
-      clock: realClock,
-      log: logger,
-      health: new ProxyHealth(healthTimeoutForSyncPeriod(30_000), realClock),
-      metrics: createProxyMetrics(new Registry(), { mode: "iptables" }),
-      syncPeriodMs: 30_000,
-      onSync: (_report: SyncReport, _state, result) => {
-        lastResult = result;
-      },
-    });
-    proxier.setInitialized();
+    const { ipt, store, proxier, lastResult } = await benchProxier(backend, netns, cluster);
 
     log(`sync ${backend}: ${services} Services x ${eps} endpoints, full sync…`);
     let started = performance.now();
     const fullReport = await proxier.syncProxyRules();
     const fullMs = performance.now() - started;
     const fullCalls = ipt.take();
-    const fullResult = lastResult as RenderResult | null;
+    const fullResult = lastResult();
     if (fullReport?.fullSync !== true || fullResult === null)
       throw new Error("first sync was not a full sync");
-    log(`  ${formatMs(fullMs)} in ${fullCalls.restores.length} transaction(s); partial sync…`);
+    const outside = outsideRestores(started, started + fullMs, fullCalls);
+    log(
+      `  ${formatMs(fullMs)} in ${fullCalls.restores.length} transaction(s); outside the restores: ` +
+        `${formatMs(outside.before)} before the first, ${formatMs(outside.between)} between, ${formatMs(outside.after)} after; partial sync…`,
+    );
 
     if (!store.endpointsChanges.endpointSliceUpdate(changedSlice, false)) {
       throw new Error("the endpoint change was not seen as a change");
@@ -218,7 +302,7 @@ async function oneRow(
     const partialReport = await proxier.syncProxyRules();
     const partialMs = performance.now() - started;
     const partialCalls = ipt.take();
-    const partialResult = lastResult as RenderResult | null;
+    const partialResult = lastResult();
     if (partialReport?.fullSync !== false || partialReport.updatedServices !== 1 || partialResult === null) {
       throw new Error(`second sync was not a one-Service partial sync: ${JSON.stringify(partialReport)}`);
     }
@@ -283,10 +367,42 @@ async function oneRow(
       );
       log(`    ${formatTiming(singlePayload)}`);
     }
+    const rounds: FullSyncRound[] = [
+      {
+        oursMs: fullMs,
+        bare: bare.full.total,
+        outsideMs: outside.before + outside.between + outside.after,
+        bareFirst: false,
+      },
+    ];
+    for (let round = 2; round <= options.rounds; round++) {
+      const bareFirst = round % 2 === 0;
+      log(
+        `  full sync round ${round} of ${options.rounds} (${bareFirst ? "bare replay first" : "ours first"})…`,
+      );
+      const replay = () =>
+        withBenchNetns((bareNetns) =>
+          timeRestores(
+            fullCalls.restores.map((r) => ({
+              backend,
+              netns: bareNetns,
+              payload: r.payload,
+              capMs: options.capMs,
+              signal: options.signal,
+            })),
+          ),
+        );
+      const bareRound = bareFirst ? await replay() : null;
+      const ours = await withBenchNetns((roundNetns) => timedFullSync(backend, roundNetns, cluster));
+      const bareTotal = (bareRound ?? (await replay())).total;
+      rounds.push({ oursMs: ours.wallMs, bare: bareTotal, outsideMs: ours.outsideMs, bareFirst });
+      log(`    ours ${formatMs(ours.wallMs)}, bare ${formatTiming(bareTotal)}`);
+    }
     return {
       backend,
       services,
       endpointsPerService: eps,
+      rounds,
       full: phase(fullMs, fullCalls, bare.full),
       partial: phase(partialMs, partialCalls, bare.partial),
       partialVerified,
@@ -319,6 +435,8 @@ export function syncTable(rows: readonly SyncRow[]): string {
     "of which restore / save / other cmds",
     "bare restore, same transactions",
     "ratio ours/bare",
+    "rounds: ours / bare (ratio)",
+    "median ratio",
     "partial sync (ours)",
     "of which restore / save",
     "bare partial restore",
@@ -339,6 +457,13 @@ export function syncTable(rows: readonly SyncRow[]): string {
         `${formatMs(r.full.restoreMs)} / ${formatMs(r.full.saveMs)} / ${formatMs(r.full.commandMs)} (${r.full.commands})`,
         formatTiming(r.full.bare),
         formatRatio(r.full.wallMs, r.full.bare),
+        r.rounds
+          .map(
+            (round) =>
+              `${formatMs(round.oursMs)} / ${formatTiming(round.bare)} (${formatRatio(round.oursMs, round.bare)})`,
+          )
+          .join("; "),
+        ((m) => (m === null ? "n/a" : `**${m.toFixed(3)}×**`))(medianRatio(r.rounds)),
         `${formatMs(r.partial.wallMs)} (${r.partial.transactions} tx, ${(r.partial.payloadBytes / 1024 / 1024).toFixed(1)} MB)`,
         `${formatMs(r.partial.restoreMs)} / ${formatMs(r.partial.saveMs)}`,
         formatTiming(r.partial.bare),
