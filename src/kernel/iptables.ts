@@ -367,12 +367,56 @@ export function jumpRuleArgs(row: JumpRule): string[] {
 }
 
 /**
+ * What one table needs for its jump rules, read from that table's `iptables-save` output: the
+ * `iptables-restore` section adding what is missing (`:CHAIN` for missing chains, `-I SRC 1 …`
+ * in row order, which ends in the same order as prepending one by one; "" when nothing is
+ * missing), or "uncertain" when a rule's target chain exists but the dump does not show the rule
+ * as we would print it: this iptables might print it differently, so that table must go through
+ * the one-command-at-a-time check, which never duplicates a rule.
+ */
+export function jumpRulesSection(
+  rows: readonly JumpRule[],
+  table: Table,
+  dump: string,
+): string | "uncertain" {
+  const chains = new Set(chainsFromSave(dump, table));
+  const present = new Set(dump.split("\n"));
+  const declare = new Set<string>();
+  const inserts: string[] = [];
+  for (const row of rows) {
+    if (row.table !== table) continue;
+    const args = jumpRuleArgs(row).map(quoteRuleArg).join(" ");
+    if (present.has(`-A ${row.srcChain} ${args}`)) continue;
+    if (chains.has(row.dstChain)) return "uncertain";
+    declare.add(row.dstChain);
+    inserts.push(`-I ${row.srcChain} 1 ${args}`);
+  }
+  if (inserts.length === 0) return "";
+  return [`*${table}`, ...[...declare].map((c) => `:${c} - [0:0]`), ...inserts, "COMMIT", ""].join("\n");
+}
+
+/** The tables of `rows`, in the order of their first row. */
+export function jumpRuleTables(rows: readonly JumpRule[]): Table[] {
+  return [...new Set(rows.map((r) => r.table))];
+}
+
+/** Upstream EnsureChain + EnsureRule for each row of one table, one command at a time. */
+export async function ensureJumpRulesOneByOne(
+  ipt: IptablesInterface,
+  rows: readonly JumpRule[],
+  table: Table,
+): Promise<void> {
+  for (const row of rows) {
+    if (row.table !== table) continue;
+    await ipt.ensureChain(row.table, row.dstChain);
+    await ipt.ensureRule("prepend", row.table, row.srcChain, jumpRuleArgs(row));
+  }
+}
+
+/**
  * Installs the jump rules in list order: ensure the target chain, then prepend the jump if
- * missing (upstream EnsureChain + EnsureRule). Each table is read once with iptables-save; what
- * is missing is added in one restore per table (`:CHAIN` for missing chains, `-I SRC 1 …` in row
- * order, which ends in the same order as prepending one by one). A rule whose target chain
- * exists but whose text the dump does not show might be printed differently by this iptables:
- * that table then goes through the one-command-at-a-time check, so nothing is ever duplicated.
+ * missing (upstream EnsureChain + EnsureRule). Each table is read once with iptables-save (or
+ * taken from `dumps`); what is missing is added in one restore per table (`jumpRulesSection`).
  */
 export async function ensureJumpRules(
   ipt: IptablesInterface,
@@ -380,29 +424,9 @@ export async function ensureJumpRules(
   /** `iptables-save -t TABLE` output the caller just read, so that table is not read twice. */
   dumps: Partial<Record<Table, string>> = {},
 ): Promise<void> {
-  for (const table of new Set(rows.map((r) => r.table))) {
-    const tableRows = rows.filter((r) => r.table === table);
-    const dump = dumps[table] ?? (await ipt.save(table));
-    const chains = new Set(chainsFromSave(dump, table));
-    const present = new Set(dump.split("\n"));
-    const declare = new Set<string>();
-    const inserts: string[] = [];
-    let uncertain = false;
-    for (const row of tableRows) {
-      const spec = `${row.srcChain} ${jumpRuleArgs(row).map(quoteRuleArg).join(" ")}`;
-      if (present.has(`-A ${spec}`)) continue;
-      if (chains.has(row.dstChain)) uncertain = true;
-      else declare.add(row.dstChain);
-      inserts.push(`-I ${row.srcChain} 1 ${jumpRuleArgs(row).map(quoteRuleArg).join(" ")}`);
-    }
-    if (uncertain) {
-      for (const row of tableRows) {
-        await ipt.ensureChain(row.table, row.dstChain);
-        await ipt.ensureRule("prepend", row.table, row.srcChain, jumpRuleArgs(row));
-      }
-    } else if (inserts.length > 0) {
-      const lines = [`*${table}`, ...[...declare].map((c) => `:${c} - [0:0]`), ...inserts, "COMMIT"];
-      await ipt.restore(lines.join("\n") + "\n", { noflush: true, counters: false });
-    }
+  for (const table of jumpRuleTables(rows)) {
+    const section = jumpRulesSection(rows, table, dumps[table] ?? (await ipt.save(table)));
+    if (section === "uncertain") await ensureJumpRulesOneByOne(ipt, rows, table);
+    else if (section !== "") await ipt.restore(section, { noflush: true, counters: false });
   }
 }

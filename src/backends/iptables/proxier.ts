@@ -1,14 +1,20 @@
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { IptablesInterface } from "../../kernel/iptables.ts";
-import { chainsFromSave, ensureJumpRules } from "../../kernel/iptables.ts";
+import {
+  chainsFromSave,
+  ensureJumpRulesOneByOne,
+  jumpRuleTables,
+  jumpRulesSection,
+  type Table,
+} from "../../kernel/iptables.ts";
 import type { Clock } from "../../proxy/clock.ts";
 import type { ProxyHealth } from "../../proxy/health.ts";
 import type { ProxyMetrics } from "../../proxy/metrics.ts";
 import { programmingLatencies, type ApplyResult, type ProxyStateStore } from "../../proxy/changetracker.ts";
 import type { ProxyState } from "../../proxy/types.ts";
 import { isServiceChainName, JUMP_CHAINS, KUBE_MARK_MASQ } from "./chains.ts";
-import { natFixedRuleLines, renderIptablesStream } from "./render.ts";
+import { natFixedRuleLines, renderIptablesStream, writtenServicePorts } from "./render.ts";
 import { TransactionWriter, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";
 import type { IptablesSettings, RenderRequest, RenderResult } from "./types.ts";
 
@@ -216,15 +222,15 @@ export class IptablesProxier {
    * Renders the sync and writes it, overlapping the two: while the kernel applies one bounded
    * transaction (iptables-restore runs in its own process), the next one is rendered here. Every
    * few Services the event loop gets a turn, so the restore in flight is never starved of its
-   * stdin. `prepared` (the jump rules of a full sync) runs meanwhile and finishes before the
-   * first transaction. Transactions still reach the kernel one at a time and in order; the first
+   * stdin. `prepared` (the jump rules of a full sync) runs meanwhile; its sections go in front of
+   * the first transaction. Transactions still reach the kernel one at a time and in order; the first
    * failure stops the sync. A render error after some chunks were written leaves those Services' chains
    * updated as complete units and the capture rules untouched (the next sync is a full one).
    */
   private async renderAndWrite(
     request: RenderRequest,
     previous: WrittenTopLevel | null,
-    prepared: Promise<void> | null,
+    prepared: Promise<string> | null,
     onWritten: () => void,
   ): Promise<RenderResult> {
     const { ipt, settings } = this.options;
@@ -232,12 +238,17 @@ export class IptablesProxier {
       this.maxServicesPerTransaction,
       previous,
       natFixedRuleLines(settings).find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `)) ?? null,
+      writtenServicePorts(request),
     );
     prepared?.catch(() => undefined);
-    let inFlight: Promise<void> | null = prepared;
+    let inFlight: Promise<unknown> | null = prepared;
+    // The jump rules' sections, written in front of the first transaction.
+    let jumpSections = prepared;
     const write = async (payload: string): Promise<void> => {
       if (inFlight !== null) await inFlight;
-      const restore = ipt.restore(payload, { noflush: true, counters: true }).then(onWritten);
+      const text = jumpSections === null ? payload : (await jumpSections) + payload;
+      jumpSections = null;
+      const restore = ipt.restore(text, { noflush: true, counters: true }).then(onWritten);
       restore.catch(() => undefined);
       inFlight = restore;
     };
@@ -247,6 +258,7 @@ export class IptablesProxier {
       for (let step = render.next(); ; step = render.next()) {
         if (step.done === true) {
           for (const payload of writer.finish(step.value)) await write(payload);
+          if (jumpSections !== null && (await jumpSections) !== "") await write("");
           if (inFlight !== null) await inFlight;
           return step.value;
         }
@@ -255,7 +267,7 @@ export class IptablesProxier {
         if (inFlight !== null && ++blocks % YIELD_EVERY_BLOCKS === 0) await yieldToEventLoop();
       }
     } finally {
-      if (inFlight !== null) await (inFlight as Promise<void>).catch(() => undefined);
+      if (inFlight !== null) await (inFlight as Promise<unknown>).catch(() => undefined);
     }
   }
 
@@ -264,16 +276,28 @@ export class IptablesProxier {
     return this.knownNatChains;
   }
 
-  /** What a full sync needs in the kernel besides its own chains: the jump rules and nfacct counters. */
-  private async prepareKernel(natDump: Promise<string | null>): Promise<void> {
+  /**
+   * What a full sync needs in the kernel besides its own chains: the jump rules from the built-in
+   * chains (upstream EnsureChain + EnsureRule) and the nfacct counters. Returns the restore
+   * sections adding the missing jump rules, which go in front of the sync's first transaction:
+   * the same rules as upstream's commands, without two more iptables-restore processes.
+   */
+  private async prepareKernel(natDump: Promise<string | null>): Promise<string> {
     const { ipt } = this.options;
     // The tables are read at once (reads only); the writes stay one at a time.
     const [nat, filter] = await Promise.all([
       natDump.then((dump) => dump ?? ipt.save("nat")),
       ipt.save("filter"),
     ]);
-    await ensureJumpRules(ipt, JUMP_CHAINS, { nat, filter });
+    const dumps: Partial<Record<Table, string>> = { nat, filter };
+    let sections = "";
+    for (const table of jumpRuleTables(JUMP_CHAINS)) {
+      const section = jumpRulesSection(JUMP_CHAINS, table, dumps[table] ?? (await ipt.save(table)));
+      if (section === "uncertain") await ensureJumpRulesOneByOne(ipt, JUMP_CHAINS, table);
+      else sections += section;
+    }
     await this.options.ensureCounters?.();
+    return sections;
   }
 
   /** `iptables-save -t nat` for the stale-chain listing (and the jump rules, on a full sync). */

@@ -503,6 +503,16 @@ export function natFixedRuleLines(settings: IptablesSettings): string[] {
   ];
 }
 
+const serviceOf = (sp: ServicePort): string => `${sp.name.namespace}/${sp.name.name}`;
+
+/** How many `ServiceChainsBlock`s a render of `req` writes (what `renderIptablesStream` yields). */
+export function writtenServicePorts(req: RenderRequest): number {
+  if (req.fullSync) return req.state.services.size;
+  let written = 0;
+  for (const sp of req.state.services.values()) if (req.changedServices.has(serviceOf(sp))) written++;
+  return written;
+}
+
 /** Render one sync's iptables-restore input (spec §4.2 layout, deterministic service order). */
 export function renderIptables(req: RenderRequest): RenderResult {
   const render = renderIptablesStream(req);
@@ -573,7 +583,7 @@ export function* renderIptablesStream(req: RenderRequest): Generator<ServiceChai
     for (const c of out.activeChains) activeNatChains.add(c);
     if (out.noLocalInternal) noLocalInternal++;
     if (out.noLocalExternal) noLocalExternal++;
-    const service = `${sp.name.namespace}/${sp.name.name}`;
+    const service = serviceOf(sp);
     const written = fullSync || changedServices.has(service);
     outputs.push({ out, written });
     if (written) {

@@ -34,9 +34,15 @@ export function restoreTransactions(
   previous: WrittenTopLevel | null = null,
 ): string[] {
   const markMasqRule = result.nat.fixedRuleLines.find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `));
-  const writer = new TransactionWriter(maxServicesPerTransaction, previous, markMasqRule ?? null);
+  const blocks = result.nat.serviceBlocks;
+  const writer = new TransactionWriter(
+    maxServicesPerTransaction,
+    previous,
+    markMasqRule ?? null,
+    blocks.length,
+  );
   const out: string[] = [];
-  for (const block of result.nat.serviceBlocks) {
+  for (const block of blocks) {
     const transaction = writer.add(block);
     if (transaction !== null) out.push(transaction);
   }
@@ -44,31 +50,42 @@ export function restoreTransactions(
   return out;
 }
 
+/** The first bounded transaction of a sync holds this many Services; each next one twice as many, up to the maximum. */
+const FIRST_CHUNK_SERVICES = 50;
+
 /**
  * `restoreTransactions` fed one Service block at a time, as the renderer produces them
  * (`renderIptablesStream`): a bounded chunk is ready as soon as one more block than fits in it
  * has arrived, so the kernel can apply it while the rest is rendered. The last chunk is held
  * back until `finish`, because it may carry the top-level edits and stale-chain deletions, and a
- * sync of at most `max` Services is the single upstream payload. The transactions are exactly
- * those of `restoreTransactions` on the finished result.
+ * sync of at most `max` Services is the single upstream payload.
+ *
+ * With `expectedBlocks` (how many blocks will come) above `max`, the chunks start small and
+ * double (50, 100, 200, then `max`): the kernel starts on the first Services while the
+ * renderer, cold at start-up, is still on the next ones, instead of waiting for `max` of them.
  */
 export class TransactionWriter {
   private pending: ServiceChainsBlock[] = [];
-  private chunked = false;
+  private chunks = 0;
+  private readonly ramp: boolean;
 
   /** `markMasqRule`: the `-A KUBE-MARK-MASQ …` rule every chunk refills (`natFixedRuleLines`). */
   constructor(
     private readonly max: number,
     private readonly previous: WrittenTopLevel | null,
     private readonly markMasqRule: string | null,
-  ) {}
+    expectedBlocks: number | null = null,
+  ) {
+    this.ramp = expectedBlocks !== null && expectedBlocks > max;
+  }
 
   /** Takes the next written Service block; returns a transaction when a chunk is complete. */
   add(block: ServiceChainsBlock): string | null {
     this.pending.push(block);
-    if (this.pending.length <= this.max) return null;
-    const chunk = this.pending.splice(0, this.max);
-    this.chunked = true;
+    const size = this.ramp ? Math.min(this.max, FIRST_CHUNK_SERVICES * 2 ** this.chunks) : this.max;
+    if (this.pending.length <= size) return null;
+    const chunk = this.pending.splice(0, size);
+    this.chunks++;
     return serviceChunk(chunk, this.markMasqRule, null, []);
   }
 
@@ -82,7 +99,7 @@ export class TransactionWriter {
       const extra = stale.length + edits.nat.length + edits.filter.length > 0;
       return blocks.length > 0 || extra ? [serviceChunk(blocks, this.markMasqRule, edits, stale)] : [];
     }
-    if (!this.chunked) return [result.payload];
+    if (this.chunks === 0) return [result.payload];
     return [serviceChunk(blocks, this.markMasqRule, null, []), topLevelTransaction(result)];
   }
 }

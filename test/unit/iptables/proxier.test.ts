@@ -82,14 +82,20 @@ async function fullSyncKernel(store: ProxyStateStore): Promise<string> {
   return fresh.save("nat");
 }
 
-/** The sync's own restores (the jump rules into built-in chains are ensured by a restore too). */
+/** Leading sections that only add jump rules from built-in chains (and declare their targets). */
+const JUMP_SECTION =
+  /^\*(?:filter|nat)\n(?::KUBE-[A-Z-]+ - \[0:0\]\n)*(?:-I (?:INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) 1 .*\n)+COMMIT\n/;
+
+function withoutJumpSections(payload: string): string {
+  let rest = payload;
+  for (let m = JUMP_SECTION.exec(rest); m !== null; m = JUMP_SECTION.exec(rest))
+    rest = rest.slice(m[0].length);
+  return rest;
+}
+
+/** The sync's own restores, without the jump-rule sections a full sync puts in front of the first one. */
 const restores = (ipt: FakeIptables) =>
-  ipt.calls
-    .filter(
-      (c) =>
-        c.op === "restore" && !/^-I (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) 1 /m.test(c.payload ?? ""),
-    )
-    .map((c) => c.payload ?? "");
+  ipt.calls.filter((c) => c.op === "restore").map((c) => withoutJumpSections(c.payload ?? ""));
 /** Reads of the nat table (stale-chain listing and jump rules share one on a full sync). */
 const saves = (ipt: FakeIptables) =>
   ipt.calls.filter((c) => (c.op === "save" || c.op === "listChains") && c.table === "nat").length;
@@ -106,6 +112,12 @@ test("first sync: jump rules ensured, then upstream's single payload", async () 
     existingNatChains: [],
   }).payload;
   assert.deepEqual(restores(ipt), [expected]);
+  const [first] = ipt.calls.filter((c) => c.op === "restore").map((c) => c.payload ?? "");
+  assert.match(
+    first ?? "",
+    /^\*filter\n[^*]*-I INPUT 1 [^*]*COMMIT\n\*nat\n[^*]*-I PREROUTING 1 /,
+    "jump rules first",
+  );
   assert.equal(ipt.rules("nat", "PREROUTING").length, 1, "nat PREROUTING jumps to KUBE-SERVICES");
   assert.equal(
     saves(ipt),
@@ -245,14 +257,15 @@ test("a restore failing in the middle of a chunked sync stops it before the capt
   assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
 });
 
-test("when the jump rules cannot be installed, nothing of the sync is written", async () => {
+test("the jump rules travel with the first transaction: when it fails, nothing of the sync is applied", async () => {
   const ipt = new SlowIptables();
   const { proxier } = setup(5, 2, ipt);
-  ipt.failRestoreNumber = 1; // the nat jump rules, written while the first chunk is rendered
+  ipt.failRestoreNumber = 1;
   await assert.rejects(proxier.syncProxyRules(), /line 1/);
-  assert.deepEqual(restores(ipt), []);
+  assert.equal(restores(ipt).length, 1, "the failed first transaction, nothing after it");
   assert.equal(ipt.inFlight, 0);
   assert.deepEqual(ipt.rules("nat", "PREROUTING"), []);
+  assert.doesNotMatch(await ipt.save("nat"), /KUBE-SVC-/);
 });
 
 test("a render error in the middle of a chunked sync waits for the restore in flight and writes nothing more", async () => {
