@@ -187,17 +187,25 @@ export function splitRuleArgs(text: string): string[] {
 /** Chain names of one table section in iptables-save output, in order. */
 export function chainsFromSave(saveOutput: string, table: Table): string[] {
   const chains: string[] = [];
+  for (const line of saveSectionLines(saveOutput, table)) {
+    if (!line.startsWith(":")) continue;
+    const name = line.slice(1).split(/\s+/)[0];
+    if (name !== undefined && name !== "") chains.push(name);
+  }
+  return chains;
+}
+
+/** The lines of one table's section (between `*table` and `COMMIT`) of an iptables-save dump. */
+export function saveSectionLines(saveOutput: string, table: Table): string[] {
+  const lines: string[] = [];
   let current: string | null = null;
   for (const raw of saveOutput.split("\n")) {
     const line = raw.trim();
     if (line.startsWith("*")) current = line.slice(1);
     else if (line === "COMMIT") current = null;
-    else if (current === table && line.startsWith(":")) {
-      const name = line.slice(1).split(/\s+/)[0];
-      if (name !== undefined && name !== "") chains.push(name);
-    }
+    else if (current === table) lines.push(line);
   }
-  return chains;
+  return lines;
 }
 
 export interface IptablesOptions {
@@ -380,7 +388,7 @@ export function jumpRulesSection(
   dump: string,
 ): string | "uncertain" {
   const chains = new Set(chainsFromSave(dump, table));
-  const present = new Set(dump.split("\n"));
+  const present = new Set(saveSectionLines(dump, table));
   const declare = new Set<string>();
   const inserts: string[] = [];
   for (const row of rows) {
@@ -410,23 +418,5 @@ export async function ensureJumpRulesOneByOne(
     if (row.table !== table) continue;
     await ipt.ensureChain(row.table, row.dstChain);
     await ipt.ensureRule("prepend", row.table, row.srcChain, jumpRuleArgs(row));
-  }
-}
-
-/**
- * Installs the jump rules in list order: ensure the target chain, then prepend the jump if
- * missing (upstream EnsureChain + EnsureRule). Each table is read once with iptables-save (or
- * taken from `dumps`); what is missing is added in one restore per table (`jumpRulesSection`).
- */
-export async function ensureJumpRules(
-  ipt: IptablesInterface,
-  rows: readonly JumpRule[],
-  /** `iptables-save -t TABLE` output the caller just read, so that table is not read twice. */
-  dumps: Partial<Record<Table, string>> = {},
-): Promise<void> {
-  for (const table of jumpRuleTables(rows)) {
-    const section = jumpRulesSection(rows, table, dumps[table] ?? (await ipt.save(table)));
-    if (section === "uncertain") await ensureJumpRulesOneByOne(ipt, rows, table);
-    else if (section !== "") await ipt.restore(section, { noflush: true, counters: false });
   }
 }

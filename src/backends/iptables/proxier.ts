@@ -6,7 +6,6 @@ import {
   ensureJumpRulesOneByOne,
   jumpRuleTables,
   jumpRulesSection,
-  type Table,
 } from "../../kernel/iptables.ts";
 import type { Clock } from "../../proxy/clock.ts";
 import type { ProxyHealth } from "../../proxy/health.ts";
@@ -117,8 +116,9 @@ export class IptablesProxier {
     const cleanupDue = !this.largeClusterMode || started - this.lastCleanup > this.options.syncPeriodMs;
     // The kernel reads and the jump rules run in their own processes while the changes are
     // applied and the first transaction is rendered; nothing of the sync is written before them.
-    const natDump = cleanupDue && this.knownNatChains === null ? this.saveNat() : Promise.resolve(null);
-    let prepared = doFullSync ? this.prepareKernel(natDump) : null;
+    const listing = cleanupDue && this.knownNatChains === null;
+    const tables = listing || doFullSync ? this.saveTables() : Promise.resolve(null);
+    let prepared = doFullSync ? this.prepareKernel(tables) : null;
     // Awaited before the first write; until then a failure must not go unhandled.
     prepared?.catch(() => undefined);
     const pending: ApplyResult = store.applyPending();
@@ -132,7 +132,7 @@ export class IptablesProxier {
     let result: RenderResult | null = null;
     let transactions = 0;
     try {
-      const dump = await natDump;
+      const dump = listing ? await tables : null;
       const existingNatChains = cleanupDue
         ? this.knownNatChains !== null
           ? [...this.knownNatChains]
@@ -140,7 +140,7 @@ export class IptablesProxier {
             ? null
             : chainsFromSave(dump, "nat")
         : null;
-      if (fullSync) prepared ??= this.prepareKernel(natDump);
+      if (fullSync) prepared ??= this.prepareKernel(tables);
       const previousTopLevel = fullSync ? null : this.lastTopLevel;
       this.lastTopLevel = null;
       result = await this.renderAndWrite(
@@ -282,17 +282,12 @@ export class IptablesProxier {
    * sections adding the missing jump rules, which go in front of the sync's first transaction:
    * the same rules as upstream's commands, without two more iptables-restore processes.
    */
-  private async prepareKernel(natDump: Promise<string | null>): Promise<string> {
+  private async prepareKernel(tables: Promise<string | null>): Promise<string> {
     const { ipt } = this.options;
-    // The tables are read at once (reads only); the writes stay one at a time.
-    const [nat, filter] = await Promise.all([
-      natDump.then((dump) => dump ?? ipt.save("nat")),
-      ipt.save("filter"),
-    ]);
-    const dumps: Partial<Record<Table, string>> = { nat, filter };
+    const dump = (await tables) ?? (await ipt.save());
     let sections = "";
     for (const table of jumpRuleTables(JUMP_CHAINS)) {
-      const section = jumpRulesSection(JUMP_CHAINS, table, dumps[table] ?? (await ipt.save(table)));
+      const section = jumpRulesSection(JUMP_CHAINS, table, dump);
       if (section === "uncertain") await ensureJumpRulesOneByOne(ipt, JUMP_CHAINS, table);
       else sections += section;
     }
@@ -300,10 +295,13 @@ export class IptablesProxier {
     return sections;
   }
 
-  /** `iptables-save -t nat` for the stale-chain listing (and the jump rules, on a full sync). */
-  private async saveNat(): Promise<string | null> {
+  /**
+   * One `iptables-save` of all tables: the nat chains for the stale-chain listing and, on a full
+   * sync, the built-in chains for the jump rules (one process instead of one per table).
+   */
+  private async saveTables(): Promise<string | null> {
     try {
-      return await this.options.ipt.save("nat");
+      return await this.options.ipt.save();
     } catch (error) {
       // Upstream logs and skips stale-chain deletion when iptables-save fails.
       this.options.log.error({ err: error }, "Failed to execute iptables-save: stale chain deletion skipped");

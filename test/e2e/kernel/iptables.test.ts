@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Iptables, RestoreError, ensureJumpRules } from "../../../src/kernel/iptables.ts";
+import { Iptables, RestoreError } from "../../../src/kernel/iptables.ts";
+import { ensureJumpRules } from "../../support/jumprules.ts";
 import type { IptablesBackend, JumpRule } from "../../../src/kernel/iptables.ts";
 import { cleanupLeftovers } from "../../../src/backends/iptables/cleanup.ts";
 import { startCanaryMonitor } from "../../../src/kernel/canary.ts";

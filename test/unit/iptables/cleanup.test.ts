@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { cleanupLeftovers, cleanupPayload } from "../../../src/backends/iptables/cleanup.ts";
 import { isServiceChainName } from "../../../src/backends/iptables/chains.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
-import { ensureJumpRules } from "../../../src/kernel/iptables.ts";
+import { ensureJumpRules } from "../../support/jumprules.ts";
 import type { JumpRule } from "../../../src/kernel/iptables.ts";
 
 const ROWS: JumpRule[] = [

@@ -1,11 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { ensureJumpRules } from "../../support/jumprules.ts";
 import {
   Iptables,
   RestoreError,
   chainsFromSave,
-  ensureJumpRules,
   iptablesBinaries,
   jumpRuleArgs,
   parseIptablesVersion,
