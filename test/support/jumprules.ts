@@ -1,3 +1,4 @@
+import { JUMP_CHAINS } from "../../src/backends/iptables/chains.ts";
 import type { IptablesInterface, JumpRule } from "../../src/kernel/iptables.ts";
 import { ensureJumpRulesOneByOne, jumpRuleTables, jumpRulesSection } from "../../src/kernel/iptables.ts";
 
@@ -12,4 +13,16 @@ export async function ensureJumpRules(ipt: IptablesInterface, rows: readonly Jum
     if (section === "uncertain") await ensureJumpRulesOneByOne(ipt, rows, table);
     else if (section !== "") await ipt.restore(section, { noflush: true, counters: false });
   }
+}
+
+/**
+ * The rows of the proxier's own jump-rule table (`JUMP_CHAINS`, upstream order) for the given
+ * `table srcChain>dstChain` pairs, e.g. `"nat OUTPUT>KUBE-SERVICES"`; throws on a pair it lacks.
+ */
+export function jumpRows(...pairs: readonly string[]): JumpRule[] {
+  const key = (r: JumpRule) => `${r.table} ${r.srcChain}>${r.dstChain}`;
+  for (const pair of pairs) {
+    if (!JUMP_CHAINS.some((r) => key(r) === pair)) throw new Error(`no jump rule ${pair} in JUMP_CHAINS`);
+  }
+  return JUMP_CHAINS.filter((r) => pairs.includes(key(r)));
 }

@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Iptables, RestoreError } from "../../../src/kernel/iptables.ts";
-import { ensureJumpRules } from "../../support/jumprules.ts";
-import type { IptablesBackend, JumpRule } from "../../../src/kernel/iptables.ts";
+import { ensureJumpRules, jumpRows } from "../../support/jumprules.ts";
+import type { IptablesBackend } from "../../../src/kernel/iptables.ts";
 import { cleanupLeftovers } from "../../../src/backends/iptables/cleanup.ts";
 import { startCanaryMonitor } from "../../../src/kernel/canary.ts";
 import { runner, stripComments, withNetns } from "../../support/netns.ts";
@@ -19,37 +19,13 @@ const PAYLOAD = `*nat
 COMMIT
 `;
 
-const ROWS: JumpRule[] = [
-  {
-    table: "filter",
-    srcChain: "INPUT",
-    extraArgs: ["-m", "conntrack", "--ctstate", "NEW"],
-    comment: "kubernetes externally-visible service portals",
-    dstChain: "KUBE-EXTERNAL-SERVICES",
-  },
-  {
-    table: "filter",
-    srcChain: "INPUT",
-    extraArgs: [],
-    comment: "kubernetes health check service ports",
-    dstChain: "KUBE-NODEPORTS",
-  },
-  {
-    table: "nat",
-    srcChain: "OUTPUT",
-    extraArgs: [],
-    comment: "kubernetes service portals",
-    dstChain: "KUBE-SERVICES",
-  },
-  {
-    table: "nat",
-    srcChain: "POSTROUTING",
-    extraArgs: [],
-    comment: "kubernetes postrouting rules",
-    dstChain: "KUBE-POSTROUTING",
-  },
-  { table: "filter", srcChain: "INPUT", extraArgs: [], comment: "", dstChain: "KUBE-FIREWALL" },
-];
+const ROWS = jumpRows(
+  "filter INPUT>KUBE-EXTERNAL-SERVICES",
+  "filter INPUT>KUBE-NODEPORTS",
+  "nat OUTPUT>KUBE-SERVICES",
+  "nat POSTROUTING>KUBE-POSTROUTING",
+  "filter INPUT>KUBE-FIREWALL",
+);
 
 for (const backend of BACKENDS) {
   test(`${backend}: restore then save round-trips; noflush keeps foreign rules; version`, async () => {

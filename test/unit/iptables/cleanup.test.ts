@@ -3,40 +3,15 @@ import assert from "node:assert/strict";
 import { cleanupLeftovers, cleanupPayload } from "../../../src/backends/iptables/cleanup.ts";
 import { isServiceChainName } from "../../../src/backends/iptables/chains.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
-import { ensureJumpRules } from "../../support/jumprules.ts";
-import type { JumpRule } from "../../../src/kernel/iptables.ts";
+import { ensureJumpRules, jumpRows } from "../../support/jumprules.ts";
 
-const ROWS: JumpRule[] = [
-  {
-    table: "filter",
-    srcChain: "INPUT",
-    extraArgs: ["-m", "conntrack", "--ctstate", "NEW"],
-    comment: "kubernetes externally-visible service portals",
-    dstChain: "KUBE-EXTERNAL-SERVICES",
-  },
-  {
-    table: "filter",
-    srcChain: "FORWARD",
-    extraArgs: [],
-    comment: "kubernetes forwarding rules",
-    dstChain: "KUBE-FORWARD",
-  },
-  {
-    table: "nat",
-    srcChain: "OUTPUT",
-    extraArgs: [],
-    comment: "kubernetes service portals",
-    dstChain: "KUBE-SERVICES",
-  },
-  {
-    table: "nat",
-    srcChain: "POSTROUTING",
-    extraArgs: [],
-    comment: "kubernetes postrouting rules",
-    dstChain: "KUBE-POSTROUTING",
-  },
-  { table: "filter", srcChain: "INPUT", extraArgs: [], comment: "", dstChain: "KUBE-FIREWALL" },
-];
+const ROWS = jumpRows(
+  "filter INPUT>KUBE-EXTERNAL-SERVICES",
+  "filter FORWARD>KUBE-FORWARD",
+  "nat OUTPUT>KUBE-SERVICES",
+  "nat POSTROUTING>KUBE-POSTROUTING",
+  "filter INPUT>KUBE-FIREWALL",
+);
 
 test("isServiceChainName and cleanupPayload", () => {
   assert.ok(isServiceChainName("KUBE-SVC-ABC"));

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ensureJumpRules } from "../../support/jumprules.ts";
+import { ensureJumpRules, jumpRows } from "../../support/jumprules.ts";
 import {
   Iptables,
   RestoreError,
@@ -16,7 +16,6 @@ import {
   splitRuleArgs,
   waitFlagsFor,
 } from "../../../src/kernel/iptables.ts";
-import type { JumpRule } from "../../../src/kernel/iptables.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
 import { ScriptRunner } from "./script-runner.ts";
 
@@ -216,33 +215,15 @@ test("ensureRule propagates unexpected -C failures", async () => {
   await assert.rejects(ipt.ensureRule("append", "filter", "INPUT", ["-j", "ACCEPT"]), /bad/);
 });
 
-const ROWS: JumpRule[] = [
-  {
-    table: "filter",
-    srcChain: "INPUT",
-    extraArgs: ["-m", "conntrack", "--ctstate", "NEW"],
-    comment: "kubernetes externally-visible service portals",
-    dstChain: "KUBE-EXTERNAL-SERVICES",
-  },
-  {
-    table: "filter",
-    srcChain: "INPUT",
-    extraArgs: [],
-    comment: "kubernetes health check service ports",
-    dstChain: "KUBE-NODEPORTS",
-  },
-  { table: "filter", srcChain: "INPUT", extraArgs: [], comment: "", dstChain: "KUBE-FIREWALL" },
-  {
-    table: "nat",
-    srcChain: "OUTPUT",
-    extraArgs: [],
-    comment: "kubernetes service portals",
-    dstChain: "KUBE-SERVICES",
-  },
-];
+const ROWS = jumpRows(
+  "filter INPUT>KUBE-EXTERNAL-SERVICES",
+  "filter INPUT>KUBE-NODEPORTS",
+  "filter INPUT>KUBE-FIREWALL",
+  "nat OUTPUT>KUBE-SERVICES",
+);
 
 test("jumpRuleArgs builds extraArgs, comment, jump; no comment match when empty", () => {
-  assert.deepEqual(jumpRuleArgs(ROWS[0] as JumpRule), [
+  assert.deepEqual(jumpRuleArgs(jumpRows("filter INPUT>KUBE-EXTERNAL-SERVICES")[0]!), [
     "-m",
     "conntrack",
     "--ctstate",
@@ -254,7 +235,7 @@ test("jumpRuleArgs builds extraArgs, comment, jump; no comment match when empty"
     "-j",
     "KUBE-EXTERNAL-SERVICES",
   ]);
-  assert.deepEqual(jumpRuleArgs(ROWS[2] as JumpRule), ["-j", "KUBE-FIREWALL"]);
+  assert.deepEqual(jumpRuleArgs(jumpRows("filter INPUT>KUBE-FIREWALL")[0]!), ["-j", "KUBE-FIREWALL"]);
 });
 
 test("ensureJumpRules prepends in list order (reverse order at chain top) and is idempotent", async () => {
