@@ -237,19 +237,27 @@ test("a chunked sync renders while the kernel applies: one restore at a time, in
   assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
 });
 
-test("a restore failing in the middle of a chunked sync stops it before the capture rules change", async () => {
+/** KUBE-SERVICES' capture rules in the fake kernel. */
+const captureRules = async (ipt: FakeIptables) =>
+  (await ipt.save("nat")).split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES"));
+
+/** A slow fake kernel after one full sync of 5 Services in chunks of 2; the next sync is forced full. */
+async function syncedThenForcedFull() {
   const ipt = new SlowIptables();
   const { store, proxier } = setup(5, 2, ipt);
   await proxier.syncProxyRules();
-  const servicesBefore = (await ipt.save("nat")).split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES"));
   ipt.calls.length = 0;
   proxier.forceFullSync();
+  return { ipt, store, proxier, servicesBefore: await captureRules(ipt) };
+}
+
+test("a restore failing in the middle of a chunked sync stops it before the capture rules change", async () => {
+  const { ipt, store, proxier, servicesBefore } = await syncedThenForcedFull();
   store.endpointsChanges.endpointSliceUpdate(slice(5, ["10.0.5.7"]), false);
   ipt.failRestoreNumber = ipt.restoresStarted + 2; // the second chunk (the jump rules are in place)
   await assert.rejects(proxier.syncProxyRules(), /line 1/);
   assert.equal(restores(ipt).length, 2, "the first chunk, the failed second one, nothing after it");
-  const servicesAfter = (await ipt.save("nat")).split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES"));
-  assert.deepEqual(servicesAfter, servicesBefore, "capture rules untouched");
+  assert.deepEqual(await captureRules(ipt), servicesBefore, "capture rules untouched");
   assert.equal(ipt.inFlight, 0, "the sync returned only after its restore finished");
   const report = await proxier.syncProxyRules();
   assert.equal(report?.fullSync, true);
@@ -268,12 +276,7 @@ test("the jump rules travel with the first transaction: when it fails, nothing o
 });
 
 test("a render error in the middle of a chunked sync waits for the restore in flight and writes nothing more", async () => {
-  const ipt = new SlowIptables();
-  const { store, proxier } = setup(5, 2, ipt);
-  await proxier.syncProxyRules();
-  const servicesBefore = (await ipt.save("nat")).split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES"));
-  ipt.calls.length = 0;
-  proxier.forceFullSync();
+  const { ipt, store, proxier, servicesBefore } = await syncedThenForcedFull();
   const apply = store.applyPending.bind(store);
   store.applyPending = () => {
     const result = apply();
@@ -288,8 +291,7 @@ test("a render error in the middle of a chunked sync waits for the restore in fl
   assert.equal(ipt.inFlight, 0, "the chunk in flight finished before the sync reported the error");
   assert.ok(restores(ipt).length <= 2, "at most the chunks rendered before the bad Service");
   for (const payload of restores(ipt)) assert.doesNotMatch(payload, /-A KUBE-SERVICES|-X /);
-  const servicesAfter = (await ipt.save("nat")).split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES"));
-  assert.deepEqual(servicesAfter, servicesBefore, "capture rules untouched");
+  assert.deepEqual(await captureRules(ipt), servicesBefore, "capture rules untouched");
 });
 
 test("a sync with nothing changed writes nothing", async () => {
