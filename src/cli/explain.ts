@@ -16,7 +16,8 @@ import { formatCidr } from "../netfilter/addr.ts";
 import { explainService, explanationToJson, formatExplanation } from "../netfilter/explain.ts";
 import type { ExplainedRule, ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
 import type { Match, Rule, Ruleset } from "../netfilter/model.ts";
-import { fileRuleset, liveRuleset, outputFormat, parseRuleset } from "./trace.ts";
+import { fileRuleset, liveKernel, outputFormat, parseRuleset } from "./trace.ts";
+import type { LiveKernel } from "./trace.ts";
 
 /** `NAMESPACE/SERVICE[:PORT]`; the port is the Service port's name (upstream's ServicePortName). */
 export function parseServiceRef(text: string): ServiceRef {
@@ -225,6 +226,7 @@ export async function explainCommand(
   const paths = manifestPaths(options);
   const rulesetPath = options["ruleset"];
   let source: string;
+  let kernel: LiveKernel | undefined;
   let candidates: (() => Promise<Ruleset>)[];
   if (typeof rulesetPath === "string") {
     source = `dump ${rulesetPath}`;
@@ -236,8 +238,10 @@ export async function explainCommand(
     source = `rules rendered from ${paths.join(", ")} (no kernel: counters and flows unknown)`;
     candidates = (await renderedRulesets(options, paths)).map((r) => () => Promise.resolve(r));
   } else {
-    source = "live kernel (iptables-save -c, conntrack -L)";
-    candidates = ([4, 6] as Family[]).map((f) => () => liveRuleset(runner, f));
+    const live = await liveKernel(runner);
+    kernel = live;
+    source = "live kernel";
+    candidates = ([4, 6] as Family[]).map((f) => () => live.ruleset(f));
   }
   let found: Explained | undefined;
   let firstMiss: InputError | undefined;
@@ -251,8 +255,11 @@ export async function explainCommand(
   }
   if (found === undefined) throw firstMiss ?? new InputError("explain", "no ruleset to explain");
   const { ruleset, explanation } = found;
+  if (kernel !== undefined) {
+    source = `live kernel (${kernel.saveCommand(ruleset.family)}, conntrack -L; ${kernel.detection.reason})`;
+  }
   const flows =
-    source.startsWith("live") && options["conntrack"] !== false
+    kernel !== undefined && options["conntrack"] !== false
       ? await endpointFlows(runner, explanation, ruleset.family)
       : undefined;
   const reasons = whyNoTraffic(explanation);

@@ -373,7 +373,7 @@ async function runDaemon(parts: DaemonParts): Promise<void> {
   );
   serve("web view", parts.webBindAddress, () =>
     serveWeb(parts.webBindAddress, {
-      source: kernelWebSource(runner, { saveBinaries: [...ipts.values()].map((i) => i.binaries.save) }),
+      source: kernelWebSource(runner, { iptables: [...ipts.values()] }),
       clock,
       onError: (err) => log.error({ err }, "Web view request failed"),
     }),

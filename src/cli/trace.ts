@@ -1,8 +1,11 @@
 import { readFile } from "node:fs/promises";
 import { InputError } from "../errors.ts";
+import type { BackendDetection } from "../kernel/detect.ts";
+import { detectBackend } from "../kernel/detect.ts";
 import type { Runner } from "../kernel/exec.ts";
 import { ProcessRunner } from "../kernel/exec.ts";
 import { localAddresses } from "../kernel/ip.ts";
+import { Iptables } from "../kernel/iptables.ts";
 import type { Family } from "../netfilter/addr.ts";
 import { parseAddress } from "../netfilter/addr.ts";
 import { parseIptablesSave } from "../netfilter/iptables-save.ts";
@@ -35,11 +38,32 @@ export function parseRuleset(text: string, origin: string, family?: Family): Rul
   }
 }
 
-/** `iptables-save -c` (or `ip6tables-save -c`) of the current network namespace, parsed. */
-export async function liveRuleset(runner: Runner, family: Family): Promise<Ruleset> {
-  const tool = family === 4 ? "iptables-save" : "ip6tables-save";
-  const { stdout } = await runner.run([tool, "-c"], { timeoutMs: 30_000 });
-  return parseRuleset(stdout, `${tool} -c`, family);
+/**
+ * The node's live rules as the daemon sees them: the backend (nft or legacy) is detected the way
+ * the daemon detects it, so a host whose unsuffixed `iptables` points at the other backend is
+ * still read where kube-proxy-ts writes.
+ */
+export interface LiveKernel {
+  readonly detection: BackendDetection;
+  /** e.g. `iptables-nft-save -c`. */
+  saveCommand(family: Family): string;
+  /** That family's save output with counters, parsed. */
+  ruleset(family: Family): Promise<Ruleset>;
+}
+
+export async function liveKernel(runner: Runner): Promise<LiveKernel> {
+  const detection = await detectBackend(runner);
+  const iptables = (family: Family): Iptables =>
+    new Iptables({ runner, family: family === 4 ? "IPv4" : "IPv6", backend: detection.backend });
+  const saveCommand = (family: Family): string => `${iptables(family).binaries.save} -c`;
+  return {
+    detection,
+    saveCommand,
+    async ruleset(family) {
+      const dump = await iptables(family).save(undefined, { counters: true });
+      return parseRuleset(dump, saveCommand(family), family);
+    },
+  };
 }
 
 /** A dump named by `--ruleset FILE` (`-` for stdin). */
@@ -92,14 +116,20 @@ export async function traceCommand(
   });
   const family = parseAddress(packet.dst)?.family ?? 4;
   const rulesetPath = options["ruleset"];
-  const live = typeof rulesetPath !== "string";
-  const ruleset = live ? await liveRuleset(runner, family) : await fileRuleset(rulesetPath, family);
+  let kernel: LiveKernel | undefined;
+  let ruleset: Ruleset;
+  if (typeof rulesetPath === "string") {
+    ruleset = await fileRuleset(rulesetPath, family);
+  } else {
+    kernel = await liveKernel(runner);
+    ruleset = await kernel.ruleset(family);
+  }
   const given = options["localAddresses"];
   // A dump says nothing about the node's addresses: without the flag only loopback is local.
   const local =
     typeof given === "string"
       ? addressList(given)
-      : live
+      : kernel !== undefined
         ? (await localAddresses(runner)).map((a) => a.split("/")[0] ?? a)
         : [];
   const result = tracePacket(ruleset, packet, {
@@ -108,8 +138,9 @@ export async function traceCommand(
     recent: affinityAssumption(options["affinity"]),
   });
   if (format === "json") return JSON.stringify(traceToJson(result), null, 2) + "\n";
-  const header = live
-    ? `ruleset: live kernel (${family === 4 ? "iptables-save" : "ip6tables-save"} -c), local addresses: ${local.join(", ")}`
-    : `ruleset: ${String(rulesetPath)}, local addresses: ${local.length === 0 ? "loopback only (pass --local-addresses)" : local.join(", ")}`;
+  const header =
+    kernel !== undefined
+      ? `ruleset: live kernel (${kernel.saveCommand(family)}; ${kernel.detection.reason}), local addresses: ${local.join(", ")}`
+      : `ruleset: ${String(rulesetPath)}, local addresses: ${local.length === 0 ? "loopback only (pass --local-addresses)" : local.join(", ")}`;
   return `${header}\n${formatTrace(result)}`;
 }

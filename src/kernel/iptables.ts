@@ -29,12 +29,17 @@ export interface IptablesVersion {
   readonly restoreWaitFlags: readonly string[];
 }
 
+export interface SaveOptions {
+  /** `-c`: every rule line starts with its `[packets:bytes]` counters (default false). */
+  readonly counters?: boolean;
+}
+
 /** What the proxier, the canary monitor and cleanup need from one IP family's iptables. */
 export interface IptablesInterface {
   readonly family: IPFamily;
   restore(payload: string, options?: RestoreOptions): Promise<void>;
-  /** `iptables-save [-t table]` output. */
-  save(table?: Table): Promise<string>;
+  /** `iptables-save [-c] [-t table]` output. */
+  save(table?: Table, options?: SaveOptions): Promise<string>;
   /** Chain names (built-in and user) of one table, in save order. */
   listChains(table: Table): Promise<string[]>;
   /** Creates the chain; resolves true if it already existed. */
@@ -297,8 +302,9 @@ export class Iptables implements IptablesInterface {
     }
   }
 
-  async save(table?: Table): Promise<string> {
+  async save(table?: Table, options: SaveOptions = {}): Promise<string> {
     const argv = [this.binaries.save];
+    if (options.counters === true) argv.push("-c");
     if (table !== undefined) argv.push("-t", table);
     return (await this.exec(argv)).stdout;
   }

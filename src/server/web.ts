@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import { InputError, KubeProxyError } from "../errors.ts";
 import type { Runner } from "../kernel/exec.ts";
+import type { IptablesInterface } from "../kernel/iptables.ts";
 import { localAddresses as readLocalAddresses } from "../kernel/ip.ts";
 import { cidrContains, parseAddress, type Address } from "../netfilter/addr.ts";
 import { explainService, explanationToJson, type ServiceExplanation } from "../netfilter/explain.ts";
@@ -32,22 +33,17 @@ export interface WebSource {
 }
 
 export interface KernelWebSourceOptions {
-  /** The save tool of every family the proxy runs, e.g. `iptables-nft-save`, `ip6tables-nft-save`. */
-  readonly saveBinaries: readonly string[];
-  /** Read the ruleset of this network namespace instead of the caller's. */
+  /** One per IP family the proxy runs, with the backend it detected (its save tool knows where the rules are). */
+  readonly iptables: readonly Pick<IptablesInterface, "save">[];
+  /** Read the node's addresses in this network namespace instead of the caller's. */
   readonly netns?: string;
 }
 
-/** Reads the live rules with counters through the kernel Runner (the only process seam). */
+/** Reads the live rules with counters through the iptables wrappers and the kernel Runner. */
 export function kernelWebSource(runner: Runner, options: KernelWebSourceOptions): WebSource {
-  const netns = options.netns === undefined ? {} : { netns: options.netns };
   return {
     async read() {
-      const dumps = await Promise.all(
-        options.saveBinaries.map(
-          async (save) => (await runner.run([save, "-c"], { timeoutMs: 10_000, ...netns })).stdout,
-        ),
-      );
+      const dumps = await Promise.all(options.iptables.map((ipt) => ipt.save(undefined, { counters: true })));
       // `ip addr` gives address/prefix; the tracer wants bare addresses.
       const local = (await readLocalAddresses(runner, options.netns)).map((a) => a.replace(/\/\d+$/, ""));
       return { dumps, localAddresses: local };

@@ -3,7 +3,9 @@ import { mkdirSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type Page } from "playwright-core";
+import { detectBackend } from "../../../src/kernel/detect.ts";
 import { ProcessRunner } from "../../../src/kernel/exec.ts";
+import { Iptables } from "../../../src/kernel/iptables.ts";
 import { formatPercent } from "../../../src/netfilter/tracer.ts";
 import type { TraceOutcome } from "../../../src/netfilter/tracer.ts";
 import { realClock } from "../../../src/proxy/clock.ts";
@@ -65,9 +67,13 @@ describe("web view in headless Chromium", { timeout: 150_000 }, () => {
       "-j",
       "ACCEPT",
     ]);
-    const source = kernelWebSource(new ProcessRunner(), {
-      saveBinaries: ["iptables-save"],
-      netns: sandbox.netnsOf(NODE),
+    // Read where the daemon writes: the backend it detects in the node namespace.
+    const runner = new ProcessRunner();
+    const netns = sandbox.netnsOf(NODE);
+    const { backend } = await detectBackend(runner, { netns });
+    const source = kernelWebSource(runner, {
+      iptables: [new Iptables({ runner, family: "IPv4", backend, netns })],
+      netns,
     });
     web = await serveWeb("127.0.0.1:0", { source, clock: realClock });
     browser = await chromium.launch({

@@ -29,7 +29,12 @@ class ScriptedRunner implements Runner {
     this.calls.push([...argv]);
     const stdout = this.answers[argv[0] ?? ""];
     if (stdout === undefined) return Promise.reject(new Error(`unexpected command ${argv.join(" ")}`));
-    return Promise.resolve({ argv, exitCode: 0, stdout, stderr: "", durationMs: 0 });
+    // Like the real tools, a save without -c prints rule lines without their counters.
+    const printed =
+      argv[0]?.endsWith("-save") === true && !argv.includes("-c")
+        ? stdout.replace(/^\[\d+:\d+\] /gm, "")
+        : stdout;
+    return Promise.resolve({ argv, exitCode: 0, stdout: printed, stderr: "", durationMs: 0 });
   }
 }
 
@@ -116,19 +121,66 @@ test("trace: bad flags are input errors", async () => {
   assert.deepEqual(addressList("10.0.0.1/24, ,fd00::1/64"), ["10.0.0.1", "fd00::1"]);
 });
 
-test("trace, live: iptables-save -c for IPv4, ip6tables-save -c for IPv6, node addresses from ip addr", async () => {
-  const runner = new ScriptedRunner({ "iptables-save": NETNS_V4, "ip6tables-save": NETNS_V6, ip: IP_ADDR });
+/** What the CLI read after backend detection: detection's own saves carry no `-c`. */
+const afterDetection = (calls: readonly string[][]): string[][] =>
+  calls.filter((c) => !(c[0]?.endsWith("-save") === true && !c.includes("-c")));
+
+/** The other backend holds only an empty table, as on a host whose `iptables` alternative points elsewhere. */
+const EMPTY = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
+
+test("trace, live: the detected backend's save -c per family (nft here), node addresses from ip addr", async () => {
+  const runner = new ScriptedRunner({
+    "iptables-nft-save": NETNS_V4,
+    "ip6tables-nft-save": NETNS_V6,
+    "iptables-legacy-save": EMPTY,
+    "iptables-save": EMPTY,
+    ip: IP_ADDR,
+  });
   const text = await traceCommand({ src: "10.0.0.2", dst: "172.30.0.43:80" }, runner);
   assert.match(
     text,
-    /^ruleset: live kernel \(iptables-save -c\), local addresses: 127\.0\.0\.1, 192\.168\.0\.2/,
+    /^ruleset: live kernel \(iptables-nft-save -c; iptables-nft has at least as many rules .*\), local addresses: 127\.0\.0\.1, 192\.168\.0\.2\n/,
   );
   assert.match(text, /DNAT → 10\.0\.3\.2:80/);
-  assert.deepEqual(runner.calls[0], ["iptables-save", "-c"]);
-  assert.deepEqual(runner.calls[1], ["ip", "-j", "addr", "show"]);
+  assert.deepEqual(afterDetection(runner.calls), [
+    ["iptables-nft-save", "-c"],
+    ["ip", "-j", "addr", "show"],
+  ]);
+  runner.calls.length = 0;
   const v6 = await traceCommand({ src: "[fd00::2]:4000", dst: "[fd00:30::41]:80", from: "node" }, runner);
-  assert.deepEqual(runner.calls[2], ["ip6tables-save", "-c"]);
+  assert.deepEqual(afterDetection(runner.calls)[0], ["ip6tables-nft-save", "-c"]);
   assert.match(v6, /100% REJECT/);
+});
+
+test("trace, live: legacy detected, so iptables-legacy-save -c is read, never the unsuffixed iptables-save", async () => {
+  const runner = new ScriptedRunner({
+    "iptables-legacy-save": NETNS_V4,
+    "iptables-nft-save": EMPTY,
+    "iptables-save": EMPTY,
+    ip: IP_ADDR,
+  });
+  const text = await traceCommand({ src: "10.0.0.2", dst: "172.30.0.43:80" }, runner);
+  assert.match(text, /^ruleset: live kernel \(iptables-legacy-save -c; iptables-legacy has more rules/);
+  assert.match(text, /DNAT → 10\.0\.3\.2:80/);
+  assert.deepEqual(afterDetection(runner.calls), [
+    ["iptables-legacy-save", "-c"],
+    ["ip", "-j", "addr", "show"],
+  ]);
+  assert.ok(!runner.calls.some((c) => c[0] === "iptables-save"));
+});
+
+test("trace, live: a kubelet hint in nft wins even when legacy holds more rules", async () => {
+  const hint = "*mangle\n:PREROUTING ACCEPT [0:0]\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n";
+  const runner = new ScriptedRunner({
+    "iptables-nft-save": hint + NETNS_V4,
+    "iptables-legacy-save": NETNS_V4 + NETNS_V4,
+    ip: IP_ADDR,
+  });
+  const json = JSON.parse(
+    await traceCommand({ src: "10.0.0.2", dst: "172.30.0.43:80", output: "json" }, runner),
+  ) as { outcomes: { dnat?: string }[] };
+  assert.ok(json.outcomes.some((o) => o.dnat === "10.0.3.2:80"));
+  assert.deepEqual(afterDetection(runner.calls)[0], ["iptables-nft-save", "-c"]);
 });
 
 test("explain --ruleset: why no traffic — no endpoints, no local endpoints, source ranges", async () => {
@@ -163,13 +215,16 @@ const CONNTRACK = [
 ].join("\n");
 
 test("explain, live: counters in iptables -vnL columns and conntrack flows per endpoint of this Service only", async () => {
-  const runner = new ScriptedRunner({ "iptables-save": NETNS_V4, conntrack: CONNTRACK });
+  const runner = new ScriptedRunner({ "iptables-legacy-save": NETNS_V4, conntrack: CONNTRACK });
   const text = await explainCommand("ns3/svc3", {}, runner);
-  assert.deepEqual(runner.calls, [
-    ["iptables-save", "-c"],
+  assert.deepEqual(afterDetection(runner.calls), [
+    ["iptables-legacy-save", "-c"],
     ["conntrack", "-L", "-f", "ipv4"],
   ]);
-  assert.match(text, /^source: live kernel/);
+  assert.match(
+    text,
+    /^source: live kernel \(iptables-legacy-save -c, conntrack -L; iptables-legacy has more rules/,
+  );
   assert.match(text, / num {3}pkts bytes target/);
   assert.match(
     text,
@@ -193,21 +248,22 @@ test("explain, live: counters in iptables -vnL columns and conntrack flows per e
       ["10.0.3.3:80", 0],
     ],
   );
-  const quiet = new ScriptedRunner({ "iptables-save": NETNS_V4 });
+  const quiet = new ScriptedRunner({ "iptables-legacy-save": NETNS_V4 });
   assert.doesNotMatch(await explainCommand("ns3/svc3", { conntrack: false }, quiet), /conntrack entries/);
 });
 
 test("explain, live: a Service found only in ip6tables is explained from there", async () => {
   const runner = new ScriptedRunner({
-    "iptables-save": "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n",
-    "ip6tables-save": NETNS_V6,
+    "iptables-nft-save": "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n",
+    "ip6tables-nft-save": NETNS_V6,
     conntrack: "",
   });
   const text = await explainCommand("ns1/svc1", {}, runner);
   assert.deepEqual(
-    runner.calls.map((c) => c.join(" ")),
-    ["iptables-save -c", "ip6tables-save -c", "conntrack -L -f ipv6"],
+    afterDetection(runner.calls).map((c) => c.join(" ")),
+    ["iptables-nft-save -c", "ip6tables-nft-save -c", "conntrack -L -f ipv6"],
   );
+  assert.match(text, /^source: live kernel \(ip6tables-nft-save -c, conntrack -L; /);
   assert.match(text, /ns1\/svc1:p80 has no endpoints: packets to \[fd00:30::41\]:80 \(tcp\) are REJECTed/);
 });
 

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
 import { RestoreError } from "../../../src/kernel/iptables.ts";
+import { parseIptablesSave } from "../../../src/netfilter/iptables-save.ts";
 
 const BASE = `*nat
 :KUBE-SERVICES - [0:0]
@@ -160,4 +161,31 @@ test("property: restoring a save dump into a fresh fake reproduces it", async ()
     ),
     { numRuns: 50 },
   );
+});
+
+test("save with counters prints [0:0] before each rule like iptables-save -c; it parses and restores as is", async () => {
+  const ipt = new FakeIptables();
+  await ipt.restore(BASE);
+  const plain = await ipt.save("nat");
+  const counted = await ipt.save("nat", { counters: true });
+  const ruleLines = (dump: string) => dump.split("\n").filter((l) => /^(\[\d+:\d+\] )?-A /.test(l));
+  assert.equal(ruleLines(counted).length, 3);
+  assert.ok(ruleLines(counted).every((l) => l.startsWith("[0:0] -A ")));
+  assert.deepEqual(
+    ruleLines(counted).map((l) => l.slice("[0:0] ".length)),
+    ruleLines(plain),
+  );
+  assert.deepEqual(ipt.calls.slice(-2), [
+    { op: "save", table: "nat" },
+    { op: "save", table: "nat", counters: true },
+  ]);
+  const parsed = parseIptablesSave(counted, { family: 4 });
+  const sep = parsed.tables.get("nat")?.chains.get("KUBE-SEP-A");
+  assert.equal(sep?.rules.length, 1);
+  assert.deepEqual([sep?.rules[0]?.counters?.packets, sep?.rules[0]?.counters?.bytes], [0, 0]);
+  const uncounted = parseIptablesSave(plain, { family: 4 }).tables.get("nat")?.chains.get("KUBE-SEP-A");
+  assert.equal(uncounted?.rules[0]?.counters, undefined);
+  const copy = new FakeIptables();
+  await copy.restore(counted, { noflush: false });
+  assert.equal(await copy.save("nat"), plain);
 });

@@ -151,6 +151,22 @@ test("restore runs as upstream: wait flags, --noflush --counters, payload on std
   assert.equal(runner.calls.filter((c) => c.argv[1] === "--version").length, 1, "version is probed once");
 });
 
+test("save runs the backend's save tool, -c only when counters are asked for, no version probe", async () => {
+  const runner = scripted((argv) => ({ stdout: `out of ${argv.join(" ")}` }));
+  const legacy6 = new Iptables({ runner, family: "IPv6", backend: "legacy", netns: "kpt-x" });
+  assert.equal(await legacy6.save(), "out of ip6tables-legacy-save");
+  assert.equal(await legacy6.save("nat"), "out of ip6tables-legacy-save -t nat");
+  assert.equal(await legacy6.save(undefined, { counters: true }), "out of ip6tables-legacy-save -c");
+  const nft = new Iptables({ runner, family: "IPv4", backend: "nft" });
+  assert.equal(await nft.save("filter", { counters: true }), "out of iptables-nft-save -c -t filter");
+  assert.equal(await nft.save("filter", { counters: false }), "out of iptables-nft-save -t filter");
+  assert.deepEqual(
+    runner.calls.map((c) => c.options.netns),
+    ["kpt-x", "kpt-x", "kpt-x", undefined, undefined],
+  );
+  assert.ok(!runner.calls.some((c) => c.argv[1] === "--version"));
+});
+
 test("restore failure becomes a RestoreError with the blamed line", async () => {
   const runner = scripted((argv) =>
     argv[0]?.endsWith("-restore") ? { exitCode: 1, stderr: LEGACY_COMMIT } : null,

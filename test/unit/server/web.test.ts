@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import { describe, it } from "node:test";
 import type { ExecOptions, ExecResult, Runner } from "../../../src/kernel/exec.ts";
+import { Iptables } from "../../../src/kernel/iptables.ts";
 import { parseIptablesSave } from "../../../src/netfilter/iptables-save.ts";
 import { packetFromFlags, tracePacket, traceToJson } from "../../../src/netfilter/tracer.ts";
 import { FakeClock } from "../../../src/proxy/clock.ts";
@@ -309,7 +310,7 @@ describe("web view API", () => {
       assert.ok(!allowedHost(bad), String(bad));
   });
 
-  it("kernelWebSource runs `<save> -c` per family and strips prefixes from the node's addresses", async () => {
+  it("kernelWebSource reads `<save> -c` through each family's Iptables and strips prefixes from the node's addresses", async () => {
     const calls: { argv: readonly string[]; netns: string | undefined }[] = [];
     const runner: Runner = {
       run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
@@ -321,22 +322,28 @@ describe("web view API", () => {
         return Promise.resolve({ argv, exitCode: 0, stdout, stderr: "", durationMs: 1 });
       },
     };
-    const read = await kernelWebSource(runner, {
-      saveBinaries: ["iptables-nft-save", "ip6tables-nft-save"],
-      netns: "kpt-x",
-    }).read();
-    assert.deepEqual(read, {
-      dumps: ["dump of iptables-nft-save", "dump of ip6tables-nft-save"],
-      localAddresses: ["10.1.2.3"],
-    });
-    assert.deepEqual(
-      calls.map((c) => [c.argv.join(" "), c.netns]),
-      [
-        ["iptables-nft-save -c", "kpt-x"],
-        ["ip6tables-nft-save -c", "kpt-x"],
-        ["ip -j addr show", "kpt-x"],
-      ],
-    );
+    for (const backend of ["nft", "legacy"] as const) {
+      calls.length = 0;
+      const read = await kernelWebSource(runner, {
+        iptables: [
+          new Iptables({ runner, family: "IPv4", backend, netns: "kpt-x" }),
+          new Iptables({ runner, family: "IPv6", backend, netns: "kpt-x" }),
+        ],
+        netns: "kpt-x",
+      }).read();
+      assert.deepEqual(read, {
+        dumps: [`dump of iptables-${backend}-save`, `dump of ip6tables-${backend}-save`],
+        localAddresses: ["10.1.2.3"],
+      });
+      assert.deepEqual(
+        calls.map((c) => [c.argv.join(" "), c.netns]),
+        [
+          [`iptables-${backend}-save -c`, "kpt-x"],
+          [`ip6tables-${backend}-save -c`, "kpt-x"],
+          ["ip -j addr show", "kpt-x"],
+        ],
+      );
+    }
   });
 });
 
