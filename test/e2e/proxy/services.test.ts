@@ -1,12 +1,29 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { probe } from "../../../src/sandbox/client.ts";
-import type { ProbeReport, ProbeStep } from "../../../src/sandbox/client.ts";
-import { buildSeedTopology, SEED, seedManifests, seedPod } from "../../../src/sandbox/seed.ts";
+import type { ProbeReport } from "../../../src/sandbox/client.ts";
+import { SEED } from "../../../src/sandbox/seed.ts";
 import type { SeedTopology } from "../../../src/sandbox/seed.ts";
-import { Sandbox } from "../../../src/sandbox/topology.ts";
-import { addNodeDefaultRoute, endpointSlice, ProxyDaemon, service } from "../../support/daemon.ts";
-import type { EndpointSpec } from "../../support/daemon.ts";
+import type { Sandbox } from "../../../src/sandbox/topology.ts";
+import type { ProxyDaemon } from "../../support/daemon.ts";
+import {
+  CLIENT,
+  CLIENT2,
+  DROP_MS,
+  EXTERNAL_IP,
+  LB_IP,
+  NODE,
+  onNode,
+  podA,
+  podB,
+  port80,
+  serviceMatrixManifests,
+  servicePair,
+  startServiceMatrix,
+  stopServiceMatrix,
+  tcp,
+} from "../../support/service-matrix.ts";
+import type { Manifests, ServiceMatrix } from "../../support/service-matrix.ts";
 
 /*
  * One node, the seed's two nginx pods, two external clients on the LAN (different source IPs),
@@ -14,105 +31,15 @@ import type { EndpointSpec } from "../../support/daemon.ts";
  * who answers, which source address the pod saw, refused versus silently dropped.
  */
 
-const NODE = SEED.node.name;
-const CLIENT = SEED.external.name;
-const CLIENT2 = "client-2";
-const CLIENT2_IP = "192.168.50.3";
-/** Routed to the node from the LAN: where externalIPs and load-balancer IPs live. */
-const VIP_CIDR = "192.168.60.0/24";
-const EXTERNAL_IP = "192.168.60.10";
-const LB_IP = "192.168.60.20";
-const OK_MS = 3_000;
-const DROP_MS = 1_500;
-
-const podA = seedPod(0);
-const podB = seedPod(1);
-const onNode = (pod: typeof podA, node: string = NODE): EndpointSpec => ({
-  ip: pod.ipv4,
-  node,
-  pod: pod.name,
-});
-const port80 = [{ port: 80 }];
-
-function manifests(): Record<string, string | Record<string, unknown>[]> {
-  const both = [onNode(podA), onNode(podB)];
-  const pair = (name: string, svc: Parameters<typeof service>[0], endpoints: EndpointSpec[]) => ({
-    [`${name}.yaml`]: [service(svc), endpointSlice({ service: svc.name, endpoints, ports: port80 })],
-  });
-  return {
-    ...seedManifests([podA, podB]),
-    ...pair(
-      "ext",
-      {
-        name: "web-ext",
-        clusterIP: "10.1.0.20",
-        ports: [{ port: 8080, targetPort: 80 }],
-        externalIPs: [EXTERNAL_IP],
-      },
-      both,
-    ),
-    ...pair(
-      "lb",
-      {
-        name: "web-lb",
-        type: "LoadBalancer",
-        clusterIP: "10.1.0.21",
-        ports: [{ port: 80, nodePort: 31001 }],
-        loadBalancerIP: LB_IP,
-        loadBalancerSourceRanges: [`${SEED.external.ipv4}/32`],
-      },
-      both,
-    ),
-    ...pair(
-      "affinity",
-      { name: "web-affinity", clusterIP: "10.1.0.22", ports: port80, sessionAffinity: "ClientIP" },
-      both,
-    ),
-    ...pair(
-      "local",
-      {
-        name: "web-local",
-        // A LoadBalancer whose cloud has not assigned an IP yet: its NodePort and health check port work.
-        type: "LoadBalancer",
-        clusterIP: "10.1.0.23",
-        ports: [{ port: 80, nodePort: 31002 }],
-        externalTrafficPolicy: "Local",
-        healthCheckNodePort: 32002,
-      },
-      [onNode(podA)],
-    ),
-    ...pair(
-      "remote",
-      {
-        name: "web-remote",
-        type: "LoadBalancer",
-        clusterIP: "10.1.0.24",
-        ports: [{ port: 80, nodePort: 31003 }],
-        externalTrafficPolicy: "Local",
-        healthCheckNodePort: 32003,
-      },
-      // The pod lives on this node, but the slice says node-2: for the proxy it is remote.
-      [onNode(podB, "node-2")],
-    ),
-    ...pair(
+function manifests(): Manifests {
+  return serviceMatrixManifests({
+    localType: "LoadBalancer",
+    extra: servicePair(
       "itp",
       { name: "web-itp", clusterIP: "10.1.0.25", ports: port80, internalTrafficPolicy: "Local" },
       [onNode(podA), onNode(podB, "node-2")],
     ),
-    ...pair("hairpin", { name: "web-hairpin", clusterIP: "10.1.0.26", ports: port80 }, [onNode(podA)]),
-    "empty.yaml": [
-      service({
-        name: "web-empty",
-        type: "NodePort",
-        clusterIP: "10.1.0.27",
-        ports: [{ port: 80, nodePort: 31004 }],
-      }),
-    ],
-  };
-}
-
-function tcp(host: string, port: number, count: number, timeoutMs = OK_MS): ProbeStep {
-  return { protocol: "tcp", host, port, count, timeoutMs };
+  });
 }
 
 function only(reports: ProbeReport[], index: number): ProbeReport {
@@ -122,6 +49,7 @@ function only(reports: ProbeReport[], index: number): ProbeReport {
 }
 
 describe("the daemon serves every kind of Service to real clients", () => {
+  let matrix: ServiceMatrix | undefined;
   let sandbox: Sandbox;
   let seed: SeedTopology;
   let daemon: ProxyDaemon;
@@ -134,29 +62,11 @@ describe("the daemon serves every kind of Service to real clients", () => {
     );
 
   before(async () => {
-    sandbox = await Sandbox.create({ prefix: "kptpxsvc" });
-    seed = await buildSeedTopology(sandbox);
-    await sandbox.addExternal(CLIENT2, {
-      ipv4: CLIENT2_IP,
-      gateway: NODE,
-      routes: [SEED.serviceCIDR, VIP_CIDR],
-    });
-    await sandbox.exec(CLIENT, ["ip", "route", "add", VIP_CIDR, "via", SEED.node.ipv4]);
-    await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
-    daemon = await ProxyDaemon.start(sandbox, {
-      node: NODE,
-      manifests: manifests(),
-      args: ["--cluster-cidr", "10.244.0.0/16"],
-    });
+    matrix = await startServiceMatrix("kptpxsvc", manifests());
+    ({ sandbox, seed, daemon } = matrix);
   });
 
-  after(async () => {
-    try {
-      await daemon?.dispose();
-    } finally {
-      await sandbox.dispose();
-    }
-  });
+  after(() => stopServiceMatrix(matrix));
 
   it("balances a ClusterIP over both pods, from a pod and from the node itself", async () => {
     const step = tcp(SEED.clusterIP, SEED.port, 60);

@@ -3,10 +3,30 @@ import { after, before, describe, it } from "node:test";
 import { selfArgv } from "../../../src/cli/self.ts";
 import { probe } from "../../../src/sandbox/client.ts";
 import type { ProbeReport } from "../../../src/sandbox/client.ts";
-import { buildSeedTopology, SEED, seedManifests, seedPod } from "../../../src/sandbox/seed.ts";
-import { Sandbox } from "../../../src/sandbox/topology.ts";
-import { addNodeDefaultRoute, endpointSlice, ProxyDaemon, service, sleep } from "../../support/daemon.ts";
-import type { EndpointSpec } from "../../support/daemon.ts";
+import { SEED } from "../../../src/sandbox/seed.ts";
+import type { Sandbox } from "../../../src/sandbox/topology.ts";
+import { sleep } from "../../support/daemon.ts";
+import type { ProxyDaemon } from "../../support/daemon.ts";
+import {
+  CLIENT,
+  CLIENT2,
+  CLIENT2_IP,
+  DROP_MS,
+  EXTERNAL_IP,
+  LB_IP,
+  NODE,
+  OK_MS,
+  onNode,
+  podA,
+  podB,
+  port80,
+  serviceMatrixManifests,
+  servicePair,
+  startServiceMatrix,
+  stopServiceMatrix,
+  tcp,
+} from "../../support/service-matrix.ts";
+import type { Manifests, ServiceMatrix } from "../../support/service-matrix.ts";
 
 /*
  * The tracer's prediction against what real traffic does. One node programmed by the real
@@ -17,99 +37,20 @@ import type { EndpointSpec } from "../../support/daemon.ts";
  * xtables-monitor --trace) must show the same rules, in the same order, as the tracer's path.
  */
 
-const NODE = SEED.node.name;
-const CLIENT = SEED.external.name;
-const CLIENT2 = "client-2";
-const CLIENT2_IP = "192.168.50.3";
-const VIP_CIDR = "192.168.60.0/24";
-const EXTERNAL_IP = "192.168.60.10";
-const LB_IP = "192.168.60.20";
-const OK_MS = 3_000;
-const DROP_MS = 1_500;
-
-const podA = seedPod(0);
-const podB = seedPod(1);
 const podByName = new Map([
   [podA.name, podA.ipv4],
   [podB.name, podB.ipv4],
 ]);
-const onNode = (pod: typeof podA, node: string = NODE): EndpointSpec => ({
-  ip: pod.ipv4,
-  node,
-  pod: pod.name,
-});
-const port80 = [{ port: 80 }];
 
-function manifests(): Record<string, string | Record<string, unknown>[]> {
-  const both = [onNode(podA), onNode(podB)];
-  const pair = (name: string, svc: Parameters<typeof service>[0], endpoints: EndpointSpec[]) => ({
-    [`${name}.yaml`]: [service(svc), endpointSlice({ service: svc.name, endpoints, ports: port80 })],
-  });
-  return {
-    ...seedManifests([podA, podB]),
-    ...pair(
-      "ext",
-      {
-        name: "web-ext",
-        clusterIP: "10.1.0.20",
-        ports: [{ port: 8080, targetPort: 80 }],
-        externalIPs: [EXTERNAL_IP],
-      },
-      both,
-    ),
-    ...pair(
-      "lb",
-      {
-        name: "web-lb",
-        type: "LoadBalancer",
-        clusterIP: "10.1.0.21",
-        ports: [{ port: 80, nodePort: 31001 }],
-        loadBalancerIP: LB_IP,
-        loadBalancerSourceRanges: [`${SEED.external.ipv4}/32`],
-      },
-      both,
-    ),
-    ...pair(
-      "affinity",
-      { name: "web-affinity", clusterIP: "10.1.0.22", ports: port80, sessionAffinity: "ClientIP" },
-      both,
-    ),
-    ...pair(
-      "local",
-      {
-        name: "web-local",
-        type: "NodePort",
-        clusterIP: "10.1.0.23",
-        ports: [{ port: 80, nodePort: 31002 }],
-        externalTrafficPolicy: "Local",
-        healthCheckNodePort: 32002,
-      },
-      [onNode(podA)],
-    ),
-    ...pair(
-      "remote",
-      {
-        name: "web-remote",
-        type: "NodePort",
-        clusterIP: "10.1.0.24",
-        ports: [{ port: 80, nodePort: 31003 }],
-        externalTrafficPolicy: "Local",
-        healthCheckNodePort: 32003,
-      },
-      [onNode(podB, "node-2")],
-    ),
-    ...pair("hairpin", { name: "web-hairpin", clusterIP: "10.1.0.26", ports: port80 }, [onNode(podA)]),
+function manifests(): Manifests {
+  return serviceMatrixManifests({
+    localType: "NodePort",
     // Reached only by the explain test, so its counters and conntrack entries are that test's own.
-    ...pair("count", { name: "web-count", clusterIP: "10.1.0.28", ports: port80 }, both),
-    "empty.yaml": [
-      service({
-        name: "web-empty",
-        type: "NodePort",
-        clusterIP: "10.1.0.27",
-        ports: [{ port: 80, nodePort: 31004 }],
-      }),
-    ],
-  };
+    extra: servicePair("count", { name: "web-count", clusterIP: "10.1.0.28", ports: port80 }, [
+      onNode(podA),
+      onNode(podB),
+    ]),
+  });
 }
 
 interface JsonStep {
@@ -176,6 +117,7 @@ function observed(report: ProbeReport, src: string): Behaviour {
 }
 
 describe("trace predicts what real traffic does (live kernel, network namespaces)", () => {
+  let matrix: ServiceMatrix | undefined;
   let sandbox: Sandbox;
   let daemon: ProxyDaemon;
 
@@ -199,37 +141,17 @@ describe("trace predicts what real traffic does (live kernel, network namespaces
   };
 
   const send = async (flow: Flow): Promise<ProbeReport> => {
-    const [report] = await probe(sandbox, flow.from, [
-      { protocol: "tcp", host: flow.dst, port: flow.port, count: flow.count, timeoutMs: flow.timeoutMs },
-    ]);
+    const [report] = await probe(sandbox, flow.from, [tcp(flow.dst, flow.port, flow.count, flow.timeoutMs)]);
     assert.ok(report !== undefined);
     return report;
   };
 
   before(async () => {
-    sandbox = await Sandbox.create({ prefix: "kpttrace" });
-    await buildSeedTopology(sandbox);
-    await sandbox.addExternal(CLIENT2, {
-      ipv4: CLIENT2_IP,
-      gateway: NODE,
-      routes: [SEED.serviceCIDR, VIP_CIDR],
-    });
-    await sandbox.exec(CLIENT, ["ip", "route", "add", VIP_CIDR, "via", SEED.node.ipv4]);
-    await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
-    daemon = await ProxyDaemon.start(sandbox, {
-      node: NODE,
-      manifests: manifests(),
-      args: ["--cluster-cidr", "10.244.0.0/16"],
-    });
+    matrix = await startServiceMatrix("kpttrace", manifests());
+    ({ sandbox, daemon } = matrix);
   });
 
-  after(async () => {
-    try {
-      await daemon?.dispose();
-    } finally {
-      await sandbox.dispose();
-    }
-  });
+  after(() => stopServiceMatrix(matrix));
 
   const flows = (): Flow[] => {
     const ok = { count: 24, timeoutMs: OK_MS };
@@ -489,11 +411,7 @@ describe("trace predicts what real traffic does (live kernel, network namespaces
   });
 
   it("explain: DNAT counters and conntrack entries per endpoint equal the connections each pod answered", async () => {
-    const report = (
-      await probe(sandbox, podB.name, [
-        { protocol: "tcp", host: "10.1.0.28", port: 80, count: 16, timeoutMs: OK_MS },
-      ])
-    )[0];
+    const report = (await probe(sandbox, podB.name, [tcp("10.1.0.28", 80, 16)]))[0];
     assert.ok(report !== undefined);
     assert.deepEqual(report.errors, {});
     const ex = JSON.parse(await cli(["explain", "default/web-count", "-o", "json"])) as {
