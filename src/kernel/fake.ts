@@ -9,6 +9,7 @@ import {
   restoreWaitFlagsFor,
 } from "./iptables.ts";
 import type {
+  RestorePayload,
   IptablesInterface,
   IptablesVersion,
   RestoreOptions,
@@ -150,7 +151,11 @@ export class FakeIptables implements IptablesInterface {
     return Promise.resolve(this.versionInfo);
   }
 
-  restore(payload: string, options: RestoreOptions = {}): Promise<void> {
+  async restore(input: RestorePayload, options: RestoreOptions = {}): Promise<void> {
+    // Like a killed iptables-restore, an input that fails while produced applies nothing.
+    let payload = "";
+    if (typeof input === "string") payload = input;
+    else for await (const piece of input) payload += piece;
     const noflush = options.noflush ?? true;
     this.calls.push({ op: "restore", payload, noflush });
     const argv = [
@@ -166,13 +171,12 @@ export class FakeIptables implements IptablesInterface {
     } catch (err) {
       if (err instanceof FakeFailure) {
         const stderr = `iptables-restore: ${err.message}\niptables-restore: line ${err.lineNumber} failed\n`;
-        return Promise.reject(restoreErrorFor(argv, 1, stderr, payload));
+        throw restoreErrorFor(argv, 1, stderr, payload);
       }
-      return Promise.reject(err);
+      throw err;
     }
     this.tables = work;
     this.restoreLineCounts.push(counted);
-    return Promise.resolve();
   }
 
   private applyPayload(work: Map<Table, FakeTable>, payload: string, noflush: boolean): number {
