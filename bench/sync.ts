@@ -13,13 +13,7 @@ import {
   type SyncReport,
 } from "../src/backends/iptables/proxier.ts";
 import { Iptables } from "../src/kernel/iptables.ts";
-import type {
-  IptablesInterface,
-  RestoreOptions,
-  RestorePayload,
-  RulePosition,
-  Table,
-} from "../src/kernel/iptables.ts";
+import type { IptablesInterface, RestoreOptions, RulePosition, Table } from "../src/kernel/iptables.ts";
 import { createLogger } from "../src/log.ts";
 import { ProxyStateStore } from "../src/proxy/changetracker.ts";
 import { realClock } from "../src/proxy/clock.ts";
@@ -42,13 +36,6 @@ interface KernelCalls {
 }
 
 const noCalls = (): KernelCalls => ({ restores: [], saveMs: 0, commandMs: 0, commands: 0 });
-
-async function* keep(source: AsyncIterable<string>, into: string[]): AsyncGenerator<string, void, void> {
-  for await (const piece of source) {
-    into.push(piece);
-    yield piece;
-  }
-}
 
 /** Delegates to the real Iptables and records every call's payload and wall time. */
 class RecordingIptables implements IptablesInterface {
@@ -77,14 +64,10 @@ class RecordingIptables implements IptablesInterface {
     }
   }
 
-  async restore(payload: RestorePayload, options?: RestoreOptions): Promise<void> {
+  async restore(payload: string, options?: RestoreOptions): Promise<void> {
     const started = performance.now();
-    // A streamed payload is kept as it is written, so the bare replay restores the same text.
-    const pieces: string[] = [];
-    const stdin = typeof payload === "string" ? payload : keep(payload, pieces);
-    await this.inner.restore(stdin, options);
-    const text = typeof payload === "string" ? payload : pieces.join("");
-    this.calls.restores.push({ payload: text, ms: performance.now() - started, startedAt: started });
+    await this.inner.restore(payload, options);
+    this.calls.restores.push({ payload, ms: performance.now() - started, startedAt: started });
   }
   save(table?: Table) {
     return this.timed("saveMs", () => this.inner.save(table));

@@ -9,7 +9,6 @@ import {
   restoreWaitFlagsFor,
 } from "./iptables.ts";
 import type {
-  RestorePayload,
   IptablesInterface,
   IptablesVersion,
   RestoreOptions,
@@ -151,11 +150,7 @@ export class FakeIptables implements IptablesInterface {
     return Promise.resolve(this.versionInfo);
   }
 
-  async restore(input: RestorePayload, options: RestoreOptions = {}): Promise<void> {
-    // Like a killed iptables-restore, an input that fails while produced applies nothing.
-    let payload = "";
-    if (typeof input === "string") payload = input;
-    else for await (const piece of input) payload += piece;
+  restore(payload: string, options: RestoreOptions = {}): Promise<void> {
     const noflush = options.noflush ?? true;
     this.calls.push({ op: "restore", payload, noflush });
     const argv = [
@@ -171,12 +166,13 @@ export class FakeIptables implements IptablesInterface {
     } catch (err) {
       if (err instanceof FakeFailure) {
         const stderr = `iptables-restore: ${err.message}\niptables-restore: line ${err.lineNumber} failed\n`;
-        throw restoreErrorFor(argv, 1, stderr, payload);
+        return Promise.reject(restoreErrorFor(argv, 1, stderr, payload));
       }
-      throw err;
+      return Promise.reject(err);
     }
     this.tables = work;
     this.restoreLineCounts.push(counted);
+    return Promise.resolve();
   }
 
   private applyPayload(work: Map<Table, FakeTable>, payload: string, noflush: boolean): number {

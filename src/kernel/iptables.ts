@@ -34,17 +34,10 @@ export interface SaveOptions {
   readonly counters?: boolean;
 }
 
-/**
- * An iptables-restore document: whole, or produced piece by piece while it is written to the
- * process (an iterable that throws aborts the restore before its stdin ends: nothing after the
- * last COMMIT already sent is applied).
- */
-export type RestorePayload = string | AsyncIterable<string>;
-
 /** What the proxier, the canary monitor and cleanup need from one IP family's iptables. */
 export interface IptablesInterface {
   readonly family: IPFamily;
-  restore(payload: RestorePayload, options?: RestoreOptions): Promise<void>;
+  restore(payload: string, options?: RestoreOptions): Promise<void>;
   /** `iptables-save [-c] [-t table]` output. */
   save(table?: Table, options?: SaveOptions): Promise<string>;
   /** Chain names (built-in and user) of one table, in save order. */
@@ -294,20 +287,16 @@ export class Iptables implements IptablesInterface {
     };
   }
 
-  async restore(payload: RestorePayload, options: RestoreOptions = {}): Promise<void> {
+  async restore(payload: string, options: RestoreOptions = {}): Promise<void> {
     const { restoreWaitFlags } = await this.version();
     const argv = [this.binaries.restore, ...restoreWaitFlags];
     if (options.noflush ?? true) argv.push("--noflush");
     if (options.counters ?? true) argv.push("--counters");
-    // What was written, so that an error can quote the payload line it names.
-    const written: string[] = [];
-    const stdin = typeof payload === "string" ? payload : recorded(payload, written);
     try {
-      await this.runner.run(argv, { stdin, netns: this.netns, timeoutMs: this.restoreTimeoutMs });
+      await this.runner.run(argv, { stdin: payload, netns: this.netns, timeoutMs: this.restoreTimeoutMs });
     } catch (err) {
       if (err instanceof ExecError) {
-        const text = typeof payload === "string" ? payload : written.join("");
-        throw restoreErrorFor(err.argv, err.exitCode, err.stderr, text, err);
+        throw restoreErrorFor(err.argv, err.exitCode, err.stderr, payload, err);
       }
       throw err;
     }
@@ -435,13 +424,5 @@ export async function ensureJumpRulesOneByOne(
     if (row.table !== table) continue;
     await ipt.ensureChain(row.table, row.dstChain);
     await ipt.ensureRule("prepend", row.table, row.srcChain, jumpRuleArgs(row));
-  }
-}
-
-/** Passes `source` through, keeping every piece in `into`. */
-async function* recorded(source: AsyncIterable<string>, into: string[]): AsyncGenerator<string, void, void> {
-  for await (const piece of source) {
-    into.push(piece);
-    yield piece;
   }
 }

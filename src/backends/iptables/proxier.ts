@@ -14,13 +14,7 @@ import { programmingLatencies, type ApplyResult, type ProxyStateStore } from "..
 import type { ProxyState } from "../../proxy/types.ts";
 import { isServiceChainName, JUMP_CHAINS, KUBE_MARK_MASQ } from "./chains.ts";
 import { natFixedRuleLines, renderIptablesStream, writtenServicePorts } from "./render.ts";
-import {
-  STREAM_ABOVE_SERVICES,
-  streamedTransaction,
-  TransactionWriter,
-  writtenTopLevel,
-  type WrittenTopLevel,
-} from "./transactions.ts";
+import { TransactionWriter, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";
 import type { IptablesSettings, RenderRequest, RenderResult } from "./types.ts";
 
 /** Upstream proxyutil.FullSyncPeriod: a full resync at least this often (except large clusters). */
@@ -240,28 +234,13 @@ export class IptablesProxier {
     onWritten: () => void,
   ): Promise<RenderResult> {
     const { ipt, settings } = this.options;
-    const expected = writtenServicePorts(request);
-    prepared?.catch(() => undefined);
-    if (request.fullSync && expected > STREAM_ABOVE_SERVICES && expected <= this.maxServicesPerTransaction) {
-      let result: RenderResult | null = null;
-      const text = streamedTransaction(
-        renderIptablesStream(request),
-        prepared ?? Promise.resolve(""),
-        (r) => {
-          result = r;
-        },
-      );
-      await ipt.restore(text, { noflush: true, counters: true });
-      onWritten();
-      if (result === null) throw new Error("the streamed transaction ended before the render finished");
-      return result;
-    }
     const writer = new TransactionWriter(
       this.maxServicesPerTransaction,
       previous,
       natFixedRuleLines(settings).find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `)) ?? null,
-      expected,
+      writtenServicePorts(request),
     );
+    prepared?.catch(() => undefined);
     let inFlight: Promise<unknown> | null = prepared;
     // The jump rules' sections, written in front of the first transaction.
     let jumpSections = prepared;

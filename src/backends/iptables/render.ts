@@ -47,14 +47,6 @@ import type {
 
 const chainLine = (chain: string): string => `:${chain} - [0:0]`;
 
-/** nat's top-level chains, declared (and so flushed) by every full payload, in upstream order. */
-export const NAT_TOP_CHAIN_LINES: readonly string[] = [
-  KUBE_SERVICES,
-  KUBE_NODEPORTS,
-  KUBE_POSTROUTING,
-  KUBE_MARK_MASQ,
-].map(chainLine);
-
 /**
  * The model is validated when objects are decoded; this is the last line of defence before text
  * reaches iptables-restore: a token with a space, quote or newline would change the rule's meaning.
@@ -572,7 +564,7 @@ export function* renderIptablesStream(req: RenderRequest): Generator<ServiceChai
     );
   }
 
-  const natTopChainLines = [...NAT_TOP_CHAIN_LINES];
+  const natTopChainLines = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ].map(chainLine);
   const natFixedRules = natFixedRuleLines(settings);
 
   const outputs: Array<{ readonly out: ServiceOutput; readonly written: boolean }> = [];

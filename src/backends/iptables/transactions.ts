@@ -1,6 +1,4 @@
-import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { KUBE_MARK_MASQ } from "./chains.ts";
-import { NAT_TOP_CHAIN_LINES } from "./render.ts";
 import type { RenderResult, ServiceChainsBlock } from "./types.ts";
 
 /**
@@ -204,61 +202,3 @@ export function topLevelTransaction(result: RenderResult): string {
   ];
   return lines.join("\n") + "\n";
 }
-
-/**
- * Single-transaction syncs with more Services than this are streamed (`streamedTransaction`);
- * smaller ones are upstream's payload byte for byte.
- */
-export const STREAM_ABOVE_SERVICES = 250;
-
-/**
- * A full sync as one transaction, produced while it is rendered, for a backend that wants one
- * transaction (legacy rewrites its whole table on every commit, so bounded chunks would multiply
- * the cost): iptables-restore parses the first Services while the renderer works on the next
- * ones. Same rules as upstream's payload, in an order that needs nothing rendered later:
- * `before` (the jump-rule sections, known once the tables are read; rendered blocks wait in
- * memory meanwhile), then nat (its top-level chains, each Service's chains with their rules,
- * the stale chains, the fixed rules, the capture rules, the deletions, the nodeport tail), then
- * filter. A chain is always declared before a rule jumps to it; each table commits atomically.
- * `onResult` receives the finished render.
- */
-export async function* streamedTransaction(
-  render: Generator<ServiceChainsBlock, RenderResult, void>,
-  before: Promise<string>,
-  onResult: (result: RenderResult) => void,
-): AsyncGenerator<string, void, void> {
-  let sections: string | null = null;
-  void before.then(
-    (text) => (sections = text),
-    () => undefined,
-  );
-  const waiting: string[] = [`*nat\n${textOf(NAT_TOP_CHAIN_LINES)}`];
-  let step = render.next();
-  for (let blocks = 1; step.done !== true && sections === null; blocks++) {
-    waiting.push(step.value.chainText + step.value.ruleText);
-    if (blocks % BLOCKS_PER_TURN === 0) await yieldToEventLoop();
-    step = render.next();
-  }
-  yield (await before) + waiting.join("");
-  for (; step.done !== true; step = render.next()) yield step.value.chainText + step.value.ruleText;
-  const result = step.value;
-  onResult(result);
-  const stale = result.nat.deletedChains;
-  yield textOf([
-    ...stale.map((c) => `:${c} - [0:0]`),
-    ...result.nat.fixedRuleLines,
-    ...result.nat.captureRuleLines,
-    ...stale.map((c) => `-X ${c}`),
-    ...result.nat.tailRuleLines,
-    "COMMIT",
-    "*filter",
-    ...result.filter.chainLines,
-    ...result.filter.ruleLines,
-    "COMMIT",
-  ]);
-}
-
-/** While waiting, the renderer gives the event loop a turn after this many Services. */
-const BLOCKS_PER_TURN = 16;
-
-const textOf = (lines: readonly string[]): string => (lines.length === 0 ? "" : lines.join("\n") + "\n");

@@ -1,8 +1,8 @@
 /**
- * The proxier's ways of writing a large sync (jump rules in front of the first transaction;
- * bounded chunks that ramp up with the capture rules swapped last, or one transaction streamed
- * while it is rendered; in-place edits and stale-chain deletions on later syncs) must leave the
- * real kernel exactly as upstream's single payload does. Each step runs the real IptablesProxier against a namespace that also holds a foreign
+ * The proxier's way of writing a large sync (jump rules in front of the first transaction,
+ * bounded chunks that ramp up, the capture rules swapped last, in-place edits and stale-chain
+ * deletions on later syncs) must leave the real kernel exactly as upstream's single payload
+ * does. Each step runs the real IptablesProxier against a namespace that also holds a foreign
  * chain and rule, and compares its tables with a fresh namespace given the jump rules and the
  * single payload of the same state.
  */
@@ -121,67 +121,58 @@ const SETTINGS = {
   nfacct: { ctStateInvalidDroppedPkts: false, localhostNodePortsAcceptedPkts: false },
 };
 
-/** How the proxier writes a large full sync: bounded chunks (nft), or one transaction streamed while rendered (legacy). */
-const MODES = [
-  { name: "chunked", maxServicesPerTransaction: 100, fullSyncTransactions: 6 },
-  { name: "streamed", maxServicesPerTransaction: Number.POSITIVE_INFINITY, fullSyncTransactions: 1 },
-] as const;
-
 for (const backend of ["nft", "legacy"] as const) {
-  for (const mode of MODES) {
-    test(`${backend}, ${mode.name}: a full sync, a partial sync and a full resync leave the kernel as upstream's single payload`, async () => {
-      await withNetns(async (netns) => {
-        const ipt = new Iptables({ runner, family: "IPv4", backend, netns });
-        await addForeignRules(backend, netns);
-        const store = new ProxyStateStore({ family: "IPv4", nodeName: FAKE_PROXIER_SETTINGS.nodeName });
-        for (let n = 0; n < SERVICES; n++) {
-          store.serviceChanges.update(null, service(n));
-          store.endpointsChanges.endpointSliceUpdate(slice(n, 2), false);
-        }
-        const proxier = new IptablesProxier({
-          ipt,
-          settings: SETTINGS,
-          store,
-          clock: realClock,
-          log: pino({ level: "silent" }),
-          health: new ProxyHealth(60_000, realClock),
-          metrics: null,
-          syncPeriodMs: 30_000,
-          maxServicesPerTransaction: mode.maxServicesPerTransaction,
-        });
-        proxier.setInitialized();
-        const compare = async (step: string) => {
-          const expected = await expectedTables(backend, store);
-          assert.deepEqual(await tableView(ipt, "nat"), expected.nat, `${step}: nat`);
-          assert.deepEqual(await tableView(ipt, "filter"), expected.filter, `${step}: filter`);
-        };
-
-        const first = await proxier.syncProxyRules();
-        assert.equal(first?.fullSync, true);
-        // chunked: 50, 100, 100, 100, 70 Services, then the top level; streamed: one transaction
-        assert.equal(first?.transactions, mode.fullSyncTransactions);
-        await compare("first full sync");
-
-        store.endpointsChanges.endpointSliceUpdate(slice(7, 3, 5), false);
-        store.serviceChanges.update(service(8), null);
-        store.endpointsChanges.endpointSliceUpdate(slice(8, 2), true);
-        store.serviceChanges.update(null, service(SERVICES));
-        store.endpointsChanges.endpointSliceUpdate(slice(SERVICES, 1), false);
-        const partial = await proxier.syncProxyRules();
-        assert.equal(partial?.fullSync, false);
-        assert.equal(partial?.transactions, 1);
-        await compare("partial sync: one endpoint change, one Service deleted, one added");
-
-        for (let n = 100; n < 250; n++) {
-          store.serviceChanges.update(service(n), null);
-          store.endpointsChanges.endpointSliceUpdate(slice(n, 2), true);
-        }
-        proxier.forceFullSync();
-        const resync = await proxier.syncProxyRules();
-        assert.equal(resync?.fullSync, true);
-        assert.ok((resync?.deletedChains ?? 0) >= 150 * 3, "the removed Services' chains are deleted");
-        await compare("full resync after 150 Services went away");
+  test(`${backend}: a chunked sync, its partial syncs and a chunked resync leave the kernel as upstream's single payload`, async () => {
+    await withNetns(async (netns) => {
+      const ipt = new Iptables({ runner, family: "IPv4", backend, netns });
+      await addForeignRules(backend, netns);
+      const store = new ProxyStateStore({ family: "IPv4", nodeName: FAKE_PROXIER_SETTINGS.nodeName });
+      for (let n = 0; n < SERVICES; n++) {
+        store.serviceChanges.update(null, service(n));
+        store.endpointsChanges.endpointSliceUpdate(slice(n, 2), false);
+      }
+      const proxier = new IptablesProxier({
+        ipt,
+        settings: SETTINGS,
+        store,
+        clock: realClock,
+        log: pino({ level: "silent" }),
+        health: new ProxyHealth(60_000, realClock),
+        metrics: null,
+        syncPeriodMs: 30_000,
+        maxServicesPerTransaction: 100,
       });
+      proxier.setInitialized();
+      const compare = async (step: string) => {
+        const expected = await expectedTables(backend, store);
+        assert.deepEqual(await tableView(ipt, "nat"), expected.nat, `${step}: nat`);
+        assert.deepEqual(await tableView(ipt, "filter"), expected.filter, `${step}: filter`);
+      };
+
+      const first = await proxier.syncProxyRules();
+      assert.equal(first?.fullSync, true);
+      assert.equal(first?.transactions, 6, "chunks of 50, 100, 100, 100, 70, then the top level");
+      await compare("first full sync");
+
+      store.endpointsChanges.endpointSliceUpdate(slice(7, 3, 5), false);
+      store.serviceChanges.update(service(8), null);
+      store.endpointsChanges.endpointSliceUpdate(slice(8, 2), true);
+      store.serviceChanges.update(null, service(SERVICES));
+      store.endpointsChanges.endpointSliceUpdate(slice(SERVICES, 1), false);
+      const partial = await proxier.syncProxyRules();
+      assert.equal(partial?.fullSync, false);
+      assert.equal(partial?.transactions, 1);
+      await compare("partial sync: one endpoint change, one Service deleted, one added");
+
+      for (let n = 100; n < 250; n++) {
+        store.serviceChanges.update(service(n), null);
+        store.endpointsChanges.endpointSliceUpdate(slice(n, 2), true);
+      }
+      proxier.forceFullSync();
+      const resync = await proxier.syncProxyRules();
+      assert.equal(resync?.fullSync, true);
+      assert.ok((resync?.deletedChains ?? 0) >= 150 * 3, "the removed Services' chains are deleted");
+      await compare("full resync after 150 Services went away");
     });
-  }
+  });
 }
