@@ -1,14 +1,9 @@
 import { spawn } from "node:child_process";
-import type { Writable } from "node:stream";
 import { KubeProxyError } from "../errors.ts";
 
 export interface ExecOptions {
-  /**
-   * Written to the child's stdin, which is then closed. An async iterable is written piece by
-   * piece as it produces, with backpressure; if it throws, the child is killed (SIGKILL) before
-   * stdin is closed, and the run rejects with that error.
-   */
-  readonly stdin?: string | AsyncIterable<string>;
+  /** Bytes written to the child's stdin (then closed). */
+  readonly stdin?: string;
   /** Kill the child after this many milliseconds (default 60 s). */
   readonly timeoutMs?: number;
   /** Run inside this network namespace (`ip netns exec NAME …`). */
@@ -83,20 +78,9 @@ export class ProcessRunner implements Runner {
       });
       // A child that exits before reading all of stdin raises EPIPE here; its exit status tells the story.
       child.stdin.on("error", () => undefined);
-      let closed = false;
-      let inputFailure: unknown = null;
-      const input = options.stdin ?? "";
-      if (typeof input === "string") child.stdin.end(input);
-      else {
-        void pump(input, child.stdin, () => closed).catch((error: unknown) => {
-          inputFailure = error;
-          child.kill("SIGKILL");
-        });
-      }
+      child.stdin.end(options.stdin ?? "");
       child.on("close", (code, signal) => {
-        closed = true;
         const stderr = Buffer.concat(err).toString("utf8");
-        if (inputFailure !== null) return reject(inputFailure as Error);
         if (failure !== null) return reject(failure);
         if (code === null) {
           const reason = signal === "SIGKILL" ? "timeout" : "exit";
@@ -114,23 +98,4 @@ export class ProcessRunner implements Runner {
       });
     });
   }
-}
-
-/** Writes `input` to `stdin` as it produces, waiting for the pipe to drain; stops once the child is gone. */
-async function pump(input: AsyncIterable<string>, stdin: Writable, closed: () => boolean): Promise<void> {
-  for await (const piece of input) {
-    if (closed()) return;
-    if (!stdin.write(piece)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          stdin.off("drain", done);
-          stdin.off("close", done);
-          resolve();
-        };
-        stdin.on("drain", done);
-        stdin.on("close", done);
-      });
-    }
-  }
-  stdin.end();
 }
