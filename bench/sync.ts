@@ -20,6 +20,7 @@ import { realClock } from "../src/proxy/clock.ts";
 import { healthTimeoutForSyncPeriod, ProxyHealth } from "../src/proxy/health.ts";
 import { createProxyMetrics } from "../src/proxy/metrics.ts";
 import { runner, withBenchNetns } from "./netns.ts";
+import { settle } from "./quiet.ts";
 import type { Backend, Timing } from "./restore.ts";
 import { formatMs, formatRatio, formatTiming, timeRestore, timeRestores } from "./restore.ts";
 import { BENCH_NODE, benchSettings, sliceWithOneEndpointReplaced, syntheticCluster } from "./synthetic.ts";
@@ -249,13 +250,27 @@ async function benchProxier(backend: Backend, netns: string, cluster: SyntheticC
   return { ipt, store, proxier, lastResult: (): RenderResult | null => last };
 }
 
+/**
+ * Before a timed full sync or bare replay: wait for the CPUs to be idle (the kernel frees a
+ * deleted namespace's rules in the background); say so when the machine stayed busy.
+ */
+async function quiet(log: (line: string) => void): Promise<void> {
+  const { waitedMs, idle } = await settle();
+  if (idle < 0.85)
+    log(
+      `    machine still busy after ${formatMs(waitedMs)} (CPUs ${(100 * idle).toFixed(0)}% idle); measuring anyway`,
+    );
+}
+
 /** One more first full sync of the same cluster, with a fresh proxier, in `netns`. */
 async function timedFullSync(
   backend: Backend,
   netns: string,
   cluster: SyntheticCluster,
+  log: (line: string) => void,
 ): Promise<{ wallMs: number; outsideMs: number }> {
   const { ipt, proxier } = await benchProxier(backend, netns, cluster);
+  await quiet(log);
   const started = performance.now();
   const report = await proxier.syncProxyRules();
   const wallMs = performance.now() - started;
@@ -282,6 +297,7 @@ async function oneRow(
     const { ipt, store, proxier, lastResult } = await benchProxier(backend, netns, cluster);
 
     log(`sync ${backend}: ${services} Services x ${eps} endpoints, full sync…`);
+    await quiet(log);
     let started = performance.now();
     const fullReport = await proxier.syncProxyRules();
     const fullMs = performance.now() - started;
@@ -341,6 +357,7 @@ async function oneRow(
         capMs: options.capMs,
         signal: options.signal,
       });
+      await quiet(log);
       const full = await timeRestores(fullCalls.restores.map((r) => call(r.payload)));
       const partial =
         full.total.status === "ok"
@@ -381,8 +398,9 @@ async function oneRow(
         `  full sync round ${round} of ${options.rounds} (${bareFirst ? "bare replay first" : "ours first"})…`,
       );
       const replay = () =>
-        withBenchNetns((bareNetns) =>
-          timeRestores(
+        withBenchNetns(async (bareNetns) => {
+          await quiet(log);
+          return timeRestores(
             fullCalls.restores.map((r) => ({
               backend,
               netns: bareNetns,
@@ -390,10 +408,10 @@ async function oneRow(
               capMs: options.capMs,
               signal: options.signal,
             })),
-          ),
-        );
+          );
+        });
       const bareRound = bareFirst ? await replay() : null;
-      const ours = await withBenchNetns((roundNetns) => timedFullSync(backend, roundNetns, cluster));
+      const ours = await withBenchNetns((roundNetns) => timedFullSync(backend, roundNetns, cluster, log));
       const bareTotal = (bareRound ?? (await replay())).total;
       rounds.push({ oursMs: ours.wallMs, bare: bareTotal, outsideMs: ours.outsideMs, bareFirst });
       log(`    ours ${formatMs(ours.wallMs)}, bare ${formatTiming(bareTotal)}`);
