@@ -12,48 +12,23 @@ import { pino } from "pino";
 import { JUMP_CHAINS } from "../../../src/backends/iptables/chains.ts";
 import { IptablesProxier } from "../../../src/backends/iptables/proxier.ts";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
-import { decodeEndpointSlice, decodeService } from "../../../src/k8s/objects.ts";
 import { Iptables, type IptablesBackend, type Table } from "../../../src/kernel/iptables.ts";
 import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
 import { realClock } from "../../../src/proxy/clock.ts";
 import { ProxyHealth } from "../../../src/proxy/health.ts";
 import { FAKE_PROXIER_SETTINGS } from "../../support/iptables-builders.ts";
 import { ensureJumpRules } from "../../support/jumprules.ts";
+import { numberedIP, numberedService, numberedSlice } from "../../support/numbered-services.ts";
 import { runner, withNetns } from "../../support/netns.ts";
 
-const ip = (prefix: string, n: number) => `${prefix}.${Math.floor(n / 250)}.${(n % 250) + 1}`;
+const service = numberedService;
 
-function service(n: number) {
-  return decodeService(
-    {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: { name: `svc${n}`, namespace: "ns" },
-      spec: {
-        type: "ClusterIP",
-        clusterIP: ip("172.30", n),
-        ports: [{ name: "p80", port: 80, protocol: "TCP" }],
-      },
-    },
-    "test",
+/** Service n's slice with `endpoints` endpoints; a new `generation` gives them new addresses. */
+const slice = (n: number, endpoints: number, generation = 0) =>
+  numberedSlice(
+    n,
+    Array.from({ length: endpoints }, (_, e) => numberedIP(`10.${1 + e + generation}`, n)),
   );
-}
-
-function slice(n: number, endpoints: number, generation = 0) {
-  return decodeEndpointSlice(
-    {
-      apiVersion: "discovery.k8s.io/v1",
-      kind: "EndpointSlice",
-      metadata: { name: `svc${n}-1`, namespace: "ns", labels: { "kubernetes.io/service-name": `svc${n}` } },
-      addressType: "IPv4",
-      endpoints: Array.from({ length: endpoints }, (_, e) => ({
-        addresses: [ip(`10.${1 + e + generation}`, n)],
-      })),
-      ports: [{ name: "p80", port: 8080, protocol: "TCP" }],
-    },
-    "test",
-  );
-}
 
 /** Chains that only hold per-Service capture rules: their order carries no meaning. */
 const CAPTURE_CHAINS = new Set(["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES"]);

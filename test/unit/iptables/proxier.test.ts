@@ -6,7 +6,6 @@ import { JUMP_CHAINS } from "../../../src/backends/iptables/chains.ts";
 import { IptablesProxier } from "../../../src/backends/iptables/proxier.ts";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
 import { restoreTransactions } from "../../../src/backends/iptables/transactions.ts";
-import { decodeEndpointSlice, decodeService } from "../../../src/k8s/objects.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
 import type { RestoreOptions } from "../../../src/kernel/iptables.ts";
 import { ensureJumpRules } from "../../support/jumprules.ts";
@@ -14,36 +13,10 @@ import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
 import { FakeClock } from "../../../src/proxy/clock.ts";
 import { ProxyHealth } from "../../../src/proxy/health.ts";
 import { FAKE_PROXIER_SETTINGS } from "../../support/iptables-builders.ts";
+import { numberedService, numberedSlice } from "../../support/numbered-services.ts";
 
-function service(n: number) {
-  return decodeService(
-    {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: { name: `svc${n}`, namespace: "ns" },
-      spec: {
-        type: "ClusterIP",
-        clusterIP: `172.30.0.${n}`,
-        ports: [{ name: "p80", port: 80, protocol: "TCP" }],
-      },
-    },
-    "test",
-  );
-}
-
-function slice(n: number, ips: readonly string[]) {
-  return decodeEndpointSlice(
-    {
-      apiVersion: "discovery.k8s.io/v1",
-      kind: "EndpointSlice",
-      metadata: { name: `svc${n}-1`, namespace: "ns", labels: { "kubernetes.io/service-name": `svc${n}` } },
-      addressType: "IPv4",
-      endpoints: ips.map((ip) => ({ addresses: [ip] })),
-      ports: [{ name: "p80", port: 8080, protocol: "TCP" }],
-    },
-    "test",
-  );
-}
+const service = numberedService;
+const slice = numberedSlice;
 
 function setup(services: number, maxServicesPerTransaction?: number, ipt = new FakeIptables()) {
   const clock = new FakeClock();
