@@ -21,7 +21,7 @@ const USAGE = `usage: npm run bench -- [options]
   --cap-seconds 120         time cap for one kernel-tool measurement
   --repeats 2               render runs per size (first = cold, best of the rest = warm)
   --single-payload-max 1000 largest size at which one unchunked nft payload is timed
-  --rounds 3                full syncs per sync row, each against its own bare replay (median ratio)
+  --rounds 5                full syncs per sync row, each against its own bare replay (median ratio)
   --json FILE               also write all results as JSON`;
 
 function parseSizes(text: string): number[] {
@@ -106,7 +106,7 @@ async function main(): Promise<void> {
           backends: syncBackends,
           capMs,
           singlePayloadMax: positive(values["single-payload-max"], "--single-payload-max"),
-          rounds: Math.floor(positive(values.rounds ?? (quick ? "1" : "3"), "--rounds")),
+          rounds: Math.floor(positive(values.rounds ?? (quick ? "1" : "5"), "--rounds")),
           signal: abort.signal,
         },
         log,
