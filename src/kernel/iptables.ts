@@ -191,8 +191,13 @@ export function splitRuleArgs(text: string): string[] {
 
 /** Chain names of one table section in iptables-save output, in order. */
 export function chainsFromSave(saveOutput: string, table: Table): string[] {
+  return chainsOfSection(saveSectionLines(saveOutput, table));
+}
+
+/** Chain names declared in one table section's lines (`saveSectionLines`), in order. */
+function chainsOfSection(lines: readonly string[]): string[] {
   const chains: string[] = [];
-  for (const line of saveSectionLines(saveOutput, table)) {
+  for (const line of lines) {
     if (!line.startsWith(":")) continue;
     const name = line.slice(1).split(/\s+/)[0];
     if (name !== undefined && name !== "") chains.push(name);
@@ -393,8 +398,9 @@ export function jumpRulesSection(
   table: Table,
   dump: string,
 ): string | "uncertain" {
-  const chains = new Set(chainsFromSave(dump, table));
-  const present = new Set(saveSectionLines(dump, table));
+  const lines = saveSectionLines(dump, table);
+  const chains = new Set(chainsOfSection(lines));
+  const present = new Set(lines);
   const declare = new Set<string>();
   const inserts: string[] = [];
   for (const row of rows) {

@@ -12,7 +12,7 @@ import type { ProxyHealth } from "../../proxy/health.ts";
 import type { ProxyMetrics } from "../../proxy/metrics.ts";
 import { programmingLatencies, type ApplyResult, type ProxyStateStore } from "../../proxy/changetracker.ts";
 import type { ProxyState } from "../../proxy/types.ts";
-import { isServiceChainName, JUMP_CHAINS, KUBE_MARK_MASQ } from "./chains.ts";
+import { isServiceChainName, JUMP_CHAINS } from "./chains.ts";
 import { natFixedRuleLines, renderIptablesStream, writtenServicePorts } from "./render.ts";
 import { TransactionWriter, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";
 import type { IptablesSettings, RenderRequest, RenderResult } from "./types.ts";
@@ -119,8 +119,6 @@ export class IptablesProxier {
     const listing = cleanupDue && this.knownNatChains === null;
     const tables = listing || doFullSync ? this.saveTables() : Promise.resolve(null);
     let prepared = doFullSync ? this.prepareKernel(tables) : null;
-    // Awaited before the first write; until then a failure must not go unhandled.
-    prepared?.catch(() => undefined);
     const pending: ApplyResult = store.applyPending();
     if (pending.topologyChanged) this.needFullSync = true;
     const fullSync = doFullSync || pending.topologyChanged;
@@ -237,10 +235,9 @@ export class IptablesProxier {
     const writer = new TransactionWriter(
       this.maxServicesPerTransaction,
       previous,
-      natFixedRuleLines(settings).find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `)) ?? null,
+      natFixedRuleLines(settings),
       writtenServicePorts(request),
     );
-    prepared?.catch(() => undefined);
     let inFlight: Promise<unknown> | null = prepared;
     // The jump rules' sections, written in front of the first transaction.
     let jumpSections = prepared;
@@ -282,7 +279,14 @@ export class IptablesProxier {
    * sections adding the missing jump rules, which go in front of the sync's first transaction:
    * the same rules as upstream's commands, without two more iptables-restore processes.
    */
-  private async prepareKernel(tables: Promise<string | null>): Promise<string> {
+  private prepareKernel(tables: Promise<string | null>): Promise<string> {
+    const prepared = this.jumpSectionsAndCounters(tables);
+    // Awaited before the first write (or when the sync fails); until then a failure must not go unhandled.
+    prepared.catch(() => undefined);
+    return prepared;
+  }
+
+  private async jumpSectionsAndCounters(tables: Promise<string | null>): Promise<string> {
     const { ipt } = this.options;
     const dump = (await tables) ?? (await ipt.save());
     let sections = "";

@@ -33,12 +33,11 @@ export function restoreTransactions(
   maxServicesPerTransaction: number,
   previous: WrittenTopLevel | null = null,
 ): string[] {
-  const markMasqRule = result.nat.fixedRuleLines.find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `));
   const blocks = result.nat.serviceBlocks;
   const writer = new TransactionWriter(
     maxServicesPerTransaction,
     previous,
-    markMasqRule ?? null,
+    result.nat.fixedRuleLines,
     blocks.length,
   );
   const out: string[] = [];
@@ -68,15 +67,18 @@ export class TransactionWriter {
   private pending: ServiceChainsBlock[] = [];
   private chunks = 0;
   private readonly ramp: boolean;
+  /** The `-A KUBE-MARK-MASQ …` rule every chunk refills. */
+  private readonly markMasqRule: string | null;
 
-  /** `markMasqRule`: the `-A KUBE-MARK-MASQ …` rule every chunk refills (`natFixedRuleLines`). */
+  /** `fixedRuleLines`: nat's fixed rules (`natFixedRuleLines`, `RenderResult.nat.fixedRuleLines`). */
   constructor(
     private readonly max: number,
     private readonly previous: WrittenTopLevel | null,
-    private readonly markMasqRule: string | null,
+    fixedRuleLines: readonly string[],
     expectedBlocks: number | null = null,
   ) {
     this.ramp = expectedBlocks !== null && expectedBlocks > max;
+    this.markMasqRule = fixedRuleLines.find((l) => l.startsWith(`-A ${KUBE_MARK_MASQ} `)) ?? null;
   }
 
   /** Takes the next written Service block; returns a transaction when a chunk is complete. */
