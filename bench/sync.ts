@@ -198,16 +198,20 @@ function outsideRestores(
   startedAt: number,
   endedAt: number,
   calls: KernelCalls,
-): { before: number; between: number; after: number } {
+): { before: number; between: number; after: number; total: number } {
   const first = calls.restores[0];
   const last = calls.restores.at(-1);
-  if (first === undefined || last === undefined) return { before: endedAt - startedAt, between: 0, after: 0 };
+  if (first === undefined || last === undefined) {
+    return { before: endedAt - startedAt, between: 0, after: 0, total: endedAt - startedAt };
+  }
   let between = 0;
   for (let i = 1; i < calls.restores.length; i++) {
     const previous = calls.restores[i - 1]!;
     between += calls.restores[i]!.startedAt - (previous.startedAt + previous.ms);
   }
-  return { before: first.startedAt - startedAt, between, after: endedAt - (last.startedAt + last.ms) };
+  const before = first.startedAt - startedAt;
+  const after = endedAt - (last.startedAt + last.ms);
+  return { before, between, after, total: before + between + after };
 }
 
 /** The SEP chain whose DNAT goes to `ip`, among the chains a partial sync wrote. */
@@ -276,7 +280,7 @@ async function timedFullSync(
   const wallMs = performance.now() - started;
   if (report?.fullSync !== true) throw new Error("the round's sync was not a full sync");
   const outside = outsideRestores(started, started + wallMs, ipt.take());
-  return { wallMs, outsideMs: outside.before + outside.between + outside.after };
+  return { wallMs, outsideMs: outside.total };
 }
 
 async function oneRow(
@@ -349,19 +353,21 @@ async function oneRow(
     log(`  next partial sync: ${formatMs(nextMs)}`);
 
     log(`  bare iptables-${backend}-restore of the same transactions in a fresh namespace…`);
-    const bare = await withBenchNetns(async (bareNetns) => {
-      const call = (payload: string) => ({
+    /** The bare restores of what the proxier wrote, into `netns`. */
+    const bareCalls = (netns: string, calls: KernelCalls) =>
+      calls.restores.map((r) => ({
         backend,
-        netns: bareNetns,
-        payload,
+        netns,
+        payload: r.payload,
         capMs: options.capMs,
         signal: options.signal,
-      });
+      }));
+    const bare = await withBenchNetns(async (bareNetns) => {
       await quiet(log);
-      const full = await timeRestores(fullCalls.restores.map((r) => call(r.payload)));
+      const full = await timeRestores(bareCalls(bareNetns, fullCalls));
       const partial =
         full.total.status === "ok"
-          ? await timeRestores(partialCalls.restores.map((r) => call(r.payload)))
+          ? await timeRestores(bareCalls(bareNetns, partialCalls))
           : { total: { status: "failed", ms: 0, error: "full restore did not complete" } as const, each: [] };
       return { full, partial };
     });
@@ -388,7 +394,7 @@ async function oneRow(
       {
         oursMs: fullMs,
         bare: bare.full.total,
-        outsideMs: outside.before + outside.between + outside.after,
+        outsideMs: outside.total,
         bareFirst: false,
       },
     ];
@@ -400,15 +406,7 @@ async function oneRow(
       const replay = () =>
         withBenchNetns(async (bareNetns) => {
           await quiet(log);
-          return timeRestores(
-            fullCalls.restores.map((r) => ({
-              backend,
-              netns: bareNetns,
-              payload: r.payload,
-              capMs: options.capMs,
-              signal: options.signal,
-            })),
-          );
+          return timeRestores(bareCalls(bareNetns, fullCalls));
         });
       const bareRound = bareFirst ? await replay() : null;
       const ours = await withBenchNetns((roundNetns) => timedFullSync(backend, roundNetns, cluster, log));
