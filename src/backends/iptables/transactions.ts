@@ -1,8 +1,5 @@
-import { KUBE_MARK_MASQ } from "./chains.ts";
-import type { RenderResult, ServiceChainsBlock } from "./types.ts";
-
 /**
- * Splits one sync into iptables-restore transactions.
+ * How one sync becomes iptables-restore transactions (`TransactionWriter`).
  *
  * The kernel tools' cost grows super-linearly with the size of one payload (iptables-nft
  * restore of 10,000 Services in one piece does not finish in useful time) and roughly linearly
@@ -28,32 +25,14 @@ import type { RenderResult, ServiceChainsBlock } from "./types.ts";
  * node a change then costs its own rules, not a rewrite of 10,000 capture rules; the kernel holds
  * the same rules as after upstream's partial sync. Too many edits fall back to the rewrite.
  */
-export function restoreTransactions(
-  result: RenderResult,
-  maxServicesPerTransaction: number,
-  previous: WrittenTopLevel | null = null,
-): string[] {
-  const blocks = result.nat.serviceBlocks;
-  const writer = new TransactionWriter(
-    maxServicesPerTransaction,
-    previous,
-    result.nat.fixedRuleLines,
-    blocks.length,
-  );
-  const out: string[] = [];
-  for (const block of blocks) {
-    const transaction = writer.add(block);
-    if (transaction !== null) out.push(transaction);
-  }
-  out.push(...writer.finish(result));
-  return out;
-}
+import { KUBE_MARK_MASQ } from "./chains.ts";
+import type { RenderResult, ServiceChainsBlock } from "./types.ts";
 
 /** The first bounded transaction of a sync holds this many Services; each next one twice as many, up to the maximum. */
 const FIRST_CHUNK_SERVICES = 50;
 
 /**
- * `restoreTransactions` fed one Service block at a time, as the renderer produces them
+ * Turns a sync into transactions one Service block at a time, as the renderer produces them
  * (`renderIptablesStream`): a bounded chunk is ready as soon as one more block than fits in it
  * has arrived, so the kernel can apply it while the rest is rendered. The last chunk is held
  * back until `finish`, because it may carry the top-level edits and stale-chain deletions, and a
@@ -109,7 +88,7 @@ export class TransactionWriter {
 /** Above this many capture-rule edits one rewrite of the top level is cheaper than the edits. */
 const MAX_RULE_EDITS = 200;
 
-/** The top level a sync leaves in the kernel, in the form `restoreTransactions` compares. */
+/** The top level a sync leaves in the kernel, in the form the next sync's writer compares. */
 export interface WrittenTopLevel {
   /** Chain declarations, fixed rules and the nodeport tail: any change means a rewrite. */
   readonly fixed: string;

@@ -5,7 +5,7 @@ import { pino } from "pino";
 import { JUMP_CHAINS } from "../../../src/backends/iptables/chains.ts";
 import { IptablesProxier } from "../../../src/backends/iptables/proxier.ts";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
-import { restoreTransactions } from "../../../src/backends/iptables/transactions.ts";
+import { restoreTransactions } from "../../support/transactions.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
 import type { RestoreOptions } from "../../../src/kernel/iptables.ts";
 import { ensureJumpRules } from "../../support/jumprules.ts";

@@ -5,7 +5,7 @@ import {
   renderIptablesStream,
   writtenServicePorts,
 } from "../../../src/backends/iptables/render.ts";
-import { restoreTransactions } from "../../../src/backends/iptables/transactions.ts";
+import { restoreTransactions } from "../../support/transactions.ts";
 import type { RenderRequest } from "../../../src/backends/iptables/types.ts";
 import { endpoint, FAKE_PROXIER_SETTINGS, proxyState, servicePort } from "../../support/iptables-builders.ts";
 
