@@ -11,7 +11,8 @@
 import type { InvalidObjectError } from "../errors.ts";
 import { ANNOTATION_LAST_CHANGE_TRIGGER_TIME, LABEL_TOPOLOGY_ZONE, namespacedName } from "../k8s/objects.ts";
 import type { EndpointSlice, Node, Service } from "../k8s/objects.ts";
-import { serviceEndpoints, sliceServiceName } from "./endpoints.ts";
+import { mergeEndpoints, sliceEndpoints, sliceServiceName } from "./endpoints.ts";
+import type { EndpointsContext, ServiceEndpoints } from "./endpoints.ts";
 import { resolveFeatureGates, servicePortsForFamily } from "./serviceport.ts";
 import type { FeatureGates } from "./serviceport.ts";
 import { isForThisProxy, missingServiceNameProblem } from "./state.ts";
@@ -103,10 +104,18 @@ export class ServiceChangeTracker {
   }
 }
 
+/** A slice as the tracker keeps it: the object (to compare the next event with) and its endpoints. */
+interface TrackedSlice {
+  readonly slice: EndpointSlice;
+  readonly endpoints: ServiceEndpoints;
+}
+
 interface SliceTracker {
-  readonly applied: Map<string, EndpointSlice>;
+  readonly applied: Map<string, TrackedSlice>;
   /** null = pending removal. */
-  readonly pending: Map<string, EndpointSlice | null>;
+  readonly pending: Map<string, TrackedSlice | null>;
+  /** The Service's endpoints as of the last checkout (what `applied` gives). */
+  merged: EndpointsByPort;
 }
 
 /** The parts of a slice that affect endpoints; metadata churn (resourceVersion…) is not a change. */
@@ -131,8 +140,10 @@ export class EndpointsChangeTracker {
   private problems: InvalidObjectError[] = [];
   private readonly startTime: number;
 
+  /** `ctx`: how a slice's endpoints are built, done once per slice event (upstream's slice cache does the same). */
   constructor(
     private readonly options: ProxyStateOptions,
+    private readonly ctx: EndpointsContext,
     clock: () => number,
   ) {
     this.startTime = clock();
@@ -150,22 +161,25 @@ export class EndpointsChangeTracker {
     const remove = removed || !isForThisProxy(slice.metadata, this.options.serviceProxyName);
     let tracker = this.trackers.get(svcNN);
     if (tracker === undefined) {
-      tracker = { applied: new Map(), pending: new Map() };
+      tracker = { applied: new Map(), pending: new Map(), merged: new Map() };
       this.trackers.set(svcNN, tracker);
     }
     const name = slice.metadata.name;
     const next = remove ? null : slice;
     let changed: boolean;
     if (tracker.pending.has(name)) {
-      changed = !deepEqual(sliceContent(next), sliceContent(tracker.pending.get(name) ?? null));
+      changed = !deepEqual(sliceContent(next), sliceContent(tracker.pending.get(name)?.slice ?? null));
     } else if (tracker.applied.has(name)) {
-      changed = !deepEqual(sliceContent(next), sliceContent(tracker.applied.get(name) ?? null));
+      changed = !deepEqual(sliceContent(next), sliceContent(tracker.applied.get(name)?.slice ?? null));
     } else {
       changed = !remove;
     }
     if (!changed) return false;
     if (!tracker.pending.has(name)) this.pending++;
-    tracker.pending.set(name, next);
+    tracker.pending.set(
+      name,
+      next === null ? null : { slice: next, endpoints: sliceEndpoints(next, this.ctx) },
+    );
     // A deletion's trigger time is that of the last update, not of the deletion: not measurable.
     if (remove) {
       this.triggerTimes.delete(svcNN);
@@ -186,7 +200,7 @@ export class EndpointsChangeTracker {
   }
 
   /** Applies pending slice changes; returns per changed Service its endpoints before and after. */
-  checkout(ctx: Parameters<typeof serviceEndpoints>[1]): {
+  checkout(): {
     changes: Map<string, Change<EndpointsByPort>>;
     triggerTimes: Map<string, number[]>;
     warnings: InvalidObjectError[];
@@ -196,15 +210,18 @@ export class EndpointsChangeTracker {
     const warnings: InvalidObjectError[] = [];
     for (const [svcNN, tracker] of this.trackers) {
       if (tracker.pending.size === 0) continue;
-      const previous = serviceEndpoints([...tracker.applied.values()], ctx).byPort;
-      for (const [name, slice] of tracker.pending) {
-        if (slice === null) tracker.applied.delete(name);
-        else tracker.applied.set(name, slice);
+      for (const [name, tracked] of tracker.pending) {
+        if (tracked === null) {
+          tracker.applied.delete(name);
+        } else {
+          tracker.applied.set(name, tracked);
+          warnings.push(...tracked.endpoints.warnings);
+        }
       }
       tracker.pending.clear();
-      const r = serviceEndpoints([...tracker.applied.values()], ctx);
-      warnings.push(...r.warnings);
-      changes.set(svcNN, { previous, current: r.byPort });
+      const previous = tracker.merged;
+      tracker.merged = mergeEndpoints(inNameOrder(tracker.applied).map((t) => t.endpoints.byPort));
+      changes.set(svcNN, { previous, current: tracker.merged });
       if (tracker.applied.size === 0) this.trackers.delete(svcNN);
     }
     this.pending = 0;
@@ -214,6 +231,13 @@ export class EndpointsChangeTracker {
     this.problems = [];
     return { changes, triggerTimes, warnings, problems };
   }
+}
+
+/** A Service's slices in name order (dedup across slices must not depend on arrival order). */
+function inNameOrder(applied: ReadonlyMap<string, TrackedSlice>): TrackedSlice[] {
+  const names = [...applied.keys()];
+  if (names.length > 1) names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return names.map((name) => applied.get(name)!);
 }
 
 export interface ApplyResult {
@@ -259,12 +283,15 @@ export class ProxyStateStore {
   private readonly endpoints = new Map<string, readonly Endpoint[]>();
   private nodeLabels: Readonly<Record<string, string>> = {};
   private topologyChanged = false;
-  private readonly gates: FeatureGates;
 
   constructor(private readonly options: TrackerOptions) {
-    this.gates = resolveFeatureGates(options.featureGates);
+    const gates = resolveFeatureGates(options.featureGates);
     this.serviceChanges = new ServiceChangeTracker(options);
-    this.endpointsChanges = new EndpointsChangeTracker(options, options.clock ?? Date.now);
+    this.endpointsChanges = new EndpointsChangeTracker(
+      options,
+      { family: options.family, nodeName: options.nodeName, gates },
+      options.clock ?? Date.now,
+    );
   }
 
   /** This node was added/updated/deleted. True when its topology label changed (full sync). */
@@ -293,11 +320,7 @@ export class ProxyStateStore {
       for (const key of change.previous.keys()) if (!change.current.has(key)) this.services.delete(key);
       for (const [key, sp] of change.current) this.services.set(key, sp);
     }
-    const ep = this.endpointsChanges.checkout({
-      family: this.options.family,
-      nodeName: this.options.nodeName,
-      gates: this.gates,
-    });
+    const ep = this.endpointsChanges.checkout();
     let conntrackCleanupRequired = false;
     for (const [nn, change] of ep.changes) {
       updatedServices.add(nn);

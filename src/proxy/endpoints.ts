@@ -34,40 +34,66 @@ export function sliceServiceName(slice: EndpointSlice): string | null {
  * order (upstream iterates a Go map).
  */
 export function serviceEndpoints(slices: readonly EndpointSlice[], ctx: EndpointsContext): ServiceEndpoints {
-  const lists = new Map<string, Endpoint[]>();
-  const warnings: InvalidObjectError[] = [];
   const ordered =
     slices.length > 1 ? [...slices].sort((a, b) => cmp(a.metadata.name, b.metadata.name)) : slices;
-  for (const slice of ordered) {
-    if (slice.addressType !== ctx.family) continue;
-    const svcLabel = slice.metadata.labels[LABEL_SERVICE_NAME];
-    if (svcLabel === undefined || svcLabel === "") continue;
-    const ips = canonicalAddresses(slice, ctx.family, warnings);
-    for (const p of slice.ports) {
-      if (p.name === null || p.port === null || p.port === 0) continue;
-      const key = servicePortKey({
-        namespace: slice.metadata.namespace,
-        name: svcLabel,
-        port: p.name,
-        protocol: p.protocol,
-      });
-      let list = lists.get(key);
-      if (list === undefined) {
-        list = [];
-        lists.set(key, list);
-      }
-      for (let i = 0; i < ips.length; i++) {
-        const ip = ips[i];
-        if (ip === null || ip === undefined) continue;
-        list.push(makeEndpoint(slice.endpoints[i]!, ip, p.port, ctx));
-      }
+  const parts = ordered.map((slice) => sliceEndpoints(slice, ctx));
+  return { byPort: mergeEndpoints(parts.map((p) => p.byPort)), warnings: parts.flatMap((p) => p.warnings) };
+}
+
+/**
+ * One slice's endpoints per service port, sorted and deduplicated: what the change tracker keeps
+ * per slice, computed once when the slice arrives rather than on every sync that touches its Service.
+ */
+export function sliceEndpoints(slice: EndpointSlice, ctx: EndpointsContext): ServiceEndpoints {
+  const lists = new Map<string, Endpoint[]>();
+  const warnings: InvalidObjectError[] = [];
+  const svcLabel = slice.metadata.labels[LABEL_SERVICE_NAME];
+  if (slice.addressType !== ctx.family || svcLabel === undefined || svcLabel === "") {
+    return { byPort: lists, warnings };
+  }
+  const ips = canonicalAddresses(slice, ctx.family, warnings);
+  for (const p of slice.ports) {
+    if (p.name === null || p.port === null || p.port === 0) continue;
+    const key = servicePortKey({
+      namespace: slice.metadata.namespace,
+      name: svcLabel,
+      port: p.name,
+      protocol: p.protocol,
+    });
+    const list = lists.get(key) ?? [];
+    for (let i = 0; i < ips.length; i++) {
+      const ip = ips[i];
+      if (ip === null || ip === undefined) continue;
+      list.push(makeEndpoint(slice.endpoints[i]!, ip, p.port, ctx));
     }
+    lists.set(key, list);
   }
   const byPort = new Map<string, Endpoint[]>();
   for (const [key, list] of lists) {
     if (list.length > 0) byPort.set(key, dedupSorted(sortEndpoints(list)));
   }
   return { byPort, warnings };
+}
+
+/**
+ * A Service's endpoints from its slices' own lists (`sliceEndpoints`), given in slice-name order.
+ * Deduplicating each slice first and then the merged list keeps the same endpoint as
+ * deduplicating all of them at once: the last one that is not terminating, else the first.
+ */
+export function mergeEndpoints(
+  parts: readonly ReadonlyMap<string, readonly Endpoint[]>[],
+): Map<string, Endpoint[]> {
+  if (parts.length === 1) return new Map(parts[0]! as ReadonlyMap<string, Endpoint[]>);
+  const lists = new Map<string, Endpoint[]>();
+  for (const part of parts) {
+    for (const [key, eps] of part) {
+      const list = lists.get(key);
+      if (list === undefined) lists.set(key, [...eps]);
+      else list.push(...eps);
+    }
+  }
+  for (const [key, list] of lists) lists.set(key, dedupSorted(sortEndpoints(list)));
+  return lists;
 }
 
 /** Canonical `addresses[0]` per endpoint (aligned with `slice.endpoints`), null when unusable. */

@@ -69,6 +69,40 @@ test("endpoint slice changes: identical updates are not pending; removal of unkn
   assert.equal(r.conntrackCleanupRequired, false);
 });
 
+test("a Service's slices: endpoints merged across slices, each slice's warnings reported once", () => {
+  const s = store();
+  const a = slice("ns", "web-a", "web", "IPv4", [{ addresses: ["10.0.0.2"] }, { addresses: ["bad"] }], p80);
+  const b1 = slice("ns", "web-b", "web", "IPv4", [{ addresses: ["10.0.0.1"] }], p80);
+  s.endpointsChanges.endpointSliceUpdate(a, false);
+  s.endpointsChanges.endpointSliceUpdate(b1, false);
+  const r1 = s.applyPending();
+  assert.deepEqual(
+    r1.state.endpoints.get("ns/web:p80/TCP")!.map((e) => e.endpoint),
+    ["10.0.0.1:80", "10.0.0.2:80"],
+  );
+  assert.deepEqual(
+    r1.warnings.map((w) => `${w.object} ${w.field}`),
+    ["EndpointSlice ns/web-a endpoints[1].addresses[0]"],
+  );
+  // Only web-b changes: web-a's endpoints stay, and its warning is not repeated.
+  const b2 = slice("ns", "web-b", "web", "IPv4", [{ addresses: ["10.0.0.3"] }], p80);
+  s.endpointsChanges.endpointSliceUpdate(b2, false);
+  const r2 = s.applyPending();
+  assert.deepEqual(
+    r2.state.endpoints.get("ns/web:p80/TCP")!.map((e) => e.endpoint),
+    ["10.0.0.2:80", "10.0.0.3:80"],
+  );
+  assert.deepEqual(r2.warnings, []);
+  s.endpointsChanges.endpointSliceUpdate(a, true);
+  assert.deepEqual(
+    s
+      .applyPending()
+      .state.endpoints.get("ns/web:p80/TCP")!
+      .map((e) => e.endpoint),
+    ["10.0.0.3:80"],
+  );
+});
+
 test("a slice without the service-name label is a problem, not a change", () => {
   const s = store();
   assert.equal(s.endpointsChanges.endpointSliceUpdate(slice("ns", "x", "", "IPv4", [], p80), false), false);
