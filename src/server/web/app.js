@@ -187,34 +187,21 @@ async function loadServices() {
 
 // --- rules ----------------------------------------------------------------------------------
 
-const RULE_FIELDS = [
-  "num",
-  "pkts",
-  "bytes",
-  "target",
-  "prot",
-  "opt",
-  "in",
-  "out",
-  "source",
-  "destination",
-  "extra",
-];
-
 async function loadRules() {
   const q = document.querySelector("#search-form input[name=q]").value;
   const data = await getJson("/api/rules?" + new URLSearchParams({ q }));
   const table = document.getElementById("rules");
   table.replaceChildren();
   const head = el("tr");
-  for (const h of ["IPv", "table", "chain", ...RULE_FIELDS]) head.appendChild(el("th", {}, h));
+  // The server names the -vnL columns (`columns`), so the page does not repeat the layout.
+  for (const h of ["IPv", "table", "chain", ...data.columns]) head.appendChild(el("th", {}, h));
   table.appendChild(head);
   for (const r of data.rules) {
     const row = el("tr", { "data-key": r.key, title: r.rule });
     row.appendChild(el("td", {}, r.family));
     row.appendChild(el("td", {}, r.table));
     row.appendChild(el("td", { class: "mono" }, r.chain));
-    for (const f of RULE_FIELDS) {
+    for (const f of data.columns) {
       const attrs = { class: f };
       if (f === "pkts" || f === "bytes") {
         attrs["data-key"] = r.key;
