@@ -8,23 +8,13 @@ import {
   usesLocalEndpoints,
 } from "../../../src/proxy/serviceport.ts";
 import { servicePortKey, servicePortNameString } from "../../../src/proxy/types.ts";
+import { BAD_IPS_SERVICE_SPEC, BAD_IPS_SERVICE_STATUS } from "../../support/bad-ips.ts";
 import { svc } from "./builders.ts";
 
 const p80 = [{ name: "p80", port: 80, protocol: "TCP" }];
 
 test("TestBadIPs: every address of the Service is canonicalised", () => {
-  const s = svc(
-    "ns1",
-    "svc1",
-    {
-      type: "LoadBalancer",
-      clusterIP: "172.30.0.041",
-      ports: [{ name: "p80", port: 80, protocol: "TCP", nodePort: 3001 }],
-      externalIPs: ["192.168.099.022"],
-      loadBalancerSourceRanges: ["203.0.113.000/025"],
-    },
-    { loadBalancer: { ingress: [{ ip: "1.2.3.004" }] } },
-  );
+  const s = svc("ns1", "svc1", BAD_IPS_SERVICE_SPEC, BAD_IPS_SERVICE_STATUS);
   const { ports, warnings } = servicePortsForFamily(s, "IPv4");
   assert.deepEqual(warnings, []);
   assert.equal(ports.length, 1);

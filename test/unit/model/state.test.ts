@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { buildProxyState, isForThisProxy, localReadyEndpoints } from "../../../src/proxy/state.ts";
 import type { EndpointSlice, Service } from "../../../src/k8s/objects.ts";
+import { BAD_IPS_SERVICE_SPEC, BAD_IPS_SERVICE_STATUS } from "../../support/bad-ips.ts";
 import { node, slice, svc } from "./builders.ts";
 
 const p80 = [{ name: "p80", port: 80, protocol: "TCP" }];
@@ -11,20 +12,7 @@ const opts = { family: "IPv4" as const, nodeName: "test-node" };
 test("TestBadIPs through the whole model", () => {
   const { state, problems, warnings } = buildProxyState(
     {
-      services: [
-        svc(
-          "ns1",
-          "svc1",
-          {
-            type: "LoadBalancer",
-            clusterIP: "172.30.0.041",
-            ports: [{ name: "p80", port: 80, protocol: "TCP", nodePort: 3001 }],
-            externalIPs: ["192.168.099.022"],
-            loadBalancerSourceRanges: ["203.0.113.000/025"],
-          },
-          { loadBalancer: { ingress: [{ ip: "1.2.3.004" }] } },
-        ),
-      ],
+      services: [svc("ns1", "svc1", BAD_IPS_SERVICE_SPEC, BAD_IPS_SERVICE_STATUS)],
       endpointSlices: [slice("ns1", "svc1-1", "svc1", "IPv4", [{ addresses: ["10.180.00.001"] }], p80)],
       node: null,
     },
