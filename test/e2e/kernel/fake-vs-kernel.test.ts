@@ -7,6 +7,16 @@ import { stripComments, runner, withNetns } from "../../support/netns.ts";
 
 type Step = (ipt: IptablesInterface) => Promise<unknown>;
 
+const portalJump: Step = (ipt) =>
+  ipt.ensureRule("prepend", "nat", "OUTPUT", [
+    "-m",
+    "comment",
+    "--comment",
+    "kubernetes service portals",
+    "-j",
+    "KUBE-SERVICES",
+  ]);
+
 // Rules are written in iptables-save's canonical form so the fake (which stores text verbatim) can match.
 const STEPS: readonly Step[] = [
   (ipt) =>
@@ -26,24 +36,9 @@ COMMIT
 -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
 COMMIT
 `),
-  (ipt) =>
-    ipt.ensureRule("prepend", "nat", "OUTPUT", [
-      "-m",
-      "comment",
-      "--comment",
-      "kubernetes service portals",
-      "-j",
-      "KUBE-SERVICES",
-    ]),
-  (ipt) =>
-    ipt.ensureRule("prepend", "nat", "OUTPUT", [
-      "-m",
-      "comment",
-      "--comment",
-      "kubernetes service portals",
-      "-j",
-      "KUBE-SERVICES",
-    ]),
+  // Twice: the second call finds the rule already in place.
+  portalJump,
+  portalJump,
   (ipt) => ipt.ensureRule("append", "nat", "PREROUTING", ["-j", "KUBE-SVC-B"]),
   (ipt) => ipt.ensureRule("append", "nat", "OUTPUT", ["-j", "RETURN"]),
   // Fails: KUBE-SVC-B is referenced by the (foreign) PREROUTING rule.
