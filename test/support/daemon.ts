@@ -5,7 +5,10 @@ import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { KubeProxyError } from "../../src/errors.ts";
 import type { BackgroundProcess } from "../../src/kernel/spawn.ts";
-import type { Sandbox } from "../../src/sandbox/topology.ts";
+import { startPodServer } from "../../src/sandbox/servers.ts";
+import type { PodServerOptions } from "../../src/sandbox/servers.ts";
+import { Sandbox } from "../../src/sandbox/topology.ts";
+import type { ExternalSpec, NodeSpec, PodSpec } from "../../src/sandbox/topology.ts";
 
 /*
  * The real daemon (`src/cli/main.ts --manifests DIR`) as a background process inside a sandbox
@@ -420,4 +423,56 @@ export function nodeObject(spec: NodeObjectSpec): KubeObject {
 export async function addNodeDefaultRoute(sandbox: Sandbox, node: string, gateway: string): Promise<void> {
   const family = gateway.includes(":") ? "-6" : "-4";
   await sandbox.exec(node, ["ip", family, "route", "add", "default", "via", gateway]);
+}
+
+export interface ProxyNodeSpec {
+  readonly node: NodeSpec & {
+    readonly name: string;
+    /** Unused LAN addresses for the node's default routes, one a family (see addNodeDefaultRoute). */
+    readonly defaultGateways: readonly string[];
+  };
+  /** An external client on the LAN; its `routes` go through the node. */
+  readonly client: { readonly name: string } & Omit<ExternalSpec, "gateway">;
+  /** Pods on the node: name → addresses (a string: the IPv4 address alone). */
+  readonly pods: Readonly<Record<string, string | PodSpec>>;
+  readonly podServer?: PodServerOptions;
+  /** Runs once a pod's server listens, e.g. to start another server in the pod. */
+  readonly onPod?: (sandbox: Sandbox, pod: string) => Promise<unknown>;
+}
+
+/**
+ * A sandbox with one node, an external client routed through it and pods running the pod
+ * server, ready for the daemon. Pods start one at a time: several Node start-ups at once can
+ * take longer than their readiness bound on a busy box. On failure nothing is left behind.
+ */
+export async function startProxyNode(prefix: string, spec: ProxyNodeSpec): Promise<Sandbox> {
+  const sandbox = await Sandbox.create({ prefix });
+  try {
+    const { name: node, defaultGateways, ...nodeSpec } = spec.node;
+    const { name: client, ...clientSpec } = spec.client;
+    await sandbox.addNode(node, nodeSpec);
+    await sandbox.addExternal(client, { ...clientSpec, gateway: node });
+    for (const gateway of defaultGateways) await addNodeDefaultRoute(sandbox, node, gateway);
+    for (const [pod, addresses] of Object.entries(spec.pods)) {
+      await sandbox.addPod(node, pod, typeof addresses === "string" ? { ipv4: addresses } : addresses);
+      await startPodServer(sandbox, pod, spec.podServer);
+      await spec.onPod?.(sandbox, pod);
+    }
+    return sandbox;
+  } catch (error) {
+    await sandbox.dispose();
+    throw error;
+  }
+}
+
+/** Stops the daemon, then removes the sandbox even if stopping failed (either may be unset). */
+export async function disposeProxyNode(
+  daemon: ProxyDaemon | undefined,
+  sandbox: Sandbox | undefined,
+): Promise<void> {
+  try {
+    await daemon?.dispose();
+  } finally {
+    await sandbox?.dispose();
+  }
 }

@@ -6,19 +6,18 @@ import { stringify } from "yaml";
 import { ProcessRunner } from "../../../src/kernel/exec.ts";
 import type { BackgroundProcess } from "../../../src/kernel/spawn.ts";
 import { probeHttp } from "../../../src/sandbox/client.ts";
-import { startPodServer } from "../../../src/sandbox/servers.ts";
-import { Sandbox } from "../../../src/sandbox/topology.ts";
+import type { Sandbox } from "../../../src/sandbox/topology.ts";
 import { startSecureServer } from "../../support/apiserver-fixtures.ts";
 import type { SecureServer } from "../../support/apiserver-fixtures.ts";
 import { NetnsApiBridge } from "../../support/apiserver-netns.ts";
 import {
-  addNodeDefaultRoute,
   daemonArgv,
   endpointSlice,
   metricValue,
   nodeObject,
   service,
   sleep,
+  startProxyNode,
   waitFor,
 } from "../../support/daemon.ts";
 import type { KubeObject } from "../../support/daemon.ts";
@@ -115,14 +114,12 @@ describe("the daemon against an API server", () => {
   };
 
   before(async () => {
-    sandbox = await Sandbox.create({ prefix: "kptdapi" });
-    await sandbox.addNode(NODE, { ipv4: NODE_IP, podCIDR: "10.244.0.0/24" });
-    await sandbox.addExternal(CLIENT, { ipv4: "192.168.50.2", gateway: NODE, routes: ["10.1.0.0/16"] });
-    await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
-    for (const [name, ipv4] of Object.entries(PODS)) {
-      await sandbox.addPod(NODE, name, { ipv4 });
-      await startPodServer(sandbox, name, { udpPort: null });
-    }
+    sandbox = await startProxyNode("kptdapi", {
+      node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
+      client: { name: CLIENT, ipv4: "192.168.50.2", routes: ["10.1.0.0/16"] },
+      pods: PODS,
+      podServer: { udpPort: null },
+    });
     secure = await startSecureServer({ bookmarkIntervalMs: 2_000 });
     manifestDir = secure.pki.dir;
     secure.server.put(nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }));

@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { startPodServer } from "../../../src/sandbox/servers.ts";
-import { Sandbox } from "../../../src/sandbox/topology.ts";
+import type { Sandbox } from "../../../src/sandbox/topology.ts";
 import {
-  addNodeDefaultRoute,
+  disposeProxyNode,
   endpointSlice,
   metricValue,
   nodeObject,
   ProxyDaemon,
   service,
   sleep,
+  startProxyNode,
 } from "../../support/daemon.ts";
 import type { EndpointSpec } from "../../support/daemon.ts";
 import { TrafficClient } from "../../support/traffic.ts";
@@ -48,15 +48,12 @@ describe("endpoint changes under live traffic", () => {
   let daemon: ProxyDaemon;
 
   before(async () => {
-    sandbox = await Sandbox.create({ prefix: "kptpxchurn" });
-    await sandbox.addNode(NODE, { ipv4: NODE_IP, podCIDR: "10.244.0.0/24" });
-    await sandbox.addExternal(CLIENT, { ipv4: "192.168.50.2", gateway: NODE, routes: [SERVICE_CIDR] });
-    await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
-    // One at a time, with room: five Node start-ups at once can take longer than 15 s on a busy box.
-    for (const [name, ipv4] of Object.entries(PODS)) {
-      await sandbox.addPod(NODE, name, { ipv4 });
-      await startPodServer(sandbox, name, { readyTimeoutMs: 30_000 });
-    }
+    sandbox = await startProxyNode("kptpxchurn", {
+      node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
+      client: { name: CLIENT, ipv4: "192.168.50.2", routes: [SERVICE_CIDR] },
+      pods: PODS,
+      podServer: { readyTimeoutMs: 30_000 },
+    });
     daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       args: ["--cluster-cidr", "10.244.0.0/16"],
@@ -74,13 +71,7 @@ describe("endpoint changes under live traffic", () => {
     });
   });
 
-  after(async () => {
-    try {
-      await daemon?.dispose();
-    } finally {
-      await sandbox.dispose();
-    }
-  });
+  after(() => disposeProxyNode(daemon, sandbox));
 
   it("moves a UDP client that keeps its source port to the replacement endpoint", async () => {
     const client = await TrafficClient.start(sandbox, CLIENT, "udp-stream", {

@@ -2,14 +2,14 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { probe } from "../../../src/sandbox/client.ts";
 import type { ProbeReport } from "../../../src/sandbox/client.ts";
-import { startPodServer } from "../../../src/sandbox/servers.ts";
-import { Sandbox } from "../../../src/sandbox/topology.ts";
+import type { Sandbox } from "../../../src/sandbox/topology.ts";
 import {
-  addNodeDefaultRoute,
+  disposeProxyNode,
   endpointSlice,
   nodeObject,
   ProxyDaemon,
   service,
+  startProxyNode,
 } from "../../support/daemon.ts";
 
 /*
@@ -50,25 +50,24 @@ describe("IPv6 Services through ip6tables on a dual-stack node", () => {
   };
 
   before(async () => {
-    sandbox = await Sandbox.create({ prefix: "kptpxv6" });
-    await sandbox.addNode(NODE, {
-      ipv4: NODE_V4,
-      ipv6: NODE_V6,
-      podCIDR: "10.244.0.0/24",
-      podCIDRv6: POD_CIDR_V6,
+    sandbox = await startProxyNode("kptpxv6", {
+      node: {
+        name: NODE,
+        ipv4: NODE_V4,
+        ipv6: NODE_V6,
+        podCIDR: "10.244.0.0/24",
+        podCIDRv6: POD_CIDR_V6,
+        defaultGateways: ["192.168.50.254", "fd00:50::fe"],
+      },
+      client: {
+        name: CLIENT,
+        ipv4: "192.168.50.2",
+        ipv6: "fd00:50::2",
+        routes: ["10.1.0.0/16", SERVICE_CIDR_V6],
+      },
+      pods: PODS,
+      podServer: { udpPort: null, readyTimeoutMs: 30_000 },
     });
-    await sandbox.addExternal(CLIENT, {
-      ipv4: "192.168.50.2",
-      ipv6: "fd00:50::2",
-      gateway: NODE,
-      routes: ["10.1.0.0/16", SERVICE_CIDR_V6],
-    });
-    await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
-    await addNodeDefaultRoute(sandbox, NODE, "fd00:50::fe");
-    for (const [name, addresses] of Object.entries(PODS)) {
-      await sandbox.addPod(NODE, name, addresses);
-      await startPodServer(sandbox, name, { udpPort: null, readyTimeoutMs: 30_000 });
-    }
     const endpoints = (family: "ipv4" | "ipv6") =>
       Object.entries(PODS).map(([pod, addresses]) => ({ ip: addresses[family], node: NODE, pod }));
     daemon = await ProxyDaemon.start(sandbox, {
@@ -104,13 +103,7 @@ describe("IPv6 Services through ip6tables on a dual-stack node", () => {
     });
   });
 
-  after(async () => {
-    try {
-      await daemon?.dispose();
-    } finally {
-      await sandbox.dispose();
-    }
-  });
+  after(() => disposeProxyNode(daemon, sandbox));
 
   it("writes the IPv6 Service into ip6tables only, and the IPv4 one into iptables only", async () => {
     const v6 = await daemon.save("IPv6", "nat");

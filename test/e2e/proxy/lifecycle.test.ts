@@ -1,16 +1,16 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { probe } from "../../../src/sandbox/client.ts";
-import { startPodServer } from "../../../src/sandbox/servers.ts";
-import { Sandbox } from "../../../src/sandbox/topology.ts";
+import type { Sandbox } from "../../../src/sandbox/topology.ts";
 import {
-  addNodeDefaultRoute,
   daemonArgv,
+  disposeProxyNode,
   endpointSlice,
   nodeObject,
   ProxyDaemon,
   service,
   sleep,
+  startProxyNode,
 } from "../../support/daemon.ts";
 import type { Family } from "../../support/daemon.ts";
 import { startEchoServer, TrafficClient } from "../../support/traffic.ts";
@@ -130,15 +130,13 @@ describe("the daemon among other components' rules, across restarts and cleanup"
     (await sandbox.exec(NODE, [family === "IPv4" ? "iptables-save" : "ip6tables-save"])).stdout;
 
   before(async () => {
-    sandbox = await Sandbox.create({ prefix: "kptpxlife" });
-    await sandbox.addNode(NODE, { ipv4: NODE_IP, podCIDR: "10.244.0.0/24" });
-    await sandbox.addExternal(CLIENT, { ipv4: "192.168.50.2", gateway: NODE, routes: ["10.1.0.0/16"] });
-    await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
-    for (const [name, ipv4] of Object.entries(PODS)) {
-      await sandbox.addPod(NODE, name, { ipv4 });
-      await startPodServer(sandbox, name, { udpPort: null, readyTimeoutMs: 30_000 });
-      await startEchoServer(sandbox, name, ECHO_PORT);
-    }
+    sandbox = await startProxyNode("kptpxlife", {
+      node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
+      client: { name: CLIENT, ipv4: "192.168.50.2", routes: ["10.1.0.0/16"] },
+      pods: PODS,
+      podServer: { udpPort: null, readyTimeoutMs: 30_000 },
+      onPod: (box, pod) => startEchoServer(box, pod, ECHO_PORT),
+    });
     await sandbox.exec(NODE, ["iptables-restore", "--noflush"], { stdin: FOREIGN_RULES });
     await sandbox.exec(NODE, ["ip6tables-restore", "--noflush"], {
       stdin: FOREIGN_RULES.replace(
@@ -177,13 +175,7 @@ describe("the daemon among other components' rules, across restarts and cleanup"
     });
   });
 
-  after(async () => {
-    try {
-      await daemon?.dispose();
-    } finally {
-      await sandbox.dispose();
-    }
-  });
+  after(() => disposeProxyNode(daemon, sandbox));
 
   it("keeps foreign chains and rules in nat and filter through every sync", async () => {
     const expected = foreignLines(beforeProxy.get("IPv4") ?? "");
