@@ -20,12 +20,12 @@ import { Sandbox } from "../src/sandbox/topology.ts";
 import { startSecureServer } from "../test/support/apiserver-fixtures.ts";
 import { NetnsApiBridge } from "../test/support/apiserver-netns.ts";
 import {
-  daemonArgv,
   endpointSlice,
-  metricValue,
+  nodeMetrics,
   nodeObject,
   service,
   sleep,
+  startApiServerDaemon,
   waitFor,
 } from "../test/support/daemon.ts";
 
@@ -89,34 +89,17 @@ async function measure(size: number, changes: number, minSync: string): Promise<
       if (i < size) secure.server.put(slice);
     }
     bridge = await NetnsApiBridge.start(sandbox, NODE, secure);
-    const daemon = sandbox.spawn(NODE, [
-      ...daemonArgv(),
-      "--kubeconfig",
-      bridge.kubeconfig,
-      "--hostname-override",
-      NODE,
-      "--cluster-cidr",
-      "10.244.0.0/16",
-      "--iptables-min-sync-period",
-      minSync,
-      "--metrics-bind-address",
-      METRICS,
-      "--healthz-bind-address",
-      "",
-    ]);
-    const metrics = async () =>
-      (await sandbox.exec(NODE, ["curl", "-sS", "--max-time", "2", `http://${METRICS}/metrics`])).stdout;
-    const lastSync = async () =>
-      metricValue(await metrics(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "IPv4") ?? 0;
+    const metrics = () => nodeMetrics(sandbox, NODE, METRICS);
     const started = Date.now();
-    await waitFor(
-      `the first sync of ${size} Services`,
-      async () => {
-        if (!daemon.running) throw new Error(`the daemon exited:\n${daemon.stderr.slice(-3000)}`);
-        return (await lastSync()) > 0 ? true : undefined;
-      },
-      600_000,
-    );
+    const daemon = await startApiServerDaemon(sandbox, {
+      node: NODE,
+      kubeconfig: bridge.kubeconfig,
+      minSyncPeriod: minSync,
+      metricsAddress: METRICS,
+      healthzAddress: "",
+      args: ["--cluster-cidr", "10.244.0.0/16"],
+      startTimeoutMs: 600_000,
+    });
     const firstSyncMs = Date.now() - started;
     const minSyncMs = parseDuration(minSync, "--min-sync");
     const samples: number[] = [];

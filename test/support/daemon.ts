@@ -240,28 +240,101 @@ export class ProxyDaemon {
       this.metricsAddress,
       ...(this.options.args ?? []),
     ]);
-    const families = this.options.families ?? ["IPv4"];
-    const child = this.child;
-    await waitFor(
-      `the daemon's first sync (${families.join(", ")})`,
-      async () => {
-        if (!child.running) throw new WaitAbortedError("the daemon exited before its first sync");
-        const metrics = await this.metrics();
-        return families.every(
-          (f) => (metricValue(metrics, "kubeproxy_sync_proxy_rules_last_timestamp_seconds", f) ?? 0) > 0,
-        )
-          ? true
-          : undefined;
-      },
+    await waitForFirstSync(
+      this.child,
+      () => this.metrics(),
+      this.options.families ?? ["IPv4"],
       this.options.startTimeoutMs ?? 60_000,
       () => this.logTail(),
     );
   }
 }
 
+/** Waits until `child` has finished a first sync of every family; gives up at once if it exits. */
+export async function waitForFirstSync(
+  child: BackgroundProcess,
+  metrics: () => Promise<string>,
+  families: readonly Family[],
+  timeoutMs: number,
+  context: () => string,
+): Promise<void> {
+  await waitFor(
+    `the daemon's first sync (${families.join(", ")})`,
+    async () => {
+      if (!child.running) throw new WaitAbortedError("the daemon exited before its first sync");
+      const text = await metrics();
+      return families.every(
+        (f) => (metricValue(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds", f) ?? 0) > 0,
+      )
+        ? true
+        : undefined;
+    },
+    timeoutMs,
+    context,
+  );
+}
+
 /** argv that runs the CLI with this Node binary and tsx (append subcommand flags). */
 export function daemonArgv(): string[] {
   return [process.execPath, "--import", import.meta.resolve("tsx"), MAIN];
+}
+
+export interface ApiServerDaemonOptions {
+  /** Sandbox role of the node the proxy runs on; also its --hostname-override. */
+  readonly node: string;
+  /** A kubeconfig that reaches the API server from inside the node (NetnsApiBridge's). */
+  readonly kubeconfig: string;
+  readonly minSyncPeriod: string;
+  readonly metricsAddress: string;
+  /** "" turns the health server off. */
+  readonly healthzAddress: string;
+  /** Extra upstream flags, e.g. ["--cluster-cidr", "10.244.0.0/16"]. */
+  readonly args?: readonly string[];
+  /** Bound on process start-up plus the first full sync. */
+  readonly startTimeoutMs: number;
+}
+
+/**
+ * The daemon in API-server mode (`--kubeconfig`) inside the node's namespace, returned once its
+ * first IPv4 sync is done. If that sync does not come, the daemon is stopped again.
+ */
+export async function startApiServerDaemon(
+  sandbox: Sandbox,
+  options: ApiServerDaemonOptions,
+): Promise<BackgroundProcess> {
+  const { node } = options;
+  const child = sandbox.spawn(node, [
+    ...daemonArgv(),
+    "--kubeconfig",
+    options.kubeconfig,
+    "--hostname-override",
+    node,
+    "--iptables-min-sync-period",
+    options.minSyncPeriod,
+    "--healthz-bind-address",
+    options.healthzAddress,
+    "--metrics-bind-address",
+    options.metricsAddress,
+    ...(options.args ?? []),
+  ]);
+  try {
+    await waitForFirstSync(
+      child,
+      () => nodeMetrics(sandbox, node, options.metricsAddress),
+      ["IPv4"],
+      options.startTimeoutMs,
+      () => `\n--- daemon log (tail) ---\n${child.stderr.trimEnd().split("\n").slice(-30).join("\n")}`,
+    );
+    return child;
+  } catch (error) {
+    await child.stop();
+    throw error;
+  }
+}
+
+/** The /metrics text served at `address` inside `node`'s namespace. */
+export async function nodeMetrics(sandbox: Sandbox, node: string, address: string): Promise<string> {
+  return (await sandbox.exec(node, ["curl", "-sS", "--max-time", "2", `http://${address}/metrics`])).stdout;
 }
 
 /** A sample's value from Prometheus text for a metric with an `ip_family` label. */

@@ -13,10 +13,11 @@ import { NetnsApiBridge } from "../../support/apiserver-netns.ts";
 import {
   daemonArgv,
   endpointSlice,
-  metricValue,
+  nodeMetrics,
   nodeObject,
   service,
   sleep,
+  startApiServerDaemon,
   startProxyNode,
   waitFor,
 } from "../../support/daemon.ts";
@@ -78,8 +79,7 @@ describe("the daemon against an API server", () => {
   const log = () =>
     `\n--- daemon log (tail) ---\n${daemon.stderr.trimEnd().split("\n").slice(-30).join("\n")}`;
   const save = async (): Promise<string> => (await sandbox.exec(NODE, ["iptables-save"])).stdout;
-  const metrics = async (): Promise<string> =>
-    (await sandbox.exec(NODE, ["curl", "-sS", "--max-time", "2", `http://${METRICS}/metrics`])).stdout;
+  const metrics = (): Promise<string> => nodeMetrics(sandbox, NODE, METRICS);
   const kubectl = (...args: string[]) =>
     runner.run(
       ["kubectl", "--kubeconfig", secure.kubeconfig, "--cache-dir", join(manifestDir, "cache"), ...args],
@@ -124,35 +124,15 @@ describe("the daemon against an API server", () => {
     manifestDir = secure.pki.dir;
     secure.server.put(nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }));
     bridge = await NetnsApiBridge.start(sandbox, NODE, secure);
-    daemon = sandbox.spawn(NODE, [
-      ...daemonArgv(),
-      "--kubeconfig",
-      bridge.kubeconfig,
-      "--hostname-override",
-      NODE,
-      "--cluster-cidr",
-      "10.244.0.0/16",
-      "--iptables-min-sync-period",
-      `${MIN_SYNC_MS / 1000}s`,
-      "--healthz-bind-address",
-      "127.0.0.1:10256",
-      "--metrics-bind-address",
-      METRICS,
-    ]);
-    await waitFor(
-      "the daemon's first sync",
-      async () => {
-        if (!daemon.running) throw new Error("the daemon exited");
-        const value = metricValue(
-          await metrics(),
-          "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-          "IPv4",
-        );
-        return (value ?? 0) > 0 ? true : undefined;
-      },
-      60_000,
-      log,
-    );
+    daemon = await startApiServerDaemon(sandbox, {
+      node: NODE,
+      kubeconfig: bridge.kubeconfig,
+      minSyncPeriod: `${MIN_SYNC_MS / 1000}s`,
+      metricsAddress: METRICS,
+      healthzAddress: "127.0.0.1:10256",
+      args: ["--cluster-cidr", "10.244.0.0/16"],
+      startTimeoutMs: 60_000,
+    });
   });
 
   after(async () => {
