@@ -15,7 +15,7 @@ import type { ProxyState } from "../../proxy/types.ts";
 import { isServiceChainName, JUMP_CHAINS } from "./chains.ts";
 import { natFixedRuleLines, renderIptablesStream, writtenServicePorts } from "./render.ts";
 import { TransactionWriter, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";
-import type { IptablesSettings, RenderRequest, RenderResult } from "./types.ts";
+import type { IptablesSettings, RenderResult, StreamRenderRequest } from "./types.ts";
 
 /** Upstream proxyutil.FullSyncPeriod: a full resync at least this often (except large clusters). */
 export const FULL_SYNC_PERIOD_MS = 3_600_000;
@@ -114,11 +114,6 @@ export class IptablesProxier {
     const doFullSync =
       this.needFullSync || (started - this.lastFullSync > FULL_SYNC_PERIOD_MS && !this.largeClusterMode);
     const cleanupDue = !this.largeClusterMode || started - this.lastCleanup > this.options.syncPeriodMs;
-    // The kernel reads and the jump rules run in their own processes while the changes are
-    // applied and the first transaction is rendered; nothing of the sync is written before them.
-    const listing = cleanupDue && this.knownNatChains === null;
-    const tables = listing || doFullSync ? this.saveTables() : Promise.resolve(null);
-    let prepared = doFullSync ? this.prepareKernel(tables) : null;
     const pending: ApplyResult = store.applyPending();
     if (pending.topologyChanged) this.needFullSync = true;
     const fullSync = doFullSync || pending.topologyChanged;
@@ -127,38 +122,32 @@ export class IptablesProxier {
     for (const warning of pending.warnings)
       log.info({ object: warning.object, field: warning.field }, warning.reason);
 
+    // One `iptables-save` when the stale-chain listing or a full sync's jump rules need it; the
+    // writer starts it (`renderAndWrite`), so that it runs beside the render and the first restore.
+    const listing = cleanupDue && this.knownNatChains === null;
+    const kernel = new KernelReads(() => {
+      const tables = listing || fullSync ? this.saveTables() : Promise.resolve(null);
+      return { tables, prepared: fullSync ? this.prepareKernel(tables) : null };
+    });
     let result: RenderResult | null = null;
     let transactions = 0;
     try {
-      const dump = listing ? await tables : null;
-      const existingNatChains = cleanupDue
-        ? this.knownNatChains !== null
-          ? [...this.knownNatChains]
-          : dump === null
-            ? null
-            : chainsFromSave(dump, "nat")
-        : null;
-      if (fullSync) prepared ??= this.prepareKernel(tables);
       const previousTopLevel = fullSync ? null : this.lastTopLevel;
       this.lastTopLevel = null;
-      result = await this.renderAndWrite(
-        {
-          state: pending.state,
-          settings,
-          fullSync,
-          changedServices: pending.updatedServices,
-          existingNatChains,
-        },
+      const written = await this.renderAndWrite(
+        { state: pending.state, settings, fullSync, changedServices: pending.updatedServices },
         previousTopLevel,
-        prepared,
+        kernel,
+        () => this.existingNatChains(cleanupDue, kernel),
         () => transactions++,
       );
-      if (existingNatChains !== null) this.lastCleanup = started;
+      result = written.result;
+      if (written.existingNatChains !== null) this.lastCleanup = started;
       this.lastTopLevel = writtenTopLevel(result);
-      this.knownNatChains = knownAfter(this.knownNatChains ?? existingNatChains, result);
+      this.knownNatChains = knownAfter(this.knownNatChains ?? written.existingNatChains, result);
     } catch (error) {
-      // Whatever failed, the jump rules are not left running into the next sync.
-      await prepared?.catch(() => undefined);
+      // Whatever failed, the kernel reads and jump rules are not left running into the next sync.
+      await kernel.settled();
       this.needFullSync = true;
       this.knownNatChains = null;
       metrics?.iptables?.iptablesRestoreFailuresTotal.inc({ ip_family: family });
@@ -220,44 +209,52 @@ export class IptablesProxier {
    * Renders the sync and writes it, overlapping the two: while the kernel applies one bounded
    * transaction (iptables-restore runs in its own process), the next one is rendered here. Every
    * few Services the event loop gets a turn, so the restore in flight is never starved of its
-   * stdin. `prepared` (the jump rules of a full sync) runs meanwhile; its sections go in front of
-   * the first transaction. Transactions still reach the kernel one at a time and in order; the first
-   * failure stops the sync. A render error after some chunks were written leaves those Services' chains
-   * updated as complete units and the capture rules untouched (the next sync is a full one).
+   * stdin. Transactions reach the kernel one at a time and in order; the first failure stops the
+   * sync. A render error after some chunks were written leaves those Services' chains updated as
+   * complete units and the capture rules untouched (the next sync is a full one).
+   *
+   * The kernel reads (`iptables-save` for the stale-chain listing and the jump rules of a full
+   * sync) matter only to the transaction that carries the top level. A single payload waits for
+   * them; a chunked sync starts them once its first chunk is on its way, and its last transaction
+   * takes the jump-rule sections in front (the capture rules they lead to arrive in it too).
    */
   private async renderAndWrite(
-    request: RenderRequest,
+    request: StreamRenderRequest,
     previous: WrittenTopLevel | null,
-    prepared: Promise<string> | null,
+    kernel: KernelReads,
+    existingNatChains: () => Promise<readonly string[] | null>,
     onWritten: () => void,
-  ): Promise<RenderResult> {
+  ): Promise<{ result: RenderResult; existingNatChains: readonly string[] | null }> {
     const { ipt, settings } = this.options;
+    const expected = writtenServicePorts(request);
+    if (expected <= this.maxServicesPerTransaction) kernel.started();
     const writer = new TransactionWriter(
       this.maxServicesPerTransaction,
       previous,
       natFixedRuleLines(settings),
-      writtenServicePorts(request),
+      expected,
     );
-    let inFlight: Promise<unknown> | null = prepared;
-    // The jump rules' sections, written in front of the first transaction.
-    let jumpSections = prepared;
+    let inFlight: Promise<unknown> | null = null;
     const write = async (payload: string): Promise<void> => {
       if (inFlight !== null) await inFlight;
-      const text = jumpSections === null ? payload : (await jumpSections) + payload;
-      jumpSections = null;
-      const restore = ipt.restore(text, { noflush: true, counters: true }).then(onWritten);
+      const restore = ipt.restore(payload, { noflush: true, counters: true }).then(onWritten);
       restore.catch(() => undefined);
       inFlight = restore;
+      kernel.started();
     };
     const render = renderIptablesStream(request);
     try {
       let blocks = 0;
       for (let step = render.next(); ; step = render.next()) {
         if (step.done === true) {
-          for (const payload of writer.finish(step.value)) await write(payload);
-          if (jumpSections !== null && (await jumpSections) !== "") await write("");
+          const existing = await existingNatChains();
+          const result = step.value(existing);
+          const payloads = writer.finish(result);
+          const jumpSections = (await kernel.started().prepared) ?? "";
+          if (jumpSections !== "") payloads.push(jumpSections + (payloads.pop() ?? ""));
+          for (const payload of payloads) await write(payload);
           if (inFlight !== null) await inFlight;
-          return step.value;
+          return { result, existingNatChains: existing };
         }
         const payload = writer.add(step.value);
         if (payload !== null) await write(payload);
@@ -266,6 +263,17 @@ export class IptablesProxier {
     } finally {
       if (inFlight !== null) await (inFlight as Promise<unknown>).catch(() => undefined);
     }
+  }
+
+  /** nat chains in the kernel before this sync, for the stale-chain deletion; null = not this time. */
+  private async existingNatChains(
+    cleanupDue: boolean,
+    kernel: KernelReads,
+  ): Promise<readonly string[] | null> {
+    if (!cleanupDue) return null;
+    if (this.knownNatChains !== null) return [...this.knownNatChains];
+    const dump = await kernel.started().tables;
+    return dump === null ? null : chainsFromSave(dump, "nat");
   }
 
   /** Service chains of the kernel for tests and the web view: null = not known without listing. */
@@ -364,4 +372,27 @@ function knownAfter(
   const known = new Set(result.activeNatChains);
   for (const chain of before) if (isServiceChainName(chain) && !deleted.has(chain)) known.add(chain);
   return known;
+}
+
+/**
+ * The kernel reads of one sync, started once, when the writer first needs them: the
+ * `iptables-save` dump and, on a full sync, the jump-rule sections made from it.
+ */
+class KernelReads {
+  private reads: { tables: Promise<string | null>; prepared: Promise<string> | null } | null = null;
+
+  constructor(
+    private readonly start: () => { tables: Promise<string | null>; prepared: Promise<string> | null },
+  ) {}
+
+  started(): { tables: Promise<string | null>; prepared: Promise<string> | null } {
+    this.reads ??= this.start();
+    return this.reads;
+  }
+
+  /** Resolves once whatever was started has finished, failed or not. */
+  async settled(): Promise<void> {
+    await this.reads?.tables;
+    await this.reads?.prepared?.catch(() => undefined);
+  }
 }

@@ -38,11 +38,13 @@ import {
   servicePortChainNames,
 } from "./chains.ts";
 import type {
+  FinishRender,
   IptablesSettings,
   LocalDetector,
   RenderRequest,
   RenderResult,
   ServiceChainsBlock,
+  StreamRenderRequest,
 } from "./types.ts";
 
 const chainLine = (chain: string): string => `:${chain} - [0:0]`;
@@ -182,7 +184,7 @@ function renderServicePort(
   ctx: Ctx,
   sp: ServicePort,
   allEndpoints: readonly Endpoint[],
-  req: RenderRequest,
+  req: StreamRenderRequest,
 ): ServiceOutput {
   const { settings } = ctx;
   const spn = safe(servicePortNameString(sp.name), "service port name");
@@ -447,8 +449,8 @@ function textOf(lines: readonly string[]): string {
 interface MemoEntry {
   readonly endpoints: readonly Endpoint[];
   readonly settings: IptablesSettings;
-  readonly featureGates: RenderRequest["featureGates"];
-  readonly nodeLabels: RenderRequest["state"]["nodeLabels"];
+  readonly featureGates: StreamRenderRequest["featureGates"];
+  readonly nodeLabels: StreamRenderRequest["state"]["nodeLabels"];
   readonly largeClusterMode: boolean;
   readonly out: ServiceOutput;
 }
@@ -467,7 +469,7 @@ function renderServicePortMemo(
   ctx: Ctx,
   sp: ServicePort,
   endpoints: readonly Endpoint[],
-  req: RenderRequest,
+  req: StreamRenderRequest,
 ): ServiceOutput {
   const hit = serviceOutputs.get(sp);
   if (
@@ -506,7 +508,7 @@ export function natFixedRuleLines(settings: IptablesSettings): string[] {
 const serviceOf = (sp: ServicePort): string => `${sp.name.namespace}/${sp.name.name}`;
 
 /** How many `ServiceChainsBlock`s a render of `req` writes (what `renderIptablesStream` yields). */
-export function writtenServicePorts(req: RenderRequest): number {
+export function writtenServicePorts(req: StreamRenderRequest): number {
   if (req.fullSync) return req.state.services.size;
   let written = 0;
   for (const sp of req.state.services.values()) if (req.changedServices.has(serviceOf(sp))) written++;
@@ -518,16 +520,20 @@ export function renderIptables(req: RenderRequest): RenderResult {
   const render = renderIptablesStream(req);
   for (;;) {
     const step = render.next();
-    if (step.done === true) return step.value;
+    if (step.done === true) return step.value(req.existingNatChains);
   }
 }
 
 /**
  * `renderIptables` one written Service port at a time: yields each `ServiceChainsBlock` as soon
- * as it is rendered (in the order of `nat.serviceBlocks`) and returns the whole result, so a
- * writer can send the first blocks to the kernel while the rest is still being rendered.
+ * as it is rendered (in the order of `nat.serviceBlocks`), so a writer can send the first blocks
+ * to the kernel while the rest is still being rendered. It returns the function that completes
+ * the result once the kernel's nat chains are listed (the stale-chain deletions come after every
+ * Service), so the listing need not hold up the first blocks either.
  */
-export function* renderIptablesStream(req: RenderRequest): Generator<ServiceChainsBlock, RenderResult, void> {
+export function* renderIptablesStream(
+  req: StreamRenderRequest,
+): Generator<ServiceChainsBlock, FinishRender, void> {
   const { state, settings, fullSync, changedServices } = req;
   const ipv4 = settings.family === "IPv4";
   const mark = safe(settings.masqueradeMark, "masqueradeMark");
@@ -597,13 +603,6 @@ export function* renderIptablesStream(req: RenderRequest): Generator<ServiceChai
     }
   }
 
-  const deletedChains =
-    req.existingNatChains === null
-      ? []
-      : [...new Set(req.existingNatChains)]
-          .filter((c) => isServiceChainName(c) && !activeNatChains.has(c))
-          .sort();
-
   const tailRuleLines = nodePortTailRules(settings, npa, localhostNodePorts);
 
   if (!settings.conntrackTCPLiberal) {
@@ -617,46 +616,53 @@ export function* renderIptablesStream(req: RenderRequest): Generator<ServiceChai
     `-A ${KUBE_FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
   );
 
-  const deletedChainLines = deletedChains.map(chainLine);
-  const deleteLines = deletedChains.map((c) => `-X ${c}`);
-  // Built on first use: a sync split into bounded transactions never needs the single document.
-  let payload: string | null = null;
-  const buildPayload = (): string => {
-    const parts: string[] = [
-      textOf(["*filter", ...filterChainLines, ...filterRules, "COMMIT", "*nat", ...natTopChainLines]),
-    ];
-    for (const { out, written } of outputs) if (written) parts.push(out.chainText);
-    parts.push(textOf([...deletedChainLines, ...natFixedRules]));
-    for (const { out, written } of outputs) {
-      parts.push(textOf(out.captureRules));
-      if (written) parts.push(out.ruleText);
-    }
-    parts.push(textOf([...deleteLines, ...tailRuleLines, "COMMIT"]));
-    return parts.join("");
-  };
-
   const natRulesWritten = natFixedRules.length + writtenNatRules + tailRuleLines.length;
-  return {
-    get payload() {
-      payload ??= buildPayload();
-      return payload;
-    },
-    filter: { chainLines: filterChainLines, ruleLines: filterRules },
-    nat: {
-      topChainLines: natTopChainLines,
-      fixedRuleLines: natFixedRules,
-      captureRuleLines,
-      serviceBlocks,
-      deletedChains,
-      tailRuleLines,
-    },
-    activeNatChains,
-    counts: {
-      filterRules: filterRules.length,
-      natRulesWritten,
-      natRulesTotal: natRulesWritten + skippedNatRules,
-    },
-    largeClusterMode,
-    noLocalEndpoints: { internal: noLocalInternal, external: noLocalExternal },
+  return (existingNatChains) => {
+    const deletedChains =
+      existingNatChains === null
+        ? []
+        : [...new Set(existingNatChains)]
+            .filter((c) => isServiceChainName(c) && !activeNatChains.has(c))
+            .sort();
+    const deletedChainLines = deletedChains.map(chainLine);
+    const deleteLines = deletedChains.map((c) => `-X ${c}`);
+    // Built on first use: a sync split into bounded transactions never needs the single document.
+    let payload: string | null = null;
+    const buildPayload = (): string => {
+      const parts: string[] = [
+        textOf(["*filter", ...filterChainLines, ...filterRules, "COMMIT", "*nat", ...natTopChainLines]),
+      ];
+      for (const { out, written } of outputs) if (written) parts.push(out.chainText);
+      parts.push(textOf([...deletedChainLines, ...natFixedRules]));
+      for (const { out, written } of outputs) {
+        parts.push(textOf(out.captureRules));
+        if (written) parts.push(out.ruleText);
+      }
+      parts.push(textOf([...deleteLines, ...tailRuleLines, "COMMIT"]));
+      return parts.join("");
+    };
+    return {
+      get payload() {
+        payload ??= buildPayload();
+        return payload;
+      },
+      filter: { chainLines: filterChainLines, ruleLines: filterRules },
+      nat: {
+        topChainLines: natTopChainLines,
+        fixedRuleLines: natFixedRules,
+        captureRuleLines,
+        serviceBlocks,
+        deletedChains,
+        tailRuleLines,
+      },
+      activeNatChains,
+      counts: {
+        filterRules: filterRules.length,
+        natRulesWritten,
+        natRulesTotal: natRulesWritten + skippedNatRules,
+      },
+      largeClusterMode,
+      noLocalEndpoints: { internal: noLocalInternal, external: noLocalExternal },
+    };
   };
 }

@@ -55,6 +55,15 @@ export interface RenderRequest {
   readonly featureGates?: Partial<FeatureGates>;
 }
 
+/**
+ * A render without the kernel's chain listing (`renderIptablesStream`): the listing only decides
+ * the stale-chain deletions, which come after every Service, so it is given at the end.
+ */
+export type StreamRenderRequest = Omit<RenderRequest, "existingNatChains">;
+
+/** Completes a streamed render once the listing is known (`RenderRequest.existingNatChains`). */
+export type FinishRender = (existingNatChains: readonly string[] | null) => RenderResult;
+
 /** One Service's nat chains (§3.6) as written in a sync: declarations and rules. */
 export interface ServiceChainsBlock {
   /** `ns/name`. */

@@ -7,7 +7,7 @@ import { IptablesProxier } from "../../../src/backends/iptables/proxier.ts";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
 import { restoreTransactions } from "../../support/transactions.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
-import type { RestoreOptions } from "../../../src/kernel/iptables.ts";
+import type { RestoreOptions, SaveOptions, Table } from "../../../src/kernel/iptables.ts";
 import { ensureJumpRules } from "../../support/jumprules.ts";
 import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
 import { FakeClock } from "../../../src/proxy/clock.ts";
@@ -66,7 +66,7 @@ function withoutJumpSections(payload: string): string {
   return rest;
 }
 
-/** The sync's own restores, without the jump-rule sections a full sync puts in front of the first one. */
+/** The sync's own restores, without the jump-rule sections a full sync puts in front of its top-level one. */
 const restores = (ipt: FakeIptables) =>
   ipt.calls.filter((c) => c.op === "restore").map((c) => withoutJumpSections(c.payload ?? ""));
 /** Reads of the kernel's tables (the stale-chain listing and the jump rules share one). */
@@ -175,8 +175,16 @@ class SlowIptables extends FakeIptables {
   restoresStarted = 0;
   /** 1-based number of the restore call that fails (at its first line). */
   failRestoreNumber: number | null = null;
+  /** Restores and saves in the order they were started. */
+  readonly started: ("restore" | "save")[] = [];
+
+  override save(table?: Table, options?: SaveOptions): Promise<string> {
+    this.started.push("save");
+    return super.save(table, options);
+  }
 
   override async restore(payload: string, options?: RestoreOptions): Promise<void> {
+    this.started.push("restore");
     this.restoresStarted++;
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
@@ -237,15 +245,32 @@ test("a restore failing in the middle of a chunked sync stops it before the capt
   assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
 });
 
-test("the jump rules travel with the first transaction: when it fails, nothing of the sync is applied", async () => {
+test("a chunked sync sends its first chunk before reading the kernel; a single payload reads first", async () => {
+  const chunked = new SlowIptables();
+  await setup(5, 2, chunked).proxier.syncProxyRules();
+  assert.deepEqual(chunked.started, ["restore", "save", "restore", "restore", "restore"]);
+  const single = new SlowIptables();
+  await setup(2, 2, single).proxier.syncProxyRules();
+  assert.deepEqual(single.started, ["save", "restore"]);
+});
+
+test("the jump rules travel with the last transaction, beside the capture rules they lead to", async () => {
   const ipt = new SlowIptables();
   const { proxier } = setup(5, 2, ipt);
-  ipt.failRestoreNumber = 1;
+  ipt.failRestoreNumber = 4; // 3 chunks of at most 2 Services, then the top level
   await assert.rejects(proxier.syncProxyRules(), /line 1/);
-  assert.equal(restores(ipt).length, 1, "the failed first transaction, nothing after it");
+  const payloads = ipt.calls.filter((c) => c.op === "restore").map((c) => c.payload ?? "");
+  assert.equal(payloads.length, 4);
+  for (const chunk of payloads.slice(0, 3)) assert.doesNotMatch(chunk, /-I PREROUTING/);
+  assert.match(payloads[3] ?? "", /-I PREROUTING 1 [\s\S]*-A KUBE-SERVICES /);
   assert.equal(ipt.inFlight, 0);
-  assert.deepEqual(ipt.rules("nat", "PREROUTING"), []);
-  assert.doesNotMatch(await ipt.save("nat"), /KUBE-SVC-/);
+  assert.deepEqual(
+    ipt.rules("nat", "PREROUTING"),
+    [],
+    "no jump into chains the failed transaction would have filled",
+  );
+  assert.match(await ipt.save("nat"), /KUBE-SVC-/, "the chunks before it were applied");
+  assert.doesNotMatch(await ipt.save("nat"), /-A KUBE-SERVICES /);
 });
 
 test("a render error in the middle of a chunked sync waits for the restore in flight and writes nothing more", async () => {
