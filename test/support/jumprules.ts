@@ -4,7 +4,7 @@ import { ensureJumpRulesOneByOne, jumpRuleTables, jumpRulesSection } from "../..
 
 /**
  * Installs the jump rules on their own, as a full sync does (the proxier puts the same sections
- * in front of its first transaction): each table read once with iptables-save, what is missing
+ * in front of the transaction that carries its top level): each table read once with iptables-save, what is missing
  * added in one restore per table (`jumpRulesSection`), or rule by rule when the dump is unclear.
  */
 export async function ensureJumpRules(ipt: IptablesInterface, rows: readonly JumpRule[]): Promise<void> {

@@ -284,12 +284,12 @@ export class IptablesProxier {
   /**
    * What a full sync needs in the kernel besides its own chains: the jump rules from the built-in
    * chains (upstream EnsureChain + EnsureRule) and the nfacct counters. Returns the restore
-   * sections adding the missing jump rules, which go in front of the sync's first transaction:
-   * the same rules as upstream's commands, without two more iptables-restore processes.
+   * sections adding the missing jump rules, which go in front of the transaction that carries the
+   * top level: the same rules as upstream's commands, without two more iptables-restore processes.
    */
   private prepareKernel(tables: Promise<string | null>): Promise<string> {
     const prepared = this.jumpSectionsAndCounters(tables);
-    // Awaited before the first write (or when the sync fails); until then a failure must not go unhandled.
+    // Awaited before the top-level write (or when the sync fails); until then a failure must not go unhandled.
     prepared.catch(() => undefined);
     return prepared;
   }

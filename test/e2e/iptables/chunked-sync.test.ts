@@ -1,5 +1,5 @@
 /**
- * The proxier's way of writing a large sync (jump rules in front of the first transaction,
+ * The proxier's way of writing a large sync (jump rules in front of the last transaction,
  * bounded chunks that ramp up, the capture rules swapped last, in-place edits and stale-chain
  * deletions on later syncs) must leave the real kernel exactly as upstream's single payload
  * does. Each step runs the real IptablesProxier against a namespace that also holds a foreign
