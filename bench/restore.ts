@@ -4,7 +4,7 @@
  * payload can run for many minutes, and a capped run is reported as "> cap", never as a time.
  */
 import { ExecError } from "../src/kernel/exec.ts";
-import { iptablesBinaries } from "../src/kernel/iptables.ts";
+import { iptablesBinaries, type RestorePayload } from "../src/kernel/iptables.ts";
 import { runner } from "./netns.ts";
 
 export type Backend = "nft" | "legacy";
@@ -17,7 +17,7 @@ export type Timing =
 export interface RestoreCall {
   readonly backend: Backend;
   readonly netns: string;
-  readonly payload: string;
+  readonly payload: RestorePayload;
   /** `--test`: parse and build the ruleset without committing it. */
   readonly test?: boolean;
   readonly capMs: number;

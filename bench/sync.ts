@@ -13,7 +13,13 @@ import {
   type SyncReport,
 } from "../src/backends/iptables/proxier.ts";
 import { Iptables } from "../src/kernel/iptables.ts";
-import type { IptablesInterface, RestoreOptions, RulePosition, Table } from "../src/kernel/iptables.ts";
+import type {
+  IptablesInterface,
+  RestoreOptions,
+  RestorePayload,
+  RulePosition,
+  Table,
+} from "../src/kernel/iptables.ts";
 import { createLogger } from "../src/log.ts";
 import { ProxyStateStore } from "../src/proxy/changetracker.ts";
 import { realClock } from "../src/proxy/clock.ts";
@@ -28,13 +34,18 @@ import type { SyntheticCluster } from "./synthetic.ts";
 
 /** Where the proxier's time went, from the wrapper's point of view. */
 interface KernelCalls {
-  restores: { payload: string; ms: number; startedAt: number }[];
+  restores: { payload: RestorePayload; ms: number; startedAt: number }[];
   /** iptables-save (stale-chain listing). */
   saveMs: number;
   /** Single iptables commands (jump rules, chain checks). */
   commandMs: number;
   commands: number;
 }
+
+const byteLength = (payload: RestorePayload): number =>
+  typeof payload === "string"
+    ? Buffer.byteLength(payload)
+    : payload.reduce((a, p) => a + Buffer.byteLength(p), 0);
 
 const noCalls = (): KernelCalls => ({ restores: [], saveMs: 0, commandMs: 0, commands: 0 });
 
@@ -65,7 +76,7 @@ class RecordingIptables implements IptablesInterface {
     }
   }
 
-  async restore(payload: string, options?: RestoreOptions): Promise<void> {
+  async restore(payload: RestorePayload, options?: RestoreOptions): Promise<void> {
     const started = performance.now();
     await this.inner.restore(payload, options);
     this.calls.restores.push({ payload, ms: performance.now() - started, startedAt: started });
@@ -186,7 +197,7 @@ function phase(
     saveMs: calls.saveMs,
     commandMs: calls.commandMs,
     commands: calls.commands,
-    payloadBytes: calls.restores.reduce((a, r) => a + Buffer.byteLength(r.payload), 0),
+    payloadBytes: calls.restores.reduce((a, r) => a + byteLength(r.payload), 0),
     bare: bare.total,
     bareEach: bare.each,
     restoreEach: calls.restores.map((r) => r.ms),

@@ -1,6 +1,7 @@
 import type { IPFamily } from "../proxy/types.ts";
 import { ExecError } from "./exec.ts";
 import {
+  payloadText,
   quoteRuleArg,
   restoreErrorFor,
   splitRuleArgs,
@@ -12,6 +13,7 @@ import type {
   IptablesInterface,
   IptablesVersion,
   RestoreOptions,
+  RestorePayload,
   RulePosition,
   SaveOptions,
   Table,
@@ -150,7 +152,8 @@ export class FakeIptables implements IptablesInterface {
     return Promise.resolve(this.versionInfo);
   }
 
-  restore(payload: string, options: RestoreOptions = {}): Promise<void> {
+  restore(input: RestorePayload, options: RestoreOptions = {}): Promise<void> {
+    const payload = payloadText(input);
     const noflush = options.noflush ?? true;
     this.calls.push({ op: "restore", payload, noflush });
     const argv = [

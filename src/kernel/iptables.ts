@@ -34,10 +34,21 @@ export interface SaveOptions {
   readonly counters?: boolean;
 }
 
+/**
+ * An iptables-restore input: text, or the pieces of a text in order (a large sync passes its
+ * blocks as they are, see `ProcessRunner`'s stdin).
+ */
+export type RestorePayload = string | readonly string[];
+
+/** The text of a payload given as pieces. */
+export function payloadText(payload: RestorePayload): string {
+  return typeof payload === "string" ? payload : payload.join("");
+}
+
 /** What the proxier, the canary monitor and cleanup need from one IP family's iptables. */
 export interface IptablesInterface {
   readonly family: IPFamily;
-  restore(payload: string, options?: RestoreOptions): Promise<void>;
+  restore(payload: RestorePayload, options?: RestoreOptions): Promise<void>;
   /** `iptables-save [-c] [-t table]` output. */
   save(table?: Table, options?: SaveOptions): Promise<string>;
   /** Chain names (built-in and user) of one table, in save order. */
@@ -292,7 +303,7 @@ export class Iptables implements IptablesInterface {
     };
   }
 
-  async restore(payload: string, options: RestoreOptions = {}): Promise<void> {
+  async restore(payload: RestorePayload, options: RestoreOptions = {}): Promise<void> {
     const { restoreWaitFlags } = await this.version();
     const argv = [this.binaries.restore, ...restoreWaitFlags];
     if (options.noflush ?? true) argv.push("--noflush");
@@ -301,7 +312,7 @@ export class Iptables implements IptablesInterface {
       await this.runner.run(argv, { stdin: payload, netns: this.netns, timeoutMs: this.restoreTimeoutMs });
     } catch (err) {
       if (err instanceof ExecError) {
-        throw restoreErrorFor(err.argv, err.exitCode, err.stderr, payload, err);
+        throw restoreErrorFor(err.argv, err.exitCode, err.stderr, payloadText(payload), err);
       }
       throw err;
     }

@@ -1,7 +1,8 @@
 import { TransactionWriter, type WrittenTopLevel } from "../../src/backends/iptables/transactions.ts";
+import { payloadText } from "../../src/kernel/iptables.ts";
 import type { RenderResult } from "../../src/backends/iptables/types.ts";
 
-/** All transactions the proxier's `TransactionWriter` makes of a finished render, in order. */
+/** All transactions the proxier's `TransactionWriter` makes of a finished render, in order, as text. */
 export function restoreTransactions(
   result: RenderResult,
   maxServicesPerTransaction: number,
@@ -17,8 +18,8 @@ export function restoreTransactions(
   const out: string[] = [];
   for (const block of blocks) {
     const transaction = writer.add(block);
-    if (transaction !== null) out.push(transaction);
+    if (transaction !== null) out.push(payloadText(transaction));
   }
-  out.push(...writer.finish(result));
+  out.push(...writer.finish(result).map(payloadText));
   return out;
 }

@@ -1,6 +1,6 @@
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Logger } from "pino";
-import type { IptablesInterface } from "../../kernel/iptables.ts";
+import type { IptablesInterface, RestorePayload } from "../../kernel/iptables.ts";
 import {
   chainsFromSave,
   ensureJumpRulesOneByOne,
@@ -235,7 +235,7 @@ export class IptablesProxier {
       expected,
     );
     let inFlight: Promise<unknown> | null = null;
-    const write = async (payload: string): Promise<void> => {
+    const write = async (payload: RestorePayload): Promise<void> => {
       if (inFlight !== null) await inFlight;
       const restore = ipt.restore(payload, { noflush: true, counters: true }).then(onWritten);
       restore.catch(() => undefined);
@@ -251,7 +251,7 @@ export class IptablesProxier {
           const result = step.value(existing);
           const payloads = writer.finish(result);
           const jumpSections = (await kernel.started().prepared) ?? "";
-          if (jumpSections !== "") payloads.push(jumpSections + (payloads.pop() ?? ""));
+          if (jumpSections !== "") payloads.push([jumpSections, ...pieces(payloads.pop() ?? "")]);
           for (const payload of payloads) await write(payload);
           if (inFlight !== null) await inFlight;
           return { result, existingNatChains: existing };
@@ -373,6 +373,9 @@ function knownAfter(
   for (const chain of before) if (isServiceChainName(chain) && !deleted.has(chain)) known.add(chain);
   return known;
 }
+
+const pieces = (payload: RestorePayload): readonly string[] =>
+  typeof payload === "string" ? [payload] : payload;
 
 /**
  * The kernel reads of one sync, started once, when the writer first needs them: the

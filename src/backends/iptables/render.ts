@@ -627,23 +627,28 @@ export function* renderIptablesStream(
     const deletedChainLines = deletedChains.map(chainLine);
     const deleteLines = deletedChains.map((c) => `-X ${c}`);
     // Built on first use: a sync split into bounded transactions never needs the single document.
+    let parts: string[] | null = null;
     let payload: string | null = null;
-    const buildPayload = (): string => {
-      const parts: string[] = [
+    const buildParts = (): string[] => {
+      const out: string[] = [
         textOf(["*filter", ...filterChainLines, ...filterRules, "COMMIT", "*nat", ...natTopChainLines]),
       ];
-      for (const { out, written } of outputs) if (written) parts.push(out.chainText);
-      parts.push(textOf([...deletedChainLines, ...natFixedRules]));
-      for (const { out, written } of outputs) {
-        parts.push(textOf(out.captureRules));
-        if (written) parts.push(out.ruleText);
+      for (const { out: service, written } of outputs) if (written) out.push(service.chainText);
+      out.push(textOf([...deletedChainLines, ...natFixedRules]));
+      for (const { out: service, written } of outputs) {
+        out.push(textOf(service.captureRules));
+        if (written) out.push(service.ruleText);
       }
-      parts.push(textOf([...deleteLines, ...tailRuleLines, "COMMIT"]));
-      return parts.join("");
+      out.push(textOf([...deleteLines, ...tailRuleLines, "COMMIT"]));
+      return out;
     };
     return {
+      get payloadParts() {
+        parts ??= buildParts();
+        return parts;
+      },
       get payload() {
-        payload ??= buildPayload();
+        payload ??= this.payloadParts.join("");
         return payload;
       },
       filter: { chainLines: filterChainLines, ruleLines: filterRules },

@@ -25,6 +25,7 @@
  * node a change then costs its own rules, not a rewrite of 10,000 capture rules; the kernel holds
  * the same rules as after upstream's partial sync. Too many edits fall back to the rewrite.
  */
+import type { RestorePayload } from "../../kernel/iptables.ts";
 import { KUBE_MARK_MASQ } from "./chains.ts";
 import type { RenderResult, ServiceChainsBlock } from "./types.ts";
 
@@ -61,7 +62,7 @@ export class TransactionWriter {
   }
 
   /** Takes the next written Service block; returns a transaction when a chunk is complete. */
-  add(block: ServiceChainsBlock): string | null {
+  add(block: ServiceChainsBlock): RestorePayload | null {
     this.pending.push(block);
     const size = this.ramp ? Math.min(this.max, FIRST_CHUNK_SERVICES * 2 ** this.chunks) : this.max;
     if (this.pending.length <= size) return null;
@@ -71,7 +72,7 @@ export class TransactionWriter {
   }
 
   /** The remaining transactions, once the whole result is rendered. */
-  finish(result: RenderResult): string[] {
+  finish(result: RenderResult): RestorePayload[] {
     const blocks = this.pending;
     this.pending = [];
     const edits = this.previous === null ? null : topLevelEdits(this.previous, writtenTopLevel(result));
@@ -80,7 +81,7 @@ export class TransactionWriter {
       const extra = stale.length + edits.nat.length + edits.filter.length > 0;
       return blocks.length > 0 || extra ? [serviceChunk(blocks, this.markMasqRule, edits, stale)] : [];
     }
-    if (this.chunks === 0) return [result.payload];
+    if (this.chunks === 0) return [result.payloadParts];
     return [serviceChunk(blocks, this.markMasqRule, null, []), topLevelTransaction(result)];
   }
 }
@@ -137,7 +138,8 @@ function topLevelEdits(previous: WrittenTopLevel, next: WrittenTopLevel): TopLev
 }
 
 /**
- * One transaction of service chains. With `edits` (the last one of a sync) it also carries the
+ * One transaction of service chains, in pieces (the blocks' texts are not joined: the writer
+ * writes pieces as they are). With `edits` (the last one of a sync) it also carries the
  * top-level edits and the stale-chain deletions: by then every rewritten chain that referred to a
  * stale chain has been rewritten, the capture rules that point at new chains come after those
  * chains, and the `-D` of a capture rule comes before the `-X` of its target.
@@ -147,7 +149,7 @@ function serviceChunk(
   markMasqRule: string | null,
   edits: TopLevelEdits | null,
   stale: readonly string[],
-): string {
+): string[] {
   const parts: string[] = [];
   if (edits !== null && edits.filter.length > 0) parts.push(`*filter\n${edits.filter.join("\n")}\nCOMMIT\n`);
   parts.push(`*nat\n:${KUBE_MARK_MASQ} - [0:0]\n`);
@@ -158,7 +160,7 @@ function serviceChunk(
   for (const line of edits?.nat ?? []) parts.push(`${line}\n`);
   for (const c of stale) parts.push(`-X ${c}\n`);
   parts.push("COMMIT\n");
-  return parts.join("");
+  return parts;
 }
 
 /**

@@ -78,6 +78,8 @@ export interface ServiceChainsBlock {
 export interface RenderResult {
   /** The iptables-restore document exactly as upstream writes it (filter, then nat). */
   readonly payload: string;
+  /** `payload` in pieces (per Service block), to write without joining them first. */
+  readonly payloadParts: readonly string[];
   /** The same content, structured, so that a writer can split it into bounded transactions. */
   readonly filter: { readonly chainLines: readonly string[]; readonly ruleLines: readonly string[] };
   readonly nat: {

@@ -7,7 +7,7 @@ import { IptablesProxier } from "../../../src/backends/iptables/proxier.ts";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
 import { restoreTransactions } from "../../support/transactions.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
-import type { RestoreOptions, SaveOptions, Table } from "../../../src/kernel/iptables.ts";
+import type { RestoreOptions, RestorePayload, SaveOptions, Table } from "../../../src/kernel/iptables.ts";
 import { ensureJumpRules } from "../../support/jumprules.ts";
 import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
 import { FakeClock } from "../../../src/proxy/clock.ts";
@@ -183,7 +183,7 @@ class SlowIptables extends FakeIptables {
     return super.save(table, options);
   }
 
-  override async restore(payload: string, options?: RestoreOptions): Promise<void> {
+  override async restore(payload: RestorePayload, options?: RestoreOptions): Promise<void> {
     this.started.push("restore");
     this.restoresStarted++;
     this.inFlight++;
