@@ -626,7 +626,8 @@ export function* renderIptablesStream(
             .sort();
     const deletedChainLines = deletedChains.map(chainLine);
     const deleteLines = deletedChains.map((c) => `-X ${c}`);
-    // Built on first use: a sync split into bounded transactions never needs the single document.
+    // Built on first use: a sync split into bounded transactions never needs the single document,
+    // and a caller of `payload` (render CLI, tests) does not keep the pieces next to the text.
     let parts: string[] | null = null;
     let payload: string | null = null;
     const buildParts = (): string[] => {
@@ -648,7 +649,7 @@ export function* renderIptablesStream(
         return parts;
       },
       get payload() {
-        payload ??= this.payloadParts.join("");
+        payload ??= (parts ?? buildParts()).join("");
         return payload;
       },
       filter: { chainLines: filterChainLines, ruleLines: filterRules },

@@ -71,6 +71,7 @@ test("raw layout is exactly spec §4.2's example (SyncProxyRulesRepeated step 3,
     "",
   ].join("\n");
   assert.equal(result.payload, expected);
+  assert.equal(result.payloadParts.join(""), expected, "the pieces a writer sends are the same text");
   assert.deepEqual(result.nat.deletedChains, ["KUBE-SEP-UHEGFW77JX3KXTOV", "KUBE-SVC-2VJB64SDSIJUP5T6"]);
   assert.equal(result.counts.natRulesWritten, 7);
   assert.equal(result.counts.natRulesTotal, 15);
