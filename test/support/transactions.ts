@@ -1,4 +1,8 @@
-import { TransactionWriter, type WrittenTopLevel } from "../../src/backends/iptables/transactions.ts";
+import {
+  TransactionWriter,
+  writtenTopLevel,
+  type WrittenTopLevel,
+} from "../../src/backends/iptables/transactions.ts";
 import { payloadText } from "../../src/kernel/iptables.ts";
 import type { RenderResult } from "../../src/backends/iptables/types.ts";
 
@@ -20,6 +24,6 @@ export function restoreTransactions(
     const transaction = writer.add(block);
     if (transaction !== null) out.push(payloadText(transaction));
   }
-  out.push(...writer.finish(result).map(payloadText));
+  out.push(...writer.finish(result, writtenTopLevel(result)).map(payloadText));
   return out;
 }

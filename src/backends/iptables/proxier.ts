@@ -143,7 +143,7 @@ export class IptablesProxier {
       );
       result = written.result;
       if (written.existingNatChains !== null) this.lastCleanup = started;
-      this.lastTopLevel = writtenTopLevel(result);
+      this.lastTopLevel = written.topLevel;
       this.knownNatChains = knownAfter(this.knownNatChains ?? written.existingNatChains, result);
     } catch (error) {
       // Whatever failed, the kernel reads and jump rules are not left running into the next sync.
@@ -224,7 +224,11 @@ export class IptablesProxier {
     kernel: KernelReads,
     existingNatChains: () => Promise<readonly string[] | null>,
     onWritten: () => void,
-  ): Promise<{ result: RenderResult; existingNatChains: readonly string[] | null }> {
+  ): Promise<{
+    result: RenderResult;
+    topLevel: WrittenTopLevel;
+    existingNatChains: readonly string[] | null;
+  }> {
     const { ipt, settings } = this.options;
     const expected = writtenServicePorts(request);
     if (expected <= this.maxServicesPerTransaction) kernel.started();
@@ -249,12 +253,13 @@ export class IptablesProxier {
         if (step.done === true) {
           const existing = await existingNatChains();
           const result = step.value(existing);
-          const payloads = writer.finish(result);
+          const topLevel = writtenTopLevel(result);
+          const payloads = writer.finish(result, topLevel);
           const jumpSections = (await kernel.started().prepared) ?? "";
           if (jumpSections !== "") payloads.push([jumpSections, ...pieces(payloads.pop() ?? "")]);
           for (const payload of payloads) await write(payload);
           if (inFlight !== null) await inFlight;
-          return { result, existingNatChains: existing };
+          return { result, topLevel, existingNatChains: existing };
         }
         const payload = writer.add(step.value);
         if (payload !== null) await write(payload);

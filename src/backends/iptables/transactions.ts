@@ -71,11 +71,14 @@ export class TransactionWriter {
     return serviceChunk(chunk, this.markMasqRule, null, []);
   }
 
-  /** The remaining transactions, once the whole result is rendered. */
-  finish(result: RenderResult): RestorePayload[] {
+  /**
+   * The remaining transactions, once the whole result is rendered; `topLevel` is
+   * `writtenTopLevel(result)`, which the caller also keeps for the next sync.
+   */
+  finish(result: RenderResult, topLevel: WrittenTopLevel): RestorePayload[] {
     const blocks = this.pending;
     this.pending = [];
-    const edits = this.previous === null ? null : topLevelEdits(this.previous, writtenTopLevel(result));
+    const edits = this.previous === null ? null : topLevelEdits(this.previous, topLevel);
     if (edits !== null) {
       const stale = result.nat.deletedChains;
       const extra = stale.length + edits.nat.length + edits.filter.length > 0;
