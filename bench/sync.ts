@@ -84,9 +84,6 @@ class RecordingIptables implements IptablesInterface {
   save(table?: Table) {
     return this.timed("saveMs", () => this.inner.save(table));
   }
-  listChains(table: Table) {
-    return this.timed("saveMs", () => this.inner.listChains(table));
-  }
   ensureChain(table: Table, chain: string) {
     return this.timed("commandMs", () => this.inner.ensureChain(table, chain));
   }

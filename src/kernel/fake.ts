@@ -330,12 +330,6 @@ export class FakeIptables implements IptablesInterface {
     return Promise.resolve(out.join("\n") + "\n");
   }
 
-  async listChains(table: Table): Promise<string[]> {
-    this.calls.push({ op: "listChains", table });
-    const chains = tableOf(this.tables, table);
-    return [...BUILTIN_CHAINS[table], ...[...chains.keys()].filter((c) => !chains.get(c)?.builtin).sort()];
-  }
-
   async ensureChain(table: Table, chain: string): Promise<boolean> {
     if (tableOf(this.tables, table).has(chain)) {
       this.calls.push({ op: "-N", table, chain });

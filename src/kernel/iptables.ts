@@ -51,8 +51,6 @@ export interface IptablesInterface {
   restore(payload: RestorePayload, options?: RestoreOptions): Promise<void>;
   /** `iptables-save [-c] [-t table]` output. */
   save(table?: Table, options?: SaveOptions): Promise<string>;
-  /** Chain names (built-in and user) of one table, in save order. */
-  listChains(table: Table): Promise<string[]>;
   /** Creates the chain; resolves true if it already existed. */
   ensureChain(table: Table, chain: string): Promise<boolean>;
   /** Adds the rule unless an identical one exists; resolves true if it already existed. */
@@ -323,10 +321,6 @@ export class Iptables implements IptablesInterface {
     if (options.counters === true) argv.push("-c");
     if (table !== undefined) argv.push("-t", table);
     return (await this.exec(argv)).stdout;
-  }
-
-  async listChains(table: Table): Promise<string[]> {
-    return chainsFromSave(await this.save(table), table);
   }
 
   async ensureChain(table: Table, chain: string): Promise<boolean> {

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { cleanupLeftovers, cleanupPayload } from "../../../src/backends/iptables/cleanup.ts";
 import { isServiceChainName } from "../../../src/backends/iptables/chains.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
+import { chainsFromSave } from "../../../src/kernel/iptables.ts";
 import { ensureJumpRules, jumpRows } from "../../support/jumprules.ts";
 
 const ROWS = jumpRows(
@@ -47,8 +48,19 @@ COMMIT
 `);
   const result = await cleanupLeftovers(ipt, ROWS);
   assert.deepEqual(result.errors, []);
-  assert.deepEqual(await ipt.listChains("nat"), ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "DOCKER"]);
-  assert.deepEqual(await ipt.listChains("filter"), ["INPUT", "FORWARD", "OUTPUT", "KUBE-FIREWALL"]);
+  assert.deepEqual(chainsFromSave(await ipt.save("nat"), "nat"), [
+    "PREROUTING",
+    "INPUT",
+    "OUTPUT",
+    "POSTROUTING",
+    "DOCKER",
+  ]);
+  assert.deepEqual(chainsFromSave(await ipt.save("filter"), "filter"), [
+    "INPUT",
+    "FORWARD",
+    "OUTPUT",
+    "KUBE-FIREWALL",
+  ]);
   assert.deepEqual(ipt.rules("filter", "INPUT"), ["-j KUBE-FIREWALL"]);
   assert.deepEqual(ipt.rules("nat", "PREROUTING"), ["-j DOCKER"]);
   assert.equal(await ipt.chainExists("mangle", "KUBE-PROXY-CANARY"), false);
