@@ -11,7 +11,7 @@
 import type { InvalidObjectError } from "../errors.ts";
 import { ANNOTATION_LAST_CHANGE_TRIGGER_TIME, LABEL_TOPOLOGY_ZONE, namespacedName } from "../k8s/objects.ts";
 import type { EndpointSlice, Node, Service } from "../k8s/objects.ts";
-import { mergeEndpoints, sliceEndpoints, sliceServiceName } from "./endpoints.ts";
+import { inSliceNameOrder, mergeEndpoints, sliceEndpoints, sliceServiceName } from "./endpoints.ts";
 import type { EndpointsContext, ServiceEndpoints } from "./endpoints.ts";
 import { resolveFeatureGates, servicePortsForFamily } from "./serviceport.ts";
 import type { FeatureGates } from "./serviceport.ts";
@@ -220,7 +220,9 @@ export class EndpointsChangeTracker {
       }
       tracker.pending.clear();
       const previous = tracker.merged;
-      tracker.merged = mergeEndpoints(inNameOrder(tracker.applied).map((t) => t.endpoints.byPort));
+      tracker.merged = mergeEndpoints(
+        inSliceNameOrder([...tracker.applied], ([name]) => name).map(([, t]) => t.endpoints.byPort),
+      );
       changes.set(svcNN, { previous, current: tracker.merged });
       if (tracker.applied.size === 0) this.trackers.delete(svcNN);
     }
@@ -231,13 +233,6 @@ export class EndpointsChangeTracker {
     this.problems = [];
     return { changes, triggerTimes, warnings, problems };
   }
-}
-
-/** A Service's slices in name order (dedup across slices must not depend on arrival order). */
-function inNameOrder(applied: ReadonlyMap<string, TrackedSlice>): TrackedSlice[] {
-  const names = [...applied.keys()];
-  if (names.length > 1) names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  return names.map((name) => applied.get(name)!);
 }
 
 export interface ApplyResult {

@@ -34,9 +34,7 @@ export function sliceServiceName(slice: EndpointSlice): string | null {
  * order (upstream iterates a Go map).
  */
 export function serviceEndpoints(slices: readonly EndpointSlice[], ctx: EndpointsContext): ServiceEndpoints {
-  const ordered =
-    slices.length > 1 ? [...slices].sort((a, b) => cmp(a.metadata.name, b.metadata.name)) : slices;
-  const parts = ordered.map((slice) => sliceEndpoints(slice, ctx));
+  const parts = inSliceNameOrder(slices, (s) => s.metadata.name).map((slice) => sliceEndpoints(slice, ctx));
   return { byPort: mergeEndpoints(parts.map((p) => p.byPort)), warnings: parts.flatMap((p) => p.warnings) };
 }
 
@@ -73,6 +71,14 @@ export function sliceEndpoints(slice: EndpointSlice, ctx: EndpointsContext): Ser
     if (list.length > 0) byPort.set(key, dedupSorted(sortEndpoints(list)));
   }
   return { byPort, warnings };
+}
+
+/**
+ * A Service's slices (or what is kept of them) in name order: deduplication across slices must not
+ * depend on arrival order (upstream iterates a Go map).
+ */
+export function inSliceNameOrder<T>(items: readonly T[], nameOf: (item: T) => string): readonly T[] {
+  return items.length > 1 ? [...items].sort((a, b) => cmp(nameOf(a), nameOf(b))) : items;
 }
 
 /**
