@@ -8,9 +8,8 @@ import { loadavg } from "node:os";
 import { Registry } from "prom-client";
 import type { RenderResult } from "../src/backends/iptables/types.ts";
 import {
-  IptablesProxier,
+  iptablesProxier,
   maxServicesPerTransaction,
-  type SyncReport,
 } from "../src/backends/iptables/proxier.ts";
 import { Iptables } from "../src/kernel/iptables.ts";
 import type {
@@ -243,7 +242,7 @@ async function benchProxier(backend: Backend, netns: string, cluster: SyntheticC
   for (const svc of cluster.services) store.serviceChanges.update(null, svc);
   for (const slice of cluster.endpointSlices) store.endpointsChanges.endpointSliceUpdate(slice, false);
   let last: RenderResult | null = null;
-  const proxier = new IptablesProxier({
+  const proxier = iptablesProxier({
     ipt,
     settings: benchSettings(),
     store,
@@ -253,8 +252,8 @@ async function benchProxier(backend: Backend, netns: string, cluster: SyntheticC
     metrics: createProxyMetrics(new Registry(), { mode: "iptables" }),
     syncPeriodMs: 30_000,
     maxServicesPerTransaction: maxServicesPerTransaction(backend),
-    onSync: (_report: SyncReport, _state, result) => {
-      last = result;
+    onSync: (report) => {
+      last = report.details;
     },
   });
   proxier.setInitialized();

@@ -1,17 +1,10 @@
 import { fileURLToPath } from "node:url";
 import { resolveConfiguration } from "../config/load.ts";
-import { familyOf, nodeName, type NodeInfo } from "../config/node.ts";
+import { backendFor } from "../backends/index.ts";
+import { familyOf, nodeName } from "../config/node.ts";
 import { parseBool } from "../config/flags.ts";
-import type { KubeProxyConfiguration } from "../config/types.ts";
 import { InputError, type InvalidObjectError } from "../errors.ts";
-import { renderIptables } from "../backends/iptables/render.ts";
-import {
-  iptablesSettingsFor,
-  upstreamTestSettings,
-  type KernelFacts,
-} from "../backends/iptables/settings.ts";
-import type { IptablesSettings } from "../backends/iptables/types.ts";
-import { nodeInfoFromObject } from "../proxy/nodeinfo.ts";
+import { nodeInfoFromObject } from "../proxy/node.ts";
 import { buildProxyState } from "../proxy/state.ts";
 import type { IPFamily } from "../proxy/types.ts";
 import { readManifestPaths } from "../source/manifests.ts";
@@ -42,33 +35,6 @@ function families(option: unknown, hasIPv6: boolean): IPFamily[] {
   }
 }
 
-function settingsFor(
-  config: KubeProxyConfiguration,
-  node: NodeInfo,
-  family: IPFamily,
-  options: Record<string, unknown>,
-): IptablesSettings {
-  if (options["upstreamTestSettings"] === true) return upstreamTestSettings(family);
-  const localAddressOption = options["localAddresses"];
-  const localAddresses =
-    typeof localAddressOption === "string"
-      ? localAddressOption
-          .split(",")
-          .map((s) => s.trim())
-          .filter((s) => s !== "")
-      : ["127.0.0.1/8", "::1/128", ...node.ips];
-  const kernel: KernelFacts = {
-    localAddresses,
-    hasRandomFully: optionalBool(options, "randomFully", "random-fully", true),
-    conntrackTCPLiberal: false,
-    nfacct: {
-      ctStateInvalidDroppedPkts: optionalBool(options, "nfacct", "nfacct", true),
-      localhostNodePortsAcceptedPkts: optionalBool(options, "nfacct", "nfacct", true),
-    },
-  };
-  return iptablesSettingsFor(config, node, family, kernel);
-}
-
 /** The seed's nginx Service (examples/seed-nginx), rendered for its node unless told otherwise. */
 export const BUILT_IN_EXAMPLE = fileURLToPath(new URL("../../examples/seed-nginx", import.meta.url));
 
@@ -90,13 +56,9 @@ function withBuiltInExample(options: Record<string, unknown>): Record<string, un
  */
 export async function renderCommand(given: Record<string, unknown>): Promise<string> {
   const options = withBuiltInExample(given);
-  const { config } = resolveConfiguration(options);
-  if (config.mode !== "iptables") {
-    throw new InputError(
-      "--proxy-mode",
-      `render supports the iptables mode only in this version, not ${config.mode}`,
-    );
-  }
+  const { config, warnings } = resolveConfiguration(options);
+  for (const warning of warnings) process.stderr.write(`kube-proxy-ts: warning: ${warning}\n`);
+  const backend = await backendFor(config.mode);
   const objects = await readManifestPaths(options["filename"] as string[]);
   const name = options["upstreamTestSettings"] === true ? "test-node" : nodeName(config);
   const nodeObject = objects.nodes.find((n) => n.metadata.name === name) ?? null;
@@ -110,24 +72,35 @@ export async function renderCommand(given: Record<string, unknown>): Promise<str
   const problems: InvalidObjectError[] = [...objects.problems];
   const payloads: string[] = [];
   const wanted = families(options["ipFamily"], hasIPv6);
+  const localAddressOption = options["localAddresses"];
+  const localAddresses =
+    typeof localAddressOption === "string"
+      ? localAddressOption
+          .split(",")
+          .map((s) => s.trim())
+          .filter((s) => s !== "")
+      : ["127.0.0.1/8", "::1/128", ...node.ips];
+  const kernel = {
+    nfacct: optionalBool(options, "nfacct", "nfacct", true),
+    randomFully: optionalBool(options, "randomFully", "random-fully", true),
+  };
   for (const family of wanted) {
-    const settings = settingsFor(config, node, family, options);
     const built = buildProxyState(
       { services: objects.services, endpointSlices: objects.endpointSlices, node: nodeObject },
-      { family, nodeName: settings.nodeName, featureGates: config.featureGates },
+      { family, nodeName: name, featureGates: config.featureGates },
     );
     if (family === wanted[0]) problems.push(...built.problems);
-    const result = renderIptables({
+    const rendered = backend.render({
+      config,
+      node,
+      family,
       state: built.state,
-      settings,
-      fullSync: true,
-      changedServices: new Set(),
-      existingNatChains: null,
+      localAddresses,
+      kernel,
+      upstreamTestSettings: options["upstreamTestSettings"] === true,
     });
     payloads.push(
-      wanted.length > 1
-        ? `# ${family === "IPv4" ? "iptables-restore" : "ip6tables-restore"} payload (${family})\n${result.payload}`
-        : result.payload,
+      wanted.length > 1 ? `# ${rendered.consumer} payload (${family})\n${rendered.text}` : rendered.text,
     );
   }
   if (problems.length > 0) {

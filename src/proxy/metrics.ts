@@ -228,3 +228,5 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
 }
 
 export type ProxyMetrics = ReturnType<typeof createProxyMetrics>;
+/** The iptables mode's own metrics (null in other modes). */
+export type IptablesMetrics = NonNullable<ProxyMetrics["iptables"]>;

@@ -9,9 +9,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import { InputError, KubeProxyError } from "../errors.ts";
-import type { Runner } from "../kernel/exec.ts";
-import type { IptablesInterface } from "../kernel/iptables.ts";
-import { localAddresses as readLocalAddresses } from "../kernel/ip.ts";
+import type { InspectionSource } from "../inspect/types.ts";
 import { cidrContains, parseAddress, type Address } from "../netfilter/addr.ts";
 import { explainService, explanationToJson, type ServiceExplanation } from "../netfilter/explain.ts";
 import { COLUMN_HEADER, formatRuleColumns, humanCount, targetName } from "../netfilter/format.ts";
@@ -26,30 +24,6 @@ import {
   type HttpListener,
   type HttpResponse,
 } from "./httpserver.ts";
-
-/** What the view reads from the node: one `iptables-save -c` text per IP family, and the node's addresses. */
-export interface WebSource {
-  read(): Promise<{ readonly dumps: readonly string[]; readonly localAddresses: readonly string[] }>;
-}
-
-export interface KernelWebSourceOptions {
-  /** One per IP family the proxy runs, with the backend it detected (its save tool knows where the rules are). */
-  readonly iptables: readonly Pick<IptablesInterface, "save">[];
-  /** Read the node's addresses in this network namespace instead of the caller's. */
-  readonly netns?: string;
-}
-
-/** Reads the live rules with counters through the iptables wrappers and the kernel Runner. */
-export function kernelWebSource(runner: Runner, options: KernelWebSourceOptions): WebSource {
-  return {
-    async read() {
-      const dumps = await Promise.all(options.iptables.map((ipt) => ipt.save(undefined, { counters: true })));
-      // `ip addr` gives address/prefix; the tracer wants bare addresses.
-      const local = (await readLocalAddresses(runner, options.netns)).map((a) => a.replace(/\/\d+$/, ""));
-      return { dumps, localAddresses: local };
-    },
-  };
-}
 
 export interface WebSnapshot {
   readonly rulesets: readonly Ruleset[];
@@ -84,7 +58,7 @@ export class SnapshotCache {
   private startedAt = 0;
 
   constructor(
-    private readonly source: WebSource,
+    private readonly source: InspectionSource,
     private readonly clock: Clock,
     private readonly maxAgeMs = 1000,
   ) {}
@@ -595,7 +569,7 @@ export function webBindAddress(flag: string): HostPort {
 }
 
 export interface WebServerOptions {
-  readonly source: WebSource;
+  readonly source: InspectionSource;
   readonly clock: Clock;
   /** How often the event stream pushes counters (default 1000 ms). */
   readonly eventIntervalMs?: number;

@@ -196,14 +196,6 @@ export function isServiceChainName(chain: string): boolean {
   return SERVICE_CHAIN_PREFIXES.some((p) => chain.startsWith(p));
 }
 
-/** Go `%#08x` of `1 << bit`: digits zero-padded to 8, then `0x` (spec §2.2). */
-export function formatMasqueradeMark(bit: number): string {
-  if (!Number.isInteger(bit) || bit < 0 || bit > 31) {
-    throw new RangeError(`masquerade bit must be an integer in [0, 31], got ${bit}`);
-  }
-  return "0x" + ((1 << bit) >>> 0).toString(16).padStart(8, "0");
-}
-
 const TEN_POW_10 = 10n ** 10n;
 
 /**

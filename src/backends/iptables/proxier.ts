@@ -8,17 +8,22 @@ import {
   jumpRulesSection,
 } from "../../kernel/iptables.ts";
 import type { Clock } from "../../proxy/clock.ts";
+import type { ProxyStateStore } from "../../proxy/changetracker.ts";
 import type { ProxyHealth } from "../../proxy/health.ts";
-import type { ProxyMetrics } from "../../proxy/metrics.ts";
-import { programmingLatencies, type ApplyResult, type ProxyStateStore } from "../../proxy/changetracker.ts";
-import type { ProxyState } from "../../proxy/types.ts";
+import type { IptablesMetrics, ProxyMetrics } from "../../proxy/metrics.ts";
+import {
+  FamilyProxier,
+  type FamilyWriter,
+  type SyncAttempt,
+  type SyncReport,
+  type WriteOutcome,
+  type WriteRequest,
+} from "../../proxy/sync.ts";
+import type { IPFamily, ProxyState } from "../../proxy/types.ts";
 import { isServiceChainName, JUMP_CHAINS } from "./chains.ts";
 import { natFixedRuleLines, renderIptablesStream, writtenServicePorts } from "./render.ts";
 import { TransactionWriter, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";
 import type { IptablesSettings, RenderResult, StreamRenderRequest } from "./types.ts";
-
-/** Upstream proxyutil.FullSyncPeriod: a full resync at least this often (except large clusters). */
-export const FULL_SYNC_PERIOD_MS = 3_600_000;
 
 /** While a restore is in flight, the renderer gives the event loop a turn after this many Services. */
 const YIELD_EVERY_BLOCKS = 16;
@@ -33,48 +38,28 @@ export function maxServicesPerTransaction(backend: "nft" | "legacy"): number {
   return backend === "legacy" ? Number.POSITIVE_INFINITY : 250;
 }
 
-/** What one sync did, for logs, metrics, the web view and tests. */
-export interface SyncReport {
-  readonly family: string;
-  readonly fullSync: boolean;
-  readonly ok: boolean;
-  readonly durationMs: number;
-  readonly transactions: number;
-  readonly updatedServices: number;
-  readonly natRulesWritten: number;
-  readonly deletedChains: number;
-  readonly error?: Error;
-}
-
-export interface IptablesProxierOptions {
+export interface IptablesWriterOptions {
   readonly ipt: IptablesInterface;
   readonly settings: IptablesSettings;
-  readonly store: ProxyStateStore;
   readonly clock: Clock;
   readonly log: Logger;
-  readonly health: ProxyHealth;
-  readonly metrics: ProxyMetrics | null;
+  /** iptables mode's own metrics; null in tests that do not look at them. */
+  readonly metrics: IptablesMetrics | null;
   /** iptables.syncPeriod: stale-chain cleanup interval in large-cluster mode. */
   readonly syncPeriodMs: number;
   /** Rewritten Services above which one sync is split into bounded restore transactions. */
   readonly maxServicesPerTransaction?: number;
   /** Ensures the nfacct counters on full syncs (kernel side); the rules already know which exist. */
   readonly ensureCounters?: () => Promise<void>;
-  /** Stale UDP conntrack cleanup after a successful sync that needs it (spec §5.6). */
-  readonly reconcileConntrack?: (state: ProxyState) => Promise<{ deleted: number }>;
-  /** Called after every sync attempt. */
-  readonly onSync?: (report: SyncReport, state: ProxyState, result: RenderResult | null) => void;
 }
 
 /**
- * The iptables proxier of one IP family: glue between the state store, the pure renderer and the
- * kernel. It owns only the sync bookkeeping upstream keeps (needFullSync, lastFullSync,
- * large-cluster mode, last stale-chain cleanup).
+ * The iptables writer of one IP family: the pure renderer fed to `iptables-restore`. It owns only
+ * the kernel bookkeeping upstream's iptables proxier keeps (large-cluster mode, last stale-chain
+ * cleanup) plus what lets partial syncs skip `iptables-save`: the chains the kernel holds and the
+ * top level the last accepted sync left.
  */
-export class IptablesProxier {
-  private initialized = false;
-  private needFullSync = true;
-  private lastFullSync = Number.NEGATIVE_INFINITY;
+export class IptablesWriter implements FamilyWriter<RenderResult> {
   private lastCleanup = Number.NEGATIVE_INFINITY;
   private largeClusterMode = false;
   /**
@@ -86,41 +71,28 @@ export class IptablesProxier {
   private lastTopLevel: WrittenTopLevel | null = null;
   private readonly maxServicesPerTransaction: number;
 
-  constructor(private readonly options: IptablesProxierOptions) {
+  constructor(private readonly options: IptablesWriterOptions) {
     this.maxServicesPerTransaction = options.maxServicesPerTransaction ?? 250;
   }
 
-  get family() {
+  get family(): IPFamily {
     return this.options.settings.family;
   }
 
-  /** Both the Service and the EndpointSlice initial lists are in (upstream `isInitialized`). */
-  setInitialized(): void {
-    this.initialized = true;
+  get skipPeriodicFullSync(): boolean {
+    return this.largeClusterMode;
   }
 
-  /** The canary disappeared or something else invalidated the kernel view. */
-  forceFullSync(): void {
-    this.needFullSync = true;
+  invalidate(): void {
     this.knownNatChains = null;
     this.lastTopLevel = null;
   }
 
-  async syncProxyRules(): Promise<SyncReport | null> {
-    if (!this.initialized) return null;
-    const { clock, settings, store, log, metrics } = this.options;
-    const family = settings.family;
+  async write(request: WriteRequest): Promise<WriteOutcome<RenderResult>> {
+    const { clock, settings, metrics } = this.options;
+    const { fullSync } = request;
     const started = clock.now();
-    const doFullSync =
-      this.needFullSync || (started - this.lastFullSync > FULL_SYNC_PERIOD_MS && !this.largeClusterMode);
     const cleanupDue = !this.largeClusterMode || started - this.lastCleanup > this.options.syncPeriodMs;
-    const pending: ApplyResult = store.applyPending();
-    if (pending.topologyChanged) this.needFullSync = true;
-    const fullSync = doFullSync || pending.topologyChanged;
-    for (const problem of pending.problems)
-      log.warn({ object: problem.object, field: problem.field }, problem.reason);
-    for (const warning of pending.warnings)
-      log.info({ object: warning.object, field: warning.field }, warning.reason);
 
     // One `iptables-save` when the stale-chain listing or a full sync's jump rules need it; the
     // writer starts it (`renderAndWrite`), so that it runs beside the render and the first restore.
@@ -129,17 +101,16 @@ export class IptablesProxier {
       const tables = listing || fullSync ? this.saveTables() : Promise.resolve(null);
       return { tables, prepared: fullSync ? this.prepareKernel(tables) : null };
     });
-    let result: RenderResult | null = null;
-    let transactions = 0;
+    let result: RenderResult;
     try {
       const previousTopLevel = fullSync ? null : this.lastTopLevel;
       this.lastTopLevel = null;
       const written = await this.renderAndWrite(
-        { state: pending.state, settings, fullSync, changedServices: pending.updatedServices },
+        { state: request.state, settings, fullSync, changedServices: request.changedServices },
         previousTopLevel,
         kernel,
         () => this.existingNatChains(cleanupDue, kernel),
-        () => transactions++,
+        request.onTransaction,
       );
       result = written.result;
       if (written.existingNatChains !== null) this.lastCleanup = started;
@@ -148,61 +119,28 @@ export class IptablesProxier {
     } catch (error) {
       // Whatever failed, the kernel reads and jump rules are not left running into the next sync.
       await kernel.settled();
-      this.needFullSync = true;
-      this.knownNatChains = null;
-      metrics?.iptables?.iptablesRestoreFailuresTotal.inc({ ip_family: family });
-      if (!fullSync) metrics?.iptables?.iptablesPartialRestoreFailuresTotal.inc({ ip_family: family });
-      const report = this.report(fullSync, false, started, transactions, pending, result, error as Error);
-      log.error(
-        { err: error, ipFamily: family, retryingTime: `${this.options.syncPeriodMs / 1000}s` },
-        "Sync failed",
-      );
-      this.options.onSync?.(report, pending.state, result);
+      this.invalidate();
+      metrics?.iptablesRestoreFailuresTotal.inc({ ip_family: this.family });
+      if (!fullSync) metrics?.iptablesPartialRestoreFailuresTotal.inc({ ip_family: this.family });
       throw error;
     }
-
-    this.needFullSync = false;
-    if (fullSync) this.lastFullSync = started;
     this.largeClusterMode = result.largeClusterMode;
-    const finished = clock.now();
-    this.options.health.updated(family);
-    if (metrics !== null) {
-      for (const seconds of programmingLatencies(pending, finished)) {
-        metrics.networkProgrammingLatency.observe({ ip_family: family }, seconds);
-      }
-      metrics.syncProxyRulesNoLocalEndpointsTotal.set(
-        { traffic_policy: "internal", ip_family: family },
-        result.noLocalEndpoints.internal,
-      );
-      metrics.syncProxyRulesNoLocalEndpointsTotal.set(
-        { traffic_policy: "external", ip_family: family },
-        result.noLocalEndpoints.external,
-      );
-      metrics.syncProxyRulesLastTimestamp.set({ ip_family: family }, finished / 1000);
-      const ipt = metrics.iptables;
-      if (ipt !== null) {
-        ipt.iptablesRulesLastSync.set({ table: "filter", ip_family: family }, result.counts.filterRules);
-        ipt.iptablesRulesLastSync.set({ table: "nat", ip_family: family }, result.counts.natRulesWritten);
-        ipt.iptablesRulesTotal.set({ table: "filter", ip_family: family }, result.counts.filterRules);
-        ipt.iptablesRulesTotal.set({ table: "nat", ip_family: family }, result.counts.natRulesTotal);
-        const seconds = (finished - started) / 1000;
-        (fullSync ? ipt.syncFullProxyRulesLatency : ipt.syncPartialProxyRulesLatency).observe(
-          { ip_family: family },
-          seconds,
-        );
-      }
-      metrics.syncProxyRulesLatency.observe({ ip_family: family }, (finished - started) / 1000);
-    }
-    if (pending.conntrackCleanupRequired && this.options.reconcileConntrack !== undefined) {
-      await this.reconcileConntrack(pending.state);
-    }
-    const report = this.report(fullSync, true, started, transactions, pending, result);
-    log.debug(
-      { ipFamily: family, fullSync, elapsed: `${report.durationMs}ms`, transactions },
-      "SyncProxyRules complete",
+    return { noLocalEndpoints: result.noLocalEndpoints, details: result };
+  }
+
+  observe(attempt: SyncAttempt<RenderResult>): void {
+    const metrics = this.options.metrics;
+    const result = attempt.outcome?.details;
+    if (metrics === null || result === undefined) return;
+    const ip_family = this.family;
+    metrics.iptablesRulesLastSync.set({ table: "filter", ip_family }, result.counts.filterRules);
+    metrics.iptablesRulesLastSync.set({ table: "nat", ip_family }, result.counts.natRulesWritten);
+    metrics.iptablesRulesTotal.set({ table: "filter", ip_family }, result.counts.filterRules);
+    metrics.iptablesRulesTotal.set({ table: "nat", ip_family }, result.counts.natRulesTotal);
+    (attempt.fullSync ? metrics.syncFullProxyRulesLatency : metrics.syncPartialProxyRulesLatency).observe(
+      { ip_family },
+      attempt.seconds,
     );
-    this.options.onSync?.(report, pending.state, result);
-    return report;
   }
 
   /**
@@ -325,46 +263,6 @@ export class IptablesProxier {
       return null;
     }
   }
-
-  private async reconcileConntrack(state: ProxyState): Promise<void> {
-    const { clock, metrics, log, settings } = this.options;
-    const started = clock.now();
-    try {
-      const { deleted } = await this.options.reconcileConntrack!(state);
-      metrics?.reconcileConntrackFlowsDeletedEntriesTotal.inc({ ip_family: settings.family }, deleted);
-      if (deleted > 0)
-        log.info({ ipFamily: settings.family, deleted }, "Deleted stale UDP conntrack entries");
-    } catch (error) {
-      log.error({ err: error, ipFamily: settings.family }, "Failed to reconcile conntrack entries");
-    } finally {
-      metrics?.reconcileConntrackFlowsLatency.observe(
-        { ip_family: settings.family },
-        (clock.now() - started) / 1000,
-      );
-    }
-  }
-
-  private report(
-    fullSync: boolean,
-    ok: boolean,
-    started: number,
-    transactions: number,
-    pending: ApplyResult,
-    result: RenderResult | null,
-    error?: Error,
-  ): SyncReport {
-    return {
-      family: this.options.settings.family,
-      fullSync,
-      ok,
-      durationMs: this.options.clock.now() - started,
-      transactions,
-      updatedServices: pending.updatedServices.size,
-      natRulesWritten: result?.counts.natRulesWritten ?? 0,
-      deletedChains: result?.nat.deletedChains.length ?? 0,
-      ...(error === undefined ? {} : { error }),
-    };
-  }
 }
 
 /** What the kernel holds after a successful sync: the active chains plus any stale ones not deleted. */
@@ -403,4 +301,30 @@ class KernelReads {
     await this.reads?.tables;
     await this.reads?.prepared?.catch(() => undefined);
   }
+}
+
+export interface IptablesProxierOptions extends Omit<IptablesWriterOptions, "metrics" | "clock" | "log"> {
+  readonly store: ProxyStateStore;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly health: ProxyHealth;
+  readonly metrics: ProxyMetrics | null;
+  readonly reconcileConntrack?: (state: ProxyState) => Promise<{ deleted: number }>;
+  readonly onSync?: (report: SyncReport<RenderResult>, state: ProxyState) => void;
+}
+
+/** An iptables-mode proxier of one family: the shared sync half around an `IptablesWriter`. */
+export function iptablesProxier(options: IptablesProxierOptions): FamilyProxier<RenderResult, IptablesWriter> {
+  const { store, clock, log, health, metrics, reconcileConntrack, onSync, ...writer } = options;
+  return new FamilyProxier({
+    writer: new IptablesWriter({ ...writer, clock, log, metrics: metrics?.iptables ?? null }),
+    store,
+    clock,
+    log,
+    health,
+    metrics,
+    retryIntervalMs: options.syncPeriodMs,
+    ...(reconcileConntrack === undefined ? {} : { reconcileConntrack }),
+    ...(onSync === undefined ? {} : { onSync }),
+  });
 }

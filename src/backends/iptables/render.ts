@@ -37,10 +37,10 @@ import {
   isServiceChainName,
   servicePortChainNames,
 } from "./chains.ts";
+import type { LocalDetector } from "../../proxy/node.ts";
 import type {
   FinishRender,
   IptablesSettings,
-  LocalDetector,
   RenderRequest,
   RenderResult,
   ServiceChainsBlock,

@@ -1,32 +1,14 @@
 import type { FeatureGates } from "../../proxy/serviceport.ts";
-import type { IPFamily, ProxyState } from "../../proxy/types.ts";
-
-/** How "traffic from a local pod" is recognised (upstream `LocalTrafficDetector`). */
-export type LocalDetector =
-  | { readonly mode: "None" }
-  | { readonly mode: "ClusterCIDR" | "NodeCIDR"; readonly cidr: string }
-  | { readonly mode: "BridgeInterface"; readonly interfaceName: string }
-  | { readonly mode: "InterfaceNamePrefix"; readonly prefix: string };
+import type { NodeModel } from "../../proxy/node.ts";
+import type { ProxyState } from "../../proxy/types.ts";
 
 /**
  * Node identity and kernel facts that change the rules, for the proxier of one family.
  * The upstream unit tests' fake proxier is one particular value of this (spec §6.1).
  */
-export interface IptablesSettings {
-  readonly family: IPFamily;
-  readonly nodeName: string;
-  /** Primary node IP of this family (bindAddress > Node object > loopback); used by KUBE-FW. */
-  readonly nodeIP: string;
-  /** As printed in rules: `0x00004000` in production, `0x4000` in upstream's tests. */
-  readonly masqueradeMark: string;
-  readonly masqueradeAll: boolean;
-  readonly localDetector: LocalDetector;
+export interface IptablesSettings extends NodeModel {
   /** The configured `--iptables-localhost-nodeports`; the renderer derives the effective value. */
   readonly localhostNodePorts: boolean;
-  /** CIDRs from `--nodeport-addresses` (`primary` already expanded); empty = all. */
-  readonly nodePortAddresses: readonly string[];
-  /** Addresses on the node's interfaces (CIDR or bare IP), both families; used with nodePortAddresses. */
-  readonly localAddresses: readonly string[];
   /** sysctl nf_conntrack_tcp_be_liberal != 0: no INVALID drop rule. */
   readonly conntrackTCPLiberal: boolean;
   /** nfacct counters that were ensured; a missing one drops its `-m nfacct` match. */

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { pino } from "pino";
 import { JUMP_CHAINS } from "../../../src/backends/iptables/chains.ts";
-import { IptablesProxier } from "../../../src/backends/iptables/proxier.ts";
+import { iptablesProxier } from "../../../src/backends/iptables/proxier.ts";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
 import { Iptables, type IptablesBackend, type Table } from "../../../src/kernel/iptables.ts";
 import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
@@ -106,7 +106,7 @@ for (const backend of ["nft", "legacy"] as const) {
         store.serviceChanges.update(null, service(n));
         store.endpointsChanges.endpointSliceUpdate(slice(n, 2), false);
       }
-      const proxier = new IptablesProxier({
+      const proxier = iptablesProxier({
         ipt,
         settings: SETTINGS,
         store,
@@ -146,7 +146,7 @@ for (const backend of ["nft", "legacy"] as const) {
       proxier.forceFullSync();
       const resync = await proxier.syncProxyRules();
       assert.equal(resync?.fullSync, true);
-      assert.ok((resync?.deletedChains ?? 0) >= 150 * 3, "the removed Services' chains are deleted");
+      assert.ok((resync?.details?.nat.deletedChains.length ?? 0) >= 150 * 3, "the removed Services' chains are deleted");
       await compare("full resync after 150 Services went away");
     });
   });

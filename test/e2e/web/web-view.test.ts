@@ -13,7 +13,8 @@ import { probeHttp } from "../../../src/sandbox/client.ts";
 import { buildSeedTopology, SEED, seedManifests, seedPod } from "../../../src/sandbox/seed.ts";
 import { Sandbox } from "../../../src/sandbox/topology.ts";
 import type { HttpListener } from "../../../src/server/httpserver.ts";
-import { kernelWebSource, serveWeb } from "../../../src/server/web.ts";
+import { serveWeb } from "../../../src/server/web.ts";
+import { iptablesInspectionSource } from "../../../src/backends/iptables/inspect.ts";
 import { daemonArgv, ProxyDaemon, waitFor } from "../../support/daemon.ts";
 
 /*
@@ -71,10 +72,7 @@ describe("web view in headless Chromium", { timeout: 150_000 }, () => {
     const runner = new ProcessRunner();
     const netns = sandbox.netnsOf(NODE);
     const { backend } = await detectBackend(runner, { netns });
-    const source = kernelWebSource(runner, {
-      iptables: [new Iptables({ runner, family: "IPv4", backend, netns })],
-      netns,
-    });
+    const source = iptablesInspectionSource(runner, [new Iptables({ runner, family: "IPv4", backend, netns })], netns);
     web = await serveWeb("127.0.0.1:0", { source, clock: realClock });
     browser = await chromium.launch({
       executablePath: CHROMIUM,

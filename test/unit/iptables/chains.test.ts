@@ -1,13 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { formatMasqueradeMark } from "../../../src/proxy/node.ts";
 import {
   JUMP_CHAINS,
   computeProbability,
   endpointChainName,
   firewallChainName,
   formatFixed10,
-  formatMasqueradeMark,
   hash16,
   isServiceChainName,
   serviceChainName,

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { pino } from "pino";
 import { JUMP_CHAINS } from "../../../src/backends/iptables/chains.ts";
-import { IptablesProxier } from "../../../src/backends/iptables/proxier.ts";
+import { iptablesProxier } from "../../../src/backends/iptables/proxier.ts";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
 import { restoreTransactions } from "../../support/transactions.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
@@ -25,7 +25,7 @@ function setup(services: number, maxServicesPerTransaction?: number, ipt = new F
     store.serviceChanges.update(null, service(n));
     store.endpointsChanges.endpointSliceUpdate(slice(n, [`10.0.${n}.1`, `10.0.${n}.2`]), false);
   }
-  const proxier = new IptablesProxier({
+  const proxier = iptablesProxier({
     ipt,
     settings: FAKE_PROXIER_SETTINGS,
     store,
@@ -127,7 +127,7 @@ test("deleting a Service rewrites the capture rules and deletes its chains from 
   assert.match(payload ?? "", /^-X KUBE-SVC-/m);
   assert.equal(saves(ipt), 0);
   assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
-  assert.ok(![...(proxier.natChainsInKernel ?? [])].some((c) => (payload ?? "").includes(`-X ${c}`)));
+  assert.ok(![...(proxier.writer.natChainsInKernel ?? [])].some((c) => (payload ?? "").includes(`-X ${c}`)));
 });
 
 test("a flush seen by the canary forces a full sync that lists the kernel again", async () => {

@@ -1,3 +1,5 @@
+import { iptablesInspectionSource } from "../../../src/backends/iptables/inspect.ts";
+import type { InspectionSource } from "../../../src/inspect/types.ts";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import http from "node:http";
@@ -11,14 +13,12 @@ import {
   allowedHost,
   countersEvent,
   createWebHandler,
-  kernelWebSource,
   parseRuleQuery,
   safeJson,
   serveWeb,
   SnapshotCache,
   snapshotOf,
   webBindAddress,
-  type WebSource,
 } from "../../../src/server/web.ts";
 
 const fixture = readFileSync(
@@ -33,12 +33,12 @@ const dump = fixture.replace(
 );
 const LOCAL = ["127.0.0.1", "172.30.0.1"];
 
-function staticSource(dumps: () => string[]): WebSource & { reads: number } {
+function staticSource(dumps: () => string[]): InspectionSource & { reads: number } {
   const source = {
     reads: 0,
     read() {
       source.reads++;
-      return Promise.resolve({ dumps: dumps(), localAddresses: LOCAL });
+      return Promise.resolve({ mode: "iptables" as const, dumps: dumps(), localAddresses: LOCAL });
     },
   };
   return source;
@@ -310,7 +310,7 @@ describe("web view API", () => {
       assert.ok(!allowedHost(bad), String(bad));
   });
 
-  it("kernelWebSource reads `<save> -c` through each family's Iptables and strips prefixes from the node's addresses", async () => {
+  it("the iptables inspection source reads `<save> -c` through each family's Iptables and strips prefixes from the node's addresses", async () => {
     const calls: { argv: readonly string[]; netns: string | undefined }[] = [];
     const runner: Runner = {
       run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
@@ -324,14 +324,16 @@ describe("web view API", () => {
     };
     for (const backend of ["nft", "legacy"] as const) {
       calls.length = 0;
-      const read = await kernelWebSource(runner, {
-        iptables: [
+      const read = await iptablesInspectionSource(
+        runner,
+        [
           new Iptables({ runner, family: "IPv4", backend, netns: "kpt-x" }),
           new Iptables({ runner, family: "IPv6", backend, netns: "kpt-x" }),
         ],
-        netns: "kpt-x",
-      }).read();
+        "kpt-x",
+      ).read();
       assert.deepEqual(read, {
+        mode: "iptables",
         dumps: [`dump of iptables-${backend}-save`, `dump of ip6tables-${backend}-save`],
         localAddresses: ["10.1.2.3"],
       });

@@ -1,0 +1,184 @@
+/**
+ * iptables mode behind the backend contract: upstream's iptables proxier (platform checks, one
+ * proxier per family, the canary monitor, `CleanupLeftovers`) with our renderer and writer.
+ */
+import type { KubeProxyConfiguration } from "../../config/types.ts";
+import { startCanaryMonitor } from "../../kernel/canary.ts";
+import { detectBackend, type DetectedBackend } from "../../kernel/detect.ts";
+import type { Runner } from "../../kernel/exec.ts";
+import { Iptables } from "../../kernel/iptables.ts";
+import { ensureNfacctCounter, readNfacctCounters } from "../../kernel/nfacct.ts";
+import { checkIptablesUsable } from "../../kernel/preflight.ts";
+import { CONNTRACK_TCP_BE_LIBERAL, readSysctl, ROUTE_LOCALNET, writeSysctl } from "../../kernel/sysctl.ts";
+import type { Logger } from "../../log.ts";
+import type { FamilyProxier } from "../../proxy/sync.ts";
+import type { IPFamily } from "../../proxy/types.ts";
+import type { CleanupReport, ModeRuntime, PlatformContext, ProxierDeps, ProxyBackend, RenderTarget } from "../types.ts";
+import {
+  JUMP_CHAINS,
+  NFACCT_CT_STATE_INVALID_DROPPED_PKTS,
+  NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS,
+} from "./chains.ts";
+import { cleanupLeftovers } from "./cleanup.ts";
+import { iptablesInspectionSource } from "./inspect.ts";
+import { iptablesProxier, maxServicesPerTransaction } from "./proxier.ts";
+import { renderIptables } from "./render.ts";
+import { iptablesSettingsFor, upstreamTestSettings } from "./settings.ts";
+
+/** The iptables backend the host uses, and one wrapper per IP family it can run. */
+async function openIptables(
+  ctx: PlatformContext,
+): Promise<{ backend: DetectedBackend; ipts: Map<IPFamily, Iptables> }> {
+  const { runner, log } = ctx;
+  const detected = await detectBackend(runner);
+  log.info({ backend: detected.backend, reason: detected.reason }, "Detected iptables backend");
+  await checkIptablesUsable(runner, detected.backend);
+  const ipts = new Map<IPFamily, Iptables>([
+    ["IPv4", new Iptables({ runner, family: "IPv4", backend: detected.backend })],
+  ]);
+  const ipv6 = new Iptables({ runner, family: "IPv6", backend: detected.backend });
+  try {
+    await ipv6.save("nat");
+    ipts.set("IPv6", ipv6);
+  } catch (err) {
+    log.info({ err }, "IPv6 iptables not usable: running single-stack IPv4");
+  }
+  return { backend: detected.backend, ipts };
+}
+
+function nfacctReader(runner: Runner, counter: string) {
+  return async (): Promise<number | null> => {
+    const value = (await readNfacctCounters(runner))?.find((c) => c.name === counter)?.packets;
+    return value === undefined ? null : Number(value);
+  };
+}
+
+/** Localhost NodePorts need route_localnet (upstream sets it at start-up, docs/iptables.md §3.4). */
+async function enableRouteLocalnet(config: Readonly<KubeProxyConfiguration>, log: Logger): Promise<void> {
+  const npa = config.nodePortAddresses ?? [];
+  const loopbackIncluded = npa.length === 0 || npa.some((c) => c.startsWith("127.") || c === "0.0.0.0/0");
+  if (!loopbackIncluded) return;
+  try {
+    if ((await readSysctl(ROUTE_LOCALNET)).trim() !== "1") await writeSysctl(ROUTE_LOCALNET, 1);
+  } catch (err) {
+    log.error({ err }, "Failed to set route_localnet: localhost NodePorts will not work");
+  }
+}
+
+async function open(ctx: PlatformContext): Promise<ModeRuntime> {
+  const { config, runner, log } = ctx;
+  const { backend, ipts } = await openIptables(ctx);
+  let proxiers = new Map<IPFamily, FamilyProxier<unknown>>();
+
+  async function createProxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>> {
+    const liberal = (await readSysctl(CONNTRACK_TCP_BE_LIBERAL).catch(() => "0")).trim() !== "0";
+    const version = await ipts.get("IPv4")!.version();
+    const nfacct = {
+      ctStateInvalidDroppedPkts: await ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS),
+      localhostNodePortsAcceptedPkts: await ensureNfacctCounter(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
+    };
+    const ensureCounters = async () => {
+      if (nfacct.ctStateInvalidDroppedPkts) await ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS);
+      if (nfacct.localhostNodePortsAcceptedPkts)
+        await ensureNfacctCounter(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS);
+    };
+    const created = new Map<IPFamily, FamilyProxier<unknown>>();
+    for (const [family, ipt] of ipts) {
+      const settings = iptablesSettingsFor(config, deps.node, family, {
+        localAddresses: deps.localAddresses,
+        hasRandomFully: version.hasRandomFully,
+        conntrackTCPLiberal: liberal,
+        nfacct,
+      });
+      if (family === "IPv4" && settings.localhostNodePorts) await enableRouteLocalnet(config, log);
+      const store = deps.stores.get(family);
+      if (store === undefined) continue;
+      created.set(
+        family,
+        iptablesProxier({
+          ipt,
+          settings,
+          store,
+          clock: deps.clock,
+          log: deps.log.child({ ipFamily: family }),
+          health: deps.health,
+          metrics: deps.metrics,
+          syncPeriodMs: deps.syncPeriodMs,
+          maxServicesPerTransaction: maxServicesPerTransaction(backend),
+          ensureCounters,
+          reconcileConntrack: (state) => deps.reconcileConntrack(family, state),
+          onSync: deps.onSync,
+        }) as FamilyProxier<unknown>,
+      );
+    }
+    proxiers = created;
+    return created;
+  }
+
+  return {
+    families: [...ipts.keys()],
+    metricsOptions: {
+      mode: "iptables",
+      nfacct: {
+        ctStateInvalidDropped: nfacctReader(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS),
+        localhostNodePortsAccepted: nfacctReader(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
+      },
+    },
+    proxiers: createProxiers,
+    async monitor({ intervalMs, signal, onLost }) {
+      const monitors = [...ipts].map(([family, ipt]) =>
+        startCanaryMonitor({
+          ipt,
+          tables: ["mangle", "nat", "filter"],
+          intervalMs,
+          signal,
+          log,
+          onFlush: () => {
+            log.info({ ipFamily: family }, "iptables canary deleted: forcing a full sync");
+            if (proxiers.has(family)) onLost(family);
+          },
+        }),
+      );
+      await Promise.all(monitors.map((m) => m.done));
+    },
+    inspection: iptablesInspectionSource(runner, [...ipts.values()]),
+  };
+}
+
+async function cleanup(ctx: PlatformContext): Promise<CleanupReport> {
+  const { ipts } = await openIptables(ctx);
+  const errors: unknown[] = [];
+  for (const [family, ipt] of ipts) {
+    const result = await cleanupLeftovers(ipt, JUMP_CHAINS);
+    // Most of these are jump rules that were never there; upstream ignores "not found" too.
+    for (const err of result.errors) ctx.log.debug({ err, ipFamily: family }, "Cleanup step did not apply");
+  }
+  return { mode: "iptables", errors };
+}
+
+function render(target: RenderTarget) {
+  const settings = target.upstreamTestSettings
+    ? upstreamTestSettings(target.family)
+    : iptablesSettingsFor(target.config, target.node, target.family, {
+        localAddresses: target.localAddresses,
+        hasRandomFully: target.kernel.randomFully,
+        conntrackTCPLiberal: false,
+        nfacct: {
+          ctStateInvalidDroppedPkts: target.kernel.nfacct,
+          localhostNodePortsAcceptedPkts: target.kernel.nfacct,
+        },
+      });
+  const result = renderIptables({
+    state: target.state,
+    settings,
+    fullSync: true,
+    changedServices: new Set(),
+    existingNatChains: null,
+  });
+  return {
+    consumer: target.family === "IPv4" ? "iptables-restore" : "ip6tables-restore",
+    text: result.payload,
+  };
+}
+
+export const iptablesBackend: ProxyBackend = { mode: "iptables", open, cleanup, render };

@@ -1,0 +1,102 @@
+/**
+ * The contract every proxy mode implements (see docs/architecture.md). Upstream splits the same
+ * duties between `pkg/proxy.Provider` (one proxier per family, behind the metaproxier), the
+ * platform set-up of `cmd/kube-proxy/app` (checks, sysctls, cleanup of the other modes) and each
+ * mode's `CleanupLeftovers`. Here a mode is one folder under src/backends exporting one
+ * `ProxyBackend`; the daemon, `render`, `trace`, `explain`, the web view and `--cleanup` reach it
+ * only through this interface and the registry in ./index.ts.
+ */
+import type { Logger } from "pino";
+import type { KubeProxyConfiguration, ProxyMode } from "../config/types.ts";
+import type { Runner } from "../kernel/exec.ts";
+import type { InspectionSource } from "../inspect/types.ts";
+import type { ProxyStateStore } from "../proxy/changetracker.ts";
+import type { Clock } from "../proxy/clock.ts";
+import type { ProxyHealth } from "../proxy/health.ts";
+import type { ProxyMetrics, ProxyMetricsOptions } from "../proxy/metrics.ts";
+import type { NodeInfo } from "../proxy/node.ts";
+import type { FamilyProxier, SyncReport } from "../proxy/sync.ts";
+import type { IPFamily, ProxyState } from "../proxy/types.ts";
+
+export type { ProxyMode };
+
+/** What a mode gets to touch the node with. */
+export interface PlatformContext {
+  readonly config: Readonly<KubeProxyConfiguration>;
+  readonly runner: Runner;
+  readonly log: Logger;
+}
+
+/** Outcome of removing a mode's objects; cleanup carries on past each failure, as upstream's. */
+export interface CleanupReport {
+  readonly mode: ProxyMode;
+  /** Failures that matter (a missing object is not one). */
+  readonly errors: readonly unknown[];
+}
+
+/** What the daemon hands a mode once it knows its Node. */
+export interface ProxierDeps {
+  readonly node: NodeInfo;
+  /** Addresses on this namespace's interfaces (CIDR notation). */
+  readonly localAddresses: readonly string[];
+  readonly stores: ReadonlyMap<IPFamily, ProxyStateStore>;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly health: ProxyHealth;
+  readonly metrics: ProxyMetrics;
+  /** The sync period: retries, stale-object clean-up in large clusters, the kernel monitor. */
+  readonly syncPeriodMs: number;
+  readonly reconcileConntrack: (family: IPFamily, state: ProxyState) => Promise<{ deleted: number }>;
+  readonly onSync: (report: SyncReport<unknown>, state: ProxyState) => void;
+}
+
+export interface KernelMonitorOptions {
+  readonly intervalMs: number;
+  readonly signal: AbortSignal;
+  /** Our objects vanished (someone flushed them): the family needs a full resync. */
+  readonly onLost: (family: IPFamily) => void;
+}
+
+/** A mode set up on this node by the daemon (upstream: platform set-up + `NewProxier`). */
+export interface ModeRuntime {
+  /** The IP families this node can proxy in this mode (upstream's dual-stack detection). */
+  readonly families: readonly IPFamily[];
+  /** This mode's metric sources (metric names are upstream's, in src/proxy/metrics.ts). */
+  readonly metricsOptions: ProxyMetricsOptions;
+  /** Node-level kernel set-up once the Node is known, then one proxier per family. */
+  proxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>>;
+  /** Watches for someone removing this mode's objects; resolves when the signal aborts. */
+  monitor(options: KernelMonitorOptions): Promise<void>;
+  /** The live kernel as the web view reads it. */
+  readonly inspection: InspectionSource;
+}
+
+/** What `render` knows about the node and kernel it renders for. */
+export interface RenderTarget {
+  readonly config: Readonly<KubeProxyConfiguration>;
+  readonly node: NodeInfo;
+  readonly family: IPFamily;
+  readonly state: ProxyState;
+  /** The node's interface addresses (CIDR or bare IP). */
+  readonly localAddresses: readonly string[];
+  /** Kernel features a mode may depend on; assumed present unless the user says otherwise. */
+  readonly kernel: { readonly nfacct: boolean; readonly randomFully: boolean };
+  /** Render for upstream's unit-test fake proxier (reproduces upstream's golden files). */
+  readonly upstreamTestSettings: boolean;
+}
+
+export interface RenderedPayload {
+  /** What the payload is fed to, e.g. `iptables-restore` or `nft -f`, for headers. */
+  readonly consumer: string;
+  readonly text: string;
+}
+
+export interface ProxyBackend {
+  readonly mode: ProxyMode;
+  /** Platform checks and set-up for the daemon; throws a typed error when the node cannot run it. */
+  open(ctx: PlatformContext): Promise<ModeRuntime>;
+  /** Remove every object this mode creates, in every family; foreign objects stay. */
+  cleanup(ctx: PlatformContext): Promise<CleanupReport>;
+  /** Pure: the payload of a full sync for this state (the `render` command). */
+  render(target: RenderTarget): RenderedPayload;
+}

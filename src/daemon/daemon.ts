@@ -1,0 +1,324 @@
+/**
+ * The daemon's composition (upstream `cmd/kube-proxy/app` `ProxyServer.Run` plus the metaproxier):
+ * one state store per IP family fed by one source, the mode's proxiers behind a bounded-frequency
+ * runner each, the health and metrics servers, the service health-check servers, the mode's kernel
+ * monitor, and the other modes' leftovers removed at start. Nothing here names a mode: the mode
+ * comes from the registry.
+ *
+ * Fatal means fatal: when any part fails for good (the source cannot read its input, a server
+ * with --bind-address-hard-fail cannot bind, the config file changed), everything is stopped and
+ * `runDaemon` rejects, so the process exits non-zero. Rules already programmed stay as they are.
+ */
+import { availableParallelism } from "node:os";
+import { setMaxListeners } from "node:events";
+import { watch } from "node:fs";
+import type { Registry } from "prom-client";
+import { cleanupModes, modesToCleanAtStart } from "../backends/index.ts";
+import type { ProxyBackend } from "../backends/types.ts";
+import { parseDuration } from "../config/duration.ts";
+import type { KubeProxyConfiguration, ProxyMode } from "../config/types.ts";
+import { InputError, KubeProxyError } from "../errors.ts";
+import { nodeRef, type EventRecorder } from "../k8s/events.ts";
+import type { EndpointSlice, Node, Service } from "../k8s/objects.ts";
+import { reconcileUdpConntrack, udpConntrackModel } from "../kernel/conntrack.ts";
+import type { Runner } from "../kernel/exec.ts";
+import { localAddresses } from "../kernel/ip.ts";
+import { applyOomScoreAdj } from "../kernel/oom.ts";
+import { ensureSysctl, inInitialNetns } from "../kernel/sysctl.ts";
+import type { Logger } from "../log.ts";
+import { ProxyStateStore } from "../proxy/changetracker.ts";
+import { realClock } from "../proxy/clock.ts";
+import { conntrackSysctls } from "../proxy/conntracksysctls.ts";
+import { healthTimeoutForSyncPeriod, ProxyHealth, toBeDeletedTaint } from "../proxy/health.ts";
+import { createProxyMetrics } from "../proxy/metrics.ts";
+import { nodeInfoFromObject } from "../proxy/node.ts";
+import { BoundedFrequencyRunner } from "../proxy/runner.ts";
+import { localReadyEndpoints } from "../proxy/state.ts";
+import { FULL_SYNC_PERIOD_MS, type FamilyProxier, type SyncReport } from "../proxy/sync.ts";
+import type { IPFamily, ProxyState } from "../proxy/types.ts";
+import { serveProxyHealth } from "../server/healthz.ts";
+import { keepServing, type HttpListener } from "../server/httpserver.ts";
+import { serveMetrics } from "../server/metrics.ts";
+import { ServiceHealthServer } from "../server/servicehealth.ts";
+import { serveWeb } from "../server/web.ts";
+import type { Source } from "../source/types.ts";
+
+export interface DaemonParts {
+  readonly config: Readonly<KubeProxyConfiguration>;
+  readonly log: Logger;
+  readonly runner: Runner;
+  readonly backend: ProxyBackend;
+  readonly source: Source;
+  /** Kubernetes Events, when there is an API server to record them in. */
+  readonly events: EventRecorder | null;
+  readonly registry: Registry;
+  readonly nodeName: string;
+  /** The --config file: upstream exits when it changes so that its supervisor restarts it. */
+  readonly configPath: string | null;
+  readonly initOnly: boolean;
+  /** `--web-bind-address`; "" = the web view is off (the default). */
+  readonly webBindAddress: string;
+  /** Aborting it stops the daemon (the CLI wires SIGTERM/SIGINT to it). */
+  readonly stop: AbortController;
+}
+
+/** A part of the daemon stopped for good; the daemon stops with it. */
+export class DaemonStoppedError extends KubeProxyError {
+  readonly code = "KPT_DAEMON_STOPPED";
+}
+
+/** `--cleanup`: every mode's objects, whatever mode is configured (upstream `platformCleanup`). */
+export async function cleanupAllModes(
+  ctx: Pick<DaemonParts, "config" | "runner" | "log">,
+  modes: readonly ProxyMode[],
+): Promise<void> {
+  const reports = await cleanupModes(modes, ctx);
+  const failed = reports.filter((r) => r.errors.length > 0);
+  for (const r of failed) for (const err of r.errors) ctx.log.error({ err, mode: r.mode }, "Cleanup failed");
+  if (failed.length > 0)
+    throw new DaemonStoppedError(
+      `cleanup of ${failed.map((r) => r.mode).join(", ")} mode objects failed (see the log)`,
+    );
+  ctx.log.info("Cleanup complete");
+}
+
+export async function runDaemon(parts: DaemonParts): Promise<void> {
+  const { config, log, runner, source, nodeName, registry, backend, stop } = parts;
+  const clock = realClock;
+  const syncPeriodMs = parseDuration(config.iptables.syncPeriod, "iptables.syncPeriod");
+  const minSyncMs = parseDuration(config.iptables.minSyncPeriod, "iptables.minSyncPeriod");
+  // Every loop, server, watch and back-off of the daemon listens on this one signal: more than
+  // Node's default of 10 is expected, not a leak.
+  setMaxListeners(64, stop.signal);
+  let fatal: unknown = null;
+  const failWith = (err: unknown) => {
+    if (fatal === null) {
+      fatal = err;
+      log.error({ err }, "Fatal error: stopping (rules stay in place)");
+    }
+    stop.abort();
+  };
+  /** A long-running part: its failure stops everything. */
+  const part = (p: Promise<void>): Promise<void> => p.catch(failWith);
+
+  await applyOomScoreAdj(config.oomScoreAdj).catch((err: unknown) =>
+    log.error({ err, value: config.oomScoreAdj }, "Failed to apply oom_score_adj"),
+  );
+  const ctx = { config, runner, log };
+  const runtime = await backend.open(ctx);
+  for (const report of await cleanupModes(modesToCleanAtStart(backend.mode), ctx))
+    for (const err of report.errors) log.error({ err, mode: report.mode }, "Failed to clean up another mode's leftovers");
+
+  const metrics = createProxyMetrics(registry, runtime.metricsOptions);
+  const health = new ProxyHealth(healthTimeoutForSyncPeriod(syncPeriodMs), clock);
+  if (parts.configPath !== null) {
+    const path = parts.configPath;
+    watch(path, { signal: stop.signal, persistent: false }, () =>
+      failWith(new InputError("--config", `content of ${path} was updated; restart to apply it`)),
+    );
+  }
+
+  // Objects arrive before the proxiers exist (we need the Node for IPs); queue them per family.
+  let nodeObject: Node | null = null;
+  const stores = new Map<IPFamily, ProxyStateStore>();
+  for (const family of runtime.families)
+    stores.set(family, new ProxyStateStore({ family, nodeName, featureGates: config.featureGates }));
+  let synced!: () => void;
+  const initialSync = new Promise<"synced">((resolve) => (synced = () => resolve("synced")));
+  let proxiers = new Map<IPFamily, { proxier: FamilyProxier<unknown>; runner: BoundedFrequencyRunner }>();
+  const queue = (family: IPFamily) => {
+    health.queuedUpdate(family);
+    metrics.syncProxyRulesLastQueuedTimestamp.set({ ip_family: family }, clock.now() / 1000);
+    proxiers.get(family)?.runner.run();
+  };
+  const sourceDone = source.start(
+    {
+      onService(previous: Service | null, current: Service | null) {
+        for (const [family, store] of stores) if (store.serviceChanges.update(previous, current)) queue(family);
+        metrics.serviceChangesTotal.inc();
+      },
+      onEndpointSlice(previous: EndpointSlice | null, current: EndpointSlice | null) {
+        for (const [family, store] of stores) {
+          const pending =
+            current === null
+              ? store.endpointsChanges.endpointSliceUpdate(previous!, true)
+              : store.endpointsChanges.endpointSliceUpdate(current, false);
+          if (pending) queue(family);
+        }
+        metrics.endpointChangesTotal.inc();
+      },
+      onNode(node: Node | null) {
+        nodeObject = node;
+        health.setNode(
+          node === null
+            ? null
+            : {
+                deleting: node.metadata.deletionTimestamp != null,
+                toBeDeletedTaint: node.spec.taints.some((t) => t.key === toBeDeletedTaint),
+              },
+        );
+        for (const [family, store] of stores) {
+          if (store.nodeUpdate(node)) {
+            proxiers.get(family)?.proxier.forceFullSync();
+            queue(family);
+          }
+        }
+      },
+      onSynced() {
+        synced();
+      },
+    },
+    stop.signal,
+  );
+  const sourceEnded = sourceDone.then(
+    () => "ended" as const,
+    (err: unknown) => {
+      failWith(err);
+      return "ended" as const;
+    },
+  );
+  const first = await Promise.race([initialSync, sourceEnded]);
+  if (first !== "synced") {
+    // Stopped by a signal before anything was synced, or the source gave up: nothing to program.
+    if (fatal === null && !stop.signal.aborted)
+      failWith(new DaemonStoppedError("the source of Services stopped before its initial sync"));
+    return finish();
+  }
+  const node = nodeInfoFromObject(nodeName, nodeObject);
+  if (nodeObject === null)
+    log.warn({ node: nodeName }, "No Node object found for this node; using bindAddress or loopback as node IP");
+
+  await applyConntrackSysctls(config, log);
+  const serviceHealth = new ServiceHealthServer({
+    proxyHealth: health,
+    hostname: nodeName,
+    log,
+    onListenError: (svc, message) =>
+      void parts.events?.eventf(
+        { kind: "Service", apiVersion: "v1", namespace: svc.namespace, name: svc.name },
+        "Warning",
+        "FailedToStartServiceHealthcheck",
+        "Listen",
+        message,
+      ),
+  });
+  const primaryFamily = runtime.families[0];
+  const onSync = (report: SyncReport<unknown>, state: ProxyState) => {
+    if (!report.ok || report.family !== primaryFamily) return;
+    const wanted = [...state.services.values()]
+      .filter((sp) => sp.healthCheckNodePort !== 0)
+      .map((sp) => ({ namespace: sp.name.namespace, name: sp.name.name, port: sp.healthCheckNodePort }));
+    void serviceHealth.sync(wanted).then(() => serviceHealth.syncEndpoints(localReadyEndpoints(state)));
+  };
+  const created = await runtime.proxiers({
+    node,
+    localAddresses: await localAddresses(runner),
+    stores,
+    clock,
+    log,
+    health,
+    metrics,
+    syncPeriodMs,
+    reconcileConntrack: (family, state) => reconcileUdpConntrack(runner, family, udpConntrackModel(state)),
+    onSync,
+  });
+  proxiers = new Map(
+    [...created].map(([family, proxier]) => [
+      family,
+      {
+        proxier,
+        runner: new BoundedFrequencyRunner(
+          `sync-runner-${family}`,
+          async () => {
+            await proxier.syncProxyRules();
+          },
+          { minInterval: minSyncMs, retryInterval: syncPeriodMs, maxInterval: FULL_SYNC_PERIOD_MS },
+          clock,
+          { onError: () => undefined },
+        ),
+      },
+    ]),
+  );
+
+  if (parts.initOnly) {
+    log.info("Initialization done (--init-only)");
+    stop.abort();
+    await sourceEnded;
+    return finish();
+  }
+
+  const loops: Promise<void>[] = [sourceEnded.then(() => undefined)];
+  const serve = (what: string, address: string, listen: () => Promise<HttpListener>) => {
+    if (address === "") return;
+    loops.push(
+      part(
+        keepServing(listen, {
+          clock,
+          signal: stop.signal,
+          hardFail: config.bindAddressHardFail,
+          onError: (err) => log.error({ err, address }, `Failed to start ${what} server`),
+          onListening: () => log.info({ address }, `Serving ${what}`),
+        }),
+      ),
+    );
+  };
+  serve("healthz", config.healthzBindAddress, () => serveProxyHealth({ health, metrics }, config.healthzBindAddress));
+  serve("metrics", config.metricsBindAddress, () =>
+    serveMetrics({ registry, proxyMode: config.mode, config }, config.metricsBindAddress),
+  );
+  serve("web view", parts.webBindAddress, () =>
+    serveWeb(parts.webBindAddress, {
+      source: runtime.inspection,
+      clock,
+      onError: (err) => log.error({ err }, "Web view request failed"),
+    }),
+  );
+
+  for (const [family, { proxier, runner: syncRunner }] of proxiers) {
+    proxier.setInitialized();
+    health.updated(family);
+    loops.push(part(syncRunner.loop(stop.signal)));
+    syncRunner.run();
+  }
+  loops.push(
+    part(
+      runtime.monitor({
+        intervalMs: syncPeriodMs,
+        signal: stop.signal,
+        onLost: (family) => {
+          const entry = proxiers.get(family);
+          entry?.proxier.forceFullSync();
+          entry?.runner.run();
+        },
+      }),
+    ),
+  );
+  if (!stop.signal.aborted) {
+    log.info({ node: nodeName, mode: backend.mode, families: [...proxiers.keys()] }, "kube-proxy-ts started");
+    void parts.events?.eventf(nodeRef(nodeName), "Normal", "Starting", "StartKubeProxy", "");
+  }
+  await Promise.all(loops);
+  await serviceHealth.close();
+  return finish();
+
+  function finish(): void {
+    if (fatal !== null) throw fatal;
+  }
+}
+
+/** Upstream's start-up conntrack sysctls; a failure is logged, as a read-only /proc/sys is common. */
+async function applyConntrackSysctls(config: Readonly<KubeProxyConfiguration>, log: Logger): Promise<void> {
+  const initial = await inInitialNetns().catch(() => false);
+  for (const sysctl of conntrackSysctls(config, availableParallelism())) {
+    if (sysctl.hostWide && !initial) {
+      log.info({ sysctl: sysctl.name }, "Not in the host's network namespace: leaving the host-wide sysctl alone");
+      continue;
+    }
+    try {
+      if (await ensureSysctl(sysctl.name, sysctl.value))
+        log.info({ sysctl: sysctl.name, value: sysctl.value }, "Set sysctl");
+    } catch (err) {
+      log.error({ err, sysctl: sysctl.name, value: sysctl.value }, "Failed to set conntrack sysctl");
+    }
+  }
+}
