@@ -88,6 +88,41 @@ describe("the daemon at start-up, in a node namespace", () => {
     assert.match(result.stderr, /needs root or the CAP_NET_ADMIN capability/, result.stderr);
   });
 
+  it("with --bind-address-hard-fail, a healthz port taken by someone else stops the whole daemon, non-zero", async () => {
+    const manifests = join(dir, "hard-fail");
+    mkdirSync(manifests);
+    const holder = sandbox.spawn(NODE, [
+      process.execPath,
+      "-e",
+      "require('node:net').createServer().listen(10256, '127.0.0.1', () => console.log('listening'))",
+    ]);
+    try {
+      await waitFor("the port holder", async () => (/listening/.test(holder.stdout) ? true : undefined), 10_000);
+      const result = await sandbox.exec(
+        NODE,
+        [
+          ...daemonArgv(),
+          "--manifests",
+          manifests,
+          "--hostname-override",
+          NODE,
+          "--bind-address-hard-fail",
+          "--healthz-bind-address",
+          "127.0.0.1:10256",
+          "--metrics-bind-address",
+          "127.0.0.1:10249",
+        ],
+        { okExitCodes: [0, 1, 70], timeoutMs: 60_000 },
+      );
+      assert.equal(result.exitCode, 1, result.stderr);
+      assert.match(result.stderr, /Failed to start healthz server/);
+      assert.match(result.stderr, /Fatal error: stopping/);
+      assert.match(result.stderr, /EADDRINUSE/);
+    } finally {
+      await holder.stop(5_000);
+    }
+  });
+
   it("exits non-zero when its --config file changes", async () => {
     const config = join(dir, "config.yaml");
     const manifests = join(dir, "manifests");
