@@ -16,8 +16,8 @@ import { formatCidr } from "../netfilter/addr.ts";
 import { explainService, explanationToJson, formatExplanation } from "../netfilter/explain.ts";
 import type { ExplainedRule, ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
 import type { Match, Rule, Ruleset } from "../netfilter/model.ts";
-import { fileRuleset, liveKernel, outputFormat, parseRuleset } from "./trace.ts";
-import type { LiveKernel } from "./trace.ts";
+import { liveKernel, parseRuleset, type LiveKernel } from "../backends/iptables/inspect.ts";
+import { fileRuleset, outputFormat } from "./trace.ts";
 
 /** `NAMESPACE/SERVICE[:PORT]`; the port is the Service port's name (upstream's ServicePortName). */
 export function parseServiceRef(text: string): ServiceRef {

@@ -1,16 +1,11 @@
 import { readFile } from "node:fs/promises";
 import { InputError } from "../errors.ts";
-import type { BackendDetection } from "../kernel/detect.ts";
-import { detectBackend } from "../kernel/detect.ts";
-import type { Runner } from "../kernel/exec.ts";
-import { ProcessRunner } from "../kernel/exec.ts";
+import { liveKernel, parseRuleset, type LiveKernel } from "../backends/iptables/inspect.ts";
+import { ProcessRunner, type Runner } from "../kernel/exec.ts";
 import { localAddresses } from "../kernel/ip.ts";
-import { Iptables } from "../kernel/iptables.ts";
 import type { Family } from "../netfilter/addr.ts";
 import { parseAddress } from "../netfilter/addr.ts";
-import { parseIptablesSave } from "../netfilter/iptables-save.ts";
 import type { Ruleset } from "../netfilter/model.ts";
-import { RulesetParseError } from "../netfilter/model.ts";
 import { formatTrace, packetFromFlags, tracePacket, traceToJson } from "../netfilter/tracer.ts";
 
 export type OutputFormat = "text" | "json";
@@ -26,44 +21,6 @@ async function readText(path: string): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString("utf8");
-}
-
-/** Parses a dump; a line the parser rejects is named together with where the dump came from. */
-export function parseRuleset(text: string, origin: string, family?: Family): Ruleset {
-  try {
-    return parseIptablesSave(text, family === undefined ? {} : { family });
-  } catch (error) {
-    if (error instanceof RulesetParseError) throw new InputError(origin, error.message, { cause: error });
-    throw error;
-  }
-}
-
-/**
- * The node's live rules as the daemon sees them: the backend (nft or legacy) is detected the way
- * the daemon detects it, so a host whose unsuffixed `iptables` points at the other backend is
- * still read where kube-proxy-ts writes.
- */
-export interface LiveKernel {
-  readonly detection: BackendDetection;
-  /** e.g. `iptables-nft-save -c`. */
-  saveCommand(family: Family): string;
-  /** That family's save output with counters, parsed. */
-  ruleset(family: Family): Promise<Ruleset>;
-}
-
-export async function liveKernel(runner: Runner): Promise<LiveKernel> {
-  const detection = await detectBackend(runner);
-  const iptables = (family: Family): Iptables =>
-    new Iptables({ runner, family: family === 4 ? "IPv4" : "IPv6", backend: detection.backend });
-  const saveCommand = (family: Family): string => `${iptables(family).binaries.save} -c`;
-  return {
-    detection,
-    saveCommand,
-    async ruleset(family) {
-      const dump = await iptables(family).save(undefined, { counters: true });
-      return parseRuleset(dump, saveCommand(family), family);
-    },
-  };
 }
 
 /** A dump named by `--ruleset FILE` (`-` for stdin). */

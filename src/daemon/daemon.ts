@@ -20,7 +20,7 @@ import type { KubeProxyConfiguration, ProxyMode } from "../config/types.ts";
 import { InputError, KubeProxyError } from "../errors.ts";
 import { nodeRef, type EventRecorder } from "../k8s/events.ts";
 import type { EndpointSlice, Node, Service } from "../k8s/objects.ts";
-import { reconcileUdpConntrack, udpConntrackModel } from "../kernel/conntrack.ts";
+import { reconcileUdpConntrack } from "../kernel/conntrack.ts";
 import type { Runner } from "../kernel/exec.ts";
 import { localAddresses } from "../kernel/ip.ts";
 import { applyOomScoreAdj } from "../kernel/oom.ts";
@@ -28,6 +28,7 @@ import { ensureSysctl, inInitialNetns } from "../kernel/sysctl.ts";
 import type { Logger } from "../log.ts";
 import { ProxyStateStore } from "../proxy/changetracker.ts";
 import { realClock } from "../proxy/clock.ts";
+import { udpConntrackModel } from "../proxy/conntrack.ts";
 import { conntrackSysctls } from "../proxy/conntracksysctls.ts";
 import { healthTimeoutForSyncPeriod, ProxyHealth, toBeDeletedTaint } from "../proxy/health.ts";
 import { createProxyMetrics } from "../proxy/metrics.ts";
@@ -113,9 +114,11 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   const health = new ProxyHealth(healthTimeoutForSyncPeriod(syncPeriodMs), clock);
   if (parts.configPath !== null) {
     const path = parts.configPath;
-    watch(path, { signal: stop.signal, persistent: false }, () =>
-      failWith(new InputError("--config", `content of ${path} was updated; restart to apply it`)),
-    );
+    watch(path, { signal: stop.signal, persistent: false }, () => {
+      if (fatal !== null) return;
+      log.error({ path }, "Configuration file changed; exiting so that it is reloaded");
+      failWith(new InputError("--config", `content of ${path} was updated; restart to apply it`));
+    });
   }
 
   // Objects arrive before the proxiers exist (we need the Node for IPs); queue them per family.

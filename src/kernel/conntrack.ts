@@ -1,4 +1,4 @@
-import type { IPFamily, ProxyState } from "../proxy/types.ts";
+import type { IPFamily } from "../proxy/types.ts";
 import { ExecError } from "./exec.ts";
 import type { Runner } from "./exec.ts";
 
@@ -152,25 +152,6 @@ export function joinHostPort(ip: string, port: number): string {
 export interface UdpConntrackModel {
   readonly frontends: ReadonlyMap<string, ReadonlySet<string>>;
   readonly nodePorts: ReadonlyMap<number, ReadonlySet<string>>;
-}
-
-/** Builds the reconciler model from one family's proxy state: UDP ports with serving endpoints only. */
-export function udpConntrackModel(state: ProxyState): UdpConntrackModel {
-  const frontends = new Map<string, Set<string>>();
-  const nodePorts = new Map<number, Set<string>>();
-  for (const [key, svc] of state.services) {
-    if (svc.protocol !== "UDP") continue;
-    // Topology, traffic policy and terminating state are deliberately ignored: any serving endpoint is legitimate.
-    const serving = new Set(
-      (state.endpoints.get(key) ?? []).filter((ep) => ep.serving).map((ep) => joinHostPort(ep.ip, ep.port)),
-    );
-    if (serving.size === 0) continue;
-    frontends.set(joinHostPort(svc.clusterIP, svc.port), serving);
-    for (const ip of svc.externalIPs) frontends.set(joinHostPort(ip, svc.port), serving);
-    for (const ip of svc.loadBalancerVIPs) frontends.set(joinHostPort(ip, svc.port), serving);
-    if (svc.nodePort !== 0) nodePorts.set(svc.nodePort, serving);
-  }
-  return { frontends, nodePorts };
 }
 
 /** The UDP flows whose reply source is no longer a serving endpoint of the frontend they were sent to. */

@@ -1,7 +1,12 @@
 /** iptables mode's kernel reader for the see-inside tools: `iptables-save -c` per family. */
+import { InputError } from "../../errors.ts";
+import { detectBackend, type BackendDetection } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
-import type { IptablesInterface } from "../../kernel/iptables.ts";
+import { Iptables, type IptablesInterface } from "../../kernel/iptables.ts";
+import type { Family } from "../../netfilter/addr.ts";
+import { parseIptablesSave } from "../../netfilter/iptables-save.ts";
+import { RulesetParseError, type Ruleset } from "../../netfilter/model.ts";
 import type { InspectionSource } from "../../inspect/types.ts";
 
 /**
@@ -20,6 +25,44 @@ export function iptablesInspectionSource(
       // `ip addr` gives address/prefix; the tracer wants bare addresses.
       const local = (await readLocalAddresses(runner, netns)).map((a) => a.replace(/\/\d+$/, ""));
       return { mode: "iptables", dumps, localAddresses: local };
+    },
+  };
+}
+
+/** Parses a dump; a line the parser rejects is named together with where the dump came from. */
+export function parseRuleset(text: string, origin: string, family?: Family): Ruleset {
+  try {
+    return parseIptablesSave(text, family === undefined ? {} : { family });
+  } catch (error) {
+    if (error instanceof RulesetParseError) throw new InputError(origin, error.message, { cause: error });
+    throw error;
+  }
+}
+
+/**
+ * The node's live rules as the daemon sees them: the backend (nft or legacy) is detected the way
+ * the daemon detects it, so a host whose unsuffixed `iptables` points at the other backend is
+ * still read where kube-proxy-ts writes.
+ */
+export interface LiveKernel {
+  readonly detection: BackendDetection;
+  /** e.g. `iptables-nft-save -c`. */
+  saveCommand(family: Family): string;
+  /** That family's save output with counters, parsed. */
+  ruleset(family: Family): Promise<Ruleset>;
+}
+
+export async function liveKernel(runner: Runner): Promise<LiveKernel> {
+  const detection = await detectBackend(runner);
+  const iptables = (family: Family): Iptables =>
+    new Iptables({ runner, family: family === 4 ? "IPv4" : "IPv6", backend: detection.backend });
+  const saveCommand = (family: Family): string => `${iptables(family).binaries.save} -c`;
+  return {
+    detection,
+    saveCommand,
+    async ruleset(family) {
+      const dump = await iptables(family).save(undefined, { counters: true });
+      return parseRuleset(dump, saveCommand(family), family);
     },
   };
 }

@@ -1,3 +1,4 @@
+import { udpConntrackModel } from "../../../src/proxy/conntrack.ts";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -9,7 +10,6 @@ import {
   reconcileUdpConntrack,
   staleUdpEntries,
   staleUdpFilters,
-  udpConntrackModel,
 } from "../../../src/kernel/conntrack.ts";
 import type { ConntrackEntry, UdpConntrackModel } from "../../../src/kernel/conntrack.ts";
 import type { Endpoint, ProxyState, ServicePort } from "../../../src/proxy/types.ts";
