@@ -121,6 +121,16 @@ const EXPECTED_JUMPS = {
   "nat POSTROUTING": ["KUBE-POSTROUTING", "FOREIGN-NAT"],
 };
 
+const NFT_LEFTOVERS = [
+  'add table ip kube-proxy { comment "rules for kube-proxy" ; }',
+  "add chain ip kube-proxy services",
+  'add table ip6 kube-proxy { comment "rules for kube-proxy" ; }',
+  "add table inet foreign-fw",
+  "add chain inet foreign-fw input { type filter hook input priority 10 ; }",
+  "add table ip kube-proxy-not-ours",
+  "",
+].join("\n");
+
 describe("the daemon among other components' rules, across restarts and cleanup", () => {
   let sandbox: Sandbox;
   let daemon: ProxyDaemon;
@@ -145,6 +155,8 @@ describe("the daemon among other components' rules, across restarts and cleanup"
       ),
     });
     for (const family of ["IPv4", "IPv6"] as const) beforeProxy.set(family, await saveAll(family));
+    // What nftables mode would have left behind, next to a table of someone else's.
+    await sandbox.exec(NODE, ["nft", "-f", "-"], { stdin: NFT_LEFTOVERS });
     daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       families: ["IPv4", "IPv6"],
@@ -285,6 +297,13 @@ describe("the daemon among other components' rules, across restarts and cleanup"
     assert.deepEqual(served?.errors, {}, `${JSON.stringify(served?.results)}${daemon.logTail(15)}`);
   });
 
+  it("at start, removes nftables mode's tables and keeps every other nftables table", async () => {
+    const tables = (await sandbox.exec(NODE, ["nft", "list", "tables"])).stdout;
+    assert.doesNotMatch(tables, /^table ip6? kube-proxy$/m, tables);
+    assert.match(tables, /table inet foreign-fw\b/, tables);
+    assert.match(tables, /table ip kube-proxy-not-ours\b/, tables);
+  });
+
   it("--cleanup leaves the ruleset as it was before the proxy ran", async () => {
     await daemon.stop();
     await sandbox.exec(NODE, [...daemonArgv(), "--cleanup"], { timeoutMs: 60_000 });
@@ -306,5 +325,7 @@ describe("the daemon among other components' rules, across restarts and cleanup"
         `${family} after --cleanup:\n${afterCleanup.join("\n")}`,
       );
     }
+    const tables = (await sandbox.exec(NODE, ["nft", "list", "tables"])).stdout;
+    assert.match(tables, /table inet foreign-fw\b/, tables);
   });
 });
