@@ -1,3 +1,5 @@
+import { iptablesServiceView, matchOf } from "../backends/iptables/view.ts";
+import { whyNoTraffic } from "../inspect/model.ts";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,8 +16,8 @@ import { ProcessRunner } from "../kernel/exec.ts";
 import type { Family } from "../netfilter/addr.ts";
 import { formatCidr } from "../netfilter/addr.ts";
 import { explainService, explanationToJson, formatExplanation } from "../netfilter/explain.ts";
-import type { ExplainedRule, ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
-import type { Match, Rule, Ruleset } from "../netfilter/model.ts";
+import type { ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
+import type { Ruleset } from "../netfilter/model.ts";
 import { liveKernel, parseRuleset, type LiveKernel } from "../backends/iptables/inspect.ts";
 import { fileRuleset, outputFormat } from "./trace.ts";
 
@@ -26,74 +28,6 @@ export function parseServiceRef(text: string): ServiceRef {
     throw new InputError("explain", `expected NAMESPACE/SERVICE[:PORT-NAME], got ${JSON.stringify(text)}`);
   const [, namespace = "", , name = "", , port] = m;
   return port === undefined ? { namespace, name } : { namespace, name, port };
-}
-
-function matchOf<K extends Match["kind"]>(rule: Rule, kind: K): (Match & { readonly kind: K }) | undefined {
-  return rule.matches.find((m): m is Match & { readonly kind: K } => m.kind === kind);
-}
-
-/** What a filter or capture rule catches, in words: `10.1.0.27:80`, `node port 31004`. */
-function destinationOf(rule: Rule): string {
-  const dst = matchOf(rule, "destination");
-  const port = matchOf(rule, "destinationPort")?.ranges[0]?.[0];
-  const proto = matchOf(rule, "protocol")?.protocol;
-  const portText = port === undefined ? "" : `:${port}`;
-  const suffix = proto === undefined ? "" : ` (${proto})`;
-  if (dst !== undefined) {
-    const full = dst.cidr.prefix === (dst.cidr.family === 4 ? 32 : 128);
-    const addr = full ? formatCidr(dst.cidr).replace(/\/\d+$/, "") : formatCidr(dst.cidr);
-    return `${dst.cidr.family === 6 && port !== undefined ? `[${addr}]` : addr}${portText}${suffix}`;
-  }
-  if (matchOf(rule, "addrtype")?.types.includes("LOCAL") === true && port !== undefined)
-    return `node port ${port}${suffix} on any local address`;
-  return `this Service${suffix}`;
-}
-
-function verdictOf(rule: Rule): string {
-  const t = rule.target;
-  if (t?.kind === "verdict") return t.verdict === "DROP" ? "DROPped" : `${t.verdict}ed`;
-  return "stopped";
-}
-
-function where(rule: ExplainedRule): string {
-  return `${rule.table} ${rule.chain} rule ${rule.ruleNumber}`;
-}
-
-/** Plain answers to "why does this Service get no traffic?", one per blocking rule. */
-export function whyNoTraffic(ex: ServiceExplanation): string[] {
-  const out: string[] = [];
-  for (const r of ex.filter) {
-    const spn = r.servicePortName ?? ex.service;
-    const dest = destinationOf(r.rule);
-    switch (r.role) {
-      case "no endpoints":
-        out.push(`${spn} has no endpoints: packets to ${dest} are ${verdictOf(r.rule)} in ${where(r)}`);
-        break;
-      case "no local endpoints":
-        out.push(
-          `${spn} has no local endpoints on this node: packets to ${dest} are ${verdictOf(r.rule)} in ${where(r)}` +
-            " (traffic policy Local: endpoints on other nodes are not used)",
-        );
-        break;
-      case "firewall drop": {
-        const fw = /traffic not accepted by (KUBE-FW-\S+)/.exec(matchOf(r.rule, "comment")?.text ?? "")?.[1];
-        const chain = ex.chains.find((c) => c.name === fw);
-        const ranges = (chain?.rules ?? [])
-          .map((x) => matchOf(x.rule, "source"))
-          .filter((m) => m !== undefined)
-          .map((m) => formatCidr(m.cidr));
-        const allowed =
-          ranges.length === 0 ? "no source at all" : `only sources in ${ranges.join(", ")} (nat ${fw})`;
-        out.push(
-          `${spn}: load-balancer IP ${dest} accepts ${allowed}; packets from any other source are DROPped in ${where(r)}`,
-        );
-        break;
-      }
-      default:
-        break;
-    }
-  }
-  return out;
 }
 
 export interface EndpointFlows {
@@ -262,7 +196,8 @@ export async function explainCommand(
     kernel !== undefined && options["conntrack"] !== false
       ? await endpointFlows(runner, explanation, ruleset.family)
       : undefined;
-  const reasons = whyNoTraffic(explanation);
+  const view = iptablesServiceView(explanation);
+  const reasons = whyNoTraffic(view);
   if (format === "json")
     return (
       JSON.stringify(
@@ -271,6 +206,7 @@ export async function explainCommand(
           family: ruleset.family,
           ...(explanationToJson(explanation) as object),
           ...(flows === undefined ? {} : { conntrack: flows }),
+          view,
           whyNoTraffic: reasons,
         },
         null,

@@ -108,7 +108,8 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   const ctx = { config, runner, log };
   const runtime = await backend.open(ctx);
   for (const report of await cleanupModes(modesToCleanAtStart(backend.mode), ctx))
-    for (const err of report.errors) log.error({ err, mode: report.mode }, "Failed to clean up another mode's leftovers");
+    for (const err of report.errors)
+      log.error({ err, mode: report.mode }, "Failed to clean up another mode's leftovers");
 
   const metrics = createProxyMetrics(registry, runtime.metricsOptions);
   const health = new ProxyHealth(healthTimeoutForSyncPeriod(syncPeriodMs), clock);
@@ -137,7 +138,8 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   const sourceDone = source.start(
     {
       onService(previous: Service | null, current: Service | null) {
-        for (const [family, store] of stores) if (store.serviceChanges.update(previous, current)) queue(family);
+        for (const [family, store] of stores)
+          if (store.serviceChanges.update(previous, current)) queue(family);
         metrics.serviceChangesTotal.inc();
       },
       onEndpointSlice(previous: EndpointSlice | null, current: EndpointSlice | null) {
@@ -189,7 +191,10 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   }
   const node = nodeInfoFromObject(nodeName, nodeObject);
   if (nodeObject === null)
-    log.warn({ node: nodeName }, "No Node object found for this node; using bindAddress or loopback as node IP");
+    log.warn(
+      { node: nodeName },
+      "No Node object found for this node; using bindAddress or loopback as node IP",
+    );
 
   await applyConntrackSysctls(config, log);
   const serviceHealth = new ServiceHealthServer({
@@ -265,7 +270,9 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
       ),
     );
   };
-  serve("healthz", config.healthzBindAddress, () => serveProxyHealth({ health, metrics }, config.healthzBindAddress));
+  serve("healthz", config.healthzBindAddress, () =>
+    serveProxyHealth({ health, metrics }, config.healthzBindAddress),
+  );
   serve("metrics", config.metricsBindAddress, () =>
     serveMetrics({ registry, proxyMode: config.mode, config }, config.metricsBindAddress),
   );
@@ -314,7 +321,10 @@ async function applyConntrackSysctls(config: Readonly<KubeProxyConfiguration>, l
   const initial = await inInitialNetns().catch(() => false);
   for (const sysctl of conntrackSysctls(config, availableParallelism())) {
     if (sysctl.hostWide && !initial) {
-      log.info({ sysctl: sysctl.name }, "Not in the host's network namespace: leaving the host-wide sysctl alone");
+      log.info(
+        { sysctl: sysctl.name },
+        "Not in the host's network namespace: leaving the host-wide sysctl alone",
+      );
       continue;
     }
     try {

@@ -91,7 +91,10 @@ interface Uncommitted {
   readonly lastChangeTriggerTimes: ReadonlyMap<string, readonly number[]>;
 }
 
-const NOTHING_UNCOMMITTED: Uncommitted = { conntrackCleanupRequired: false, lastChangeTriggerTimes: new Map() };
+const NOTHING_UNCOMMITTED: Uncommitted = {
+  conntrackCleanupRequired: false,
+  lastChangeTriggerTimes: new Map(),
+};
 
 function merged(carried: Uncommitted, pending: ApplyResult): Uncommitted {
   const times = new Map(carried.lastChangeTriggerTimes);
@@ -178,8 +181,14 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
       for (const seconds of programmingLatencies(uncommitted, finished))
         metrics.networkProgrammingLatency.observe({ ip_family: family }, seconds);
       const { internal, external } = outcome.noLocalEndpoints;
-      metrics.syncProxyRulesNoLocalEndpointsTotal.set({ traffic_policy: "internal", ip_family: family }, internal);
-      metrics.syncProxyRulesNoLocalEndpointsTotal.set({ traffic_policy: "external", ip_family: family }, external);
+      metrics.syncProxyRulesNoLocalEndpointsTotal.set(
+        { traffic_policy: "internal", ip_family: family },
+        internal,
+      );
+      metrics.syncProxyRulesNoLocalEndpointsTotal.set(
+        { traffic_policy: "external", ip_family: family },
+        external,
+      );
       metrics.syncProxyRulesLastTimestamp.set({ ip_family: family }, finished / 1000);
       metrics.syncProxyRulesLatency.observe({ ip_family: family }, (finished - started) / 1000);
     }

@@ -13,7 +13,14 @@ import { CONNTRACK_TCP_BE_LIBERAL, readSysctl, ROUTE_LOCALNET, writeSysctl } fro
 import type { Logger } from "../../log.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../proxy/types.ts";
-import type { CleanupReport, ModeRuntime, PlatformContext, ProxierDeps, ProxyBackend, RenderTarget } from "../types.ts";
+import type {
+  CleanupReport,
+  ModeRuntime,
+  PlatformContext,
+  ProxierDeps,
+  ProxyBackend,
+  RenderTarget,
+} from "../types.ts";
 import {
   JUMP_CHAINS,
   NFACCT_CT_STATE_INVALID_DROPPED_PKTS,
@@ -78,7 +85,8 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
       localhostNodePortsAcceptedPkts: await ensureNfacctCounter(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
     };
     const ensureCounters = async () => {
-      if (nfacct.ctStateInvalidDroppedPkts) await ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS);
+      if (nfacct.ctStateInvalidDroppedPkts)
+        await ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS);
       if (nfacct.localhostNodePortsAcceptedPkts)
         await ensureNfacctCounter(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS);
     };

@@ -314,7 +314,9 @@ export interface IptablesProxierOptions extends Omit<IptablesWriterOptions, "met
 }
 
 /** An iptables-mode proxier of one family: the shared sync half around an `IptablesWriter`. */
-export function iptablesProxier(options: IptablesProxierOptions): FamilyProxier<RenderResult, IptablesWriter> {
+export function iptablesProxier(
+  options: IptablesProxierOptions,
+): FamilyProxier<RenderResult, IptablesWriter> {
   const { store, clock, log, health, metrics, reconcileConntrack, onSync, ...writer } = options;
   return new FamilyProxier({
     writer: new IptablesWriter({ ...writer, clock, log, metrics: metrics?.iptables ?? null }),

@@ -97,7 +97,11 @@ describe("the daemon at start-up, in a node namespace", () => {
       "require('node:net').createServer().listen(10256, '127.0.0.1', () => console.log('listening'))",
     ]);
     try {
-      await waitFor("the port holder", async () => (/listening/.test(holder.stdout) ? true : undefined), 10_000);
+      await waitFor(
+        "the port holder",
+        async () => (/listening/.test(holder.stdout) ? true : undefined),
+        10_000,
+      );
       const result = await sandbox.exec(
         NODE,
         [

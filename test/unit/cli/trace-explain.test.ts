@@ -4,7 +4,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { explainCommand, parseServiceRef, whyNoTraffic } from "../../../src/cli/explain.ts";
+import { explainCommand, parseServiceRef } from "../../../src/cli/explain.ts";
+import { iptablesServiceView } from "../../../src/backends/iptables/view.ts";
+import { whyNoTraffic } from "../../../src/inspect/model.ts";
 import { addressList, traceCommand } from "../../../src/cli/trace.ts";
 import { InputError } from "../../../src/errors.ts";
 import { parseConntrackList } from "../../../src/kernel/conntrack.ts";
@@ -190,15 +192,24 @@ test("explain --ruleset: why no traffic — no endpoints, no local endpoints, so
     /why no traffic:\n {2}ns6\/svc6:p80 has no endpoints: packets to 172\.30\.0\.46:80 \(tcp\) are REJECTed in filter KUBE-SERVICES rule 1\n$/,
   );
   const flows = parseIptablesSave(readFileSync(FLOWS, "utf8"));
-  assert.deepEqual(whyNoTraffic(explainService(flows, { namespace: "ns2", name: "svc2" })), [
-    "ns2/svc2:p80 has no local endpoints on this node: packets to 192.168.99.22:80 (tcp) are DROPped in filter KUBE-EXTERNAL-SERVICES rule 1 (traffic policy Local: endpoints on other nodes are not used)",
-    "ns2/svc2:p80 has no local endpoints on this node: packets to 1.2.3.4:80 (tcp) are DROPped in filter KUBE-EXTERNAL-SERVICES rule 2 (traffic policy Local: endpoints on other nodes are not used)",
-    "ns2/svc2:p80 has no local endpoints on this node: packets to node port 3001 (tcp) on any local address are DROPped in filter KUBE-EXTERNAL-SERVICES rule 3 (traffic policy Local: endpoints on other nodes are not used)",
-  ]);
-  assert.deepEqual(whyNoTraffic(explainService(flows, { namespace: "ns5", name: "svc5" })), [
-    "ns5/svc5:p80: load-balancer IP 5.6.7.8:80 (tcp) accepts only sources in 203.0.113.0/25 (nat KUBE-FW-NUKIZ6OKUXPJNT4C); packets from any other source are DROPped in filter KUBE-PROXY-FIREWALL rule 1",
-  ]);
-  assert.deepEqual(whyNoTraffic(explainService(flows, { namespace: "ns4", name: "svc4" })), []);
+  assert.deepEqual(
+    whyNoTraffic(iptablesServiceView(explainService(flows, { namespace: "ns2", name: "svc2" }))),
+    [
+      "ns2/svc2:p80 has no local endpoints on this node: packets to 192.168.99.22:80 (tcp) are DROPped in filter KUBE-EXTERNAL-SERVICES rule 1 (traffic policy Local: endpoints on other nodes are not used)",
+      "ns2/svc2:p80 has no local endpoints on this node: packets to 1.2.3.4:80 (tcp) are DROPped in filter KUBE-EXTERNAL-SERVICES rule 2 (traffic policy Local: endpoints on other nodes are not used)",
+      "ns2/svc2:p80 has no local endpoints on this node: packets to node port 3001 (tcp) on any local address are DROPped in filter KUBE-EXTERNAL-SERVICES rule 3 (traffic policy Local: endpoints on other nodes are not used)",
+    ],
+  );
+  assert.deepEqual(
+    whyNoTraffic(iptablesServiceView(explainService(flows, { namespace: "ns5", name: "svc5" }))),
+    [
+      "ns5/svc5:p80: load-balancer IP 5.6.7.8:80 (tcp) accepts only sources in 203.0.113.0/25 (nat KUBE-FW-NUKIZ6OKUXPJNT4C); packets from any other source are DROPped in filter KUBE-PROXY-FIREWALL rule 1",
+    ],
+  );
+  assert.deepEqual(
+    whyNoTraffic(iptablesServiceView(explainService(flows, { namespace: "ns4", name: "svc4" }))),
+    [],
+  );
   await assert.rejects(explainCommand("ns9/svc9", { ruleset: FLOWS }), /no rules for Service ns9\/svc9/);
 });
 
@@ -332,4 +343,30 @@ test("explain --api: the Service, its slices and the node from the API server, r
   } finally {
     await server.stop();
   }
+});
+
+test("the mode-neutral view of an iptables Service: frontends with their action, endpoint shares, masquerade", () => {
+  const flows = parseIptablesSave(readFileSync(FLOWS, "utf8"));
+  const view = iptablesServiceView(explainService(flows, { namespace: "ns4", name: "svc4" }));
+  assert.equal(view.mode, "iptables");
+  assert.ok(view.frontends.length > 0);
+  assert.ok(view.frontends.every((f) => f.action === "load-balance" && f.reason === undefined));
+  assert.ok(
+    view.frontends.some((f) => f.kind === "cluster IP" && /^nat KUBE-SERVICES rule \d+$/.test(f.where)),
+  );
+  assert.ok(view.endpoints.length > 0);
+  const perPort = new Map<string, number>();
+  for (const e of view.endpoints)
+    perPort.set(e.servicePortName, (perPort.get(e.servicePortName) ?? 0) + e.share);
+  for (const [port, total] of perPort)
+    assert.ok(Math.abs(total - 1) < 1e-9, `${port}: shares add up to ${total}`);
+  assert.ok(view.endpoints.every((e) => e.via.length === 2 && e.via[1]!.startsWith("nat KUBE-SEP-")));
+  assert.ok(view.masquerade.some((m) => m.where.startsWith("nat KUBE-POSTROUTING")));
+
+  const none = iptablesServiceView(explainService(flows, { namespace: "ns6", name: "svc6" }));
+  assert.deepEqual(
+    none.frontends.map((f) => [f.kind, f.action, f.reason]),
+    [["cluster IP", "reject", "no endpoints"]],
+  );
+  assert.deepEqual(none.endpoints, []);
 });
