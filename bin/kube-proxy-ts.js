@@ -1,6 +1,12 @@
 #!/usr/bin/env node
-// Entry shim: run the TypeScript sources through tsx so the package works without a build step.
-import { register } from "tsx/esm/api";
+// Entry shim: run the compiled CLI (npm run build writes dist/).
+import { existsSync } from "node:fs";
+import process from "node:process";
+import { URL } from "node:url";
 
-register();
-await import("../src/cli/main.ts");
+const main = new URL("../dist/cli/main.js", import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write("kube-proxy-ts: dist/ is missing: run `npm run build` first\n");
+  process.exit(1);
+}
+await import(main.href);

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-exec node --import tsx src/cli/main.ts demo "$@"
+exec node dist/cli/main.js demo "$@"

@@ -1,7 +1,6 @@
-import { fileURLToPath } from "node:url";
+import { moduleArgv } from "../self.ts";
 
-/** argv that runs this program's CLI with the current Node binary (tsx resolved by URL, any cwd). */
+/** argv that runs this program's CLI with the current Node binary. */
 export function selfArgv(args: readonly string[]): string[] {
-  const main = fileURLToPath(new URL("./main.ts", import.meta.url));
-  return [process.execPath, "--import", import.meta.resolve("tsx"), main, ...args];
+  return moduleArgv(import.meta.url, "./main.ts", args);
 }

@@ -102,8 +102,9 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   /** A long-running part: its failure stops everything. */
   const part = (p: Promise<void>): Promise<void> => p.catch(failWith);
 
+  // Upstream logs this at -v=2 only: a container without CAP_SYS_RESOURCE may not lower it.
   await applyOomScoreAdj(config.oomScoreAdj).catch((err: unknown) =>
-    log.error({ err, value: config.oomScoreAdj }, "Failed to apply oom_score_adj"),
+    log.debug({ err, value: config.oomScoreAdj }, "Failed to apply OOMScore"),
   );
   const ctx = { config, runner, log };
   const runtime = await backend.open(ctx);

@@ -1,4 +1,4 @@
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,12 +11,13 @@ import { Sandbox } from "../../src/sandbox/topology.ts";
 import type { ExternalSpec, NodeSpec, PodSpec } from "../../src/sandbox/topology.ts";
 
 /*
- * The real daemon (`src/cli/main.ts --manifests DIR`) as a background process inside a sandbox
+ * The real daemon (the compiled `dist/cli/main.js --manifests DIR`) as a background process inside a sandbox
  * node's network namespace, fed from a temporary manifests folder that tests rewrite. Every wait
  * is bounded; a failed wait carries the daemon's log so the test output says what the proxy did.
  */
 
-const MAIN = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
+/** The daemon as shipped: the compiled build (scripts/test.sh builds it first). */
+const MAIN = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 const POLL_MS = 100;
 
 export type Family = "IPv4" | "IPv6";
@@ -276,7 +277,8 @@ export async function waitForFirstSync(
 
 /** argv that runs the CLI with this Node binary and tsx (append subcommand flags). */
 export function daemonArgv(): string[] {
-  return [process.execPath, "--import", import.meta.resolve("tsx"), MAIN];
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build (scripts/setup.sh does)`);
+  return [process.execPath, MAIN];
 }
 
 export interface ApiServerDaemonOptions {

@@ -368,7 +368,8 @@ const cmd = dockerInstruction(dockerfile, "CMD");
 function localEntrypoint(): string[] {
   const [node, script, ...rest] = entrypoint;
   assert.equal(node, "node");
-  const workdir = /^WORKDIR (\S+)$/m.exec(dockerfile)?.[1];
+  // The image is the last stage: its WORKDIR is the last one.
+  const workdir = [...dockerfile.matchAll(/^WORKDIR (\S+)$/gm)].at(-1)?.[1];
   assert.ok(
     workdir !== undefined && script !== undefined && script.startsWith(`${workdir}/`),
     "the entrypoint script is under WORKDIR",
@@ -439,7 +440,11 @@ test("every path the Dockerfile copies exists and survives .dockerignore", () =>
     .filter((l) => l !== "" && !l.startsWith("#"));
   assert.equal(ignore[0], "*", "context is an allow-list");
   const allowed = new Set(ignore.slice(1).map((l) => l.replace(/^!/, "").replace(/\/$/, "")));
-  const copies = [...dockerfile.matchAll(/^COPY (.+) \S+$/gm)].flatMap((m) => (m[1] as string).split(/\s+/));
+  // `COPY --from=build` takes what the build stage compiled, not the context.
+  const copies = [...dockerfile.matchAll(/^COPY (?!--from=)(.+) \S+$/gm)].flatMap((m) =>
+    (m[1] as string).split(/\s+/),
+  );
+  assert.match(dockerfile, /^COPY --from=build \/src\/dist\/ dist\/$/m, "the image runs the compiled build");
   assert.ok(copies.length >= 5, "COPY steps parsed");
   for (const source of copies) {
     const path = source.replace(/\/$/, "");

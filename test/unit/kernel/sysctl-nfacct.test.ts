@@ -12,6 +12,7 @@ import {
 } from "../../../src/kernel/sysctl.ts";
 import { ensureNfacctCounter, parseNfacctList, readNfacctCounters } from "../../../src/kernel/nfacct.ts";
 import { ScriptRunner } from "./script-runner.ts";
+import { applyOomScoreAdj } from "../../../src/kernel/oom.ts";
 
 test("sysctlPath accepts dotted and slash names", () => {
   assert.equal(sysctlPath("net.ipv4.conf.all.route_localnet"), "net/ipv4/conf/all/route_localnet");
@@ -77,4 +78,16 @@ test("parseNfacctList reads captured output", async () => {
   const runner = new ScriptRunner(() => ({ stdout: out }));
   assert.equal((await readNfacctCounters(runner, { netns: "kpt-n" }))?.length, 2);
   assert.deepEqual(runner.calls[0]?.argv, ["nfacct", "list"]);
+});
+
+test("--oom-score-adj is written as upstream's oom.ApplyOOMScoreAdj does", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "kpt-oom-"));
+  try {
+    const path = join(dir, "oom_score_adj");
+    await writeFile(path, "0\n");
+    await applyOomScoreAdj(-999, path);
+    assert.equal(await readFile(path, "utf8"), "-999\n");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
