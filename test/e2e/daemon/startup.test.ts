@@ -70,10 +70,8 @@ describe("the daemon at start-up, in a node namespace", () => {
     const result = await sandbox.exec(
       NODE,
       [
+        // Still root, so it can read a checkout only root may read, but with no capability at all.
         "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
         "--inh-caps=-all",
         "--bounding-set=-all",
         ...daemonArgv(),

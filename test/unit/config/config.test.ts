@@ -1,17 +1,21 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import fc from "fast-check";
 import { formatDuration, parseDuration } from "../../../src/config/duration.ts";
 import { resolveConfiguration, validateConfiguration } from "../../../src/config/load.ts";
 import { defaultConfiguration } from "../../../src/config/types.ts";
 import { ConfigError, InputError } from "../../../src/errors.ts";
 
+/** One folder for every file this suite writes, removed when the suite ends (pass or fail). */
+const dir = mkdtempSync(join(tmpdir(), "kpt-config-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+let files = 0;
+
 function file(text: string): string {
-  const dir = mkdtempSync(join(tmpdir(), "kpt-config-"));
-  const path = join(dir, "config.yaml");
+  const path = join(dir, `config-${++files}.yaml`);
   writeFileSync(path, text);
   return path;
 }
