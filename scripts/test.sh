@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: type-check, lint, unit + golden + end-to-end tests (real kernel, in
-# network namespaces; needs root), with coverage. Installs what is missing first.
+# The whole test suite: type-check, lint, the unit + golden tests (no privileges: see
+# test-unit.sh), then the end-to-end tests (real kernel, in network namespaces; needs root), with
+# one coverage report over both. Installs what is missing first (packages, npm ci, the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KPT_WITH_BROWSER=1 ./scripts/setup.sh
 npm run --silent typecheck
 npm run --silent lint
-mapfile -t files < <(find test -name '*.test.ts' | sort)
-npx c8 --reporter=text-summary node --import tsx --test --test-concurrency=1 "${files[@]}"
+npx c8 --clean=true --reporter=none ./scripts/test-unit.sh
+mapfile -t files < <(find test/e2e -name '*.test.ts' | sort)
+npx c8 --clean=false --reporter=none node --import tsx --test --test-concurrency=1 "${files[@]}"
+npx c8 report --reporter=text-summary
