@@ -39,13 +39,4 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-
-# The compiled build (dist/) that the bin, the demo and the daemon in the tests run: rebuilt when
-# missing or older than any source file or the lock file.
-stamp=dist/.build-stamp
-if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ tsconfig.build.json -nt "$stamp" ] \
-  || [ -n "$(find src -newer "$stamp" -print -quit)" ]; then
-  echo "setup: npm run build" >&2
-  npm run --silent build
-  touch "$stamp"
-fi
+./scripts/ensure-build.sh

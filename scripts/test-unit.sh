@@ -4,6 +4,8 @@
 # instead of passing only because the runner happened to be privileged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Two tests run the CLI as a user would, which is the compiled build.
+./scripts/ensure-build.sh
 mapfile -t files < <(find test/unit test/golden -name '*.test.ts' | sort)
 drop=()
 if [ "$(id -u)" = 0 ]; then drop=(setpriv --inh-caps=-all --bounding-set=-all --); fi

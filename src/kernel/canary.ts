@@ -17,7 +17,7 @@ export type Sleep = (ms: number, signal: AbortSignal) => Promise<void>;
 
 export interface CanaryMonitorOptions {
   readonly ipt: IptablesInterface;
-  /** The first table is the one polled; the others are only checked after a flush was seen. */
+  /** Every table gets a canary, and every one is polled. */
   readonly tables: readonly Table[];
   readonly intervalMs: number;
   /** Called after the canary vanished (a firewall reload flushed our rules). */
@@ -29,6 +29,8 @@ export interface CanaryMonitorOptions {
   /** How long to wait for the other tables' canaries to vanish too (upstream: 5 s, polled every 100 ms). */
   readonly flushTimeoutMs?: number;
   readonly flushPollMs?: number;
+  /** The wait ends early when no further canary vanished for this long (default 500 ms). */
+  readonly flushSettleMs?: number;
   readonly now?: () => number;
 }
 
@@ -59,8 +61,13 @@ function isResourceError(err: unknown): boolean {
 }
 
 /**
- * Upstream `iptables.Monitor`: create a canary chain in every table, then watch the first table;
- * when the canary disappears, wait briefly for the others to disappear as well and call `onFlush`.
+ * Upstream `iptables.Monitor`, watching every table instead of the first alone: create a canary
+ * chain in every table, poll them all, and when one disappears wait briefly for the others and
+ * call `onFlush`. Upstream polls only mangle: a flush of nat alone (`iptables -t nat -F; -X`)
+ * is then noticed only by the next sync that happens to fail on the missing chains, which may
+ * be an hour away. The wait keeps upstream's purpose (a firewall reload flushes the tables one
+ * after another: reload once, after the last) without upstream's price for a flush of some
+ * tables only, the whole timeout: it ends once no further canary vanished for `flushSettleMs`.
  */
 export function startCanaryMonitor(options: CanaryMonitorOptions): CanaryMonitor {
   const { ipt, tables, intervalMs, onFlush } = options;
@@ -69,10 +76,9 @@ export function startCanaryMonitor(options: CanaryMonitorOptions): CanaryMonitor
   const log = options.log ?? noLog;
   const flushTimeoutMs = options.flushTimeoutMs ?? 5_000;
   const flushPollMs = options.flushPollMs ?? 100;
+  const flushSettleMs = options.flushSettleMs ?? 500;
   const now = options.now ?? Date.now;
-  const [first, ...others] = tables;
-  if (first === undefined) throw new TypeError("canary monitor needs at least one table");
-  const watched: Table = first;
+  if (tables.length === 0) throw new TypeError("canary monitor needs at least one table");
 
   const controller = new AbortController();
   const stopSignal = controller.signal;
@@ -107,32 +113,39 @@ export function startCanaryMonitor(options: CanaryMonitorOptions): CanaryMonitor
     }
   }
 
-  async function waitForOthersGone(): Promise<boolean> {
+  async function goneTables(): Promise<Table[]> {
+    const gone: Table[] = [];
+    for (const table of tables) if ((await canaryGone(table)) === "gone") gone.push(table);
+    return gone;
+  }
+
+  /** True once every canary is gone; false when the others stayed (settled or timed out). */
+  async function waitForOthersGone(gone: number): Promise<boolean> {
     const deadline = now() + flushTimeoutMs;
-    for (;;) {
-      let allGone = true;
-      for (const table of others) {
-        if ((await canaryGone(table)) !== "gone") allGone = false;
-      }
-      if (allGone) return true;
-      if (now() >= deadline || stopSignal.aborted) return false;
+    let lastChange = now();
+    while (gone < tables.length) {
+      if (now() - lastChange >= flushSettleMs || now() >= deadline || stopSignal.aborted) return false;
       await sleep(flushPollMs, stopSignal);
+      const count = (await goneTables()).length;
+      if (count !== gone) lastChange = now();
+      gone = count;
     }
+    return true;
   }
 
   async function loop(): Promise<void> {
     while (!stopSignal.aborted) {
       while (!stopSignal.aborted && !(await ensureCanaries())) await sleep(intervalMs, stopSignal);
-      let flushed = false;
-      while (!stopSignal.aborted && !flushed) {
+      let gone: Table[] = [];
+      while (!stopSignal.aborted && gone.length === 0) {
         await sleep(intervalMs, stopSignal);
-        if (stopSignal.aborted) break;
-        if ((await canaryGone(watched)) !== "gone") continue;
-        log.debug({ table: watched, chain: canary }, "IPTables canary deleted");
-        if (!(await waitForOthersGone())) log.info({}, "Inconsistent iptables state detected");
-        flushed = true;
+        if (!stopSignal.aborted) gone = await goneTables();
       }
       if (stopSignal.aborted) break;
+      log.debug({ tables: gone, chain: canary }, "IPTables canary deleted");
+      if (!(await waitForOthersGone(gone.length))) {
+        log.info({ tables: gone }, "Inconsistent iptables state detected");
+      }
       log.debug({}, "Reloading after iptables flush");
       try {
         await onFlush();

@@ -270,6 +270,8 @@ export class FakeIptables implements IptablesInterface {
         if (op === "-I" && args[0] !== undefined && /^\d+$/.test(args[0])) {
           index = Number(args[0]) - 1;
           ruleArgs = args.slice(1);
+          if (index < 0) return fail(2, `iptables v1.8.9: Invalid rule number \`${args[0]}'`);
+          if (index > target.rules.length) return fail(1, "iptables: Index of insertion too big.");
         }
         const jump = jumpTarget(ruleArgs);
         if (jump !== null && !EXTENSION_TARGETS.has(jump) && !table.has(jump)) {

@@ -8,17 +8,17 @@ import { decodeEndpointSlice, decodeService } from "../../src/k8s/objects.ts";
 export const numberedIP = (prefix: string, n: number): string =>
   `${prefix}.${Math.floor(n / 250)}.${(n % 250) + 1}`;
 
-/** Service `ns/svc<n>` with ClusterIP `numberedIP("172.30", n)`. */
-export function numberedService(n: number) {
+/** Service `ns/svc<n>` with ClusterIP `numberedIP("172.30", n)`; with a `nodePort`, of type NodePort. */
+export function numberedService(n: number, nodePort?: number) {
   return decodeService(
     {
       apiVersion: "v1",
       kind: "Service",
       metadata: { name: `svc${n}`, namespace: "ns" },
       spec: {
-        type: "ClusterIP",
+        type: nodePort === undefined ? "ClusterIP" : "NodePort",
         clusterIP: numberedIP("172.30", n),
-        ports: [{ name: "p80", port: 80, protocol: "TCP" }],
+        ports: [{ name: "p80", port: 80, protocol: "TCP", ...(nodePort === undefined ? {} : { nodePort }) }],
       },
     },
     "test",

@@ -14,6 +14,8 @@ export const KUBE_FORWARD = "KUBE-FORWARD";
 export const KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL";
 export const KUBE_FIREWALL = "KUBE-FIREWALL";
 export const KUBE_PROXY_CANARY = "KUBE-PROXY-CANARY";
+/** Created and deleted inside one transaction to check nat's top-level chains (transactions.ts). */
+export const KUBE_PROXY_PROBE = "KUBE-PROXY-PROBE";
 
 export const LARGE_CLUSTER_ENDPOINTS_THRESHOLD = 1000;
 

@@ -18,15 +18,30 @@
  * empty for a packet.
  *
  * `previous`: what the last successful sync left in the kernel's top level (null after a start,
- * a failure or a flush). When the fixed parts are unchanged, the capture rules of KUBE-SERVICES,
- * KUBE-NODEPORTS and the filter chains are edited in place instead of rewritten: `-D` for rules
- * that went away, `-I CHAIN 1` for new ones (above the nodeport tail, which must stay last; the
- * per-Service capture rules never overlap, so their order does not matter). On a 10,000-Service
- * node a change then costs its own rules, not a rewrite of 10,000 capture rules; the kernel holds
- * the same rules as after upstream's partial sync. Too many edits fall back to the rewrite.
+ * a failure or a flush). When the fixed parts are unchanged, the rules of nat KUBE-SERVICES and
+ * KUBE-NODEPORTS and of the filter chains are edited in place instead of rewritten:
+ * `-D` for rules that went away, then each new rule at its own position (`-I CHAIN n`, or `-A`
+ * below the last rule that stays). Positions matter: KUBE-NODEPORTS holds a NodePort's
+ * localhost rule (nfacct-counted) above its general rule, which matches the same packets, and
+ * the nodeport tail must stay last in KUBE-SERVICES. On a 10,000-Service node a change then
+ * costs its own rules, not a rewrite of 10,000 capture rules, and the kernel holds exactly the
+ * rules, in the order, of upstream's payload. Too many edits, rules that stay but change order
+ * (reordered externalIPs) or a repeated rule (a repeated externalIP) fall back to the rewrite.
+ *
+ * An edited top level is not rewritten, so nothing in such a transaction would notice that it
+ * is gone (an external `iptables -t nat -F; -X`): upstream's partial payload fails then, on its
+ * capture rules' jumps to the missing service chains, and the next sync is a full one. The
+ * transaction that carries the edits therefore starts with a probe: a chain of its own that
+ * jumps to nat's top-level chains and is deleted again, a no-op that fails when one is missing.
  */
 import type { RestorePayload } from "../../kernel/iptables.ts";
-import { KUBE_MARK_MASQ } from "./chains.ts";
+import {
+  KUBE_MARK_MASQ,
+  KUBE_NODEPORTS,
+  KUBE_POSTROUTING,
+  KUBE_PROXY_PROBE,
+  KUBE_SERVICES,
+} from "./chains.ts";
 import type { RenderResult, ServiceChainsBlock } from "./types.ts";
 
 /** The first bounded transaction of a sync holds this many Services; each next one twice as many, up to the maximum. */
@@ -92,33 +107,48 @@ export class TransactionWriter {
 /** Above this many capture-rule edits one rewrite of the top level is cheaper than the edits. */
 const MAX_RULE_EDITS = 200;
 
-/** The top level a sync leaves in the kernel, in the form the next sync's writer compares. */
-export interface WrittenTopLevel {
-  /** Chain declarations, fixed rules and the nodeport tail: any change means a rewrite. */
-  readonly fixed: string;
-  /** Per-Service rules of the filter table, as `-A …` lines. */
-  readonly filter: ReadonlySet<string>;
-  /** Capture rules of nat KUBE-SERVICES / KUBE-NODEPORTS, as `-A …` lines. */
-  readonly nat: ReadonlySet<string>;
+/** One chain's rules as `-A …` lines in the order of upstream's payload, and as a set. */
+export interface ChainLines {
+  readonly lines: readonly string[];
+  /** Kept with the lines: the next sync's edits look each rule up in the previous set. */
+  readonly set: ReadonlySet<string>;
 }
 
-const FIXED_FILTER_CHAINS = ["-A KUBE-FORWARD ", "-A KUBE-FIREWALL "];
+/** Rules of one table by chain. */
+export type ChainRules = ReadonlyMap<string, ChainLines>;
+
+/** The top level a sync leaves in the kernel, in the form the next sync's writer compares. */
+export interface WrittenTopLevel {
+  /** What edits never touch (declarations, KUBE-POSTROUTING, KUBE-MARK-MASQ): a change means a rewrite. */
+  readonly fixed: string;
+  /** The filter table's rules. */
+  readonly filter: ChainRules;
+  /** nat KUBE-SERVICES (the capture rules, then the nodeport tail) and KUBE-NODEPORTS. */
+  readonly nat: ChainRules;
+}
 
 export function writtenTopLevel(result: RenderResult): WrittenTopLevel {
-  const fixedFilter: string[] = [];
-  const filter = new Set<string>();
-  for (const line of result.filter.ruleLines) {
-    if (FIXED_FILTER_CHAINS.some((p) => line.startsWith(p))) fixedFilter.push(line);
-    else filter.add(line);
+  const fixed = [...result.filter.chainLines, ...result.nat.topChainLines, ...result.nat.fixedRuleLines];
+  return {
+    fixed: fixed.join("\n"),
+    filter: byChain(result.filter.ruleLines),
+    nat: byChain([...result.nat.captureRuleLines, ...result.nat.tailRuleLines]),
+  };
+}
+
+/** `-A CHAIN …` lines grouped by chain, each chain's lines in their order. */
+function byChain(lines: readonly string[]): ChainRules {
+  const chains = new Map<string, { lines: string[]; set: Set<string> }>();
+  for (const line of lines) {
+    const chain = line.slice(3, line.indexOf(" ", 3));
+    const rules = chains.get(chain);
+    if (rules === undefined) chains.set(chain, { lines: [line], set: new Set([line]) });
+    else {
+      rules.lines.push(line);
+      rules.set.add(line);
+    }
   }
-  const fixed = [
-    ...result.filter.chainLines,
-    ...fixedFilter,
-    ...result.nat.topChainLines,
-    ...result.nat.fixedRuleLines,
-    ...result.nat.tailRuleLines,
-  ].join("\n");
-  return { fixed, filter, nat: new Set(result.nat.captureRuleLines) };
+  return chains;
 }
 
 interface TopLevelEdits {
@@ -126,19 +156,62 @@ interface TopLevelEdits {
   readonly nat: readonly string[];
 }
 
-/** `-D`/`-I` lines turning `previous` into `next`, or null when a rewrite is needed. */
+/** The edit lines turning `previous` into `next`, or null when a rewrite is needed. */
 function topLevelEdits(previous: WrittenTopLevel, next: WrittenTopLevel): TopLevelEdits | null {
   if (previous.fixed !== next.fixed) return null;
-  const edit = (before: ReadonlySet<string>, after: ReadonlySet<string>): string[] => {
-    const out: string[] = [];
-    for (const line of after) if (!before.has(line)) out.push(line.replace(/^-A (\S+) /, "-I $1 1 "));
-    for (const line of before) if (!after.has(line)) out.push(line.replace(/^-A /, "-D "));
-    return out;
-  };
-  const filter = edit(previous.filter, next.filter);
-  const nat = edit(previous.nat, next.nat);
-  return filter.length + nat.length > MAX_RULE_EDITS ? null : { filter, nat };
+  const filter = tableEdits(previous.filter, next.filter);
+  const nat = tableEdits(previous.nat, next.nat);
+  if (filter === null || nat === null || filter.length + nat.length > MAX_RULE_EDITS) return null;
+  return { filter, nat };
 }
+
+function tableEdits(before: ChainRules, after: ChainRules): string[] | null {
+  const out: string[] = [];
+  for (const chain of new Set([...before.keys(), ...after.keys()])) {
+    const edits = chainEdits(chain, before.get(chain) ?? NO_LINES, after.get(chain) ?? NO_LINES);
+    if (edits === null) return null;
+    out.push(...edits);
+  }
+  return out;
+}
+
+/**
+ * The lines turning one chain's rules `before` into `after`: the `-D`s first, then the new
+ * rules top to bottom, each inserted at its position in `after` (every rule above it is there by
+ * then, and the one it goes in front of is one that stays) or, below the last rule that stays,
+ * appended. Null when that cannot give `after` exactly: a line that repeats (`-D` removes the
+ * first match) or rules that stay but change order.
+ */
+function chainEdits(chain: string, before: ChainLines, after: ChainLines): string[] | null {
+  const { lines: was, set: had } = before;
+  const { lines: is, set: has } = after;
+  if (had.size !== was.length || has.size !== is.length) return null;
+  const out: string[] = [];
+  for (const line of was) if (!has.has(line)) out.push(`-D ${line.slice(3)}`);
+  let lastKept = -1;
+  for (let i = 0; i < is.length; i++) if (had.has(is[i] as string)) lastKept = i;
+  const prefix = `-A ${chain} `.length;
+  let cursor = 0;
+  for (let i = 0; i < is.length; i++) {
+    const line = is[i] as string;
+    if (had.has(line)) {
+      while (!has.has(was[cursor] as string)) cursor++;
+      if (was[cursor++] !== line) return null;
+    } else if (i > lastKept) out.push(line);
+    else out.push(`-I ${chain} ${i + 1} ${line.slice(prefix)}`);
+  }
+  return out;
+}
+
+const NO_LINES: ChainLines = { lines: [], set: new Set() };
+
+/** nat chains an in-place edit relies on (KUBE-MARK-MASQ is declared in every transaction). */
+const PROBED_NAT_CHAINS = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING];
+
+const PROBE_LINES =
+  `:${KUBE_PROXY_PROBE} - [0:0]\n` +
+  PROBED_NAT_CHAINS.map((c) => `-A ${KUBE_PROXY_PROBE} -j ${c}\n`).join("") +
+  `-F ${KUBE_PROXY_PROBE}\n-X ${KUBE_PROXY_PROBE}\n`;
 
 /**
  * One transaction of service chains, in pieces (the blocks' texts are not joined: the writer
@@ -155,7 +228,7 @@ function serviceChunk(
 ): string[] {
   const parts: string[] = [];
   if (edits !== null && edits.filter.length > 0) parts.push(`*filter\n${edits.filter.join("\n")}\nCOMMIT\n`);
-  parts.push(`*nat\n:${KUBE_MARK_MASQ} - [0:0]\n`);
+  parts.push(`*nat\n${edits === null ? "" : PROBE_LINES}:${KUBE_MARK_MASQ} - [0:0]\n`);
   for (const block of blocks) parts.push(block.chainText);
   for (const c of stale) parts.push(`:${c} - [0:0]\n`);
   if (markMasqRule !== null) parts.push(`${markMasqRule}\n`);

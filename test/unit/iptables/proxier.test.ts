@@ -1,47 +1,31 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { setImmediate as nextTurn } from "node:timers/promises";
-import { pino } from "pino";
 import { JUMP_CHAINS } from "../../../src/backends/iptables/chains.ts";
-import { iptablesProxier } from "../../../src/backends/iptables/proxier.ts";
 import { renderIptables } from "../../../src/backends/iptables/render.ts";
 import { restoreTransactions } from "../../support/transactions.ts";
 import { FakeIptables } from "../../../src/kernel/fake.ts";
 import type { RestoreOptions, RestorePayload, SaveOptions, Table } from "../../../src/kernel/iptables.ts";
 import { ensureJumpRules } from "../../support/jumprules.ts";
 import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
-import { FakeClock } from "../../../src/proxy/clock.ts";
-import { ProxyHealth } from "../../../src/proxy/health.ts";
 import { FAKE_PROXIER_SETTINGS } from "../../support/iptables-builders.ts";
 import { numberedService, numberedSlice } from "../../support/numbered-services.ts";
+import { testProxier } from "../../support/proxier.ts";
 
 const service = numberedService;
 const slice = numberedSlice;
 
 function setup(services: number, maxServicesPerTransaction?: number, ipt = new FakeIptables()) {
-  const clock = new FakeClock();
   const store = new ProxyStateStore({ family: "IPv4", nodeName: FAKE_PROXIER_SETTINGS.nodeName });
   for (let n = 1; n <= services; n++) {
     store.serviceChanges.update(null, service(n));
     store.endpointsChanges.endpointSliceUpdate(slice(n, [`10.0.${n}.1`, `10.0.${n}.2`]), false);
   }
-  const proxier = iptablesProxier({
-    ipt,
-    settings: FAKE_PROXIER_SETTINGS,
-    store,
-    clock,
-    log: pino({ level: "silent" }),
-    health: new ProxyHealth(60_000, clock),
-    metrics: null,
-    syncPeriodMs: 30_000,
-    ...(maxServicesPerTransaction === undefined ? {} : { maxServicesPerTransaction }),
-  });
-  proxier.setInitialized();
-  return { ipt, store, proxier };
+  return { ipt, store, proxier: testProxier({ ipt, store, maxServicesPerTransaction }) };
 }
 
-/** The kernel state a single full-sync payload of `store`'s state produces on a fresh fake. */
-async function fullSyncKernel(store: ProxyStateStore): Promise<string> {
+/** The nat table (or every table) a single full-sync payload of `store`'s state produces on a fresh fake. */
+async function fullSyncKernel(store: ProxyStateStore, tables: "nat" | "all" = "nat"): Promise<string> {
   const fresh = new FakeIptables();
   await ensureJumpRules(fresh, JUMP_CHAINS);
   const result = renderIptables({
@@ -52,7 +36,7 @@ async function fullSyncKernel(store: ProxyStateStore): Promise<string> {
     existingNatChains: [],
   });
   await fresh.restore(result.payload, { noflush: true, counters: true });
-  return fresh.save("nat");
+  return fresh.save(tables === "nat" ? "nat" : undefined);
 }
 
 /** Leading sections that only add jump rules from built-in chains (and declare their targets). */
@@ -108,7 +92,11 @@ test("an endpoint change writes only that Service's chains and needs no iptables
   const [payload, ...rest] = restores(ipt);
   assert.equal(rest.length, 0);
   assert.ok(payload !== undefined && !payload.includes("*filter"), "filter unchanged: not rewritten");
-  assert.doesNotMatch(payload, /KUBE-SERVICES/, "capture rules unchanged: not rewritten");
+  assert.doesNotMatch(
+    payload,
+    /^(?::KUBE-SERVICES|-[AID] KUBE-SERVICES) /m,
+    "capture rules unchanged: not rewritten",
+  );
   assert.match(payload, /^-X KUBE-SEP-/m, "the removed endpoint's chain is deleted");
   assert.match(payload, /--to-destination 10\.0\.2\.9:8080/);
   assert.doesNotMatch(payload, /10\.0\.[13]\./, "other Services untouched");
@@ -301,18 +289,7 @@ test("a sync with nothing changed writes nothing", async () => {
   assert.deepEqual(restores(ipt), []);
 });
 
-/** A nat dump with KUBE-SERVICES' capture rules sorted (their order carries no meaning) and the tail kept last. */
-function natRulesByChain(dump: string): string[] {
-  const lines = dump.split("\n").filter((l) => l.startsWith("-A ") || l.startsWith(":"));
-  const capture = lines
-    .filter((l) => l.startsWith("-A KUBE-SERVICES ") && !l.includes("must be the last rule"))
-    .sort();
-  const tail = lines.filter((l) => l.includes("must be the last rule"));
-  const rest = lines.filter((l) => !l.startsWith("-A KUBE-SERVICES "));
-  return [...rest, ...capture, ...tail];
-}
-
-test("adding a Service inserts its capture rule above the nodeport tail instead of rewriting the chain", async () => {
+test("adding a Service inserts its capture rule at its place, above the nodeport tail, instead of rewriting the chain", async () => {
   const { ipt, store, proxier } = setup(3);
   await proxier.syncProxyRules();
   ipt.calls.length = 0;
@@ -321,12 +298,12 @@ test("adding a Service inserts its capture rule above the nodeport tail instead 
   await proxier.syncProxyRules();
   const [payload, ...rest] = restores(ipt);
   assert.equal(rest.length, 0);
-  assert.match(payload ?? "", /^-I KUBE-SERVICES 1 -m comment --comment "ns\/svc4:p80 cluster IP"/m);
+  assert.match(payload ?? "", /^-I KUBE-SERVICES 4 -m comment --comment "ns\/svc4:p80 cluster IP"/m);
   assert.doesNotMatch(payload ?? "", /^:KUBE-SERVICES/m, "the chain is not flushed");
   const kernel = await ipt.save("nat");
   const services = kernel.split("\n").filter((l) => l.startsWith("-A KUBE-SERVICES "));
   assert.match(services.at(-1) ?? "", /must be the last rule/, "the nodeport tail stays last");
-  assert.deepEqual(natRulesByChain(kernel), natRulesByChain(await fullSyncKernel(store)));
+  assert.equal(kernel, await fullSyncKernel(store));
 });
 
 test("a Service losing its endpoints swaps its capture rule for a filter REJECT in place", async () => {
@@ -336,11 +313,44 @@ test("a Service losing its endpoints swaps its capture rule for a filter REJECT 
   store.endpointsChanges.endpointSliceUpdate(slice(2, []), false);
   await proxier.syncProxyRules();
   const [payload] = restores(ipt);
-  assert.match(payload ?? "", /^\*filter\n-I KUBE-SERVICES 1 .*has no endpoints.* -j REJECT$/m);
+  assert.match(payload ?? "", /^\*filter\n-A KUBE-SERVICES .*has no endpoints.* -j REJECT$/m);
   assert.match(payload ?? "", /^-D KUBE-SERVICES -m comment --comment "ns\/svc2:p80 cluster IP"/m);
-  assert.deepEqual(natRulesByChain(await ipt.save("nat")), natRulesByChain(await fullSyncKernel(store)));
+  assert.equal(await ipt.save("nat"), await fullSyncKernel(store));
   assert.equal(
     (await ipt.save("filter")).split("\n").filter((l) => l.includes("has no endpoints")).length,
     1,
   );
+});
+
+/** KUBE-NODEPORTS in the fake kernel, each rule as the kind it is. */
+const nodePortsChain = (ipt: FakeIptables) =>
+  ipt.rules("nat", "KUBE-NODEPORTS").map((r) => (r.includes("127.0.0.0/8") ? "localhost" : "general"));
+
+test("a NodePort Service deleted and added again keeps its localhost (nfacct) rule above the general one", async () => {
+  const { ipt, store, proxier } = setup(0);
+  for (const n of [1, 2]) {
+    store.serviceChanges.update(null, service(n, 30000 + n));
+    store.endpointsChanges.endpointSliceUpdate(slice(n, [`10.0.${n}.1`]), false);
+  }
+  await proxier.syncProxyRules();
+  assert.deepEqual(nodePortsChain(ipt), ["localhost", "general", "localhost", "general"]);
+  store.serviceChanges.update(service(2, 30002), null);
+  await proxier.syncProxyRules();
+  store.serviceChanges.update(null, service(2, 30002));
+  const report = await proxier.syncProxyRules();
+  assert.equal(report?.fullSync, false);
+  assert.deepEqual(nodePortsChain(ipt), ["localhost", "general", "localhost", "general"]);
+  assert.equal(await ipt.save(), await fullSyncKernel(store, "all"));
+});
+
+test("an external `iptables -t nat -F; -X` fails the next partial sync, and the one after repairs the kernel", async () => {
+  const { ipt, store, proxier } = setup(3);
+  await proxier.syncProxyRules();
+  await ipt.restore("*nat\nCOMMIT\n", { noflush: false });
+  store.endpointsChanges.endpointSliceUpdate(slice(2, ["10.0.2.1", "10.0.2.9"]), false);
+  await assert.rejects(proxier.syncProxyRules(), /KUBE-SERVICES/);
+  assert.deepEqual(ipt.rules("nat", "PREROUTING"), [], "the failed sync wrote nothing");
+  const report = await proxier.syncProxyRules();
+  assert.equal(report?.fullSync, true);
+  assert.equal(await ipt.save(), await fullSyncKernel(store, "all"), "jump rules and chains are back");
 });

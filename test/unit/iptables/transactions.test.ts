@@ -5,6 +5,7 @@ import {
   renderIptablesStream,
   writtenServicePorts,
 } from "../../../src/backends/iptables/render.ts";
+import { writtenTopLevel } from "../../../src/backends/iptables/transactions.ts";
 import { restoreTransactions } from "../../support/transactions.ts";
 import type { RenderRequest } from "../../../src/backends/iptables/types.ts";
 import { endpoint, FAKE_PROXIER_SETTINGS, proxyState, servicePort } from "../../support/iptables-builders.ts";
@@ -63,5 +64,54 @@ test("the stream yields exactly the blocks the sync writes, and writtenServicePo
     assert.deepEqual(yielded, result.nat.serviceBlocks);
     assert.equal(yielded.length, writtenServicePorts(req));
     assert.deepEqual(result, renderIptables(req));
+  }
+});
+
+/** The transactions of a partial sync of one Service with `externalIPs`, after a sync that wrote `before`. */
+function externalIPsChange(before: readonly string[], after: readonly string[]): string[] {
+  const render = (externalIPs: readonly string[], fullSync: boolean) =>
+    renderIptables({
+      state: proxyState([
+        [servicePort({ namespace: "ns", name: "svc", externalIPs }), [endpoint("10.1.0.1", 80)]],
+      ]),
+      settings: FAKE_PROXIER_SETTINGS,
+      fullSync,
+      changedServices: new Set(["ns/svc"]),
+      existingNatChains: [],
+    });
+  return restoreTransactions(render(after, false), 250, writtenTopLevel(render(before, true)));
+}
+
+test("new rules are inserted at their places, behind the probe of the top-level chains", () => {
+  const [edit, ...rest] = externalIPsChange(
+    ["192.168.99.22"],
+    ["192.168.99.11", "192.168.99.22", "192.168.99.33"],
+  );
+  assert.equal(rest.length, 0);
+  assert.match(
+    edit ?? "",
+    /^\*nat\n:KUBE-PROXY-PROBE - \[0:0\]\n(-A KUBE-PROXY-PROBE -j \S+\n){3}-F KUBE-PROXY-PROBE\n-X KUBE-PROXY-PROBE\n/,
+  );
+  const lines = (edit ?? "").split("\n").filter((l) => /^-[AID] KUBE-SERVICES /.test(l));
+  assert.deepEqual(
+    lines.map((l) =>
+      /^(-[AID] KUBE-SERVICES(?: \d+)?) .*?(192\.168\.99\.\d+|cluster IP)/.exec(l)?.slice(1).join(" "),
+    ),
+    ["-I KUBE-SERVICES 2 192.168.99.11", "-I KUBE-SERVICES 4 192.168.99.33"],
+  );
+});
+
+test("rules that stay but change order, or a rule that repeats, make a rewrite instead of edits", () => {
+  for (const [before, after] of [
+    [
+      ["192.168.99.11", "192.168.99.22"],
+      ["192.168.99.22", "192.168.99.11"],
+    ],
+    [["192.168.99.11"], ["192.168.99.11", "192.168.99.11"]],
+    [["192.168.99.11", "192.168.99.11"], ["192.168.99.11"]],
+  ] as const) {
+    const [payload] = externalIPsChange(before, after);
+    assert.match(payload ?? "", /^:KUBE-SERVICES - \[0:0\]$/m, `${before.join(",")} → ${after.join(",")}`);
+    assert.doesNotMatch(payload ?? "", /KUBE-PROXY-PROBE|^-[ID] /m);
   }
 });

@@ -54,29 +54,69 @@ test("creates canaries, reloads once when a flush removes them, re-creates, clea
   assert.equal(flushes, 1);
 });
 
-test("only the first table is polled until it vanishes; inconsistent state is logged after the timeout", async () => {
-  const ipt = new FakeIptables();
+/** A monitor on a clock that only sleeps move, logging its info lines. */
+function clockedMonitor(ipt: FakeIptables) {
   const infos: string[] = [];
-  let now = 0;
-  let flushes = 0;
+  const state = { now: 0, flushes: 0, flushedAt: [] as number[] };
   const monitor = startCanaryMonitor({
     ipt,
     tables: TABLES,
     intervalMs: 1000,
-    onFlush: () => void flushes++,
+    onFlush: () => {
+      state.flushes++;
+      state.flushedAt.push(state.now);
+    },
     sleep: (ms, signal) => {
-      now += ms;
+      state.now += ms;
       return signal.aborted ? Promise.resolve() : new Promise<void>((r) => setImmediate(r));
     },
-    now: () => now,
+    now: () => state.now,
     log: { info: (_f, m) => void infos.push(m), error: () => undefined, debug: () => undefined },
   });
-  await until(() => ipt.calls.filter((c) => c.op === "-S").length >= 3, "polling");
-  assert.ok(ipt.calls.filter((c) => c.op === "-S").every((c) => c.table === "mangle"));
-  await ipt.deleteChain("mangle", "KUBE-PROXY-CANARY");
-  await until(() => flushes === 1, "onFlush");
+  return { monitor, infos, state };
+}
+
+test("every table is polled: a flush of nat alone reloads once, after the settle time, not the flush timeout", async () => {
+  const ipt = new FakeIptables();
+  const { monitor, infos, state } = clockedMonitor(ipt);
+  await until(() => ipt.calls.filter((c) => c.op === "-S").length >= 6, "polling");
+  assert.deepEqual(
+    new Set(ipt.calls.filter((c) => c.op === "-S").map((c) => c.table)),
+    new Set(TABLES),
+    "every table's canary is checked",
+  );
+  // `iptables -t nat -F; iptables -t nat -X`
+  await ipt.restore("*nat\nCOMMIT\n", { noflush: false });
+  const flushedFrom = state.now;
+  await until(() => state.flushes === 1, "onFlush");
+  const waited = (state.flushedAt[0] ?? Infinity) - flushedFrom;
+  assert.ok(waited <= 1000 + 600, `reloaded ${waited} ms after the flush: one poll and the settle time`);
   assert.deepEqual(infos, ["Inconsistent iptables state detected"]);
+  await until(() => ipt.calls.filter((c) => c.op === "-N" && c.table === "nat").length >= 2, "re-create");
+  assert.ok(await ipt.chainExists("nat", "KUBE-PROXY-CANARY"));
   await monitor.stop();
+  assert.equal(state.flushes, 1);
+});
+
+test("a reload that flushes the tables one after another is waited for and reloads once", async () => {
+  const ipt = new FakeIptables();
+  const { monitor, infos, state } = clockedMonitor(ipt);
+  await until(() => ipt.calls.filter((c) => c.op === "-S").length >= 3, "polling");
+  await ipt.deleteChain("mangle", "KUBE-PROXY-CANARY");
+  // The other tables go 300 ms apart, each within the settle time of the one before.
+  const polls = () => ipt.calls.filter((c) => c.op === "-S").length;
+  for (const table of ["nat", "filter"] as const) {
+    const at = state.now + 300;
+    await until(() => state.now >= at || state.flushes > 0, `${table} flush time`);
+    assert.equal(state.flushes, 0, `no reload before ${table} is flushed`);
+    await ipt.deleteChain(table, "KUBE-PROXY-CANARY");
+    const seen = polls();
+    await until(() => polls() > seen, "a poll after the flush");
+  }
+  await until(() => state.flushes === 1, "onFlush");
+  assert.deepEqual(infos, [], "every canary went: a consistent flush");
+  await monitor.stop();
+  assert.equal(state.flushes, 1);
 });
 
 test("exit status 4 (xtables lock) is not taken as a flush; an aborted signal stops the loop", async () => {
