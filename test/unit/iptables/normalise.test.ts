@@ -8,7 +8,7 @@ import {
   sortIPTablesRules,
 } from "../../support/iptables-normalise.ts";
 
-const FIXTURES = new URL("../../golden/iptables/upstream/", import.meta.url);
+const FIXTURES = new URL("../../fixtures/iptables/", import.meta.url);
 const read = (name: string): string => readFileSync(new URL(name, FIXTURES), "utf8");
 
 test("sortIPTablesRules reproduces upstream's basic test vector", () => {

@@ -8,7 +8,11 @@ import type { Ruleset } from "../../../src/netfilter/model.ts";
 import { KubeProxyError } from "../../../src/errors.ts";
 
 const here = new URL(".", import.meta.url).pathname;
-const sharedFixtures = "/work/shared/fixtures/iptables/";
+// Upstream's verbatim iptables-restore payloads (provenance: test/fixtures/README.md).
+const upstreamDumps = [
+  new URL("../../fixtures/iptables/", import.meta.url),
+  new URL("../../golden/iptables/SyncProxyRulesRepeated/", import.meta.url),
+];
 const netnsDump = readFileSync(`${here}fixtures/iptables-save-c.netns.txt`, "utf8");
 const netnsDump6 = readFileSync(`${here}fixtures/ip6tables-save-c.netns.txt`, "utf8");
 
@@ -44,16 +48,20 @@ test("property: the quote-splitting fast path tokenizes exactly like the general
   );
 });
 
-test("every shared iptables fixture parses, with one rule per -A line", () => {
-  const files = readdirSync(sharedFixtures).filter((f) => f.endsWith(".txt"));
-  assert.ok(files.length >= 10);
+test("every upstream iptables payload parses, with one rule per -A line", () => {
+  const files = upstreamDumps.flatMap((dir) =>
+    readdirSync(dir)
+      .filter((f) => f.endsWith(".txt"))
+      .map((f) => new URL(f, dir)),
+  );
+  assert.ok(files.length >= 11);
   for (const f of files) {
-    const text = readFileSync(sharedFixtures + f, "utf8");
+    const text = readFileSync(f, "utf8");
     const rs = parseIptablesSave(text);
     let rules = 0;
     for (const t of rs.tables.values()) for (const c of t.chains.values()) rules += c.rules.length;
     const appended = text.split("\n").filter((l) => l.startsWith("-A ")).length;
-    assert.equal(rules, appended, f);
+    assert.equal(rules, appended, f.pathname);
   }
 });
 
