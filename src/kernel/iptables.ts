@@ -372,7 +372,10 @@ export class Iptables implements IptablesInterface {
   }
 }
 
-/** One row of the jump-rule table (spec §2.3): a rule in a built-in chain jumping to a kube-proxy chain. */
+/**
+ * One row of the jump-rule table (docs/iptables.md §2.3): a rule in a built-in chain jumping to a
+ * kube-proxy chain.
+ */
 export interface JumpRule {
   readonly table: Table;
   readonly srcChain: string;

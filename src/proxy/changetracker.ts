@@ -239,7 +239,7 @@ export interface ApplyResult {
   readonly state: ProxyState;
   /** `ns/name` of every Service whose ports or endpoints changed since the last apply. */
   readonly updatedServices: ReadonlySet<string>;
-  /** Some changed Service had a UDP port before or after the change (spec §5.6). */
+  /** Some changed Service had a UDP port before or after the change (docs/iptables.md §5.6). */
   readonly conntrackCleanupRequired: boolean;
   /** This node's topology labels changed: the next sync must be a full one. */
   readonly topologyChanged: boolean;

@@ -1,6 +1,6 @@
 /**
  * EndpointSlices → endpoints per service port (upstream `EndpointSliceCache`,
- * `newBaseEndpointInfo`). See spec §3.2.
+ * `newBaseEndpointInfo`). See docs/iptables.md §3.2.
  */
 import { InvalidObjectError } from "../errors.ts";
 import { LABEL_SERVICE_NAME } from "../k8s/objects.ts";

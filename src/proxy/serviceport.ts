@@ -1,6 +1,6 @@
 /**
  * Service → ServicePorts for one IP family (upstream `serviceToServiceMap`,
- * `newBaseServiceInfo`, `pkg/api/v1/service/util.go`). See spec §3.1.
+ * `newBaseServiceInfo`, `pkg/api/v1/service/util.go`). See docs/iptables.md §3.1.
  */
 import { InvalidObjectError } from "../errors.ts";
 import type { Service } from "../k8s/objects.ts";

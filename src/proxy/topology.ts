@@ -1,6 +1,6 @@
 /**
  * Endpoint selection per traffic policy and topology (upstream `pkg/proxy/topology.go`
- * `CategorizeEndpoints`). See spec §3.3.
+ * `CategorizeEndpoints`). See docs/iptables.md §3.3.
  */
 import { LABEL_TOPOLOGY_ZONE } from "../k8s/objects.ts";
 import { DEFAULT_FEATURE_GATES, usesClusterEndpoints, usesLocalEndpoints } from "./serviceport.ts";

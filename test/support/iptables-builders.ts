@@ -76,7 +76,7 @@ export function proxyState(
   return { family: options.family ?? "IPv4", services, endpoints, nodeLabels: options.nodeLabels ?? {} };
 }
 
-/** Upstream `NewFakeProxier` (spec §6.1). */
+/** Upstream `NewFakeProxier` (docs/iptables.md §6.1). */
 export const FAKE_PROXIER_SETTINGS: IptablesSettings = upstreamTestSettings("IPv4");
 
 /** The fake proxier for IPv6 tests: fd00:10::/64 detector, node IP 2001:db8::1. */

@@ -1,6 +1,6 @@
 /**
  * Test-side normaliser of iptables-restore documents, as upstream's golden tests use it
- * (spec §6.2: `ParseIPTablesDump`, `sortIPTablesRules`, `checkIPTablesRuleJumps`).
+ * (docs/iptables.md §6.2: `ParseIPTablesDump`, `sortIPTablesRules`, `checkIPTablesRuleJumps`).
  */
 
 export interface DumpRule {

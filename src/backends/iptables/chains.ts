@@ -1,6 +1,6 @@
 /**
  * Chain names, fixed chains and small formatting helpers of upstream kube-proxy's iptables
- * mode (spec §1, §2). Pure functions only; the kernel layer consumes the jump-chain table.
+ * mode (docs/iptables.md §1, §2). Pure functions only; the kernel layer consumes the jump-chain table.
  */
 import type { JumpRule } from "../../kernel/iptables.ts";
 import { hash } from "node:crypto";
@@ -137,7 +137,7 @@ function base32Prefix16(bytes: Uint8Array): string {
 }
 
 /**
- * `base32(sha256(s))[0:16]`, upstream `portProtoHash` / endpoint chain hash (spec §1.2). Not
+ * `base32(sha256(s))[0:16]`, upstream `portProtoHash` / endpoint chain hash (docs/iptables.md §1.2). Not
  * cached: the renderer's per-ServicePort memo already keeps unchanged Services from being hashed
  * again, and a cache of every name costs memory at 10,000 Services.
  */
@@ -193,7 +193,7 @@ export function endpointChainName(spnString: string, protocol: string, endpoint:
 
 const SERVICE_CHAIN_PREFIXES = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-SEP-", "KUBE-FW-", "KUBE-EXT-"];
 
-/** Chains kube-proxy owns per service port; stale ones are flushed and deleted (spec §4.4). */
+/** Chains kube-proxy owns per service port; stale ones are flushed and deleted (docs/iptables.md §4.4). */
 export function isServiceChainName(chain: string): boolean {
   return SERVICE_CHAIN_PREFIXES.some((p) => chain.startsWith(p));
 }

@@ -1,6 +1,6 @@
 /**
  * The pure iptables renderer: ProxyState + settings → the iptables-restore document upstream
- * kube-proxy writes in `syncProxyRules` (spec §2.5, §3, §4). No clock, no I/O, no randomness.
+ * kube-proxy writes in `syncProxyRules` (docs/iptables.md §2.5, §3, §4). No clock, no I/O, no randomness.
  */
 import { KubeProxyError } from "../../errors.ts";
 import type { Endpoint, ServicePort } from "../../proxy/types.ts";
@@ -494,7 +494,7 @@ function renderServicePortMemo(
   return out;
 }
 
-/** The 4 fixed KUBE-POSTROUTING / KUBE-MARK-MASQ rules of nat (§3.1). */
+/** The 4 fixed KUBE-POSTROUTING / KUBE-MARK-MASQ rules of nat (docs/iptables.md §2.5). */
 export function natFixedRuleLines(settings: IptablesSettings): string[] {
   const mark = safe(settings.masqueradeMark, "masqueradeMark");
   return [
@@ -515,7 +515,7 @@ export function writtenServicePorts(req: StreamRenderRequest): number {
   return written;
 }
 
-/** Render one sync's iptables-restore input (spec §4.2 layout, deterministic service order). */
+/** Render one sync's iptables-restore input (docs/iptables.md §4.2 layout, deterministic service order). */
 export function renderIptables(req: RenderRequest): RenderResult {
   const render = renderIptablesStream(req);
   for (;;) {

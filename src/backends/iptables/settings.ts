@@ -28,7 +28,7 @@ export function iptablesSettingsFor(
   };
 }
 
-/** The node and kernel of upstream's unit-test fake proxier (spec §6.1). */
+/** The node and kernel of upstream's unit-test fake proxier (docs/iptables.md §6.1). */
 export function upstreamTestSettings(family: IPFamily): IptablesSettings {
   return {
     family,

@@ -4,7 +4,7 @@ import type { ProxyState } from "../../proxy/types.ts";
 
 /**
  * Node identity and kernel facts that change the rules, for the proxier of one family.
- * The upstream unit tests' fake proxier is one particular value of this (spec §6.1).
+ * The upstream unit tests' fake proxier is one particular value of this (docs/iptables.md §6.1).
  */
 export interface IptablesSettings extends NodeModel {
   /** The configured `--iptables-localhost-nodeports`; the renderer derives the effective value. */
@@ -46,7 +46,7 @@ export type StreamRenderRequest = Omit<RenderRequest, "existingNatChains">;
 /** Completes a streamed render once the listing is known (`RenderRequest.existingNatChains`). */
 export type FinishRender = (existingNatChains: readonly string[] | null) => RenderResult;
 
-/** One Service's nat chains (§3.6) as written in a sync: declarations and rules. */
+/** One Service's nat chains (docs/iptables.md §3.6) as written in a sync: declarations and rules. */
 export interface ServiceChainsBlock {
   /** `ns/name`. */
   readonly service: string;
@@ -75,7 +75,7 @@ export interface RenderResult {
     readonly serviceBlocks: readonly ServiceChainsBlock[];
     /** Stale chains being deleted. */
     readonly deletedChains: readonly string[];
-    /** The nodeport tail rule(s) of KUBE-SERVICES (§3.8). */
+    /** The nodeport tail rule(s) of KUBE-SERVICES (docs/iptables.md §3.8). */
     readonly tailRuleLines: readonly string[];
   };
   /** Every service chain in use after this sync (written or not). */

@@ -16,7 +16,7 @@ import { TrafficClient } from "../../support/traffic.ts";
 
 /*
  * Endpoints changing under live traffic: a UDP client that keeps one source port must follow
- * its Service to the new endpoint (the daemon deletes the stale conntrack entry, spec §5.6), and
+ * its Service to the new endpoint (the daemon deletes the stale conntrack entry, docs/iptables.md §5.6), and
  * HTTP load must see no failure while an extra endpoint comes and goes.
  */
 

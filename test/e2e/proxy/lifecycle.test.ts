@@ -97,7 +97,7 @@ function builtinJumps(save: string): Record<string, string[]> {
 }
 
 /*
- * Spec §2.3: kube-proxy prepends its jumps (only when missing), so they end up in reverse
+ * docs/iptables.md §2.3: kube-proxy prepends its jumps (only when missing), so they end up in reverse
  * insertion order, ahead of whatever was there before.
  */
 const EXPECTED_JUMPS = {
@@ -160,7 +160,7 @@ describe("the daemon among other components' rules, across restarts and cleanup"
     daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       families: ["IPv4", "IPv6"],
-      // The canary monitor polls every sync period (spec §2.4).
+      // The canary monitor polls every sync period (docs/iptables.md §2.4).
       args: ["--cluster-cidr", "10.244.0.0/16", "--iptables-sync-period", "1s"],
       manifests: {
         "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
@@ -310,7 +310,7 @@ describe("the daemon among other components' rules, across restarts and cleanup"
     for (const family of ["IPv4", "IPv6"] as const) {
       const afterCleanup = normaliseSave(await saveAll(family));
       // Upstream's cleanup leaves KUBE-FIREWALL and its two jumps on purpose (kubelet owns a
-      // duplicate; spec §5.7). Nothing else may remain.
+      // duplicate; docs/iptables.md §5.7). Nothing else may remain.
       const leftovers = new Set([
         ":KUBE-FIREWALL -",
         "-A INPUT -j KUBE-FIREWALL",

@@ -1,6 +1,6 @@
 /**
  * Feature goldens: each case is real Kubernetes YAML plus the expected restore input in
- * upstream's normalised form (spec §6.2). Provenance is stated in each expected file's header.
+ * upstream's normalised form (docs/iptables.md §6.2). Provenance is stated in each expected file's header.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";

@@ -15,7 +15,7 @@ import {
 } from "../../../src/backends/iptables/chains.ts";
 import { jumpRuleArgs } from "../../../src/kernel/iptables.ts";
 
-test("hash16 matches the spec §1.3 worked examples", () => {
+test("hash16 matches docs/iptables.md §1.3 worked examples", () => {
   const vectors: [string, string][] = [
     ["ns1/svc1:p80tcp", "XPGD46QRK7WJZT7O"],
     ["ns2/svc2:p80tcp", "GNZBNJ2PO5MGZ6GT"],

@@ -1,5 +1,5 @@
 /**
- * Upstream TestSyncProxyRulesLargeClusterMode as a sequence on one simulated kernel (spec §4.3,
+ * Upstream TestSyncProxyRulesLargeClusterMode as a sequence on one simulated kernel (docs/iptables.md §4.3,
  * §4.5, §6.3): crossing 1000 endpoints drops comments only from rules that are rewritten, a full
  * sync drops them everywhere, and stale chains are deleted only when the caller asks for it.
  */

@@ -17,7 +17,7 @@ function request(partial: Partial<RenderRequest> & Pick<RenderRequest, "state">)
   };
 }
 
-test("raw layout is exactly spec §4.2's example (SyncProxyRulesRepeated step 3, deterministic order)", () => {
+test("raw layout is exactly docs/iptables.md §4.2's example (SyncProxyRulesRepeated step 3, deterministic order)", () => {
   const state = proxyState([
     [svc1, [endpoint("10.0.1.1", 80)]],
     [svc3, [endpoint("10.0.3.1", 80)]],
