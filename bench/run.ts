@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- options]`: the render benchmark (issue 3) and the sync benchmark (issue 4),
- * printed as Markdown tables with the targets. See bench/README.md for what each number means.
+ * `npm run bench [-- options]`: the render benchmark (issue 3), the sync benchmark (issue 4) and
+ * the start-up benchmark (issue 11), printed as Markdown tables with the targets. See bench/README.md for what each number means.
  */
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -9,6 +9,8 @@ import { deleteLiveNetns, deleteNetnsOnSignals, runner } from "./netns.ts";
 import { maybeRunRenderChild, renderTable, runRenderBenchmark } from "./render.ts";
 import type { RenderRow } from "./render.ts";
 import type { Backend } from "./restore.ts";
+import { coldStartTable, runColdStart, runStartupBenchmark, startupTable } from "./startup.ts";
+import type { ColdStartRow, StartupRow } from "./startup.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
 import type { SyncRow } from "./sync.ts";
 
@@ -16,12 +18,14 @@ const USAGE = `usage: npm run bench -- [options]
   --sizes 1000,10000        Service counts (default: the issues' 1000,10000)
   --endpoints 10            endpoints per Service
   --quick                   a smoke run: 200 Services, 30 s cap, 1 render repeat
-  --only render|sync        run one of the two benchmarks
+  --only render|sync|startup  run one of the three benchmarks
   --backends nft,legacy     iptables backends for the sync rows (default: detected, then the other)
   --cap-seconds 120         time cap for one kernel-tool measurement
   --repeats 2               render runs per size (first = cold, best of the rest = warm)
   --single-payload-max 1000 largest size at which one unchunked nft payload is timed
-  --rounds 5                full syncs per sync row, each against its own bare replay (median ratio)
+  --rounds 5                full syncs per sync row, each against its own bare replay (median ratio);
+                            start-up rounds per size (default 3)
+  --cold-runs 15            cold-start runs per CLI command (start-up benchmark)
   --json FILE               also write all results as JSON`;
 
 function parseSizes(text: string): number[] {
@@ -54,6 +58,7 @@ async function main(): Promise<void> {
       repeats: { type: "string" },
       "single-payload-max": { type: "string", default: "1000" },
       rounds: { type: "string" },
+      "cold-runs": { type: "string" },
       json: { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -68,7 +73,9 @@ async function main(): Promise<void> {
   const capMs = 1000 * positive(values["cap-seconds"] ?? (quick ? "30" : "120"), "--cap-seconds");
   const repeats = Math.floor(positive(values.repeats ?? (quick ? "1" : "2"), "--repeats"));
   const only = values.only;
-  if (only !== undefined && only !== "render" && only !== "sync") throw new Error(`bad --only: ${only}`);
+  if (only !== undefined && !["render", "sync", "startup"].includes(only))
+    throw new Error(`bad --only: ${only}`);
+  const runs = (name: string) => only === undefined || only === name;
 
   const abort = new AbortController();
   deleteNetnsOnSignals(abort);
@@ -87,8 +94,10 @@ async function main(): Promise<void> {
 
   let renderRows: RenderRow[] = [];
   let syncRows: SyncRow[] = [];
+  let coldRows: ColdStartRow[] = [];
+  let startupRows: StartupRow[] = [];
   try {
-    if (only !== "sync") {
+    if (runs("render")) {
       const backends: Backend[] = ["nft", "legacy"];
       renderRows = await runRenderBenchmark(
         { sizes, endpointsPerService, repeats, capMs, backends, signal: abort.signal },
@@ -98,7 +107,7 @@ async function main(): Promise<void> {
       console.log(renderTable(renderRows, backends));
       console.log("\nTargets at 10,000 Services: render total ≤ 0.25× the kernel tool; peak RSS ≤ 300 MB.");
     }
-    if (only !== "render") {
+    if (runs("sync")) {
       syncRows = await runSyncBenchmark(
         {
           sizes,
@@ -119,14 +128,38 @@ async function main(): Promise<void> {
       const chunking = chunkingTable(syncRows);
       if (chunking !== "") console.log(`\n### Why chunking\n\n${chunking}`);
     }
+    if (runs("startup")) {
+      const startupOptions = {
+        sizes,
+        endpointsPerService,
+        backend: detected.backend,
+        rounds: Math.floor(positive(values.rounds ?? (quick ? "1" : "3"), "--rounds")),
+        coldRuns: Math.floor(positive(values["cold-runs"] ?? (quick ? "3" : "15"), "--cold-runs")),
+        capMs,
+        signal: abort.signal,
+      };
+      coldRows = await runColdStart(startupOptions, log);
+      console.log("\n## Start-up (issue 11): CLI cold start, compiled build\n");
+      console.log(coldStartTable(coldRows));
+      console.log("\nTarget: `render` of the seed example ≤ 150 ms.");
+      startupRows = await runStartupBenchmark(startupOptions, log);
+      console.log(
+        `\n## Start-up (issue 11): daemon start to working Services vs bare iptables-${detected.backend}-restore\n`,
+      );
+      console.log(startupTable(startupRows));
+      console.log(
+        "\nTargets: start → working ≤ 1.5× the bare restores (median of the rounds' ratios); daemon RSS ≤ 200 MB after 10,000 x 10.",
+      );
+    }
   } finally {
     await deleteLiveNetns();
   }
   if (values.json !== undefined) {
     writeFileSync(
       values.json,
-      JSON.stringify({ started, detected, render: renderRows, sync: syncRows }, (_k, v: unknown) =>
-        v instanceof Map ? Object.fromEntries(v) : v,
+      JSON.stringify(
+        { started, detected, render: renderRows, sync: syncRows, coldStart: coldRows, startup: startupRows },
+        (_k, v: unknown) => (v instanceof Map ? Object.fromEntries(v) : v),
       ),
     );
   }

@@ -32,7 +32,7 @@ import { BENCH_NODE, benchSettings, sliceWithOneEndpointReplaced, syntheticClust
 import type { SyntheticCluster } from "./synthetic.ts";
 
 /** Where the proxier's time went, from the wrapper's point of view. */
-interface KernelCalls {
+export interface KernelCalls {
   restores: { payload: RestorePayload; ms: number; startedAt: number }[];
   /** iptables-save (stale-chain listing). */
   saveMs: number;
@@ -49,7 +49,7 @@ const byteLength = (payload: RestorePayload): number =>
 const noCalls = (): KernelCalls => ({ restores: [], saveMs: 0, commandMs: 0, commands: 0 });
 
 /** Delegates to the real Iptables and records every call's payload and wall time. */
-class RecordingIptables implements IptablesInterface {
+export class RecordingIptables implements IptablesInterface {
   calls: KernelCalls = noCalls();
 
   constructor(private readonly inner: Iptables) {}
@@ -234,7 +234,7 @@ function endpointChainFor(result: RenderResult, ip: string): string | null {
  * A proxier wired as `src/cli/run.ts` wires it, with its state store fed the whole cluster. The
  * daemon reads the iptables version at start-up (for its settings), before its first sync.
  */
-async function benchProxier(backend: Backend, netns: string, cluster: SyntheticCluster) {
+export async function benchProxier(backend: Backend, netns: string, cluster: SyntheticCluster) {
   const logger = createLogger(0, "bench");
   logger.level = "warn";
   const ipt = new RecordingIptables(new Iptables({ runner, family: "IPv4", backend, netns }));

@@ -85,10 +85,14 @@ function endpointIPsOf(i: number, endpointsPerService: number): string[] {
   return Array.from({ length: endpointsPerService }, (_, k) => podIP(i * endpointsPerService + k));
 }
 
-export function syntheticCluster(serviceCount: number, endpointsPerService: number): SyntheticCluster {
+function checkPlan(serviceCount: number, endpointsPerService: number): void {
   if (serviceCount * endpointsPerService >= 1 << 22 || serviceCount >= 1 << 20) {
     throw new RangeError(`${serviceCount} x ${endpointsPerService} does not fit the synthetic address plan`);
   }
+}
+
+export function syntheticCluster(serviceCount: number, endpointsPerService: number): SyntheticCluster {
+  checkPlan(serviceCount, endpointsPerService);
   const services: Service[] = [];
   const endpointSlices: EndpointSlice[] = [];
   for (let i = 0; i < serviceCount; i++) {
@@ -97,6 +101,32 @@ export function syntheticCluster(serviceCount: number, endpointsPerService: numb
     endpointSlices.push(decodeEndpointSlice(rawSlice(i, endpointsPerService, ips), "bench"));
   }
   return { services, endpointSlices };
+}
+
+/**
+ * The same cluster as the raw objects a manifests folder holds, one list per namespace (Services,
+ * then their EndpointSlices), plus the Node the proxy runs on.
+ */
+export function syntheticManifests(
+  serviceCount: number,
+  endpointsPerService: number,
+): { node: unknown; byNamespace: Map<string, unknown[]> } {
+  checkPlan(serviceCount, endpointsPerService);
+  const byNamespace = new Map<string, unknown[]>();
+  for (let i = 0; i < serviceCount; i++) {
+    const { namespace } = names(i);
+    const objects = byNamespace.get(namespace) ?? [];
+    objects.push(rawService(i), rawSlice(i, endpointsPerService, endpointIPsOf(i, endpointsPerService)));
+    byNamespace.set(namespace, objects);
+  }
+  const node = {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: BENCH_NODE, labels: { "kubernetes.io/hostname": BENCH_NODE } },
+    spec: { podCIDR: "10.128.0.0/24", podCIDRs: ["10.128.0.0/24"] },
+    status: { addresses: [{ type: "InternalIP", address: BENCH_NODE_IP }] },
+  };
+  return { node, byNamespace };
 }
 
 /**
@@ -110,6 +140,7 @@ export function sliceWithOneEndpointReplaced(i: number, endpointsPerService: num
 }
 
 export const BENCH_NODE = "node-0";
+export const BENCH_NODE_IP = "192.168.0.2";
 
 /**
  * The rules a default kube-proxy writes on a node with ClusterCIDR local detection, and no
@@ -119,7 +150,7 @@ export function benchSettings(): IptablesSettings {
   return {
     family: "IPv4",
     nodeName: BENCH_NODE,
-    nodeIP: "192.168.0.2",
+    nodeIP: BENCH_NODE_IP,
     masqueradeMark: "0x00004000",
     masqueradeAll: false,
     localDetector: { mode: "ClusterCIDR", cidr: "10.128.0.0/10" },

@@ -14,7 +14,7 @@ import { setMaxListeners } from "node:events";
 import { watch } from "node:fs";
 import type { Registry } from "prom-client";
 import { cleanupModes, modesToCleanAtStart } from "../backends/index.ts";
-import type { ProxyBackend } from "../backends/types.ts";
+import type { ModeRuntime, ProxyBackend } from "../backends/types.ts";
 import { parseDuration } from "../config/duration.ts";
 import type { KubeProxyConfiguration, ProxyMode } from "../config/types.ts";
 import { InputError, KubeProxyError } from "../errors.ts";
@@ -43,6 +43,7 @@ import { serveMetrics } from "../server/metrics.ts";
 import { ServiceHealthServer } from "../server/servicehealth.ts";
 import { serveWeb } from "../server/web.ts";
 import type { Source } from "../source/types.ts";
+import { HandlerBuffer } from "./buffer.ts";
 
 export interface DaemonParts {
   readonly config: Readonly<KubeProxyConfiguration>;
@@ -102,15 +103,41 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   /** A long-running part: its failure stops everything. */
   const part = (p: Promise<void>): Promise<void> => p.catch(failWith);
 
-  // Upstream logs this at -v=2 only: a container without CAP_SYS_RESOURCE may not lower it.
-  await applyOomScoreAdj(config.oomScoreAdj).catch((err: unknown) =>
-    log.debug({ err, value: config.oomScoreAdj }, "Failed to apply OOMScore"),
+  // The source starts reading now: its objects are held (HandlerBuffer) while the mode's
+  // platform checks, the other modes' clean-up and the start-up sysctls run beside it.
+  const buffer = new HandlerBuffer();
+  const sourceEnded = source.start(buffer, stop.signal).then(
+    () => "ended" as const,
+    (err: unknown) => {
+      failWith(err);
+      return "ended" as const;
+    },
   );
   const ctx = { config, runner, log };
-  const runtime = await backend.open(ctx);
-  for (const report of await cleanupModes(modesToCleanAtStart(backend.mode), ctx))
-    for (const err of report.errors)
-      log.error({ err, mode: report.mode }, "Failed to clean up another mode's leftovers");
+  const cleanupOthers = async () => {
+    for (const report of await cleanupModes(modesToCleanAtStart(backend.mode), ctx))
+      for (const err of report.errors)
+        log.error({ err, mode: report.mode }, "Failed to clean up another mode's leftovers");
+  };
+  let runtime: ModeRuntime;
+  let addresses: readonly string[];
+  try {
+    [runtime, addresses] = await Promise.all([
+      backend.open(ctx),
+      localAddresses(runner),
+      cleanupOthers(),
+      applyConntrackSysctls(config, log),
+      // Upstream logs this at -v=2 only: a container without CAP_SYS_RESOURCE may not lower it.
+      applyOomScoreAdj(config.oomScoreAdj).catch((err: unknown) =>
+        log.debug({ err, value: config.oomScoreAdj }, "Failed to apply OOMScore"),
+      ),
+    ]);
+  } catch (err) {
+    // The mode cannot run here: stop the source that was already reading, then fail.
+    stop.abort();
+    await sourceEnded;
+    throw err;
+  }
 
   const metrics = createProxyMetrics(registry, runtime.metricsOptions);
   const health = new ProxyHealth(healthTimeoutForSyncPeriod(syncPeriodMs), clock);
@@ -136,53 +163,42 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
     metrics.syncProxyRulesLastQueuedTimestamp.set({ ip_family: family }, clock.now() / 1000);
     proxiers.get(family)?.runner.run();
   };
-  const sourceDone = source.start(
-    {
-      onService(previous: Service | null, current: Service | null) {
-        for (const [family, store] of stores)
-          if (store.serviceChanges.update(previous, current)) queue(family);
-        metrics.serviceChangesTotal.inc();
-      },
-      onEndpointSlice(previous: EndpointSlice | null, current: EndpointSlice | null) {
-        for (const [family, store] of stores) {
-          const pending =
-            current === null
-              ? store.endpointsChanges.endpointSliceUpdate(previous!, true)
-              : store.endpointsChanges.endpointSliceUpdate(current, false);
-          if (pending) queue(family);
-        }
-        metrics.endpointChangesTotal.inc();
-      },
-      onNode(node: Node | null) {
-        nodeObject = node;
-        health.setNode(
-          node === null
-            ? null
-            : {
-                deleting: node.metadata.deletionTimestamp != null,
-                toBeDeletedTaint: node.spec.taints.some((t) => t.key === toBeDeletedTaint),
-              },
-        );
-        for (const [family, store] of stores) {
-          if (store.nodeUpdate(node)) {
-            proxiers.get(family)?.proxier.forceFullSync();
-            queue(family);
-          }
-        }
-      },
-      onSynced() {
-        synced();
-      },
+  buffer.attach({
+    onService(previous: Service | null, current: Service | null) {
+      for (const [family, store] of stores) if (store.serviceChanges.update(previous, current)) queue(family);
+      metrics.serviceChangesTotal.inc();
     },
-    stop.signal,
-  );
-  const sourceEnded = sourceDone.then(
-    () => "ended" as const,
-    (err: unknown) => {
-      failWith(err);
-      return "ended" as const;
+    onEndpointSlice(previous: EndpointSlice | null, current: EndpointSlice | null) {
+      for (const [family, store] of stores) {
+        const pending =
+          current === null
+            ? store.endpointsChanges.endpointSliceUpdate(previous!, true)
+            : store.endpointsChanges.endpointSliceUpdate(current, false);
+        if (pending) queue(family);
+      }
+      metrics.endpointChangesTotal.inc();
     },
-  );
+    onNode(node: Node | null) {
+      nodeObject = node;
+      health.setNode(
+        node === null
+          ? null
+          : {
+              deleting: node.metadata.deletionTimestamp != null,
+              toBeDeletedTaint: node.spec.taints.some((t) => t.key === toBeDeletedTaint),
+            },
+      );
+      for (const [family, store] of stores) {
+        if (store.nodeUpdate(node)) {
+          proxiers.get(family)?.proxier.forceFullSync();
+          queue(family);
+        }
+      }
+    },
+    onSynced() {
+      synced();
+    },
+  });
   const first = await Promise.race([initialSync, sourceEnded]);
   if (first !== "synced") {
     // Stopped by a signal before anything was synced, or the source gave up: nothing to program.
@@ -197,7 +213,6 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
       "No Node object found for this node; using bindAddress or loopback as node IP",
     );
 
-  await applyConntrackSysctls(config, log);
   const serviceHealth = new ServiceHealthServer({
     proxyHealth: health,
     hostname: nodeName,
@@ -221,7 +236,7 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   };
   const created = await runtime.proxiers({
     node,
-    localAddresses: await localAddresses(runner),
+    localAddresses: addresses,
     stores,
     clock,
     log,

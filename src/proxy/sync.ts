@@ -71,6 +71,7 @@ export interface FamilyProxierOptions<D, W extends FamilyWriter<D>> {
   readonly writer: W;
   readonly store: ProxyStateStore;
   readonly clock: Clock;
+  /** Already bound to the family (`ipFamily`), as upstream's per-family proxier logs. */
   readonly log: Logger;
   readonly health: ProxyHealth;
   readonly metrics: ProxyMetrics | null;
@@ -164,7 +165,7 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
       const seconds = (clock.now() - started) / 1000;
       writer.observe?.({ fullSync, seconds, outcome: null });
       log.error(
-        { err: error, ipFamily: family, retryingTime: `${this.options.retryIntervalMs / 1000}s` },
+        { err: error, retryingTime: `${this.options.retryIntervalMs / 1000}s` },
         "Sync failed",
       );
       const report = this.report(fullSync, started, transactions, pending, null, error as Error);
@@ -197,7 +198,7 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
       await this.reconcileConntrack(pending.state);
     const report = this.report(fullSync, started, transactions, pending, outcome.details);
     log.debug(
-      { ipFamily: family, fullSync, elapsed: `${report.durationMs}ms`, transactions },
+      { fullSync, elapsed: `${report.durationMs}ms`, transactions },
       "SyncProxyRules complete",
     );
     this.options.onSync?.(report, pending.state);
@@ -211,9 +212,9 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
     try {
       const { deleted } = await this.options.reconcileConntrack!(state);
       metrics?.reconcileConntrackFlowsDeletedEntriesTotal.inc({ ip_family: family }, deleted);
-      if (deleted > 0) log.info({ ipFamily: family, deleted }, "Deleted stale UDP conntrack entries");
+      if (deleted > 0) log.info({ deleted }, "Deleted stale UDP conntrack entries");
     } catch (error) {
-      log.error({ err: error, ipFamily: family }, "Failed to reconcile conntrack entries");
+      log.error({ err: error }, "Failed to reconcile conntrack entries");
     } finally {
       metrics?.reconcileConntrackFlowsLatency.observe({ ip_family: family }, (clock.now() - started) / 1000);
     }

@@ -39,17 +39,21 @@ async function openIptables(
   const { runner, log } = ctx;
   const detected = await detectBackend(runner);
   log.info({ backend: detected.backend, reason: detected.reason }, "Detected iptables backend");
-  await checkIptablesUsable(runner, detected.backend);
   const ipts = new Map<IPFamily, Iptables>([
     ["IPv4", new Iptables({ runner, family: "IPv4", backend: detected.backend })],
   ]);
   const ipv6 = new Iptables({ runner, family: "IPv6", backend: detected.backend });
-  try {
-    await ipv6.save("nat");
-    ipts.set("IPv6", ipv6);
-  } catch (err) {
-    log.info({ err }, "IPv6 iptables not usable: running single-stack IPv4");
-  }
+  const [, ipv6Usable] = await Promise.all([
+    checkIptablesUsable(runner, detected.backend),
+    ipv6.save("nat").then(
+      () => true,
+      (err: unknown) => {
+        log.info({ err }, "IPv6 iptables not usable: running single-stack IPv4");
+        return false;
+      },
+    ),
+  ]);
+  if (ipv6Usable) ipts.set("IPv6", ipv6);
   return { backend: detected.backend, ipts };
 }
 
@@ -78,12 +82,15 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
   let proxiers = new Map<IPFamily, FamilyProxier<unknown>>();
 
   async function createProxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>> {
-    const liberal = (await readSysctl(CONNTRACK_TCP_BE_LIBERAL).catch(() => "0")).trim() !== "0";
-    const version = await ipts.get("IPv4")!.version();
-    const nfacct = {
-      ctStateInvalidDroppedPkts: await ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS),
-      localhostNodePortsAcceptedPkts: await ensureNfacctCounter(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
-    };
+    const [liberalValue, version, ctStateInvalidDroppedPkts, localhostNodePortsAcceptedPkts] =
+      await Promise.all([
+        readSysctl(CONNTRACK_TCP_BE_LIBERAL).catch(() => "0"),
+        ipts.get("IPv4")!.version(),
+        ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS),
+        ensureNfacctCounter(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
+      ]);
+    const liberal = liberalValue.trim() !== "0";
+    const nfacct = { ctStateInvalidDroppedPkts, localhostNodePortsAcceptedPkts };
     const ensureCounters = async () => {
       if (nfacct.ctStateInvalidDroppedPkts)
         await ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS);
