@@ -1,0 +1,321 @@
+/**
+ * A fast parser for the block YAML that `yaml.stringify` and `kubectl get -o yaml` write: block
+ * mappings and sequences, one-line plain and quoted scalars, comments and `---` separators. It
+ * returns null for anything else (flow collections, multi-line and block scalars, anchors,
+ * aliases, tags, complex keys, directives, tabs, duplicate keys …), and the caller then uses the
+ * full `yaml` parser, which also reports the errors. Whenever it returns documents, they equal
+ * what `parseAllDocuments(text)` + `toJS()` gives with the default options (YAML 1.2, core
+ * schema, unique keys), with the line of each document's first content token.
+ */
+
+export interface SubsetDocument {
+  readonly value: unknown;
+  /** 1-based line of the document's first content token. */
+  readonly line: number;
+}
+
+/** Thrown inside the parser when the text leaves the subset; caught by parseYamlSubset. */
+class OutsideSubset extends Error {}
+
+const SPACE = 0x20;
+const HASH = 0x23;
+const DASH = 0x2d;
+const COLON = 0x3a;
+const SQUOTE = 0x27;
+const DQUOTE = 0x22;
+
+/**
+ * Characters the subset refuses anywhere: tabs, control characters other than \n (and \r of
+ * \r\n, removed first), DEL and C1 controls, the BOM, U+2028/U+2029 and U+FFFE/U+FFFF.
+ */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what it finds
+const REFUSED_CHARS = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]/;
+
+/** A plain value may not start with one of these (an indicator); `-`, `?`, `:` are checked apart. */
+const INDICATOR_START = new Set([..."[]{},#&*!|>%@`"].map((c) => c.charCodeAt(0)));
+
+const PLAIN_KEY_HEAD = /[A-Za-z_]/;
+const PLAIN_KEY_REST = /[A-Za-z0-9_./-]*/y;
+const NON_STRING_KEYS = new Set(["null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE"]);
+/** yaml refuses implicit keys longer than 1024 characters; stay well inside. */
+const MAX_KEY_LENGTH = 1000;
+
+// The core schema's plain-scalar tags (node_modules/yaml/dist/schema/core, common/null.js), in
+// the order yaml tries them.
+const NULL_RE = /^(?:~|[Nn]ull|NULL)?$/;
+const BOOL_RE = /^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$/;
+const INT_OCT_RE = /^0o[0-7]+$/;
+const INT_RE = /^[-+]?[0-9]+$/;
+const INT_HEX_RE = /^0x[0-9a-fA-F]+$/;
+const FLOAT_NAN_RE = /^(?:[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$/;
+const FLOAT_EXP_RE = /^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$/;
+const FLOAT_RE = /^[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)$/;
+/** First characters of every plain scalar that resolves to something other than a string. */
+const NON_STRING_HEAD = new Set([..."~nNtTfF0123456789+-."].map((c) => c.charCodeAt(0)));
+
+/** A plain scalar's value as the core schema resolves it. */
+function resolvePlain(s: string): unknown {
+  if (!NON_STRING_HEAD.has(s.charCodeAt(0))) return s;
+  if (NULL_RE.test(s)) return null;
+  if (BOOL_RE.test(s)) return s[0] === "t" || s[0] === "T";
+  if (INT_OCT_RE.test(s)) return parseInt(s.substring(2), 8);
+  if (INT_RE.test(s)) return parseInt(s, 10);
+  if (INT_HEX_RE.test(s)) return parseInt(s.substring(2), 16);
+  if (FLOAT_NAN_RE.test(s)) {
+    if (s.slice(-3).toLowerCase() === "nan") return NaN;
+    return s[0] === "-" ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY;
+  }
+  if (FLOAT_EXP_RE.test(s) || FLOAT_RE.test(s)) return parseFloat(s);
+  return s;
+}
+
+const ESCAPES: Readonly<Record<string, string>> = {
+  "\\": "\\",
+  '"': '"',
+  "/": "/",
+  n: "\n",
+  t: "\t",
+  r: "\r",
+  b: "\b",
+  f: "\f",
+  "0": "\0",
+};
+const HEX4 = /^[0-9a-fA-F]{4}$/;
+
+/** A quoted scalar on one line: its value and the index just after the closing quote. */
+interface Quoted {
+  readonly value: string;
+  readonly end: number;
+}
+
+function singleQuoted(line: string, at: number): Quoted {
+  let value = "";
+  let from = at + 1;
+  for (;;) {
+    const q = line.indexOf("'", from);
+    if (q === -1) throw new OutsideSubset(); // continues on the next line
+    value += line.slice(from, q);
+    if (line.charCodeAt(q + 1) !== SQUOTE) return { value, end: q + 1 };
+    value += "'";
+    from = q + 2;
+  }
+}
+
+function doubleQuoted(line: string, at: number): Quoted {
+  let value = "";
+  let from = at + 1;
+  for (let i = from; i < line.length; i++) {
+    const c = line.charCodeAt(i);
+    if (c === DQUOTE) return { value: value + line.slice(from, i), end: i + 1 };
+    if (c !== 0x5c) continue;
+    value += line.slice(from, i);
+    const e = line[i + 1];
+    if (e === "u") {
+      const hex = line.slice(i + 2, i + 6);
+      if (!HEX4.test(hex)) throw new OutsideSubset();
+      value += String.fromCharCode(parseInt(hex, 16));
+      i += 5;
+    } else {
+      const decoded = e === undefined ? undefined : ESCAPES[e];
+      if (decoded === undefined) throw new OutsideSubset();
+      value += decoded;
+      i += 1;
+    }
+    from = i + 1;
+  }
+  throw new OutsideSubset(); // continues on the next line
+}
+
+/** Only spaces, then the end of the line or a comment after at least one space, may follow `end`. */
+function expectLineEnd(line: string, end: number): void {
+  let i = end;
+  while (line.charCodeAt(i) === SPACE) i++;
+  if (i === line.length || (i > end && line.charCodeAt(i) === HASH)) return;
+  throw new OutsideSubset();
+}
+
+function isDash(line: string, col: number): boolean {
+  return line.charCodeAt(col) === DASH && (col + 1 === line.length || line.charCodeAt(col + 1) === SPACE);
+}
+
+/** A scalar or empty flow collection starting at `at` and ending the line. */
+function inlineValue(line: string, at: number): unknown {
+  const c = line.charCodeAt(at);
+  if (c === SQUOTE || c === DQUOTE) {
+    const q = c === SQUOTE ? singleQuoted(line, at) : doubleQuoted(line, at);
+    expectLineEnd(line, q.end);
+    return q.value;
+  }
+  if (c === 0x7b || c === 0x5b) {
+    // `{}` or `[]`: any other flow collection is outside the subset.
+    if (line.charCodeAt(at + 1) !== c + 2) throw new OutsideSubset();
+    expectLineEnd(line, at + 2);
+    return c === 0x7b ? {} : [];
+  }
+  if (INDICATOR_START.has(c)) throw new OutsideSubset();
+  if (c === DASH || c === COLON || c === 0x3f) {
+    // `-`, `:` and `?` start a plain scalar only when a non-space follows.
+    const next = line.charCodeAt(at + 1);
+    if (Number.isNaN(next) || next === SPACE) throw new OutsideSubset();
+  }
+  const comment = line.indexOf(" #", at);
+  let end = comment === -1 ? line.length : comment;
+  while (line.charCodeAt(end - 1) === SPACE) end--;
+  const s = line.slice(at, end);
+  if (s.includes(": ") || s.charCodeAt(s.length - 1) === COLON) throw new OutsideSubset();
+  return resolvePlain(s);
+}
+
+/** The key of a `key:` entry at `col` and the index after its colon, or null if the line is no entry. */
+function entryKey(line: string, col: number): { key: string; after: number } | null {
+  const c = line.charCodeAt(col);
+  let key: string;
+  let colon: number;
+  if (c === SQUOTE || c === DQUOTE) {
+    const q = c === SQUOTE ? singleQuoted(line, col) : doubleQuoted(line, col);
+    key = q.value;
+    colon = q.end;
+  } else {
+    if (!PLAIN_KEY_HEAD.test(line[col] ?? "")) return null;
+    PLAIN_KEY_REST.lastIndex = col + 1;
+    PLAIN_KEY_REST.test(line);
+    colon = PLAIN_KEY_REST.lastIndex;
+    key = line.slice(col, colon);
+    if (line.charCodeAt(colon) === COLON && NON_STRING_KEYS.has(key)) throw new OutsideSubset();
+  }
+  if (line.charCodeAt(colon) !== COLON) return null;
+  if (colon + 1 < line.length && line.charCodeAt(colon + 1) !== SPACE) return null;
+  if (colon - col > MAX_KEY_LENGTH) throw new OutsideSubset();
+  return { key, after: colon + 1 };
+}
+
+/** Recursive descent over the content lines of one document. */
+class DocumentParser {
+  /** Index of the current content line. */
+  private i: number;
+  /** Column where the current line's content starts (after a `- `, inside the line); -1 at the end. */
+  private col = -1;
+
+  constructor(
+    private readonly lines: readonly string[],
+    start: number,
+    private readonly end: number,
+  ) {
+    this.i = start - 1;
+    this.advance();
+  }
+
+  /** The document, or undefined when it has no content. */
+  parse(): SubsetDocument | undefined {
+    if (this.col === -1) return undefined;
+    const line = this.i + 1;
+    const value = this.block(-1);
+    if (this.col !== -1) throw new OutsideSubset(); // a line the top-level node does not take
+    return { value, line };
+  }
+
+  /** Moves to the next line that is neither blank nor a comment. */
+  private advance(): void {
+    for (this.i++; this.i < this.end; this.i++) {
+      const line = this.lines[this.i] as string;
+      let k = 0;
+      while (line.charCodeAt(k) === SPACE) k++;
+      if (k < line.length && line.charCodeAt(k) !== HASH) {
+        this.col = k;
+        return;
+      }
+    }
+    this.col = -1;
+  }
+
+  private get line(): string {
+    return this.lines[this.i] as string;
+  }
+
+  /** The node starting at the current position, whose parent node is indented by `parent`. */
+  private block(parent: number): unknown {
+    const line = this.line;
+    const col = this.col;
+    if (isDash(line, col)) return this.sequence(col);
+    if (entryKey(line, col) !== null) return this.mapping(col);
+    const value = inlineValue(line, col);
+    this.advance();
+    if (this.col > parent) throw new OutsideSubset(); // a multi-line scalar
+    return value;
+  }
+
+  private sequence(indent: number): unknown[] {
+    const items: unknown[] = [];
+    while (this.col === indent && isDash(this.line, indent)) {
+      const line = this.line;
+      let at = indent + 1;
+      while (line.charCodeAt(at) === SPACE) at++;
+      if (at === line.length || line.charCodeAt(at) === HASH) {
+        this.advance();
+        items.push(this.col > indent ? this.block(indent) : null);
+      } else {
+        // A compact node: `- key: value`, `- - item` or `- scalar`, indented at its first token.
+        this.col = at;
+        items.push(this.block(indent));
+      }
+    }
+    if (this.col > indent) throw new OutsideSubset();
+    return items;
+  }
+
+  private mapping(indent: number): Record<string, unknown> {
+    const map: Record<string, unknown> = {};
+    while (this.col === indent) {
+      const line = this.line;
+      const entry = entryKey(line, indent);
+      if (entry === null) throw new OutsideSubset();
+      let at = entry.after;
+      while (line.charCodeAt(at) === SPACE) at++;
+      let value: unknown;
+      if (at === line.length || line.charCodeAt(at) === HASH) {
+        this.advance();
+        if (this.col > indent) value = this.block(indent);
+        else if (this.col === indent && isDash(this.line, indent)) value = this.sequence(indent);
+        else value = null;
+      } else {
+        value = inlineValue(line, at);
+        this.advance();
+      }
+      const { key } = entry;
+      if (Object.hasOwn(map, key)) throw new OutsideSubset(); // yaml: duplicate key error
+      // As yaml's toJS does: `__proto__` and other inherited names become own properties.
+      if (key in map) Object.defineProperty(map, key, { value, writable: true, enumerable: true, configurable: true });
+      else map[key] = value;
+    }
+    if (this.col > indent) throw new OutsideSubset();
+    return map;
+  }
+}
+
+/** The documents of `text`, or null when `text` uses YAML outside the subset. */
+export function parseYamlSubset(text: string): SubsetDocument[] | null {
+  const source = text.includes("\r") ? text.replaceAll("\r\n", "\n") : text;
+  if (REFUSED_CHARS.test(source) || source.includes("\r")) return null;
+  const lines = source.split("\n");
+  const docs: SubsetDocument[] = [];
+  try {
+    let start = 0;
+    for (let i = 0; i <= lines.length; i++) {
+      const line = lines[i];
+      if (line !== undefined) {
+        const c = line.charCodeAt(0);
+        // Directives, document end markers and anything else starting `---` or `...`.
+        if (c === 0x25 || line.startsWith("...")) return null;
+        if (c !== DASH || !line.startsWith("---")) continue;
+        if (line.length !== 3) return null;
+      }
+      const doc = new DocumentParser(lines, start, i).parse();
+      if (doc !== undefined) docs.push(doc);
+      start = i + 1;
+    }
+  } catch (e) {
+    if (e instanceof OutsideSubset) return null;
+    throw e;
+  }
+  return docs;
+}
