@@ -34,8 +34,13 @@ const REFUSED_CHARS = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\ufff
 /** A plain value may not start with one of these (an indicator); `-`, `?`, `:` are checked apart. */
 const INDICATOR_START = new Set([..."[]{},#&*!|>%@`"].map((c) => c.charCodeAt(0)));
 
-const PLAIN_KEY_HEAD = /[A-Za-z_]/;
-const PLAIN_KEY_REST = /[A-Za-z0-9_./-]*/y;
+/** Plain keys: `[A-Za-z_][A-Za-z0-9_./-]*` (identifiers and label keys), by character code. */
+function isKeyHead(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || c === 0x5f;
+}
+function isKeyChar(c: number): boolean {
+  return isKeyHead(c) || (c >= 0x2d && c <= 0x39); // - . / 0-9
+}
 const NON_STRING_KEYS = new Set(["null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE"]);
 /** yaml refuses implicit keys longer than 1024 characters; stay well inside. */
 const MAX_KEY_LENGTH = 1000;
@@ -176,10 +181,9 @@ function entryKey(line: string, col: number): { key: string; after: number } | n
     key = q.value;
     colon = q.end;
   } else {
-    if (!PLAIN_KEY_HEAD.test(line[col] ?? "")) return null;
-    PLAIN_KEY_REST.lastIndex = col + 1;
-    PLAIN_KEY_REST.test(line);
-    colon = PLAIN_KEY_REST.lastIndex;
+    if (!isKeyHead(c)) return null;
+    colon = col + 1;
+    while (isKeyChar(line.charCodeAt(colon))) colon++;
     key = line.slice(col, colon);
     if (line.charCodeAt(colon) === COLON && NON_STRING_KEYS.has(key)) throw new OutsideSubset();
   }
@@ -188,6 +192,8 @@ function entryKey(line: string, col: number): { key: string; after: number } | n
   if (colon - col > MAX_KEY_LENGTH) throw new OutsideSubset();
   return { key, after: colon + 1 };
 }
+
+type Entry = NonNullable<ReturnType<typeof entryKey>>;
 
 /** Recursive descent over the content lines of one document. */
 class DocumentParser {
@@ -237,7 +243,8 @@ class DocumentParser {
     const line = this.line;
     const col = this.col;
     if (isDash(line, col)) return this.sequence(col);
-    if (entryKey(line, col) !== null) return this.mapping(col);
+    const entry = entryKey(line, col);
+    if (entry !== null) return this.mapping(col, entry);
     const value = inlineValue(line, col);
     this.advance();
     if (this.col > parent) throw new OutsideSubset(); // a multi-line scalar
@@ -263,11 +270,13 @@ class DocumentParser {
     return items;
   }
 
-  private mapping(indent: number): Record<string, unknown> {
+  /** The mapping at `indent`, whose first entry (on the current line) is `first`. */
+  private mapping(indent: number, first: Entry): Record<string, unknown> {
     const map: Record<string, unknown> = {};
+    let entry: Entry | null = first;
     while (this.col === indent) {
       const line = this.line;
-      const entry = entryKey(line, indent);
+      entry ??= entryKey(line, indent);
       if (entry === null) throw new OutsideSubset();
       let at = entry.after;
       while (line.charCodeAt(at) === SPACE) at++;
@@ -284,8 +293,10 @@ class DocumentParser {
       const { key } = entry;
       if (Object.hasOwn(map, key)) throw new OutsideSubset(); // yaml: duplicate key error
       // As yaml's toJS does: `__proto__` and other inherited names become own properties.
-      if (key in map) Object.defineProperty(map, key, { value, writable: true, enumerable: true, configurable: true });
+      if (key in map)
+        Object.defineProperty(map, key, { value, writable: true, enumerable: true, configurable: true });
       else map[key] = value;
+      entry = null;
     }
     if (this.col > indent) throw new OutsideSubset();
     return map;
