@@ -85,6 +85,18 @@ function endpointIPsOf(i: number, endpointsPerService: number): string[] {
   return Array.from({ length: endpointsPerService }, (_, k) => podIP(i * endpointsPerService + k));
 }
 
+/**
+ * The same cluster as the API server's JSON, Service then its EndpointSlice: what a manifest
+ * folder written by `kubectl get -o yaml` holds (bench/yaml-parse.ts).
+ */
+export function syntheticManifestObjects(serviceCount: number, endpointsPerService: number): unknown[] {
+  const out: unknown[] = [];
+  for (let i = 0; i < serviceCount; i++) {
+    out.push(rawService(i), rawSlice(i, endpointsPerService, endpointIPsOf(i, endpointsPerService)));
+  }
+  return out;
+}
+
 export function syntheticCluster(serviceCount: number, endpointsPerService: number): SyntheticCluster {
   if (serviceCount * endpointsPerService >= 1 << 22 || serviceCount >= 1 << 20) {
     throw new RangeError(`${serviceCount} x ${endpointsPerService} does not fit the synthetic address plan`);
