@@ -456,3 +456,65 @@ test("property: k8s-like documents take the fast path at least 90% of the time",
   t.diagnostic(`fast path taken for ${fast} of ${numRuns} k8s-like inputs`);
   assert.ok(fast >= numRuns * 0.9, `fast path only ${fast} of ${numRuns}`);
 });
+
+/** One edit of a YAML text's lines, as people make them by hand (and get wrong). */
+const lineEdit = fc.record({
+  at: fc.nat(),
+  kind: fc.constantFrom(
+    "comment-line",
+    "trailing-comment",
+    "trailing-spaces",
+    "blank-line",
+    "indent",
+    "dedent",
+    "delete",
+    "duplicate",
+    "separator",
+    "join",
+    "no-space-after-colon",
+    "dash",
+  ),
+  indent: fc.nat({ max: 6 }),
+});
+
+function applyEdit(
+  lines: string[],
+  { at, kind, indent }: { at: number; kind: string; indent: number },
+): void {
+  const i = at % (lines.length + 1);
+  const line = lines[i] ?? "";
+  const pad = " ".repeat(indent);
+  const edits: Record<string, () => void> = {
+    "comment-line": () => lines.splice(i, 0, `${pad}# c: d`),
+    "trailing-comment": () => (lines[i] = `${line}${pad || " "}#x`),
+    "trailing-spaces": () => (lines[i] = `${line}${pad || " "}`),
+    "blank-line": () => lines.splice(i, 0, pad),
+    indent: () => (lines[i] = `${pad || " "}${line}`),
+    dedent: () => (lines[i] = line.slice(Math.min(indent || 1, line.length - line.trimStart().length))),
+    delete: () => lines.splice(i, 1),
+    duplicate: () => lines.splice(i, 0, line),
+    separator: () => lines.splice(i, 0, "---"),
+    join: () => lines.splice(i, 2, `${line} ${lines[i + 1] ?? ""}`),
+    "no-space-after-colon": () => (lines[i] = line.replace(": ", ":")),
+    dash: () => (lines[i] = `${pad}- ${line.trimStart()}`),
+  };
+  edits[kind]?.();
+}
+
+test("property: hand-edited YAML gives yaml's result or null", (t) => {
+  let fast = 0;
+  const numRuns = 3000;
+  fc.assert(
+    fc.property(
+      documents(fc.oneof(k8sValue, anyValue)),
+      fc.array(lineEdit, { minLength: 1, maxLength: 4 }),
+      (input, edits) => {
+        const lines = toText(input).split("\n");
+        for (const edit of edits) applyEdit(lines, edit);
+        if (checked(lines.join("\n")) !== null) fast++;
+      },
+    ),
+    { numRuns },
+  );
+  t.diagnostic(`fast path taken for ${fast} of ${numRuns} edited inputs`);
+});
