@@ -185,7 +185,8 @@ function entryKey(line: string, col: number): { key: string; after: number } | n
     colon = col + 1;
     while (isKeyChar(line.charCodeAt(colon))) colon++;
     key = line.slice(col, colon);
-    if (line.charCodeAt(colon) === COLON && NON_STRING_KEYS.has(key)) throw new OutsideSubset();
+    if (colon - col <= 5 && line.charCodeAt(colon) === COLON && NON_STRING_KEYS.has(key))
+      throw new OutsideSubset();
   }
   if (line.charCodeAt(colon) !== COLON) return null;
   if (colon + 1 < line.length && line.charCodeAt(colon + 1) !== SPACE) return null;
@@ -274,6 +275,7 @@ class DocumentParser {
   private mapping(indent: number, first: Entry): Record<string, unknown> {
     const map: Record<string, unknown> = {};
     let entry: Entry | null = first;
+    let count = 0;
     while (this.col === indent) {
       const line = this.line;
       entry ??= entryKey(line, indent);
@@ -291,14 +293,16 @@ class DocumentParser {
         this.advance();
       }
       const { key } = entry;
-      if (Object.hasOwn(map, key)) throw new OutsideSubset(); // yaml: duplicate key error
-      // As yaml's toJS does: `__proto__` and other inherited names become own properties.
-      if (key in map)
+      // As yaml's toJS does: `__proto__`, the one inherited accessor, becomes an own property.
+      if (key === "__proto__")
         Object.defineProperty(map, key, { value, writable: true, enumerable: true, configurable: true });
       else map[key] = value;
+      count++;
       entry = null;
     }
     if (this.col > indent) throw new OutsideSubset();
+    // A duplicate key (an error in yaml) overwrote a property: fewer properties than entries.
+    if (Object.keys(map).length !== count) throw new OutsideSubset();
     return map;
   }
 }

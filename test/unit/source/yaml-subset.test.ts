@@ -94,6 +94,7 @@ test("supported constructs parse as yaml does", () => {
     ["a :1\n", ["a :1"]],
     ["---\n'x'\n---\n- 1\n", ["x", [1]]],
     ["{}\n", [{}]],
+    ["- true\n- null\n- False\n", [[true, null, false]]],
   ];
   for (const [text, expected] of cases) assert.deepStrictEqual(values(text), expected, JSON.stringify(text));
 });
