@@ -93,30 +93,32 @@ interface Quoted {
   readonly end: number;
 }
 
-function singleQuoted(line: string, at: number): Quoted {
+// The scanners below read the whole text `t`; `end` is the offset of the current line's end.
+
+function singleQuoted(t: string, at: number, end: number): Quoted {
   let value = "";
   let from = at + 1;
-  for (;;) {
-    const q = line.indexOf("'", from);
-    if (q === -1) throw new OutsideSubset(); // continues on the next line
-    value += line.slice(from, q);
-    if (line.charCodeAt(q + 1) !== SQUOTE) return { value, end: q + 1 };
+  for (let i = from; i < end; i++) {
+    if (t.charCodeAt(i) !== SQUOTE) continue;
+    value += t.slice(from, i);
+    if (t.charCodeAt(i + 1) !== SQUOTE) return { value, end: i + 1 };
     value += "'";
-    from = q + 2;
+    from = ++i + 1;
   }
+  throw new OutsideSubset(); // continues on the next line
 }
 
-function doubleQuoted(line: string, at: number): Quoted {
+function doubleQuoted(t: string, at: number, end: number): Quoted {
   let value = "";
   let from = at + 1;
-  for (let i = from; i < line.length; i++) {
-    const c = line.charCodeAt(i);
-    if (c === DQUOTE) return { value: value + line.slice(from, i), end: i + 1 };
+  for (let i = from; i < end; i++) {
+    const c = t.charCodeAt(i);
+    if (c === DQUOTE) return { value: value + t.slice(from, i), end: i + 1 };
     if (c !== 0x5c) continue;
-    value += line.slice(from, i);
-    const e = line[i + 1];
+    value += t.slice(from, i);
+    const e = i + 1 < end ? t[i + 1] : undefined;
     if (e === "u") {
-      const hex = line.slice(i + 2, i + 6);
+      const hex = t.slice(i + 2, Math.min(i + 6, end));
       if (!HEX4.test(hex)) throw new OutsideSubset();
       value += String.fromCharCode(parseInt(hex, 16));
       i += 5;
@@ -131,66 +133,70 @@ function doubleQuoted(line: string, at: number): Quoted {
   throw new OutsideSubset(); // continues on the next line
 }
 
-/** Only spaces, then the end of the line or a comment after at least one space, may follow `end`. */
-function expectLineEnd(line: string, end: number): void {
-  let i = end;
-  while (line.charCodeAt(i) === SPACE) i++;
-  if (i === line.length || (i > end && line.charCodeAt(i) === HASH)) return;
+/** Only spaces, then the end of the line or a comment after at least one space, may follow `from`. */
+function expectLineEnd(t: string, from: number, end: number): void {
+  let i = from;
+  while (t.charCodeAt(i) === SPACE) i++;
+  if (i === end || (i > from && t.charCodeAt(i) === HASH)) return;
   throw new OutsideSubset();
 }
 
-function isDash(line: string, col: number): boolean {
-  return line.charCodeAt(col) === DASH && (col + 1 === line.length || line.charCodeAt(col + 1) === SPACE);
+function isDash(t: string, at: number, end: number): boolean {
+  return t.charCodeAt(at) === DASH && (at + 1 === end || t.charCodeAt(at + 1) === SPACE);
 }
 
 /** A scalar or empty flow collection starting at `at` and ending the line. */
-function inlineValue(line: string, at: number): unknown {
-  const c = line.charCodeAt(at);
+function inlineValue(t: string, at: number, end: number): unknown {
+  const c = t.charCodeAt(at);
   if (c === SQUOTE || c === DQUOTE) {
-    const q = c === SQUOTE ? singleQuoted(line, at) : doubleQuoted(line, at);
-    expectLineEnd(line, q.end);
+    const q = c === SQUOTE ? singleQuoted(t, at, end) : doubleQuoted(t, at, end);
+    expectLineEnd(t, q.end, end);
     return q.value;
   }
   if (c === 0x7b || c === 0x5b) {
     // `{}` or `[]`: any other flow collection is outside the subset.
-    if (line.charCodeAt(at + 1) !== c + 2) throw new OutsideSubset();
-    expectLineEnd(line, at + 2);
+    if (t.charCodeAt(at + 1) !== c + 2) throw new OutsideSubset();
+    expectLineEnd(t, at + 2, end);
     return c === 0x7b ? {} : [];
   }
   if (INDICATOR_START.has(c)) throw new OutsideSubset();
-  if (c === DASH || c === COLON || c === 0x3f) {
-    // `-`, `:` and `?` start a plain scalar only when a non-space follows.
-    const next = line.charCodeAt(at + 1);
-    if (Number.isNaN(next) || next === SPACE) throw new OutsideSubset();
+  // `-`, `:` and `?` start a plain scalar only when a non-space follows.
+  if ((c === DASH || c === COLON || c === 0x3f) && (at + 1 === end || t.charCodeAt(at + 1) === SPACE)) {
+    throw new OutsideSubset();
   }
-  const comment = line.indexOf(" #", at);
-  let end = comment === -1 ? line.length : comment;
-  while (line.charCodeAt(end - 1) === SPACE) end--;
-  const s = line.slice(at, end);
+  let stop = end; // a comment starts at ` #`
+  for (let i = at + 1; i < end; i++) {
+    if (t.charCodeAt(i) === HASH && t.charCodeAt(i - 1) === SPACE) {
+      stop = i - 1;
+      break;
+    }
+  }
+  while (t.charCodeAt(stop - 1) === SPACE) stop--;
+  const s = t.slice(at, stop);
   if (s.includes(": ") || s.charCodeAt(s.length - 1) === COLON) throw new OutsideSubset();
   return resolvePlain(s);
 }
 
-/** The key of a `key:` entry at `col` and the index after its colon, or null if the line is no entry. */
-function entryKey(line: string, col: number): { key: string; after: number } | null {
-  const c = line.charCodeAt(col);
+/** The key of a `key:` entry at `at` and the offset after its colon, or null if the line is no entry. */
+function entryKey(t: string, at: number, end: number): { key: string; after: number } | null {
+  const c = t.charCodeAt(at);
   let key: string;
   let colon: number;
   if (c === SQUOTE || c === DQUOTE) {
-    const q = c === SQUOTE ? singleQuoted(line, col) : doubleQuoted(line, col);
+    const q = c === SQUOTE ? singleQuoted(t, at, end) : doubleQuoted(t, at, end);
     key = q.value;
     colon = q.end;
   } else {
     if (!isKeyHead(c)) return null;
-    colon = col + 1;
-    while (isKeyChar(line.charCodeAt(colon))) colon++;
-    key = line.slice(col, colon);
-    if (colon - col <= 5 && line.charCodeAt(colon) === COLON && NON_STRING_KEYS.has(key))
+    colon = at + 1;
+    while (isKeyChar(t.charCodeAt(colon))) colon++;
+    key = t.slice(at, colon);
+    if (colon - at <= 5 && t.charCodeAt(colon) === COLON && NON_STRING_KEYS.has(key))
       throw new OutsideSubset();
   }
-  if (line.charCodeAt(colon) !== COLON) return null;
-  if (colon + 1 < line.length && line.charCodeAt(colon + 1) !== SPACE) return null;
-  if (colon - col > MAX_KEY_LENGTH) throw new OutsideSubset();
+  if (t.charCodeAt(colon) !== COLON) return null;
+  if (colon + 1 < end && t.charCodeAt(colon + 1) !== SPACE) return null;
+  if (colon - at > MAX_KEY_LENGTH) throw new OutsideSubset();
   return { key, after: colon + 1 };
 }
 
@@ -200,15 +206,20 @@ type Entry = NonNullable<ReturnType<typeof entryKey>>;
 class DocumentParser {
   /** Index of the current content line. */
   private i: number;
+  /** Offsets of the current line's start and end (its `\n` or the end of the text). */
+  private base = 0;
+  private end = 0;
   /** Column where the current line's content starts (after a `- `, inside the line); -1 at the end. */
   private col = -1;
 
+  /** `starts` holds the offset of every line of `t`; the document is lines [first, last). */
   constructor(
-    private readonly lines: readonly string[],
-    start: number,
-    private readonly end: number,
+    private readonly t: string,
+    private readonly starts: readonly number[],
+    first: number,
+    private readonly last: number,
   ) {
-    this.i = start - 1;
+    this.i = first - 1;
     this.advance();
   }
 
@@ -223,30 +234,31 @@ class DocumentParser {
 
   /** Moves to the next line that is neither blank nor a comment. */
   private advance(): void {
-    for (this.i++; this.i < this.end; this.i++) {
-      const line = this.lines[this.i] as string;
-      let k = 0;
-      while (line.charCodeAt(k) === SPACE) k++;
-      if (k < line.length && line.charCodeAt(k) !== HASH) {
-        this.col = k;
+    const t = this.t;
+    for (this.i++; this.i < this.last; this.i++) {
+      const base = this.starts[this.i] as number;
+      const end = this.i + 1 < this.starts.length ? (this.starts[this.i + 1] as number) - 1 : t.length;
+      let k = base;
+      while (t.charCodeAt(k) === SPACE) k++;
+      if (k < end && t.charCodeAt(k) !== HASH) {
+        this.base = base;
+        this.end = end;
+        this.col = k - base;
         return;
       }
     }
     this.col = -1;
   }
 
-  private get line(): string {
-    return this.lines[this.i] as string;
-  }
-
   /** The node starting at the current position, whose parent node is indented by `parent`. */
   private block(parent: number): unknown {
-    const line = this.line;
+    const { t, end } = this;
     const col = this.col;
-    if (isDash(line, col)) return this.sequence(col);
-    const entry = entryKey(line, col);
+    const at = this.base + col;
+    if (isDash(t, at, end)) return this.sequence(col);
+    const entry = entryKey(t, at, end);
     if (entry !== null) return this.mapping(col, entry);
-    const value = inlineValue(line, col);
+    const value = inlineValue(t, at, end);
     this.advance();
     if (this.col > parent) throw new OutsideSubset(); // a multi-line scalar
     return value;
@@ -254,16 +266,17 @@ class DocumentParser {
 
   private sequence(indent: number): unknown[] {
     const items: unknown[] = [];
-    while (this.col === indent && isDash(this.line, indent)) {
-      const line = this.line;
-      let at = indent + 1;
-      while (line.charCodeAt(at) === SPACE) at++;
-      if (at === line.length || line.charCodeAt(at) === HASH) {
+    const t = this.t;
+    while (this.col === indent && isDash(t, this.base + indent, this.end)) {
+      const end = this.end;
+      let at = this.base + indent + 1;
+      while (t.charCodeAt(at) === SPACE) at++;
+      if (at === end || t.charCodeAt(at) === HASH) {
         this.advance();
         items.push(this.col > indent ? this.block(indent) : null);
       } else {
         // A compact node: `- key: value`, `- - item` or `- scalar`, indented at its first token.
-        this.col = at;
+        this.col = at - this.base;
         items.push(this.block(indent));
       }
     }
@@ -274,22 +287,24 @@ class DocumentParser {
   /** The mapping at `indent`, whose first entry (on the current line) is `first`. */
   private mapping(indent: number, first: Entry): Record<string, unknown> {
     const map: Record<string, unknown> = {};
+    const t = this.t;
     let entry: Entry | null = first;
     let count = 0;
     while (this.col === indent) {
-      const line = this.line;
-      entry ??= entryKey(line, indent);
+      const end = this.end;
+      entry ??= entryKey(t, this.base + indent, end);
       if (entry === null) throw new OutsideSubset();
       let at = entry.after;
-      while (line.charCodeAt(at) === SPACE) at++;
+      while (t.charCodeAt(at) === SPACE) at++;
       let value: unknown;
-      if (at === line.length || line.charCodeAt(at) === HASH) {
+      if (at === end || t.charCodeAt(at) === HASH) {
         this.advance();
         if (this.col > indent) value = this.block(indent);
-        else if (this.col === indent && isDash(this.line, indent)) value = this.sequence(indent);
+        else if (this.col === indent && isDash(t, this.base + indent, this.end))
+          value = this.sequence(indent);
         else value = null;
       } else {
-        value = inlineValue(line, at);
+        value = inlineValue(t, at, end);
         this.advance();
       }
       const { key } = entry;
@@ -309,24 +324,26 @@ class DocumentParser {
 
 /** The documents of `text`, or null when `text` uses YAML outside the subset. */
 export function parseYamlSubset(text: string): SubsetDocument[] | null {
-  const source = text.includes("\r") ? text.replaceAll("\r\n", "\n") : text;
-  if (REFUSED_CHARS.test(source) || source.includes("\r")) return null;
-  const lines = source.split("\n");
+  const t = text.includes("\r") ? text.replaceAll("\r\n", "\n") : text;
+  if (REFUSED_CHARS.test(t) || t.includes("\r")) return null;
+  const starts = [0];
+  for (let nl = t.indexOf("\n"); nl !== -1; nl = t.indexOf("\n", nl + 1)) starts.push(nl + 1);
   const docs: SubsetDocument[] = [];
   try {
-    let start = 0;
-    for (let i = 0; i <= lines.length; i++) {
-      const line = lines[i];
-      if (line !== undefined) {
-        const c = line.charCodeAt(0);
+    let first = 0;
+    for (let i = 0; i <= starts.length; i++) {
+      if (i < starts.length) {
+        const s = starts[i] as number;
+        const c = t.charCodeAt(s);
         // Directives, document end markers and anything else starting `---` or `...`.
-        if (c === 0x25 || line.startsWith("...")) return null;
-        if (c !== DASH || !line.startsWith("---")) continue;
-        if (line.length !== 3) return null;
+        if (c === 0x25 || t.startsWith("...", s)) return null;
+        if (c !== DASH || !t.startsWith("---", s)) continue;
+        const end = i + 1 < starts.length ? (starts[i + 1] as number) - 1 : t.length;
+        if (end - s !== 3) return null;
       }
-      const doc = new DocumentParser(lines, start, i).parse();
+      const doc = new DocumentParser(t, starts, first, i).parse();
       if (doc !== undefined) docs.push(doc);
-      start = i + 1;
+      first = i + 1;
     }
   } catch (e) {
     if (e instanceof OutsideSubset) return null;
