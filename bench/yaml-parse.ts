@@ -3,7 +3,7 @@
  * parsing. Times parseYamlSubset (src/source/yaml-subset.ts) against yaml's parseAllDocuments +
  * toJS, and JSON.parse for scale, on the synthetic cluster written as multi-document YAML in both
  * styles: `yaml.stringify`'s (indented sequences) and kubectl's (sequences at the key's indent).
- * Defaults: 1,000 Services + 1,000 EndpointSlices of 7 endpoints, about 2.4 MB.
+ * Defaults: 1,000 Services + 1,000 EndpointSlices of 10 endpoints, about 2.4 MB.
  */
 import { isDeepStrictEqual } from "node:util";
 import { parseAllDocuments, stringify } from "yaml";
@@ -29,7 +29,7 @@ function time<T>(runs: number, f: () => T): { ms: number; result: T } {
 
 function main(): void {
   const services = Number(process.argv[2] ?? 1000);
-  const endpoints = Number(process.argv[3] ?? 7);
+  const endpoints = Number(process.argv[3] ?? 10);
   const objects = syntheticManifestObjects(services, endpoints);
   const json = JSON.stringify(objects);
   console.log(`${services} Services + ${services} EndpointSlices, ${endpoints} endpoints each`);
