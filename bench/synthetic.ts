@@ -129,6 +129,11 @@ export function syntheticManifests(
   return { node, byNamespace };
 }
 
+/** The same objects as one list, namespace by namespace (bench/yaml-parse.ts). */
+export function syntheticManifestObjects(serviceCount: number, endpointsPerService: number): unknown[] {
+  return [...syntheticManifests(serviceCount, endpointsPerService).byNamespace.values()].flat();
+}
+
 /**
  * Service i's slice after one endpoint was replaced by a new pod (a rollout step): the update a
  * partial sync must handle. The new IP lies outside every synthetic pod IP.
