@@ -1,6 +1,5 @@
 import { writeFileSync } from "node:fs";
 import { Registry } from "prom-client";
-import { stringify as toYaml } from "yaml";
 import { backendFor, MODES } from "../backends/index.ts";
 import { resolveConfiguration } from "../config/load.ts";
 import { nodeName as resolveNodeName } from "../config/node.ts";
@@ -10,6 +9,7 @@ import { KubeClient } from "../k8s/client.ts";
 import { buildRestConfig } from "../k8s/kubeconfig.ts";
 import { ProcessRunner } from "../kernel/exec.ts";
 import { createLogger } from "../log.ts";
+import { yaml } from "../yaml.ts";
 import { ApiServerSource } from "../source/apiserver.ts";
 import { DirectorySource } from "../source/directory.ts";
 import type { Source } from "../source/types.ts";
@@ -21,7 +21,7 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
   for (const warning of warnings) log.warn(warning);
   const writeTo = options["writeConfigTo"];
   if (typeof writeTo === "string") {
-    writeFileSync(writeTo, toYaml(config));
+    writeFileSync(writeTo, yaml().stringify(config));
     log.info({ path: writeTo }, "Wrote configuration");
     return;
   }

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
-import { parse as parseYaml, YAMLParseError } from "yaml";
+import { yaml } from "../yaml.ts";
 import { z } from "zod";
 import { ConfigError, InputError } from "../errors.ts";
 import { parseDuration } from "./duration.ts";
@@ -116,9 +116,10 @@ export function readConfigFile(path: string): { config: KubeProxyConfiguration; 
   }
   let raw: unknown;
   try {
-    raw = parseYaml(text);
+    raw = yaml().parse(text);
   } catch (cause) {
-    const where = cause instanceof YAMLParseError && cause.linePos ? ` at line ${cause.linePos[0].line}` : "";
+    const where =
+      cause instanceof yaml().YAMLParseError && cause.linePos ? ` at line ${cause.linePos[0].line}` : "";
     throw new InputError(path, `invalid YAML${where}: ${(cause as Error).message.split("\n")[0]}`, { cause });
   }
   const warnings: string[] = [];

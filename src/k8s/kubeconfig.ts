@@ -5,7 +5,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
-import { parse as parseYaml } from "yaml";
+import { yaml } from "../yaml.ts";
 import { InputError } from "../errors.ts";
 import type { Runner } from "../kernel/exec.ts";
 
@@ -178,7 +178,7 @@ export async function loadKubeconfig(path: string, options: KubeconfigOptions = 
   }
   let root: unknown;
   try {
-    root = parseYaml(text);
+    root = yaml().parse(text);
   } catch (cause) {
     throw new InputError(path, `not valid YAML: ${(cause as Error).message}`, { cause });
   }

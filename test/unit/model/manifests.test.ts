@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InputError } from "../../../src/errors.ts";
 import { parseManifests, readManifestPaths } from "../../../src/source/manifests.ts";
+import { stringify } from "yaml";
 
 const kubectlList = `apiVersion: v1
 kind: List
@@ -180,4 +181,22 @@ test("readManifestPaths: files and directories (yaml/yml/json, sorted, not recur
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test("parseManifests: JSON, block YAML and flow YAML of the same objects decode alike; JSON problems name the line it starts on", () => {
+  const svc = {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "web", namespace: "default" },
+    spec: { clusterIP: "10.96.0.10", ports: [{ name: "http", port: 80, protocol: "TCP" }] },
+  };
+  const json = parseManifests(JSON.stringify(svc, null, 2), "a.json");
+  const block = parseManifests(stringify(svc), "a.yaml");
+  const flow = parseManifests(stringify(svc, { collectionStyle: "flow" }), "b.yaml");
+  assert.equal(json.services.length, 1);
+  assert.deepEqual(block.services, json.services);
+  assert.deepEqual(flow.services, json.services);
+  const bad = parseManifests("\n\n[1, 2]\n", "bad.json");
+  assert.equal(bad.services.length, 0);
+  assert.match(bad.problems[0]?.message ?? "", /bad\.json:3/);
 });
