@@ -10,6 +10,7 @@ import { KubeClient } from "../k8s/client.ts";
 import { buildRestConfig } from "../k8s/kubeconfig.ts";
 import { ProcessRunner } from "../kernel/exec.ts";
 import { createLogger } from "../log.ts";
+import { checkWebBindAddress } from "../server/web.ts";
 import { ApiServerSource } from "../source/apiserver.ts";
 import { DirectorySource } from "../source/directory.ts";
 import type { Source } from "../source/types.ts";
@@ -17,6 +18,8 @@ import type { Source } from "../source/types.ts";
 /** `kube-proxy-ts [run]`: the daemon, or one of its one-shot modes (--cleanup, --write-config-to). */
 export async function runDaemonCommand(options: Record<string, unknown>): Promise<void> {
   const { config, warnings } = resolveConfiguration(options);
+  const webBindAddress = typeof options["webBindAddress"] === "string" ? options["webBindAddress"] : "";
+  if (webBindAddress !== "") checkWebBindAddress(webBindAddress, options["webAllowRemote"] === true);
   const log = createLogger(config.logging.verbosity);
   for (const warning of warnings) log.warn(warning);
   const writeTo = options["writeConfigTo"];
@@ -71,7 +74,7 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
       nodeName: name,
       configPath: typeof configPath === "string" && configPath !== "" ? configPath : null,
       initOnly: options["initOnly"] === true,
-      webBindAddress: typeof options["webBindAddress"] === "string" ? options["webBindAddress"] : "",
+      webBindAddress,
       stop,
     });
   } finally {
