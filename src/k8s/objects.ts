@@ -8,7 +8,7 @@
  */
 import { z } from "zod";
 import { InvalidObjectError } from "../errors.ts";
-import { parseIPSloppy } from "../proxy/ip.ts";
+import { parseCIDRSloppy, parseIPSloppy } from "../proxy/ip.ts";
 import type { IPFamily, Protocol } from "../proxy/types.ts";
 
 export interface ObjectMeta {
@@ -289,12 +289,20 @@ const endpointSliceSchema = z.object({
   ),
 });
 
+/**
+ * A pod CIDR ends up in the NodeCIDR local detector's `-s` match: the API server only stores ones
+ * that parse (ValidateNode), so one that does not is refused here rather than reaching a rule.
+ */
+const podCIDR = z
+  .string()
+  .refine((s) => parseCIDRSloppy(s) !== null, "must be a CIDR (IP address/prefix length)");
+
 const nodeSchema = z.object({
   metadata: metadataSchema(dnsSubdomain, false),
   spec: opt(
     z.object({
-      podCIDR: opt(z.string()),
-      podCIDRs: opt(z.array(z.string())),
+      podCIDR: opt(z.union([z.literal(""), podCIDR])),
+      podCIDRs: opt(z.array(podCIDR)),
       taints: opt(z.array(z.object({ key: z.string(), value: opt(z.string()), effect: z.string() }))),
     }),
   ),
