@@ -21,6 +21,11 @@ export interface ManifestObjects {
 
 const MANIFEST_EXTENSIONS = [".yaml", ".yml", ".json"];
 
+/** Whether a folder entry is read as a manifest: by its extension (`x.yaml~`, `x.swp` are not). */
+export function isManifestFile(name: string): boolean {
+  return MANIFEST_EXTENSIONS.some((ext) => name.endsWith(ext));
+}
+
 function emptyObjects(): ManifestObjects {
   return { services: [], endpointSlices: [], nodes: [], problems: [] };
 }
@@ -92,9 +97,13 @@ function collect(
   }
   try {
     switch (kind) {
-      case "Service":
-        out.services.push(decodeService(obj, where));
+      case "Service": {
+        const service = decodeService(obj, where);
+        const problem = incompleteService(obj, describeService(service));
+        if (problem !== null) out.problems.push(problem);
+        else out.services.push(service);
         return;
+      }
       case "EndpointSlice":
         if (obj["apiVersion"] !== undefined && obj["apiVersion"] !== "discovery.k8s.io/v1") {
           out.problems.push(
@@ -119,6 +128,23 @@ function collect(
     if (err instanceof InvalidObjectError) out.problems.push(err);
     else throw err;
   }
+}
+
+function describeService(service: Service): string {
+  return `Service ${service.metadata.namespace}/${service.metadata.name}`;
+}
+
+/**
+ * What `kubectl get -o yaml` always prints but a file cut short (an editor or a copy caught
+ * mid-write) lacks: a Service whose `spec:` is the last line decodes as one without ports or
+ * cluster IP, which would silently delete its rules.
+ */
+function incompleteService(raw: Record<string, unknown>, object: string): InvalidObjectError | null {
+  const spec = raw["spec"];
+  if (!isRecord(spec)) return new InvalidObjectError(object, "spec", "missing (is the file complete?)");
+  if (spec["type"] !== "ExternalName" && (spec["clusterIP"] === undefined || spec["clusterIP"] === null))
+    return new InvalidObjectError(object, "spec.clusterIP", "missing (is the file complete?)");
+  return null;
 }
 
 function merge(into: ManifestObjects, from: ManifestObjects): void {
@@ -155,7 +181,7 @@ export async function readManifestPaths(paths: readonly string[]): Promise<Manif
         throw new InputError(path, `cannot read: ${(cause as Error).message}`, { cause });
       }
       if (isDir) {
-        const names = (await readdir(path)).filter((n) => MANIFEST_EXTENSIONS.some((ext) => n.endsWith(ext)));
+        const names = (await readdir(path)).filter(isManifestFile);
         names.sort();
         files = names.map((n) => join(path, n));
       }
