@@ -42,10 +42,13 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
     source = new DirectorySource(manifests, name, log);
   } else {
     const master = options["master"];
-    const restConfig = await buildRestConfig({
-      kubeconfig: config.clientConnection.kubeconfig,
-      ...(typeof master === "string" ? { master } : {}),
-    });
+    const restConfig = await buildRestConfig(
+      {
+        kubeconfig: config.clientConnection.kubeconfig,
+        ...(typeof master === "string" ? { master } : {}),
+      },
+      { runner },
+    );
     log.info({ server: restConfig.server, origin: restConfig.origin }, "Using the API server");
     client = new KubeClient(restConfig, {
       qps: config.clientConnection.qps,
