@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { InputError } from "../errors.ts";
 import { namespacedName, type EndpointSlice, type Node, type Service } from "../k8s/objects.ts";
-import { isManifestFile, parseManifests, type ManifestObjects } from "./manifests.ts";
+import { isManifestFile, oversizedManifest, parseManifests, type ManifestObjects } from "./manifests.ts";
 import type { Source, SourceHandlers } from "./types.ts";
 
 /** The objects one file contributes, by namespace/name (Nodes by name). */
@@ -156,6 +156,14 @@ export class DirectorySource implements Source {
     )
       return previous;
     const seen = { mtimeMs: info.mtimeMs, size: info.size, ino: info.ino };
+    const tooBig = oversizedManifest(path, info.size);
+    if (tooBig !== null) {
+      this.log.error(
+        { file: path, error: tooBig.message },
+        "Manifests file too large; keeping its previous objects",
+      );
+      return { ...seen, objects: kept };
+    }
     let text: string;
     try {
       text = await readFile(path, "utf8");

@@ -9,6 +9,7 @@ import { InputError } from "../../../src/errors.ts";
 import type { EndpointSlice, Node, Service } from "../../../src/k8s/objects.ts";
 import { seedPod } from "../../../src/sandbox/seed.ts";
 import { DirectorySource } from "../../../src/source/directory.ts";
+import { MAX_MANIFEST_FILE_BYTES } from "../../../src/source/manifests.ts";
 
 const root = mkdtempSync(join(tmpdir(), "kpt-directory-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -163,6 +164,16 @@ describe("DirectorySource (standalone manifests folder)", () => {
     await until("the removal", () => !h.services.has("default/web"));
     h.write("other.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
     await until("the object removed from a good file", () => h.services.size === 0);
+    await h.stop();
+  });
+
+  it("keeps a file's objects when it grows over the size limit, and says so once", async () => {
+    const h = harness({ "web.yaml": SERVICE });
+    await until("initial sync", () => h.synced);
+    h.write("web.yaml", `${SERVICE}# ${"x".repeat(MAX_MANIFEST_FILE_BYTES)}\n`);
+    await until("the oversized file to be logged", () => h.lines.some((l) => l.includes("too large")));
+    assert.equal(h.services.get("default/web")?.spec.ports[0]?.port, 80);
+    assert.deepEqual(h.events, ["add default/web"]);
     await h.stop();
   });
 
