@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InputError, KubeProxyError } from "../errors.ts";
@@ -194,12 +194,13 @@ export async function demoCommand(raw: Record<string, unknown>): Promise<void> {
   }
 }
 
-function writeManifests(dir: string, pods: readonly SeedPod[]): void {
+/** The seed manifests into `dir`, each replaced in one rename. */
+export function writeManifests(dir: string, pods: readonly SeedPod[]): void {
   for (const [file, text] of Object.entries(seedManifests(pods))) {
-    // Write-then-rename: the daemon's watcher never sees a half-written file.
-    writeFileSync(join(dir, `.${file}.tmp`), text);
-    writeFileSync(join(dir, file), text);
-    rmSync(join(dir, `.${file}.tmp`));
+    // Write-then-rename in the same folder: the daemon's watcher never sees a half-written file.
+    const temp = join(dir, `.${file}.tmp`);
+    writeFileSync(temp, text);
+    renameSync(temp, join(dir, file));
   }
 }
 

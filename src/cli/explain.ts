@@ -104,13 +104,20 @@ function typed(items: readonly unknown[], kind: string, apiVersion: string): unk
  * The Service, its EndpointSlices and this node from the API server (--kubeconfig/--master),
  * rendered like manifests: the rules a sync would write for it right now.
  */
-async function apiRulesets(options: Record<string, unknown>, ref: ServiceRef): Promise<Ruleset[]> {
+async function apiRulesets(
+  options: Record<string, unknown>,
+  ref: ServiceRef,
+  runner: Runner,
+): Promise<Ruleset[]> {
   const { config } = resolveConfiguration(options);
   const master = options["master"];
-  const rest = await buildRestConfig({
-    kubeconfig: config.clientConnection.kubeconfig,
-    ...(typeof master === "string" ? { master } : {}),
-  });
+  const rest = await buildRestConfig(
+    {
+      kubeconfig: config.clientConnection.kubeconfig,
+      ...(typeof master === "string" ? { master } : {}),
+    },
+    { runner },
+  );
   const client = new KubeClient(rest, { qps: 0 });
   const list = async (resource: ResourceRef, selector: Record<string, string>) =>
     (await client.listAll(resource, selector)).items;
@@ -167,7 +174,7 @@ export async function explainCommand(
     candidates = [() => fileRuleset(rulesetPath)];
   } else if (options["api"] === true) {
     source = "rules rendered from the API server's objects (no kernel: counters and flows unknown)";
-    candidates = (await apiRulesets(options, ref)).map((r) => () => Promise.resolve(r));
+    candidates = (await apiRulesets(options, ref, runner)).map((r) => () => Promise.resolve(r));
   } else if (paths.length > 0) {
     source = `rules rendered from ${paths.join(", ")} (no kernel: counters and flows unknown)`;
     candidates = (await renderedRulesets(options, paths)).map((r) => () => Promise.resolve(r));

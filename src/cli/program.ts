@@ -27,7 +27,14 @@ function buildProgram(): Command {
         "--manifests <dir>",
         "Standalone: read Services, EndpointSlices and Nodes from this folder (watched) instead of an API server.",
       )
-      .option("--web-bind-address <ip:port>", "Serve the read-only web view here (off by default).")
+      .option(
+        "--web-bind-address <ip:port>",
+        "Serve the read-only web view here (off by default; a loopback address unless --web-allow-remote).",
+      )
+      .option(
+        "--web-allow-remote",
+        "Allow --web-bind-address to be a non-loopback address: the view has no authentication.",
+      )
       .exitOverride(),
   ).action(async (options: Record<string, unknown>) => {
     const { runDaemonCommand } = await import("./run.ts");

@@ -10,6 +10,7 @@ import { buildRestConfig } from "../k8s/kubeconfig.ts";
 import { ProcessRunner } from "../kernel/exec.ts";
 import { createLogger } from "../log.ts";
 import { yaml } from "../yaml.ts";
+import { checkWebBindAddress } from "../server/web.ts";
 import { ApiServerSource } from "../source/apiserver.ts";
 import { DirectorySource } from "../source/directory.ts";
 import type { Source } from "../source/types.ts";
@@ -17,6 +18,8 @@ import type { Source } from "../source/types.ts";
 /** `kube-proxy-ts [run]`: the daemon, or one of its one-shot modes (--cleanup, --write-config-to). */
 export async function runDaemonCommand(options: Record<string, unknown>): Promise<void> {
   const { config, warnings } = resolveConfiguration(options);
+  const webBindAddress = typeof options["webBindAddress"] === "string" ? options["webBindAddress"] : "";
+  if (webBindAddress !== "") checkWebBindAddress(webBindAddress, options["webAllowRemote"] === true);
   const log = createLogger(config.logging.verbosity);
   for (const warning of warnings) log.warn(warning);
   const writeTo = options["writeConfigTo"];
@@ -39,10 +42,13 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
     source = new DirectorySource(manifests, name, log);
   } else {
     const master = options["master"];
-    const restConfig = await buildRestConfig({
-      kubeconfig: config.clientConnection.kubeconfig,
-      ...(typeof master === "string" ? { master } : {}),
-    });
+    const restConfig = await buildRestConfig(
+      {
+        kubeconfig: config.clientConnection.kubeconfig,
+        ...(typeof master === "string" ? { master } : {}),
+      },
+      { runner },
+    );
     log.info({ server: restConfig.server, origin: restConfig.origin }, "Using the API server");
     client = new KubeClient(restConfig, {
       qps: config.clientConnection.qps,
@@ -71,7 +77,7 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
       nodeName: name,
       configPath: typeof configPath === "string" && configPath !== "" ? configPath : null,
       initOnly: options["initOnly"] === true,
-      webBindAddress: typeof options["webBindAddress"] === "string" ? options["webBindAddress"] : "",
+      webBindAddress,
       stop,
     });
   } finally {

@@ -238,9 +238,12 @@ export function parseBool(value: string, flag: string): boolean {
 }
 
 function parseInt32(value: string, flag: string): number {
-  if (!/^-?\d+$/.test(value))
-    throw new InvalidArgumentError(`--${flag} takes an integer, not ${JSON.stringify(value)}`);
-  return Number(value);
+  const n = Number(value);
+  if (!/^-?\d+$/.test(value) || n < -2147483648 || n > 2147483647)
+    throw new InvalidArgumentError(
+      `--${flag} takes an int32 (-2147483648 to 2147483647), not ${JSON.stringify(value)}`,
+    );
+  return n;
 }
 
 function parseGates(value: string, flag: string): Record<string, boolean> {

@@ -3,12 +3,14 @@ import { isIP } from "node:net";
 import { yaml } from "../yaml.ts";
 import { z } from "zod";
 import { ConfigError, InputError } from "../errors.ts";
+import { intInRange } from "../k8s/objects.ts";
 import { parseDuration } from "./duration.ts";
+import { featureGateProblems } from "./features.ts";
 import { applyFlags } from "./flags.ts";
 import { defaultConfiguration, type KubeProxyConfiguration } from "./types.ts";
 
 const duration = z.string();
-const int32 = z.number().int();
+const int32 = intInRange(-2147483648, 2147483647, "must be an int32 (-2147483648 to 2147483647)");
 
 function section<T extends z.ZodRawShape>(shape: T, strict: boolean) {
   return (strict ? z.strictObject(shape) : z.looseObject(shape)).partial();
@@ -205,6 +207,7 @@ export function validateConfiguration(config: KubeProxyConfiguration): string[] 
     config.oomScoreAdj >= -1000 && config.oomScoreAdj <= 1000,
     "oomScoreAdj: must be within [-1000, 1000]",
   );
+  problems.push(...featureGateProblems(config.featureGates));
   check(config.clientConnection.qps >= 0, "clientConnection.qps: must be greater than or equal to 0");
   check(config.clientConnection.burst >= 0, "clientConnection.burst: must be greater than or equal to 0");
   check(config.conntrack.maxPerCore >= 0, "conntrack.maxPerCore: must be greater than or equal to 0");

@@ -199,19 +199,8 @@ async function parseKubeconfig(
   if (clusterName === undefined) r.fail(`${where}.cluster`, "is not set");
   const cluster = r.named(root, "clusters", "cluster", clusterName);
   const cw = `clusters[${JSON.stringify(clusterName)}].cluster`;
-  const server = options.master ?? r.string(cluster, "server", cw);
-  if (server === undefined) r.fail(`${cw}.server`, "is not set");
-  try {
-    const url = new URL(server);
-    if (url.protocol !== "https:" && url.protocol !== "http:")
-      throw new Error(`unsupported scheme ${url.protocol}`);
-  } catch (cause) {
-    r.fail(
-      options.master !== undefined ? "--master" : `${cw}.server`,
-      `${JSON.stringify(server)} is not an http(s) URL`,
-      cause,
-    );
-  }
+  const rawServer = options.master ?? r.string(cluster, "server", cw);
+  if (rawServer === undefined) r.fail(`${cw}.server`, "is not set");
   const ca = await r.pem(cluster, "certificate-authority", cw);
   const tlsServerName = r.string(cluster, "tls-server-name", cw);
   const insecure = r.bool(cluster, "insecure-skip-tls-verify", cw);
@@ -224,6 +213,12 @@ async function parseKubeconfig(
   if ((cert === undefined) !== (key === undefined)) {
     r.fail(uw, "client-certificate and client-key must be given together");
   }
+  const server = serverURL(rawServer, ca !== undefined || cert !== undefined || insecure);
+  if (server === null)
+    r.fail(
+      options.master !== undefined ? "--master" : `${cw}.server`,
+      `${JSON.stringify(rawServer)} ${BAD_SERVER}`,
+    );
   const token = r.string(user, "token", uw);
   const tokenFile = r.string(user, "tokenFile", uw);
   let credentials: CredentialSource = NO_CREDENTIALS;
@@ -251,6 +246,31 @@ async function parseKubeconfig(
   };
 }
 
+/**
+ * client-go's DefaultServerURL: a URL is kept as it is; a host[:port] gets `https://` when the
+ * configuration has TLS material (a CA, a client certificate, insecure-skip-tls-verify) and
+ * `http://` otherwise. null when neither gives an http(s) URL with a host.
+ */
+export function serverURL(host: string, defaultTLS: boolean): string | null {
+  const parse = (text: string): URL | null => {
+    try {
+      return new URL(text);
+    } catch {
+      return null;
+    }
+  };
+  const usable = (url: URL | null): boolean =>
+    url !== null && url.host !== "" && (url.protocol === "https:" || url.protocol === "http:");
+  const asURL = parse(host);
+  if (asURL !== null && asURL.host !== "") return usable(asURL) ? host : null;
+  // Something that names a scheme and still does not parse is a bad URL, not a host.
+  if (host.includes("://")) return null;
+  const prefixed = `${defaultTLS ? "https" : "http"}://${host}`;
+  return usable(parse(prefixed)) ? prefixed : null;
+}
+
+const BAD_SERVER = "is not an http(s) URL or a host:port pair";
+
 // ---- exec credential plugins ------------------------------------------------------------------
 
 const EXEC_API_VERSIONS = ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"];
@@ -273,11 +293,12 @@ function execCredentialSource(
     r.fail(`${where}.args`, "must be a list of strings");
   const envList = exec["env"] ?? [];
   if (!Array.isArray(envList)) r.fail(`${where}.env`, "must be a list of {name, value}");
-  const env = envList.map((e, i) => {
+  const env: Record<string, string> = {};
+  envList.forEach((e: unknown, i) => {
     if (!isObj(e) || typeof e["name"] !== "string" || typeof e["value"] !== "string") {
-      return r.fail(`${where}.env[${i}]`, "must have string name and value");
+      r.fail(`${where}.env[${i}]`, "must have string name and value");
     }
-    return `${e["name"]}=${e["value"]}`;
+    env[e["name"]] = e["value"];
   });
   const runner = options.runner;
   if (runner === undefined) r.fail(where, "exec plugins need a process runner");
@@ -305,17 +326,16 @@ function execCredentialSource(
   return {
     async get() {
       if (cached !== undefined && clock.now() < cached.expiresAt) return cached.creds;
-      // The runner has no env option; `env` sets the plugin's variables without a shell.
-      const argv = [
-        "env",
-        `KUBERNETES_EXEC_INFO=${JSON.stringify(info)}`,
-        ...env,
-        program,
-        ...(args as string[]),
-      ];
+      // The cluster info (with its CA) travels in the environment, as client-go does, never in
+      // argv where any user of the node could read it; the kubeconfig's env entries win over ours.
       let stdout: string;
       try {
-        stdout = (await runner.run(argv, { timeoutMs: 30_000 })).stdout;
+        stdout = (
+          await runner.run([program, ...(args as string[])], {
+            timeoutMs: 30_000,
+            env: { KUBERNETES_EXEC_INFO: JSON.stringify(info), ...env },
+          })
+        ).stdout;
       } catch (cause) {
         throw new InputError(
           r.path,
@@ -427,13 +447,10 @@ export async function buildRestConfig(
     });
   }
   if (master !== undefined) {
-    try {
-      new URL(master);
-    } catch (cause) {
-      throw new InputError("--master", `${JSON.stringify(master)} is not a URL`, { cause });
-    }
+    const server = serverURL(master, false);
+    if (server === null) throw new InputError("--master", `${JSON.stringify(master)} ${BAD_SERVER}`);
     return {
-      server: master,
+      server,
       tls: { insecureSkipTlsVerify: false },
       credentials: NO_CREDENTIALS,
       origin: "--master",

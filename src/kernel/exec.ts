@@ -12,6 +12,8 @@ export interface ExecOptions {
   readonly signal?: AbortSignal;
   /** Exit codes that are not failures (default: only 0). */
   readonly okExitCodes?: readonly number[];
+  /** Variables added to the inherited environment (secrets go here, never into argv). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export interface ExecResult {
@@ -101,6 +103,7 @@ export class ProcessRunner implements Runner {
         timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
         killSignal: "SIGKILL",
         signal: options.signal,
+        ...(options.env === undefined ? {} : { env: { ...process.env, ...options.env } }),
       });
       const out: Buffer[] = [];
       const err: Buffer[] = [];

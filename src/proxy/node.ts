@@ -7,6 +7,7 @@
 import type { KubeProxyConfiguration } from "../config/types.ts";
 import { familyOf } from "../config/node.ts";
 import type { Node } from "../k8s/objects.ts";
+import { parseCIDRSloppy } from "./ip.ts";
 import type { IPFamily } from "./types.ts";
 
 /** What the proxy knows about its own node: from flags, the Node object, or the host. */
@@ -90,8 +91,9 @@ export function localDetectorFor(
       return cidr === null ? { mode: "None" } : { mode: "ClusterCIDR", cidr };
     }
     case "NodeCIDR": {
-      const cidr = node.podCIDRs.find((c) => familyOf(c) === family);
-      return cidr === undefined ? { mode: "None" } : { mode: "NodeCIDR", cidr };
+      // Upstream matches on the parsed network's String(): masked, without leading zeros.
+      const cidr = node.podCIDRs.map(parseCIDRSloppy).find((c) => c !== null && c.family === family);
+      return cidr === undefined || cidr === null ? { mode: "None" } : { mode: "NodeCIDR", cidr: cidr.cidr };
     }
     case "BridgeInterface":
       return { mode: "BridgeInterface", interfaceName: config.detectLocal.bridgeInterface };

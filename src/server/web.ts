@@ -8,9 +8,9 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
-import { InputError, KubeProxyError } from "../errors.ts";
+import { ConfigError, InputError, KubeProxyError } from "../errors.ts";
 import type { InspectionSource } from "../inspect/types.ts";
-import { cidrContains, parseAddress, type Address } from "../netfilter/addr.ts";
+import { cidrContains, isLoopback, parseAddress, type Address } from "../netfilter/addr.ts";
 import { explainService, explanationToJson, type ServiceExplanation } from "../netfilter/explain.ts";
 import { COLUMN_HEADER, formatRuleColumns, humanCount, targetName } from "../netfilter/format.ts";
 import { parseIptablesSave } from "../netfilter/iptables-save.ts";
@@ -566,6 +566,36 @@ export function webBindAddress(flag: string): HostPort {
   const text = /^\d+$/.test(flag) ? `:${flag}` : flag;
   const hp = parseHostPort(text);
   return { host: hp.host === "" ? "127.0.0.1" : hp.host, port: hp.port };
+}
+
+/** Hosts a local user only can reach; the view has no authentication, so these are the default. */
+function isLoopbackHost(host: string): boolean {
+  if (host === "localhost") return true;
+  const addr = parseAddress(host);
+  return addr !== undefined && isLoopback(addr);
+}
+
+/**
+ * Checks `--web-bind-address` at start-up (not at the first bind): the address must parse, its
+ * host must be an IP literal or localhost, and a non-loopback host needs `--web-allow-remote`
+ * because the view has no authentication and shows every rule, address and counter of the node.
+ */
+export function checkWebBindAddress(flag: string, allowRemote: boolean): HostPort {
+  let hp: HostPort;
+  try {
+    hp = webBindAddress(flag);
+  } catch {
+    throw new ConfigError([`--web-bind-address: must be [IP]:port or port, got ${JSON.stringify(flag)}`]);
+  }
+  if (hp.host !== "localhost" && parseAddress(hp.host) === undefined)
+    throw new ConfigError([
+      `--web-bind-address: host must be an IP address or localhost, got ${JSON.stringify(hp.host)}`,
+    ]);
+  if (!allowRemote && !isLoopbackHost(hp.host))
+    throw new ConfigError([
+      `--web-bind-address: ${JSON.stringify(flag)} is not a loopback address; the web view has no authentication, pass --web-allow-remote to serve it to the network anyway`,
+    ]);
+  return hp;
 }
 
 export interface WebServerOptions {

@@ -22,6 +22,28 @@ export interface ManifestObjects {
 
 const MANIFEST_EXTENSIONS = [".yaml", ".yml", ".json"];
 
+/**
+ * The largest manifests file read: room for a `kubectl get -o yaml` of thousands of objects,
+ * while a runaway file is refused before it is read and parsed (YAML parsing costs about 1.3 s
+ * per MB here: a 7.5 MB file took 10 s). Larger sets can be split over several files.
+ */
+export const MAX_MANIFEST_FILE_BYTES = 8 * 1024 * 1024;
+
+/** The error for a manifests file over {@link MAX_MANIFEST_FILE_BYTES}; null when it fits. */
+export function oversizedManifest(path: string, bytes: number): InputError | null {
+  return bytes <= MAX_MANIFEST_FILE_BYTES
+    ? null
+    : new InputError(
+        path,
+        `${bytes} bytes, over the ${MAX_MANIFEST_FILE_BYTES}-byte limit of a manifests file`,
+      );
+}
+
+/** Whether a folder entry is read as a manifest: by its extension (`x.yaml~`, `x.swp` are not). */
+export function isManifestFile(name: string): boolean {
+  return MANIFEST_EXTENSIONS.some((ext) => name.endsWith(ext));
+}
+
 function emptyObjects(): ManifestObjects {
   return { services: [], endpointSlices: [], nodes: [], problems: [] };
 }
@@ -121,9 +143,13 @@ function collect(
   }
   try {
     switch (kind) {
-      case "Service":
-        out.services.push(decodeService(obj, where));
+      case "Service": {
+        const service = decodeService(obj, where);
+        const problem = incompleteService(obj, describeService(service));
+        if (problem !== null) out.problems.push(problem);
+        else out.services.push(service);
         return;
+      }
       case "EndpointSlice":
         if (obj["apiVersion"] !== undefined && obj["apiVersion"] !== "discovery.k8s.io/v1") {
           out.problems.push(
@@ -150,6 +176,23 @@ function collect(
   }
 }
 
+function describeService(service: Service): string {
+  return `Service ${service.metadata.namespace}/${service.metadata.name}`;
+}
+
+/**
+ * What `kubectl get -o yaml` always prints but a file cut short (an editor or a copy caught
+ * mid-write) lacks: a Service whose `spec:` is the last line decodes as one without ports or
+ * cluster IP, which would silently delete its rules.
+ */
+function incompleteService(raw: Record<string, unknown>, object: string): InvalidObjectError | null {
+  const spec = raw["spec"];
+  if (!isRecord(spec)) return new InvalidObjectError(object, "spec", "missing (is the file complete?)");
+  if (spec["type"] !== "ExternalName" && (spec["clusterIP"] === undefined || spec["clusterIP"] === null))
+    return new InvalidObjectError(object, "spec.clusterIP", "missing (is the file complete?)");
+  return null;
+}
+
 function merge(into: ManifestObjects, from: ManifestObjects): void {
   into.services.push(...from.services);
   into.endpointSlices.push(...from.endpointSlices);
@@ -164,11 +207,20 @@ async function readStdin(): Promise<string> {
 }
 
 async function readText(path: string): Promise<string> {
+  let text: string;
   try {
-    return path === "-" ? await readStdin() : await readFile(path, "utf8");
+    if (path !== "-") {
+      const tooBig = oversizedManifest(path, (await stat(path)).size);
+      if (tooBig !== null) throw tooBig;
+    }
+    text = path === "-" ? await readStdin() : await readFile(path, "utf8");
   } catch (cause) {
+    if (cause instanceof InputError) throw cause;
     throw new InputError(path, `cannot read: ${(cause as Error).message}`, { cause });
   }
+  const tooBig = oversizedManifest(path === "-" ? "<stdin>" : path, Buffer.byteLength(text));
+  if (tooBig !== null) throw tooBig;
+  return text;
 }
 
 /** Files and directories (their *.yaml, *.yml, *.json, not recursive, by name), "-" = stdin. */
@@ -184,7 +236,7 @@ export async function readManifestPaths(paths: readonly string[]): Promise<Manif
         throw new InputError(path, `cannot read: ${(cause as Error).message}`, { cause });
       }
       if (isDir) {
-        const names = (await readdir(path)).filter((n) => MANIFEST_EXTENSIONS.some((ext) => n.endsWith(ext)));
+        const names = (await readdir(path)).filter(isManifestFile);
         names.sort();
         files = names.map((n) => join(path, n));
       }

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { stringify } from "yaml";
+import { parse, stringify } from "yaml";
 import { ProcessRunner } from "../../../src/kernel/exec.ts";
 import type { BackgroundProcess } from "../../../src/kernel/spawn.ts";
 import { probeHttp } from "../../../src/sandbox/client.ts";
 import type { Sandbox } from "../../../src/sandbox/topology.ts";
-import { startSecureServer } from "../../support/apiserver-fixtures.ts";
+import { startSecureServer, TEST_TOKEN } from "../../support/apiserver-fixtures.ts";
 import type { SecureServer } from "../../support/apiserver-fixtures.ts";
 import { NetnsApiBridge } from "../../support/apiserver-netns.ts";
 import {
@@ -297,6 +297,51 @@ describe("the daemon against an API server", () => {
     assert.deepEqual(servicesInRules(await save()), await serverServices());
     const report = await probeHttp(sandbox, CLIENT, { host: VIP, port: 80, count: 4 });
     assert.deepEqual(report.errors, {}, JSON.stringify(report));
+  });
+
+  it("authenticates with a kubeconfig exec plugin (--init-only: lists, builds its proxiers, exits 0)", async () => {
+    const plugin = join(manifestDir, "token-plugin.sh");
+    writeFileSync(
+      plugin,
+      [
+        "#!/bin/sh",
+        '[ -n "$KUBERNETES_EXEC_INFO" ] || exit 3',
+        'printf \'{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s"}}\' "$PLUGIN_TOKEN"',
+        "",
+      ].join("\n"),
+    );
+    chmodSync(plugin, 0o755);
+    const kubeconfig = parse(readFileSync(bridge.kubeconfig, "utf8")) as {
+      users: { user: Record<string, unknown> }[];
+    };
+    for (const entry of kubeconfig.users)
+      entry.user = {
+        exec: {
+          apiVersion: "client.authentication.k8s.io/v1",
+          command: plugin,
+          env: [{ name: "PLUGIN_TOKEN", value: TEST_TOKEN }],
+        },
+      };
+    const file = join(manifestDir, "exec-kubeconfig");
+    writeFileSync(file, stringify(kubeconfig));
+    const result = await sandbox.exec(
+      NODE,
+      [
+        ...daemonArgv(),
+        "--kubeconfig",
+        file,
+        "--hostname-override",
+        NODE,
+        "--init-only",
+        "--metrics-bind-address",
+        "",
+        "--healthz-bind-address",
+        "",
+      ],
+      { okExitCodes: [0, 1, 70], timeoutMs: 60_000 },
+    );
+    assert.equal(result.exitCode, 0, result.stderr + result.stdout);
+    assert.match(result.stderr + result.stdout, /Initialization done/);
   });
 
   it("exits non-zero naming the kubeconfig file and field when the kubeconfig is bad", async () => {

@@ -69,7 +69,7 @@ test("flags set config fields; bool flags accept --flag and --flag=false", () =>
     iptablesSyncPeriod: "10s",
     clusterCidr: "10.244.0.0/16,fd00:10:244::/56",
     nodeportAddresses: ["primary"],
-    featureGates: { LoadBalancerIPMode: false },
+    featureGates: { MultiCIDRServiceAllocator: false },
     healthzPort: 0,
     v: 4,
   });
@@ -78,7 +78,7 @@ test("flags set config fields; bool flags accept --flag and --flag=false", () =>
   assert.equal(config.iptables.syncPeriod, "10s");
   assert.equal(config.clusterCIDR, "10.244.0.0/16,fd00:10:244::/56");
   assert.deepEqual(config.nodePortAddresses, ["primary"]);
-  assert.deepEqual(config.featureGates, { LoadBalancerIPMode: false });
+  assert.deepEqual(config.featureGates, { MultiCIDRServiceAllocator: false });
   assert.equal(config.healthzBindAddress, "");
   assert.equal(config.logging.verbosity, 4);
   assert.ok(Object.isFrozen(config.iptables), "the resolved config is deep-frozen");

@@ -24,9 +24,11 @@ function config(over: { cluster?: object; user?: object; context?: object; root?
 
 class FakeRunner implements Runner {
   readonly calls: (readonly string[])[] = [];
+  readonly options: (ExecOptions | undefined)[] = [];
   constructor(private readonly stdout: () => string) {}
-  async run(argv: readonly string[], _options?: ExecOptions): Promise<ExecResult> {
+  async run(argv: readonly string[], options?: ExecOptions): Promise<ExecResult> {
     this.calls.push(argv);
+    this.options.push(options);
     return { argv, exitCode: 0, stdout: this.stdout(), stderr: "", durationMs: 1 };
   }
 }
@@ -149,6 +151,29 @@ describe("kubeconfig", () => {
     await assert.rejects(buildRestConfig({ master: "::" }), /--master/);
   });
 
+  test("a server without a scheme is client-go's host:port: https:// with TLS material, else http://", async () => {
+    assert.equal((await buildRestConfig({ master: "localhost:8080" })).server, "http://localhost:8080");
+    assert.equal((await buildRestConfig({ master: "[fd00::1]:8080" })).server, "http://[fd00::1]:8080");
+    const withCA = await file(
+      config({ cluster: { server: "10.0.0.1:6443", "certificate-authority-data": b64(PEM) } }),
+    );
+    assert.equal((await loadKubeconfig(withCA)).server, "https://10.0.0.1:6443");
+    const plain = await file(config({ cluster: { server: "10.0.0.1:8080" } }));
+    assert.equal((await loadKubeconfig(plain)).server, "http://10.0.0.1:8080");
+    assert.equal((await loadKubeconfig(plain, { master: "https://192.0.2.1" })).server, "https://192.0.2.1");
+    for (const bad of ["http://[::1", "ftp://x:1", "http://", "a b:1"]) {
+      await assert.rejects(buildRestConfig({ master: bad }), (err: unknown) => {
+        assert.ok(err instanceof InputError, String(err));
+        assert.match(err.message, /^--master: .* is not an http\(s\) URL or a host:port pair$/);
+        return true;
+      });
+    }
+    await rejects(
+      config({ cluster: { server: "ftp://x" } }),
+      /clusters\["c1"\]\.cluster\.server: "ftp:\/\/x" is not an http\(s\) URL/,
+    );
+  });
+
   test("exec plugin output is cached until expirationTimestamp and refreshed on invalidate", async () => {
     let now = Date.parse("2026-01-01T00:00:00Z");
     let issued = 0;
@@ -175,10 +200,12 @@ describe("kubeconfig", () => {
     const cfg = await loadKubeconfig(path, { runner, clock: { now: () => now } });
     assert.deepEqual(await cfg.credentials.get(), { token: "t1" });
     assert.deepEqual(await cfg.credentials.get(), { token: "t1" });
-    const argv = runner.calls[0] ?? [];
-    assert.equal(argv[0], "env");
-    assert.match(argv[1] ?? "", /^KUBERNETES_EXEC_INFO=\{.*"kind":"ExecCredential"/);
-    assert.deepEqual(argv.slice(2), ["A=1", "get-token", "--x"]);
+    // The exec info (cluster CA included) goes in the environment, where only the plugin sees it.
+    assert.deepEqual(runner.calls[0], ["get-token", "--x"]);
+    const env = runner.options[0]?.env ?? {};
+    assert.match(env["KUBERNETES_EXEC_INFO"] ?? "", /^\{.*"kind":"ExecCredential"/);
+    assert.equal(env["A"], "1");
+    assert.ok(runner.options[0]?.timeoutMs !== undefined);
     now += 11 * 60_000;
     assert.deepEqual(await cfg.credentials.get(), { token: "t2" });
     cfg.credentials.invalidate();

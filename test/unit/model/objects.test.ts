@@ -314,6 +314,27 @@ test("Node decoding: podCIDR fallback, taints, addresses", () => {
   rejects(() => decodeNode({ metadata: { name: "Node A" } }, "f"), "Node in f", "metadata.name");
 });
 
+test("Node pod CIDRs must parse; the error names the Node and spec.podCIDRs[i]", () => {
+  const node = (spec: Record<string, unknown>) => ({ kind: "Node", metadata: { name: "node-1" }, spec });
+  for (const bad of ["10.0.0.0/8]X", "10.0.0.0/99", "10.0.0.1", "fd00::/129", "10.0.0.0/8 -j ACCEPT", ""]) {
+    rejects(
+      () => decodeNode(node({ podCIDRs: ["10.244.0.0/24", bad] }), "f"),
+      "Node node-1",
+      "spec.podCIDRs[1]",
+    );
+    if (bad !== "") rejects(() => decodeNode(node({ podCIDR: bad }), "f"), "Node node-1", "spec.podCIDR");
+  }
+  assert.throws(
+    () => decodeNode(node({ podCIDRs: ["10.0.0.0/99"] }), "f"),
+    /^InvalidObjectError: Node node-1: spec\.podCIDRs\[0\]: must be a CIDR/,
+  );
+  assert.deepEqual(decodeNode(node({ podCIDRs: ["10.244.0.0/24", "fd00:10::/64"] }), "f").spec.podCIDRs, [
+    "10.244.0.0/24",
+    "fd00:10::/64",
+  ]);
+  assert.deepEqual(decodeNode(node({ podCIDR: "" }), "f").spec.podCIDRs, []);
+});
+
 const dnsLabel = fc.stringMatching(/^[a-z]([a-z0-9-]{0,20}[a-z0-9])?$/);
 const validService = fc.record({
   name: dnsLabel,
