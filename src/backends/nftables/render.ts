@@ -444,7 +444,7 @@ function skeleton(
     `${ipX} daddr @${CLUSTER_IPS_SET} reject comment "Reject traffic to invalid ports of ClusterIPs"`,
   ];
   if (settings.serviceCIDRs.length > 0) {
-    const cidrs = settings.serviceCIDRs.map((c) => safe(c, "serviceCIDR")).join(", ");
+    const cidrs = settings.serviceCIDRs.map((c) => safe(c, "serviceCIDR")).join(",");
     clusterIPsCheck.push(`${ipX} daddr { ${cidrs} } drop comment "Drop traffic to unallocated ClusterIPs"`);
   }
   const fixedChains: NftChain[] = [
