@@ -482,6 +482,53 @@ function skeleton(
   return { baseChains, fixedChains, containers, nodePortIPsSet };
 }
 
+type ServicePortOutput = ReturnType<typeof renderServicePort>;
+
+interface MemoEntry {
+  readonly endpoints: readonly Endpoint[];
+  readonly settings: NftablesSettings;
+  readonly featureGates: RenderRequest["featureGates"];
+  readonly nodeLabels: Readonly<Record<string, string>>;
+  readonly out: ServicePortOutput;
+}
+
+/**
+ * A service port's objects depend only on its ServicePort, its endpoint list, the settings, the
+ * feature gates and the node's labels. The state store keeps the same objects for unchanged
+ * Services, so a partial sync re-renders only what changed. Keyed weakly by the ServicePort
+ * object and decided by identity, so entries go with their Services and the renderer stays a
+ * pure function of its input.
+ */
+const outputs = new WeakMap<ServicePort, MemoEntry>();
+const NO_ENDPOINTS: readonly Endpoint[] = [];
+
+function renderServicePortMemo(
+  ctx: Ctx,
+  sp: ServicePort,
+  endpoints: readonly Endpoint[],
+  req: RenderRequest,
+): ServicePortOutput {
+  const hit = outputs.get(sp);
+  if (
+    hit !== undefined &&
+    hit.endpoints === endpoints &&
+    hit.settings === ctx.settings &&
+    hit.featureGates === req.featureGates &&
+    hit.nodeLabels === ctx.nodeLabels
+  ) {
+    return hit.out;
+  }
+  const out = renderServicePort(ctx, sp, endpoints);
+  outputs.set(sp, {
+    endpoints,
+    settings: ctx.settings,
+    featureGates: req.featureGates,
+    nodeLabels: ctx.nodeLabels,
+    out,
+  });
+  return out;
+}
+
 /** Every object of the table for `req.state` (the whole desired state, partial or not). */
 export function renderNftables(req: RenderRequest): NftablesRuleset {
   const { state, settings } = req;
@@ -499,7 +546,7 @@ export function renderNftables(req: RenderRequest): NftablesRuleset {
   let external = 0;
   const ports = [...state.services.entries()].sort((a, b) => compareServicePorts(a[1], b[1]));
   for (const [key, sp] of ports) {
-    const out = renderServicePort(ctx, sp, state.endpoints.get(key) ?? []);
+    const out = renderServicePortMemo(ctx, sp, state.endpoints.get(key) ?? NO_ENDPOINTS, req);
     if (out.noLocalInternal) internal++;
     if (out.noLocalExternal) external++;
     services.push({

@@ -86,7 +86,12 @@ test(`${SERVICES} Services × ${ENDPOINTS} endpoints: one nft -f transaction, th
     const secondTotalMs = ms(start);
     const secondApplyMs = applyMs;
 
-    const changed = scaleState(7);
+    // As the state store does: unchanged Services keep their objects, svc7 gets a new endpoint list.
+    const other = scaleState(7);
+    const key7 = [...other.services.keys()].find((k) => k.startsWith("ns7/svc7:"))!;
+    const endpoints = new Map(state.endpoints);
+    endpoints.set(key7, other.endpoints.get(key7)!);
+    const changed = { ...state, endpoints };
     start = performance.now();
     const partial = await writer.write({
       state: changed,

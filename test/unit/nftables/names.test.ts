@@ -1,19 +1,25 @@
 /** Chain names as upstream computes them (Test_servicePortChainNameBase and its endpoint twin). */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import type { ServicePortName } from "../../../src/proxy/types.ts";
 import {
   servicePortChainNameBase,
   servicePortEndpointChainNameBase,
 } from "../../../src/backends/nftables/names.ts";
 
-const LONG = {
+const LONG: ServicePortName = {
   namespace: "very-long-namespace-name-abcdefghijklmnopqrstuvwxyz0123456789xx",
   name: "very-long-service-name-why-would-you-even-do-this-i-mean-really",
   port: "port-443-providing-the-hypertext-transmission-protocol-with-tls",
-  protocol: "SCTP" as const,
+  protocol: "SCTP",
 };
 const LONG_NAME = `${LONG.namespace}/${LONG.name}/sctp/${LONG.port}`;
-const simple = (port: string) => ({ namespace: "testing", name: "service", port, protocol: "TCP" as const });
+const simple = (port: string): ServicePortName => ({
+  namespace: "testing",
+  name: "service",
+  port,
+  protocol: "TCP" as const,
+});
 
 test("service port chain bases match upstream's vectors", () => {
   assert.equal(servicePortChainNameBase(simple("http"), "tcp"), "P4ZYZVCF-testing/service/tcp/http");
