@@ -57,7 +57,8 @@ describe("nftables mode serves the seed Service on a real kernel", () => {
     daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       manifests: seedManifests(seed.pods.map((p) => ({ name: p.name, ipv4: p.ipv4 }))),
-      args: ["--proxy-mode", "nftables", "--cluster-cidr", "10.244.0.0/16"],
+      // A short sync period: the monitor looks for our table this often.
+      args: ["--proxy-mode", "nftables", "--cluster-cidr", "10.244.0.0/16", "--iptables-sync-period", "2s"],
     });
   });
 
@@ -108,6 +109,24 @@ describe("nftables mode serves the seed Service on a real kernel", () => {
     const table = await nft("list", "table", "ip", "kube-proxy");
     assert.doesNotMatch(table, new RegExp(`dnat to ${removed.ipv4.replaceAll(".", "\\.")}:80`));
     assert.match(table, new RegExp(`dnat to ${remaining.ipv4.replaceAll(".", "\\.")}:80`));
+  });
+
+  it("rebuilds its table within a sync period when someone deletes it", async () => {
+    await nft("delete", "table", "ip", "kube-proxy");
+    await waitFor(
+      "the monitor to notice and a full sync to rebuild the table",
+      async () => ((await nft("list", "tables")).includes("table ip kube-proxy") ? true : undefined),
+      15_000,
+      () => daemon!.logTail(),
+    );
+    const [report] = await probe(sandbox!, CLIENT, [tcp(SEED.node.ipv4, SEED.nodePort, 10)]);
+    assert.deepEqual(answeredBy(report), [seed.pods[0]!.name]);
+  });
+
+  it("restarts over its own table and keeps serving", async () => {
+    await daemon!.restart();
+    const [report] = await probe(sandbox!, NODE, [tcp(SEED.clusterIP, SEED.port, 10)]);
+    assert.deepEqual(answeredBy(report), [seed.pods[0]!.name]);
   });
 
   it("leaves other components' nftables tables alone, through syncs and --cleanup", async () => {
