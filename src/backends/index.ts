@@ -19,7 +19,10 @@ const REGISTRY: Readonly<Record<ProxyMode, Registration>> = {
     load: async () => (await import("./iptables/index.ts")).iptablesBackend,
     cleanup: async () => (await import("./iptables/index.ts")).iptablesBackend.cleanup,
   },
-  nftables: { cleanup: async () => (await import("./nftables/cleanup.ts")).cleanupNftables },
+  nftables: {
+    load: async () => (await import("./nftables/index.ts")).nftablesBackend,
+    cleanup: async () => (await import("./nftables/cleanup.ts")).cleanupNftables,
+  },
   ipvs: {},
 };
 

@@ -1,11 +1,21 @@
-/** The `nft` tool, for what the proxy needs of it outside nftables mode's own writer. */
-import type { Runner } from "./exec.ts";
+/**
+ * The `nft` tool: transactions fed on stdin (`nft -f -`, one atomic batch), the listing of one
+ * table's chains and sets, the probe that nf_tables works here, and table deletion for cleanup.
+ */
+import { KubeProxyError } from "../errors.ts";
+import { ExecError, type Runner } from "./exec.ts";
 
 export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
 
 export interface NftTable {
   readonly family: NftFamily;
   readonly name: string;
+}
+
+/** Names of the chains and sets of one table. */
+export interface NftTableObjects {
+  readonly chains: readonly string[];
+  readonly sets: readonly string[];
 }
 
 /** `nft list tables` output: one `table FAMILY NAME` line per table. */
@@ -18,15 +28,56 @@ export function parseTableList(output: string): NftTable[] {
   return tables;
 }
 
+/**
+ * `nft -j list chains|sets FAMILY` output reduced to the objects of one table (the listing
+ * covers every table of the family; foreign ones are skipped).
+ */
+export function parseObjectNames(json: string, kind: "chain" | "set", table: string): string[] {
+  const parsed = JSON.parse(json) as { nftables?: Array<Record<string, { table?: string; name?: string }>> };
+  const names: string[] = [];
+  for (const item of parsed.nftables ?? []) {
+    const obj = item[kind];
+    if (obj !== undefined && obj.table === table && typeof obj.name === "string") names.push(obj.name);
+  }
+  return names;
+}
+
+/** nft refused a transaction; carries the command nft named (its `-f` line) when it named one. */
+export class NftTransactionError extends KubeProxyError {
+  readonly code = "KPT_NFT_TRANSACTION";
+
+  constructor(
+    readonly stderr: string,
+    /** 1-based line of the payload nft reported, or null. */
+    readonly line: number | null,
+    /** That line of the payload, or null. */
+    readonly command: string | null,
+    options?: { cause?: unknown },
+  ) {
+    const where = command === null ? "" : ` (line ${line}: ${command})`;
+    super(`nft -f rejected the transaction${where}: ${stderr.trim()}`, options);
+  }
+}
+
+/** The payload line nft's error names (`/dev/stdin:LINE:COL-COL: Error: …`). */
+export function failingLine(stderr: string, payload: string): { line: number; command: string } | null {
+  const m = /(?:^|\n)[^\n:]*:(\d+):\d+(?:-\d+)?: Error:/.exec(stderr);
+  if (m === null) return null;
+  const line = Number(m[1]);
+  const command = payload.split("\n")[line - 1];
+  return command === undefined ? null : { line, command };
+}
+
 export class Nft {
   constructor(
     private readonly runner: Runner,
     private readonly netns?: string,
   ) {}
 
-  private run(args: readonly string[]) {
+  private run(args: readonly string[], stdin?: string, timeoutMs = 30_000) {
     return this.runner.run(["nft", ...args], {
-      timeoutMs: 30_000,
+      timeoutMs,
+      ...(stdin === undefined ? {} : { stdin }),
       ...(this.netns === undefined ? {} : { netns: this.netns }),
     });
   }
@@ -37,5 +88,42 @@ export class Nft {
 
   async deleteTable(table: NftTable): Promise<void> {
     await this.run(["delete", "table", table.family, table.name]);
+  }
+
+  /** Runs one transaction: all of `payload` or nothing (the kernel's batch semantics). */
+  async apply(payload: string, timeoutMs = 600_000): Promise<void> {
+    try {
+      await this.run(["-f", "-"], payload, timeoutMs);
+    } catch (err) {
+      if (!(err instanceof ExecError) || err.reason !== "exit") throw err;
+      const at = failingLine(err.stderr, payload);
+      throw new NftTransactionError(err.stderr, at?.line ?? null, at?.command ?? null, { cause: err });
+    }
+  }
+
+  /** The chains and sets of one table; null when the table does not exist. */
+  async listObjects(family: NftFamily, table: string): Promise<NftTableObjects | null> {
+    // `list tables` is cheap at any size; listing our table itself would print every element.
+    const tables = await this.listTables();
+    if (!tables.some((t) => t.family === family && t.name === table)) return null;
+    const chains = parseObjectNames(
+      (await this.run(["-j", "list", "chains", family])).stdout,
+      "chain",
+      table,
+    );
+    const sets = parseObjectNames((await this.run(["-j", "list", "sets", family])).stdout, "set", table);
+    return { chains, sets };
+  }
+
+  /**
+   * Upstream's platform check: nf_tables usable in this kernel, by creating and deleting a
+   * table of our own in one transaction (nothing is left behind, nothing foreign is touched).
+   */
+  async probe(family: "ip" | "ip6", table: string): Promise<void> {
+    await this.apply(`add table ${family} ${table}\ndelete table ${family} ${table}\n`, 30_000);
+  }
+
+  async version(): Promise<string> {
+    return (await this.run(["--version"])).stdout.trim();
   }
 }

@@ -16,11 +16,12 @@ import { parseTableList } from "../../../src/kernel/nft.ts";
 
 test("the registry knows every --proxy-mode and says which it can run", async () => {
   assert.deepEqual(MODES, ["iptables", "nftables", "ipvs"]);
-  assert.deepEqual(availableModes(), ["iptables"]);
+  assert.deepEqual(availableModes(), ["iptables", "nftables"]);
   assert.equal((await backendFor("iptables")).mode, "iptables");
+  assert.equal((await backendFor("nftables")).mode, "nftables");
   await assert.rejects(
     backendFor("ipvs"),
-    /--proxy-mode: ipvs mode is not available in this version; available: iptables/,
+    /--proxy-mode: ipvs mode is not available in this version; available: iptables, nftables/,
   );
 });
 

@@ -1,0 +1,163 @@
+/**
+ * nftables mode behind the backend contract: upstream's platform checks (the nft tool, nf_tables
+ * in the kernel, kernel >= 5.13), one proxier per family writing `table ip|ip6 kube-proxy`, a
+ * monitor that notices the table vanishing, and `CleanupLeftovers` (./cleanup.ts).
+ */
+import { release } from "node:os";
+import { InputError, KubeProxyError } from "../../errors.ts";
+import type { Runner } from "../../kernel/exec.ts";
+import { Nft } from "../../kernel/nft.ts";
+import type { FamilyProxier } from "../../proxy/sync.ts";
+import type { IPFamily } from "../../proxy/types.ts";
+import type { ModeRuntime, PlatformContext, ProxierDeps, ProxyBackend, RenderTarget } from "../types.ts";
+import { cleanupNftables } from "./cleanup.ts";
+import { KUBE_PROXY_TABLE } from "./names.ts";
+import { nftablesProxier } from "./proxier.ts";
+import { renderNftables } from "./render.ts";
+import { nftablesSettingsFor, upstreamTestSettings } from "./settings.ts";
+import { planFullSync } from "./transactions.ts";
+
+/** The node cannot run nftables mode (no nft, no nf_tables, kernel too old). */
+export class NftablesUnavailableError extends KubeProxyError {
+  readonly code = "KPT_NFTABLES_UNAVAILABLE";
+}
+
+/** Upstream's floor: older kernels lack features (and fixes) the ruleset relies on (#122743). */
+const MIN_KERNEL: readonly [number, number] = [5, 13];
+const SKIP_KERNEL_CHECK_ENV = "KUBE_PROXY_NFTABLES_SKIP_KERNEL_VERSION_CHECK";
+
+/** `6.18.44-foo` → [6, 18]; null when it does not look like a Linux release. */
+export function kernelVersion(text: string): [number, number] | null {
+  const m = /^(\d+)\.(\d+)/.exec(text);
+  return m === null ? null : [Number(m[1]), Number(m[2])];
+}
+
+export function kernelTooOld(text: string): boolean {
+  const v = kernelVersion(text);
+  if (v === null) return false;
+  return v[0] < MIN_KERNEL[0] || (v[0] === MIN_KERNEL[0] && v[1] < MIN_KERNEL[1]);
+}
+
+const nftFamily = (family: IPFamily): "ip" | "ip6" => (family === "IPv4" ? "ip" : "ip6");
+
+/** The platform checks; returns the families nf_tables works for here (IPv4 is required). */
+async function checkPlatform(ctx: PlatformContext, nft: Nft): Promise<IPFamily[]> {
+  try {
+    ctx.log.info({ version: await nft.version() }, "Using nft");
+  } catch (err) {
+    throw new NftablesUnavailableError("nftables mode needs the nft tool, which could not be run", {
+      cause: err,
+    });
+  }
+  const kernel = release();
+  if (kernelTooOld(kernel) && process.env[SKIP_KERNEL_CHECK_ENV] === undefined) {
+    throw new NftablesUnavailableError(
+      `nftables mode needs kernel ${MIN_KERNEL.join(".")} or later, this is ${kernel} (set ${SKIP_KERNEL_CHECK_ENV} to try anyway)`,
+    );
+  }
+  // A table of our own, created and deleted in one transaction: nothing stays, nothing foreign is touched.
+  try {
+    await nft.probe("ip", KUBE_PROXY_TABLE);
+  } catch (err) {
+    throw new NftablesUnavailableError("nf_tables is not usable in this kernel (could not create a table)", {
+      cause: err,
+    });
+  }
+  const families: IPFamily[] = ["IPv4"];
+  try {
+    await nft.probe("ip6", KUBE_PROXY_TABLE);
+    families.push("IPv6");
+  } catch (err) {
+    ctx.log.info({ err }, "IPv6 nftables not usable: running single-stack IPv4");
+  }
+  return families;
+}
+
+function inspectionUnavailable(): never {
+  throw new InputError(
+    "--proxy-mode",
+    "the kernel reader of the web view reads iptables rulesets only, not yet nftables",
+  );
+}
+
+async function open(ctx: PlatformContext): Promise<ModeRuntime> {
+  const { config, runner, log } = ctx;
+  const nft = new Nft(runner);
+  const families = await checkPlatform(ctx, nft);
+
+  async function createProxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>> {
+    const created = new Map<IPFamily, FamilyProxier<unknown>>();
+    for (const family of families) {
+      const store = deps.stores.get(family);
+      if (store === undefined) continue;
+      const settings = nftablesSettingsFor(config, deps.node, family, deps.localAddresses);
+      log.debug({ ipFamily: family, mark: settings.masqueradeMark }, "Using nftables mark for masquerade");
+      created.set(
+        family,
+        nftablesProxier({
+          kernel: kernelFor(runner, family),
+          settings,
+          featureGates: config.featureGates,
+          store,
+          clock: deps.clock,
+          log: deps.log.child({ ipFamily: family }),
+          health: deps.health,
+          metrics: deps.metrics,
+          syncPeriodMs: deps.syncPeriodMs,
+          reconcileConntrack: (state) => deps.reconcileConntrack(family, state),
+          onSync: deps.onSync,
+        }) as FamilyProxier<unknown>,
+      );
+    }
+    return created;
+  }
+
+  return {
+    families,
+    metricsOptions: { mode: "nftables" },
+    proxiers: createProxiers,
+    async monitor({ intervalMs, signal, onLost }) {
+      // Nobody else may edit our table (upstream's rule); the one thing to watch is it vanishing.
+      while (!signal.aborted) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, intervalMs);
+          signal.addEventListener("abort", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+        if (signal.aborted) return;
+        try {
+          const tables = await nft.listTables();
+          for (const family of families) {
+            if (!tables.some((t) => t.family === nftFamily(family) && t.name === KUBE_PROXY_TABLE)) {
+              log.info({ ipFamily: family }, "nftables table kube-proxy is gone: forcing a full sync");
+              onLost(family);
+            }
+          }
+        } catch (err) {
+          log.debug({ err }, "Could not list nftables tables");
+        }
+      }
+    },
+    inspection: { read: async () => inspectionUnavailable() },
+  };
+}
+
+function kernelFor(runner: Runner, family: IPFamily) {
+  const nft = new Nft(runner);
+  return {
+    apply: (payload: string) => nft.apply(payload),
+    listObjects: () => nft.listObjects(nftFamily(family), KUBE_PROXY_TABLE),
+  };
+}
+
+function render(target: RenderTarget) {
+  const settings = target.upstreamTestSettings
+    ? upstreamTestSettings(target.family)
+    : nftablesSettingsFor(target.config, target.node, target.family, target.localAddresses);
+  const ruleset = renderNftables({ state: target.state, settings, featureGates: target.config.featureGates });
+  return { consumer: "nft -f", text: planFullSync(ruleset, null, { resetBaseChains: false }).payload };
+}
+
+export const nftablesBackend: ProxyBackend = { mode: "nftables", open, cleanup: cleanupNftables, render };

@@ -1,0 +1,194 @@
+/**
+ * The nftables writer of one IP family: the pure renderer and transaction planner fed to
+ * `nft -f -`. It keeps what upstream's nftables proxier keeps between syncs, as data: what the
+ * kernel's table holds after the last accepted sync (so a partial sync writes only what changed
+ * and lists nothing), and the stale chains flushed earlier, deleted once they are at least a
+ * second old in a transaction of their own (kernels before 6.2 notice only a little later that
+ * a chain a deleted map element pointed to is unreferenced).
+ */
+import type { Logger } from "pino";
+import type { NftTableObjects } from "../../kernel/nft.ts";
+import type { ProxyStateStore } from "../../proxy/changetracker.ts";
+import type { Clock } from "../../proxy/clock.ts";
+import type { ProxyHealth } from "../../proxy/health.ts";
+import type { ProxyMetrics } from "../../proxy/metrics.ts";
+import type { FeatureGates } from "../../proxy/serviceport.ts";
+import {
+  FamilyProxier,
+  type FamilyWriter,
+  type SyncReport,
+  type WriteOutcome,
+  type WriteRequest,
+} from "../../proxy/sync.ts";
+import type { IPFamily, ProxyState } from "../../proxy/types.ts";
+import { renderNftables } from "./render.ts";
+import { planFullSync, planPartialSync, staleChainDeletion, type KernelTable } from "./transactions.ts";
+import type { NftablesSettings } from "./types.ts";
+
+/** How long a flushed chain waits before it is deleted (upstream: one second). */
+export const STALE_CHAIN_DELAY_MS = 1_000;
+
+/** The kernel side of one family's table, as the writer needs it (a fake in the tests). */
+export interface NftablesKernel {
+  /** One atomic transaction (`nft -f -`). */
+  apply(payload: string): Promise<void>;
+  /** Chains and sets of our table; null when the table does not exist. */
+  listObjects(): Promise<NftTableObjects | null>;
+}
+
+export interface NftablesSyncDetails {
+  readonly fullSync: boolean;
+  /** Commands in this sync's main transaction (upstream's `NumOperations`); 0 = nothing sent. */
+  readonly operations: number;
+  /** Stale chains deleted before this sync, in their own transaction. */
+  readonly deletedStaleChains: readonly string[];
+  /** Chains flushed and waiting for deletion after this sync. */
+  readonly staleChains: readonly string[];
+}
+
+export interface NftablesWriterOptions {
+  readonly kernel: NftablesKernel;
+  readonly settings: NftablesSettings;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly featureGates?: Partial<FeatureGates>;
+}
+
+export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
+  /** What the last accepted sync left in the table; null = unknown (start, failure, someone else). */
+  private kernelTable: KernelTable | null = null;
+  private readonly staleChains = new Map<string, number>();
+  private firstSync = true;
+  readonly skipPeriodicFullSync = false;
+
+  constructor(private readonly options: NftablesWriterOptions) {}
+
+  get family(): IPFamily {
+    return this.options.settings.family;
+  }
+
+  /** Stale chains and when they were flushed (for tests and the web view). */
+  get pendingStaleChains(): ReadonlyMap<string, number> {
+    return this.staleChains;
+  }
+
+  invalidate(): void {
+    this.kernelTable = null;
+    // A full sync lists the kernel and finds them again.
+    this.staleChains.clear();
+  }
+
+  async write(request: WriteRequest): Promise<WriteOutcome<NftablesSyncDetails>> {
+    const { kernel, settings, clock } = this.options;
+    const now = clock.now();
+    const deletedStaleChains = await this.deleteStaleChains(now);
+    const ruleset = renderNftables({
+      state: request.state,
+      settings,
+      ...(this.options.featureGates === undefined ? {} : { featureGates: this.options.featureGates }),
+    });
+    const fullSync = request.fullSync || this.kernelTable === null;
+    let plan;
+    try {
+      if (fullSync) {
+        const existing = await this.listExisting();
+        plan = planFullSync(ruleset, existing, { resetBaseChains: this.firstSync });
+      } else {
+        plan = planPartialSync(
+          ruleset,
+          this.kernelTable!,
+          request.changedServices,
+          new Set(this.staleChains.keys()),
+        );
+      }
+      if (plan.operations > 0) {
+        await kernel.apply(plan.payload);
+        request.onTransaction();
+      }
+    } catch (error) {
+      this.invalidate();
+      throw error;
+    }
+    this.firstSync = false;
+    this.kernelTable = plan.after;
+    for (const chain of plan.newlyStaleChains)
+      if (!this.staleChains.has(chain)) this.staleChains.set(chain, now);
+    for (const chain of [...this.staleChains.keys()])
+      if (plan.activeChains.has(chain)) this.staleChains.delete(chain);
+    return {
+      noLocalEndpoints: ruleset.noLocalEndpoints,
+      details: {
+        fullSync,
+        operations: plan.operations,
+        deletedStaleChains,
+        staleChains: [...this.staleChains.keys()].sort(),
+      },
+    };
+  }
+
+  private async listExisting(): Promise<NftTableObjects | null> {
+    try {
+      return await this.options.kernel.listObjects();
+    } catch (error) {
+      // Upstream logs and goes on: only the stale-object clean-up is lost.
+      this.options.log.error(
+        { err: error },
+        "Failed to list nftables chains: stale chains will not be deleted",
+      );
+      return null;
+    }
+  }
+
+  private async deleteStaleChains(now: number): Promise<string[]> {
+    const due = [...this.staleChains]
+      .filter(([, flushed]) => flushed <= now - STALE_CHAIN_DELAY_MS)
+      .map(([chain]) => chain)
+      .sort();
+    if (due.length === 0) return [];
+    for (const chain of due) this.staleChains.delete(chain);
+    this.options.log.info({ numChains: due.length }, "Deleting stale nftables chains");
+    try {
+      await this.options.kernel.apply(
+        staleChainDeletion(this.options.settings.family === "IPv4" ? "ip" : "ip6", due),
+      );
+    } catch (error) {
+      // Still in the kernel: the next full sync lists them and flushes them again.
+      this.options.log.error({ err: error }, "Unable to delete stale chains; will retry later");
+      this.kernelTable = null;
+      return [];
+    }
+    if (this.kernelTable !== null) {
+      const chains = new Set(this.kernelTable.chains);
+      for (const chain of due) chains.delete(chain);
+      this.kernelTable = { ...this.kernelTable, chains };
+    }
+    return due;
+  }
+}
+
+export interface NftablesProxierOptions extends NftablesWriterOptions {
+  readonly store: ProxyStateStore;
+  readonly health: ProxyHealth;
+  readonly metrics: ProxyMetrics | null;
+  readonly syncPeriodMs: number;
+  readonly reconcileConntrack?: (state: ProxyState) => Promise<{ deleted: number }>;
+  readonly onSync?: (report: SyncReport<NftablesSyncDetails>, state: ProxyState) => void;
+}
+
+/** An nftables-mode proxier of one family: the shared sync half around an `NftablesWriter`. */
+export function nftablesProxier(
+  options: NftablesProxierOptions,
+): FamilyProxier<NftablesSyncDetails, NftablesWriter> {
+  const { store, health, metrics, syncPeriodMs, reconcileConntrack, onSync, ...writer } = options;
+  return new FamilyProxier({
+    writer: new NftablesWriter(writer),
+    store,
+    clock: writer.clock,
+    log: writer.log,
+    health,
+    metrics,
+    retryIntervalMs: syncPeriodMs,
+    ...(reconcileConntrack === undefined ? {} : { reconcileConntrack }),
+    ...(onSync === undefined ? {} : { onSync }),
+  });
+}

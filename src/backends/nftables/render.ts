@@ -1,0 +1,566 @@
+/**
+ * The pure nftables renderer: ProxyState + settings → every object of `table ip|ip6 kube-proxy`
+ * as upstream's nftables proxier (v1.35 layout) writes it in `setupNFTables` and
+ * `syncProxyRules`. No clock, no I/O, no randomness; ./transactions.ts turns the result into
+ * `nft -f` text.
+ */
+import { KubeProxyError } from "../../errors.ts";
+import {
+  canonicalIP,
+  cidrContains,
+  ipFamilyOf,
+  isLoopback,
+  isZeroCIDR,
+  parseCIDRSloppy,
+} from "../../proxy/ip.ts";
+import type { LocalDetector } from "../../proxy/node.ts";
+import {
+  externallyAccessible,
+  resolveFeatureGates,
+  usesClusterEndpoints,
+  usesLocalEndpoints,
+  type FeatureGates,
+} from "../../proxy/serviceport.ts";
+import { categorizeEndpoints } from "../../proxy/topology.ts";
+import { servicePortNameString, type Endpoint, type ServicePort } from "../../proxy/types.ts";
+import {
+  BASE_CHAINS,
+  CLUSTER_IPS_CHECK_CHAIN,
+  CLUSTER_IPS_SET,
+  FIREWALL_CHECK_CHAIN,
+  FIREWALL_IPS_MAP,
+  JUMP_CHAINS,
+  MARK_MASQ_CHAIN,
+  MASQUERADING_CHAIN,
+  NO_ENDPOINT_NODEPORTS_MAP,
+  NO_ENDPOINT_SERVICES_MAP,
+  NODEPORT_ENDPOINTS_CHECK_CHAIN,
+  NODEPORT_IPS_SET,
+  PREFIX_AFFINITY,
+  PREFIX_CLUSTER,
+  PREFIX_ENDPOINT,
+  PREFIX_EXTERNAL,
+  PREFIX_FIREWALL,
+  PREFIX_LOCAL,
+  REJECT_CHAIN,
+  SERVICE_ENDPOINTS_CHECK_CHAIN,
+  SERVICE_IPS_MAP,
+  SERVICE_NODEPORTS_MAP,
+  SERVICES_CHAIN,
+  servicePortChainNameBase,
+  servicePortEndpointChainNameBase,
+} from "./names.ts";
+import type {
+  NftablesRuleset,
+  NftablesSettings,
+  NftChain,
+  NftContainer,
+  NftElement,
+  RenderRequest,
+  ServicePortObjects,
+} from "./types.ts";
+
+/**
+ * Objects are validated when decoded; this is the last check before text reaches nft: a token
+ * with a space, quote, brace or newline would change what a command means.
+ */
+const SAFE_TOKEN = /^[A-Za-z0-9._:/[\]+*-]+$/;
+
+/** A value in the renderer's input that cannot be written into a command safely. */
+export class NftRenderInputError extends KubeProxyError {
+  readonly code = "KPT_RENDER_INPUT";
+
+  constructor(
+    readonly field: string,
+    readonly value: string,
+  ) {
+    super(`refusing to render ${field} ${JSON.stringify(value)}: not a plain token`);
+  }
+}
+
+function safe(value: string, field: string): string {
+  if (!SAFE_TOKEN.test(value)) throw new NftRenderInputError(field, value);
+  return value;
+}
+
+interface FamilyWords {
+  /** `ip` / `ip6`: the table family and the address match keyword. */
+  readonly ipX: "ip" | "ip6";
+  readonly addrType: "ipv4_addr" | "ipv6_addr";
+  /** Excludes loopback from the match-all NodePort rules (no localhost NodePorts in this mode). */
+  readonly noLocalhost: string;
+}
+
+function familyWords(settings: NftablesSettings): FamilyWords {
+  return settings.family === "IPv4"
+    ? { ipX: "ip", addrType: "ipv4_addr", noLocalhost: "ip daddr != 127.0.0.0/8" }
+    : { ipX: "ip6", addrType: "ipv6_addr", noLocalhost: "ip6 daddr != ::1" };
+}
+
+/** Upstream `LocalTrafficDetector.IfLocalNFT()` / `IfNotLocalNFT()`; null = not implemented. */
+function localDetectorNFT(d: LocalDetector, ipX: string): { ifLocal: string; ifNotLocal: string } | null {
+  switch (d.mode) {
+    case "None":
+      return null;
+    case "ClusterCIDR":
+    case "NodeCIDR": {
+      const cidr = safe(d.cidr, "localDetector.cidr");
+      return { ifLocal: `${ipX} saddr ${cidr}`, ifNotLocal: `${ipX} saddr != ${cidr}` };
+    }
+    case "BridgeInterface": {
+      const name = safe(d.interfaceName, "localDetector.interfaceName");
+      return { ifLocal: `iif ${name}`, ifNotLocal: `iif != ${name}` };
+    }
+    case "InterfaceNamePrefix": {
+      const prefix = safe(d.prefix, "localDetector.prefix");
+      return { ifLocal: `iifname ${prefix}*`, ifNotLocal: `iifname != ${prefix}*` };
+    }
+  }
+}
+
+/**
+ * Upstream `NodePortAddresses.GetNodeIPs` for this family: null when the CIDRs match every
+ * address (or none of this family is given). Loopback addresses are left out: nftables mode
+ * has no localhost NodePorts.
+ */
+function nodePortIPs(settings: NftablesSettings): string[] | null {
+  const cidrs: string[] = [];
+  for (const text of settings.nodePortAddresses) {
+    const c = parseCIDRSloppy(text.trim());
+    if (c !== null && c.family === settings.family) cidrs.push(c.cidr);
+  }
+  if (cidrs.length === 0 || cidrs.some(isZeroCIDR)) return null;
+  const ips = new Set<string>();
+  for (const addr of settings.localAddresses) {
+    const slash = addr.indexOf("/");
+    const ip = canonicalIP(slash < 0 ? addr.trim() : addr.slice(0, slash).trim());
+    if (ip === null || ipFamilyOf(ip) !== settings.family || isLoopback(ip)) continue;
+    if (cidrs.some((c) => cidrContains(c, ip))) ips.add(safe(ip, "node IP"));
+  }
+  return [...ips];
+}
+
+function compareServicePorts(a: ServicePort, b: ServicePort): number {
+  const an = servicePortNameString(a.name);
+  const bn = servicePortNameString(b.name);
+  if (an !== bn) return an < bn ? -1 : 1;
+  if (a.protocol !== b.protocol) return a.protocol < b.protocol ? -1 : 1;
+  return 0;
+}
+
+interface Ctx {
+  readonly settings: NftablesSettings;
+  readonly words: FamilyWords;
+  readonly detector: { ifLocal: string; ifNotLocal: string } | null;
+  readonly gates: FeatureGates;
+  readonly nodeLabels: Readonly<Record<string, string>>;
+}
+
+interface EndpointNames {
+  readonly chain: string;
+  readonly affinitySet: string;
+}
+
+/** Chain and set names, the objects of one service port, its no-local-endpoint verdicts. */
+function renderServicePort(
+  ctx: Ctx,
+  sp: ServicePort,
+  allEndpoints: readonly Endpoint[],
+): ServicePortObjects & { noLocalInternal: boolean; noLocalExternal: boolean } {
+  const { settings, words, detector } = ctx;
+  const { ipX } = words;
+  const spn = safe(servicePortNameString(sp.name), "service port name");
+  const protocol = sp.protocol.toLowerCase();
+  const clusterIP = safe(sp.clusterIP, `${spn} clusterIP`);
+  for (const v of sp.externalIPs) safe(v, `${spn} externalIP`);
+  for (const v of sp.loadBalancerVIPs) safe(v, `${spn} loadBalancer IP`);
+  for (const v of sp.loadBalancerSourceRanges) safe(v, `${spn} loadBalancerSourceRange`);
+  const base = servicePortChainNameBase(sp.name, protocol);
+  const clusterPolicyChain = PREFIX_CLUSTER + base;
+  const localPolicyChain = PREFIX_LOCAL + base;
+  const externalTrafficChain = PREFIX_EXTERNAL + base;
+  const fwChain = PREFIX_FIREWALL + base;
+  const epNames = new Map<string, EndpointNames>();
+  const namesOf = (ep: Endpoint): EndpointNames => {
+    let names = epNames.get(ep.endpoint);
+    if (names === undefined) {
+      const epBase = servicePortEndpointChainNameBase(sp.name, protocol, ep.ip, ep.port);
+      names = { chain: PREFIX_ENDPOINT + epBase, affinitySet: PREFIX_AFFINITY + epBase };
+      epNames.set(ep.endpoint, names);
+    }
+    return names;
+  };
+
+  const cat = categorizeEndpoints(allEndpoints, sp, settings.nodeName, ctx.nodeLabels, ctx.gates);
+  const { clusterEndpoints, localEndpoints } = cat;
+  const hasEndpoints = cat.hasAnyEndpoints;
+  const usesClusterPolicyChain = clusterEndpoints.length > 0 && usesClusterEndpoints(sp);
+  const usesLocalPolicyChain = localEndpoints.length > 0 && usesLocalEndpoints(sp);
+
+  let internalTrafficChain = clusterPolicyChain;
+  let hasInternalEndpoints = hasEndpoints;
+  if (sp.internalPolicyLocal) {
+    internalTrafficChain = localPolicyChain;
+    if (localEndpoints.length === 0) hasInternalEndpoints = false;
+  }
+  let externalPolicyChain = clusterPolicyChain;
+  let hasExternalEndpoints = hasEndpoints;
+  if (sp.externalPolicyLocal) {
+    externalPolicyChain = localPolicyChain;
+    if (localEndpoints.length === 0) hasExternalEndpoints = false;
+  }
+  // The short-circuit rules for pod and host traffic are needed even without external endpoints.
+  const usesExternalTrafficChain = hasEndpoints && externallyAccessible(sp);
+
+  let internalVerdict = "";
+  let externalVerdict = "";
+  let noLocalInternal = false;
+  let noLocalExternal = false;
+  if (!hasEndpoints) {
+    internalVerdict = externalVerdict = `goto ${REJECT_CHAIN}`;
+  } else {
+    if (!hasInternalEndpoints) {
+      internalVerdict = "drop";
+      noLocalInternal = true;
+    }
+    if (!hasExternalEndpoints) {
+      externalVerdict = "drop";
+      noLocalExternal = true;
+    }
+  }
+
+  const elements: NftElement[] = [];
+  const key = (ip: string): string => `${ip} . ${protocol} . ${sp.port}`;
+  elements.push({ container: CLUSTER_IPS_SET, key: clusterIP });
+  if (hasInternalEndpoints) {
+    elements.push({ container: SERVICE_IPS_MAP, key: key(clusterIP), value: `goto ${internalTrafficChain}` });
+  } else {
+    elements.push({
+      container: NO_ENDPOINT_SERVICES_MAP,
+      key: key(clusterIP),
+      comment: spn,
+      value: internalVerdict,
+    });
+  }
+  for (const ip of sp.externalIPs) {
+    if (hasEndpoints)
+      elements.push({ container: SERVICE_IPS_MAP, key: key(ip), value: `goto ${externalTrafficChain}` });
+    if (!hasExternalEndpoints)
+      elements.push({
+        container: NO_ENDPOINT_SERVICES_MAP,
+        key: key(ip),
+        comment: spn,
+        value: externalVerdict,
+      });
+  }
+
+  const chains: NftChain[] = [];
+  const usesFWChain = sp.loadBalancerVIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
+  if (usesFWChain) {
+    const sources = [...sp.loadBalancerSourceRanges];
+    // A VIP-like load balancer often has its IP on the node: the node's own requests to it come
+    // back with the VIP as source, and must pass.
+    if (sp.loadBalancerSourceRanges.some((r) => cidrContains(r, settings.nodeIP)))
+      sources.push(...sp.loadBalancerVIPs);
+    chains.push({ name: fwChain, rules: [`${ipX} saddr != { ${sources.join(" , ")} } drop`] });
+  }
+  for (const ip of sp.loadBalancerVIPs) {
+    if (hasEndpoints)
+      elements.push({ container: SERVICE_IPS_MAP, key: key(ip), value: `goto ${externalTrafficChain}` });
+    if (usesFWChain) elements.push({ container: FIREWALL_IPS_MAP, key: key(ip), value: `goto ${fwChain}` });
+  }
+  if (!hasExternalEndpoints) {
+    for (const ip of sp.loadBalancerVIPs)
+      elements.push({
+        container: NO_ENDPOINT_SERVICES_MAP,
+        key: key(ip),
+        comment: spn,
+        value: externalVerdict,
+      });
+  }
+  if (sp.nodePort !== 0) {
+    const npKey = `${protocol} . ${sp.nodePort}`;
+    // NodePorts are not subject to loadBalancerSourceRanges, as upstream.
+    if (hasEndpoints)
+      elements.push({ container: SERVICE_NODEPORTS_MAP, key: npKey, value: `goto ${externalTrafficChain}` });
+    if (!hasExternalEndpoints)
+      elements.push({
+        container: NO_ENDPOINT_NODEPORTS_MAP,
+        key: npKey,
+        comment: spn,
+        value: externalVerdict,
+      });
+  }
+
+  // Rules per chain; the chains themselves are emitted in a fixed order below.
+  const rulesOf = new Map<string, string[]>();
+  const add = (chain: string, rule: string): void => {
+    const list = rulesOf.get(chain);
+    if (list === undefined) rulesOf.set(chain, [rule]);
+    else list.push(rule);
+  };
+
+  if (hasInternalEndpoints) {
+    // Off-cluster traffic to a ClusterIP (a static route to any node) may bounce off-node: masquerade it.
+    if (settings.masqueradeAll)
+      add(internalTrafficChain, `${ipX} daddr ${clusterIP} jump ${MARK_MASQ_CHAIN}`);
+    else if (detector !== null)
+      add(internalTrafficChain, `${ipX} daddr ${clusterIP} ${detector.ifNotLocal} jump ${MARK_MASQ_CHAIN}`);
+  }
+  if (usesExternalTrafficChain) {
+    if (!sp.externalPolicyLocal) {
+      add(externalTrafficChain, `jump ${MARK_MASQ_CHAIN}`);
+    } else {
+      // Pod traffic to an external address behaves as if it went out to the load balancer and
+      // came back: all endpoints, no masquerade. Host traffic gets the node IP as source: masquerade.
+      if (detector !== null)
+        add(
+          externalTrafficChain,
+          `${detector.ifLocal} goto ${clusterPolicyChain} comment "short-circuit pod traffic"`,
+        );
+      add(
+        externalTrafficChain,
+        `fib saddr type local jump ${MARK_MASQ_CHAIN} comment "masquerade local traffic"`,
+      );
+      add(
+        externalTrafficChain,
+        `fib saddr type local goto ${clusterPolicyChain} comment "short-circuit local traffic"`,
+      );
+    }
+    if (hasExternalEndpoints) add(externalTrafficChain, `goto ${externalPolicyChain}`);
+  }
+
+  const affinity = sp.sessionAffinity;
+  const affinitySets: NftContainer[] = [];
+  if (affinity !== null) {
+    for (const ep of cat.allReachableEndpoints) {
+      affinitySets.push({
+        kind: "set",
+        name: namesOf(ep).affinitySet,
+        type: words.addrType,
+        // Without "dynamic" some kernels (RHEL 8) add it themselves, and the next add then fails.
+        flags: ["dynamic", "timeout"],
+        timeoutSeconds: affinity.maxAgeSeconds,
+      });
+    }
+  }
+  const toEndpoints = (chain: string, endpoints: readonly Endpoint[]): void => {
+    if (affinity !== null) {
+      for (const ep of endpoints) {
+        const names = namesOf(ep);
+        add(chain, `${ipX} saddr @${names.affinitySet} goto ${names.chain}`);
+      }
+    }
+    const vmap = endpoints.map((ep, i) => `${i} : goto ${namesOf(ep).chain}`).join(" , ");
+    add(chain, `numgen random mod ${endpoints.length} vmap { ${vmap} }`);
+  };
+  if (usesClusterPolicyChain) toEndpoints(clusterPolicyChain, clusterEndpoints);
+  if (usesLocalPolicyChain) toEndpoints(localPolicyChain, localEndpoints);
+
+  for (const ep of cat.allReachableEndpoints) {
+    const names = namesOf(ep);
+    const ip = safe(ep.ip, `${spn} endpoint IP`);
+    // Hairpin: a pod reaching itself through the Service needs SNAT to see the reply.
+    add(names.chain, `${ipX} saddr ${ip} jump ${MARK_MASQ_CHAIN}`);
+    if (affinity !== null) add(names.chain, `update @${names.affinitySet} { ${ipX} saddr }`);
+    add(names.chain, `meta l4proto ${protocol} dnat to ${safe(ep.endpoint, `${spn} endpoint`)}`);
+  }
+
+  const order = [
+    ...(usesClusterPolicyChain ? [clusterPolicyChain] : []),
+    ...(usesLocalPolicyChain ? [localPolicyChain] : []),
+    ...(usesExternalTrafficChain ? [externalTrafficChain] : []),
+    ...cat.allReachableEndpoints.map((ep) => namesOf(ep).chain),
+  ];
+  for (const name of order) chains.push({ name, rules: rulesOf.get(name) ?? [] });
+
+  return {
+    service: `${sp.name.namespace}/${sp.name.name}`,
+    chains,
+    affinitySets,
+    elements,
+    noLocalInternal,
+    noLocalExternal,
+  };
+}
+
+/** The fixed skeleton of the table (upstream `setupNFTables`). */
+function skeleton(
+  settings: NftablesSettings,
+  words: FamilyWords,
+  npIPs: readonly string[] | null,
+): Pick<NftablesRuleset, "baseChains" | "fixedChains" | "containers" | "nodePortIPsSet"> {
+  const { ipX, addrType, noLocalhost } = words;
+  const mark = safe(settings.masqueradeMark, "masqueradeMark");
+  const tuple = `${addrType} . inet_proto . inet_service : verdict`;
+  const containers: NftContainer[] = [
+    { kind: "set", name: CLUSTER_IPS_SET, type: addrType, comment: "Active ClusterIPs" },
+    {
+      kind: "map",
+      name: NO_ENDPOINT_SERVICES_MAP,
+      type: tuple,
+      comment: "vmap to drop or reject packets to services with no endpoints",
+    },
+    {
+      kind: "map",
+      name: NO_ENDPOINT_NODEPORTS_MAP,
+      type: "inet_proto . inet_service : verdict",
+      comment: "vmap to drop or reject packets to service nodeports with no endpoints",
+    },
+    {
+      kind: "map",
+      name: FIREWALL_IPS_MAP,
+      type: tuple,
+      comment: "destinations that are subject to LoadBalancerSourceRanges",
+    },
+    {
+      kind: "map",
+      name: SERVICE_IPS_MAP,
+      type: tuple,
+      comment: "ClusterIP, ExternalIP and LoadBalancer IP traffic",
+    },
+    {
+      kind: "map",
+      name: SERVICE_NODEPORTS_MAP,
+      type: "inet_proto . inet_service : verdict",
+      comment: "NodePort traffic",
+    },
+  ];
+  const nodePortIPsSet: NftContainer = {
+    kind: "set",
+    name: NODEPORT_IPS_SET,
+    type: addrType,
+    comment: "IPs that accept NodePort traffic",
+  };
+
+  const baseRules = new Map<string, string[]>(BASE_CHAINS.map((c) => [c.name, []]));
+  for (const j of JUMP_CHAINS)
+    baseRules.get(j.srcChain)!.push(j.match === "" ? `jump ${j.dstChain}` : `${j.match} jump ${j.dstChain}`);
+  const baseChains = BASE_CHAINS.map((c) => ({ name: c.name, rules: baseRules.get(c.name)! }));
+
+  const nodePortMatch =
+    npIPs === null ? `fib daddr type local ${noLocalhost}` : `${ipX} daddr @${NODEPORT_IPS_SET}`;
+  const clusterIPsCheck = [
+    `${ipX} daddr @${CLUSTER_IPS_SET} reject comment "Reject traffic to invalid ports of ClusterIPs"`,
+  ];
+  if (settings.serviceCIDRs.length > 0) {
+    const cidrs = settings.serviceCIDRs.map((c) => safe(c, "serviceCIDR")).join(",");
+    clusterIPsCheck.push(`${ipX} daddr { ${cidrs} } drop comment "Drop traffic to unallocated ClusterIPs"`);
+  }
+  const fixedChains: NftChain[] = [
+    {
+      name: FIREWALL_CHECK_CHAIN,
+      rules: [`${ipX} daddr . meta l4proto . th dport vmap @${FIREWALL_IPS_MAP}`],
+    },
+    {
+      name: SERVICE_ENDPOINTS_CHECK_CHAIN,
+      rules: [`${ipX} daddr . meta l4proto . th dport vmap @${NO_ENDPOINT_SERVICES_MAP}`],
+    },
+    {
+      name: NODEPORT_ENDPOINTS_CHECK_CHAIN,
+      rules: [`${nodePortMatch} meta l4proto . th dport vmap @${NO_ENDPOINT_NODEPORTS_MAP}`],
+    },
+    { name: CLUSTER_IPS_CHECK_CHAIN, rules: clusterIPsCheck },
+    {
+      name: SERVICES_CHAIN,
+      rules: [
+        `${ipX} daddr . meta l4proto . th dport vmap @${SERVICE_IPS_MAP}`,
+        `${nodePortMatch} meta l4proto . th dport vmap @${SERVICE_NODEPORTS_MAP}`,
+      ],
+    },
+    {
+      name: MASQUERADING_CHAIN,
+      rules: [`mark and ${mark} == 0 return`, `mark set mark xor ${mark}`, "masquerade fully-random"],
+    },
+    { name: MARK_MASQ_CHAIN, rules: [`mark set mark or ${mark}`] },
+    {
+      name: REJECT_CHAIN,
+      comment: "helper for @no-endpoint-services / @no-endpoint-nodeports",
+      rules: ["reject"],
+    },
+  ];
+  return { baseChains, fixedChains, containers, nodePortIPsSet };
+}
+
+type ServicePortOutput = ReturnType<typeof renderServicePort>;
+
+interface MemoEntry {
+  readonly endpoints: readonly Endpoint[];
+  readonly settings: NftablesSettings;
+  readonly featureGates: RenderRequest["featureGates"];
+  readonly nodeLabels: Readonly<Record<string, string>>;
+  readonly out: ServicePortOutput;
+}
+
+/**
+ * A service port's objects depend only on its ServicePort, its endpoint list, the settings, the
+ * feature gates and the node's labels. The state store keeps the same objects for unchanged
+ * Services, so a partial sync re-renders only what changed. Keyed weakly by the ServicePort
+ * object and decided by identity, so entries go with their Services and the renderer stays a
+ * pure function of its input.
+ */
+const outputs = new WeakMap<ServicePort, MemoEntry>();
+const NO_ENDPOINTS: readonly Endpoint[] = [];
+
+function renderServicePortMemo(
+  ctx: Ctx,
+  sp: ServicePort,
+  endpoints: readonly Endpoint[],
+  req: RenderRequest,
+): ServicePortOutput {
+  const hit = outputs.get(sp);
+  if (
+    hit !== undefined &&
+    hit.endpoints === endpoints &&
+    hit.settings === ctx.settings &&
+    hit.featureGates === req.featureGates &&
+    hit.nodeLabels === ctx.nodeLabels
+  ) {
+    return hit.out;
+  }
+  const out = renderServicePort(ctx, sp, endpoints);
+  outputs.set(sp, {
+    endpoints,
+    settings: ctx.settings,
+    featureGates: req.featureGates,
+    nodeLabels: ctx.nodeLabels,
+    out,
+  });
+  return out;
+}
+
+/** Every object of the table for `req.state` (the whole desired state, partial or not). */
+export function renderNftables(req: RenderRequest): NftablesRuleset {
+  const { state, settings } = req;
+  const words = familyWords(settings);
+  const ctx: Ctx = {
+    settings,
+    words,
+    detector: localDetectorNFT(settings.localDetector, words.ipX),
+    gates: resolveFeatureGates(req.featureGates),
+    nodeLabels: state.nodeLabels,
+  };
+  const npIPs = nodePortIPs(settings);
+  const services: ServicePortObjects[] = [];
+  let internal = 0;
+  let external = 0;
+  const ports = [...state.services.entries()].sort((a, b) => compareServicePorts(a[1], b[1]));
+  for (const [key, sp] of ports) {
+    const out = renderServicePortMemo(ctx, sp, state.endpoints.get(key) ?? NO_ENDPOINTS, req);
+    if (out.noLocalInternal) internal++;
+    if (out.noLocalExternal) external++;
+    services.push({
+      service: out.service,
+      chains: out.chains,
+      affinitySets: out.affinitySets,
+      elements: out.elements,
+    });
+  }
+  return {
+    family: words.ipX,
+    ...skeleton(settings, words, npIPs),
+    nodePortIPs: npIPs,
+    services,
+    noLocalEndpoints: { internal, external },
+  };
+}

@@ -1,0 +1,236 @@
+/**
+ * From the desired table (./render.ts) to the `nft -f` text of one sync, as upstream's proxier
+ * fills its transaction (pure: what the kernel holds comes in as data). A full sync rewrites every
+ * chain and every set/map; a partial sync rewrites only the chains of changed Services and
+ * changes only the elements that differ from what the last accepted sync left (upstream's
+ * `nftElementStorage`). Chains are always rewritten whole (add + flush + rules), never patched.
+ */
+import {
+  BASE_CHAINS,
+  isAffinitySetName,
+  isServiceChainName,
+  KUBE_PROXY_TABLE,
+  TABLE_COMMENT,
+} from "./names.ts";
+import type { NftablesRuleset, NftChain, NftContainer, NftElement } from "./types.ts";
+
+/** What the writer believes our table holds after an accepted sync. */
+export interface KernelTable {
+  /** Service-port and endpoint chains, in use or stale (flushed, awaiting deletion). */
+  readonly chains: ReadonlySet<string>;
+  readonly affinitySets: ReadonlySet<string>;
+  /** Container → element key → comment and value, for the element diff of partial syncs. */
+  readonly elements: ReadonlyMap<string, ReadonlyMap<string, string>>;
+}
+
+/** Names found in the kernel's table before a full sync; null = unknown (no stale clean-up). */
+export interface ExistingObjects {
+  readonly chains: readonly string[];
+  readonly sets: readonly string[];
+}
+
+export interface SyncPlan {
+  /** The `nft -f` input: one command per line. */
+  readonly payload: string;
+  /** Commands in `payload` (upstream's `NumOperations`). */
+  readonly operations: number;
+  /** Chains that became unused in this sync: flushed now, deleted later (kernels < 6.2). */
+  readonly newlyStaleChains: readonly string[];
+  /** Chains in use after this sync. */
+  readonly activeChains: ReadonlySet<string>;
+  readonly after: KernelTable;
+}
+
+export interface FullSyncOptions {
+  /**
+   * Delete and re-create the base chains (upstream does on its first sync), so that a table
+   * left by a version with other priorities gets ours.
+   */
+  readonly resetBaseChains: boolean;
+}
+
+class Commands {
+  readonly lines: string[] = [];
+
+  constructor(private readonly prefix: string) {}
+
+  push(verb: string, what: string, rest: string): void {
+    this.lines.push(`${verb} ${what} ${this.prefix} ${rest}`);
+  }
+}
+
+const quote = (text: string): string => JSON.stringify(text);
+
+function chainSpec(chain: NftChain): string {
+  const base = BASE_CHAINS.find((c) => c.name === chain.name);
+  if (base !== undefined) return ` { type ${base.type} hook ${base.hook} priority ${base.priority} ; }`;
+  return chain.comment === undefined ? "" : ` { comment ${quote(chain.comment)} ; }`;
+}
+
+function containerSpec(c: NftContainer): string {
+  const parts = [`type ${c.type}`];
+  if (c.flags !== undefined && c.flags.length > 0) parts.push(`flags ${c.flags.join(",")}`);
+  if (c.timeoutSeconds !== undefined) parts.push(`timeout ${c.timeoutSeconds}s`);
+  if (c.comment !== undefined) parts.push(`comment ${quote(c.comment)}`);
+  return `{ ${parts.join(" ; ")} ; }`;
+}
+
+function elementText(e: NftElement): string {
+  const comment = e.comment === undefined ? "" : ` comment ${quote(e.comment)}`;
+  const value = e.value === undefined ? "" : ` : ${e.value}`;
+  return `${e.container} { ${e.key}${comment}${value} }`;
+}
+
+const signature = (e: NftElement): string => `${e.comment ?? ""}\u0000${e.value ?? ""}`;
+
+function elementsByContainer(ruleset: NftablesRuleset): Map<string, Map<string, NftElement>> {
+  const out = new Map<string, Map<string, NftElement>>();
+  for (const c of ruleset.containers) out.set(c.name, new Map());
+  for (const svc of ruleset.services) {
+    for (const e of svc.elements) out.get(e.container)!.set(e.key, e);
+  }
+  return out;
+}
+
+function kernelAfter(
+  elements: Map<string, Map<string, NftElement>>,
+  chains: Iterable<string>,
+  affinitySets: Iterable<string>,
+): KernelTable {
+  const sigs = new Map<string, ReadonlyMap<string, string>>();
+  for (const [name, map] of elements) sigs.set(name, new Map([...map].map(([k, e]) => [k, signature(e)])));
+  return { chains: new Set(chains), affinitySets: new Set(affinitySets), elements: sigs };
+}
+
+function serviceChainNames(ruleset: NftablesRuleset): Set<string> {
+  const active = new Set<string>();
+  for (const svc of ruleset.services) for (const c of svc.chains) active.add(c.name);
+  return active;
+}
+
+function affinitySetNames(ruleset: NftablesRuleset): Set<string> {
+  const active = new Set<string>();
+  for (const svc of ruleset.services) for (const s of svc.affinitySets) active.add(s.name);
+  return active;
+}
+
+function plan(
+  cmd: Commands,
+  ruleset: NftablesRuleset,
+  newlyStaleChains: readonly string[],
+  after: KernelTable,
+  activeChains: ReadonlySet<string>,
+): SyncPlan {
+  const lines = cmd.lines;
+  return {
+    payload: lines.length === 0 ? "" : lines.join("\n") + "\n",
+    operations: lines.length,
+    newlyStaleChains,
+    activeChains,
+    after,
+  };
+}
+
+/** Every object of the table, written as from scratch; foreign tables are never named. */
+export function planFullSync(
+  ruleset: NftablesRuleset,
+  existing: ExistingObjects | null,
+  options: FullSyncOptions,
+): SyncPlan {
+  const cmd = new Commands(`${ruleset.family} ${KUBE_PROXY_TABLE}`);
+  cmd.lines.push(`add table ${ruleset.family} ${KUBE_PROXY_TABLE} { comment ${quote(TABLE_COMMENT)} ; }`);
+  if (options.resetBaseChains) {
+    for (const c of ruleset.baseChains) {
+      cmd.push("add", "chain", `${c.name}${chainSpec(c)}`);
+      cmd.push("delete", "chain", c.name);
+    }
+  }
+  const serviceChains = ruleset.services.flatMap((s) => s.chains);
+  const activeChains = serviceChainNames(ruleset);
+  const activeSets = affinitySetNames(ruleset);
+  for (const c of [...ruleset.baseChains, ...ruleset.fixedChains, ...serviceChains]) {
+    cmd.push("add", "chain", `${c.name}${chainSpec(c)}`);
+    cmd.push("flush", "chain", c.name);
+  }
+  const stale =
+    existing === null
+      ? []
+      : [...new Set(existing.chains)].filter((c) => isServiceChainName(c) && !activeChains.has(c)).sort();
+  for (const c of stale) cmd.push("flush", "chain", c);
+  for (const c of ruleset.containers) {
+    cmd.push("add", c.kind, `${c.name} ${containerSpec(c)}`);
+    cmd.push("flush", c.kind, c.name);
+  }
+  // add + delete: a plain delete fails when the set is not there.
+  const np = ruleset.nodePortIPsSet;
+  cmd.push("add", "set", `${np.name} ${containerSpec(np)}`);
+  cmd.push(ruleset.nodePortIPs === null ? "delete" : "flush", "set", np.name);
+  for (const svc of ruleset.services)
+    for (const s of svc.affinitySets) cmd.push("add", "set", `${s.name} ${containerSpec(s)}`);
+  const staleSets =
+    existing === null
+      ? []
+      : [...new Set(existing.sets)].filter((s) => isAffinitySetName(s) && !activeSets.has(s)).sort();
+  for (const s of staleSets) cmd.push("delete", "set", s);
+  for (const c of [...ruleset.baseChains, ...ruleset.fixedChains, ...serviceChains])
+    for (const r of c.rules) cmd.push("add", "rule", `${c.name} ${r}`);
+  for (const ip of ruleset.nodePortIPs ?? []) cmd.push("add", "element", `${np.name} { ${ip} }`);
+  const elements = elementsByContainer(ruleset);
+  for (const map of elements.values())
+    for (const e of map.values()) cmd.push("add", "element", elementText(e));
+  const known = new Set([...activeChains, ...stale]);
+  return plan(cmd, ruleset, stale, kernelAfter(elements, known, activeSets), activeChains);
+}
+
+/**
+ * Only what changed since `before`: the chains of `changedServices` (and any chain the kernel
+ * lacks), the element differences, flushes of chains that fell out of use, deletion of unused
+ * affinity sets. `alreadyStale` chains were flushed by an earlier sync and are left alone.
+ */
+export function planPartialSync(
+  ruleset: NftablesRuleset,
+  before: KernelTable,
+  changedServices: ReadonlySet<string>,
+  alreadyStale: ReadonlySet<string>,
+): SyncPlan {
+  const cmd = new Commands(`${ruleset.family} ${KUBE_PROXY_TABLE}`);
+  const activeChains = serviceChainNames(ruleset);
+  const activeSets = affinitySetNames(ruleset);
+  const written: NftChain[] = [];
+  const newSets: NftContainer[] = [];
+  for (const svc of ruleset.services) {
+    const changed = changedServices.has(svc.service);
+    for (const c of svc.chains)
+      if (changed || !before.chains.has(c.name) || alreadyStale.has(c.name)) written.push(c);
+    for (const s of svc.affinitySets) if (changed || !before.affinitySets.has(s.name)) newSets.push(s);
+  }
+  for (const c of written) {
+    cmd.push("add", "chain", `${c.name}${chainSpec(c)}`);
+    cmd.push("flush", "chain", c.name);
+  }
+  const stale = [...before.chains].filter((c) => !activeChains.has(c) && !alreadyStale.has(c)).sort();
+  for (const c of stale) cmd.push("flush", "chain", c);
+  for (const s of newSets) cmd.push("add", "set", `${s.name} ${containerSpec(s)}`);
+  for (const s of [...before.affinitySets].filter((s) => !activeSets.has(s)).sort())
+    cmd.push("delete", "set", s);
+  for (const c of written) for (const r of c.rules) cmd.push("add", "rule", `${c.name} ${r}`);
+
+  const elements = elementsByContainer(ruleset);
+  const adds: NftElement[] = [];
+  for (const [name, map] of elements) {
+    const old = before.elements.get(name) ?? new Map<string, string>();
+    for (const [key, sig] of old) {
+      const now = map.get(key);
+      if (now === undefined || signature(now) !== sig) cmd.push("delete", "element", `${name} { ${key} }`);
+    }
+    for (const [key, e] of map) if (old.get(key) !== signature(e)) adds.push(e);
+  }
+  for (const e of adds) cmd.push("add", "element", elementText(e));
+  const known = new Set([...activeChains, ...[...before.chains].filter((c) => !activeChains.has(c))]);
+  return plan(cmd, ruleset, stale, kernelAfter(elements, known, activeSets), activeChains);
+}
+
+/** The separate transaction that deletes chains stale for long enough. */
+export function staleChainDeletion(family: "ip" | "ip6", chains: readonly string[]): string {
+  return chains.map((c) => `delete chain ${family} ${KUBE_PROXY_TABLE} ${c}\n`).join("");
+}
