@@ -3,6 +3,7 @@
  * kube-proxy writes in `syncProxyRules` (docs/iptables.md §2.5, §3, §4). No clock, no I/O, no randomness.
  */
 import { KubeProxyError } from "../../errors.ts";
+import { NO_ENDPOINTS, ServicePortMemo } from "../../proxy/memo.ts";
 import type { Endpoint, ServicePort } from "../../proxy/types.ts";
 import { servicePortNameString } from "../../proxy/types.ts";
 import {
@@ -446,53 +447,8 @@ function textOf(lines: readonly string[]): string {
   return lines.length === 0 ? "" : lines.join("\n") + "\n";
 }
 
-interface MemoEntry {
-  readonly endpoints: readonly Endpoint[];
-  readonly settings: IptablesSettings;
-  readonly featureGates: StreamRenderRequest["featureGates"];
-  readonly nodeLabels: StreamRenderRequest["state"]["nodeLabels"];
-  readonly largeClusterMode: boolean;
-  readonly out: ServiceOutput;
-}
-
-/**
- * A service port's rules depend only on its ServicePort, its endpoint list, the settings, the
- * feature gates, the node's labels and large-cluster mode. The state store keeps the same objects
- * for unchanged Services, so a partial sync at 10,000 Services re-formats only what changed. Keyed
- * weakly by the ServicePort object: entries go away with the Services, and identity (not value)
- * decides a hit, so the function stays a pure function of its input.
- */
-const serviceOutputs = new WeakMap<ServicePort, MemoEntry>();
-const NO_ENDPOINTS: readonly Endpoint[] = [];
-
-function renderServicePortMemo(
-  ctx: Ctx,
-  sp: ServicePort,
-  endpoints: readonly Endpoint[],
-  req: StreamRenderRequest,
-): ServiceOutput {
-  const hit = serviceOutputs.get(sp);
-  if (
-    hit !== undefined &&
-    hit.endpoints === endpoints &&
-    hit.settings === ctx.settings &&
-    hit.featureGates === req.featureGates &&
-    hit.nodeLabels === req.state.nodeLabels &&
-    hit.largeClusterMode === ctx.largeClusterMode
-  ) {
-    return hit.out;
-  }
-  const out = renderServicePort(ctx, sp, endpoints, req);
-  serviceOutputs.set(sp, {
-    endpoints,
-    settings: ctx.settings,
-    featureGates: req.featureGates,
-    nodeLabels: req.state.nodeLabels,
-    largeClusterMode: ctx.largeClusterMode,
-    out,
-  });
-  return out;
-}
+/** Rendered service ports of earlier syncs, by ServicePort (see ServicePortMemo). */
+const serviceOutputs = new ServicePortMemo<ServiceOutput>();
 
 /** The 4 fixed KUBE-POSTROUTING / KUBE-MARK-MASQ rules of nat (docs/iptables.md §2.5). */
 export function natFixedRuleLines(settings: IptablesSettings): string[] {
@@ -583,7 +539,13 @@ export function* renderIptablesStream(
   let noLocalExternal = 0;
 
   for (const [key, sp] of servicePorts) {
-    const out = renderServicePortMemo(ctx, sp, state.endpoints.get(key) ?? NO_ENDPOINTS, req);
+    const endpoints = state.endpoints.get(key) ?? NO_ENDPOINTS;
+    const out = serviceOutputs.get(
+      sp,
+      endpoints,
+      [ctx.settings, req.featureGates, req.state.nodeLabels, ctx.largeClusterMode],
+      () => renderServicePort(ctx, sp, endpoints, req),
+    );
     for (const r of out.filterRules) filterRules.push(r);
     for (const r of out.captureRules) captureRuleLines.push(r);
     for (const c of out.activeChains) activeNatChains.add(c);

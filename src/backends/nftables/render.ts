@@ -22,6 +22,7 @@ import {
   type FeatureGates,
 } from "../../proxy/serviceport.ts";
 import { categorizeEndpoints } from "../../proxy/topology.ts";
+import { NO_ENDPOINTS, ServicePortMemo } from "../../proxy/memo.ts";
 import { servicePortNameString, type Endpoint, type ServicePort } from "../../proxy/types.ts";
 import {
   BASE_CHAINS,
@@ -484,50 +485,8 @@ function skeleton(
 
 type ServicePortOutput = ReturnType<typeof renderServicePort>;
 
-interface MemoEntry {
-  readonly endpoints: readonly Endpoint[];
-  readonly settings: NftablesSettings;
-  readonly featureGates: RenderRequest["featureGates"];
-  readonly nodeLabels: Readonly<Record<string, string>>;
-  readonly out: ServicePortOutput;
-}
-
-/**
- * A service port's objects depend only on its ServicePort, its endpoint list, the settings, the
- * feature gates and the node's labels. The state store keeps the same objects for unchanged
- * Services, so a partial sync re-renders only what changed. Keyed weakly by the ServicePort
- * object and decided by identity, so entries go with their Services and the renderer stays a
- * pure function of its input.
- */
-const outputs = new WeakMap<ServicePort, MemoEntry>();
-const NO_ENDPOINTS: readonly Endpoint[] = [];
-
-function renderServicePortMemo(
-  ctx: Ctx,
-  sp: ServicePort,
-  endpoints: readonly Endpoint[],
-  req: RenderRequest,
-): ServicePortOutput {
-  const hit = outputs.get(sp);
-  if (
-    hit !== undefined &&
-    hit.endpoints === endpoints &&
-    hit.settings === ctx.settings &&
-    hit.featureGates === req.featureGates &&
-    hit.nodeLabels === ctx.nodeLabels
-  ) {
-    return hit.out;
-  }
-  const out = renderServicePort(ctx, sp, endpoints);
-  outputs.set(sp, {
-    endpoints,
-    settings: ctx.settings,
-    featureGates: req.featureGates,
-    nodeLabels: ctx.nodeLabels,
-    out,
-  });
-  return out;
-}
+/** Rendered service ports of earlier syncs, by ServicePort (see ServicePortMemo). */
+const outputs = new ServicePortMemo<ServicePortOutput>();
 
 /** Every object of the table for `req.state` (the whole desired state, partial or not). */
 export function renderNftables(req: RenderRequest): NftablesRuleset {
@@ -546,7 +505,10 @@ export function renderNftables(req: RenderRequest): NftablesRuleset {
   let external = 0;
   const ports = [...state.services.entries()].sort((a, b) => compareServicePorts(a[1], b[1]));
   for (const [key, sp] of ports) {
-    const out = renderServicePortMemo(ctx, sp, state.endpoints.get(key) ?? NO_ENDPOINTS, req);
+    const endpoints = state.endpoints.get(key) ?? NO_ENDPOINTS;
+    const out = outputs.get(sp, endpoints, [ctx.settings, req.featureGates, ctx.nodeLabels], () =>
+      renderServicePort(ctx, sp, endpoints),
+    );
     if (out.noLocalInternal) internal++;
     if (out.noLocalExternal) external++;
     services.push({
