@@ -50,6 +50,20 @@ export interface ProxierDeps {
   readonly onSync: (report: SyncReport<unknown>, state: ProxyState) => void;
 }
 
+/** What every mode's proxier of `family` takes from the daemon, the same for each mode. */
+export function sharedSyncOptions(deps: ProxierDeps, family: IPFamily, store: ProxyStateStore) {
+  return {
+    store,
+    clock: deps.clock,
+    log: deps.log.child({ ipFamily: family }),
+    health: deps.health,
+    metrics: deps.metrics,
+    syncPeriodMs: deps.syncPeriodMs,
+    reconcileConntrack: (state: ProxyState) => deps.reconcileConntrack(family, state),
+    onSync: deps.onSync,
+  };
+}
+
 export interface KernelMonitorOptions {
   readonly intervalMs: number;
   readonly signal: AbortSignal;

@@ -157,3 +157,17 @@ export function nodeModelFor(
     localAddresses,
   };
 }
+
+/**
+ * The interface addresses of the node in upstream's unit-test fake proxiers (iptables and
+ * nftables mode alike), which their goldens were written against.
+ */
+export const UPSTREAM_TEST_LOCAL_ADDRESSES: readonly string[] = [
+  "127.0.0.1/8",
+  "::1/128",
+  "192.168.0.2/24",
+  "192.168.1.2/24",
+  "192.168.99.11/24",
+  "2001:db8::1/64",
+  "2001:db8:1::2/64",
+];

@@ -13,13 +13,14 @@ import { CONNTRACK_TCP_BE_LIBERAL, readSysctl, ROUTE_LOCALNET, writeSysctl } fro
 import type { Logger } from "../../log.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../proxy/types.ts";
-import type {
-  CleanupReport,
-  ModeRuntime,
-  PlatformContext,
-  ProxierDeps,
-  ProxyBackend,
-  RenderTarget,
+import {
+  sharedSyncOptions,
+  type CleanupReport,
+  type ModeRuntime,
+  type PlatformContext,
+  type ProxierDeps,
+  type ProxyBackend,
+  type RenderTarget,
 } from "../types.ts";
 import {
   JUMP_CHAINS,
@@ -113,16 +114,9 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
         iptablesProxier({
           ipt,
           settings,
-          store,
-          clock: deps.clock,
-          log: deps.log.child({ ipFamily: family }),
-          health: deps.health,
-          metrics: deps.metrics,
-          syncPeriodMs: deps.syncPeriodMs,
+          ...sharedSyncOptions(deps, family, store),
           maxServicesPerTransaction: maxServicesPerTransaction(backend),
           ensureCounters,
-          reconcileConntrack: (state) => deps.reconcileConntrack(family, state),
-          onSync: deps.onSync,
         }) as FamilyProxier<unknown>,
       );
     }

@@ -1,5 +1,5 @@
 import type { KubeProxyConfiguration } from "../../config/types.ts";
-import { nodeModelFor, type NodeInfo } from "../../proxy/node.ts";
+import { nodeModelFor, UPSTREAM_TEST_LOCAL_ADDRESSES, type NodeInfo } from "../../proxy/node.ts";
 import type { IPFamily } from "../../proxy/types.ts";
 import type { IptablesSettings } from "./types.ts";
 
@@ -39,15 +39,7 @@ export function upstreamTestSettings(family: IPFamily): IptablesSettings {
     localDetector: { mode: "ClusterCIDR", cidr: family === "IPv4" ? "10.0.0.0/8" : "fd00:10::/64" },
     localhostNodePorts: true,
     nodePortAddresses: [],
-    localAddresses: [
-      "127.0.0.1/8",
-      "::1/128",
-      "192.168.0.2/24",
-      "192.168.1.2/24",
-      "192.168.99.11/24",
-      "2001:db8::1/64",
-      "2001:db8:1::2/64",
-    ],
+    localAddresses: UPSTREAM_TEST_LOCAL_ADDRESSES,
     conntrackTCPLiberal: false,
     nfacct: { ctStateInvalidDroppedPkts: true, localhostNodePortsAcceptedPkts: true },
     hasRandomFully: false,

@@ -28,7 +28,10 @@ export async function cleanupNftables(ctx: PlatformContext): Promise<CleanupRepo
   for (const table of ourTables(tables)) {
     try {
       await nft.deleteTable(table);
-      ctx.log.info({ table: `${table.family} ${table.name}` }, "Deleted nftables table left by nftables mode");
+      ctx.log.info(
+        { table: `${table.family} ${table.name}` },
+        "Deleted nftables table left by nftables mode",
+      );
     } catch (err) {
       errors.push(err);
     }

@@ -9,7 +9,14 @@ import type { Runner } from "../../kernel/exec.ts";
 import { Nft } from "../../kernel/nft.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../proxy/types.ts";
-import type { ModeRuntime, PlatformContext, ProxierDeps, ProxyBackend, RenderTarget } from "../types.ts";
+import {
+  sharedSyncOptions,
+  type ModeRuntime,
+  type PlatformContext,
+  type ProxierDeps,
+  type ProxyBackend,
+  type RenderTarget,
+} from "../types.ts";
 import { cleanupNftables } from "./cleanup.ts";
 import { KUBE_PROXY_TABLE } from "./names.ts";
 import { nftablesProxier } from "./proxier.ts";
@@ -98,14 +105,7 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
           kernel: kernelFor(runner, family),
           settings,
           featureGates: config.featureGates,
-          store,
-          clock: deps.clock,
-          log: deps.log.child({ ipFamily: family }),
-          health: deps.health,
-          metrics: deps.metrics,
-          syncPeriodMs: deps.syncPeriodMs,
-          reconcileConntrack: (state) => deps.reconcileConntrack(family, state),
-          onSync: deps.onSync,
+          ...sharedSyncOptions(deps, family, store),
         }) as FamilyProxier<unknown>,
       );
     }

@@ -1,5 +1,10 @@
 import type { KubeProxyConfiguration } from "../../config/types.ts";
-import { formatMasqueradeMark, nodeModelFor, type NodeInfo } from "../../proxy/node.ts";
+import {
+  formatMasqueradeMark,
+  nodeModelFor,
+  UPSTREAM_TEST_LOCAL_ADDRESSES,
+  type NodeInfo,
+} from "../../proxy/node.ts";
 import type { IPFamily } from "../../proxy/types.ts";
 import type { NftablesSettings } from "./types.ts";
 
@@ -38,15 +43,7 @@ export function upstreamTestSettings(family: IPFamily): NftablesSettings {
     masqueradeAll: false,
     localDetector: { mode: "ClusterCIDR", cidr: ipv4 ? "10.0.0.0/8" : "fd00:10::/64" },
     nodePortAddresses: ["192.168.0.2/32", "2001:db8::1/128"],
-    localAddresses: [
-      "127.0.0.1/8",
-      "::1/128",
-      "192.168.0.2/24",
-      "192.168.1.2/24",
-      "192.168.99.11/24",
-      "2001:db8::1/64",
-      "2001:db8:1::2/64",
-    ],
+    localAddresses: UPSTREAM_TEST_LOCAL_ADDRESSES,
     serviceCIDRs: [ipv4 ? "172.30.0.0/16" : "fd00:10:96::/112"],
   };
 }
