@@ -6,7 +6,7 @@ import { parseBool } from "../config/flags.ts";
 import { InputError, type InvalidObjectError } from "../errors.ts";
 import { nodeInfoFromObject } from "../proxy/node.ts";
 import { buildProxyState } from "../proxy/state.ts";
-import type { IPFamily } from "../proxy/types.ts";
+import type { IPFamily } from "../ip.ts";
 import { readManifestPaths } from "../source/manifests.ts";
 
 function optionalBool(

@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { isIP } from "node:net";
-import type { IPFamily } from "../proxy/types.ts";
+import type { IPFamily } from "../ip.ts";
 import type { KubeProxyConfiguration } from "./types.ts";
 
 /** Upstream: hostnameOverride (trimmed, lower-cased) or the OS hostname. */

@@ -7,8 +7,8 @@
 import type { KubeProxyConfiguration } from "../config/types.ts";
 import { familyOf } from "../config/node.ts";
 import type { Node } from "../k8s/objects.ts";
-import { parseCIDRSloppy } from "./ip.ts";
-import type { IPFamily } from "./types.ts";
+import { parseCIDRSloppy } from "../ip.ts";
+import type { IPFamily } from "../ip.ts";
 
 /** What the proxy knows about its own node: from flags, the Node object, or the host. */
 export interface NodeInfo {

@@ -12,7 +12,7 @@ import {
   isLoopback,
   isZeroCIDR,
   parseCIDRSloppy,
-} from "../../proxy/ip.ts";
+} from "../../ip.ts";
 import { categorizeEndpoints } from "../../proxy/topology.ts";
 import {
   externallyAccessible,

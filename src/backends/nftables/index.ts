@@ -8,7 +8,7 @@ import { InputError, KubeProxyError } from "../../errors.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { Nft } from "../../kernel/nft.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
-import type { IPFamily } from "../../proxy/types.ts";
+import type { IPFamily } from "../../ip.ts";
 import type { ModeRuntime, PlatformContext, ProxierDeps, ProxyBackend, RenderTarget } from "../types.ts";
 import { cleanupNftables } from "./cleanup.ts";
 import { KUBE_PROXY_TABLE } from "./names.ts";

@@ -12,7 +12,7 @@ import {
   isLoopback,
   isZeroCIDR,
   parseCIDRSloppy,
-} from "../../proxy/ip.ts";
+} from "../../ip.ts";
 import type { LocalDetector } from "../../proxy/node.ts";
 import {
   externallyAccessible,

@@ -1,6 +1,6 @@
 import type { KubeProxyConfiguration } from "../../config/types.ts";
 import { formatMasqueradeMark, nodeModelFor, type NodeInfo } from "../../proxy/node.ts";
-import type { IPFamily } from "../../proxy/types.ts";
+import type { IPFamily } from "../../ip.ts";
 import type { NftablesSettings } from "./types.ts";
 
 /**

@@ -4,7 +4,8 @@
  * Go's `net.IP.String()` / `net.IPNet.String()` printing. Legacy objects in etcd may still carry
  * such addresses, and upstream re-prints them canonically in every rule.
  */
-import type { IPFamily } from "./types.ts";
+
+export type IPFamily = "IPv4" | "IPv6";
 
 /** A parsed address: 4 bytes for IPv4 (incl. IPv4-mapped IPv6), 16 bytes for IPv6. */
 export interface ParsedIP {

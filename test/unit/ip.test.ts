@@ -12,7 +12,7 @@ import {
   joinHostPort,
   parseCIDRSloppy,
   parseIPSloppy,
-} from "../../../src/proxy/ip.ts";
+} from "../../src/ip.ts";
 
 test("IPv4 with leading zeros is decimal (ParseIPSloppy), as in TestBadIPs", () => {
   assert.equal(canonicalIP("172.30.0.041"), "172.30.0.41");
