@@ -1,9 +1,18 @@
 /**
- * IP and CIDR handling compatible with upstream `k8s.io/utils/net` (`ParseIPSloppy`,
- * `ParseCIDRSloppy`: Go 1.16's parser, which reads leading-zero IPv4 octets as DECIMAL) and with
- * Go's `net.IP.String()` / `net.IPNet.String()` printing. Legacy objects in etcd may still carry
- * such addresses, and upstream re-prints them canonically in every rule.
+ * IP addresses, networks and families for the whole tool: one family type (`IPFamily`) and two
+ * parsers that differ on purpose.
+ *
+ * Sloppy (`parseIPSloppy`, `parseCIDRSloppy`, and the string helpers built on them): compatible
+ * with upstream `k8s.io/utils/net` (`ParseIPSloppy`, `ParseCIDRSloppy`: Go 1.16's parser, which
+ * reads leading-zero IPv4 octets as DECIMAL) and with Go's `net.IP.String()` / `net.IPNet.String()`
+ * printing. Legacy objects in etcd may still carry such addresses, and upstream re-prints them
+ * canonically in every rule.
+ *
+ * Strict (`parseIP`, `parseCIDR`, and the `Address` / `Cidr` values): Node's `isIPv4` / `isIPv6`
+ * grammar, into numbers (a plain number for IPv4, a bigint for IPv6) so that a scan of 10k rules
+ * by the packet tracer stays cheap and a sandbox topology can count addresses.
  */
+import { isIPv4, isIPv6 } from "node:net";
 
 export type IPFamily = "IPv4" | "IPv6";
 
@@ -162,7 +171,11 @@ export function formatIP(bytes: Uint8Array): string {
   if (v4 !== null) return formatIP(v4);
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-  // Longest run of zero groups (length >= 2; first one wins a tie) becomes "::".
+  return formatIPv6Groups(groups);
+}
+
+/** RFC 5952 text of eight 16-bit groups: the longest run (two or more; the first one wins a tie) of zero groups becomes "::". */
+function formatIPv6Groups(groups: readonly number[]): string {
   let bestStart = -1;
   let bestLen = 0;
   for (let i = 0; i < 8;) {
@@ -246,20 +259,16 @@ function maskBytes(bytes: Uint8Array, prefix: number): Uint8Array {
 }
 
 /** Whether `ip` lies in `cidr` (both sloppy-parsed; different families never match). */
-export function cidrContains(cidr: string, ip: string): boolean {
+export function cidrContainsSloppy(cidr: string, ip: string): boolean {
   const net = parseCIDRSloppy(cidr);
   const addr = parseIPSloppy(ip);
-  if (net === null || addr === null || net.family !== addr.family) return false;
-  const masked = maskBytes(addr.bytes, net.prefixLength);
-  for (let i = 0; i < masked.length; i++) if (masked[i] !== net.bytes[i]) return false;
-  return true;
+  if (net === null || addr === null) return false;
+  return cidrContains({ ...toAddress(net), prefix: net.prefixLength }, toAddress(addr));
 }
 
-export function isLoopback(ip: string): boolean {
+export function isLoopbackSloppy(ip: string): boolean {
   const addr = parseIPSloppy(ip);
-  if (addr === null) return false;
-  if (addr.family === "IPv4") return addr.bytes[0] === 127;
-  return addr.bytes.every((b, i) => b === (i === 15 ? 1 : 0));
+  return addr !== null && isLoopback(toAddress(addr));
 }
 
 export function isUnspecified(ip: string): boolean {
@@ -276,4 +285,151 @@ export function isZeroCIDR(cidr: string): boolean {
 /** `net.JoinHostPort(ip, port)`. */
 export function joinHostPort(ip: string, port: number): string {
   return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+// Strict parsing into numbers: the packet tracer, the web view, the sandbox.
+
+/** An address or network. IPv4 keeps a plain number so the hot path of a 10k-rule scan stays cheap. */
+export type Cidr =
+  | { readonly family: "IPv4"; readonly addr: number; readonly prefix: number }
+  | { readonly family: "IPv6"; readonly addr: bigint; readonly prefix: number };
+
+export type Address =
+  { readonly family: "IPv4"; readonly addr: number } | { readonly family: "IPv6"; readonly addr: bigint };
+
+function parseV4Number(text: string): number {
+  const parts = text.split(".");
+  let value = 0;
+  for (const part of parts) value = value * 256 + Number(part);
+  return value >>> 0;
+}
+
+function parseV6BigInt(text: string): bigint {
+  let head = text;
+  let tailV4: number | undefined;
+  const lastColon = text.lastIndexOf(":");
+  if (text.includes(".")) {
+    tailV4 = parseV4Number(text.slice(lastColon + 1));
+    head = text.slice(0, lastColon + 1) + "0:0";
+  }
+  const [left = "", right] = head.split("::");
+  const leftGroups = left === "" ? [] : left.split(":");
+  const rightGroups = right === undefined || right === "" ? [] : right.split(":");
+  const missing = 8 - leftGroups.length - rightGroups.length;
+  const groups = [
+    ...leftGroups,
+    ...Array<string>(right === undefined ? 0 : missing).fill("0"),
+    ...rightGroups,
+  ];
+  let value = 0n;
+  for (const g of groups) value = (value << 16n) | BigInt(parseInt(g, 16));
+  if (tailV4 !== undefined) value = (value & ~0xffffffffn) | BigInt(tailV4);
+  return value;
+}
+
+/** Dotted quad without leading zeros (what iptables-save prints); undefined otherwise. */
+function fastV4(text: string): number | undefined {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || part > 255) return undefined;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return undefined;
+      part = part * 10 + (c - 48);
+      digits++;
+    } else {
+      return undefined;
+    }
+  }
+  if (dots !== 3 || digits === 0 || part > 255) return undefined;
+  return (value * 256 + part) >>> 0;
+}
+
+/** Strict (Node's `isIPv4` / `isIPv6`): no leading zeros; undefined if not an address. */
+export function parseIP(text: string): Address | undefined {
+  const v4 = fastV4(text);
+  if (v4 !== undefined) return { family: "IPv4", addr: v4 };
+  if (isIPv4(text)) return { family: "IPv4", addr: parseV4Number(text) };
+  if (isIPv6(text)) return { family: "IPv6", addr: parseV6BigInt(text) };
+  return undefined;
+}
+
+/** `10.0.0.0/8`, `10.0.1.1` (= /32), `fd00::/64`; undefined if not an address. */
+export function parseCIDR(text: string): Cidr | undefined {
+  const slash = text.indexOf("/");
+  const ipText = slash < 0 ? text : text.slice(0, slash);
+  const address = parseIP(ipText);
+  if (address === undefined) return undefined;
+  const max = address.family === "IPv4" ? 32 : 128;
+  const prefix = slash < 0 ? max : Number(text.slice(slash + 1));
+  if (
+    !Number.isInteger(prefix) ||
+    prefix < 0 ||
+    prefix > max ||
+    (slash >= 0 && !/^\d+$/.test(text.slice(slash + 1)))
+  ) {
+    return undefined;
+  }
+  return address.family === "IPv4"
+    ? { family: "IPv4", addr: address.addr, prefix }
+    : { family: "IPv6", addr: address.addr, prefix };
+}
+
+export function cidrContains(cidr: Cidr, address: Address): boolean {
+  if (cidr.family === "IPv4" && address.family === "IPv4") {
+    if (cidr.prefix === 0) return true;
+    const shift = 32 - cidr.prefix;
+    return cidr.addr >>> shift === address.addr >>> shift;
+  }
+  if (cidr.family === "IPv6" && address.family === "IPv6") {
+    const shift = BigInt(128 - cidr.prefix);
+    return cidr.addr >> shift === address.addr >> shift;
+  }
+  return false;
+}
+
+export function formatAddress(address: Address): string {
+  if (address.family === "IPv4") {
+    const a = address.addr;
+    return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+  }
+  const groups: number[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(Number((address.addr >> BigInt(i * 16)) & 0xffffn));
+  return formatIPv6Groups(groups);
+}
+
+/** `addr/prefix` as parsed (not masked; see `networkOf`). */
+export function formatCIDR(cidr: Cidr): string {
+  return `${formatAddress(cidr)}/${cidr.prefix}`;
+}
+
+export function isLoopback(address: Address): boolean {
+  return address.family === "IPv4" ? address.addr >>> 24 === 127 : address.addr === 1n;
+}
+
+export function isMulticast(address: Address): boolean {
+  return address.family === "IPv4" ? address.addr >>> 28 === 0xe : address.addr >> 120n === 0xffn;
+}
+
+export function sameAddress(a: Address, b: Address): boolean {
+  return a.family === b.family && a.addr === b.addr;
+}
+
+/** The numeric form of a sloppy-parsed address. */
+function toAddress(ip: ParsedIP): Address {
+  if (ip.family === "IPv4") return { family: "IPv4", addr: ip.bytes.reduce((acc, b) => acc * 256 + b, 0) };
+  return { family: "IPv6", addr: ip.bytes.reduce((acc, b) => (acc << 8n) | BigInt(b), 0n) };
+}
+
+/** 4 or 6: the family as the web view's JSON and its rule keys spell it. */
+export function ipVersion(family: IPFamily): 4 | 6 {
+  return family === "IPv4" ? 4 : 6;
 }

@@ -4,13 +4,17 @@ import fc from "fast-check";
 import {
   canonicalIP,
   cidrContains,
+  cidrContainsSloppy,
+  formatAddress,
   formatIP,
   ipFamilyOf,
-  isLoopback,
+  isLoopbackSloppy,
   isUnspecified,
   isZeroCIDR,
   joinHostPort,
+  parseCIDR,
   parseCIDRSloppy,
+  parseIP,
   parseIPSloppy,
 } from "../../src/ip.ts";
 
@@ -91,14 +95,14 @@ test("ParseCIDRSloppy prints the masked network", () => {
   assert.equal(parseCIDRSloppy("::/129"), null);
 });
 
-test("cidrContains, isLoopback, isUnspecified, isZeroCIDR, joinHostPort", () => {
-  assert.ok(cidrContains("10.0.0.0/8", "10.1.2.3"));
-  assert.ok(!cidrContains("10.0.0.0/8", "11.1.2.3"));
-  assert.ok(cidrContains("192.168.0.0/24", "192.168.000.255"));
-  assert.ok(!cidrContains("::/0", "1.2.3.4"), "families never match");
-  assert.ok(cidrContains("fd00::/8", "fd00:10::1"));
-  assert.ok(isLoopback("127.0.0.1") && isLoopback("127.255.0.1") && isLoopback("::1"));
-  assert.ok(!isLoopback("128.0.0.1") && !isLoopback("::2"));
+test("cidrContainsSloppy, isLoopbackSloppy, isUnspecified, isZeroCIDR, joinHostPort", () => {
+  assert.ok(cidrContainsSloppy("10.0.0.0/8", "10.1.2.3"));
+  assert.ok(!cidrContainsSloppy("10.0.0.0/8", "11.1.2.3"));
+  assert.ok(cidrContainsSloppy("192.168.0.0/24", "192.168.000.255"));
+  assert.ok(!cidrContainsSloppy("::/0", "1.2.3.4"), "families never match");
+  assert.ok(cidrContainsSloppy("fd00::/8", "fd00:10::1"));
+  assert.ok(isLoopbackSloppy("127.0.0.1") && isLoopbackSloppy("127.255.0.1") && isLoopbackSloppy("::1"));
+  assert.ok(!isLoopbackSloppy("128.0.0.1") && !isLoopbackSloppy("::2"));
   assert.ok(isUnspecified("0.0.0.0") && isUnspecified("::") && !isUnspecified("0.0.0.1"));
   assert.ok(isZeroCIDR("0.0.0.0/0") && isZeroCIDR("::/0") && !isZeroCIDR("0.0.0.0/1"));
   assert.equal(joinHostPort("10.0.0.1", 80), "10.0.0.1:80");
@@ -142,7 +146,9 @@ test("property: masking is idempotent and the network contains its own address",
         assert.ok(once !== null, input);
         const twice = parseCIDRSloppy(once.cidr);
         assert.equal(twice?.cidr, once.cidr);
-        assert.ok(cidrContains(once.cidr, formatIP(bytes)) || once.family !== ipFamilyOf(formatIP(bytes)));
+        assert.ok(
+          cidrContainsSloppy(once.cidr, formatIP(bytes)) || once.family !== ipFamilyOf(formatIP(bytes)),
+        );
       },
     ),
   );
@@ -155,4 +161,36 @@ test("property: parsing arbitrary strings never throws", () => {
       parseCIDRSloppy(s);
     }),
   );
+});
+
+// Strict parsing (the packet tracer, the web view, the sandbox).
+
+test("property: IPv4 CIDR containment equals the bitwise definition", () => {
+  fc.assert(
+    fc.property(
+      fc.nat({ max: 0xffffffff }),
+      fc.nat({ max: 0xffffffff }),
+      fc.nat({ max: 32 }),
+      (a, b, prefix) => {
+        const net = parseCIDR(`${formatAddress({ family: "IPv4", addr: a })}/${prefix}`);
+        assert.ok(net);
+        const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+        return cidrContains(net, { family: "IPv4", addr: b }) === ((a & mask) >>> 0 === (b & mask) >>> 0);
+      },
+    ),
+  );
+});
+
+test("property: IPv6 parse/format round-trips to the canonical (RFC 5952) form", () => {
+  fc.assert(
+    fc.property(fc.ipV6(), (ip) => {
+      const parsed = parseIP(ip);
+      assert.ok(parsed, ip);
+      const canonical = new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+      return formatAddress(parsed) === canonical;
+    }),
+  );
+  assert.equal(parseIP("010.0.0.1"), undefined);
+  assert.equal(parseCIDR("10.0.0.0/33"), undefined);
+  assert.equal(parseCIDR("10.0.0.0/"), undefined);
 });
