@@ -211,7 +211,7 @@ export function canonicalIP(s: string): string | null {
   return ip === null ? null : formatIP(ip.bytes);
 }
 
-export function ipFamilyOf(s: string): IPFamily | null {
+export function familyOfSloppy(s: string): IPFamily | null {
   return parseIPSloppy(s)?.family ?? null;
 }
 
@@ -421,6 +421,34 @@ export function isMulticast(address: Address): boolean {
 
 export function sameAddress(a: Address, b: Address): boolean {
   return a.family === b.family && a.addr === b.addr;
+}
+
+/** A network written with its prefix length (`10.244.0.77/24`), normalised to its network address (`10.244.0.0/24`); undefined otherwise. */
+export function parseNetwork(text: string): Cidr | undefined {
+  const cidr = text.includes("/") ? parseCIDR(text) : undefined;
+  return cidr === undefined ? undefined : networkOf(cidr);
+}
+
+function networkOf(cidr: Cidr): Cidr {
+  if (cidr.family === "IPv4") {
+    const mask = cidr.prefix === 0 ? 0 : (0xffffffff << (32 - cidr.prefix)) >>> 0;
+    return { family: "IPv4", addr: (cidr.addr & mask) >>> 0, prefix: cidr.prefix };
+  }
+  const hostBits = BigInt(128 - cidr.prefix);
+  return { family: "IPv6", addr: (cidr.addr >> hostBits) << hostBits, prefix: cidr.prefix };
+}
+
+/** The n-th address of a CIDR's network (1 = the first host, the conventional gateway). */
+export function nthAddress(cidr: Cidr, n: number): Address {
+  const network = networkOf(cidr);
+  return network.family === "IPv4"
+    ? { family: "IPv4", addr: network.addr + n }
+    : { family: "IPv6", addr: network.addr + BigInt(n) };
+}
+
+/** The family of an address or of a CIDR's address (strict); null for anything else. */
+export function familyOf(ipOrCIDR: string): IPFamily | null {
+  return parseIP(ipOrCIDR.split("/")[0] ?? "")?.family ?? null;
 }
 
 /** The numeric form of a sloppy-parsed address. */

@@ -1,7 +1,8 @@
 import { fileURLToPath } from "node:url";
 import { resolveConfiguration } from "../config/load.ts";
 import { backendFor } from "../backends/index.ts";
-import { familyOf, nodeName } from "../config/node.ts";
+import { nodeName } from "../config/node.ts";
+import { familyOf } from "../ip.ts";
 import { parseBool } from "../config/flags.ts";
 import { InputError, type InvalidObjectError } from "../errors.ts";
 import { nodeInfoFromObject } from "../proxy/node.ts";

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
+import { parseNetwork } from "../ip.ts";
 import { yaml } from "../yaml.ts";
 import { z } from "zod";
 import { ConfigError, InputError } from "../errors.ts";
@@ -175,10 +176,7 @@ function validHostPort(value: string): boolean {
 }
 
 function validCIDR(value: string): boolean {
-  const [ip, bits, extra] = value.split("/");
-  if (ip === undefined || bits === undefined || extra !== undefined || !/^\d+$/.test(bits)) return false;
-  const family = isIP(ip);
-  return family !== 0 && Number(bits) <= (family === 4 ? 32 : 128);
+  return parseNetwork(value) !== undefined;
 }
 
 /** Every problem at once, as upstream's validation.go does (field paths as in the file). */

@@ -5,18 +5,23 @@ import {
   canonicalIP,
   cidrContains,
   cidrContainsSloppy,
+  familyOf,
   formatAddress,
+  formatCIDR,
   formatIP,
-  ipFamilyOf,
+  familyOfSloppy,
   isLoopbackSloppy,
   isUnspecified,
   isZeroCIDR,
   joinHostPort,
+  nthAddress,
   parseCIDR,
   parseCIDRSloppy,
   parseIP,
   parseIPSloppy,
+  parseNetwork,
 } from "../../src/ip.ts";
+import type { Address } from "../../src/ip.ts";
 
 test("IPv4 with leading zeros is decimal (ParseIPSloppy), as in TestBadIPs", () => {
   assert.equal(canonicalIP("172.30.0.041"), "172.30.0.41");
@@ -74,9 +79,9 @@ test("IPv6 is printed as Go's net.IP.String (RFC 5952)", () => {
     ["00001::", "1::"],
   ];
   for (const [input, want] of cases) assert.equal(canonicalIP(input), want, input);
-  assert.equal(ipFamilyOf("::ffff:1.2.3.4"), "IPv4");
-  assert.equal(ipFamilyOf("::1.2.3.4"), "IPv6");
-  assert.equal(ipFamilyOf("nope"), null);
+  assert.equal(familyOfSloppy("::ffff:1.2.3.4"), "IPv4");
+  assert.equal(familyOfSloppy("::1.2.3.4"), "IPv6");
+  assert.equal(familyOfSloppy("nope"), null);
 });
 
 test("ParseCIDRSloppy prints the masked network", () => {
@@ -147,7 +152,7 @@ test("property: masking is idempotent and the network contains its own address",
         const twice = parseCIDRSloppy(once.cidr);
         assert.equal(twice?.cidr, once.cidr);
         assert.ok(
-          cidrContainsSloppy(once.cidr, formatIP(bytes)) || once.family !== ipFamilyOf(formatIP(bytes)),
+          cidrContainsSloppy(once.cidr, formatIP(bytes)) || once.family !== familyOfSloppy(formatIP(bytes)),
         );
       },
     ),
@@ -194,3 +199,40 @@ test("property: IPv6 parse/format round-trips to the canonical (RFC 5952) form",
   assert.equal(parseCIDR("10.0.0.0/33"), undefined);
   assert.equal(parseCIDR("10.0.0.0/"), undefined);
 });
+
+test("IPv6 text round-trips through the numeric form, compressed (sandbox addresses)", () => {
+  for (const ip of ["fd00:10:244::1", "::1", "::", "2001:db8:0:1:1:1:1:1", "fd00:10:244:1::7", "1::"]) {
+    assert.equal(formatAddress(strict(ip)), ip);
+  }
+  assert.equal(formatAddress(strict("2001:db8:0:0:1:0:0:1")), "2001:db8::1:0:0:1");
+});
+
+test("parseNetwork normalises CIDRs; nthAddress and cidrContains find gateways and members", () => {
+  const v4 = parseNetwork("10.244.0.77/24");
+  assert.ok(v4);
+  assert.equal(formatCIDR(v4), "10.244.0.0/24");
+  assert.equal(formatAddress(nthAddress(v4, 1)), "10.244.0.1");
+  assert.ok(cidrContains(v4, strict("10.244.0.255")));
+  assert.ok(!cidrContains(v4, strict("10.244.1.0")));
+  assert.ok(!cidrContains(v4, strict("fd00::1")));
+  const v6 = parseNetwork("fd00:10:244:1::/64");
+  assert.ok(v6);
+  assert.equal(formatAddress(nthAddress(v6, 1)), "fd00:10:244:1::1");
+  assert.ok(cidrContains(v6, strict("fd00:10:244:1:ffff::9")));
+  assert.equal(parseNetwork("10.0.0.0/33"), undefined);
+  assert.equal(parseNetwork("10.0.0.0"), undefined);
+});
+
+test("familyOf: strict, of an address or a CIDR's address", () => {
+  assert.equal(familyOf("10.0.0.1"), "IPv4");
+  assert.equal(familyOf("10.0.0.0/8"), "IPv4");
+  assert.equal(familyOf("fd00::/64"), "IPv6");
+  assert.equal(familyOf("010.0.0.1"), null);
+  assert.equal(familyOf(""), null);
+});
+
+function strict(text: string): Address {
+  const address = parseIP(text);
+  assert.ok(address, text);
+  return address;
+}

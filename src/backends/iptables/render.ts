@@ -8,7 +8,7 @@ import { servicePortNameString } from "../../proxy/types.ts";
 import {
   canonicalIP,
   cidrContainsSloppy,
-  ipFamilyOf,
+  familyOfSloppy,
   isLoopbackSloppy,
   isZeroCIDR,
   parseCIDRSloppy,
@@ -432,7 +432,7 @@ function nodePortTailRules(
   for (const addr of settings.localAddresses) {
     const slash = addr.indexOf("/");
     const ip = canonicalIP(slash < 0 ? addr.trim() : addr.slice(0, slash).trim());
-    if (ip === null || ipFamilyOf(ip) !== settings.family) continue;
+    if (ip === null || familyOfSloppy(ip) !== settings.family) continue;
     if (!npa.cidrs.some((c) => cidrContainsSloppy(c, ip))) continue;
     // Upstream logs an error and skips these instead of writing an unusable rule.
     if (isLoopbackSloppy(ip) && (ipv6 || !localhostNodePorts)) continue;

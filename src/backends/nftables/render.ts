@@ -8,7 +8,7 @@ import { KubeProxyError } from "../../errors.ts";
 import {
   canonicalIP,
   cidrContainsSloppy,
-  ipFamilyOf,
+  familyOfSloppy,
   isLoopbackSloppy,
   isZeroCIDR,
   parseCIDRSloppy,
@@ -134,7 +134,7 @@ function nodePortIPs(settings: NftablesSettings): string[] | null {
   for (const addr of settings.localAddresses) {
     const slash = addr.indexOf("/");
     const ip = canonicalIP(slash < 0 ? addr.trim() : addr.slice(0, slash).trim());
-    if (ip === null || ipFamilyOf(ip) !== settings.family || isLoopbackSloppy(ip)) continue;
+    if (ip === null || familyOfSloppy(ip) !== settings.family || isLoopbackSloppy(ip)) continue;
     if (cidrs.some((c) => cidrContainsSloppy(c, ip))) ips.add(safe(ip, "node IP"));
   }
   return [...ips];
