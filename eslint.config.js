@@ -28,6 +28,11 @@ export default tseslint.config(
     },
   },
   forbid(
+    ["src/ip.ts"],
+    ["./**"],
+    "src/ip.ts is the pure address module every folder may import; it imports nothing from src/.",
+  ),
+  forbid(
     ["src/kernel/**"],
     ["**/proxy/**", "**/backends/**", "**/netfilter/**", "**/server/**", "**/cli/**", "**/daemon/**", "**/source/**", "**/inspect/**", "**/sandbox/**"],
     "kernel/ runs processes and talks to the kernel; it knows no proxy model, mode or tool above it.",

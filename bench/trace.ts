@@ -16,7 +16,7 @@ import { JUMP_CHAINS } from "../src/backends/iptables/chains.ts";
 import { renderIptables } from "../src/backends/iptables/render.ts";
 import { selfArgv } from "../src/cli/self.ts";
 import { jumpRuleArgs, quoteRuleArg } from "../src/kernel/iptables.ts";
-import { formatAddress } from "../src/netfilter/addr.ts";
+import { formatAddress } from "../src/ip.ts";
 import { parseIptablesSave } from "../src/netfilter/iptables-save.ts";
 import type { Ruleset } from "../src/netfilter/model.ts";
 import { tracePacket } from "../src/netfilter/tracer.ts";

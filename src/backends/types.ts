@@ -16,7 +16,8 @@ import type { ProxyHealth } from "../proxy/health.ts";
 import type { ProxyMetrics, ProxyMetricsOptions } from "../proxy/metrics.ts";
 import type { NodeInfo } from "../proxy/node.ts";
 import type { FamilyProxier, SyncReport } from "../proxy/sync.ts";
-import type { IPFamily, ProxyState } from "../proxy/types.ts";
+import type { IPFamily } from "../ip.ts";
+import type { ProxyState } from "../proxy/types.ts";
 
 export type { ProxyMode };
 

@@ -13,8 +13,8 @@ import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../kernel
 import type { EndpointKey, Frontend } from "../kernel/conntrack-count.ts";
 import type { Runner } from "../kernel/exec.ts";
 import { ProcessRunner } from "../kernel/exec.ts";
-import type { Family } from "../netfilter/addr.ts";
-import { formatCidr } from "../netfilter/addr.ts";
+import type { IPFamily } from "../ip.ts";
+import { formatCIDR, ipVersion } from "../ip.ts";
 import { explainService, explanationToJson, formatExplanation } from "../netfilter/explain.ts";
 import type { ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
 import type { Ruleset } from "../netfilter/model.ts";
@@ -61,9 +61,9 @@ export function frontendsOf(ex: ServiceExplanation): Frontend[] {
     if (port === undefined) continue;
     const protocol = matchOf(e.rule, "protocol")?.protocol ?? "tcp";
     const dst = matchOf(e.rule, "destination");
-    const single = dst !== undefined && dst.cidr.prefix === (dst.cidr.family === 4 ? 32 : 128);
+    const single = dst !== undefined && dst.cidr.prefix === (dst.cidr.family === "IPv4" ? 32 : 128);
     out.push(
-      single ? { protocol, ip: formatCidr(dst.cidr).replace(/\/\d+$/, ""), port } : { protocol, port },
+      single ? { protocol, ip: formatCIDR(dst.cidr).replace(/\/\d+$/, ""), port } : { protocol, port },
     );
   }
   return out;
@@ -90,7 +90,7 @@ async function renderedRulesets(options: Record<string, unknown>, paths: string[
   for (const ipFamily of ["IPv4", "IPv6"] as const) {
     if (options["ipFamily"] !== undefined && options["ipFamily"] !== ipFamily) continue;
     const payload = await renderCommand({ ...options, filename: paths, ipFamily });
-    out.push(parseRuleset(payload, `rendered ${ipFamily} payload`, ipFamily === "IPv4" ? 4 : 6));
+    out.push(parseRuleset(payload, `rendered ${ipFamily} payload`, ipFamily));
   }
   return out;
 }
@@ -182,7 +182,7 @@ export async function explainCommand(
     const live = await liveKernel(runner);
     kernel = live;
     source = "live kernel";
-    candidates = ([4, 6] as Family[]).map((f) => () => live.ruleset(f));
+    candidates = (["IPv4", "IPv6"] as const).map((f) => () => live.ruleset(f));
   }
   let found: Explained | undefined;
   let firstMiss: InputError | undefined;
@@ -210,7 +210,7 @@ export async function explainCommand(
       JSON.stringify(
         {
           source,
-          family: ruleset.family,
+          family: ipVersion(ruleset.family),
           ...(explanationToJson(explanation) as object),
           ...(flows === undefined ? {} : { conntrack: flows }),
           view,
@@ -235,10 +235,10 @@ export async function explainCommand(
 async function endpointFlows(
   runner: Runner,
   ex: ServiceExplanation,
-  family: Family,
+  family: IPFamily,
 ): Promise<EndpointFlows[]> {
   const keys = endpointKeys(ex);
-  const entries = await listConntrackEntries(runner, family === 4 ? "IPv4" : "IPv6");
+  const entries = await listConntrackEntries(runner, family);
   const counts = countFlowsByEndpoint(entries, keys, frontendsOf(ex));
   return keys.map((k) => ({
     servicePortName: k.servicePortName,

@@ -1,12 +1,13 @@
 import { fileURLToPath } from "node:url";
 import { resolveConfiguration } from "../config/load.ts";
 import { backendFor } from "../backends/index.ts";
-import { familyOf, nodeName } from "../config/node.ts";
+import { nodeName } from "../config/node.ts";
+import { familyOf } from "../ip.ts";
 import { parseBool } from "../config/flags.ts";
 import { InputError, type InvalidObjectError } from "../errors.ts";
 import { nodeInfoFromObject } from "../proxy/node.ts";
 import { buildProxyState } from "../proxy/state.ts";
-import type { IPFamily } from "../proxy/types.ts";
+import type { IPFamily } from "../ip.ts";
 import { readManifestPaths } from "../source/manifests.ts";
 
 function optionalBool(

@@ -3,8 +3,8 @@ import { InputError } from "../errors.ts";
 import { liveKernel, parseRuleset, type LiveKernel } from "../backends/iptables/inspect.ts";
 import { ProcessRunner, type Runner } from "../kernel/exec.ts";
 import { localAddresses } from "../kernel/ip.ts";
-import type { Family } from "../netfilter/addr.ts";
-import { parseAddress } from "../netfilter/addr.ts";
+import type { IPFamily } from "../ip.ts";
+import { parseIP } from "../ip.ts";
 import type { Ruleset } from "../netfilter/model.ts";
 import { formatTrace, packetFromFlags, tracePacket, traceToJson } from "../netfilter/tracer.ts";
 
@@ -24,7 +24,7 @@ async function readText(path: string): Promise<string> {
 }
 
 /** A dump named by `--ruleset FILE` (`-` for stdin). */
-export async function fileRuleset(path: string, family?: Family): Promise<Ruleset> {
+export async function fileRuleset(path: string, family?: IPFamily): Promise<Ruleset> {
   let text: string;
   try {
     text = await readText(path);
@@ -41,8 +41,7 @@ export function addressList(value: string): string[] {
     const trimmed = item.trim();
     if (trimmed === "") continue;
     const ip = trimmed.split("/")[0] ?? "";
-    if (parseAddress(ip) === undefined)
-      throw new InputError("--local-addresses", `not an IP address: ${trimmed}`);
+    if (parseIP(ip) === undefined) throw new InputError("--local-addresses", `not an IP address: ${trimmed}`);
     out.push(ip);
   }
   return out;
@@ -71,7 +70,7 @@ export async function traceCommand(
     ...(typeof options["from"] === "string" ? { from: options["from"] } : {}),
     ...(typeof options["state"] === "string" ? { state: options["state"] } : {}),
   });
-  const family = parseAddress(packet.dst)?.family ?? 4;
+  const family = parseIP(packet.dst)?.family ?? "IPv4";
   const rulesetPath = options["ruleset"];
   let kernel: LiveKernel | undefined;
   let ruleset: Ruleset;

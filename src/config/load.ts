@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { isIP } from "node:net";
+import { parseIP, parseNetwork } from "../ip.ts";
 import { yaml } from "../yaml.ts";
 import { z } from "zod";
 import { ConfigError, InputError } from "../errors.ts";
@@ -171,14 +171,11 @@ function validHostPort(value: string): boolean {
   if (match === null) return false;
   const host = match[1] ?? match[2] ?? "";
   const port = Number(match[3]);
-  return (host === "" || isIP(host) !== 0) && port >= 0 && port <= 65535;
+  return (host === "" || parseIP(host) !== undefined) && port >= 0 && port <= 65535;
 }
 
 function validCIDR(value: string): boolean {
-  const [ip, bits, extra] = value.split("/");
-  if (ip === undefined || bits === undefined || extra !== undefined || !/^\d+$/.test(bits)) return false;
-  const family = isIP(ip);
-  return family !== 0 && Number(bits) <= (family === 4 ? 32 : 128);
+  return parseNetwork(value) !== undefined;
 }
 
 /** Every problem at once, as upstream's validation.go does (field paths as in the file). */
@@ -238,7 +235,7 @@ export function validateConfiguration(config: KubeProxyConfiguration): string[] 
   }
   if (config.bindAddress !== "")
     check(
-      isIP(config.bindAddress) !== 0,
+      parseIP(config.bindAddress) !== undefined,
       `bindAddress: not a valid IP address: ${JSON.stringify(config.bindAddress)}`,
     );
   if (config.healthzBindAddress !== "")

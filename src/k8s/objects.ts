@@ -8,8 +8,9 @@
  */
 import { z } from "zod";
 import { InvalidObjectError } from "../errors.ts";
-import { parseCIDRSloppy, parseIPSloppy } from "../proxy/ip.ts";
-import type { IPFamily, Protocol } from "../proxy/types.ts";
+import { parseCIDRSloppy, parseIPSloppy } from "../ip.ts";
+import type { IPFamily } from "../ip.ts";
+import type { Protocol } from "../proxy/types.ts";
 
 export interface ObjectMeta {
   readonly name: string;

@@ -1,4 +1,4 @@
-import type { IPFamily } from "../proxy/types.ts";
+import type { IPFamily } from "../ip.ts";
 import type { ConntrackEntry, ConntrackOptions } from "./conntrack.ts";
 import { joinHostPort, parseConntrackList } from "./conntrack.ts";
 import type { Runner } from "./exec.ts";

@@ -1,4 +1,4 @@
-import type { IPFamily } from "../proxy/types.ts";
+import type { IPFamily } from "../ip.ts";
 import { ExecError } from "./exec.ts";
 import {
   payloadText,

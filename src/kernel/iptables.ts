@@ -1,5 +1,5 @@
 import { KubeProxyError } from "../errors.ts";
-import type { IPFamily } from "../proxy/types.ts";
+import type { IPFamily } from "../ip.ts";
 import { ExecError } from "./exec.ts";
 import type { ExecResult, Runner } from "./exec.ts";
 

@@ -1,5 +1,5 @@
-import type { Family } from "./addr.ts";
-import { formatCidr } from "./addr.ts";
+import type { IPFamily } from "../ip.ts";
+import { formatCIDR } from "../ip.ts";
 import type { Match, Rule } from "./model.ts";
 
 /** `iptables -vnL` counter style: exact up to 99999, then K/M/G/T. */
@@ -151,8 +151,8 @@ export const COLUMN_HEADER = columns([
 ]);
 
 /** One rule in `iptables -vnL --line-numbers` columns. */
-export function formatRuleColumns(rule: Rule, family: Family): string {
-  const any = family === 6 ? "::/0" : "0.0.0.0/0";
+export function formatRuleColumns(rule: Rule, family: IPFamily): string {
+  const any = family === "IPv6" ? "::/0" : "0.0.0.0/0";
   let prot = "all";
   let inIf = "*";
   let outIf = "*";
@@ -169,8 +169,8 @@ export function formatRuleColumns(rule: Rule, family: Family): string {
         break;
       case "source":
       case "destination": {
-        const full = m.cidr.prefix === (m.cidr.family === 4 ? 32 : 128);
-        const text = bang + (full ? formatCidr(m.cidr).replace(/\/\d+$/, "") : formatCidr(m.cidr));
+        const full = m.cidr.prefix === (m.cidr.family === "IPv4" ? 32 : 128);
+        const text = bang + (full ? formatCIDR(m.cidr).replace(/\/\d+$/, "") : formatCIDR(m.cidr));
         if (m.kind === "source") src = text;
         else dst = text;
         break;

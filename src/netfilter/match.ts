@@ -1,5 +1,5 @@
-import type { Address } from "./addr.ts";
-import { cidrContains, isLoopback, isMulticast, sameAddress } from "./addr.ts";
+import type { Address } from "../ip.ts";
+import { cidrContains, isLoopback, isMulticast, sameAddress } from "../ip.ts";
 import type { Match, Rule } from "./model.ts";
 
 /** What a matcher needs to know about the packet at this point of its walk. */
@@ -62,12 +62,12 @@ function addrtypeOf(type: string, address: Address, ctx: MatchContext): boolean 
     case "MULTICAST":
       return isMulticast(address);
     case "BROADCAST":
-      return address.family === 4 && address.addr === 0xffffffff;
+      return address.family === "IPv4" && address.addr === 0xffffffff;
     case "UNICAST":
       return (
         !isLocalAddress(address, ctx) &&
         !isMulticast(address) &&
-        !(address.family === 4 && address.addr === 0xffffffff)
+        !(address.family === "IPv4" && address.addr === 0xffffffff)
       );
     default:
       return undefined;

@@ -1,5 +1,5 @@
 import { KubeProxyError } from "../errors.ts";
-import type { Cidr, Family } from "./addr.ts";
+import type { Cidr, IPFamily } from "../ip.ts";
 
 /**
  * Backend-neutral netfilter model. The iptables-save parser fills it today; an nftables parser
@@ -123,7 +123,7 @@ export interface Table {
 }
 
 export interface Ruleset {
-  readonly family: Family;
+  readonly family: IPFamily;
   readonly source: "iptables-save" | "nftables";
   readonly tables: Map<string, Table>;
 }

@@ -1,6 +1,6 @@
 import { InputError } from "../errors.ts";
-import type { Address, Family } from "./addr.ts";
-import { formatAddress, parseAddress } from "./addr.ts";
+import type { Address, IPFamily } from "../ip.ts";
+import { formatAddress, parseIP } from "../ip.ts";
 import type { MatchContext } from "./match.ts";
 import { evaluateRule, isLocalAddress } from "./match.ts";
 import type { Chain, Counters, Hook, Rule, Ruleset, Table, Verdict } from "./model.ts";
@@ -130,13 +130,13 @@ function ruleStep(
   };
 }
 
-function parseEndpoint(to: string, family: Family): { addr: Address; port?: number } | undefined {
+function parseEndpoint(to: string, family: IPFamily): { addr: Address; port?: number } | undefined {
   const m =
-    family === 6
+    family === "IPv6"
       ? (/^\[([^\]]+)\](?::(\d+))?$/.exec(to) ?? /^([^[\]]+)$/.exec(to))
       : /^([^:]+)(?::(\d+))?$/.exec(to);
   if (m === null) return undefined;
-  const addr = parseAddress((m[1] ?? "").split("-")[0] ?? "");
+  const addr = parseIP((m[1] ?? "").split("-")[0] ?? "");
   if (addr === undefined) return undefined;
   return m[2] === undefined ? { addr } : { addr, port: Number(m[2]) };
 }
@@ -421,7 +421,7 @@ function collectPath(node: StepNode | undefined): StepNode[] {
 }
 
 function endpointString(addr: Address, port: number): string {
-  return addr.family === 6 ? `[${formatAddress(addr)}]:${port}` : `${formatAddress(addr)}:${port}`;
+  return addr.family === "IPv6" ? `[${formatAddress(addr)}]:${port}` : `${formatAddress(addr)}:${port}`;
 }
 
 /** `IP`, `IP:PORT`, `[IPv6]:PORT` or a bare IPv6 address. */
@@ -431,7 +431,7 @@ function splitHostPort(text: string, flag: string, portRequired: boolean): { ip:
     (text.split(":").length === 2 ? /^([^:]+):(\d+)$/.exec(text) : null);
   const ip = m === null ? text : (m[1] as string);
   const portText = m === null ? undefined : m[2];
-  if (parseAddress(ip) === undefined) throw new InputError(flag, `not an IP address: ${text}`);
+  if (parseIP(ip) === undefined) throw new InputError(flag, `not an IP address: ${text}`);
   if (portText === undefined) {
     if (portRequired) throw new InputError(flag, `needs a port (IP:PORT, [IPv6]:PORT): ${text}`);
     return { ip };
@@ -476,19 +476,19 @@ export function packetFromFlags(flags: {
 
 /** Walks a packet through the ruleset in kernel hook order and returns every possible outcome. */
 export function tracePacket(ruleset: Ruleset, packet: TracePacket, options: TraceOptions): TraceResult {
-  const src = parseAddress(packet.src);
-  const dst = parseAddress(packet.dst);
+  const src = parseIP(packet.src);
+  const dst = parseIP(packet.dst);
   if (src === undefined) throw new InputError("trace", `--src: not an IP address: ${packet.src}`);
   if (dst === undefined) throw new InputError("trace", `--dst: not an IP address: ${packet.dst}`);
   if (src.family !== ruleset.family || dst.family !== ruleset.family) {
     throw new InputError(
       "trace",
-      `packet is IPv${src.family === dst.family ? src.family : "4/6"} but the ruleset is IPv${ruleset.family}`,
+      `packet is ${src.family === dst.family ? src.family : "IPv4/6"} but the ruleset is ${ruleset.family}`,
     );
   }
   const localAddresses: Address[] = [];
   for (const a of options.localAddresses) {
-    const parsed = parseAddress(a);
+    const parsed = parseIP(a);
     if (parsed === undefined) throw new InputError("trace", `local address is not an IP address: ${a}`);
     localAddresses.push(parsed);
   }

@@ -1,6 +1,6 @@
 /** The model the UDP conntrack reconciler (src/kernel/conntrack.ts) compares flows against. */
 import type { UdpConntrackModel } from "../kernel/conntrack.ts";
-import { joinHostPort } from "./ip.ts";
+import { joinHostPort } from "../ip.ts";
 import type { ProxyState } from "./types.ts";
 
 /** Builds the reconciler model from one family's proxy state: UDP ports with serving endpoints only. */

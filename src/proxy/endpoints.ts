@@ -5,10 +5,11 @@
 import { InvalidObjectError } from "../errors.ts";
 import { LABEL_SERVICE_NAME } from "../k8s/objects.ts";
 import type { EndpointSlice, EndpointSliceEndpoint } from "../k8s/objects.ts";
-import { formatIP, isCanonicalIPv4, joinHostPort, parseIPSloppy } from "./ip.ts";
+import { formatIP, isCanonicalIPv4, joinHostPort, parseIPSloppy } from "../ip.ts";
 import type { FeatureGates } from "./serviceport.ts";
 import { servicePortKey } from "./types.ts";
-import type { Endpoint, IPFamily } from "./types.ts";
+import type { IPFamily } from "../ip.ts";
+import type { Endpoint } from "./types.ts";
 
 export interface EndpointsContext {
   readonly family: IPFamily;

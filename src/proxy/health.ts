@@ -5,7 +5,7 @@
  * local endpoints each has). The servers in src/server only format this state.
  */
 import type { Clock } from "./clock.ts";
-import type { IPFamily } from "./types.ts";
+import type { IPFamily } from "../ip.ts";
 
 /** The taint the Cluster Autoscaler puts on a Node it is about to delete. */
 export const toBeDeletedTaint = "ToBeDeletedByClusterAutoscaler";

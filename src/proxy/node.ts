@@ -5,10 +5,9 @@
  * only it needs (iptables: nfacct, --random-fully, large-cluster threshold).
  */
 import type { KubeProxyConfiguration } from "../config/types.ts";
-import { familyOf } from "../config/node.ts";
 import type { Node } from "../k8s/objects.ts";
-import { parseCIDRSloppy } from "./ip.ts";
-import type { IPFamily } from "./types.ts";
+import { familyOf, parseCIDRSloppy } from "../ip.ts";
+import type { IPFamily } from "../ip.ts";
 
 /** What the proxy knows about its own node: from flags, the Node object, or the host. */
 export interface NodeInfo {

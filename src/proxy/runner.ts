@@ -9,7 +9,7 @@ import { ConfigError, KubeProxyError } from "../errors.ts";
 import type { Gauge } from "prom-client";
 import type { Clock, TimerHandle } from "./clock.ts";
 import type { ProxyHealth } from "./health.ts";
-import type { IPFamily } from "./types.ts";
+import type { IPFamily } from "../ip.ts";
 
 /** All in milliseconds. */
 export interface RunnerIntervals {

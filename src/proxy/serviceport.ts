@@ -4,8 +4,9 @@
  */
 import { InvalidObjectError } from "../errors.ts";
 import type { Service } from "../k8s/objects.ts";
-import { canonicalIP, parseCIDRSloppy, parseIPSloppy } from "./ip.ts";
-import type { IPFamily, ServicePort } from "./types.ts";
+import { canonicalIP, parseCIDRSloppy, parseIPSloppy } from "../ip.ts";
+import type { IPFamily } from "../ip.ts";
+import type { ServicePort } from "./types.ts";
 
 export interface FeatureGates {
   /** `status.loadBalancer.ingress[].ipMode: Proxy` ⇒ no rules for that address. GA, default on. */

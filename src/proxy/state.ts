@@ -10,7 +10,8 @@ import { serviceEndpoints, sliceServiceName } from "./endpoints.ts";
 import { resolveFeatureGates, servicePortsForFamily } from "./serviceport.ts";
 import type { FeatureGates } from "./serviceport.ts";
 import { servicePortKey } from "./types.ts";
-import type { Endpoint, IPFamily, ProxyState, ServicePort } from "./types.ts";
+import type { IPFamily } from "../ip.ts";
+import type { Endpoint, ProxyState, ServicePort } from "./types.ts";
 
 export type { FeatureGates } from "./serviceport.ts";
 export { DEFAULT_FEATURE_GATES } from "./serviceport.ts";

@@ -10,7 +10,8 @@ import { programmingLatencies, type ApplyResult, type ProxyStateStore } from "./
 import type { Clock } from "./clock.ts";
 import type { ProxyHealth } from "./health.ts";
 import type { ProxyMetrics } from "./metrics.ts";
-import type { IPFamily, ProxyState } from "./types.ts";
+import type { IPFamily } from "../ip.ts";
+import type { ProxyState } from "./types.ts";
 
 /** Upstream proxyutil.FullSyncPeriod: a full resync at least this often. */
 export const FULL_SYNC_PERIOD_MS = 3_600_000;

@@ -4,7 +4,8 @@
  * validated, canonicalised (IPs re-printed as upstream does) and filtered to one IP family.
  */
 
-export type IPFamily = "IPv4" | "IPv6";
+import type { IPFamily } from "../ip.ts";
+
 export type Protocol = "TCP" | "UDP" | "SCTP";
 
 /** Identifies one port of one Service (upstream `proxy.ServicePortName`). */

@@ -5,8 +5,8 @@ import { ProcessRunner } from "../kernel/exec.ts";
 import type { ExecOptions, ExecResult, Runner } from "../kernel/exec.ts";
 import { runSync, spawnBackground } from "../kernel/spawn.ts";
 import type { BackgroundOptions, BackgroundProcess } from "../kernel/spawn.ts";
-import { cidrContains, cidrToString, familyOf, nthAddress, parseCidr } from "./addresses.ts";
-import type { Cidr } from "./addresses.ts";
+import { cidrContains, formatAddress, formatCIDR, nthAddress, parseIP, parseNetwork } from "../ip.ts";
+import type { Address, Cidr, IPFamily } from "../ip.ts";
 import { SandboxCleanupError, SandboxError } from "./errors.ts";
 
 /*
@@ -221,14 +221,14 @@ export class Sandbox implements AsyncDisposable {
   async addNode(name: string, spec: NodeSpec): Promise<SandboxNode> {
     this.checkNewRole(name);
     const index = this.nodes.length;
-    const podCIDR = parseCidr(spec.podCIDR ?? `10.244.${index}.0/24`);
-    requireFamily(podCIDR.family, 4, "podCIDR");
-    requireFamily(familyOf(spec.ipv4), 4, "node ipv4");
+    const podCIDR = cidrOf(spec.podCIDR ?? `10.244.${index}.0/24`);
+    requireFamily(podCIDR.family, "IPv4", "podCIDR");
+    requireFamily(addressOf(spec.ipv4).family, "IPv4", "node ipv4");
     let podCIDRv6: Cidr | undefined;
     if (spec.ipv6 !== undefined) {
-      requireFamily(familyOf(spec.ipv6), 6, "node ipv6");
-      podCIDRv6 = parseCidr(spec.podCIDRv6 ?? `fd00:10:244:${index.toString(16)}::/64`);
-      requireFamily(podCIDRv6.family, 6, "podCIDRv6");
+      requireFamily(addressOf(spec.ipv6).family, "IPv6", "node ipv6");
+      podCIDRv6 = cidrOf(spec.podCIDRv6 ?? `fd00:10:244:${index.toString(16)}::/64`);
+      requireFamily(podCIDRv6.family, "IPv6", "podCIDRv6");
     } else if (spec.podCIDRv6 !== undefined) {
       throw new SandboxError(`node ${name}: podCIDRv6 needs an ipv6 node address`);
     }
@@ -240,10 +240,10 @@ export class Sandbox implements AsyncDisposable {
       netns,
       ipv4: spec.ipv4,
       ipv6: spec.ipv6,
-      podCIDR: cidrToString(podCIDR),
-      podGatewayIPv4: nthAddress(podCIDR, 1),
-      podCIDRv6: podCIDRv6 === undefined ? undefined : cidrToString(podCIDRv6),
-      podGatewayIPv6: podCIDRv6 === undefined ? undefined : nthAddress(podCIDRv6, 1),
+      podCIDR: formatCIDR(podCIDR),
+      podGatewayIPv4: formatAddress(nthAddress(podCIDR, 1)),
+      podCIDRv6: podCIDRv6 === undefined ? undefined : formatCIDR(podCIDRv6),
+      podGatewayIPv6: podCIDRv6 === undefined ? undefined : formatAddress(nthAddress(podCIDRv6, 1)),
       lanInterface: "eth0",
     };
     await this.attachToLan(lan, name, netns, spec.ipv4, spec.ipv6);
@@ -259,14 +259,14 @@ export class Sandbox implements AsyncDisposable {
   async addPod(nodeName: string, name: string, spec: PodSpec): Promise<SandboxPod> {
     const node = this.node(nodeName);
     this.checkNewRole(name);
-    if (!cidrContains(parseCidr(node.podCIDR), spec.ipv4)) {
+    if (!cidrContains(cidrOf(node.podCIDR), addressOf(spec.ipv4))) {
       throw new SandboxError(
         `pod ${name}: ${spec.ipv4} is outside node ${nodeName}'s podCIDR ${node.podCIDR}`,
       );
     }
     if (spec.ipv6 !== undefined) {
       if (node.podCIDRv6 === undefined) throw new SandboxError(`pod ${name}: node ${nodeName} is IPv4-only`);
-      if (!cidrContains(parseCidr(node.podCIDRv6), spec.ipv6)) {
+      if (!cidrContains(cidrOf(node.podCIDRv6), addressOf(spec.ipv6))) {
         throw new SandboxError(`pod ${name}: ${spec.ipv6} is outside ${node.podCIDRv6}`);
       }
     }
@@ -314,8 +314,8 @@ export class Sandbox implements AsyncDisposable {
 
   async addExternal(name: string, spec: ExternalSpec): Promise<SandboxExternal> {
     this.checkNewRole(name);
-    requireFamily(familyOf(spec.ipv4), 4, "external ipv4");
-    if (spec.ipv6 !== undefined) requireFamily(familyOf(spec.ipv6), 6, "external ipv6");
+    requireFamily(addressOf(spec.ipv4).family, "IPv4", "external ipv4");
+    if (spec.ipv6 !== undefined) requireFamily(addressOf(spec.ipv6).family, "IPv6", "external ipv6");
     const routeCommands = this.externalRoutes(name, spec);
     const lan = await this.ensureLan();
     const netns = this.netnsOf(name);
@@ -329,15 +329,15 @@ export class Sandbox implements AsyncDisposable {
 
   /** `ip route` commands sending an external client's `routes` via its gateway node's LAN address. */
   private externalRoutes(name: string, spec: ExternalSpec): string[] {
-    const routes = (spec.routes ?? []).map(parseCidr);
+    const routes = (spec.routes ?? []).map(cidrOf);
     if (routes.length === 0) return [];
     if (spec.gateway === undefined) throw new SandboxError(`external ${name}: routes need a gateway node`);
     const gateway = this.node(spec.gateway);
     return routes.map((route) => {
-      const via = route.family === 4 ? gateway.ipv4 : gateway.ipv6;
+      const via = route.family === "IPv4" ? gateway.ipv4 : gateway.ipv6;
       if (via === undefined)
         throw new SandboxError(`external ${name}: IPv6 routes need an IPv6 gateway node`);
-      return `route add ${cidrToString(route)} via ${via}`;
+      return `route add ${formatCIDR(route)} via ${via}`;
     });
   }
 
@@ -537,8 +537,22 @@ function processAlive(pid: number, startTime: string | null): boolean {
   return current !== null && (startTime === null || current === startTime);
 }
 
-function requireFamily(actual: number, expected: number, what: string): void {
-  if (actual !== expected) throw new SandboxError(`${what} must be an IPv${expected} address or CIDR`);
+function requireFamily(actual: IPFamily, expected: IPFamily, what: string): void {
+  if (actual !== expected) throw new SandboxError(`${what} must be an ${expected} address or CIDR`);
+}
+
+function addressOf(ip: string): Address {
+  const address = parseIP(ip);
+  if (address === undefined) throw new SandboxError(`not an IP address: ${JSON.stringify(ip)}`);
+  return address;
+}
+
+/** A CIDR with its prefix length, normalised to its network address (10.244.0.77/24 → 10.244.0.0/24). */
+function cidrOf(text: string): Cidr {
+  addressOf(text.split("/")[0] ?? "");
+  const network = parseNetwork(text);
+  if (network === undefined) throw new SandboxError(`not a CIDR: ${JSON.stringify(text)}`);
+  return network;
 }
 
 async function listNamespaces(runner: Runner): Promise<string[]> {

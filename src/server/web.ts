@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import { ConfigError, InputError, KubeProxyError } from "../errors.ts";
 import type { InspectionSource } from "../inspect/types.ts";
-import { cidrContains, isLoopback, parseAddress, type Address } from "../netfilter/addr.ts";
+import { cidrContains, ipVersion, isLoopback, parseIP, type Address, type IPFamily } from "../ip.ts";
 import { explainService, explanationToJson, type ServiceExplanation } from "../netfilter/explain.ts";
 import { COLUMN_HEADER, formatRuleColumns, humanCount, targetName } from "../netfilter/format.ts";
 import { parseIptablesSave } from "../netfilter/iptables-save.ts";
@@ -44,7 +44,7 @@ export function snapshotOf(
   for (const rs of rulesets) {
     for (const table of rs.tables.values()) {
       for (const chain of table.chains.values()) {
-        hash.update(`${rs.family} ${table.name} ${chain.name}\n`);
+        hash.update(`${ipVersion(rs.family)} ${table.name} ${chain.name}\n`);
         for (const rule of chain.rules) hash.update(`${rule.text}\n`);
       }
     }
@@ -80,8 +80,8 @@ export class SnapshotCache {
 }
 
 /** Identifies a rule across snapshots for live counters: `family/table/chain/number`. */
-export function ruleKey(family: number, rule: Rule): string {
-  return `${family}/${rule.table}/${rule.chain}/${rule.index}`;
+export function ruleKey(family: IPFamily, rule: Rule): string {
+  return `${ipVersion(family)}/${rule.table}/${rule.chain}/${rule.index}`;
 }
 
 // --- services -------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ export interface ServiceGraph {
 }
 
 /** "10.1.125.152 port 80 tcp" for a capture rule, from its `-vnL` columns. */
-function entryDetail(rule: Rule, family: 4 | 6): string {
+function entryDetail(rule: Rule, family: IPFamily): string {
   const cols = ruleColumns(rule, family, formatRuleColumns(rule, family));
   const port = /dpts?:(\S+)/.exec(cols.extra)?.[1];
   const dst = cols.destination === "0.0.0.0/0" || cols.destination === "::/0" ? "" : cols.destination;
@@ -123,13 +123,13 @@ function entryDetail(rule: Rule, family: 4 | 6): string {
  * Services → capture rules → chains → endpoints (one per KUBE-SEP chain), laid out in columns by
  * the longest jump path from the capture rules; edges into endpoints carry their share.
  */
-export function serviceGraph(ex: ServiceExplanation, family: 4 | 6): ServiceGraph {
+export function serviceGraph(ex: ServiceExplanation, family: IPFamily): ServiceGraph {
   const nodes: GraphNode[] = [
     {
       id: "service",
       kind: "service",
       label: ex.service,
-      detail: `IPv${family} Service · ${ex.endpoints.length} endpoint${ex.endpoints.length === 1 ? "" : "s"}`,
+      detail: `${family} Service · ${ex.endpoints.length} endpoint${ex.endpoints.length === 1 ? "" : "s"}`,
       column: 0,
     },
   ];
@@ -221,7 +221,7 @@ export function servicesJson(snapshot: WebSnapshot): unknown {
     servicesIn(rs).map((ref) => {
       const ex = explainService(rs, ref);
       return {
-        family: rs.family,
+        family: ipVersion(rs.family),
         service: ex.service,
         servicePortNames: ex.servicePortNames,
         endpoints: ex.endpoints.map((e) => {
@@ -276,11 +276,11 @@ type Columns = Pick<RuleRow, "prot" | "opt" | "in" | "out" | "source" | "destina
  * Splits the CLI's `-vnL` line back into columns. num/pkts/bytes and prot…destination are never
  * empty, so they split on spaces; the target column may be empty and is cut by its known width.
  */
-function ruleColumns(rule: Rule, family: 4 | 6, line: string): Columns {
+function ruleColumns(rule: Rule, family: IPFamily, line: string): Columns {
   const head = /^\s*\S+\s+\S+\s+\S+ /.exec(line)?.[0] ?? "";
   const rest = line.slice(head.length + Math.max(26, targetName(rule).length) + 1);
   const m = /^(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*(.*)$/.exec(rest);
-  const any = family === 6 ? "::/0" : "0.0.0.0/0";
+  const any = family === "IPv6" ? "::/0" : "0.0.0.0/0";
   return {
     prot: m?.[1] ?? "all",
     opt: m?.[2] ?? "--",
@@ -292,10 +292,10 @@ function ruleColumns(rule: Rule, family: 4 | 6, line: string): Columns {
   };
 }
 
-export function ruleRow(family: 4 | 6, rule: Rule): RuleRow {
+export function ruleRow(family: IPFamily, rule: Rule): RuleRow {
   return {
     key: ruleKey(family, rule),
-    family,
+    family: ipVersion(family),
     table: rule.table,
     chain: rule.chain,
     num: rule.index,
@@ -318,10 +318,10 @@ export function parseRuleQuery(q: string): RuleQuery {
   const text = q.trim();
   if (text === "") return { kind: "all" };
   if (/^\d{1,5}$/.test(text)) return { kind: "port", port: Number(text) };
-  const bare = parseAddress(text);
+  const bare = parseIP(text);
   if (bare !== undefined) return { kind: "address", address: bare };
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:]+):(\d{1,5})$/.exec(text);
-  const withPort = m === null ? undefined : parseAddress(m[1] as string);
+  const withPort = m === null ? undefined : parseIP(m[1] as string);
   if (withPort !== undefined) return { kind: "address", address: withPort, port: Number(m?.[2]) };
   return { kind: "text", text: text.toLowerCase() };
 }
@@ -330,7 +330,7 @@ function natTo(rule: Rule): { ip: Address | undefined; port: number | undefined 
   const t = rule.target;
   if (t?.kind !== "dnat" && t?.kind !== "snat") return undefined;
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(t.to) ?? /^([^:]+)(?::(\d+))?$/.exec(t.to);
-  return { ip: parseAddress(m?.[1] ?? t.to), port: m?.[2] === undefined ? undefined : Number(m[2]) };
+  return { ip: parseIP(m?.[1] ?? t.to), port: m?.[2] === undefined ? undefined : Number(m[2]) };
 }
 
 function hasPort(rule: Rule, port: number): boolean {
@@ -419,9 +419,9 @@ export function traceJson(snapshot: WebSnapshot, params: URLSearchParams): unkno
     ...(from === undefined ? {} : { from }),
     ...(state === undefined ? {} : { state }),
   });
-  const family = parseAddress(packet.dst)?.family;
+  const family = parseIP(packet.dst)?.family;
   const ruleset = snapshot.rulesets.find((rs) => rs.family === family);
-  if (ruleset === undefined) throw new InputError("--dst", `no IPv${family ?? "?"} ruleset on this node`);
+  if (ruleset === undefined) throw new InputError("--dst", `no ${family ?? "IPv?"} ruleset on this node`);
   return traceToJson(tracePacket(ruleset, packet, { localAddresses: snapshot.localAddresses, origin }));
 }
 
@@ -558,7 +558,7 @@ export function allowedHost(host: string | undefined): boolean {
   if (host === undefined) return false;
   const m = /^(?:\[([^\]]+)\]|([^:]+))(?::\d+)?$/.exec(host);
   const name = m?.[1] ?? m?.[2];
-  return name !== undefined && (name === "localhost" || parseAddress(name) !== undefined);
+  return name !== undefined && (name === "localhost" || parseIP(name) !== undefined);
 }
 
 /** `--web-bind-address`: `host:port`, `:port` or `port`; without a host the view binds 127.0.0.1 only. */
@@ -571,7 +571,7 @@ export function webBindAddress(flag: string): HostPort {
 /** Hosts a local user only can reach; the view has no authentication, so these are the default. */
 function isLoopbackHost(host: string): boolean {
   if (host === "localhost") return true;
-  const addr = parseAddress(host);
+  const addr = parseIP(host);
   return addr !== undefined && isLoopback(addr);
 }
 
@@ -587,7 +587,7 @@ export function checkWebBindAddress(flag: string, allowRemote: boolean): HostPor
   } catch {
     throw new ConfigError([`--web-bind-address: must be [IP]:port or port, got ${JSON.stringify(flag)}`]);
   }
-  if (hp.host !== "localhost" && parseAddress(hp.host) === undefined)
+  if (hp.host !== "localhost" && parseIP(hp.host) === undefined)
     throw new ConfigError([
       `--web-bind-address: host must be an IP address or localhost, got ${JSON.stringify(hp.host)}`,
     ]);

@@ -4,7 +4,8 @@
  */
 import { upstreamTestSettings } from "../../src/backends/iptables/settings.ts";
 import type { IptablesSettings } from "../../src/backends/iptables/types.ts";
-import type { Endpoint, IPFamily, Protocol, ProxyState, ServicePort } from "../../src/proxy/types.ts";
+import type { IPFamily } from "../../src/ip.ts";
+import type { Endpoint, Protocol, ProxyState, ServicePort } from "../../src/proxy/types.ts";
 import { servicePortKey } from "../../src/proxy/types.ts";
 
 export interface ServicePortInit extends Partial<Omit<ServicePort, "name">> {

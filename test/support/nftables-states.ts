@@ -1,6 +1,7 @@
 /** Random Service states for nftables property tests (unit and e2e), in either family. */
 import fc from "fast-check";
-import type { Endpoint, IPFamily, ProxyState, ServicePort } from "../../src/proxy/types.ts";
+import type { IPFamily } from "../../src/ip.ts";
+import type { Endpoint, ProxyState, ServicePort } from "../../src/proxy/types.ts";
 import { endpoint, proxyState, servicePort } from "./iptables-builders.ts";
 
 export interface ServiceVariant {

@@ -12,7 +12,7 @@ import { checkIptablesUsable } from "../../kernel/preflight.ts";
 import { CONNTRACK_TCP_BE_LIBERAL, readSysctl, ROUTE_LOCALNET, writeSysctl } from "../../kernel/sysctl.ts";
 import type { Logger } from "../../log.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
-import type { IPFamily } from "../../proxy/types.ts";
+import type { IPFamily } from "../../ip.ts";
 import {
   sharedSyncOptions,
   type CleanupReport,

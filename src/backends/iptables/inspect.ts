@@ -4,7 +4,7 @@ import { detectBackend, type BackendDetection } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
 import { Iptables, type IptablesInterface } from "../../kernel/iptables.ts";
-import type { Family } from "../../netfilter/addr.ts";
+import type { IPFamily } from "../../ip.ts";
 import { parseIptablesSave } from "../../netfilter/iptables-save.ts";
 import { RulesetParseError, type Ruleset } from "../../netfilter/model.ts";
 import type { InspectionSource } from "../../inspect/types.ts";
@@ -30,7 +30,7 @@ export function iptablesInspectionSource(
 }
 
 /** Parses a dump; a line the parser rejects is named together with where the dump came from. */
-export function parseRuleset(text: string, origin: string, family?: Family): Ruleset {
+export function parseRuleset(text: string, origin: string, family?: IPFamily): Ruleset {
   try {
     return parseIptablesSave(text, family === undefined ? {} : { family });
   } catch (error) {
@@ -47,16 +47,16 @@ export function parseRuleset(text: string, origin: string, family?: Family): Rul
 export interface LiveKernel {
   readonly detection: BackendDetection;
   /** e.g. `iptables-nft-save -c`. */
-  saveCommand(family: Family): string;
+  saveCommand(family: IPFamily): string;
   /** That family's save output with counters, parsed. */
-  ruleset(family: Family): Promise<Ruleset>;
+  ruleset(family: IPFamily): Promise<Ruleset>;
 }
 
 export async function liveKernel(runner: Runner): Promise<LiveKernel> {
   const detection = await detectBackend(runner);
-  const iptables = (family: Family): Iptables =>
-    new Iptables({ runner, family: family === 4 ? "IPv4" : "IPv6", backend: detection.backend });
-  const saveCommand = (family: Family): string => `${iptables(family).binaries.save} -c`;
+  const iptables = (family: IPFamily): Iptables =>
+    new Iptables({ runner, family, backend: detection.backend });
+  const saveCommand = (family: IPFamily): string => `${iptables(family).binaries.save} -c`;
   return {
     detection,
     saveCommand,

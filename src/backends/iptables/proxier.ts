@@ -19,7 +19,8 @@ import {
   type WriteOutcome,
   type WriteRequest,
 } from "../../proxy/sync.ts";
-import type { IPFamily, ProxyState } from "../../proxy/types.ts";
+import type { IPFamily } from "../../ip.ts";
+import type { ProxyState } from "../../proxy/types.ts";
 import { isServiceChainName, JUMP_CHAINS } from "./chains.ts";
 import { natFixedRuleLines, renderIptablesStream, writtenServicePorts } from "./render.ts";
 import { TransactionWriter, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";

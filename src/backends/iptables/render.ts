@@ -8,12 +8,12 @@ import type { Endpoint, ServicePort } from "../../proxy/types.ts";
 import { servicePortNameString } from "../../proxy/types.ts";
 import {
   canonicalIP,
-  cidrContains,
-  ipFamilyOf,
-  isLoopback,
+  cidrContainsSloppy,
+  familyOfSloppy,
+  isLoopbackSloppy,
   isZeroCIDR,
   parseCIDRSloppy,
-} from "../../proxy/ip.ts";
+} from "../../ip.ts";
 import { categorizeEndpoints } from "../../proxy/topology.ts";
 import {
   externallyAccessible,
@@ -91,7 +91,7 @@ function nodePortAddressesFor(settings: IptablesSettings): NodePortAddresses {
     const c = parseCIDRSloppy(text.trim());
     if (c === null || c.family !== settings.family) continue;
     cidrs.push(c.cidr);
-    if (c.family === "IPv4" && (isLoopback(c.ip) || cidrContains(c.cidr, "127.0.0.0"))) {
+    if (c.family === "IPv4" && (isLoopbackSloppy(c.ip) || cidrContainsSloppy(c.cidr, "127.0.0.0"))) {
       containsIPv4Loopback = true;
     }
   }
@@ -433,10 +433,10 @@ function nodePortTailRules(
   for (const addr of settings.localAddresses) {
     const slash = addr.indexOf("/");
     const ip = canonicalIP(slash < 0 ? addr.trim() : addr.slice(0, slash).trim());
-    if (ip === null || ipFamilyOf(ip) !== settings.family) continue;
-    if (!npa.cidrs.some((c) => cidrContains(c, ip))) continue;
+    if (ip === null || familyOfSloppy(ip) !== settings.family) continue;
+    if (!npa.cidrs.some((c) => cidrContainsSloppy(c, ip))) continue;
     // Upstream logs an error and skips these instead of writing an unusable rule.
-    if (isLoopback(ip) && (ipv6 || !localhostNodePorts)) continue;
+    if (isLoopbackSloppy(ip) && (ipv6 || !localhostNodePorts)) continue;
     ips.add(ip);
   }
   return [...ips].sort().map((ip) => `${head} -d ${ip} -j ${KUBE_NODEPORTS}`);
@@ -508,7 +508,7 @@ export function* renderIptablesStream(
     localhostNodePorts,
     ipv4,
     largeClusterMode,
-    nodeIPInRange: (ranges) => ranges.some((r) => cidrContains(r, settings.nodeIP)),
+    nodeIPInRange: (ranges) => ranges.some((r) => cidrContainsSloppy(r, settings.nodeIP)),
   };
 
   const filterChainLines = [

@@ -1,6 +1,6 @@
 import type { KubeProxyConfiguration } from "../../config/types.ts";
 import { nodeModelFor, UPSTREAM_TEST_LOCAL_ADDRESSES, type NodeInfo } from "../../proxy/node.ts";
-import type { IPFamily } from "../../proxy/types.ts";
+import type { IPFamily } from "../../ip.ts";
 import type { IptablesSettings } from "./types.ts";
 
 /** Facts read from the kernel at start-up that change the rules. */

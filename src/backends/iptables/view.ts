@@ -1,6 +1,6 @@
 /** iptables mode's explanation of one Service as the mode-neutral `ServiceView`. */
 import type { FrontendAction, FrontendKind, FrontendView, ServiceView } from "../../inspect/model.ts";
-import { formatCidr } from "../../netfilter/addr.ts";
+import { formatCIDR } from "../../ip.ts";
 import type { ExplainedRule, ServiceExplanation } from "../../netfilter/explain.ts";
 import type { Match, Rule } from "../../netfilter/model.ts";
 
@@ -19,9 +19,9 @@ function destinationOf(rule: Rule): string {
   const portText = port === undefined ? "" : `:${port}`;
   const suffix = proto === undefined ? "" : ` (${proto})`;
   if (dst !== undefined) {
-    const full = dst.cidr.prefix === (dst.cidr.family === 4 ? 32 : 128);
-    const addr = full ? formatCidr(dst.cidr).replace(/\/\d+$/, "") : formatCidr(dst.cidr);
-    return `${dst.cidr.family === 6 && port !== undefined ? `[${addr}]` : addr}${portText}${suffix}`;
+    const full = dst.cidr.prefix === (dst.cidr.family === "IPv4" ? 32 : 128);
+    const addr = full ? formatCIDR(dst.cidr).replace(/\/\d+$/, "") : formatCIDR(dst.cidr);
+    return `${dst.cidr.family === "IPv6" && port !== undefined ? `[${addr}]` : addr}${portText}${suffix}`;
   }
   if (matchOf(rule, "addrtype")?.types.includes("LOCAL") === true && port !== undefined)
     return `node port ${port}${suffix} on any local address`;
@@ -75,7 +75,7 @@ function frontendOf(ex: ServiceExplanation, r: ExplainedRule): FrontendView {
       const sources = (chain?.rules ?? [])
         .map((x) => matchOf(x.rule, "source"))
         .filter((m) => m !== undefined)
-        .map((m) => formatCidr(m.cidr));
+        .map((m) => formatCIDR(m.cidr));
       return {
         ...base,
         reason: "source not allowed",

@@ -8,7 +8,7 @@ import { InputError, KubeProxyError } from "../../errors.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { Nft } from "../../kernel/nft.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
-import type { IPFamily } from "../../proxy/types.ts";
+import type { IPFamily } from "../../ip.ts";
 import {
   sharedSyncOptions,
   type ModeRuntime,

@@ -20,7 +20,8 @@ import {
   type WriteOutcome,
   type WriteRequest,
 } from "../../proxy/sync.ts";
-import type { IPFamily, ProxyState } from "../../proxy/types.ts";
+import type { IPFamily } from "../../ip.ts";
+import type { ProxyState } from "../../proxy/types.ts";
 import { renderNftables } from "./render.ts";
 import { planFullSync, planPartialSync, staleChainDeletion, type KernelTable } from "./transactions.ts";
 import type { NftablesSettings } from "./types.ts";

@@ -7,12 +7,12 @@
 import { KubeProxyError } from "../../errors.ts";
 import {
   canonicalIP,
-  cidrContains,
-  ipFamilyOf,
-  isLoopback,
+  cidrContainsSloppy,
+  familyOfSloppy,
+  isLoopbackSloppy,
   isZeroCIDR,
   parseCIDRSloppy,
-} from "../../proxy/ip.ts";
+} from "../../ip.ts";
 import type { LocalDetector } from "../../proxy/node.ts";
 import {
   externallyAccessible,
@@ -135,8 +135,8 @@ function nodePortIPs(settings: NftablesSettings): string[] | null {
   for (const addr of settings.localAddresses) {
     const slash = addr.indexOf("/");
     const ip = canonicalIP(slash < 0 ? addr.trim() : addr.slice(0, slash).trim());
-    if (ip === null || ipFamilyOf(ip) !== settings.family || isLoopback(ip)) continue;
-    if (cidrs.some((c) => cidrContains(c, ip))) ips.add(safe(ip, "node IP"));
+    if (ip === null || familyOfSloppy(ip) !== settings.family || isLoopbackSloppy(ip)) continue;
+    if (cidrs.some((c) => cidrContainsSloppy(c, ip))) ips.add(safe(ip, "node IP"));
   }
   return [...ips];
 }
@@ -261,7 +261,7 @@ function renderServicePort(
     const sources = [...sp.loadBalancerSourceRanges];
     // A VIP-like load balancer often has its IP on the node: the node's own requests to it come
     // back with the VIP as source, and must pass.
-    if (sp.loadBalancerSourceRanges.some((r) => cidrContains(r, settings.nodeIP)))
+    if (sp.loadBalancerSourceRanges.some((r) => cidrContainsSloppy(r, settings.nodeIP)))
       sources.push(...sp.loadBalancerVIPs);
     chains.push({ name: fwChain, rules: [`${ipX} saddr != { ${sources.join(" , ")} } drop`] });
   }

@@ -5,7 +5,7 @@ import {
   UPSTREAM_TEST_LOCAL_ADDRESSES,
   type NodeInfo,
 } from "../../proxy/node.ts";
-import type { IPFamily } from "../../proxy/types.ts";
+import type { IPFamily } from "../../ip.ts";
 import type { NftablesSettings } from "./types.ts";
 
 /**

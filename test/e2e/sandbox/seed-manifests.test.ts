@@ -3,13 +3,6 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { parse } from "yaml";
 import { decodeEndpointSlice, decodeNode, decodeService } from "../../../src/k8s/objects.ts";
-import {
-  cidrContains,
-  ipToBigInt,
-  bigIntToIp,
-  nthAddress,
-  parseCidr,
-} from "../../../src/sandbox/addresses.ts";
 import { SEED, seedManifests, seedPod } from "../../../src/sandbox/seed.ts";
 
 const examples = new URL("../../../examples/seed-nginx/", import.meta.url);
@@ -53,27 +46,5 @@ describe("seed manifests", () => {
     for (const name of names) assert.match(name, /^nginx-6799fc88d8-[bcdfghjklmnpqrstvwxz2456789]{5}$/);
     assert.equal(seedPod(1).name, names[1]);
     assert.throws(() => seedPod(SEED.maxPods));
-  });
-});
-
-describe("sandbox address arithmetic", () => {
-  it("round-trips and compresses IPv6 text", () => {
-    for (const ip of ["fd00:10:244::1", "::1", "::", "2001:db8:0:1:1:1:1:1", "fd00:10:244:1::7", "1::"]) {
-      assert.equal(bigIntToIp(ipToBigInt(ip), 6), ip);
-    }
-    assert.equal(bigIntToIp(ipToBigInt("2001:db8:0:0:1:0:0:1"), 6), "2001:db8::1:0:0:1");
-  });
-
-  it("normalises CIDRs and finds gateways and members", () => {
-    const v4 = parseCidr("10.244.0.77/24");
-    assert.equal(nthAddress(v4, 1), "10.244.0.1");
-    assert.ok(cidrContains(v4, "10.244.0.255"));
-    assert.ok(!cidrContains(v4, "10.244.1.0"));
-    assert.ok(!cidrContains(v4, "fd00::1"));
-    const v6 = parseCidr("fd00:10:244:1::/64");
-    assert.equal(nthAddress(v6, 1), "fd00:10:244:1::1");
-    assert.ok(cidrContains(v6, "fd00:10:244:1:ffff::9"));
-    assert.throws(() => parseCidr("10.0.0.0/33"));
-    assert.throws(() => parseCidr("10.0.0.0"));
   });
 });

@@ -185,11 +185,11 @@ test("save with counters prints [0:0] before each rule like iptables-save -c; it
     { op: "save", table: "nat" },
     { op: "save", table: "nat", counters: true },
   ]);
-  const parsed = parseIptablesSave(counted, { family: 4 });
+  const parsed = parseIptablesSave(counted, { family: "IPv4" });
   const sep = parsed.tables.get("nat")?.chains.get("KUBE-SEP-A");
   assert.equal(sep?.rules.length, 1);
   assert.deepEqual([sep?.rules[0]?.counters?.packets, sep?.rules[0]?.counters?.bytes], [0, 0]);
-  const uncounted = parseIptablesSave(plain, { family: 4 }).tables.get("nat")?.chains.get("KUBE-SEP-A");
+  const uncounted = parseIptablesSave(plain, { family: "IPv4" }).tables.get("nat")?.chains.get("KUBE-SEP-A");
   assert.equal(uncounted?.rules[0]?.counters, undefined);
   const copy = new FakeIptables();
   await copy.restore(counted, { noflush: false });

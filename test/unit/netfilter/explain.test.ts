@@ -117,13 +117,13 @@ test("iptables -vnL columns", () => {
   const rule = netns.tables.get("nat")?.chains.get("KUBE-SVC-X27LE4BHSL4DOUIK")?.rules[0];
   assert.ok(rule);
   assert.equal(
-    formatRuleColumns(rule, 4),
+    formatRuleColumns(rule, "IPv4"),
     "   1      1    60 KUBE-MARK-MASQ             tcp  --  *      *       !10.0.0.0/8          172.30.0.43          /* ns3/svc3:p80 cluster IP */ tcp dpt:80",
   );
   const masq = netns.tables.get("nat")?.chains.get("KUBE-MARK-MASQ")?.rules[0];
   assert.ok(masq);
   assert.match(
-    formatRuleColumns(masq, 4),
+    formatRuleColumns(masq, "IPv4"),
     /MARK +all +-- +\* +\* +0\.0\.0\.0\/0 +0\.0\.0\.0\/0 +MARK or 0x4000$/,
   );
   assert.deepEqual([0, 99999, 100000, 123456789, 5_000_000_000_000].map(humanCount), [

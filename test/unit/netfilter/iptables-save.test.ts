@@ -67,7 +67,7 @@ test("every upstream iptables payload parses, with one rule per -A line", () => 
 
 test("a real iptables-save -c dump from a network namespace: tables, policies, hooks, counters", () => {
   const rs = parseIptablesSave(netnsDump);
-  assert.equal(rs.family, 4);
+  assert.equal(rs.family, "IPv4");
   assert.deepEqual([...rs.tables.keys()], ["mangle", "raw", "filter", "nat"]);
   const input = rs.tables.get("filter")?.chains.get("INPUT");
   assert.equal(input?.policy, "ACCEPT");
@@ -142,7 +142,7 @@ test("a real iptables-save -c dump from a network namespace: tables, policies, h
 
 test("an ip6tables-save dump is IPv6 and keeps REJECT options", () => {
   const rs = parseIptablesSave(netnsDump6);
-  assert.equal(rs.family, 6);
+  assert.equal(rs.family, "IPv6");
   const r = rule(rs, "filter", "KUBE-SERVICES", 1);
   assert.deepEqual(r.target, {
     kind: "verdict",
@@ -150,7 +150,7 @@ test("an ip6tables-save dump is IPv6 and keeps REJECT options", () => {
     text: "REJECT --reject-with icmp6-port-unreachable",
   });
   const d = r.matches[0];
-  assert.ok(d?.kind === "destination" && d.cidr.family === 6 && d.cidr.prefix === 128);
+  assert.ok(d?.kind === "destination" && d.cidr.family === "IPv6" && d.cidr.prefix === 128);
 });
 
 test("restore payloads: repeated table sections merge and -X deletes a declared chain", () => {

@@ -4,15 +4,24 @@ import fc from "fast-check";
 import {
   canonicalIP,
   cidrContains,
+  cidrContainsSloppy,
+  familyOf,
+  formatAddress,
+  formatCIDR,
   formatIP,
-  ipFamilyOf,
-  isLoopback,
+  familyOfSloppy,
+  isLoopbackSloppy,
   isUnspecified,
   isZeroCIDR,
   joinHostPort,
+  nthAddress,
+  parseCIDR,
   parseCIDRSloppy,
+  parseIP,
   parseIPSloppy,
-} from "../../../src/proxy/ip.ts";
+  parseNetwork,
+} from "../../src/ip.ts";
+import type { Address } from "../../src/ip.ts";
 
 test("IPv4 with leading zeros is decimal (ParseIPSloppy), as in TestBadIPs", () => {
   assert.equal(canonicalIP("172.30.0.041"), "172.30.0.41");
@@ -70,9 +79,9 @@ test("IPv6 is printed as Go's net.IP.String (RFC 5952)", () => {
     ["00001::", "1::"],
   ];
   for (const [input, want] of cases) assert.equal(canonicalIP(input), want, input);
-  assert.equal(ipFamilyOf("::ffff:1.2.3.4"), "IPv4");
-  assert.equal(ipFamilyOf("::1.2.3.4"), "IPv6");
-  assert.equal(ipFamilyOf("nope"), null);
+  assert.equal(familyOfSloppy("::ffff:1.2.3.4"), "IPv4");
+  assert.equal(familyOfSloppy("::1.2.3.4"), "IPv6");
+  assert.equal(familyOfSloppy("nope"), null);
 });
 
 test("ParseCIDRSloppy prints the masked network", () => {
@@ -91,14 +100,14 @@ test("ParseCIDRSloppy prints the masked network", () => {
   assert.equal(parseCIDRSloppy("::/129"), null);
 });
 
-test("cidrContains, isLoopback, isUnspecified, isZeroCIDR, joinHostPort", () => {
-  assert.ok(cidrContains("10.0.0.0/8", "10.1.2.3"));
-  assert.ok(!cidrContains("10.0.0.0/8", "11.1.2.3"));
-  assert.ok(cidrContains("192.168.0.0/24", "192.168.000.255"));
-  assert.ok(!cidrContains("::/0", "1.2.3.4"), "families never match");
-  assert.ok(cidrContains("fd00::/8", "fd00:10::1"));
-  assert.ok(isLoopback("127.0.0.1") && isLoopback("127.255.0.1") && isLoopback("::1"));
-  assert.ok(!isLoopback("128.0.0.1") && !isLoopback("::2"));
+test("cidrContainsSloppy, isLoopbackSloppy, isUnspecified, isZeroCIDR, joinHostPort", () => {
+  assert.ok(cidrContainsSloppy("10.0.0.0/8", "10.1.2.3"));
+  assert.ok(!cidrContainsSloppy("10.0.0.0/8", "11.1.2.3"));
+  assert.ok(cidrContainsSloppy("192.168.0.0/24", "192.168.000.255"));
+  assert.ok(!cidrContainsSloppy("::/0", "1.2.3.4"), "families never match");
+  assert.ok(cidrContainsSloppy("fd00::/8", "fd00:10::1"));
+  assert.ok(isLoopbackSloppy("127.0.0.1") && isLoopbackSloppy("127.255.0.1") && isLoopbackSloppy("::1"));
+  assert.ok(!isLoopbackSloppy("128.0.0.1") && !isLoopbackSloppy("::2"));
   assert.ok(isUnspecified("0.0.0.0") && isUnspecified("::") && !isUnspecified("0.0.0.1"));
   assert.ok(isZeroCIDR("0.0.0.0/0") && isZeroCIDR("::/0") && !isZeroCIDR("0.0.0.0/1"));
   assert.equal(joinHostPort("10.0.0.1", 80), "10.0.0.1:80");
@@ -142,7 +151,9 @@ test("property: masking is idempotent and the network contains its own address",
         assert.ok(once !== null, input);
         const twice = parseCIDRSloppy(once.cidr);
         assert.equal(twice?.cidr, once.cidr);
-        assert.ok(cidrContains(once.cidr, formatIP(bytes)) || once.family !== ipFamilyOf(formatIP(bytes)));
+        assert.ok(
+          cidrContainsSloppy(once.cidr, formatIP(bytes)) || once.family !== familyOfSloppy(formatIP(bytes)),
+        );
       },
     ),
   );
@@ -156,3 +167,72 @@ test("property: parsing arbitrary strings never throws", () => {
     }),
   );
 });
+
+// Strict parsing (the packet tracer, the web view, the sandbox).
+
+test("property: IPv4 CIDR containment equals the bitwise definition", () => {
+  fc.assert(
+    fc.property(
+      fc.nat({ max: 0xffffffff }),
+      fc.nat({ max: 0xffffffff }),
+      fc.nat({ max: 32 }),
+      (a, b, prefix) => {
+        const net = parseCIDR(`${formatAddress({ family: "IPv4", addr: a })}/${prefix}`);
+        assert.ok(net);
+        const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+        return cidrContains(net, { family: "IPv4", addr: b }) === ((a & mask) >>> 0 === (b & mask) >>> 0);
+      },
+    ),
+  );
+});
+
+test("property: IPv6 parse/format round-trips to the canonical (RFC 5952) form", () => {
+  fc.assert(
+    fc.property(fc.ipV6(), (ip) => {
+      const parsed = parseIP(ip);
+      assert.ok(parsed, ip);
+      const canonical = new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+      return formatAddress(parsed) === canonical;
+    }),
+  );
+  assert.equal(parseIP("010.0.0.1"), undefined);
+  assert.equal(parseCIDR("10.0.0.0/33"), undefined);
+  assert.equal(parseCIDR("10.0.0.0/"), undefined);
+});
+
+test("IPv6 text round-trips through the numeric form, compressed (sandbox addresses)", () => {
+  for (const ip of ["fd00:10:244::1", "::1", "::", "2001:db8:0:1:1:1:1:1", "fd00:10:244:1::7", "1::"]) {
+    assert.equal(formatAddress(strict(ip)), ip);
+  }
+  assert.equal(formatAddress(strict("2001:db8:0:0:1:0:0:1")), "2001:db8::1:0:0:1");
+});
+
+test("parseNetwork normalises CIDRs; nthAddress and cidrContains find gateways and members", () => {
+  const v4 = parseNetwork("10.244.0.77/24");
+  assert.ok(v4);
+  assert.equal(formatCIDR(v4), "10.244.0.0/24");
+  assert.equal(formatAddress(nthAddress(v4, 1)), "10.244.0.1");
+  assert.ok(cidrContains(v4, strict("10.244.0.255")));
+  assert.ok(!cidrContains(v4, strict("10.244.1.0")));
+  assert.ok(!cidrContains(v4, strict("fd00::1")));
+  const v6 = parseNetwork("fd00:10:244:1::/64");
+  assert.ok(v6);
+  assert.equal(formatAddress(nthAddress(v6, 1)), "fd00:10:244:1::1");
+  assert.ok(cidrContains(v6, strict("fd00:10:244:1:ffff::9")));
+  assert.equal(parseNetwork("10.0.0.0/33"), undefined);
+  assert.equal(parseNetwork("10.0.0.0"), undefined);
+});
+
+test("familyOf: strict, of an address or a CIDR's address", () => {
+  assert.equal(familyOf("10.0.0.1"), "IPv4");
+  assert.equal(familyOf("10.0.0.0/8"), "IPv4");
+  assert.equal(familyOf("fd00::/64"), "IPv6");
+  assert.equal(familyOf("010.0.0.1"), null);
+  assert.equal(familyOf(""), null);
+});
+
+function strict(text: string): Address {
+  const address = parseIP(text);
+  assert.ok(address, text);
+  return address;
+}
