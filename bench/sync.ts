@@ -7,10 +7,7 @@
 import { loadavg } from "node:os";
 import { Registry } from "prom-client";
 import type { RenderResult } from "../src/backends/iptables/types.ts";
-import {
-  iptablesProxier,
-  maxServicesPerTransaction,
-} from "../src/backends/iptables/proxier.ts";
+import { iptablesProxier, maxServicesPerTransaction } from "../src/backends/iptables/proxier.ts";
 import { Iptables } from "../src/kernel/iptables.ts";
 import type {
   IptablesInterface,

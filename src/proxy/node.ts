@@ -6,7 +6,7 @@
  */
 import type { KubeProxyConfiguration } from "../config/types.ts";
 import type { Node } from "../k8s/objects.ts";
-import { familyOf, parseCIDRSloppy } from "../ip.ts";
+import { familyOf, isUnspecified, parseCIDRSloppy } from "../ip.ts";
 import type { IPFamily } from "../ip.ts";
 
 /** What the proxy knows about its own node: from flags, the Node object, or the host. */
@@ -34,13 +34,10 @@ export function nodeInfoFromObject(name: string, node: Node | null): NodeInfo {
   };
 }
 
-function isUnspecified(ip: string): boolean {
-  return ip === "0.0.0.0" || ip === "::";
-}
-
 /**
  * The primary node IP of a family: `bindAddress` when set, else the Node object's first IP of
- * that family, else loopback (upstream `detectNodeIPs`).
+ * that family, else loopback (upstream `detectNodeIPs`). An unspecified bindAddress (`0.0.0.0`,
+ * `::`, or any spelling upstream's sloppy parser reads as one, e.g. `0:0::0`) is not a node IP.
  */
 export function primaryNodeIP(
   config: Pick<KubeProxyConfiguration, "bindAddress">,

@@ -165,10 +165,7 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
       writer.invalidate();
       const seconds = (clock.now() - started) / 1000;
       writer.observe?.({ fullSync, seconds, outcome: null });
-      log.error(
-        { err: error, retryingTime: `${this.options.retryIntervalMs / 1000}s` },
-        "Sync failed",
-      );
+      log.error({ err: error, retryingTime: `${this.options.retryIntervalMs / 1000}s` }, "Sync failed");
       const report = this.report(fullSync, started, transactions, pending, null, error as Error);
       this.options.onSync?.(report, pending.state);
       throw error;
@@ -198,10 +195,7 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
     if (uncommitted.conntrackCleanupRequired && this.options.reconcileConntrack !== undefined)
       await this.reconcileConntrack(pending.state);
     const report = this.report(fullSync, started, transactions, pending, outcome.details);
-    log.debug(
-      { fullSync, elapsed: `${report.durationMs}ms`, transactions },
-      "SyncProxyRules complete",
-    );
+    log.debug({ fullSync, elapsed: `${report.durationMs}ms`, transactions }, "SyncProxyRules complete");
     this.options.onSync?.(report, pending.state);
     return report;
   }

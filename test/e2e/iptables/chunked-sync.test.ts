@@ -142,7 +142,10 @@ for (const backend of ["nft", "legacy"] as const) {
       proxier.forceFullSync();
       const resync = await proxier.syncProxyRules();
       assert.equal(resync?.fullSync, true);
-      assert.ok((resync?.details?.nat.deletedChains.length ?? 0) >= 150 * 3, "the removed Services' chains are deleted");
+      assert.ok(
+        (resync?.details?.nat.deletedChains.length ?? 0) >= 150 * 3,
+        "the removed Services' chains are deleted",
+      );
       await compare("full resync after 150 Services went away");
     });
   });

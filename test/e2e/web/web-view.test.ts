@@ -72,7 +72,11 @@ describe("web view in headless Chromium", { timeout: 150_000 }, () => {
     const runner = new ProcessRunner();
     const netns = sandbox.netnsOf(NODE);
     const { backend } = await detectBackend(runner, { netns });
-    const source = iptablesInspectionSource(runner, [new Iptables({ runner, family: "IPv4", backend, netns })], netns);
+    const source = iptablesInspectionSource(
+      runner,
+      [new Iptables({ runner, family: "IPv4", backend, netns })],
+      netns,
+    );
     web = await serveWeb("127.0.0.1:0", { source, clock: realClock });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
