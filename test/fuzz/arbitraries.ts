@@ -406,13 +406,24 @@ function slots(root: Container): Array<[Container, string | number]> {
   return out;
 }
 
+/** A copy of a junk value; the deep ones (fresh from their generator each time) as they are. */
+function cloneJunk(junk: unknown): unknown {
+  try {
+    return structuredClone(junk);
+  } catch {
+    return junk;
+  }
+}
+
 /** `obj` (deep-copied) with the mutations applied. */
 export function mutate(obj: Record<string, unknown>, mutations: readonly Mutation[]): unknown {
   const copy = structuredClone(obj) as Record<string, unknown>;
-  for (const m of mutations) {
+  for (let m of mutations) {
     const all = slots(copy);
     if (all.length === 0) break;
     const [c, k] = all[m.at % all.length]!;
+    // fast-check hands out the same constant objects again: never let one be changed.
+    m = { ...m, junk: cloneJunk(m.junk) };
     const rec = c as Record<string | number, unknown>;
     switch (m.action) {
       case "replace":
@@ -524,6 +535,14 @@ export const yamlishTextArb: fc.Arbitrary<string> = fc.oneof(
     )
     .map((lines) => lines.map(([indent, body, tail]) => `${" ".repeat(indent)}${body}${tail}`).join("\n")),
 );
+
+/** YAML texts whose aliases sit inside the node they name: the parsed object contains itself. */
+export const RECURSIVE_ALIAS_TEXTS = [
+  "kind: Service\nmetadata: &m\n  name: web\n  namespace: default\n  self: *m\nspec:\n  clusterIP: 10.0.0.1\n  ports: [{port: 80}]\n",
+  "kind: EndpointSlice\naddressType: IPv4\nmetadata: {name: s, namespace: default}\nendpoints: &e [{addresses: [10.0.0.2], more: *e}]\n",
+  "kind: List\nitems: &i\n  - kind: Node\n    metadata: {name: n}\n    spec: {taints: *i}\n",
+  "&doc\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: *doc\n",
+];
 
 /** A YAML alias bomb (billion laughs) of `levels` levels. */
 export function aliasBomb(levels: number): string {
