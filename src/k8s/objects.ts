@@ -351,8 +351,25 @@ function isRecord(v: unknown): v is Record<string, unknown> {
  */
 export const MAX_OBJECT_BYTES = 1.5 * 1024 * 1024;
 
+/** JSON text of `raw`; null when it contains itself (a YAML alias inside the node it names). */
+function encodedOrNull(raw: unknown): string | null {
+  try {
+    return JSON.stringify(raw) ?? "";
+  } catch (err) {
+    if (err instanceof TypeError) return null;
+    throw err;
+  }
+}
+
 function decodeWith<S extends z.ZodType>(schema: S, kind: string, raw: unknown, source: string): z.infer<S> {
-  const bytes = Buffer.byteLength(JSON.stringify(raw) ?? "");
+  const encoded = encodedOrNull(raw);
+  if (encoded === null)
+    throw new InvalidObjectError(
+      describe(kind, raw, source),
+      "(object)",
+      "contains itself (a YAML alias inside the node it names); no API object can",
+    );
+  const bytes = Buffer.byteLength(encoded);
   if (bytes > MAX_OBJECT_BYTES)
     throw new InvalidObjectError(
       describe(kind, raw, source),

@@ -105,6 +105,32 @@ export class ProxyDaemon {
     }
   }
 
+  /**
+   * Writes the manifests and starts the daemon without waiting for its first sync (for tests
+   * that interrupt that sync); `relaunch` starts it again and does wait.
+   */
+  static async spawnOnly(sandbox: Sandbox, options: DaemonOptions): Promise<ProxyDaemon> {
+    const daemon = new ProxyDaemon(sandbox, options);
+    for (const [name, content] of Object.entries(options.manifests ?? {})) daemon.write(name, content);
+    daemon.child = daemon.spawnChild();
+    return daemon;
+  }
+
+  /** SIGKILL: no clean-up, no last sync, whatever transaction is under way is cut short. */
+  async kill(timeoutMs = 10_000): Promise<void> {
+    const child = this.child;
+    if (child === null) return;
+    if (child.running && child.pid !== undefined) process.kill(child.pid, "SIGKILL");
+    await waitFor("the killed daemon to exit", async () => (child.running ? undefined : true), timeoutMs);
+    this.previousLogs += child.stderr + child.stdout;
+    this.child = null;
+  }
+
+  /** Starts the daemon (after `kill` or `stop`) and waits for its first sync. */
+  async relaunch(): Promise<void> {
+    await this.launch();
+  }
+
   get metricsAddress(): string {
     return `127.0.0.1:${this.options.metricsPort ?? 10249}`;
   }
@@ -226,8 +252,19 @@ export class ProxyDaemon {
   }
 
   private async launch(): Promise<void> {
+    this.child = this.spawnChild();
+    await waitForFirstSync(
+      this.child,
+      () => this.metrics(),
+      this.options.families ?? ["IPv4"],
+      this.options.startTimeoutMs ?? 60_000,
+      () => this.logTail(),
+    );
+  }
+
+  private spawnChild(): BackgroundProcess {
     const { node } = this.options;
-    this.child = this.sandbox.spawn(node, [
+    return this.sandbox.spawn(node, [
       ...daemonArgv(),
       "--manifests",
       this.dir,
@@ -241,13 +278,6 @@ export class ProxyDaemon {
       this.metricsAddress,
       ...(this.options.args ?? []),
     ]);
-    await waitForFirstSync(
-      this.child,
-      () => this.metrics(),
-      this.options.families ?? ["IPv4"],
-      this.options.startTimeoutMs ?? 60_000,
-      () => this.logTail(),
-    );
   }
 }
 

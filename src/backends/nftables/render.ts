@@ -79,6 +79,17 @@ export class NftRenderInputError extends KubeProxyError {
   }
 }
 
+/**
+ * nft refuses a comment over 128 characters (NFTNL_UDATA_COMMENT_MAXLEN), and with it the whole
+ * transaction; a Service port name can reach 191 (`namespace/name:port`). Comments only inform,
+ * so a long one is cut (the text is a validated plain token: one byte per character).
+ */
+export const NFT_MAX_COMMENT_LENGTH = 128;
+
+function commentText(text: string): string {
+  return text.length <= NFT_MAX_COMMENT_LENGTH ? text : text.slice(0, NFT_MAX_COMMENT_LENGTH);
+}
+
 function safe(value: string, field: string): string {
   if (!SAFE_TOKEN.test(value)) throw new NftRenderInputError(field, value);
   return value;
@@ -171,6 +182,7 @@ function renderServicePort(
   const { settings, words, detector } = ctx;
   const { ipX } = words;
   const spn = safe(servicePortNameString(sp.name), "service port name");
+  const comment = commentText(spn);
   const protocol = sp.protocol.toLowerCase();
   const clusterIP = safe(sp.clusterIP, `${spn} clusterIP`);
   for (const v of sp.externalIPs) safe(v, `${spn} externalIP`);
@@ -239,7 +251,7 @@ function renderServicePort(
     elements.push({
       container: NO_ENDPOINT_SERVICES_MAP,
       key: key(clusterIP),
-      comment: spn,
+      comment,
       value: internalVerdict,
     });
   }
@@ -250,7 +262,7 @@ function renderServicePort(
       elements.push({
         container: NO_ENDPOINT_SERVICES_MAP,
         key: key(ip),
-        comment: spn,
+        comment,
         value: externalVerdict,
       });
   }
@@ -275,7 +287,7 @@ function renderServicePort(
       elements.push({
         container: NO_ENDPOINT_SERVICES_MAP,
         key: key(ip),
-        comment: spn,
+        comment,
         value: externalVerdict,
       });
   }
@@ -288,7 +300,7 @@ function renderServicePort(
       elements.push({
         container: NO_ENDPOINT_NODEPORTS_MAP,
         key: npKey,
-        comment: spn,
+        comment,
         value: externalVerdict,
       });
   }
