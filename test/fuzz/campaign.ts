@@ -20,7 +20,8 @@ import { decodeEndpointSlice, decodeNode, decodeService, namespacedName } from "
 import type { EndpointSlice, Node, Service } from "../../src/k8s/objects.ts";
 import { ProxyStateStore } from "../../src/proxy/changetracker.ts";
 import { buildProxyState } from "../../src/proxy/state.ts";
-import type { IPFamily, ProxyState } from "../../src/proxy/types.ts";
+import type { IPFamily } from "../../src/ip.ts";
+import type { ProxyState } from "../../src/proxy/types.ts";
 import { parseManifests } from "../../src/source/manifests.ts";
 import { parseYamlSubset } from "../../src/source/yaml-subset.ts";
 import { yaml } from "../../src/yaml.ts";
