@@ -3,7 +3,12 @@
  * `CategorizeEndpoints`). See docs/iptables.md §3.3.
  */
 import { LABEL_TOPOLOGY_ZONE } from "../k8s/objects.ts";
-import { DEFAULT_FEATURE_GATES, usesClusterEndpoints, usesLocalEndpoints } from "./serviceport.ts";
+import {
+  DEFAULT_FEATURE_GATES,
+  externallyAccessible,
+  usesClusterEndpoints,
+  usesLocalEndpoints,
+} from "./serviceport.ts";
 import type { FeatureGates } from "./serviceport.ts";
 import type { Endpoint, ServicePort } from "./types.ts";
 
@@ -115,4 +120,41 @@ export function categorizeEndpoints(
     a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0,
   );
   return { clusterEndpoints, localEndpoints, allReachableEndpoints, hasAnyEndpoints };
+}
+
+/**
+ * Which of a service port's policy chains its rules use, and where internal and external traffic
+ * go (upstream's syncProxyRules, the same in every mode): the cluster-policy chain, the
+ * local-policy chain, or nothing when the policy's endpoints are missing. `C` is the mode's chain
+ * name.
+ */
+export interface TrafficPolicyPlan<C> {
+  readonly usesClusterChain: boolean;
+  readonly usesLocalChain: boolean;
+  /** Where internal (ClusterIP) traffic goes: the local chain under internalTrafficPolicy Local. */
+  readonly internalChain: C;
+  readonly hasInternalEndpoints: boolean;
+  /** Where external traffic goes after the short-circuits: the local chain under eTP Local. */
+  readonly externalPolicyChain: C;
+  readonly hasExternalEndpoints: boolean;
+  /** The external-traffic chain (short-circuits for pod and host traffic) is needed even without external endpoints. */
+  readonly usesExternalTrafficChain: boolean;
+}
+
+export function planTrafficPolicy<C>(
+  sp: ServicePort,
+  cat: CategorizedEndpoints,
+  clusterChain: C,
+  localChain: C,
+): TrafficPolicyPlan<C> {
+  const noLocal = cat.localEndpoints.length === 0;
+  return {
+    usesClusterChain: cat.clusterEndpoints.length > 0 && usesClusterEndpoints(sp),
+    usesLocalChain: !noLocal && usesLocalEndpoints(sp),
+    internalChain: sp.internalPolicyLocal ? localChain : clusterChain,
+    hasInternalEndpoints: cat.hasAnyEndpoints && !(sp.internalPolicyLocal && noLocal),
+    externalPolicyChain: sp.externalPolicyLocal ? localChain : clusterChain,
+    hasExternalEndpoints: cat.hasAnyEndpoints && !(sp.externalPolicyLocal && noLocal),
+    usesExternalTrafficChain: cat.hasAnyEndpoints && externallyAccessible(sp),
+  };
 }

@@ -14,13 +14,8 @@ import {
   isZeroCIDR,
   parseCIDRSloppy,
 } from "../../ip.ts";
-import { categorizeEndpoints } from "../../proxy/topology.ts";
-import {
-  externallyAccessible,
-  resolveFeatureGates,
-  usesClusterEndpoints,
-  usesLocalEndpoints,
-} from "../../proxy/serviceport.ts";
+import { categorizeEndpoints, planTrafficPolicy } from "../../proxy/topology.ts";
+import { resolveFeatureGates } from "../../proxy/serviceport.ts";
 import type { FeatureGates } from "../../proxy/serviceport.ts";
 import {
   KUBE_EXTERNAL_SERVICES,
@@ -215,22 +210,15 @@ function renderServicePort(
   const localEps = cat.localEndpoints;
   const hasEndpoints = cat.hasAnyEndpoints;
 
-  const usesClusterChain = clusterEps.length > 0 && usesClusterEndpoints(sp);
-  const usesLocalChain = localEps.length > 0 && usesLocalEndpoints(sp);
-
-  let internalChain = clusterChain;
-  let hasInternal = hasEndpoints;
-  if (sp.internalPolicyLocal) {
-    internalChain = localChain;
-    if (localEps.length === 0) hasInternal = false;
-  }
-  let externalPolicyChain = clusterChain;
-  let hasExternal = hasEndpoints;
-  if (sp.externalPolicyLocal) {
-    externalPolicyChain = localChain;
-    if (localEps.length === 0) hasExternal = false;
-  }
-  const usesExtChain = hasEndpoints && externallyAccessible(sp);
+  const {
+    usesClusterChain,
+    usesLocalChain,
+    internalChain,
+    hasInternalEndpoints: hasInternal,
+    externalPolicyChain,
+    hasExternalEndpoints: hasExternal,
+    usesExternalTrafficChain: usesExtChain,
+  } = planTrafficPolicy(sp, cat, clusterChain, localChain);
   const usesFW = hasEndpoints && sp.loadBalancerVIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
   const lbTarget = usesFW ? fwChain : extChain;
 

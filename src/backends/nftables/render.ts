@@ -14,14 +14,8 @@ import {
   parseCIDRSloppy,
 } from "../../ip.ts";
 import type { LocalDetector } from "../../proxy/node.ts";
-import {
-  externallyAccessible,
-  resolveFeatureGates,
-  usesClusterEndpoints,
-  usesLocalEndpoints,
-  type FeatureGates,
-} from "../../proxy/serviceport.ts";
-import { categorizeEndpoints } from "../../proxy/topology.ts";
+import { resolveFeatureGates, type FeatureGates } from "../../proxy/serviceport.ts";
+import { categorizeEndpoints, planTrafficPolicy } from "../../proxy/topology.ts";
 import { NO_ENDPOINTS, ServicePortMemo } from "../../proxy/memo.ts";
 import { servicePortNameString, type Endpoint, type ServicePort } from "../../proxy/types.ts";
 import {
@@ -207,23 +201,15 @@ function renderServicePort(
   const cat = categorizeEndpoints(allEndpoints, sp, settings.nodeName, ctx.nodeLabels, ctx.gates);
   const { clusterEndpoints, localEndpoints } = cat;
   const hasEndpoints = cat.hasAnyEndpoints;
-  const usesClusterPolicyChain = clusterEndpoints.length > 0 && usesClusterEndpoints(sp);
-  const usesLocalPolicyChain = localEndpoints.length > 0 && usesLocalEndpoints(sp);
-
-  let internalTrafficChain = clusterPolicyChain;
-  let hasInternalEndpoints = hasEndpoints;
-  if (sp.internalPolicyLocal) {
-    internalTrafficChain = localPolicyChain;
-    if (localEndpoints.length === 0) hasInternalEndpoints = false;
-  }
-  let externalPolicyChain = clusterPolicyChain;
-  let hasExternalEndpoints = hasEndpoints;
-  if (sp.externalPolicyLocal) {
-    externalPolicyChain = localPolicyChain;
-    if (localEndpoints.length === 0) hasExternalEndpoints = false;
-  }
-  // The short-circuit rules for pod and host traffic are needed even without external endpoints.
-  const usesExternalTrafficChain = hasEndpoints && externallyAccessible(sp);
+  const {
+    usesClusterChain: usesClusterPolicyChain,
+    usesLocalChain: usesLocalPolicyChain,
+    internalChain: internalTrafficChain,
+    hasInternalEndpoints,
+    externalPolicyChain,
+    hasExternalEndpoints,
+    usesExternalTrafficChain,
+  } = planTrafficPolicy(sp, cat, clusterPolicyChain, localPolicyChain);
 
   let internalVerdict = "";
   let externalVerdict = "";
