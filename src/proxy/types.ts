@@ -88,3 +88,12 @@ export interface ProxyState {
   /** Labels of this node (for topology: `topology.kubernetes.io/zone`). */
   readonly nodeLabels: Readonly<Record<string, string>>;
 }
+
+/** The order every renderer writes service ports in: by name string, then protocol. */
+export function compareServicePorts(a: ServicePort, b: ServicePort): number {
+  const an = servicePortNameString(a.name);
+  const bn = servicePortNameString(b.name);
+  if (an !== bn) return an < bn ? -1 : 1;
+  if (a.protocol !== b.protocol) return a.protocol < b.protocol ? -1 : 1;
+  return 0;
+}

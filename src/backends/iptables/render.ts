@@ -5,7 +5,7 @@
 import { KubeProxyError } from "../../errors.ts";
 import { NO_ENDPOINTS, ServicePortMemo } from "../../proxy/memo.ts";
 import type { Endpoint, ServicePort } from "../../proxy/types.ts";
-import { servicePortNameString } from "../../proxy/types.ts";
+import { compareServicePorts, servicePortNameString } from "../../proxy/types.ts";
 import {
   canonicalIP,
   cidrContainsSloppy,
@@ -113,14 +113,6 @@ function localDetectorArgs(d: LocalDetector): { ifLocal: string; ifNotLocal: str
     case "InterfaceNamePrefix":
       return { ifLocal: `-i ${safe(d.prefix, "localDetector.prefix")}+`, ifNotLocal: `! -i ${d.prefix}+` };
   }
-}
-
-function compareServicePorts(a: ServicePort, b: ServicePort): number {
-  const an = servicePortNameString(a.name);
-  const bn = servicePortNameString(b.name);
-  if (an !== bn) return an < bn ? -1 : 1;
-  if (a.protocol !== b.protocol) return a.protocol < b.protocol ? -1 : 1;
-  return 0;
 }
 
 interface Ctx {

@@ -17,7 +17,12 @@ import type { LocalDetector } from "../../proxy/node.ts";
 import { resolveFeatureGates, type FeatureGates } from "../../proxy/serviceport.ts";
 import { categorizeEndpoints, planTrafficPolicy } from "../../proxy/topology.ts";
 import { NO_ENDPOINTS, ServicePortMemo } from "../../proxy/memo.ts";
-import { servicePortNameString, type Endpoint, type ServicePort } from "../../proxy/types.ts";
+import {
+  compareServicePorts,
+  servicePortNameString,
+  type Endpoint,
+  type ServicePort,
+} from "../../proxy/types.ts";
 import {
   BASE_CHAINS,
   CLUSTER_IPS_CHECK_CHAIN,
@@ -144,14 +149,6 @@ function nodePortIPs(settings: NftablesSettings): string[] | null {
     if (cidrs.some((c) => cidrContainsSloppy(c, ip))) ips.add(safe(ip, "node IP"));
   }
   return [...ips];
-}
-
-function compareServicePorts(a: ServicePort, b: ServicePort): number {
-  const an = servicePortNameString(a.name);
-  const bn = servicePortNameString(b.name);
-  if (an !== bn) return an < bn ? -1 : 1;
-  if (a.protocol !== b.protocol) return a.protocol < b.protocol ? -1 : 1;
-  return 0;
 }
 
 interface Ctx {
