@@ -1,22 +1,39 @@
 import { readFileSync } from "node:fs";
 import { parseIP, parseNetwork } from "../ip.ts";
 import { yaml } from "../yaml.ts";
-import { z } from "zod";
+import { createRequire } from "node:module";
+import type * as Zod from "zod";
 import { ConfigError, InputError } from "../errors.ts";
-import { intInRange } from "../k8s/objects.ts";
 import { parseDuration } from "./duration.ts";
 import { featureGateProblems } from "./features.ts";
 import { applyFlags } from "./flags.ts";
 import { defaultConfiguration, type KubeProxyConfiguration } from "./types.ts";
 
-const duration = z.string();
-const int32 = intInRange(-2147483648, 2147483647, "must be an int32 (-2147483648 to 2147483647)");
+let zod: typeof Zod | undefined;
 
-function section<T extends z.ZodRawShape>(shape: T, strict: boolean) {
+/**
+ * zod, loaded on first use: only a config file needs it, and importing it costs a CLI start
+ * 80–100 ms (the API objects have their own decoders, src/k8s/decode.ts).
+ */
+function loadZod(): typeof Zod {
+  zod ??= createRequire(import.meta.url)("zod") as typeof Zod;
+  return zod;
+}
+
+function section<T extends Zod.ZodRawShape>(shape: T, strict: boolean) {
+  const z = loadZod();
   return (strict ? z.strictObject(shape) : z.looseObject(shape)).partial();
 }
 
 function fileSchema(strict: boolean) {
+  const z = loadZod();
+  const int32Message = { error: "must be an int32 (-2147483648 to 2147483647)" };
+  const int32 = z
+    .number(int32Message)
+    .int(int32Message)
+    .min(-2147483648, int32Message)
+    .max(2147483647, int32Message);
+  const duration = z.string();
   return section(
     {
       apiVersion: z.literal("kubeproxy.config.k8s.io/v1alpha1"),
@@ -126,7 +143,7 @@ export function readConfigFile(path: string): { config: KubeProxyConfiguration; 
   }
   const warnings: string[] = [];
   const strict = fileSchema(true).safeParse(raw);
-  let data: z.infer<ReturnType<typeof fileSchema>>;
+  let data: Zod.infer<ReturnType<typeof fileSchema>>;
   if (strict.success) {
     data = strict.data;
   } else {
@@ -146,7 +163,7 @@ export function readConfigFile(path: string): { config: KubeProxyConfiguration; 
   return { config: mergeDefined(defaultConfiguration(), data), warnings };
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
+function describeIssue(issue: Zod.core.$ZodIssue): string {
   const path = issue.path.join(".");
   return path === "" ? issue.message : `${path}: ${issue.message}`;
 }

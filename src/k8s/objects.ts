@@ -6,7 +6,23 @@
  * kernel. Addresses are kept as strings: upstream drops unparseable IPs silently at use time
  * instead of rejecting the object, and so do we (src/proxy/serviceport.ts, endpoints.ts).
  */
-import { z } from "zod";
+import {
+  array,
+  boolean,
+  checked,
+  DecodeFailure,
+  type Decoder,
+  failAt,
+  integer,
+  isRecord,
+  matching,
+  object,
+  oneOf,
+  optional,
+  refine,
+  string,
+  stringMap,
+} from "./decode.ts";
 import { InvalidObjectError } from "../errors.ts";
 import { parseCIDRSloppy, parseIPSloppy } from "../ip.ts";
 import type { IPFamily } from "../ip.ts";
@@ -132,46 +148,37 @@ export const ANNOTATION_LAST_CHANGE_TRIGGER_TIME = "endpoints.kubernetes.io/last
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
-const dnsLabel = z
-  .string()
-  .max(63, "must be no more than 63 characters")
-  .regex(DNS_LABEL, "must be a DNS-1123 label (lower case alphanumerics and '-')");
-const dnsSubdomain = z
-  .string()
-  .max(253, "must be no more than 253 characters")
-  .regex(DNS_SUBDOMAIN, "must be a DNS-1123 subdomain (lower case alphanumerics, '-' and '.')");
-const portName = z.union([z.literal(""), dnsLabel]);
-const protocol = z.enum(["TCP", "UDP", "SCTP"]);
-/** An integer field with its real range in the message (zod's own says `<=9007199254740991`). */
-export function intInRange(min: number, max: number, message = `must be an integer from ${min} to ${max}`) {
-  const error = { error: message };
-  return z.number(error).int(error).min(min, error).max(max, error);
-}
+const dnsLabel = matching(63, DNS_LABEL, "must be a DNS-1123 label (lower case alphanumerics and '-')");
+const dnsSubdomain = matching(
+  253,
+  DNS_SUBDOMAIN,
+  "must be a DNS-1123 subdomain (lower case alphanumerics, '-' and '.')",
+);
+const portName: Decoder<string> = (v) => (v === "" ? "" : dnsLabel(v));
+const protocol = oneOf(["TCP", "UDP", "SCTP"]);
+const trafficPolicy = oneOf(["Cluster", "Local"]);
+/** An integer field with its real range in the message. */
+export const intInRange = integer;
 
 const port = intInRange(1, 65535);
 const optionalPort = intInRange(0, 65535);
-const ipFamily = z.enum(["IPv4", "IPv6"]);
+const ipFamily = oneOf(["IPv4", "IPv6"]);
 
-/** Accepts absent or JSON null (Go treats both as unset); readers use `??`. */
-function opt<T extends z.ZodType>(schema: T) {
-  return schema.nullish();
-}
+const stringMapField = optional(stringMap);
 
-const stringMap = opt(z.record(z.string(), z.string()));
-
-function metadataSchema(name: z.ZodType<string>, namespaced: boolean) {
-  return z.object({
+function metadataDecoder(name: Decoder<string>, namespaced: boolean) {
+  return object({
     name,
-    namespace: namespaced ? dnsLabel : opt(z.string()),
-    uid: opt(z.string()),
-    resourceVersion: opt(z.string()),
-    labels: stringMap,
-    annotations: stringMap,
-    deletionTimestamp: opt(z.string()),
+    namespace: namespaced ? dnsLabel : optional(string),
+    uid: optional(string),
+    resourceVersion: optional(string),
+    labels: stringMapField,
+    annotations: stringMapField,
+    deletionTimestamp: optional(string),
   });
 }
 
-type RawMeta = z.infer<ReturnType<typeof metadataSchema>>;
+type RawMeta = ReturnType<ReturnType<typeof metadataDecoder>>;
 
 function toMeta(m: RawMeta): ObjectMeta {
   return {
@@ -186,71 +193,67 @@ function toMeta(m: RawMeta): ObjectMeta {
 }
 
 /** "" and "None" are the API's "no ClusterIP"; anything else must be an address. */
-const clusterIP = z
-  .string()
-  .refine((s) => s === "" || s === "None" || parseIPSloppy(s) !== null, "must be a valid IP address or None");
+const clusterIP = refine(
+  string,
+  (s) => s === "" || s === "None" || parseIPSloppy(s) !== null,
+  "must be a valid IP address or None",
+);
 
-const serviceSchema = z.object({
-  metadata: metadataSchema(dnsLabel, true),
-  spec: z
-    .object({
-      type: opt(z.enum(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"])),
-      clusterIP: opt(clusterIP),
-      clusterIPs: opt(z.array(clusterIP).max(2)),
-      ipFamilies: opt(z.array(ipFamily).max(2)),
-      ports: opt(
-        z.array(
-          z.object({
-            name: opt(portName),
-            protocol: opt(protocol),
+/** Port names: required when there are several, and unique (the API server's validation). */
+function checkPortNames(spec: { readonly ports?: readonly { readonly name?: string }[] | undefined }): void {
+  const ports = spec.ports ?? [];
+  const seen = new Set<string>();
+  ports.forEach((p, i) => {
+    const name = p.name ?? "";
+    if (ports.length > 1 && name === "")
+      failAt(["ports", i, "name"], "required when a Service has more than one port");
+    if (seen.has(name)) failAt(["ports", i, "name"], `duplicate port name "${name}"`);
+    seen.add(name);
+  });
+}
+
+const serviceDecoder = object({
+  metadata: metadataDecoder(dnsLabel, true),
+  spec: checked(
+    object({
+      type: optional(oneOf(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"])),
+      clusterIP: optional(clusterIP),
+      clusterIPs: optional(array(clusterIP, 2)),
+      ipFamilies: optional(array(ipFamily, 2)),
+      ports: optional(
+        array(
+          object({
+            name: optional(portName),
+            protocol: optional(protocol),
             port,
-            nodePort: opt(optionalPort),
+            nodePort: optional(optionalPort),
           }),
         ),
       ),
-      externalIPs: opt(z.array(z.string())),
-      loadBalancerSourceRanges: opt(z.array(z.string())),
-      sessionAffinity: opt(z.enum(["None", "ClientIP"])),
-      sessionAffinityConfig: opt(
-        z.object({
-          clientIP: opt(z.object({ timeoutSeconds: opt(intInRange(1, 86400)) })),
+      externalIPs: optional(array(string)),
+      loadBalancerSourceRanges: optional(array(string)),
+      sessionAffinity: optional(oneOf(["None", "ClientIP"])),
+      sessionAffinityConfig: optional(
+        object({
+          clientIP: optional(object({ timeoutSeconds: optional(intInRange(1, 86400)) })),
         }),
       ),
-      externalTrafficPolicy: opt(z.enum(["Cluster", "Local"])),
-      internalTrafficPolicy: opt(z.enum(["Cluster", "Local"])),
-      healthCheckNodePort: opt(optionalPort),
-    })
-    .superRefine((spec, ctx) => {
-      const ports = spec.ports ?? [];
-      const seen = new Set<string>();
-      ports.forEach((p, i) => {
-        const name = p.name ?? "";
-        if (ports.length > 1 && name === "") {
-          ctx.addIssue({
-            code: "custom",
-            path: ["ports", i, "name"],
-            message: "required when a Service has more than one port",
-          });
-        } else if (seen.has(name)) {
-          ctx.addIssue({
-            code: "custom",
-            path: ["ports", i, "name"],
-            message: `duplicate port name "${name}"`,
-          });
-        }
-        seen.add(name);
-      });
+      externalTrafficPolicy: optional(trafficPolicy),
+      internalTrafficPolicy: optional(trafficPolicy),
+      healthCheckNodePort: optional(optionalPort),
     }),
-  status: opt(
-    z.object({
-      loadBalancer: opt(
-        z.object({
-          ingress: opt(
-            z.array(
-              z.object({
-                ip: opt(z.string()),
-                hostname: opt(z.string()),
-                ipMode: opt(z.enum(["VIP", "Proxy"])),
+    checkPortNames,
+  ),
+  status: optional(
+    object({
+      loadBalancer: optional(
+        object({
+          ingress: optional(
+            array(
+              object({
+                ip: optional(string),
+                hostname: optional(string),
+                ipMode: optional(oneOf(["VIP", "Proxy"])),
               }),
             ),
           ),
@@ -260,37 +263,37 @@ const serviceSchema = z.object({
   ),
 });
 
-const endpointSliceSchema = z.object({
-  metadata: metadataSchema(dnsSubdomain, true),
-  addressType: z.enum(["IPv4", "IPv6", "FQDN"]),
-  endpoints: opt(
-    z.array(
-      z.object({
-        addresses: opt(z.array(z.string())),
-        conditions: opt(
-          z.object({
-            ready: opt(z.boolean()),
-            serving: opt(z.boolean()),
-            terminating: opt(z.boolean()),
+const endpointSliceDecoder = object({
+  metadata: metadataDecoder(dnsSubdomain, true),
+  addressType: oneOf(["IPv4", "IPv6", "FQDN"]),
+  endpoints: optional(
+    array(
+      object({
+        addresses: optional(array(string)),
+        conditions: optional(
+          object({
+            ready: optional(boolean),
+            serving: optional(boolean),
+            terminating: optional(boolean),
           }),
         ),
-        nodeName: opt(z.string()),
-        zone: opt(z.string()),
-        hints: opt(
-          z.object({
-            forZones: opt(z.array(z.object({ name: z.string() }))),
-            forNodes: opt(z.array(z.object({ name: z.string() }))),
+        nodeName: optional(string),
+        zone: optional(string),
+        hints: optional(
+          object({
+            forZones: optional(array(object({ name: string }))),
+            forNodes: optional(array(object({ name: string }))),
           }),
         ),
       }),
     ),
   ),
-  ports: opt(
-    z.array(
-      z.object({
-        name: opt(portName),
-        port: opt(optionalPort),
-        protocol: opt(protocol),
+  ports: optional(
+    array(
+      object({
+        name: optional(portName),
+        port: optional(optionalPort),
+        protocol: optional(protocol),
       }),
     ),
   ),
@@ -300,22 +303,24 @@ const endpointSliceSchema = z.object({
  * A pod CIDR ends up in the NodeCIDR local detector's `-s` match: the API server only stores ones
  * that parse (ValidateNode), so one that does not is refused here rather than reaching a rule.
  */
-const podCIDR = z
-  .string()
-  .refine((s) => parseCIDRSloppy(s) !== null, "must be a CIDR (IP address/prefix length)");
+const podCIDR = refine(
+  string,
+  (s) => parseCIDRSloppy(s) !== null,
+  "must be a CIDR (IP address/prefix length)",
+);
 
-const nodeSchema = z.object({
-  metadata: metadataSchema(dnsSubdomain, false),
-  spec: opt(
-    z.object({
-      podCIDR: opt(z.union([z.literal(""), podCIDR])),
-      podCIDRs: opt(z.array(podCIDR)),
-      taints: opt(z.array(z.object({ key: z.string(), value: opt(z.string()), effect: z.string() }))),
+const nodeDecoder = object({
+  metadata: metadataDecoder(dnsSubdomain, false),
+  spec: optional(
+    object({
+      podCIDR: optional<string>((v) => (v === "" ? "" : podCIDR(v))),
+      podCIDRs: optional(array(podCIDR)),
+      taints: optional(array(object({ key: string, value: optional(string), effect: string }))),
     }),
   ),
-  status: opt(
-    z.object({
-      addresses: opt(z.array(z.object({ type: z.string(), address: z.string() }))),
+  status: optional(
+    object({
+      addresses: optional(array(object({ type: string, address: string }))),
     }),
   ),
 });
@@ -340,10 +345,6 @@ function describe(kind: string, raw: unknown, source: string): string {
   return safe(namespace) ? `${kind} ${namespace}/${name}` : `${kind} ${name}`;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 /**
  * etcd's limit on one stored object (the API server's --max-request-bytes is 3 MiB; etcd's
  * request limit, 1.5 MiB, is what an object can really reach). Anything bigger did not come from
@@ -361,7 +362,7 @@ function encodedOrNull(raw: unknown): string | null {
   }
 }
 
-function decodeWith<S extends z.ZodType>(schema: S, kind: string, raw: unknown, source: string): z.infer<S> {
+function decodeWith<T>(decoder: Decoder<T>, kind: string, raw: unknown, source: string): T {
   const encoded = encodedOrNull(raw);
   if (encoded === null)
     throw new InvalidObjectError(
@@ -376,18 +377,16 @@ function decodeWith<S extends z.ZodType>(schema: S, kind: string, raw: unknown, 
       "(object)",
       `${bytes} bytes encoded, over the ${MAX_OBJECT_BYTES}-byte (1.5 MiB) limit of an API object`,
     );
-  const r = schema.safeParse(raw);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  throw new InvalidObjectError(
-    describe(kind, raw, source),
-    issue === undefined ? "(object)" : jsonPath(issue.path),
-    issue?.message ?? "invalid",
-  );
+  try {
+    return decoder(raw);
+  } catch (err) {
+    if (!(err instanceof DecodeFailure)) throw err;
+    throw new InvalidObjectError(describe(kind, raw, source), jsonPath(err.path), err.reason);
+  }
 }
 
 export function decodeService(raw: unknown, source: string): Service {
-  const s = decodeWith(serviceSchema, "Service", raw, source);
+  const s = decodeWith(serviceDecoder, "Service", raw, source);
   const spec = s.spec;
   const ingress = s.status?.loadBalancer?.ingress ?? [];
   return {
@@ -423,7 +422,7 @@ export function decodeService(raw: unknown, source: string): Service {
 }
 
 export function decodeEndpointSlice(raw: unknown, source: string): EndpointSlice {
-  const s = decodeWith(endpointSliceSchema, "EndpointSlice", raw, source);
+  const s = decodeWith(endpointSliceDecoder, "EndpointSlice", raw, source);
   // The label names the Service, and so ends up in rule comments: hold it to the same rule.
   const svcName = s.metadata.labels?.[LABEL_SERVICE_NAME];
   if (svcName !== undefined && svcName !== "" && !(svcName.length <= 63 && DNS_LABEL.test(svcName))) {
@@ -456,7 +455,7 @@ export function decodeEndpointSlice(raw: unknown, source: string): EndpointSlice
 }
 
 export function decodeNode(raw: unknown, source: string): Node {
-  const n = decodeWith(nodeSchema, "Node", raw, source);
+  const n = decodeWith(nodeDecoder, "Node", raw, source);
   const single = n.spec?.podCIDR;
   const podCIDRs =
     n.spec?.podCIDRs ?? (single === undefined || single === null || single === "" ? [] : [single]);
