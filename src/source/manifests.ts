@@ -100,7 +100,9 @@ function parseJson(text: string): SubsetDocument[] | null {
  */
 export function parseManifests(text: string, source: string): ManifestObjects {
   const out = emptyObjects();
-  for (const { value, line } of parseJson(text) ?? parseYamlSubset(text) ?? parseWithYaml(text, source)) {
+  const json = parseJson(text);
+  const docs = json ?? detachStrings(parseYamlSubset(text) ?? parseWithYaml(text, source));
+  for (const { value, line } of docs) {
     if (value === null || value === undefined) continue;
     const where = `${source}:${line}`;
     if (!isRecord(value)) {
@@ -110,6 +112,42 @@ export function parseManifests(text: string, source: string): ManifestObjects {
     collect(value, null, where, out);
   }
   return out;
+}
+
+/** Below this length V8 copies a substring instead of pointing into its parent. */
+const SLICE_MIN_LENGTH = 13;
+
+/**
+ * The YAML parsers' strings are slices of the manifest's text, and a slice keeps its whole parent
+ * alive: the objects of a 24 MB folder held every file's text (and 100,000 copies of the same
+ * node and zone names) for as long as the daemon ran. This replaces every string value with a
+ * flat copy, one per distinct value of the file. `(" " + s).slice(1)` flattens a new string and
+ * points into that instead; the walk skips what it has seen (aliases can make cycles).
+ */
+function detachStrings(docs: SubsetDocument[]): SubsetDocument[] {
+  const copies = new Map<string, string>();
+  const seen = new Set<object>();
+  const detach = (s: string): string => {
+    let copy = copies.get(s);
+    if (copy === undefined) {
+      copy = s.length < SLICE_MIN_LENGTH ? s : (" " + s).slice(1);
+      copies.set(copy, copy);
+    }
+    return copy;
+  };
+  const walk = (value: unknown): unknown => {
+    if (typeof value === "string") return detach(value);
+    if (typeof value !== "object" || value === null || seen.has(value)) return value;
+    seen.add(value);
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) value[i] = walk(value[i]);
+    } else {
+      const record = value as Record<string, unknown>;
+      for (const key of Object.keys(record)) record[key] = walk(record[key]);
+    }
+    return value;
+  };
+  return docs.map((d) => ({ value: walk(d.value), line: d.line }));
 }
 
 function collect(
