@@ -1,8 +1,10 @@
 /**
  * `npm run bench [-- options]`: the render benchmark (issue 3), the sync benchmark (issue 4) and
- * the start-up benchmark (issue 11), printed as Markdown tables with the targets. See bench/README.md for what each number means.
+ * the start-up benchmark (issue 11) and, when asked for, the scale lab (issue 16), printed as
+ * Markdown tables with the targets. See bench/README.md for what each number means.
  */
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { detectBackend } from "../src/kernel/detect.ts";
 import { deleteLiveNetns, deleteNetnsOnSignals, runner } from "./netns.ts";
@@ -12,13 +14,20 @@ import type { Backend } from "./restore.ts";
 import { coldStartTable, runColdStart, runStartupBenchmark, startupTable } from "./startup.ts";
 import type { ColdStartRow, StartupRow } from "./startup.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
+import { LAB_MODES, labCharts, labTable, runLab } from "./lab.ts";
+import type { LabMode, LabRow } from "./lab.ts";
 import type { SyncRow } from "./sync.ts";
 
 const USAGE = `usage: npm run bench -- [options]
   --sizes 1000,10000        Service counts (default: the issues' 1000,10000)
   --endpoints 10            endpoints per Service
   --quick                   a smoke run: 200 Services, 30 s cap, 1 render repeat
-  --only render|sync|startup  run one of the three benchmarks
+  --only render|sync|startup|lab  run one benchmark (the scale lab runs only when asked for)
+  --plot                    run the scale lab and write its SVG charts into docs/bench/
+  --lab-sizes 100,1000,10000,30000  Service counts of the scale lab (quick: 100,1000)
+  --lab-modes iptables-nft,iptables-legacy,nftables  the lab's series
+  --lab-endpoints 1         endpoints per Service in the scale lab
+  --connections 2000        new TCP connections (and first UDP packets) per lab measurement
   --backends nft,legacy     iptables backends for the sync rows (default: detected, then the other)
   --cap-seconds 120         time cap for one kernel-tool measurement
   --repeats 2               render runs per size (first = cold, best of the rest = warm)
@@ -60,6 +69,11 @@ async function main(): Promise<void> {
       rounds: { type: "string" },
       "cold-runs": { type: "string" },
       json: { type: "string" },
+      plot: { type: "boolean", default: false },
+      "lab-sizes": { type: "string" },
+      "lab-modes": { type: "string" },
+      connections: { type: "string" },
+      "lab-endpoints": { type: "string", default: "1" },
       help: { type: "boolean", default: false },
     },
   });
@@ -73,9 +87,11 @@ async function main(): Promise<void> {
   const capMs = 1000 * positive(values["cap-seconds"] ?? (quick ? "30" : "120"), "--cap-seconds");
   const repeats = Math.floor(positive(values.repeats ?? (quick ? "1" : "2"), "--repeats"));
   const only = values.only;
-  if (only !== undefined && !["render", "sync", "startup"].includes(only))
+  if (only !== undefined && !["render", "sync", "startup", "lab"].includes(only))
     throw new Error(`bad --only: ${only}`);
-  const runs = (name: string) => only === undefined || only === name;
+  const plot = values.plot;
+  const runs = (name: string) =>
+    name === "lab" ? only === "lab" || plot : only === undefined ? !plot : only === name;
 
   const abort = new AbortController();
   deleteNetnsOnSignals(abort);
@@ -96,6 +112,7 @@ async function main(): Promise<void> {
   let syncRows: SyncRow[] = [];
   let coldRows: ColdStartRow[] = [];
   let startupRows: StartupRow[] = [];
+  let labRows: LabRow[] = [];
   try {
     if (runs("render")) {
       const backends: Backend[] = ["nft", "legacy"];
@@ -151,6 +168,34 @@ async function main(): Promise<void> {
         "\nTargets: start → working ≤ 1.5× the bare restores (median of the rounds' ratios); daemon RSS ≤ 200 MB after 10,000 x 10.",
       );
     }
+    if (runs("lab")) {
+      const modes = (values["lab-modes"] ?? LAB_MODES.join(",")).split(",").map((m) => m.trim());
+      for (const m of modes) if (!LAB_MODES.includes(m as LabMode)) throw new Error(`bad --lab-modes: ${m}`);
+      labRows = await runLab(
+        {
+          sizes: parseSizes(values["lab-sizes"] ?? (quick ? "100,1000" : "100,1000,10000,30000")),
+          endpointsPerService: Math.floor(positive(values["lab-endpoints"], "--lab-endpoints")),
+          modes: modes as LabMode[],
+          connections: Math.floor(positive(values.connections ?? (quick ? "300" : "2000"), "--connections")),
+          ratePerSecond: 500,
+          programCapMs: 10 * capMs,
+          signal: abort.signal,
+        },
+        log,
+      );
+      console.log("\n## Scale lab (issue 16): the data path at growing numbers of Services\n");
+      console.log(labTable(labRows));
+      if (plot) {
+        const eps = labRows[0]?.endpointsPerService ?? 1;
+        const subtitle = `${started.toISOString().slice(0, 10)}, ${eps} endpoint(s) per Service, node ${process.version}`;
+        const charts = labCharts(labRows, subtitle);
+        const dir = fileURLToPath(new URL("../docs/bench/", import.meta.url));
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(`${dir}lab-latency.svg`, charts.latency);
+        writeFileSync(`${dir}lab-programming.svg`, charts.programming);
+        console.log("\nCharts: docs/bench/lab-latency.svg, docs/bench/lab-programming.svg");
+      }
+    }
   } finally {
     await deleteLiveNetns();
   }
@@ -158,7 +203,15 @@ async function main(): Promise<void> {
     writeFileSync(
       values.json,
       JSON.stringify(
-        { started, detected, render: renderRows, sync: syncRows, coldStart: coldRows, startup: startupRows },
+        {
+          started,
+          detected,
+          render: renderRows,
+          sync: syncRows,
+          coldStart: coldRows,
+          startup: startupRows,
+          lab: labRows,
+        },
         (_k, v: unknown) => (v instanceof Map ? Object.fromEntries(v) : v),
       ),
     );
