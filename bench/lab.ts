@@ -12,7 +12,7 @@
  * node's softirq time per packet, and how long the daemon took from its start to the target
  * answering. Modes alternate their order from one size to the next.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -259,11 +259,8 @@ export function labTable(rows: readonly LabRow[]): string {
   return out.join("\n");
 }
 
-/** The two pictures: first-packet latency, and time to program, against the number of Services. */
-export function labCharts(
-  rows: readonly LabRow[],
-  subtitle: string,
-): { latency: string; programming: string } {
+/** The pictures: first-packet latency (median and p99), and time to program, against the number of Services. */
+export function labCharts(rows: readonly LabRow[], subtitle: string): Record<string, string> {
   const series = (pick: (r: LabRow) => number | null) =>
     [...new Set(rows.map((r) => r.mode))].map((mode) => ({
       name: mode,
@@ -272,15 +269,18 @@ export function labCharts(
         .map((r) => ({ x: r.services, y: pick(r) }))
         .filter((p): p is { x: number; y: number } => p.y !== null),
     }));
-  return {
-    latency: lineChart({
-      title: "New TCP connection through a ClusterIP: p99 connect latency",
+  const latency = (which: "p50" | "p99", title: string) =>
+    lineChart({
+      title: `New TCP connection through a ClusterIP: ${title} connect latency`,
       subtitle,
       xLabel: "Services programmed (log scale)",
-      yLabel: "p99 connect latency (ms)",
-      series: series((r) => r.tcp?.p99 ?? null),
-    }),
-    programming: lineChart({
+      yLabel: `${title} connect latency (ms)`,
+      series: series((r) => r.tcp?.[which] ?? null),
+    });
+  return {
+    "lab-latency-p50.svg": latency("p50", "median"),
+    "lab-latency-p99.svg": latency("p99", "p99"),
+    "lab-programming.svg": lineChart({
       title: "Daemon start to the last Service answering",
       subtitle,
       xLabel: "Services programmed (log scale)",
@@ -288,4 +288,16 @@ export function labCharts(
       series: series((r) => (r.programmedMs === null ? null : r.programmedMs / 1000)),
     }),
   };
+}
+
+/** Writes the charts of `rows` into docs/bench/; returns the paths written. */
+export function writeLabCharts(rows: readonly LabRow[], started: Date): string[] {
+  const eps = rows[0]?.endpointsPerService ?? 1;
+  const subtitle = `${started.toISOString().slice(0, 10)}, ${eps} endpoint(s) per Service, node ${process.version}`;
+  const dir = fileURLToPath(new URL("../docs/bench/", import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  return Object.entries(labCharts(rows, subtitle)).map(([name, svg]) => {
+    writeFileSync(join(dir, name), svg);
+    return `docs/bench/${name}`;
+  });
 }

@@ -3,8 +3,7 @@
  * the start-up benchmark (issue 11) and, when asked for, the scale lab (issue 16), printed as
  * Markdown tables with the targets. See bench/README.md for what each number means.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { detectBackend } from "../src/kernel/detect.ts";
 import { deleteLiveNetns, deleteNetnsOnSignals, runner } from "./netns.ts";
@@ -14,7 +13,7 @@ import type { Backend } from "./restore.ts";
 import { coldStartTable, runColdStart, runStartupBenchmark, startupTable } from "./startup.ts";
 import type { ColdStartRow, StartupRow } from "./startup.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
-import { LAB_MODES, labCharts, labTable, runLab } from "./lab.ts";
+import { LAB_MODES, labTable, runLab, writeLabCharts } from "./lab.ts";
 import type { LabMode, LabRow } from "./lab.ts";
 import type { SyncRow } from "./sync.ts";
 
@@ -24,6 +23,7 @@ const USAGE = `usage: npm run bench -- [options]
   --quick                   a smoke run: 200 Services, 30 s cap, 1 render repeat
   --only render|sync|startup|lab  run one benchmark (the scale lab runs only when asked for)
   --plot                    run the scale lab and write its SVG charts into docs/bench/
+  --plot-from FILE          only draw the lab's charts (and print its table) from an earlier --json FILE
   --lab-sizes 100,1000,10000,30000  Service counts of the scale lab (quick: 100,1000)
   --lab-modes iptables-nft,iptables-legacy,nftables  the lab's series
   --lab-endpoints 1         endpoints per Service in the scale lab
@@ -70,6 +70,7 @@ async function main(): Promise<void> {
       "cold-runs": { type: "string" },
       json: { type: "string" },
       plot: { type: "boolean", default: false },
+      "plot-from": { type: "string" },
       "lab-sizes": { type: "string" },
       "lab-modes": { type: "string" },
       connections: { type: "string" },
@@ -79,6 +80,17 @@ async function main(): Promise<void> {
   });
   if (values.help) {
     console.log(USAGE);
+    return;
+  }
+  if (values["plot-from"] !== undefined) {
+    const saved = JSON.parse(readFileSync(values["plot-from"], "utf8")) as {
+      started: string;
+      lab?: LabRow[];
+    };
+    const rows = saved.lab ?? [];
+    if (rows.length === 0) throw new Error(`${values["plot-from"]} has no scale-lab rows`);
+    console.log(labTable(rows));
+    console.log(`\nCharts: ${writeLabCharts(rows, new Date(saved.started)).join(", ")}`);
     return;
   }
   const quick = values.quick;
@@ -185,16 +197,7 @@ async function main(): Promise<void> {
       );
       console.log("\n## Scale lab (issue 16): the data path at growing numbers of Services\n");
       console.log(labTable(labRows));
-      if (plot) {
-        const eps = labRows[0]?.endpointsPerService ?? 1;
-        const subtitle = `${started.toISOString().slice(0, 10)}, ${eps} endpoint(s) per Service, node ${process.version}`;
-        const charts = labCharts(labRows, subtitle);
-        const dir = fileURLToPath(new URL("../docs/bench/", import.meta.url));
-        mkdirSync(dir, { recursive: true });
-        writeFileSync(`${dir}lab-latency.svg`, charts.latency);
-        writeFileSync(`${dir}lab-programming.svg`, charts.programming);
-        console.log("\nCharts: docs/bench/lab-latency.svg, docs/bench/lab-programming.svg");
-      }
+      if (plot) console.log(`\nCharts: ${writeLabCharts(labRows, started).join(", ")}`);
     }
   } finally {
     await deleteLiveNetns();
