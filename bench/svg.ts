@@ -31,7 +31,8 @@ function yTicks(max: number): number[] {
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
   const ticks: number[] = [];
-  for (let v = 0; v <= max + step / 2; v += step) ticks.push(Number(v.toPrecision(12)));
+  for (let v = 0; ticks.length < 2 || ticks[ticks.length - 1]! < max; v += step)
+    ticks.push(Number(v.toPrecision(12)));
   return ticks;
 }
 
@@ -40,7 +41,7 @@ const label = (v: number) => (v >= 1000 ? v.toLocaleString("en-US") : String(v))
 export function lineChart(spec: ChartSpec): string {
   const points = spec.series.flatMap((s) => s.points);
   const xs = points.map((p) => p.x).filter((x) => x > 0);
-  const xMin = Math.min(...xs, 1);
+  const xMin = 10 ** Math.floor(Math.log10(Math.min(...xs, 1e9)));
   const xMax = Math.max(...xs, xMin * 10);
   const ticksY = yTicks(Math.max(...points.map((p) => p.y), 0) * 1.05);
   const yMax = ticksY[ticksY.length - 1]!;
