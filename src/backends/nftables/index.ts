@@ -22,7 +22,7 @@ import { KUBE_PROXY_TABLE } from "./names.ts";
 import { nftablesProxier } from "./proxier.ts";
 import { renderNftables } from "./render.ts";
 import { nftablesSettingsFor, upstreamTestSettings } from "./settings.ts";
-import { planFullSync } from "./transactions.ts";
+import { planFullSync, type NftTransaction } from "./transactions.ts";
 
 /** The node cannot run nftables mode (no nft, no nf_tables, kernel too old). */
 export class NftablesUnavailableError extends KubeProxyError {
@@ -147,7 +147,7 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
 function kernelFor(runner: Runner, family: IPFamily) {
   const nft = new Nft(runner);
   return {
-    apply: (payload: string) => nft.apply(payload),
+    apply: (transaction: NftTransaction) => nft.apply(transaction.payload),
     listObjects: () => nft.listObjects(nftFamily(family), KUBE_PROXY_TABLE),
   };
 }
