@@ -132,7 +132,8 @@ export class NetlinkSocket {
   /** A bound NETLINK_NETFILTER socket with extended acks, capped acks and a large receive buffer. */
   static open(options: NetlinkSocketOptions = {}): NetlinkSocket {
     const lib = loadLibc();
-    const fd = options.netns === undefined ? createSocket(lib) : inNetns(lib, options.netns, () => createSocket(lib));
+    const fd =
+      options.netns === undefined ? createSocket(lib) : inNetns(lib, options.netns, () => createSocket(lib));
     const socket = new NetlinkSocket(lib, fd);
     try {
       socket.setInt(SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES, "SO_RCVBUFFORCE");
@@ -168,7 +169,11 @@ export class NetlinkSocket {
     const sent = await this.lib.send(this.fd, batch, batch.length, 0);
     if (sent < 0) throw new NetlinkSocketError("send", koffi.errno(), `${batch.length} bytes`);
     if (sent !== batch.length)
-      throw new NetlinkSocketError("send", osConstants.errno.EMSGSIZE, `sent ${sent} of ${batch.length} bytes`);
+      throw new NetlinkSocketError(
+        "send",
+        osConstants.errno.EMSGSIZE,
+        `sent ${sent} of ${batch.length} bytes`,
+      );
     const deadline = Date.now() + options.timeoutMs;
     const replies: NetlinkReply[] = [];
     const buf = Buffer.alloc(256 * 1024);
@@ -222,7 +227,11 @@ function createSocket(lib: Libc): number {
  */
 function inNetns<T>(lib: Libc, netns: string, body: () => T): T {
   if (!/^[A-Za-z0-9_.-]+$/.test(netns))
-    throw new NetlinkSocketError("setns", osConstants.errno.EINVAL, `bad namespace name ${JSON.stringify(netns)}`);
+    throw new NetlinkSocketError(
+      "setns",
+      osConstants.errno.EINVAL,
+      `bad namespace name ${JSON.stringify(netns)}`,
+    );
   const own = openSync("/proc/thread-self/ns/net", "r");
   try {
     const target = openSync(`/run/netns/${netns}`, "r");
@@ -270,7 +279,8 @@ export function parseReplies(data: Buffer): NetlinkReply[] {
           const atype = data.readUInt16LE(a + 2) & 0x3fff;
           if (alen < 4) break;
           // The other TLVs (offset, policy) are not needed to name the failing object.
-          if (atype === NLMSGERR_ATTR_MSG) message = data.toString("utf8", a + 4, a + alen).replace(/\0+$/, "");
+          if (atype === NLMSGERR_ATTR_MSG)
+            message = data.toString("utf8", a + 4, a + alen).replace(/\0+$/, "");
           a += (alen + 3) & ~3;
         }
       }
