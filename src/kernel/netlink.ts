@@ -33,6 +33,8 @@ const NLMSGERR_ATTR_MSG = 1;
 
 /** The receive buffer: errors are small (NETLINK_CAP_ACK), only a failing batch sends many. */
 const RCVBUF_BYTES = 8 * 1024 * 1024;
+/** How long to wait for the rest of the replies once one message failed. */
+const ERROR_GRACE_MS = 1_000;
 /** Room the kernel wants beyond the message itself in the send buffer. */
 const SNDBUF_SLACK = 64 * 1024;
 
@@ -72,6 +74,7 @@ interface Libc {
   setsockopt(fd: number, level: number, name: number, value: Buffer, len: number): number;
   close(fd: number): number;
   setns(fd: number, nstype: number): number;
+  ifNameToIndex(name: string): number;
   send: (fd: number, buf: Buffer, len: number, flags: number) => Promise<number>;
   recv: (fd: number, buf: Buffer, len: number, flags: number) => Promise<number>;
 }
@@ -89,6 +92,7 @@ function loadLibc(): Libc {
     setsockopt: lib.func("int setsockopt(int fd, int level, int name, const void *value, uint32_t len)"),
     close: lib.func("int close(int fd)"),
     setns: lib.func("int setns(int fd, int nstype)"),
+    ifNameToIndex: lib.func("unsigned int if_nametoindex(const char *name)"),
     send: promisify(send.async) as Libc["send"],
     recv: promisify(recv.async) as Libc["recv"],
   };
@@ -127,14 +131,23 @@ export class NetlinkSocket {
   private constructor(
     private readonly lib: Libc,
     private readonly fd: number,
+    private readonly netns: string | undefined,
   ) {}
+
+  /** The index of an interface in the socket's namespace (what `iif NAME` matches). */
+  ifIndex(name: string): number {
+    const lookup = (): number => this.lib.ifNameToIndex(name);
+    const index = this.netns === undefined ? lookup() : inNetns(this.lib, this.netns, lookup);
+    if (index === 0) throw new NetlinkSocketError("if_nametoindex", koffi.errno(), name);
+    return index;
+  }
 
   /** A bound NETLINK_NETFILTER socket with extended acks, capped acks and a large receive buffer. */
   static open(options: NetlinkSocketOptions = {}): NetlinkSocket {
     const lib = loadLibc();
     const fd =
       options.netns === undefined ? createSocket(lib) : inNetns(lib, options.netns, () => createSocket(lib));
-    const socket = new NetlinkSocket(lib, fd);
+    const socket = new NetlinkSocket(lib, fd, options.netns);
     try {
       socket.setInt(SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES, "SO_RCVBUFFORCE");
       socket.setInt(SOL_NETLINK, NETLINK_EXT_ACK, 1, "NETLINK_EXT_ACK");
@@ -174,13 +187,18 @@ export class NetlinkSocket {
         osConstants.errno.EMSGSIZE,
         `sent ${sent} of ${batch.length} bytes`,
       );
-    const deadline = Date.now() + options.timeoutMs;
+    let deadline = Date.now() + options.timeoutMs;
+    let failed = false;
     const replies: NetlinkReply[] = [];
     const buf = Buffer.alloc(256 * 1024);
     let messages = 0;
     while (messages < options.maxReplies) {
       const left = deadline - Date.now();
-      if (left <= 0) break;
+      if (left <= 0) {
+        // After an error the batch is aborted: what came is all there is to know.
+        if (failed) return replies;
+        break;
+      }
       this.setRecvTimeout(Math.min(left, 1_000));
       const n = await this.lib.recv(this.fd, buf, buf.length, 0);
       if (n < 0) {
@@ -192,6 +210,10 @@ export class NetlinkSocket {
         messages++;
         replies.push(reply);
         if (reply.seq === options.lastSeq) return replies;
+        if (reply.errno !== 0 && !failed) {
+          failed = true;
+          deadline = Math.min(deadline, Date.now() + ERROR_GRACE_MS);
+        }
       }
     }
     throw new NetlinkTimeoutError(
