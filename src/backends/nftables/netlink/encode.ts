@@ -317,9 +317,14 @@ class Encoder {
         if (cmd.verb === "add") this.newSet(cmd.container, i);
         else {
           this.begin(cmd.verb === "flush" ? MSG.delSetElem : MSG.delSet, 0, i);
-          // nft's order: the set's name before its table.
-          w.str(cmd.verb === "flush" ? ELEMS_A.set : SET_A.name, cmd.name);
-          this.table();
+          if (cmd.verb === "flush") {
+            // nft's order for a flush: the set's name before its table.
+            w.str(ELEMS_A.set, cmd.name);
+            this.table();
+          } else {
+            this.table();
+            w.str(SET_A.name, cmd.name);
+          }
           w.end();
         }
         return i + 1;
@@ -371,7 +376,8 @@ class Encoder {
       w.u32(SET_A.dataLen, 0);
     }
     const id = ++this.setId;
-    this.namedIds.set(c.name, id);
+    // A set added twice in one batch keeps the ID of its first add for references (as nft).
+    if (!this.namedIds.has(c.name)) this.namedIds.set(c.name, id);
     w.u32(SET_A.id, id);
     if (c.timeoutSeconds !== undefined) w.u64(SET_A.timeout, BigInt(c.timeoutSeconds) * 1000n);
     w.bytes(SET_A.userdata, containerUserdata(c, layout));

@@ -196,7 +196,9 @@ function intervalElements(prefixes: readonly Prefix[], len: number): AnonElement
   const merged: { lo: Buffer; hi: Buffer }[] = [];
   for (const r of ranges) {
     const last = merged.at(-1);
-    if (last !== undefined && Buffer.compare(r.lo, last.hi) <= 0) {
+    // Overlapping and adjacent ranges become one, as nft's automerge does.
+    const after = last === undefined ? null : increment(last.hi);
+    if (last !== undefined && (after === null || Buffer.compare(r.lo, after) <= 0)) {
       if (Buffer.compare(r.hi, last.hi) > 0) last.hi = r.hi;
     } else merged.push({ ...r });
   }
