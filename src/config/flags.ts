@@ -108,6 +108,12 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
     help: "The minimum period between iptables rule resyncs; 0 = sync on every change.",
   },
   {
+    flag: "nftables-writer",
+    kind: "string",
+    path: "nftables.writer",
+    help: "How nftables mode writes the kernel: 'netlink' (default, bounded netlink batches) or 'nft' (nft -f).",
+  },
+  {
     flag: "nodeport-addresses",
     kind: "list",
     path: "nodePortAddresses",

@@ -206,6 +206,10 @@ export function validateConfiguration(config: KubeProxyConfiguration): string[] 
     `mode: unsupported value ${JSON.stringify(config.mode)} (iptables, nftables, ipvs)`,
   );
   check(
+    ["netlink", "nft"].includes(config.nftables.writer),
+    `--nftables-writer: unsupported value ${JSON.stringify(config.nftables.writer)} (netlink, nft)`,
+  );
+  check(
     ["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"].includes(config.detectLocalMode),
     `detectLocalMode: unsupported value ${JSON.stringify(config.detectLocalMode)}`,
   );

@@ -4,6 +4,7 @@
  * duration strings so that `--write-config-to` and `/configz` print what upstream prints.
  */
 export type ProxyMode = "iptables" | "nftables" | "ipvs";
+export type NftablesWriterKind = "netlink" | "nft";
 export type LocalMode = "ClusterCIDR" | "NodeCIDR" | "BridgeInterface" | "InterfaceNamePrefix";
 
 export interface KubeProxyConfiguration {
@@ -43,7 +44,17 @@ export interface KubeProxyConfiguration {
     tcpFinTimeout: string;
     udpTimeout: string;
   };
-  nftables: { masqueradeBit: number; masqueradeAll: boolean; syncPeriod: string; minSyncPeriod: string };
+  nftables: {
+    masqueradeBit: number;
+    masqueradeAll: boolean;
+    syncPeriod: string;
+    minSyncPeriod: string;
+    /**
+     * Ours, not upstream's (no KubeProxyConfiguration field, only `--nftables-writer`): how
+     * nftables mode writes the kernel, netlink batches (default) or `nft -f`.
+     */
+    writer: NftablesWriterKind;
+  };
   detectLocalMode: LocalMode;
   detectLocal: { bridgeInterface: string; interfaceNamePrefix: string };
   clusterCIDR: string;
@@ -101,7 +112,13 @@ export function defaultConfiguration(): KubeProxyConfiguration {
       tcpFinTimeout: "0s",
       udpTimeout: "0s",
     },
-    nftables: { masqueradeBit: 14, masqueradeAll: false, syncPeriod: "30s", minSyncPeriod: "1s" },
+    nftables: {
+      masqueradeBit: 14,
+      masqueradeAll: false,
+      syncPeriod: "30s",
+      minSyncPeriod: "1s",
+      writer: "netlink",
+    },
     detectLocalMode: "ClusterCIDR",
     detectLocal: { bridgeInterface: "", interfaceNamePrefix: "" },
     clusterCIDR: "",

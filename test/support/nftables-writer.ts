@@ -21,7 +21,7 @@ export function fakeNftablesNode(
   const family = settings.family === "IPv4" ? "ip" : "ip6";
   const writer = new NftablesWriter({
     kernel: {
-      apply: async (payload) => kernel.apply(payload),
+      apply: async (t) => kernel.apply(t.payload),
       listObjects: async () => kernel.list(family, "kube-proxy"),
     },
     settings,

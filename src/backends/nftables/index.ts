@@ -5,6 +5,7 @@
  */
 import { release } from "node:os";
 import { InputError, KubeProxyError } from "../../errors.ts";
+import type { NftablesWriterKind } from "../../config/types.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { Nft } from "../../kernel/nft.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
@@ -19,10 +20,11 @@ import {
 } from "../types.ts";
 import { cleanupNftables } from "./cleanup.ts";
 import { KUBE_PROXY_TABLE } from "./names.ts";
+import { NetlinkNftablesKernel } from "./netlink-kernel.ts";
 import { nftablesProxier } from "./proxier.ts";
 import { renderNftables } from "./render.ts";
 import { nftablesSettingsFor, upstreamTestSettings } from "./settings.ts";
-import { planFullSync } from "./transactions.ts";
+import { planFullSync, type NftTransaction } from "./transactions.ts";
 
 /** The node cannot run nftables mode (no nft, no nf_tables, kernel too old). */
 export class NftablesUnavailableError extends KubeProxyError {
@@ -50,7 +52,7 @@ const nftFamily = (family: IPFamily): "ip" | "ip6" => (family === "IPv4" ? "ip" 
 /** The platform checks; returns the families nf_tables works for here (IPv4 is required). */
 async function checkPlatform(ctx: PlatformContext, nft: Nft): Promise<IPFamily[]> {
   try {
-    ctx.log.info({ version: await nft.version() }, "Using nft");
+    ctx.log.info({ version: await nft.version(), writer: ctx.config.nftables.writer }, "Using nft");
   } catch (err) {
     throw new NftablesUnavailableError("nftables mode needs the nft tool, which could not be run", {
       cause: err,
@@ -102,7 +104,7 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
       created.set(
         family,
         nftablesProxier({
-          kernel: kernelFor(runner, family),
+          kernel: kernelFor(runner, family, config.nftables.writer),
           settings,
           featureGates: config.featureGates,
           ...sharedSyncOptions(deps, family, store),
@@ -144,10 +146,17 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
   };
 }
 
-function kernelFor(runner: Runner, family: IPFamily) {
+/**
+ * The kernel side of one family's writer: netlink batches (the default) or `nft -f`. Both send
+ * the same transactions; the table's chains and sets are listed with nft either way (only at
+ * start-up and after a failure).
+ */
+function kernelFor(runner: Runner, family: IPFamily, writer: NftablesWriterKind) {
   const nft = new Nft(runner);
+  const netlink = writer === "netlink" ? new NetlinkNftablesKernel({ family: nftFamily(family) }) : null;
   return {
-    apply: (payload: string) => nft.apply(payload),
+    apply: (transaction: NftTransaction) =>
+      netlink === null ? nft.apply(transaction.payload) : netlink.apply(transaction),
     listObjects: () => nft.listObjects(nftFamily(family), KUBE_PROXY_TABLE),
   };
 }

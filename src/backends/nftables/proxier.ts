@@ -23,7 +23,13 @@ import {
 import type { IPFamily } from "../../ip.ts";
 import type { ProxyState } from "../../proxy/types.ts";
 import { renderNftables } from "./render.ts";
-import { planFullSync, planPartialSync, staleChainDeletion, type KernelTable } from "./transactions.ts";
+import {
+  planFullSync,
+  planPartialSync,
+  staleChainDeletion,
+  type KernelTable,
+  type NftTransaction,
+} from "./transactions.ts";
 import type { NftablesSettings } from "./types.ts";
 
 /** How long a flushed chain waits before it is deleted (upstream: one second). */
@@ -31,8 +37,8 @@ export const STALE_CHAIN_DELAY_MS = 1_000;
 
 /** The kernel side of one family's table, as the writer needs it (a fake in the tests). */
 export interface NftablesKernel {
-  /** One atomic transaction (`nft -f -`). */
-  apply(payload: string): Promise<void>;
+  /** One atomic transaction (`nft -f -`, or one netlink batch). */
+  apply(transaction: NftTransaction): Promise<void>;
   /** Chains and sets of our table; null when the table does not exist. */
   listObjects(): Promise<NftTableObjects | null>;
 }
@@ -103,7 +109,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
         );
       }
       if (plan.operations > 0) {
-        await kernel.apply(plan.payload);
+        await kernel.apply(plan);
         request.onTransaction();
       }
     } catch (error) {

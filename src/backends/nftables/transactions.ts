@@ -32,6 +32,8 @@ export interface ExistingObjects {
 export interface SyncPlan {
   /** The `nft -f` input: one command per line. */
   readonly payload: string;
+  /** The same transaction, typed (what the netlink writer encodes). */
+  readonly commands: readonly NftCommand[];
   /** Commands in `payload` (upstream's `NumOperations`). */
   readonly operations: number;
   /** Chains that became unused in this sync: flushed now, deleted later (kernels < 6.2). */
@@ -49,22 +51,31 @@ export interface FullSyncOptions {
   readonly resetBaseChains: boolean;
 }
 
-class Commands {
-  readonly lines: string[] = [];
-
-  constructor(private readonly prefix: string) {}
-
-  push(verb: string, what: string, rest: string): void {
-    this.lines.push(`${verb} ${what} ${this.prefix} ${rest}`);
-  }
-}
+/**
+ * One command of a transaction, typed: the `nft -f` writer prints it (`commandText`), the
+ * netlink writer encodes it (./netlink/encode.ts). Both send the same transaction.
+ */
+export type NftCommand =
+  | { readonly verb: "add"; readonly what: "table"; readonly comment: string }
+  | { readonly verb: "add"; readonly what: "chain"; readonly chain: string; readonly comment?: string }
+  | { readonly verb: "flush" | "delete"; readonly what: "chain"; readonly chain: string }
+  | { readonly verb: "add"; readonly what: "container"; readonly container: NftContainer }
+  | {
+      readonly verb: "flush" | "delete";
+      readonly what: "container";
+      readonly kind: "set" | "map";
+      readonly name: string;
+    }
+  | { readonly verb: "add"; readonly what: "rule"; readonly chain: string; readonly rule: string }
+  | { readonly verb: "add"; readonly what: "element"; readonly element: NftElement }
+  | { readonly verb: "delete"; readonly what: "element"; readonly container: string; readonly key: string };
 
 const quote = (text: string): string => JSON.stringify(text);
 
-function chainSpec(chain: NftChain): string {
-  const base = BASE_CHAINS.find((c) => c.name === chain.name);
+function chainSpec(name: string, comment: string | undefined): string {
+  const base = BASE_CHAINS.find((c) => c.name === name);
   if (base !== undefined) return ` { type ${base.type} hook ${base.hook} priority ${base.priority} ; }`;
-  return chain.comment === undefined ? "" : ` { comment ${quote(chain.comment)} ; }`;
+  return comment === undefined ? "" : ` { comment ${quote(comment)} ; }`;
 }
 
 function containerSpec(c: NftContainer): string {
@@ -79,6 +90,65 @@ function elementText(e: NftElement): string {
   const comment = e.comment === undefined ? "" : ` comment ${quote(e.comment)}`;
   const value = e.value === undefined ? "" : ` : ${e.value}`;
   return `${e.container} { ${e.key}${comment}${value} }`;
+}
+
+/** The `nft -f` line of one command. */
+export function commandText(family: "ip" | "ip6", cmd: NftCommand): string {
+  const t = `${family} ${KUBE_PROXY_TABLE}`;
+  switch (cmd.what) {
+    case "table":
+      return `add table ${t} { comment ${quote(cmd.comment)} ; }`;
+    case "chain":
+      return cmd.verb === "add"
+        ? `add chain ${t} ${cmd.chain}${chainSpec(cmd.chain, cmd.comment)}`
+        : `${cmd.verb} chain ${t} ${cmd.chain}`;
+    case "container":
+      return cmd.verb === "add"
+        ? `add ${cmd.container.kind} ${t} ${cmd.container.name} ${containerSpec(cmd.container)}`
+        : `${cmd.verb} ${cmd.kind} ${t} ${cmd.name}`;
+    case "rule":
+      return `add rule ${t} ${cmd.chain} ${cmd.rule}`;
+    case "element":
+      return cmd.verb === "add"
+        ? `add element ${t} ${elementText(cmd.element)}`
+        : `delete element ${t} ${cmd.container} { ${cmd.key} }`;
+  }
+}
+
+class Commands {
+  readonly list: NftCommand[] = [];
+
+  addChain(c: NftChain): void {
+    this.list.push(
+      c.comment === undefined
+        ? { verb: "add", what: "chain", chain: c.name }
+        : { verb: "add", what: "chain", chain: c.name, comment: c.comment },
+    );
+  }
+
+  chain(verb: "flush" | "delete", chain: string): void {
+    this.list.push({ verb, what: "chain", chain });
+  }
+
+  addContainer(container: NftContainer): void {
+    this.list.push({ verb: "add", what: "container", container });
+  }
+
+  container(verb: "flush" | "delete", kind: "set" | "map", name: string): void {
+    this.list.push({ verb, what: "container", kind, name });
+  }
+
+  rule(chain: string, rule: string): void {
+    this.list.push({ verb: "add", what: "rule", chain, rule });
+  }
+
+  addElement(element: NftElement): void {
+    this.list.push({ verb: "add", what: "element", element });
+  }
+
+  deleteElement(container: string, key: string): void {
+    this.list.push({ verb: "delete", what: "element", container, key });
+  }
 }
 
 const signature = (e: NftElement): string => `${e.comment ?? ""}\u0000${e.value ?? ""}`;
@@ -121,10 +191,11 @@ function plan(
   after: KernelTable,
   activeChains: ReadonlySet<string>,
 ): SyncPlan {
-  const lines = cmd.lines;
+  const commands = cmd.list;
   return {
-    payload: lines.length === 0 ? "" : lines.join("\n") + "\n",
-    operations: lines.length,
+    payload: commands.map((c) => commandText(ruleset.family, c) + "\n").join(""),
+    commands,
+    operations: commands.length,
     newlyStaleChains,
     activeChains,
     after,
@@ -137,47 +208,45 @@ export function planFullSync(
   existing: ExistingObjects | null,
   options: FullSyncOptions,
 ): SyncPlan {
-  const cmd = new Commands(`${ruleset.family} ${KUBE_PROXY_TABLE}`);
-  cmd.lines.push(`add table ${ruleset.family} ${KUBE_PROXY_TABLE} { comment ${quote(TABLE_COMMENT)} ; }`);
+  const cmd = new Commands();
+  cmd.list.push({ verb: "add", what: "table", comment: TABLE_COMMENT });
   if (options.resetBaseChains) {
     for (const c of ruleset.baseChains) {
-      cmd.push("add", "chain", `${c.name}${chainSpec(c)}`);
-      cmd.push("delete", "chain", c.name);
+      cmd.addChain(c);
+      cmd.chain("delete", c.name);
     }
   }
   const serviceChains = ruleset.services.flatMap((s) => s.chains);
   const activeChains = serviceChainNames(ruleset);
   const activeSets = affinitySetNames(ruleset);
   for (const c of [...ruleset.baseChains, ...ruleset.fixedChains, ...serviceChains]) {
-    cmd.push("add", "chain", `${c.name}${chainSpec(c)}`);
-    cmd.push("flush", "chain", c.name);
+    cmd.addChain(c);
+    cmd.chain("flush", c.name);
   }
   const stale =
     existing === null
       ? []
       : [...new Set(existing.chains)].filter((c) => isServiceChainName(c) && !activeChains.has(c)).sort();
-  for (const c of stale) cmd.push("flush", "chain", c);
+  for (const c of stale) cmd.chain("flush", c);
   for (const c of ruleset.containers) {
-    cmd.push("add", c.kind, `${c.name} ${containerSpec(c)}`);
-    cmd.push("flush", c.kind, c.name);
+    cmd.addContainer(c);
+    cmd.container("flush", c.kind, c.name);
   }
   // add + delete: a plain delete fails when the set is not there.
   const np = ruleset.nodePortIPsSet;
-  cmd.push("add", "set", `${np.name} ${containerSpec(np)}`);
-  cmd.push(ruleset.nodePortIPs === null ? "delete" : "flush", "set", np.name);
-  for (const svc of ruleset.services)
-    for (const s of svc.affinitySets) cmd.push("add", "set", `${s.name} ${containerSpec(s)}`);
+  cmd.addContainer(np);
+  cmd.container(ruleset.nodePortIPs === null ? "delete" : "flush", "set", np.name);
+  for (const svc of ruleset.services) for (const s of svc.affinitySets) cmd.addContainer(s);
   const staleSets =
     existing === null
       ? []
       : [...new Set(existing.sets)].filter((s) => isAffinitySetName(s) && !activeSets.has(s)).sort();
-  for (const s of staleSets) cmd.push("delete", "set", s);
+  for (const s of staleSets) cmd.container("delete", "set", s);
   for (const c of [...ruleset.baseChains, ...ruleset.fixedChains, ...serviceChains])
-    for (const r of c.rules) cmd.push("add", "rule", `${c.name} ${r}`);
-  for (const ip of ruleset.nodePortIPs ?? []) cmd.push("add", "element", `${np.name} { ${ip} }`);
+    for (const r of c.rules) cmd.rule(c.name, r);
+  for (const ip of ruleset.nodePortIPs ?? []) cmd.addElement({ container: np.name, key: ip });
   const elements = elementsByContainer(ruleset);
-  for (const map of elements.values())
-    for (const e of map.values()) cmd.push("add", "element", elementText(e));
+  for (const map of elements.values()) for (const e of map.values()) cmd.addElement(e);
   const known = new Set([...activeChains, ...stale]);
   return plan(cmd, ruleset, stale, kernelAfter(elements, known, activeSets), activeChains);
 }
@@ -193,7 +262,7 @@ export function planPartialSync(
   changedServices: ReadonlySet<string>,
   alreadyStale: ReadonlySet<string>,
 ): SyncPlan {
-  const cmd = new Commands(`${ruleset.family} ${KUBE_PROXY_TABLE}`);
+  const cmd = new Commands();
   const activeChains = serviceChainNames(ruleset);
   const activeSets = affinitySetNames(ruleset);
   const written: NftChain[] = [];
@@ -205,15 +274,15 @@ export function planPartialSync(
     for (const s of svc.affinitySets) if (changed || !before.affinitySets.has(s.name)) newSets.push(s);
   }
   for (const c of written) {
-    cmd.push("add", "chain", `${c.name}${chainSpec(c)}`);
-    cmd.push("flush", "chain", c.name);
+    cmd.addChain(c);
+    cmd.chain("flush", c.name);
   }
   const stale = [...before.chains].filter((c) => !activeChains.has(c) && !alreadyStale.has(c)).sort();
-  for (const c of stale) cmd.push("flush", "chain", c);
-  for (const s of newSets) cmd.push("add", "set", `${s.name} ${containerSpec(s)}`);
+  for (const c of stale) cmd.chain("flush", c);
+  for (const s of newSets) cmd.addContainer(s);
   for (const s of [...before.affinitySets].filter((s) => !activeSets.has(s)).sort())
-    cmd.push("delete", "set", s);
-  for (const c of written) for (const r of c.rules) cmd.push("add", "rule", `${c.name} ${r}`);
+    cmd.container("delete", "set", s);
+  for (const c of written) for (const r of c.rules) cmd.rule(c.name, r);
 
   const elements = elementsByContainer(ruleset);
   const adds: NftElement[] = [];
@@ -221,16 +290,23 @@ export function planPartialSync(
     const old = before.elements.get(name) ?? new Map<string, string>();
     for (const [key, sig] of old) {
       const now = map.get(key);
-      if (now === undefined || signature(now) !== sig) cmd.push("delete", "element", `${name} { ${key} }`);
+      if (now === undefined || signature(now) !== sig) cmd.deleteElement(name, key);
     }
     for (const [key, e] of map) if (old.get(key) !== signature(e)) adds.push(e);
   }
-  for (const e of adds) cmd.push("add", "element", elementText(e));
+  for (const e of adds) cmd.addElement(e);
   const known = new Set([...activeChains, ...[...before.chains].filter((c) => !activeChains.has(c))]);
   return plan(cmd, ruleset, stale, kernelAfter(elements, known, activeSets), activeChains);
 }
 
 /** The separate transaction that deletes chains stale for long enough. */
-export function staleChainDeletion(family: "ip" | "ip6", chains: readonly string[]): string {
-  return chains.map((c) => `delete chain ${family} ${KUBE_PROXY_TABLE} ${c}\n`).join("");
+export function staleChainDeletion(family: "ip" | "ip6", chains: readonly string[]): NftTransaction {
+  const commands: NftCommand[] = chains.map((chain) => ({ verb: "delete", what: "chain", chain }));
+  return { payload: commands.map((c) => commandText(family, c) + "\n").join(""), commands };
+}
+
+/** What a kernel writer is given: the same transaction as text and as typed commands. */
+export interface NftTransaction {
+  readonly payload: string;
+  readonly commands: readonly NftCommand[];
 }

@@ -71,14 +71,14 @@ async function replay(
   const fake = new FakeNft();
   const clock = new FakeClock();
   const real = new NftablesWriter({
-    kernel: { apply: (p) => nft.apply(p), listObjects: () => nft.listObjects(nftFamily, "kube-proxy") },
+    kernel: { apply: (t) => nft.apply(t.payload), listObjects: () => nft.listObjects(nftFamily, "kube-proxy") },
     settings,
     clock,
     log: pino({ level: "silent" }),
   });
   const shadow = new NftablesWriter({
     kernel: {
-      apply: async (p) => fake.apply(p),
+      apply: async (t) => fake.apply(t.payload),
       listObjects: async () => fake.list(nftFamily, "kube-proxy"),
     },
     settings,

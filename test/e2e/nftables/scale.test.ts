@@ -59,7 +59,7 @@ test(`${SERVICES} Services × ${ENDPOINTS} endpoints: one nft -f transaction, th
     let applyMs = 0;
     const writer = new NftablesWriter({
       kernel: {
-        apply: async (payload) => {
+        apply: async ({ payload }) => {
           const began = performance.now();
           await nft.apply(payload);
           applyMs = ms(began);

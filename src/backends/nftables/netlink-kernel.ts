@@ -1,0 +1,109 @@
+/**
+ * The netlink writer's kernel side: each transaction (the same typed commands `nft -f` would get)
+ * encoded by ./netlink/encode.ts and sent as one batch on a NETLINK_NETFILTER socket. A refused
+ * batch changes nothing (nf_tables aborts the whole transaction); the error names the object
+ * behind every failing message ("add chain service-…: File exists").
+ */
+import { constants as osConstants } from "node:os";
+import { KubeProxyError } from "../../errors.ts";
+import { errnoName, NetlinkSocket, type NetlinkSocketOptions } from "../../kernel/netlink.ts";
+import { encodeBatch } from "./netlink/encode.ts";
+import { KUBE_PROXY_TABLE } from "./names.ts";
+import type { NftCommand, NftTransaction } from "./transactions.ts";
+
+/** The usual meaning of the errnos nf_tables returns (what nft prints). */
+const ERRNO_TEXT: Readonly<Record<number, string>> = {
+  [osConstants.errno.EEXIST]: "File exists",
+  [osConstants.errno.ENOENT]: "No such file or directory",
+  [osConstants.errno.EBUSY]: "Device or resource busy",
+  [osConstants.errno.EINVAL]: "Invalid argument",
+  [osConstants.errno.EPERM]: "Operation not permitted",
+  [osConstants.errno.EOPNOTSUPP]: "Operation not supported",
+  [osConstants.errno.ENOSPC]: "No space left on device",
+  [osConstants.errno.ELOOP]: "Too many levels of symbolic links",
+  [osConstants.errno.ENOMEM]: "Cannot allocate memory",
+  [osConstants.errno.EMLINK]: "Too many links",
+};
+
+export interface FailedObject {
+  /** The command behind the failing message (`add chain service-…`). */
+  readonly object: string;
+  readonly errno: number;
+  readonly kernelMessage: string | null;
+}
+
+/** The kernel refused a netlink batch: nothing of it was applied. */
+export class NftNetlinkTransactionError extends KubeProxyError {
+  readonly code = "KPT_NFT_NETLINK";
+
+  constructor(readonly failures: readonly FailedObject[]) {
+    const shown = failures.slice(0, 5).map((f) => {
+      const text = ERRNO_TEXT[f.errno] ?? errnoName(f.errno);
+      const extra = f.kernelMessage === null ? "" : ` (${f.kernelMessage})`;
+      return `${f.object}: ${text}${extra}`;
+    });
+    const more = failures.length > 5 ? `; and ${failures.length - 5} more` : "";
+    super(`the kernel refused the netlink transaction: ${shown.join("; ")}${more}`);
+  }
+}
+
+export interface NetlinkKernelOptions extends NetlinkSocketOptions {
+  readonly family: "ip" | "ip6";
+  /** Bound on waiting for the kernel's answer to one batch. */
+  readonly timeoutMs?: number;
+}
+
+export class NetlinkNftablesKernel {
+  private socket: NetlinkSocket | null = null;
+  private seq = 1;
+  /** Types of the sets and maps this writer created (partial syncs add elements without them). */
+  private readonly containerTypes = new Map<string, string>();
+
+  constructor(private readonly options: NetlinkKernelOptions) {}
+
+  private open(): NetlinkSocket {
+    this.socket ??= NetlinkSocket.open(this.options.netns === undefined ? {} : { netns: this.options.netns });
+    return this.socket;
+  }
+
+  async apply(transaction: NftTransaction): Promise<void> {
+    if (transaction.commands.length === 0) return;
+    const socket = this.open();
+    const pending = new Map(this.containerTypes);
+    for (const c of transaction.commands) remember(pending, c);
+    const batch = encodeBatch(transaction.commands, {
+      family: this.options.family,
+      table: KUBE_PROXY_TABLE,
+      firstSeq: this.seq,
+      ifIndex: (name) => socket.ifIndex(name),
+      containerType: (name) => this.containerTypes.get(name),
+    });
+    this.seq = (batch.firstSeq + batch.messages) % 0x7fffffff || 1;
+    const replies = await socket.transact(batch.bytes, {
+      lastSeq: batch.lastSeq,
+      timeoutMs: this.options.timeoutMs ?? 600_000,
+      maxReplies: batch.messages + 1,
+    });
+    const failures = replies
+      .filter((r) => r.errno !== 0)
+      .map((r) => ({
+        object: batch.describe(r.seq) ?? `message ${r.seq}`,
+        errno: r.errno,
+        kernelMessage: r.message,
+      }));
+    if (failures.length > 0) throw new NftNetlinkTransactionError(failures);
+    this.containerTypes.clear();
+    for (const [k, v] of pending) this.containerTypes.set(k, v);
+  }
+
+  close(): void {
+    this.socket?.close();
+    this.socket = null;
+  }
+}
+
+function remember(types: Map<string, string>, c: NftCommand): void {
+  if (c.what !== "container") return;
+  if (c.verb === "add") types.set(c.container.name, c.container.type);
+  else if (c.verb === "delete") types.delete(c.name);
+}
