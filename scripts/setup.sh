@@ -17,6 +17,10 @@ if [ "${KPT_WITH_BROWSER:-0}" = 1 ]; then
   have chromium || need_pkgs+=(chromium)
 fi
 have node || need_pkgs+=(nodejs npm)
+# The ipvs suite's VM (scripts/vm/build-image.sh): this kernel has no IPVS.
+have qemu-system-x86_64 || need_pkgs+=(qemu-system-x86)
+have lz4 || need_pkgs+=(lz4)
+have zstd || need_pkgs+=(zstd)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: type-check, lint, the unit + golden tests (no privileges: see
 # test-unit.sh), then the end-to-end tests (real kernel, in network namespaces; needs root), with
-# one coverage report over both. Installs what is missing first (packages, npm ci, the build).
+# one coverage report over both, then the ipvs-mode suite in a VM (test/vm/ipvs.test.ts: this
+# kernel has no IPVS). Installs what is missing first (packages, npm ci, the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KPT_WITH_BROWSER=1 ./scripts/setup.sh
@@ -11,3 +12,4 @@ npx c8 --clean=true --reporter=none ./scripts/test-unit.sh
 mapfile -t files < <(find test/e2e -name '*.test.ts' | sort)
 npx c8 --clean=false --reporter=none node --import tsx --test --test-concurrency=1 "${files[@]}"
 npx c8 report --reporter=text-summary
+npm run --silent test:ipvs
