@@ -4,7 +4,7 @@
  * monitor that notices the table vanishing, and `CleanupLeftovers` (./cleanup.ts).
  */
 import { release } from "node:os";
-import { InputError, KubeProxyError } from "../../errors.ts";
+import { KubeProxyError } from "../../errors.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { Nft } from "../../kernel/nft.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
@@ -18,6 +18,7 @@ import {
   type RenderTarget,
 } from "../types.ts";
 import { cleanupNftables } from "./cleanup.ts";
+import { nftablesInspectionSource, nftablesInspector } from "./inspect.ts";
 import { KUBE_PROXY_TABLE } from "./names.ts";
 import { nftablesProxier } from "./proxier.ts";
 import { renderNftables } from "./render.ts";
@@ -80,13 +81,6 @@ async function checkPlatform(ctx: PlatformContext, nft: Nft): Promise<IPFamily[]
   return families;
 }
 
-function inspectionUnavailable(): never {
-  throw new InputError(
-    "--proxy-mode",
-    "the kernel reader of the web view reads iptables rulesets only, not yet nftables",
-  );
-}
-
 async function open(ctx: PlatformContext): Promise<ModeRuntime> {
   const { config, runner, log } = ctx;
   const nft = new Nft(runner);
@@ -140,7 +134,7 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
         }
       }
     },
-    inspection: { read: async () => inspectionUnavailable() },
+    inspection: nftablesInspectionSource(runner),
   };
 }
 
@@ -160,4 +154,10 @@ function render(target: RenderTarget) {
   return { consumer: "nft -f", text: planFullSync(ruleset, null, { resetBaseChains: false }).payload };
 }
 
-export const nftablesBackend: ProxyBackend = { mode: "nftables", open, cleanup: cleanupNftables, render };
+export const nftablesBackend: ProxyBackend = {
+  mode: "nftables",
+  open,
+  cleanup: cleanupNftables,
+  render,
+  inspector: nftablesInspector,
+};
