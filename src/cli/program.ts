@@ -140,6 +140,10 @@ function buildProgram(): Command {
     )
     .option("--requests <n>", "Requests per traffic step (default 20).")
     .option(
+      "--proxy-mode <mode>",
+      "iptables (default) or nftables: the mode the daemon runs and the demo walks.",
+    )
+    .option(
       "--keep",
       "Leave the sandbox in place at the end (for poking around); the next demo run removes it.",
     )

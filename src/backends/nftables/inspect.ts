@@ -184,6 +184,55 @@ export interface NftServiceExplanation {
   /** For conntrack: the DNAT targets and where traffic is captured. */
   readonly endpointKeys: readonly (EndpointKey & { servicePortName: string })[];
   readonly frontends: readonly Frontend[];
+  /** The seed's walk in this mode: dispatch rule, map element, then every rule on the way to the DNATs. */
+  readonly walk: readonly string[];
+}
+
+/** The rules of `chain` and, indented below, of the chains it sends packets to (each once). */
+function walkChain(table: NftTable, chain: string, depth: number, shown: Set<string>, out: string[]): void {
+  const pad = "  ".repeat(depth);
+  if (shown.has(chain)) {
+    out.push(`${pad}${chain}: (shown above)`);
+    return;
+  }
+  shown.add(chain);
+  const c = table.chains.get(chain);
+  if (c === undefined) {
+    out.push(`${pad}${chain}: MISSING`);
+    return;
+  }
+  for (const r of c.rules) {
+    out.push(`${pad}${chain} rule ${r.index}: ${r.text}${countersText(r.counters)}`);
+    for (const s of r.statements) {
+      const targets =
+        s.kind === "numgen" ? s.entries.map((e) => e.verdict) : s.kind === "verdict" ? [s.verdict] : [];
+      for (const v of targets) {
+        if ((v.kind === "goto" || v.kind === "jump") && v.target !== MARK_MASQ_CHAIN && depth < 8)
+          walkChain(table, v.target, depth + 1, shown, out);
+      }
+    }
+  }
+}
+
+function serviceWalk(
+  table: NftTable,
+  frontends: readonly { map: string; key: readonly string[]; target: string }[],
+): string[] {
+  const out: string[] = [];
+  const shown = new Set<string>();
+  for (const f of frontends) {
+    const dispatch = [...(table.chains.get("services")?.rules ?? [])].find((r) =>
+      r.statements.some((s) => s.kind === "vmapLookup" && s.map === f.map),
+    );
+    out.push(
+      dispatch === undefined
+        ? `services: no rule looks up @${f.map}`
+        : `services rule ${dispatch.index}: ${dispatch.text}`,
+    );
+    out.push(`  @${f.map} element ${f.key.join(" . ")} : goto ${f.target}`);
+    walkChain(table, f.target, 2, shown, out);
+  }
+  return out;
 }
 
 /** One Service (or one of its ports) in our table; null when the table holds nothing of it. */
@@ -196,6 +245,7 @@ export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceE
   const names = new Set<string>();
   const frontends: FrontendView[] = [];
   const conntrackFrontends: Frontend[] = [];
+  const walked: { map: string; key: readonly string[]; target: string }[] = [];
   const elements = (map: string): readonly NftElement[] => table.sets.get(map)?.elements ?? [];
   const addressKind = (ip: string, key: string): FrontendView["kind"] =>
     clusterIPs.has(ip) ? "cluster IP" : firewallKeys.has(key) ? "loadbalancer IP" : "external address";
@@ -220,6 +270,7 @@ export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceE
       where: `map ${SERVICE_IPS_MAP} element ${e.key.join(" . ")} → ${target}`,
     });
     conntrackFrontends.push({ protocol: proto, ip, port: Number(port) });
+    walked.push({ map: SERVICE_IPS_MAP, key: e.key, target });
   }
   for (const e of elements(SERVICE_NODEPORTS_MAP)) {
     const target = e.value?.kind === "goto" || e.value?.kind === "jump" ? e.value.target : "";
@@ -235,6 +286,7 @@ export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceE
       where: `map ${SERVICE_NODEPORTS_MAP} element ${e.key.join(" . ")} → ${target}`,
     });
     conntrackFrontends.push({ protocol: proto, port: Number(port) });
+    walked.push({ map: SERVICE_NODEPORTS_MAP, key: e.key, target });
   }
   for (const [map, nodePort] of [
     [NO_ENDPOINT_SERVICES_MAP, false],
@@ -343,6 +395,7 @@ export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceE
     },
     endpointKeys: keys,
     frontends: conntrackFrontends,
+    walk: serviceWalk(table, walked),
   };
 }
 
@@ -362,12 +415,15 @@ export function formatNftExplanation(ex: NftServiceExplanation): string {
   for (const f of v.frontends) {
     const reason = f.reason === undefined ? "" : ` (${f.reason})`;
     lines.push(
-      `  ${f.servicePortName} ${f.kind} ${f.destination}: ${f.action}${reason}${countersText(f.counters)}`,
+      `  ${f.servicePortName} ${f.destination.startsWith(f.kind) ? "" : `${f.kind} `}${f.destination}: ${f.action}${reason}${countersText(f.counters)}`,
     );
     lines.push(`      ${f.where}`);
     if (f.allowedSources !== undefined)
       lines.push(`      allowed sources: ${f.allowedSources.join(", ") || "none"}`);
   }
+  lines.push("", "the walk (nat-prerouting / nat-output jump to services):");
+  if (ex.walk.length === 0) lines.push("  (no frontend load-balances)");
+  for (const w of ex.walk) lines.push(`  ${w}`);
   lines.push("", "endpoints (share of new connections):");
   if (v.endpoints.length === 0) lines.push("  (none)");
   for (const e of v.endpoints) {
