@@ -18,6 +18,7 @@ import type { NodeInfo } from "../proxy/node.ts";
 import type { FamilyProxier, SyncReport } from "../proxy/sync.ts";
 import type { IPFamily } from "../ip.ts";
 import type { ProxyState } from "../proxy/types.ts";
+import type { Origin, TracePacket } from "../netfilter/tracer.ts";
 
 export type { ProxyMode };
 
@@ -106,6 +107,41 @@ export interface RenderedPayload {
   readonly text: string;
 }
 
+/** A dump handed to a see-inside command instead of the live kernel, and where it came from. */
+export interface InspectDump {
+  readonly text: string;
+  readonly origin: string;
+}
+
+export interface InspectTraceRequest {
+  readonly packet: TracePacket;
+  readonly origin: Origin;
+  /** Absent: the live kernel. */
+  readonly dump?: InspectDump;
+  /** The node's addresses; default: the live namespace's, or loopback only with a dump. */
+  readonly localAddresses?: readonly string[];
+  /** Session affinity: what the kernel remembers (default), or a client it has never seen. */
+  readonly affinity?: "kernel" | "new-client";
+  readonly format: "text" | "json";
+  readonly runner: Runner;
+}
+
+export interface InspectExplainRequest {
+  readonly service: { readonly namespace: string; readonly name: string; readonly port?: string };
+  /** Absent: the live kernel; else these dumps (a file, or payloads rendered from objects). */
+  readonly dumps?: readonly InspectDump[];
+  /** Live kernel: count conntrack entries per endpoint. */
+  readonly conntrack: boolean;
+  readonly format: "text" | "json";
+  readonly runner: Runner;
+}
+
+/** A mode's see-inside tools: its reader, tracer and explainer behind `trace` and `explain`. */
+export interface ModeInspector {
+  trace(request: InspectTraceRequest): Promise<string>;
+  explain(request: InspectExplainRequest): Promise<string>;
+}
+
 export interface ProxyBackend {
   readonly mode: ProxyMode;
   /** Platform checks and set-up for the daemon; throws a typed error when the node cannot run it. */
@@ -114,4 +150,6 @@ export interface ProxyBackend {
   cleanup(ctx: PlatformContext): Promise<CleanupReport>;
   /** Pure: the payload of a full sync for this state (the `render` command). */
   render(target: RenderTarget): RenderedPayload;
+  /** `trace` and `explain` for this mode, where the mode provides them itself. */
+  readonly inspector?: ModeInspector;
 }

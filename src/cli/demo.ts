@@ -2,6 +2,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InputError, KubeProxyError } from "../errors.ts";
+import { ExecError } from "../kernel/exec.ts";
 import type { BackgroundProcess } from "../kernel/spawn.ts";
 import { explainService, formatExplanation } from "../netfilter/explain.ts";
 import { parseIptablesSave } from "../netfilter/iptables-save.ts";
@@ -25,6 +26,67 @@ class DemoFailure extends KubeProxyError {
 interface DemoOptions {
   readonly requests: number;
   readonly keep: boolean;
+  readonly mode: DemoMode;
+}
+
+type DemoMode = "iptables" | "nftables";
+
+/** How the demo reads one mode's objects in the node namespace: endpoint count, and the walk. */
+interface ModeWalk {
+  readonly endpoints: (sandbox: Sandbox) => Promise<number>;
+  readonly walk: (sandbox: Sandbox, only?: "svc") => Promise<string>;
+  readonly title: string;
+}
+
+const WALKS: Readonly<Record<DemoMode, ModeWalk>> = {
+  iptables: {
+    endpoints: async (sandbox) => endpointsInRules(parseIptablesSave(await save(sandbox))),
+    walk,
+    title:
+      "Why: the seed's walk KUBE-SERVICES → KUBE-SVC-… → KUBE-SEP-… → DNAT, from the live kernel (iptables -t nat -vnL columns)",
+  },
+  nftables: {
+    // The mode's own explainer, run in the node namespace against the live table.
+    endpoints: async (sandbox) => {
+      try {
+        const out = await explainInNode(sandbox, ["-o", "json", "--no-conntrack"]);
+        return new Set(
+          (JSON.parse(out) as { view: { endpoints: { endpoint: string }[] } }).view.endpoints.map(
+            (e) => e.endpoint,
+          ),
+        ).size;
+      } catch (error) {
+        // No table or no objects for the Service yet: the daemon has not synced.
+        if (error instanceof ExecError) return 0;
+        throw error;
+      }
+    },
+    walk: async (sandbox, only) => {
+      const text = await explainInNode(sandbox, []);
+      const part = only === "svc" ? (/\nendpoints \(share[\s\S]*?\n\n/.exec(text)?.[0] ?? text) : text;
+      return part
+        .trim()
+        .split("\n")
+        .map((l) => (l === "" ? l : `    ${l}`))
+        .join("\n");
+    },
+    title:
+      "Why: the seed's walk services → @service-ips → service-… → numgen → endpoint-… → DNAT, from the live table (nft -j list table ip kube-proxy), with conntrack entries per endpoint",
+  },
+};
+
+async function explainInNode(sandbox: Sandbox, extra: readonly string[]): Promise<string> {
+  const argv = selfArgv(["explain", "--proxy-mode", "nftables", SERVICE, ...extra]);
+  return (await sandbox.exec(NODE, argv, { timeoutMs: 30_000 })).stdout;
+}
+
+function demoMode(value: unknown): DemoMode {
+  if (value === undefined || value === "iptables") return "iptables";
+  if (value === "nftables") return "nftables";
+  throw new InputError(
+    "--proxy-mode",
+    `the demo runs iptables or nftables mode, not ${JSON.stringify(value)}`,
+  );
 }
 
 const NODE = SEED.node.name;
@@ -67,7 +129,12 @@ function failedCount(report: ProbeReport): number {
 export async function demoCommand(raw: Record<string, unknown>): Promise<void> {
   if (process.getuid?.() !== 0)
     throw new InputError("demo", "needs root (it creates network namespaces); run it with sudo");
-  const options: DemoOptions = { requests: Number(raw["requests"] ?? 20), keep: raw["keep"] === true };
+  const options: DemoOptions = {
+    requests: Number(raw["requests"] ?? 20),
+    keep: raw["keep"] === true,
+    mode: demoMode(raw["proxyMode"]),
+  };
+  const mode = WALKS[options.mode];
   if (!Number.isInteger(options.requests) || options.requests < 1 || options.requests > 500) {
     throw new InputError("--requests", "must be an integer from 1 to 500");
   }
@@ -85,7 +152,10 @@ export async function demoCommand(raw: Record<string, unknown>): Promise<void> {
     writeManifests(manifests, pods);
     say(`    Service ${SERVICE}: ClusterIP ${SEED.clusterIP}:${SEED.port}, NodePort ${SEED.nodePort}`);
 
-    step(2, "Start kube-proxy-ts in the node namespace (iptables mode, manifests folder as the source)");
+    step(
+      2,
+      `Start kube-proxy-ts in the node namespace (${options.mode} mode, manifests folder as the source)`,
+    );
     daemon = sandbox.spawn(
       NODE,
       selfArgv([
@@ -101,9 +171,11 @@ export async function demoCommand(raw: Record<string, unknown>): Promise<void> {
         "127.0.0.1:10256",
         "--metrics-bind-address",
         "127.0.0.1:10249",
+        "--proxy-mode",
+        options.mode,
       ]),
     );
-    await waitForEndpoints(sandbox, 2, daemon);
+    await waitForEndpoints(sandbox, 2, daemon, mode);
     say("    rules programmed");
 
     step(
@@ -136,18 +208,15 @@ export async function demoCommand(raw: Record<string, unknown>): Promise<void> {
     );
     failures += failedCount(fromPod) + failedCount(fromOutside);
 
-    step(
-      4,
-      "Why: the seed's walk KUBE-SERVICES → KUBE-SVC-… → KUBE-SEP-… → DNAT, from the live kernel (iptables -t nat -vnL columns)",
-    );
-    say(await walk(sandbox));
+    step(4, mode.title);
+    say(await mode.walk(sandbox));
 
     step(5, "Scale up: a third pod joins; the rules and the spread change");
     const third = await addSeedPod(sandbox);
     pods = [...pods, seedPod(2)];
     say(`    pod ${third.pod.name} ${third.pod.ipv4} added to the EndpointSlice`);
     writeManifests(manifests, pods);
-    await waitForEndpoints(sandbox, 3, daemon);
+    await waitForEndpoints(sandbox, 3, daemon, mode);
     const scaled = await probeHttp(sandbox, pods[0]!.name, {
       host: SEED.clusterIP,
       port: SEED.port,
@@ -160,7 +229,7 @@ export async function demoCommand(raw: Record<string, unknown>): Promise<void> {
       ),
     );
     failures += failedCount(scaled);
-    say(await walk(sandbox, "svc"));
+    say(await mode.walk(sandbox, "svc"));
 
     step(6, "Scale down while traffic flows: the endpoint leaves the rules first, then its pod goes away");
     const leaving = pods[1]!;
@@ -172,7 +241,7 @@ export async function demoCommand(raw: Record<string, unknown>): Promise<void> {
     });
     pods = pods.filter((p) => p.name !== leaving.name);
     writeManifests(manifests, pods);
-    await waitForEndpoints(sandbox, 2, daemon);
+    await waitForEndpoints(sandbox, 2, daemon, mode);
     await removeSeedPod(sandbox, leaving.name);
     say(`    pod ${leaving.name} removed`);
     const during = await load;
@@ -208,12 +277,17 @@ async function save(sandbox: Sandbox): Promise<string> {
   return (await sandbox.exec(NODE, ["iptables-save", "-c"])).stdout;
 }
 
-/** Waits (bounded) until the Service's KUBE-SVC chain jumps to exactly `n` endpoints. */
-async function waitForEndpoints(sandbox: Sandbox, n: number, daemon: BackgroundProcess): Promise<void> {
+/** Waits (bounded) until the mode's objects send the Service to exactly `n` endpoints. */
+async function waitForEndpoints(
+  sandbox: Sandbox,
+  n: number,
+  daemon: BackgroundProcess,
+  mode: ModeWalk,
+): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     if (!daemon.running) throw new DemoFailure(`kube-proxy-ts exited early:\n${daemon.stderr.slice(-2000)}`);
-    if (endpointsInRules(parseIptablesSave(await save(sandbox))) === n) return;
+    if ((await mode.endpoints(sandbox)) === n) return;
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   throw new DemoFailure(

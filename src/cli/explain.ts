@@ -19,7 +19,8 @@ import { explainService, explanationToJson, formatExplanation } from "../netfilt
 import type { ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
 import type { Ruleset } from "../netfilter/model.ts";
 import { liveKernel, parseRuleset, type LiveKernel } from "../backends/iptables/inspect.ts";
-import { fileRuleset, outputFormat } from "./trace.ts";
+import type { InspectDump } from "../backends/types.ts";
+import { fileRuleset, inspectorFor, outputFormat, rulesetDump } from "./trace.ts";
 
 /** `NAMESPACE/SERVICE[:PORT]`; the port is the Service port's name (upstream's ServicePortName). */
 export function parseServiceRef(text: string): ServiceRef {
@@ -83,16 +84,23 @@ function tryExplain(ruleset: Ruleset, ref: ServiceRef): Explained | InputError {
   }
 }
 
-/** Rules from the objects in `-f`/`--manifests`, through the same renderer a sync uses. */
-async function renderedRulesets(options: Record<string, unknown>, paths: string[]): Promise<Ruleset[]> {
+/** The payloads of the objects in `-f`/`--manifests`, through the same renderer a sync uses. */
+type FamilyDump = InspectDump & { readonly family: IPFamily };
+
+async function renderedPayloads(options: Record<string, unknown>, paths: string[]): Promise<FamilyDump[]> {
   const { renderCommand } = await import("./render.ts");
-  const out: Ruleset[] = [];
+  const out: FamilyDump[] = [];
   for (const ipFamily of ["IPv4", "IPv6"] as const) {
     if (options["ipFamily"] !== undefined && options["ipFamily"] !== ipFamily) continue;
-    const payload = await renderCommand({ ...options, filename: paths, ipFamily });
-    out.push(parseRuleset(payload, `rendered ${ipFamily} payload`, ipFamily));
+    const text = await renderCommand({ ...options, filename: paths, ipFamily });
+    out.push({ text, origin: `rendered ${ipFamily} payload`, family: ipFamily });
   }
   return out;
+}
+
+/** Rules from the objects in `-f`/`--manifests`, through the same renderer a sync uses. */
+async function renderedRulesets(options: Record<string, unknown>, paths: string[]): Promise<Ruleset[]> {
+  return (await renderedPayloads(options, paths)).map((d) => parseRuleset(d.text, d.origin, d.family));
 }
 
 /** List items come without kind/apiVersion; the manifest reader needs them. */
@@ -104,11 +112,11 @@ function typed(items: readonly unknown[], kind: string, apiVersion: string): unk
  * The Service, its EndpointSlices and this node from the API server (--kubeconfig/--master),
  * rendered like manifests: the rules a sync would write for it right now.
  */
-async function apiRulesets(
+async function apiPayloads(
   options: Record<string, unknown>,
   ref: ServiceRef,
   runner: Runner,
-): Promise<Ruleset[]> {
+): Promise<FamilyDump[]> {
   const { config } = resolveConfiguration(options);
   const master = options["master"];
   const rest = await buildRestConfig(
@@ -141,7 +149,7 @@ async function apiRulesets(
       ...typed(nodes, "Node", "v1"),
     ];
     writeFileSync(file, JSON.stringify({ apiVersion: "v1", kind: "List", items }));
-    return await renderedRulesets(options, [file]);
+    return await renderedPayloads(options, [file]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -166,6 +174,24 @@ export async function explainCommand(
   const ref = parseServiceRef(target);
   const paths = manifestPaths(options);
   const rulesetPath = options["ruleset"];
+  const mode = options["proxyMode"];
+  if (typeof mode === "string" && mode !== "iptables") {
+    const dumps =
+      typeof rulesetPath === "string"
+        ? [await rulesetDump(rulesetPath)]
+        : options["api"] === true
+          ? await apiPayloads(options, ref, runner)
+          : paths.length > 0
+            ? await renderedPayloads(options, paths)
+            : undefined;
+    return (await inspectorFor(mode)).explain({
+      service: ref,
+      ...(dumps === undefined ? {} : { dumps }),
+      conntrack: options["conntrack"] !== false,
+      format,
+      runner,
+    });
+  }
   let source: string;
   let kernel: LiveKernel | undefined;
   let candidates: (() => Promise<Ruleset>)[];
@@ -174,7 +200,8 @@ export async function explainCommand(
     candidates = [() => fileRuleset(rulesetPath)];
   } else if (options["api"] === true) {
     source = "rules rendered from the API server's objects (no kernel: counters and flows unknown)";
-    candidates = (await apiRulesets(options, ref, runner)).map((r) => () => Promise.resolve(r));
+    const api = await apiPayloads(options, ref, runner);
+    candidates = api.map((d) => () => Promise.resolve(parseRuleset(d.text, d.origin, d.family)));
   } else if (paths.length > 0) {
     source = `rules rendered from ${paths.join(", ")} (no kernel: counters and flows unknown)`;
     candidates = (await renderedRulesets(options, paths)).map((r) => () => Promise.resolve(r));

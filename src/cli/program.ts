@@ -85,8 +85,12 @@ function buildProgram(): Command {
     .option("--from <origin>", "Where the packet comes from: pod, node or external (default pod).")
     .option("--state <state>", "NEW (default) or ESTABLISHED: the conntrack short-cut of an existing flow.")
     .option(
+      "--proxy-mode <mode>",
+      "Whose rules to trace: iptables (default) or nftables (table ip|ip6 kube-proxy).",
+    )
+    .option(
       "--ruleset <file>",
-      "Trace through this iptables-save dump (- for stdin) instead of the live kernel.",
+      "Trace through this dump (- for stdin) instead of the live kernel: iptables-save, or for nftables nft -f / nft list / nft -j text.",
     )
     .option(
       "--local-addresses <ips>",
@@ -162,6 +166,10 @@ function buildProgram(): Command {
       "The seed's nginx Service in a network-namespace sandbox, programmed by the real daemon, with real traffic (root).",
     )
     .option("--requests <n>", "Requests per traffic step (default 20).")
+    .option(
+      "--proxy-mode <mode>",
+      "iptables (default) or nftables: the mode the daemon runs and the demo walks.",
+    )
     .option(
       "--keep",
       "Leave the sandbox in place at the end (for poking around); the next demo run removes it.",

@@ -1,4 +1,6 @@
 import { readFile } from "node:fs/promises";
+import { backendFor } from "../backends/index.ts";
+import type { InspectDump, ModeInspector, ProxyMode } from "../backends/types.ts";
 import { InputError } from "../errors.ts";
 import { liveKernel, parseRuleset, type LiveKernel } from "../backends/iptables/inspect.ts";
 import { ProcessRunner, type Runner } from "../kernel/exec.ts";
@@ -23,15 +25,27 @@ async function readText(path: string): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
-/** A dump named by `--ruleset FILE` (`-` for stdin). */
-export async function fileRuleset(path: string, family?: IPFamily): Promise<Ruleset> {
-  let text: string;
+/** The text of `--ruleset FILE` (`-` for stdin), for any mode's reader. */
+export async function rulesetDump(path: string): Promise<InspectDump> {
   try {
-    text = await readText(path);
+    return { text: await readText(path), origin: `--ruleset ${path}` };
   } catch (cause) {
     throw new InputError("--ruleset", `cannot read ${path}: ${(cause as Error).message}`, { cause });
   }
-  return parseRuleset(text, `--ruleset ${path}`, family);
+}
+
+/** A dump named by `--ruleset FILE` (`-` for stdin). */
+export async function fileRuleset(path: string, family?: IPFamily): Promise<Ruleset> {
+  const dump = await rulesetDump(path);
+  return parseRuleset(dump.text, dump.origin, family);
+}
+
+/** The see-inside tools of a mode that brings its own (`--proxy-mode`). */
+export async function inspectorFor(mode: string): Promise<ModeInspector> {
+  const backend = await backendFor(mode as ProxyMode);
+  if (backend.inspector === undefined)
+    throw new InputError("--proxy-mode", `${mode} mode has no trace or explain of its own`);
+  return backend.inspector;
 }
 
 /** `--local-addresses a,b/24,…` → bare addresses (the prefix length does not matter to addrtype). */
@@ -70,8 +84,21 @@ export async function traceCommand(
     ...(typeof options["from"] === "string" ? { from: options["from"] } : {}),
     ...(typeof options["state"] === "string" ? { state: options["state"] } : {}),
   });
-  const family = parseIP(packet.dst)?.family ?? "IPv4";
   const rulesetPath = options["ruleset"];
+  const given = options["localAddresses"];
+  const mode = options["proxyMode"];
+  if (typeof mode === "string" && mode !== "iptables") {
+    return (await inspectorFor(mode)).trace({
+      packet,
+      origin,
+      format,
+      runner,
+      ...(typeof rulesetPath === "string" ? { dump: await rulesetDump(rulesetPath) } : {}),
+      ...(typeof given === "string" ? { localAddresses: addressList(given) } : {}),
+      affinity: affinityAssumption(options["affinity"]) === "new-client" ? "new-client" : "kernel",
+    });
+  }
+  const family = parseIP(packet.dst)?.family ?? "IPv4";
   let kernel: LiveKernel | undefined;
   let ruleset: Ruleset;
   if (typeof rulesetPath === "string") {
@@ -80,7 +107,6 @@ export async function traceCommand(
     kernel = await liveKernel(runner);
     ruleset = await kernel.ruleset(family);
   }
-  const given = options["localAddresses"];
   // A dump says nothing about the node's addresses: without the flag only loopback is local.
   const local =
     typeof given === "string"

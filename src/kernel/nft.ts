@@ -1,6 +1,7 @@
 /**
  * The `nft` tool: transactions fed on stdin (`nft -f -`, one atomic batch), the listing of one
- * table's chains and sets, the probe that nf_tables works here, and table deletion for cleanup.
+ * table's chains and sets (and, for the see-inside tools, of the whole table as JSON), the probe
+ * that nf_tables works here, and table deletion for cleanup.
  */
 import { KubeProxyError } from "../errors.ts";
 import { ExecError, type Runner } from "./exec.ts";
@@ -113,6 +114,16 @@ export class Nft {
     );
     const sets = parseObjectNames((await this.run(["-j", "list", "sets", family])).stdout, "set", table);
     return { chains, sets };
+  }
+
+  /**
+   * One table as `nft -j list table` prints it (rules, sets with their elements, counters), or
+   * null when the table does not exist. Only for the see-inside tools: never on a sync's path.
+   */
+  async listTableJson(family: NftFamily, table: string): Promise<string | null> {
+    const tables = await this.listTables();
+    if (!tables.some((t) => t.family === family && t.name === table)) return null;
+    return (await this.run(["-j", "list", "table", family, table], undefined, 120_000)).stdout;
   }
 
   /**

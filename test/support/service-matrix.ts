@@ -131,7 +131,12 @@ export interface ServiceMatrix {
  * Builds the topology (both clients route the VIP range via the node) and starts the daemon on
  * `manifests`, waiting for its first sync. On failure nothing is left behind.
  */
-export async function startServiceMatrix(prefix: string, manifests: Manifests): Promise<ServiceMatrix> {
+export async function startServiceMatrix(
+  prefix: string,
+  manifests: Manifests,
+  /** Further daemon flags, e.g. `--proxy-mode nftables`. */
+  args: readonly string[] = [],
+): Promise<ServiceMatrix> {
   const sandbox = await Sandbox.create({ prefix });
   try {
     const seed = await buildSeedTopology(sandbox);
@@ -145,7 +150,7 @@ export async function startServiceMatrix(prefix: string, manifests: Manifests): 
     const daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       manifests,
-      args: ["--cluster-cidr", "10.244.0.0/16"],
+      args: ["--cluster-cidr", "10.244.0.0/16", ...args],
     });
     return { sandbox, seed, daemon };
   } catch (error) {

@@ -19,6 +19,7 @@ import {
   type RenderTarget,
 } from "../types.ts";
 import { cleanupNftables } from "./cleanup.ts";
+import { nftablesInspectionSource, nftablesInspector } from "./inspect.ts";
 import { KUBE_PROXY_TABLE } from "./names.ts";
 import { NetlinkNftablesKernel } from "./netlink-kernel.ts";
 import { nftablesProxier } from "./proxier.ts";
@@ -82,13 +83,6 @@ async function checkPlatform(ctx: PlatformContext, nft: Nft): Promise<IPFamily[]
   return families;
 }
 
-function inspectionUnavailable(): never {
-  throw new InputError(
-    "--proxy-mode",
-    "the kernel reader of the web view reads iptables rulesets only, not yet nftables",
-  );
-}
-
 async function open(ctx: PlatformContext): Promise<ModeRuntime> {
   const { config, runner, log } = ctx;
   const nft = new Nft(runner);
@@ -142,7 +136,7 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
         }
       }
     },
-    inspection: { read: async () => inspectionUnavailable() },
+    inspection: nftablesInspectionSource(runner),
   };
 }
 
@@ -169,4 +163,10 @@ function render(target: RenderTarget) {
   return { consumer: "nft -f", text: planFullSync(ruleset, null, { resetBaseChains: false }).payload };
 }
 
-export const nftablesBackend: ProxyBackend = { mode: "nftables", open, cleanup: cleanupNftables, render };
+export const nftablesBackend: ProxyBackend = {
+  mode: "nftables",
+  open,
+  cleanup: cleanupNftables,
+  render,
+  inspector: nftablesInspector,
+};

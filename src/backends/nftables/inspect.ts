@@ -1,0 +1,562 @@
+/**
+ * nftables mode's see-inside tools: the reader of the live table (`nft -j list table ip|ip6
+ * kube-proxy`) or of a dump, the tracer run over it, and the explainer that turns our table into
+ * the mode-neutral ServiceView (src/inspect/model.ts). Only `table ip kube-proxy` and `table ip6
+ * kube-proxy` are ours; every other table is reported as foreign and never traced.
+ */
+import { InputError } from "../../errors.ts";
+import type { Runner } from "../../kernel/exec.ts";
+import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
+import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../../kernel/conntrack-count.ts";
+import type { EndpointKey, Frontend } from "../../kernel/conntrack-count.ts";
+import { Nft } from "../../kernel/nft.ts";
+import { formatPercent } from "../../netfilter/tracer.ts";
+import type { NftChain, NftElement, NftRuleset, NftTable } from "../../netfilter/nft/model.ts";
+import { tableLabel } from "../../netfilter/nft/model.ts";
+import { NftDumpParseError, parseNftDump } from "../../netfilter/nft/parse.ts";
+import {
+  familyOfPacket,
+  formatNftTrace,
+  nftTraceToJson,
+  traceNftPacket,
+} from "../../netfilter/nft/tracer.ts";
+import type { InspectionSource } from "../../inspect/types.ts";
+import {
+  whyNoTraffic,
+  type EndpointView,
+  type FrontendView,
+  type MasqueradeView,
+  type ServiceView,
+} from "../../inspect/model.ts";
+import type { IPFamily } from "../../ip.ts";
+import type { InspectDump, InspectExplainRequest, InspectTraceRequest, ModeInspector } from "../types.ts";
+import {
+  CLUSTER_IPS_SET,
+  FIREWALL_IPS_MAP,
+  KUBE_PROXY_TABLE,
+  MARK_MASQ_CHAIN,
+  NO_ENDPOINT_NODEPORTS_MAP,
+  NO_ENDPOINT_SERVICES_MAP,
+  NODEPORT_IPS_SET,
+  REJECT_CHAIN,
+  SERVICE_IPS_MAP,
+  SERVICE_NODEPORTS_MAP,
+} from "./names.ts";
+
+/** Our tables (ip first) and the labels of everyone else's. */
+export interface NftablesReading {
+  readonly tables: readonly NftTable[];
+  readonly foreign: readonly string[];
+}
+
+const isOurs = (t: { family: string; name: string }): boolean =>
+  t.name === KUBE_PROXY_TABLE && (t.family === "ip" || t.family === "ip6");
+
+export function splitTables(ruleset: NftRuleset): NftablesReading {
+  return {
+    tables: ruleset.tables.filter(isOurs).sort((a, b) => (a.family < b.family ? -1 : 1)),
+    foreign: ruleset.tables.filter((t) => !isOurs(t)).map(tableLabel),
+  };
+}
+
+/** A dump in any form nft or our renderer writes; a line it cannot read is named with its origin. */
+export function readNftablesDump(dump: InspectDump): NftablesReading {
+  try {
+    return splitTables(parseNftDump(dump.text));
+  } catch (error) {
+    if (error instanceof NftDumpParseError)
+      throw new InputError(dump.origin, error.message, { cause: error });
+    throw error;
+  }
+}
+
+/** Our tables as the kernel holds them now, one `nft -j list table` each; other tables by name only. */
+export async function readLiveNftables(
+  runner: Runner,
+  netns?: string,
+): Promise<{ reading: NftablesReading; json: string[] }> {
+  const nft = new Nft(runner, netns);
+  const listed = await nft.listTables();
+  const json: string[] = [];
+  const tables: NftTable[] = [];
+  for (const family of ["ip", "ip6"] as const) {
+    if (!listed.some((t) => t.family === family && t.name === KUBE_PROXY_TABLE)) continue;
+    const text = await nft.listTableJson(family, KUBE_PROXY_TABLE);
+    if (text === null) continue;
+    json.push(text);
+    tables.push(
+      ...readNftablesDump({ text, origin: `nft -j list table ${family} ${KUBE_PROXY_TABLE}` }).tables,
+    );
+  }
+  return { reading: { tables, foreign: listed.filter((t) => !isOurs(t)).map(tableLabel) }, json };
+}
+
+/** The web view's reader: our tables' JSON per family and the node's addresses. */
+export function nftablesInspectionSource(runner: Runner, netns?: string): InspectionSource {
+  return {
+    async read() {
+      const { json } = await readLiveNftables(runner, netns);
+      const local = (await readLocalAddresses(runner, netns)).map((a) => a.replace(/\/\d+$/, ""));
+      return { mode: "nftables", dumps: json, localAddresses: local };
+    },
+  };
+}
+
+// --- the explainer ---------------------------------------------------------------------------
+
+interface ChainName {
+  readonly prefix: "service" | "local" | "external" | "firewall" | "endpoint";
+  readonly namespace: string;
+  readonly name: string;
+  readonly protocol: string;
+  readonly port: string;
+}
+
+/** `service-ULMVA6XW-ns1/svc1/tcp/p80`, `endpoint-…-ns1/svc1/tcp/p80__10.180.0.1/80` (docs/nftables.md §A.4). */
+export function parseChainName(chain: string): ChainName | null {
+  const m =
+    /^(service|local|external|firewall|endpoint)-[A-Z0-9]{8}-([^/]+)\/([^/]+)\/([a-z]+)\/([^_/]*)(?:__.*)?$/.exec(
+      chain,
+    );
+  if (m === null) return null;
+  return {
+    prefix: m[1] as ChainName["prefix"],
+    namespace: m[2]!,
+    name: m[3]!,
+    protocol: m[4]!,
+    port: m[5]!,
+  };
+}
+
+const spnOf = (c: ChainName): string => `${c.namespace}/${c.name}${c.port === "" ? "" : `:${c.port}`}`;
+
+export interface ServiceRef {
+  readonly namespace: string;
+  readonly name: string;
+  readonly port?: string;
+}
+
+function belongs(c: ChainName | null, ref: ServiceRef): c is ChainName {
+  return (
+    c !== null &&
+    c.namespace === ref.namespace &&
+    c.name === ref.name &&
+    (ref.port === undefined || c.port === ref.port)
+  );
+}
+
+function belongsByComment(comment: string | undefined, ref: ServiceRef): boolean {
+  if (comment === undefined) return false;
+  const base = `${ref.namespace}/${ref.name}`;
+  return ref.port === undefined
+    ? comment === base || comment.startsWith(`${base}:`)
+    : comment === (ref.port === "" ? base : `${base}:${ref.port}`);
+}
+
+function hostPort(ip: string, port: string | number): string {
+  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** The DNAT destination and counters of an endpoint chain. */
+function dnatOf(chain: NftChain | undefined): {
+  endpoint: string;
+  protocol: string;
+  rule: number;
+  counters?: { packets: number; bytes: number };
+} | null {
+  for (const r of chain?.rules ?? []) {
+    const d = r.statements.find((s) => s.kind === "dnat");
+    const p = r.statements.find((s) => s.kind === "l4proto");
+    if (d?.kind === "dnat")
+      return {
+        endpoint: d.port === null ? d.address : hostPort(d.address, d.port),
+        protocol: p?.kind === "l4proto" ? p.protocol : "tcp",
+        rule: r.index,
+        ...(r.counters === undefined ? {} : { counters: r.counters }),
+      };
+  }
+  return null;
+}
+
+export interface NftServiceExplanation {
+  readonly view: ServiceView;
+  readonly table: string;
+  /** For conntrack: the DNAT targets and where traffic is captured. */
+  readonly endpointKeys: readonly (EndpointKey & { servicePortName: string })[];
+  readonly frontends: readonly Frontend[];
+  /** The seed's walk in this mode: dispatch rule, map element, then every rule on the way to the DNATs. */
+  readonly walk: readonly string[];
+}
+
+/** The rules of `chain` and, indented below, of the chains it sends packets to (each once). */
+function walkChain(table: NftTable, chain: string, depth: number, shown: Set<string>, out: string[]): void {
+  const pad = "  ".repeat(depth);
+  if (shown.has(chain)) {
+    out.push(`${pad}${chain}: (shown above)`);
+    return;
+  }
+  shown.add(chain);
+  const c = table.chains.get(chain);
+  if (c === undefined) {
+    out.push(`${pad}${chain}: MISSING`);
+    return;
+  }
+  for (const r of c.rules) {
+    out.push(`${pad}${chain} rule ${r.index}: ${r.text}${countersText(r.counters)}`);
+    for (const s of r.statements) {
+      const targets =
+        s.kind === "numgen" ? s.entries.map((e) => e.verdict) : s.kind === "verdict" ? [s.verdict] : [];
+      for (const v of targets) {
+        if ((v.kind === "goto" || v.kind === "jump") && v.target !== MARK_MASQ_CHAIN && depth < 8)
+          walkChain(table, v.target, depth + 1, shown, out);
+      }
+    }
+  }
+}
+
+function serviceWalk(
+  table: NftTable,
+  frontends: readonly { map: string; key: readonly string[]; target: string }[],
+): string[] {
+  const out: string[] = [];
+  const shown = new Set<string>();
+  for (const f of frontends) {
+    const dispatch = [...(table.chains.get("services")?.rules ?? [])].find((r) =>
+      r.statements.some((s) => s.kind === "vmapLookup" && s.map === f.map),
+    );
+    out.push(
+      dispatch === undefined
+        ? `services: no rule looks up @${f.map}`
+        : `services rule ${dispatch.index}: ${dispatch.text}`,
+    );
+    out.push(`  @${f.map} element ${f.key.join(" . ")} : goto ${f.target}`);
+    walkChain(table, f.target, 2, shown, out);
+  }
+  return out;
+}
+
+/** One Service (or one of its ports) in our table; null when the table holds nothing of it. */
+export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceExplanation | null {
+  const clusterIPs = new Set((table.sets.get(CLUSTER_IPS_SET)?.elements ?? []).map((e) => e.key[0]));
+  const firewallKeys = new Set(
+    (table.sets.get(FIREWALL_IPS_MAP)?.elements ?? []).map((e) => e.key.join(" . ")),
+  );
+  const nodePortIPs = table.sets.get(NODEPORT_IPS_SET)?.elements.map((e) => e.key[0]!) ?? null;
+  const names = new Set<string>();
+  const frontends: FrontendView[] = [];
+  const conntrackFrontends: Frontend[] = [];
+  const walked: { map: string; key: readonly string[]; target: string }[] = [];
+  const elements = (map: string): readonly NftElement[] => table.sets.get(map)?.elements ?? [];
+  const addressKind = (ip: string, key: string): FrontendView["kind"] =>
+    clusterIPs.has(ip) ? "cluster IP" : firewallKeys.has(key) ? "loadbalancer IP" : "external address";
+  const nodePortWhere =
+    nodePortIPs === null
+      ? "any local address"
+      : nodePortIPs.length === 0
+        ? "no address (nodeport-ips is empty)"
+        : nodePortIPs.join(", ");
+
+  for (const e of elements(SERVICE_IPS_MAP)) {
+    const target = e.value?.kind === "goto" || e.value?.kind === "jump" ? e.value.target : "";
+    const c = parseChainName(target);
+    if (!belongs(c, ref)) continue;
+    const [ip = "", proto = "", port = ""] = e.key;
+    names.add(spnOf(c));
+    frontends.push({
+      servicePortName: spnOf(c),
+      kind: addressKind(ip, e.key.join(" . ")),
+      destination: `${hostPort(ip, port)} (${proto})`,
+      action: "load-balance",
+      where: `map ${SERVICE_IPS_MAP} element ${e.key.join(" . ")} → ${target}`,
+    });
+    conntrackFrontends.push({ protocol: proto, ip, port: Number(port) });
+    walked.push({ map: SERVICE_IPS_MAP, key: e.key, target });
+  }
+  for (const e of elements(SERVICE_NODEPORTS_MAP)) {
+    const target = e.value?.kind === "goto" || e.value?.kind === "jump" ? e.value.target : "";
+    const c = parseChainName(target);
+    if (!belongs(c, ref)) continue;
+    const [proto = "", port = ""] = e.key;
+    names.add(spnOf(c));
+    frontends.push({
+      servicePortName: spnOf(c),
+      kind: "node port",
+      destination: `node port ${port} (${proto}) on ${nodePortWhere}`,
+      action: "load-balance",
+      where: `map ${SERVICE_NODEPORTS_MAP} element ${e.key.join(" . ")} → ${target}`,
+    });
+    conntrackFrontends.push({ protocol: proto, port: Number(port) });
+    walked.push({ map: SERVICE_NODEPORTS_MAP, key: e.key, target });
+  }
+  for (const [map, nodePort] of [
+    [NO_ENDPOINT_SERVICES_MAP, false],
+    [NO_ENDPOINT_NODEPORTS_MAP, true],
+  ] as const) {
+    for (const e of elements(map)) {
+      if (!belongsByComment(e.comment, ref)) continue;
+      const spn = e.comment!;
+      names.add(spn);
+      const reject = e.value?.kind === "goto" && e.value.target === REJECT_CHAIN;
+      const [a = "", b = "", c = ""] = e.key;
+      frontends.push({
+        servicePortName: spn,
+        kind: nodePort ? "node port" : addressKind(a, e.key.join(" . ")),
+        destination: nodePort ? `node port ${b} (${a}) on ${nodePortWhere}` : `${hostPort(a, c)} (${b})`,
+        action: reject ? "reject" : "drop",
+        reason: reject ? "no endpoints" : "no local endpoints",
+        where: `map ${map} element ${e.key.join(" . ")}`,
+      });
+    }
+  }
+  for (const e of elements(FIREWALL_IPS_MAP)) {
+    const target = e.value?.kind === "goto" || e.value?.kind === "jump" ? e.value.target : "";
+    const c = parseChainName(target);
+    if (!belongs(c, ref)) continue;
+    const rule = table.chains
+      .get(target)
+      ?.rules.find((r) => r.statements.some((s) => s.kind === "address" && s.negate));
+    const match = rule?.statements.find((s) => s.kind === "address");
+    const allowed =
+      match?.kind === "address"
+        ? match.value.kind === "anonymous"
+          ? match.value.items
+          : match.value.kind === "address"
+            ? [match.value.text]
+            : []
+        : [];
+    const [ip = "", proto = "", port = ""] = e.key;
+    frontends.push({
+      servicePortName: spnOf(c),
+      kind: "loadbalancer IP",
+      destination: `${hostPort(ip, port)} (${proto})`,
+      action: "drop",
+      reason: "source not allowed",
+      allowedSources: allowed,
+      allowedSourcesWhere: `chain ${target}`,
+      where: `map ${FIREWALL_IPS_MAP} element ${e.key.join(" . ")} → ${target}${rule === undefined ? "" : ` rule ${rule.index}`}`,
+      ...(rule?.counters === undefined ? {} : { counters: rule.counters }),
+    });
+  }
+
+  const endpoints: EndpointView[] = [];
+  const masquerade: MasqueradeView[] = [];
+  const keys: (EndpointKey & { servicePortName: string })[] = [];
+  const seenKeys = new Set<string>();
+  for (const chain of table.chains.values()) {
+    const c = parseChainName(chain.name);
+    if (!belongs(c, ref)) continue;
+    names.add(spnOf(c));
+    for (const r of chain.rules) {
+      if (
+        r.statements.some(
+          (s) => s.kind === "verdict" && s.verdict.kind === "jump" && s.verdict.target === MARK_MASQ_CHAIN,
+        )
+      )
+        masquerade.push({
+          where: `chain ${chain.name} rule ${r.index}: ${r.text}`,
+          ...(r.counters === undefined ? {} : { counters: r.counters }),
+        });
+      for (const s of r.statements) {
+        if (s.kind !== "numgen" || (c.prefix !== "service" && c.prefix !== "local")) continue;
+        for (const entry of s.entries) {
+          if (entry.verdict.kind !== "goto" && entry.verdict.kind !== "jump") continue;
+          const target = entry.verdict.target;
+          const d = dnatOf(table.chains.get(target));
+          if (d === null) continue;
+          endpoints.push({
+            servicePortName: spnOf(c),
+            endpoint: d.endpoint,
+            share: 1 / s.mod,
+            via: [
+              `chain ${chain.name} rule ${r.index} (numgen ${entry.index} of ${s.mod})`,
+              `chain ${target} rule ${d.rule}`,
+            ],
+            ...(d.counters === undefined ? {} : { counters: d.counters }),
+          });
+          const k = `${d.protocol} ${d.endpoint}`;
+          if (!seenKeys.has(k)) {
+            seenKeys.add(k);
+            keys.push({ protocol: d.protocol, endpoint: d.endpoint, servicePortName: spnOf(c) });
+          }
+        }
+      }
+    }
+  }
+  if (names.size === 0) return null;
+  return {
+    table: tableLabel(table),
+    view: {
+      mode: "nftables",
+      service: `${ref.namespace}/${ref.name}`,
+      servicePortNames: [...names].sort(),
+      frontends,
+      endpoints,
+      masquerade,
+    },
+    endpointKeys: keys,
+    frontends: conntrackFrontends,
+    walk: serviceWalk(table, walked),
+  };
+}
+
+function countersText(c: { packets: number; bytes: number } | undefined): string {
+  return c === undefined ? "" : ` [${c.packets} pkts, ${c.bytes} bytes]`;
+}
+
+/** The explanation in words: frontends, endpoints with shares, masquerade, why no traffic. */
+export function formatNftExplanation(ex: NftServiceExplanation): string {
+  const v = ex.view;
+  const lines = [
+    `service ${v.service} (nftables, ${ex.table}): ${v.servicePortNames.join(", ")}`,
+    "",
+    "frontends:",
+  ];
+  if (v.frontends.length === 0) lines.push("  (none)");
+  for (const f of v.frontends) {
+    const reason = f.reason === undefined ? "" : ` (${f.reason})`;
+    lines.push(
+      `  ${f.servicePortName} ${f.destination.startsWith(f.kind) ? "" : `${f.kind} `}${f.destination}: ${f.action}${reason}${countersText(f.counters)}`,
+    );
+    lines.push(`      ${f.where}`);
+    if (f.allowedSources !== undefined)
+      lines.push(`      allowed sources: ${f.allowedSources.join(", ") || "none"}`);
+  }
+  lines.push("", "the walk (nat-prerouting / nat-output jump to services):");
+  if (ex.walk.length === 0) lines.push("  (no frontend load-balances)");
+  for (const w of ex.walk) lines.push(`  ${w}`);
+  lines.push("", "endpoints (share of new connections):");
+  if (v.endpoints.length === 0) lines.push("  (none)");
+  for (const e of v.endpoints) {
+    lines.push(`  ${e.servicePortName} ${e.endpoint} ${formatPercent(e.share)}${countersText(e.counters)}`);
+    lines.push(`      via ${e.via.join(" → ")}`);
+  }
+  lines.push("", "marked for masquerade:");
+  if (v.masquerade.length === 0) lines.push("  (never)");
+  for (const m of v.masquerade) lines.push(`  ${m.where}${countersText(m.counters)}`);
+  return lines.join("\n");
+}
+
+// --- the commands -------------------------------------------------------------------------------
+
+function familyName(t: NftTable): IPFamily {
+  return t.family === "ip6" ? "IPv6" : "IPv4";
+}
+
+async function trace(req: InspectTraceRequest): Promise<string> {
+  const family = familyOfPacket(req.packet);
+  let reading: NftablesReading;
+  let source: string;
+  if (req.dump !== undefined) {
+    reading = readNftablesDump(req.dump);
+    source = req.dump.origin;
+  } else {
+    reading = (await readLiveNftables(req.runner)).reading;
+    source = `live kernel (nft -j list table ${family} ${KUBE_PROXY_TABLE})`;
+  }
+  const table = reading.tables.find((t) => t.family === family);
+  if (table === undefined)
+    throw new InputError(
+      source,
+      `there is no table ${family} ${KUBE_PROXY_TABLE} to trace a ${family === "ip" ? "IPv4" : "IPv6"} packet through`,
+    );
+  const local =
+    req.localAddresses ??
+    (req.dump === undefined
+      ? (await readLocalAddresses(req.runner)).map((a) => a.replace(/\/\d+$/, ""))
+      : []);
+  const result = traceNftPacket(table, req.packet, {
+    localAddresses: local,
+    origin: req.origin,
+    ...(req.affinity === undefined ? {} : { affinity: req.affinity }),
+  });
+  if (req.format === "json")
+    return (
+      JSON.stringify(
+        {
+          source,
+          localAddresses: local,
+          foreignTables: reading.foreign,
+          ...(nftTraceToJson(result) as object),
+        },
+        null,
+        2,
+      ) + "\n"
+    );
+  const foreign =
+    reading.foreign.length === 0
+      ? ""
+      : `\nforeign tables (not ours, not traced): ${reading.foreign.join(", ")}`;
+  const localText = local.length === 0 ? "loopback only (pass --local-addresses)" : local.join(", ");
+  return `ruleset: ${source}, local addresses: ${localText}${foreign}\n${formatNftTrace(result)}`;
+}
+
+async function explain(req: InspectExplainRequest): Promise<string> {
+  const live = req.dumps === undefined;
+  let reading: NftablesReading;
+  let source: string;
+  if (req.dumps !== undefined) {
+    const all = req.dumps.map(readNftablesDump);
+    reading = { tables: all.flatMap((r) => r.tables), foreign: all.flatMap((r) => r.foreign) };
+    source = req.dumps.map((d) => d.origin).join(", ");
+  } else {
+    reading = (await readLiveNftables(req.runner)).reading;
+    source = `live kernel (nft -j list table ip|ip6 ${KUBE_PROXY_TABLE})`;
+  }
+  let found: { table: NftTable; ex: NftServiceExplanation } | undefined;
+  for (const table of reading.tables) {
+    const ex = explainNftService(table, req.service);
+    if (ex !== null) {
+      found = { table, ex };
+      break;
+    }
+  }
+  const ref = `${req.service.namespace}/${req.service.name}${req.service.port === undefined ? "" : `:${req.service.port}`}`;
+  if (found === undefined)
+    throw new InputError(
+      "explain",
+      `${ref} is not in ${reading.tables.map(tableLabel).join(" or ") || `any table ${KUBE_PROXY_TABLE}`} (${source})`,
+    );
+  const { table, ex } = found;
+  let flows: { servicePortName: string; endpoint: string; protocol: string; flows: number }[] | undefined;
+  if (live && req.conntrack) {
+    const entries = await listConntrackEntries(req.runner, familyName(table));
+    const counts = countFlowsByEndpoint(entries, ex.endpointKeys, ex.frontends);
+    flows = ex.endpointKeys.map((k) => ({
+      servicePortName: k.servicePortName,
+      endpoint: k.endpoint,
+      protocol: k.protocol,
+      flows: flowCount(counts, k),
+    }));
+  }
+  const reasons = whyNoTraffic(ex.view);
+  if (req.format === "json")
+    return (
+      JSON.stringify(
+        {
+          source,
+          table: ex.table,
+          view: ex.view,
+          whyNoTraffic: reasons,
+          ...(flows === undefined ? {} : { conntrack: flows }),
+        },
+        null,
+        2,
+      ) + "\n"
+    );
+  const lines = [
+    `source: ${source}${live ? "" : " (no kernel: counters and flows unknown)"}`,
+    "",
+    formatNftExplanation(ex),
+  ];
+  if (flows !== undefined) {
+    lines.push("", "conntrack entries per endpoint:");
+    if (flows.length === 0) lines.push("  (no endpoints)");
+    for (const f of flows) lines.push(`  ${f.servicePortName} ${f.endpoint}/${f.protocol}: ${f.flows}`);
+  }
+  lines.push("", "why no traffic:");
+  if (reasons.length === 0) lines.push("  nothing in this table stops traffic to this Service");
+  for (const r of reasons) lines.push(`  ${r}`);
+  return lines.join("\n") + "\n";
+}
+
+export const nftablesInspector: ModeInspector = { trace, explain };
