@@ -19,9 +19,9 @@ import {
 } from "../types.ts";
 import { cleanupNftables } from "./cleanup.ts";
 import { KUBE_PROXY_TABLE } from "./names.ts";
-import { nftablesProxier } from "./proxier.ts";
+import { nftablesProxier, type NftablesWriter } from "./proxier.ts";
 import { renderNftables } from "./render.ts";
-import { nftablesSettingsFor, upstreamTestSettings } from "./settings.ts";
+import { nftablesSettingsFor, serviceCIDRsOf, upstreamTestSettings } from "./settings.ts";
 import { planFullSync } from "./transactions.ts";
 
 /** The node cannot run nftables mode (no nft, no nf_tables, kernel too old). */
@@ -91,23 +91,23 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
   const { config, runner, log } = ctx;
   const nft = new Nft(runner);
   const families = await checkPlatform(ctx, nft);
+  const writers = new Map<IPFamily, NftablesWriter>();
 
   async function createProxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>> {
     const created = new Map<IPFamily, FamilyProxier<unknown>>();
     for (const family of families) {
       const store = deps.stores.get(family);
       if (store === undefined) continue;
-      const settings = nftablesSettingsFor(config, deps.node, family, deps.localAddresses);
+      const settings = nftablesSettingsFor(config, deps.node, family, deps.localAddresses, deps.serviceCIDRs);
       log.debug({ ipFamily: family, mark: settings.masqueradeMark }, "Using nftables mark for masquerade");
-      created.set(
-        family,
-        nftablesProxier({
-          kernel: kernelFor(runner, family),
-          settings,
-          featureGates: config.featureGates,
-          ...sharedSyncOptions(deps, family, store),
-        }) as FamilyProxier<unknown>,
-      );
+      const proxier = nftablesProxier({
+        kernel: kernelFor(runner, family),
+        settings,
+        featureGates: config.featureGates,
+        ...sharedSyncOptions(deps, family, store),
+      });
+      writers.set(family, proxier.writer);
+      created.set(family, proxier as FamilyProxier<unknown>);
     }
     return created;
   }
@@ -116,6 +116,10 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
     families,
     metricsOptions: { mode: "nftables" },
     proxiers: createProxiers,
+    serviceCIDRsChanged: (cidrs) =>
+      [...writers]
+        .filter(([family, writer]) => writer.setServiceCIDRs(serviceCIDRsOf(cidrs, family)))
+        .map(([f]) => f),
     async monitor({ intervalMs, signal, onLost }) {
       // Nobody else may edit our table (upstream's rule); the one thing to watch is it vanishing.
       while (!signal.aborted) {
@@ -155,7 +159,13 @@ function kernelFor(runner: Runner, family: IPFamily) {
 function render(target: RenderTarget) {
   const settings = target.upstreamTestSettings
     ? upstreamTestSettings(target.family)
-    : nftablesSettingsFor(target.config, target.node, target.family, target.localAddresses);
+    : nftablesSettingsFor(
+        target.config,
+        target.node,
+        target.family,
+        target.localAddresses,
+        target.serviceCIDRs,
+      );
   const ruleset = renderNftables({ state: target.state, settings, featureGates: target.config.featureGates });
   return { consumer: "nft -f", text: planFullSync(ruleset, null, { resetBaseChains: false }).payload };
 }

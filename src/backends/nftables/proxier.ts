@@ -61,11 +61,25 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
   private readonly staleChains = new Map<string, number>();
   private firstSync = true;
   readonly skipPeriodicFullSync = false;
+  /** The options' settings, with the Service CIDRs last handed over (`setServiceCIDRs`). */
+  private settings: NftablesSettings;
 
-  constructor(private readonly options: NftablesWriterOptions) {}
+  constructor(private readonly options: NftablesWriterOptions) {
+    this.settings = options.settings;
+  }
+
+  /**
+   * Upstream `OnServiceCIDRsChanged` for this family's CIDRs; true when they differ from the
+   * current ones (`cluster-ips-check` is a fixed chain: the caller forces a full sync).
+   */
+  setServiceCIDRs(cidrs: readonly string[]): boolean {
+    if (cidrs.join(",") === this.settings.serviceCIDRs.join(",")) return false;
+    this.settings = { ...this.settings, serviceCIDRs: cidrs };
+    return true;
+  }
 
   get family(): IPFamily {
-    return this.options.settings.family;
+    return this.settings.family;
   }
 
   /** Stale chains and when they were flushed (for tests and the web view). */
@@ -80,7 +94,8 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
   }
 
   async write(request: WriteRequest): Promise<WriteOutcome<NftablesSyncDetails>> {
-    const { kernel, settings, clock } = this.options;
+    const { kernel, clock } = this.options;
+    const settings = this.settings;
     const now = clock.now();
     const deletedStaleChains = await this.deleteStaleChains(now);
     const ruleset = renderNftables({
@@ -150,7 +165,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
     this.options.log.info({ numChains: due.length }, "Deleting stale nftables chains");
     try {
       await this.options.kernel.apply(
-        staleChainDeletion(this.options.settings.family === "IPv4" ? "ip" : "ip6", due),
+        staleChainDeletion(this.settings.family === "IPv4" ? "ip" : "ip6", due),
       );
     } catch (error) {
       // Still in the kernel: the next full sync lists them and flushes them again.
