@@ -11,7 +11,7 @@ import type { NftTableObjects } from "../../kernel/nft.ts";
 import type { ProxyStateStore } from "../../proxy/changetracker.ts";
 import type { Clock } from "../../proxy/clock.ts";
 import type { ProxyHealth } from "../../proxy/health.ts";
-import type { ProxyMetrics } from "../../proxy/metrics.ts";
+import type { NftablesMetrics, ProxyMetrics } from "../../proxy/metrics.ts";
 import type { FeatureGates } from "../../proxy/serviceport.ts";
 import {
   FamilyProxier,
@@ -53,6 +53,11 @@ export interface NftablesWriterOptions {
   readonly clock: Clock;
   readonly log: Logger;
   readonly featureGates?: Partial<FeatureGates>;
+  /**
+   * Upstream's `sync_proxy_rules_nftables_{sync,cleanup}_failures_total`: a refused sync
+   * transaction, a refused stale-chain deletion. Both start at 0 for this family.
+   */
+  readonly metrics?: NftablesMetrics | null;
 }
 
 export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
@@ -66,6 +71,8 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
 
   constructor(private readonly options: NftablesWriterOptions) {
     this.settings = options.settings;
+    options.metrics?.nftablesSyncFailuresTotal.inc({ ip_family: this.family }, 0);
+    options.metrics?.nftablesCleanupFailuresTotal.inc({ ip_family: this.family }, 0);
   }
 
   /**
@@ -123,6 +130,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
       }
     } catch (error) {
       this.invalidate();
+      this.options.metrics?.nftablesSyncFailuresTotal.inc({ ip_family: this.family });
       throw error;
     }
     this.firstSync = false;
@@ -170,6 +178,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
     } catch (error) {
       // Still in the kernel: the next full sync lists them and flushes them again.
       this.options.log.error({ err: error }, "Unable to delete stale chains; will retry later");
+      this.options.metrics?.nftablesCleanupFailuresTotal.inc({ ip_family: this.family });
       this.kernelTable = null;
       return [];
     }
@@ -182,7 +191,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
   }
 }
 
-export interface NftablesProxierOptions extends NftablesWriterOptions {
+export interface NftablesProxierOptions extends Omit<NftablesWriterOptions, "metrics"> {
   readonly store: ProxyStateStore;
   readonly health: ProxyHealth;
   readonly metrics: ProxyMetrics | null;
@@ -197,7 +206,7 @@ export function nftablesProxier(
 ): FamilyProxier<NftablesSyncDetails, NftablesWriter> {
   const { store, health, metrics, syncPeriodMs, reconcileConntrack, onSync, ...writer } = options;
   return new FamilyProxier({
-    writer: new NftablesWriter(writer),
+    writer: new NftablesWriter({ ...writer, metrics: metrics?.nftables ?? null }),
     store,
     clock: writer.clock,
     log: writer.log,

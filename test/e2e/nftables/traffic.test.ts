@@ -2,8 +2,8 @@
  * nftables mode on a real kernel, in the sandbox's own namespaces: the seed's nginx Service
  * (ClusterIP + NodePort, two pods) programmed by the daemon with --proxy-mode nftables, real TCP
  * through the ClusterIP (from a pod and from the node) and the NodePort (from the external
- * client), traffic following an endpoint's removal, and nftables tables of other components left
- * alone by the syncs and by --cleanup.
+ * client), traffic following an endpoint's removal, upstream's nftables metrics on /metrics, and
+ * nftables tables of other components left alone by the syncs and by --cleanup.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -79,6 +79,19 @@ describe("nftables mode serves the seed Service on a real kernel", () => {
     );
     assert.match(table, /tcp \. 30978 : goto external-/);
     assert.match(table, /elements = \{ 192\.168\.50\.1 \}/, "nodeport-ips holds the primary node IP");
+  });
+
+  it("exports upstream's nftables metrics on /metrics, and none of iptables mode's", async () => {
+    const text = await daemon!.metrics();
+    for (const name of [
+      "kubeproxy_sync_proxy_rules_nftables_sync_failures_total",
+      "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total",
+    ]) {
+      assert.match(text, new RegExp(`^# TYPE ${name} counter$`, "m"));
+      assert.match(text, new RegExp(`^${name}\\{ip_family="IPv4"\\} 0$`, "m"));
+    }
+    assert.match(text, /^kubeproxy_sync_proxy_rules_last_timestamp_seconds\{ip_family="IPv4"\} [1-9]/m);
+    assert.doesNotMatch(text, /^kubeproxy_sync_proxy_rules_iptables/m);
   });
 
   it("balances the ClusterIP over both pods, from a pod and from the node", async () => {
