@@ -131,7 +131,15 @@ export interface ServiceMatrix {
  * Builds the topology (both clients route the VIP range via the node) and starts the daemon on
  * `manifests`, waiting for its first sync. On failure nothing is left behind.
  */
-export async function startServiceMatrix(prefix: string, manifests: Manifests): Promise<ServiceMatrix> {
+/** The proxy modes the traffic suites run in, each case once per mode. */
+export const TRAFFIC_MODES = ["iptables", "nftables"] as const;
+export type TrafficMode = (typeof TRAFFIC_MODES)[number];
+
+export async function startServiceMatrix(
+  prefix: string,
+  manifests: Manifests,
+  mode: TrafficMode = "iptables",
+): Promise<ServiceMatrix> {
   const sandbox = await Sandbox.create({ prefix });
   try {
     const seed = await buildSeedTopology(sandbox);
@@ -145,7 +153,7 @@ export async function startServiceMatrix(prefix: string, manifests: Manifests): 
     const daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       manifests,
-      args: ["--cluster-cidr", "10.244.0.0/16"],
+      args: ["--proxy-mode", mode, "--cluster-cidr", "10.244.0.0/16"],
     });
     return { sandbox, seed, daemon };
   } catch (error) {
