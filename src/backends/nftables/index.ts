@@ -45,6 +45,19 @@ export function kernelTooOld(text: string): boolean {
   return v[0] < MIN_KERNEL[0] || (v[0] === MIN_KERNEL[0] && v[1] < MIN_KERNEL[1]);
 }
 
+/**
+ * Upstream's kernel check (platformCheckSupported): why this kernel is refused, or null. Any value
+ * of KUBE_PROXY_NFTABLES_SKIP_KERNEL_VERSION_CHECK, even empty, skips it, as upstream's
+ * `os.LookupEnv`; a release that is not `MAJOR.MINOR…` is not refused.
+ */
+export function kernelRefusal(
+  kernel: string,
+  env: Readonly<Record<string, string | undefined>>,
+): string | null {
+  if (!kernelTooOld(kernel) || env[SKIP_KERNEL_CHECK_ENV] !== undefined) return null;
+  return `nftables mode needs kernel ${MIN_KERNEL.join(".")} or later, this is ${kernel} (set ${SKIP_KERNEL_CHECK_ENV} to try anyway)`;
+}
+
 const nftFamily = (family: IPFamily): "ip" | "ip6" => (family === "IPv4" ? "ip" : "ip6");
 
 /** The platform checks; returns the families nf_tables works for here (IPv4 is required). */
@@ -56,12 +69,8 @@ async function checkPlatform(ctx: PlatformContext, nft: Nft): Promise<IPFamily[]
       cause: err,
     });
   }
-  const kernel = release();
-  if (kernelTooOld(kernel) && process.env[SKIP_KERNEL_CHECK_ENV] === undefined) {
-    throw new NftablesUnavailableError(
-      `nftables mode needs kernel ${MIN_KERNEL.join(".")} or later, this is ${kernel} (set ${SKIP_KERNEL_CHECK_ENV} to try anyway)`,
-    );
-  }
+  const refused = kernelRefusal(release(), process.env);
+  if (refused !== null) throw new NftablesUnavailableError(refused);
   // A table of our own, created and deleted in one transaction: nothing stays, nothing foreign is touched.
   try {
     await nft.probe("ip", KUBE_PROXY_TABLE);
