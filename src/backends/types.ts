@@ -50,6 +50,8 @@ export interface ProxierDeps {
   readonly syncPeriodMs: number;
   readonly reconcileConntrack: (family: IPFamily, state: ProxyState) => Promise<{ deleted: number }>;
   readonly onSync: (report: SyncReport<unknown>, state: ProxyState) => void;
+  /** The cluster's Service CIDRs (both families) as known when the proxiers are created. */
+  readonly serviceCIDRs: readonly string[];
 }
 
 /** What every mode's proxier of `family` takes from the daemon, the same for each mode. */
@@ -81,6 +83,11 @@ export interface ModeRuntime {
   readonly metricsOptions: ProxyMetricsOptions;
   /** Node-level kernel set-up once the Node is known, then one proxier per family. */
   proxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>>;
+  /**
+   * Upstream `OnServiceCIDRsChanged`, once the proxiers exist: the families whose rules depend
+   * on the new CIDRs (they need a full sync). Absent = the mode does not use them.
+   */
+  serviceCIDRsChanged?(cidrs: readonly string[]): readonly IPFamily[];
   /** Watches for someone removing this mode's objects; resolves when the signal aborts. */
   monitor(options: KernelMonitorOptions): Promise<void>;
   /** The live kernel as the web view reads it. */
@@ -99,6 +106,8 @@ export interface RenderTarget {
   readonly kernel: { readonly nfacct: boolean; readonly randomFully: boolean };
   /** Render for upstream's unit-test fake proxier (reproduces upstream's golden files). */
   readonly upstreamTestSettings: boolean;
+  /** The cluster's Service CIDRs (ServiceCIDR objects, else --service-cluster-ip-range). */
+  readonly serviceCIDRs: readonly string[];
 }
 
 export interface RenderedPayload {

@@ -5,6 +5,7 @@ import { nodeName } from "../config/node.ts";
 import { familyOf } from "../ip.ts";
 import { parseBool } from "../config/flags.ts";
 import { InputError, type InvalidObjectError } from "../errors.ts";
+import { serviceCIDRUnion } from "../k8s/objects.ts";
 import { nodeInfoFromObject } from "../proxy/node.ts";
 import { buildProxyState } from "../proxy/state.ts";
 import type { IPFamily } from "../ip.ts";
@@ -85,6 +86,8 @@ export async function renderCommand(given: Record<string, unknown>): Promise<str
     nfacct: optionalBool(options, "nfacct", "nfacct", true),
     randomFully: optionalBool(options, "randomFully", "random-fully", true),
   };
+  const serviceCIDRs = serviceCIDRUnion(objects.serviceCIDRs);
+  const flagCIDRs = (options["serviceClusterIpRange"] as string[] | undefined) ?? [];
   for (const family of wanted) {
     const built = buildProxyState(
       { services: objects.services, endpointSlices: objects.endpointSlices, node: nodeObject },
@@ -99,6 +102,7 @@ export async function renderCommand(given: Record<string, unknown>): Promise<str
       localAddresses,
       kernel,
       upstreamTestSettings: options["upstreamTestSettings"] === true,
+      serviceCIDRs: serviceCIDRs.length > 0 ? serviceCIDRs : flagCIDRs,
     });
     payloads.push(
       wanted.length > 1 ? `# ${rendered.consumer} payload (${family})\n${rendered.text}` : rendered.text,

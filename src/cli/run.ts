@@ -77,6 +77,7 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
       nodeName: name,
       configPath: typeof configPath === "string" && configPath !== "" ? configPath : null,
       initOnly: options["initOnly"] === true,
+      serviceCIDRFallback: (options["serviceClusterIpRange"] as string[] | undefined) ?? [],
       webBindAddress,
       stop,
     });

@@ -1,4 +1,5 @@
 import { InvalidArgumentError, Option, type Command } from "commander";
+import { familyOf, formatCIDR, parseNetwork } from "../ip.ts";
 import type { KubeProxyConfiguration } from "./types.ts";
 
 /**
@@ -306,8 +307,37 @@ function optionFor(spec: FlagSpec): Option {
   }
 }
 
+/**
+ * `--service-cluster-ip-range` as kube-apiserver takes it: one CIDR, or a comma-separated
+ * dual-stack pair (one per family); each normalised to its network address.
+ */
+export function parseServiceClusterIPRange(value: string): string[] {
+  const flag = "--service-cluster-ip-range";
+  const cidrs = value
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "")
+    .map((text) => {
+      const network = text.includes("/") ? parseNetwork(text) : undefined;
+      if (network === undefined)
+        throw new InvalidArgumentError(
+          `${flag}: ${JSON.stringify(text)} is not a CIDR (address/prefix length)`,
+        );
+      return formatCIDR(network);
+    });
+  if (cidrs.length > 2 || (cidrs.length === 2 && familyOf(cidrs[0]!) === familyOf(cidrs[1]!)))
+    throw new InvalidArgumentError(`${flag}: at most one CIDR per IP family, not ${JSON.stringify(value)}`);
+  return cidrs;
+}
+
 export function registerProxyFlags(command: Command): Command {
   for (const spec of PROXY_FLAGS) command.addOption(optionFor(spec));
+  command.addOption(
+    new Option(
+      "--service-cluster-ip-range <cidrs>",
+      "The Service CIDRs (kube-apiserver's flag; dual-stack: comma-separated) for nftables mode's drop of unallocated ClusterIPs, when the source has no ServiceCIDR objects.",
+    ).argParser(parseServiceClusterIPRange),
+  );
   command.addOption(new Option("--config <file>", "The path to the KubeProxyConfiguration file."));
   command.addOption(
     new Option(

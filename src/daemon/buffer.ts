@@ -23,6 +23,10 @@ export class HandlerBuffer implements SourceHandlers {
     this.deliver((h) => h.onNode(node));
   }
 
+  onServiceCIDRs(cidrs: readonly string[] | null): void {
+    this.deliver((h) => h.onServiceCIDRs(cidrs));
+  }
+
   onSynced(): void {
     this.deliver((h) => h.onSynced());
   }

@@ -61,6 +61,8 @@ export interface DaemonParts {
   readonly initOnly: boolean;
   /** `--web-bind-address`; "" = the web view is off (the default). */
   readonly webBindAddress: string;
+  /** `--service-cluster-ip-range`: the Service CIDRs while the source has no ServiceCIDR objects. */
+  readonly serviceCIDRFallback: readonly string[];
   /** Aborting it stops the daemon (the CLI wires SIGTERM/SIGINT to it). */
   readonly stop: AbortController;
 }
@@ -159,6 +161,8 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   let synced!: () => void;
   const initialSync = new Promise<"synced">((resolve) => (synced = () => resolve("synced")));
   let proxiers = new Map<IPFamily, { proxier: FamilyProxier<unknown>; runner: BoundedFrequencyRunner }>();
+  // The ServiceCIDR objects' CIDRs, or the flag's while there are none (or no such resource).
+  let serviceCIDRs: readonly string[] = parts.serviceCIDRFallback;
   const queue = (family: IPFamily) => {
     health.queuedUpdate(family);
     metrics.syncProxyRulesLastQueuedTimestamp.set({ ip_family: family }, clock.now() / 1000);
@@ -194,6 +198,15 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
           proxiers.get(family)?.proxier.forceFullSync();
           queue(family);
         }
+      }
+    },
+    onServiceCIDRs(cidrs: readonly string[] | null) {
+      serviceCIDRs = cidrs === null || cidrs.length === 0 ? parts.serviceCIDRFallback : cidrs;
+      log.info({ serviceCIDRs }, "Service CIDRs");
+      if (proxiers.size === 0) return;
+      for (const family of runtime.serviceCIDRsChanged?.(serviceCIDRs) ?? []) {
+        proxiers.get(family)?.proxier.forceFullSync();
+        queue(family);
       }
     },
     onSynced() {
@@ -246,6 +259,7 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
     syncPeriodMs,
     reconcileConntrack: (family, state) => reconcileUdpConntrack(runner, family, udpConntrackModel(state)),
     onSync,
+    serviceCIDRs,
   });
   proxiers = new Map(
     [...created].map(([family, proxier]) => [

@@ -39,6 +39,15 @@ export const ENDPOINT_SLICES: ResourceRef = {
   namespaced: true,
 };
 
+/** networking.k8s.io/v1 (Kubernetes v1.33 and later); older API servers answer 404. */
+export const SERVICE_CIDRS: ResourceRef = {
+  group: "networking.k8s.io",
+  version: "v1",
+  plural: "servicecidrs",
+  kind: "ServiceCIDR",
+  namespaced: false,
+};
+
 /** A failed API call: an HTTP status with the apiserver's Status reason, or 0 for no answer. */
 export class ApiError extends KubeProxyError {
   readonly code = "KPT_K8S_API";

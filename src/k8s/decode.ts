@@ -88,10 +88,14 @@ function at<T>(key: PropertyKey, decode: () => T): T {
   }
 }
 
-export function array<T>(item: Decoder<T>, maxItems = Infinity): Decoder<T[]> {
+export function array<T>(
+  item: Decoder<T>,
+  maxItems = Infinity,
+  tooMany = `must have no more than ${maxItems} items`,
+): Decoder<T[]> {
   return (v) => {
     if (!Array.isArray(v)) fail(`must be a list, not ${typeName(v)}`);
-    if (v.length > maxItems) fail(`must have no more than ${maxItems} items`);
+    if (v.length > maxItems) fail(tooMany);
     const out: T[] = new Array<T>(v.length);
     for (let i = 0; i < v.length; i++) {
       const element: unknown = v[i];

@@ -50,6 +50,11 @@ export interface InformerOptions extends SelectorOptions {
   readonly clock?: SleepClock;
   readonly random?: () => number;
   readonly onNotice?: (notice: InformerNotice) => void;
+  /**
+   * For a resource the API server may not have (a newer API group): called when the list
+   * answers 404, and the informer stops instead of retrying. Without it, 404 is retried.
+   */
+  readonly onResourceAbsent?: () => void;
 }
 
 /** An object from the API without the metadata every object must have. */
@@ -156,6 +161,10 @@ export class Informer {
         if (signal.aborted) return;
         // Only API trouble is retried; a throwing handler is a bug and surfaces to the caller.
         if (!(err instanceof ApiError)) throw err;
+        if (err.status === 404 && this.options.onResourceAbsent !== undefined) {
+          this.options.onResourceAbsent();
+          return;
+        }
         await this.pause("list-failed", err, signal);
         continue;
       }

@@ -24,7 +24,7 @@ import {
   stringMap,
 } from "./decode.ts";
 import { InvalidObjectError } from "../errors.ts";
-import { parseCIDRSloppy, parseIPSloppy } from "../ip.ts";
+import { familyOf, formatCIDR, parseCIDRSloppy, parseIPSloppy, parseNetwork } from "../ip.ts";
 import type { IPFamily } from "../ip.ts";
 import type { Protocol } from "../proxy/types.ts";
 
@@ -137,7 +137,17 @@ export interface Node {
   readonly status: { readonly addresses: readonly NodeAddress[] };
 }
 
-export type KubeObject = Service | EndpointSlice | Node;
+/**
+ * networking.k8s.io/v1 ServiceCIDR: ranges ClusterIPs are allocated from (one per family). Only
+ * `spec.cidrs` matters to a proxy; each is normalised to its network address.
+ */
+export interface ServiceCIDR {
+  readonly kind: "ServiceCIDR";
+  readonly metadata: ObjectMeta;
+  readonly spec: { readonly cidrs: readonly string[] };
+}
+
+export type KubeObject = Service | EndpointSlice | Node | ServiceCIDR;
 
 export const LABEL_SERVICE_NAME = "kubernetes.io/service-name";
 export const LABEL_SERVICE_PROXY_NAME = "service.kubernetes.io/service-proxy-name";
@@ -468,6 +478,53 @@ export function decodeNode(raw: unknown, source: string): Node {
     },
     status: { addresses: n.status?.addresses ?? [] },
   };
+}
+
+/** `10.96.0.5/16` → `10.96.0.0/16`; null for anything that is not an address with a prefix length. */
+export function normaliseServiceCIDR(text: string): string | null {
+  const network = parseNetwork(text.trim());
+  return network === undefined ? null : formatCIDR(network);
+}
+
+const serviceCIDRDecoder = object({
+  metadata: metadataDecoder(dnsSubdomain, false),
+  spec: optional(
+    object({
+      cidrs: optional(
+        array(
+          refine(
+            string,
+            (s) => normaliseServiceCIDR(s) !== null,
+            "must be a CIDR (IP address/prefix length)",
+          ),
+          2,
+          "at most one CIDR per IP family",
+        ),
+      ),
+    }),
+  ),
+});
+
+export function decodeServiceCIDR(raw: unknown, source: string): ServiceCIDR {
+  const o = decodeWith(serviceCIDRDecoder, "ServiceCIDR", raw, source);
+  const cidrs = (o.spec?.cidrs ?? []).map((c) => normaliseServiceCIDR(c)!);
+  if (cidrs.length === 2 && familyOf(cidrs[0]!) === familyOf(cidrs[1]!))
+    throw new InvalidObjectError(
+      describe("ServiceCIDR", raw, source),
+      "spec.cidrs",
+      "at most one CIDR per IP family",
+    );
+  return { kind: "ServiceCIDR", metadata: toMeta(o.metadata), spec: { cidrs } };
+}
+
+/**
+ * The union of the CIDRs of every ServiceCIDR object, sorted (upstream's ServiceCIDRConfig hands
+ * the proxier the same set, unordered).
+ */
+export function serviceCIDRUnion(objects: Iterable<ServiceCIDR>): string[] {
+  const all = new Set<string>();
+  for (const o of objects) for (const c of o.spec.cidrs) all.add(c);
+  return [...all].sort();
 }
 
 /** `ns/name` of a namespaced object (upstream `types.NamespacedName.String()`). */

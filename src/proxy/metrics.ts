@@ -230,3 +230,4 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
 export type ProxyMetrics = ReturnType<typeof createProxyMetrics>;
 /** The iptables mode's own metrics (null in other modes). */
 export type IptablesMetrics = NonNullable<ProxyMetrics["iptables"]>;
+export type NftablesMetrics = NonNullable<ProxyMetrics["nftables"]>;

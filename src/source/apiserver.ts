@@ -1,12 +1,18 @@
 import { Counter, type Registry } from "prom-client";
 import type { Logger } from "pino";
 import { InvalidObjectError } from "../errors.ts";
-import { ApiError, ENDPOINT_SLICES, NODES, SERVICES } from "../k8s/client.ts";
+import { ApiError, ENDPOINT_SLICES, NODES, SERVICE_CIDRS, SERVICES } from "../k8s/client.ts";
 import type { ListWatchClient, ResourceRef } from "../k8s/client.ts";
 import { Informer, PROXY_LABEL_SELECTOR, SERVICE_FIELD_SELECTOR } from "../k8s/informer.ts";
 import type { InformerNotice, InformerOptions, KubeObject } from "../k8s/informer.ts";
-import { decodeEndpointSlice, decodeNode, decodeService } from "../k8s/objects.ts";
-import type { EndpointSlice, Node, Service } from "../k8s/objects.ts";
+import {
+  decodeEndpointSlice,
+  decodeNode,
+  decodeService,
+  decodeServiceCIDR,
+  serviceCIDRUnion,
+} from "../k8s/objects.ts";
+import type { EndpointSlice, Node, Service, ServiceCIDR } from "../k8s/objects.ts";
 import type { Source, SourceHandlers } from "./types.ts";
 
 export interface ApiServerSourceOptions {
@@ -69,11 +75,17 @@ class Decoded<T> {
     this.delivered.delete(key);
     this.emit(previous, null);
   }
+
+  values(): IterableIterator<T> {
+    return this.delivered.values();
+  }
 }
 
 /**
  * The API server as the proxy's source, as upstream kube-proxy watches it: Services and
- * EndpointSlices not claimed by another proxy and not headless, and this node's Node object.
+ * EndpointSlices not claimed by another proxy and not headless, this node's Node object, and the
+ * ServiceCIDRs where the API has them (a 404 says it does not: reported once as null). As
+ * upstream's ServiceCIDRConfig, the first sync does not wait for the ServiceCIDRs.
  * Informers keep retrying through API trouble; the rules already programmed stay untouched
  * until the informers deliver a newer state.
  */
@@ -119,6 +131,24 @@ export class ApiServerSource implements Source {
       log,
     );
 
+    // Reported once listed, then after every change that alters the union.
+    let cidrsListed = false;
+    let reportedCIDRs: string | null = null;
+    const reportCIDRs = () => {
+      if (!cidrsListed) return;
+      const union = serviceCIDRUnion(serviceCIDRs.values());
+      const key = union.join(",");
+      if (key === reportedCIDRs) return;
+      reportedCIDRs = key;
+      handlers.onServiceCIDRs(union);
+    };
+    const serviceCIDRs: Decoded<ServiceCIDR> = new Decoded(
+      SERVICE_CIDRS,
+      decodeServiceCIDR,
+      () => reportCIDRs(),
+      log,
+    );
+
     const pending = new Set(["services", "endpointslices", "nodes"]);
     let listed!: () => void;
     const allListed = new Promise<void>((resolve) => (listed = resolve));
@@ -131,6 +161,10 @@ export class ApiServerSource implements Source {
           onUpdate: (_, obj) => decoded.upsert(obj),
           onDelete: (obj) => decoded.remove(obj),
           onSynced: () => {
+            if (resource === SERVICE_CIDRS) {
+              cidrsListed = true;
+              reportCIDRs();
+            }
             pending.delete(resource.plural);
             if (pending.size === 0) listed();
           },
@@ -148,6 +182,14 @@ export class ApiServerSource implements Source {
       }),
       informer(ENDPOINT_SLICES, slices as Decoded<unknown>, { labelSelector: PROXY_LABEL_SELECTOR }),
       informer(NODES, nodes as Decoded<unknown>, { fieldSelector: `metadata.name=${nodeName}` }),
+      informer(SERVICE_CIDRS, serviceCIDRs as Decoded<unknown>, {
+        onResourceAbsent: () => {
+          log.info(
+            "The API server has no networking.k8s.io/v1 ServiceCIDRs: using --service-cluster-ip-range",
+          );
+          handlers.onServiceCIDRs(null);
+        },
+      }),
     ].map((i) => i.run(signal));
 
     const aborted = new Promise<void>((resolve) =>

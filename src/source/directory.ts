@@ -3,7 +3,14 @@ import { readFile, readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { InputError } from "../errors.ts";
-import { namespacedName, type EndpointSlice, type Node, type Service } from "../k8s/objects.ts";
+import {
+  namespacedName,
+  serviceCIDRUnion,
+  type EndpointSlice,
+  type Node,
+  type Service,
+  type ServiceCIDR,
+} from "../k8s/objects.ts";
 import { isManifestFile, oversizedManifest, parseManifests, type ManifestObjects } from "./manifests.ts";
 import type { Source, SourceHandlers } from "./types.ts";
 
@@ -12,6 +19,7 @@ interface Contribution {
   readonly services: ReadonlyMap<string, Service>;
   readonly slices: ReadonlyMap<string, EndpointSlice>;
   readonly nodes: ReadonlyMap<string, Node>;
+  readonly serviceCIDRs: ReadonlyMap<string, ServiceCIDR>;
 }
 
 interface FileState {
@@ -22,13 +30,19 @@ interface FileState {
   readonly objects: Contribution;
 }
 
-const EMPTY: Contribution = { services: new Map(), slices: new Map(), nodes: new Map() };
+const EMPTY: Contribution = {
+  services: new Map(),
+  slices: new Map(),
+  nodes: new Map(),
+  serviceCIDRs: new Map(),
+};
 
 function contributionOf(objects: ManifestObjects): Contribution {
   return {
     services: new Map(objects.services.map((s) => [namespacedName(s.metadata), s])),
     slices: new Map(objects.endpointSlices.map((s) => [namespacedName(s.metadata), s])),
     nodes: new Map(objects.nodes.map((n) => [n.metadata.name, n])),
+    serviceCIDRs: new Map(objects.serviceCIDRs.map((c) => [c.metadata.name, c])),
   };
 }
 
@@ -38,11 +52,12 @@ function overlay(previous: Contribution, next: Contribution): Contribution {
     services: new Map([...previous.services, ...next.services]),
     slices: new Map([...previous.slices, ...next.slices]),
     nodes: new Map([...previous.nodes, ...next.nodes]),
+    serviceCIDRs: new Map([...previous.serviceCIDRs, ...next.serviceCIDRs]),
   };
 }
 
 /**
- * Standalone source: a folder of Service/EndpointSlice/Node manifests. The folder is watched
+ * Standalone source: a folder of Service/EndpointSlice/Node/ServiceCIDR manifests. The folder is watched
  * (fs.watch) and, because inotify misses some editors' rename dances and network filesystems,
  * also polled slowly; either way only the listing is read and each file `stat`ed, and a file is
  * parsed again only when its mtime, size or inode changed.
@@ -59,6 +74,8 @@ function overlay(previous: Contribution, next: Contribution): Contribution {
 export class DirectorySource implements Source {
   private files = new Map<string, FileState>();
   private current: Contribution = EMPTY;
+  /** The ServiceCIDR union last reported; null before the first scan. */
+  private reportedCIDRs: string | null = null;
 
   constructor(
     private readonly dir: string,
@@ -124,7 +141,7 @@ export class DirectorySource implements Source {
       next.set(name, state);
     }
     // Same size and no new or changed file: nothing was removed either.
-    if (!changed && next.size === this.files.size) return;
+    if (!changed && next.size === this.files.size && this.reportedCIDRs !== null) return;
     this.files = next;
     const merged = [...next.values()].reduce((acc, f) => overlay(acc, f.objects), EMPTY);
     diff(this.current.services, merged.services, (a, b) => handlers.onService(a, b));
@@ -132,6 +149,11 @@ export class DirectorySource implements Source {
     const before = this.current.nodes.get(this.nodeName) ?? null;
     const after = merged.nodes.get(this.nodeName) ?? null;
     if (JSON.stringify(before) !== JSON.stringify(after)) handlers.onNode(after);
+    const cidrs = serviceCIDRUnion(merged.serviceCIDRs.values());
+    if (cidrs.join(",") !== this.reportedCIDRs) {
+      this.reportedCIDRs = cidrs.join(",");
+      handlers.onServiceCIDRs(cidrs);
+    }
     this.current = merged;
   }
 

@@ -1,15 +1,15 @@
 /**
  * Kubernetes objects from manifest files: YAML or JSON, multi-document, `kind: List` and typed
  * lists (`ServiceList`: its items carry no kind) — i.e. what
- * `kubectl get svc,endpointslices,nodes -A -o yaml` prints. Kinds kube-proxy does not read are
+ * `kubectl get svc,endpointslices,nodes,servicecidrs -A -o yaml` prints. Kinds kube-proxy does not read are
  * skipped; an object it reads but cannot use is reported (never thrown); a file that is not
  * YAML at all is an InputError naming the file and line.
  */
 import { readFile, readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { InputError, InvalidObjectError } from "../errors.ts";
-import { decodeEndpointSlice, decodeNode, decodeService } from "../k8s/objects.ts";
-import type { EndpointSlice, Node, Service } from "../k8s/objects.ts";
+import { decodeEndpointSlice, decodeNode, decodeService, decodeServiceCIDR } from "../k8s/objects.ts";
+import type { EndpointSlice, Node, Service, ServiceCIDR } from "../k8s/objects.ts";
 import { yaml } from "../yaml.ts";
 import { parseYamlSubset, type SubsetDocument } from "./yaml-subset.ts";
 
@@ -17,6 +17,7 @@ export interface ManifestObjects {
   services: Service[];
   endpointSlices: EndpointSlice[];
   nodes: Node[];
+  serviceCIDRs: ServiceCIDR[];
   problems: InvalidObjectError[];
 }
 
@@ -45,7 +46,7 @@ export function isManifestFile(name: string): boolean {
 }
 
 function emptyObjects(): ManifestObjects {
-  return { services: [], endpointSlices: [], nodes: [], problems: [] };
+  return { services: [], endpointSlices: [], nodes: [], serviceCIDRs: [], problems: [] };
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -204,6 +205,19 @@ function collect(
       case "Node":
         out.nodes.push(decodeNode(obj, where));
         return;
+      case "ServiceCIDR":
+        if (obj["apiVersion"] !== undefined && obj["apiVersion"] !== "networking.k8s.io/v1") {
+          out.problems.push(
+            new InvalidObjectError(
+              where,
+              "apiVersion",
+              "only networking.k8s.io/v1 ServiceCIDRs are supported",
+            ),
+          );
+          return;
+        }
+        out.serviceCIDRs.push(decodeServiceCIDR(obj, where));
+        return;
       default:
         // Pods, Deployments, … share manifest files with Services; kube-proxy never reads them.
         return;
@@ -235,6 +249,7 @@ function merge(into: ManifestObjects, from: ManifestObjects): void {
   into.services.push(...from.services);
   into.endpointSlices.push(...from.endpointSlices);
   into.nodes.push(...from.nodes);
+  into.serviceCIDRs.push(...from.serviceCIDRs);
   into.problems.push(...from.problems);
 }
 

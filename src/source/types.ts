@@ -9,6 +9,11 @@ export interface SourceHandlers {
   onEndpointSlice(previous: EndpointSlice | null, current: EndpointSlice | null): void;
   /** This proxy's own Node object (null when deleted). */
   onNode(node: Node | null): void;
+  /**
+   * The CIDRs of every ServiceCIDR object, sorted, after each change; null once when the source
+   * has no such resource (an API server before v1.33), so the configured fallback applies.
+   */
+  onServiceCIDRs(cidrs: readonly string[] | null): void;
   /** The initial lists of Services and EndpointSlices were delivered. */
   onSynced(): void;
 }

@@ -1,6 +1,6 @@
 /**
  * Server-side printing (meta.k8s.io/v1 Table), which kubectl asks for on `get`: the same columns
- * the real apiserver prints for services, endpointslices and nodes.
+ * the real apiserver prints for services, endpointslices, nodes and servicecidrs.
  */
 import type { JsonObject } from "./apiserver-patch.ts";
 
@@ -31,6 +31,7 @@ const COLUMNS: Readonly<Record<string, readonly Column[]>> = {
     col("Selector", 1),
   ],
   endpointslices: [col("Name", 0, "name"), col("AddressType"), col("Ports"), col("Endpoints"), col("Age")],
+  servicecidrs: [col("Name", 0, "name"), col("CIDRs"), col("Age")],
   nodes: [
     col("Name", 0, "name"),
     col("Status"),
@@ -141,8 +142,15 @@ function nodeCells(o: JsonObject): unknown[] {
   ];
 }
 
+/** The apiserver's ServiceCIDR printer: the CIDRs comma-separated. */
+function serviceCIDRCells(o: JsonObject): unknown[] {
+  const cidrs = list(obj(o["spec"])["cidrs"]).map(String);
+  return [obj(o["metadata"])["name"], cidrs.length === 0 ? "<none>" : cidrs.join(","), age(o)];
+}
+
 const CELLS: Readonly<Record<string, (o: JsonObject) => unknown[]>> = {
   services: serviceCells,
+  servicecidrs: serviceCIDRCells,
   endpointslices: endpointSliceCells,
   nodes: nodeCells,
 };

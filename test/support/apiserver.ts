@@ -1,6 +1,7 @@
 /**
  * A small Kubernetes-compatible API server for tests: discovery, core/v1 services and nodes,
- * discovery.k8s.io/v1 endpointslices; list (selectors, limit/continue), watch (bookmarks,
+ * discovery.k8s.io/v1 endpointslices, networking.k8s.io/v1 servicecidrs (cluster-scoped; left out
+ * with `serviceCIDRs: false`, as on an API server older than v1.33); list (selectors, limit/continue), watch (bookmarks,
  * timeoutSeconds, 410 for compacted resource versions), get, create, update, patch, delete.
  * Speaks the wire protocol closely enough for kubectl. Faults are injected through methods.
  *
@@ -63,6 +64,15 @@ const RESOURCES: readonly ResourceDef[] = [
     shortNames: [],
   },
   {
+    group: "networking.k8s.io",
+    version: "v1",
+    plural: "servicecidrs",
+    singular: "servicecidr",
+    kind: "ServiceCIDR",
+    namespaced: false,
+    shortNames: [],
+  },
+  {
     group: "events.k8s.io",
     version: "v1",
     plural: "events",
@@ -72,9 +82,6 @@ const RESOURCES: readonly ResourceDef[] = [
     shortNames: ["ev"],
   },
 ];
-
-/** The named API groups served (everything but the core group), in RESOURCES order. */
-const GROUPS = [...new Set(RESOURCES.filter((d) => d.group !== "").map((d) => d.group))];
 
 const VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"];
 
@@ -143,6 +150,8 @@ export interface TestApiServerOptions {
   readonly retainedEvents?: number;
   /** Bookmark period for watches that allow bookmarks (the real apiserver: about a minute). */
   readonly bookmarkIntervalMs?: number;
+  /** false: no ServiceCIDR resource (404 and absent from discovery), as before Kubernetes v1.33. */
+  readonly serviceCIDRs?: boolean;
 }
 
 export class TestApiServer {
@@ -159,8 +168,14 @@ export class TestApiServer {
   private nextNodePort = 30000;
   private bookmarkTimer: NodeJS.Timeout | undefined;
   private readonly tokens: Map<string, string>;
+  private readonly resources: readonly ResourceDef[];
+  /** The named API groups served (everything but the core group), in RESOURCES order. */
+  private readonly groups: readonly string[];
 
   private constructor(private readonly options: TestApiServerOptions) {
+    this.resources =
+      options.serviceCIDRs === false ? RESOURCES.filter((d) => d.kind !== "ServiceCIDR") : RESOURCES;
+    this.groups = [...new Set(this.resources.filter((d) => d.group !== "").map((d) => d.group))];
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       this.handle(req, res).catch((err: unknown) => {
         if (!res.headersSent) this.sendStatus(res, 500, "InternalError", String((err as Error).stack ?? err));
@@ -179,7 +194,7 @@ export class TestApiServer {
           handler,
         )
       : http.createServer(handler);
-    for (const def of RESOURCES) this.store.set(def.plural, new Map());
+    for (const def of this.resources) this.store.set(def.plural, new Map());
     this.tokens = new Map(Object.entries(options.tokens ?? {}));
   }
 
@@ -291,7 +306,7 @@ export class TestApiServer {
   }
 
   remove(kind: string, namespace: string | undefined, name: string): boolean {
-    const def = RESOURCES.find((d) => d.kind === kind);
+    const def = this.resources.find((d) => d.kind === kind);
     if (!def) throw new Error(`unknown kind ${kind}`);
     const existing = this.store.get(def.plural)?.get(this.key(namespace, name));
     if (!existing) return false;
@@ -300,7 +315,7 @@ export class TestApiServer {
   }
 
   get(kind: string, namespace: string | undefined, name: string): JsonObject | undefined {
-    const def = RESOURCES.find((d) => d.kind === kind);
+    const def = this.resources.find((d) => d.kind === kind);
     if (!def) throw new Error(`unknown kind ${kind}`);
     const obj = this.store.get(def.plural)?.get(this.key(namespace, name));
     return obj && structuredClone(obj);
@@ -377,7 +392,7 @@ export class TestApiServer {
       rest = rest.slice(2);
     }
     const [plural, name, ...extra] = rest;
-    const def = RESOURCES.find((d) => d.group === group && d.plural === plural);
+    const def = this.resources.find((d) => d.group === group && d.plural === plural);
     if (!def || extra.length > 0 || (namespace !== undefined && !def.namespaced)) {
       return this.sendStatus(res, 404, "NotFound", "the server could not find the requested resource");
     }
@@ -470,28 +485,28 @@ export class TestApiServer {
       case "api/v1":
         return resourceList(
           "v1",
-          RESOURCES.filter((d) => d.group === ""),
+          this.resources.filter((d) => d.group === ""),
         );
       case "apis":
-        return { kind: "APIGroupList", apiVersion: "v1", groups: GROUPS.map(groupInfo) };
+        return { kind: "APIGroupList", apiVersion: "v1", groups: this.groups.map(groupInfo) };
       case "openapi/v3":
         return {
           paths: Object.fromEntries([
             ["api/v1", { serverRelativeURL: "/openapi/v3/api/v1?hash=kpt" }],
-            ...GROUPS.map((g) => [
+            ...this.groups.map((g) => [
               `apis/${g}/v1`,
               { serverRelativeURL: `/openapi/v3/apis/${g}/v1?hash=kpt` },
             ]),
           ]),
         };
       case "openapi/v3/api/v1":
-        return openApiV3(RESOURCES.filter((d) => d.group === ""));
+        return openApiV3(this.resources.filter((d) => d.group === ""));
       default: {
-        const group = GROUPS.find(
+        const group = this.groups.find(
           (g) => path === `apis/${g}` || path === `apis/${g}/v1` || path === `openapi/v3/apis/${g}/v1`,
         );
         if (group === undefined) return undefined;
-        const defs = RESOURCES.filter((d) => d.group === group);
+        const defs = this.resources.filter((d) => d.group === group);
         if (path === `apis/${group}`) return { kind: "APIGroup", apiVersion: "v1", ...groupInfo(group) };
         if (path === `apis/${group}/v1`) return resourceList(`${group}/v1`, defs);
         return openApiV3(defs);
@@ -525,7 +540,7 @@ export class TestApiServer {
   }
 
   private defForObject(obj: JsonObject): ResourceDef {
-    const def = RESOURCES.find((d) => d.kind === obj["kind"] && apiVersionOf(d) === obj["apiVersion"]);
+    const def = this.resources.find((d) => d.kind === obj["kind"] && apiVersionOf(d) === obj["apiVersion"]);
     if (!def) throw new Error(`unsupported object ${String(obj["apiVersion"])}/${String(obj["kind"])}`);
     return def;
   }

@@ -131,11 +131,14 @@ export interface ServiceMatrix {
  * Builds the topology (both clients route the VIP range via the node) and starts the daemon on
  * `manifests`, waiting for its first sync. On failure nothing is left behind.
  */
+/** The proxy modes the traffic suites run in, each case once per mode. */
+export const TRAFFIC_MODES = ["iptables", "nftables"] as const;
+export type TrafficMode = (typeof TRAFFIC_MODES)[number];
+
 export async function startServiceMatrix(
   prefix: string,
   manifests: Manifests,
-  /** Further daemon flags, e.g. `--proxy-mode nftables`. */
-  args: readonly string[] = [],
+  mode: TrafficMode = "iptables",
 ): Promise<ServiceMatrix> {
   const sandbox = await Sandbox.create({ prefix });
   try {
@@ -150,7 +153,7 @@ export async function startServiceMatrix(
     const daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       manifests,
-      args: ["--cluster-cidr", "10.244.0.0/16", ...args],
+      args: ["--proxy-mode", mode, "--cluster-cidr", "10.244.0.0/16"],
     });
     return { sandbox, seed, daemon };
   } catch (error) {

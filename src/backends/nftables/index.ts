@@ -22,9 +22,9 @@ import { cleanupNftables } from "./cleanup.ts";
 import { nftablesInspectionSource, nftablesInspector } from "./inspect.ts";
 import { KUBE_PROXY_TABLE } from "./names.ts";
 import { NetlinkNftablesKernel } from "./netlink-kernel.ts";
-import { nftablesProxier } from "./proxier.ts";
+import { nftablesProxier, type NftablesWriter } from "./proxier.ts";
 import { renderNftables } from "./render.ts";
-import { nftablesSettingsFor, upstreamTestSettings } from "./settings.ts";
+import { nftablesSettingsFor, serviceCIDRsOf, upstreamTestSettings } from "./settings.ts";
 import { planFullSync, type NftTransaction } from "./transactions.ts";
 
 /** The node cannot run nftables mode (no nft, no nf_tables, kernel too old). */
@@ -48,6 +48,19 @@ export function kernelTooOld(text: string): boolean {
   return v[0] < MIN_KERNEL[0] || (v[0] === MIN_KERNEL[0] && v[1] < MIN_KERNEL[1]);
 }
 
+/**
+ * Upstream's kernel check (platformCheckSupported): why this kernel is refused, or null. Any value
+ * of KUBE_PROXY_NFTABLES_SKIP_KERNEL_VERSION_CHECK, even empty, skips it, as upstream's
+ * `os.LookupEnv`; a release that is not `MAJOR.MINOR…` is not refused.
+ */
+export function kernelRefusal(
+  kernel: string,
+  env: Readonly<Record<string, string | undefined>>,
+): string | null {
+  if (!kernelTooOld(kernel) || env[SKIP_KERNEL_CHECK_ENV] !== undefined) return null;
+  return `nftables mode needs kernel ${MIN_KERNEL.join(".")} or later, this is ${kernel} (set ${SKIP_KERNEL_CHECK_ENV} to try anyway)`;
+}
+
 const nftFamily = (family: IPFamily): "ip" | "ip6" => (family === "IPv4" ? "ip" : "ip6");
 
 /** The platform checks; returns the families nf_tables works for here (IPv4 is required). */
@@ -59,12 +72,8 @@ async function checkPlatform(ctx: PlatformContext, nft: Nft): Promise<IPFamily[]
       cause: err,
     });
   }
-  const kernel = release();
-  if (kernelTooOld(kernel) && process.env[SKIP_KERNEL_CHECK_ENV] === undefined) {
-    throw new NftablesUnavailableError(
-      `nftables mode needs kernel ${MIN_KERNEL.join(".")} or later, this is ${kernel} (set ${SKIP_KERNEL_CHECK_ENV} to try anyway)`,
-    );
-  }
+  const refused = kernelRefusal(release(), process.env);
+  if (refused !== null) throw new NftablesUnavailableError(refused);
   // A table of our own, created and deleted in one transaction: nothing stays, nothing foreign is touched.
   try {
     await nft.probe("ip", KUBE_PROXY_TABLE);
@@ -87,23 +96,23 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
   const { config, runner, log } = ctx;
   const nft = new Nft(runner);
   const families = await checkPlatform(ctx, nft);
+  const writers = new Map<IPFamily, NftablesWriter>();
 
   async function createProxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>> {
     const created = new Map<IPFamily, FamilyProxier<unknown>>();
     for (const family of families) {
       const store = deps.stores.get(family);
       if (store === undefined) continue;
-      const settings = nftablesSettingsFor(config, deps.node, family, deps.localAddresses);
+      const settings = nftablesSettingsFor(config, deps.node, family, deps.localAddresses, deps.serviceCIDRs);
       log.debug({ ipFamily: family, mark: settings.masqueradeMark }, "Using nftables mark for masquerade");
-      created.set(
-        family,
-        nftablesProxier({
-          kernel: kernelFor(runner, family, config.nftables.writer),
-          settings,
-          featureGates: config.featureGates,
-          ...sharedSyncOptions(deps, family, store),
-        }) as FamilyProxier<unknown>,
-      );
+      const proxier = nftablesProxier({
+        kernel: kernelFor(runner, family, config.nftables.writer),
+        settings,
+        featureGates: config.featureGates,
+        ...sharedSyncOptions(deps, family, store),
+      });
+      writers.set(family, proxier.writer);
+      created.set(family, proxier as FamilyProxier<unknown>);
     }
     return created;
   }
@@ -112,6 +121,10 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
     families,
     metricsOptions: { mode: "nftables" },
     proxiers: createProxiers,
+    serviceCIDRsChanged: (cidrs) =>
+      [...writers]
+        .filter(([family, writer]) => writer.setServiceCIDRs(serviceCIDRsOf(cidrs, family)))
+        .map(([f]) => f),
     async monitor({ intervalMs, signal, onLost }) {
       // Nobody else may edit our table (upstream's rule); the one thing to watch is it vanishing.
       while (!signal.aborted) {
@@ -158,7 +171,13 @@ function kernelFor(runner: Runner, family: IPFamily, writer: NftablesWriterKind)
 function render(target: RenderTarget) {
   const settings = target.upstreamTestSettings
     ? upstreamTestSettings(target.family)
-    : nftablesSettingsFor(target.config, target.node, target.family, target.localAddresses);
+    : nftablesSettingsFor(
+        target.config,
+        target.node,
+        target.family,
+        target.localAddresses,
+        target.serviceCIDRs,
+      );
   const ruleset = renderNftables({ state: target.state, settings, featureGates: target.config.featureGates });
   return { consumer: "nft -f", text: planFullSync(ruleset, null, { resetBaseChains: false }).payload };
 }

@@ -11,7 +11,7 @@ import type { NftTableObjects } from "../../kernel/nft.ts";
 import type { ProxyStateStore } from "../../proxy/changetracker.ts";
 import type { Clock } from "../../proxy/clock.ts";
 import type { ProxyHealth } from "../../proxy/health.ts";
-import type { ProxyMetrics } from "../../proxy/metrics.ts";
+import type { NftablesMetrics, ProxyMetrics } from "../../proxy/metrics.ts";
 import type { FeatureGates } from "../../proxy/serviceport.ts";
 import {
   FamilyProxier,
@@ -59,6 +59,11 @@ export interface NftablesWriterOptions {
   readonly clock: Clock;
   readonly log: Logger;
   readonly featureGates?: Partial<FeatureGates>;
+  /**
+   * Upstream's `sync_proxy_rules_nftables_{sync,cleanup}_failures_total`: a refused sync
+   * transaction, a refused stale-chain deletion. Both start at 0 for this family.
+   */
+  readonly metrics?: NftablesMetrics | null;
 }
 
 export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
@@ -67,11 +72,27 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
   private readonly staleChains = new Map<string, number>();
   private firstSync = true;
   readonly skipPeriodicFullSync = false;
+  /** The options' settings, with the Service CIDRs last handed over (`setServiceCIDRs`). */
+  private settings: NftablesSettings;
 
-  constructor(private readonly options: NftablesWriterOptions) {}
+  constructor(private readonly options: NftablesWriterOptions) {
+    this.settings = options.settings;
+    options.metrics?.nftablesSyncFailuresTotal.inc({ ip_family: this.family }, 0);
+    options.metrics?.nftablesCleanupFailuresTotal.inc({ ip_family: this.family }, 0);
+  }
+
+  /**
+   * Upstream `OnServiceCIDRsChanged` for this family's CIDRs; true when they differ from the
+   * current ones (`cluster-ips-check` is a fixed chain: the caller forces a full sync).
+   */
+  setServiceCIDRs(cidrs: readonly string[]): boolean {
+    if (cidrs.join(",") === this.settings.serviceCIDRs.join(",")) return false;
+    this.settings = { ...this.settings, serviceCIDRs: cidrs };
+    return true;
+  }
 
   get family(): IPFamily {
-    return this.options.settings.family;
+    return this.settings.family;
   }
 
   /** Stale chains and when they were flushed (for tests and the web view). */
@@ -86,7 +107,8 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
   }
 
   async write(request: WriteRequest): Promise<WriteOutcome<NftablesSyncDetails>> {
-    const { kernel, settings, clock } = this.options;
+    const { kernel, clock } = this.options;
+    const settings = this.settings;
     const now = clock.now();
     const deletedStaleChains = await this.deleteStaleChains(now);
     const ruleset = renderNftables({
@@ -114,6 +136,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
       }
     } catch (error) {
       this.invalidate();
+      this.options.metrics?.nftablesSyncFailuresTotal.inc({ ip_family: this.family });
       throw error;
     }
     this.firstSync = false;
@@ -156,11 +179,12 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
     this.options.log.info({ numChains: due.length }, "Deleting stale nftables chains");
     try {
       await this.options.kernel.apply(
-        staleChainDeletion(this.options.settings.family === "IPv4" ? "ip" : "ip6", due),
+        staleChainDeletion(this.settings.family === "IPv4" ? "ip" : "ip6", due),
       );
     } catch (error) {
       // Still in the kernel: the next full sync lists them and flushes them again.
       this.options.log.error({ err: error }, "Unable to delete stale chains; will retry later");
+      this.options.metrics?.nftablesCleanupFailuresTotal.inc({ ip_family: this.family });
       this.kernelTable = null;
       return [];
     }
@@ -173,7 +197,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
   }
 }
 
-export interface NftablesProxierOptions extends NftablesWriterOptions {
+export interface NftablesProxierOptions extends Omit<NftablesWriterOptions, "metrics"> {
   readonly store: ProxyStateStore;
   readonly health: ProxyHealth;
   readonly metrics: ProxyMetrics | null;
@@ -188,7 +212,7 @@ export function nftablesProxier(
 ): FamilyProxier<NftablesSyncDetails, NftablesWriter> {
   const { store, health, metrics, syncPeriodMs, reconcileConntrack, onSync, ...writer } = options;
   return new FamilyProxier({
-    writer: new NftablesWriter(writer),
+    writer: new NftablesWriter({ ...writer, metrics: metrics?.nftables ?? null }),
     store,
     clock: writer.clock,
     log: writer.log,

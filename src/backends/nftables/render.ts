@@ -119,8 +119,10 @@ function localDetectorNFT(d: LocalDetector, ipX: string): { ifLocal: string; ifN
       return { ifLocal: `${ipX} saddr ${cidr}`, ifNotLocal: `${ipX} saddr != ${cidr}` };
     }
     case "BridgeInterface": {
+      // By name (`iifname`), as upstream since kubernetes#134024: `iif` resolves the name to an
+      // index when the rule is loaded, so nft refuses the whole transaction while the bridge is absent.
       const name = safe(d.interfaceName, "localDetector.interfaceName");
-      return { ifLocal: `iif ${name}`, ifNotLocal: `iif != ${name}` };
+      return { ifLocal: `iifname ${name}`, ifNotLocal: `iifname != ${name}` };
     }
     case "InterfaceNamePrefix": {
       const prefix = safe(d.prefix, "localDetector.prefix");

@@ -5,7 +5,7 @@ import {
   UPSTREAM_TEST_LOCAL_ADDRESSES,
   type NodeInfo,
 } from "../../proxy/node.ts";
-import type { IPFamily } from "../../ip.ts";
+import { familyOf, type IPFamily } from "../../ip.ts";
 import type { NftablesSettings } from "./types.ts";
 
 /**
@@ -13,12 +13,14 @@ import type { NftablesSettings } from "./types.ts";
  * (`nftables.masqueradeBit`, `nftables.masqueradeAll`); `--masquerade-all` writes the iptables
  * section, so either turns it on. Upstream defaults `--nodeport-addresses` to `primary` in this
  * mode (`platformApplyDefaults`): NodePorts answer on the node's primary IPs only.
+ * `serviceCIDRs` holds both families' (ServiceCIDR objects or --service-cluster-ip-range).
  */
 export function nftablesSettingsFor(
   config: KubeProxyConfiguration,
   node: NodeInfo,
   family: IPFamily,
   localAddresses: readonly string[],
+  serviceCIDRs: readonly string[],
 ): NftablesSettings {
   const effective: KubeProxyConfiguration = {
     ...config,
@@ -28,8 +30,13 @@ export function nftablesSettingsFor(
     ...nodeModelFor(effective, node, family, localAddresses),
     masqueradeMark: formatMasqueradeMark(config.nftables.masqueradeBit),
     masqueradeAll: config.nftables.masqueradeAll || config.iptables.masqueradeAll,
-    serviceCIDRs: [],
+    serviceCIDRs: serviceCIDRsOf(serviceCIDRs, family),
   };
+}
+
+/** This family's Service CIDRs (upstream `OnServiceCIDRsChanged` filters the same way). */
+export function serviceCIDRsOf(cidrs: readonly string[], family: IPFamily): string[] {
+  return cidrs.filter((c) => familyOf(c) === family);
 }
 
 /** The node of upstream's nftables unit-test fake proxier (`NewFakeProxier` in proxier_test.go). */

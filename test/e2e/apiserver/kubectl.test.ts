@@ -3,6 +3,7 @@
  * it here (apply, get, get -w, patch, delete) while our own informer watches the same objects.
  */
 import { after, before, describe, test } from "node:test";
+import { pino } from "pino";
 import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -10,6 +11,7 @@ import { KubeClient, SERVICES } from "../../../src/k8s/client.ts";
 import { Informer } from "../../../src/k8s/informer.ts";
 import { loadKubeconfig } from "../../../src/k8s/kubeconfig.ts";
 import { ProcessRunner } from "../../../src/kernel/exec.ts";
+import { ApiServerSource } from "../../../src/source/apiserver.ts";
 import type { ExecResult } from "../../../src/kernel/exec.ts";
 import { kubeconfigYaml, startSecureServer, waitFor } from "../../support/apiserver-fixtures.ts";
 import type { SecureServer } from "../../support/apiserver-fixtures.ts";
@@ -169,6 +171,51 @@ describe("kubectl against the test apiserver", () => {
         seen.filter((e) => !e.startsWith("update")),
         ["add web", "delete web"],
       );
+    } finally {
+      abort.abort();
+      await running;
+      client.close();
+    }
+  });
+
+  test("ServiceCIDRs: kubectl applies, lists and deletes them while ApiServerSource reports the union", async () => {
+    const path = join(s.pki.dir, "servicecidr.yaml");
+    await writeFile(
+      path,
+      "apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata:\n  name: extra\nspec:\n  cidrs: [10.112.0.0/16, fd00:112::/112]\n",
+    );
+    const client = new KubeClient(await loadKubeconfig(s.kubeconfig), { qps: 0 });
+    const reported: (readonly string[] | null)[] = [];
+    const abort = new AbortController();
+    const running = new ApiServerSource({
+      client,
+      nodeName: "node-1",
+      log: pino({ level: "silent" }),
+      nodeWaitMs: 0,
+    }).start(
+      {
+        onService: () => undefined,
+        onEndpointSlice: () => undefined,
+        onNode: () => undefined,
+        onServiceCIDRs: (cidrs) => void reported.push(cidrs),
+        onSynced: () => undefined,
+      },
+      abort.signal,
+    );
+    try {
+      await waitFor("the empty list", () => reported.length === 1);
+      assert.equal(
+        (await kubectl("apply", "-f", path)).stdout,
+        "servicecidr.networking.k8s.io/extra created\n",
+      );
+      const table = (await kubectl("get", "servicecidrs")).stdout.split("\n");
+      assert.match(table[0] ?? "", /^NAME\s+CIDRS\s+AGE$/);
+      assert.match(table[1] ?? "", /^extra\s+10\.112\.0\.0\/16,fd00:112::\/112\s+\d+s$/);
+      await waitFor("the CIDRs", () => reported.length === 2);
+      assert.deepEqual(reported[1], ["10.112.0.0/16", "fd00:112::/112"]);
+      await kubectl("delete", "servicecidr", "extra");
+      await waitFor("the deletion", () => reported.length === 3);
+      assert.deepEqual(reported, [[], ["10.112.0.0/16", "fd00:112::/112"], []]);
     } finally {
       abort.abort();
       await running;

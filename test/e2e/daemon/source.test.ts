@@ -21,10 +21,19 @@ interface Seen {
   node: Node | null;
   synced: boolean;
   events: string[];
+  /** Every onServiceCIDRs call, in order. */
+  serviceCIDRs: (readonly string[] | null)[];
 }
 
 function recorder(): Seen & { handlers: Parameters<ApiServerSource["start"]>[0] } {
-  const seen: Seen = { services: new Map(), slices: new Map(), node: null, synced: false, events: [] };
+  const seen: Seen = {
+    services: new Map(),
+    slices: new Map(),
+    node: null,
+    synced: false,
+    events: [],
+    serviceCIDRs: [],
+  };
   const track = <T extends { metadata: { namespace?: string | null; name: string } }>(
     map: Map<string, T>,
     kind: string,
@@ -49,6 +58,7 @@ function recorder(): Seen & { handlers: Parameters<ApiServerSource["start"]>[0] 
         seen.node = n;
         seen.events.push(`node ${n?.metadata.name ?? "deleted"}`);
       },
+      onServiceCIDRs: (cidrs: readonly string[] | null) => void seen.serviceCIDRs.push(cidrs),
       onSynced: () => {
         seen.synced = true;
         seen.events.push("synced");
@@ -175,6 +185,55 @@ describe("ApiServerSource", () => {
     } finally {
       stop.abort();
       await done;
+    }
+  });
+
+  it("reports the ServiceCIDRs' union once listed and after each change, and null where the API has none", async () => {
+    const serviceCIDR = (name: string, cidrs: string[]) => ({
+      apiVersion: "networking.k8s.io/v1",
+      kind: "ServiceCIDR",
+      metadata: { name },
+      spec: { cidrs },
+    });
+    server.put(serviceCIDR("kubernetes", ["10.96.0.0/16", "fd00:10:96::/112"]));
+    const seen = recorder();
+    const stop = new AbortController();
+    const source = new ApiServerSource({ client, nodeName: "node-1", log, nodeWaitMs: 0 });
+    const done = source.start(seen.handlers, stop.signal);
+    try {
+      await waitFor("the first CIDRs", () => seen.serviceCIDRs.length === 1);
+      assert.deepEqual(seen.serviceCIDRs[0], ["10.96.0.0/16", "fd00:10:96::/112"]);
+      server.put(serviceCIDR("extra", ["10.100.0.0/24"]));
+      await waitFor("the added CIDR", () => seen.serviceCIDRs.length === 2);
+      assert.deepEqual(seen.serviceCIDRs[1], ["10.100.0.0/24", "10.96.0.0/16", "fd00:10:96::/112"]);
+      server.remove("ServiceCIDR", undefined, "kubernetes");
+      await waitFor("the deletion", () => seen.serviceCIDRs.length === 3);
+      assert.deepEqual(seen.serviceCIDRs[2], ["10.100.0.0/24"]);
+    } finally {
+      stop.abort();
+      await done;
+      server.remove("ServiceCIDR", undefined, "extra");
+    }
+
+    const old = await TestApiServer.start({ allowAnonymous: true, serviceCIDRs: false });
+    const oldClient = new KubeClient(await buildRestConfig({ master: old.url }), { qps: 0 });
+    const onOld = recorder();
+    const stopOld = new AbortController();
+    const doneOld = new ApiServerSource({ client: oldClient, nodeName: "node-1", log, nodeWaitMs: 0 }).start(
+      onOld.handlers,
+      stopOld.signal,
+    );
+    try {
+      await waitFor("synced", () => onOld.synced && onOld.serviceCIDRs.length === 1);
+      assert.deepEqual(onOld.serviceCIDRs, [null]);
+      await new Promise((r) => setTimeout(r, 300));
+      const cidrLists = old.requests.filter((r) => r.path.includes("servicecidrs"));
+      assert.equal(cidrLists.length, 1, "a 404 is not retried");
+    } finally {
+      stopOld.abort();
+      await doneOld;
+      oldClient.close();
+      await old.stop();
     }
   });
 });

@@ -98,7 +98,7 @@ describe("nftables mode: trace predicts what real traffic does (live table, netw
     matrix = await startServiceMatrix(
       "kptnftflow",
       serviceMatrixManifests({ localType: "NodePort", extra: {} }),
-      ["--proxy-mode", "nftables"],
+      "nftables",
     );
     ({ sandbox } = matrix);
   });

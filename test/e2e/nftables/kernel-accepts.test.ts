@@ -3,18 +3,22 @@
  * says: random sequences of states (IPv4 and IPv6) synced in full then partially, with time
  * passing so that stale chains get deleted, into a namespace of their own and into the fake side
  * by side. After each sync both hold the same chains with the same number of rules, and the same
- * number of elements in every set and map.
+ * number of elements in every set and map. The interface-based local detectors load while the
+ * interface is absent (matched by name, as upstream).
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { pino } from "pino";
 import { NftablesWriter } from "../../../src/backends/nftables/proxier.ts";
+import { renderNftables } from "../../../src/backends/nftables/render.ts";
+import { planFullSync } from "../../../src/backends/nftables/transactions.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
 import { Nft } from "../../../src/kernel/nft.ts";
 import { FakeClock } from "../../../src/proxy/clock.ts";
 import type { IPFamily } from "../../../src/ip.ts";
 import type { ProxyState } from "../../../src/proxy/types.ts";
+import { endpoint, proxyState, servicePort } from "../../support/iptables-builders.ts";
 import { changedServiceNames } from "../../support/iptables-golden.ts";
 import { FakeNft } from "../../support/nftables-fake.ts";
 import { stateArb, stateOf } from "../../support/nftables-states.ts";
@@ -71,7 +75,10 @@ async function replay(
   const fake = new FakeNft();
   const clock = new FakeClock();
   const real = new NftablesWriter({
-    kernel: { apply: (t) => nft.apply(t.payload), listObjects: () => nft.listObjects(nftFamily, "kube-proxy") },
+    kernel: {
+      apply: (t) => nft.apply(t.payload),
+      listObjects: () => nft.listObjects(nftFamily, "kube-proxy"),
+    },
     settings,
     clock,
     log: pino({ level: "silent" }),
@@ -131,3 +138,22 @@ for (const family of ["IPv4", "IPv6"] as const) {
     );
   });
 }
+
+test("the kernel accepts the interface-based local detectors while no such interface exists", async () => {
+  const sp = servicePort({ namespace: "ns1", name: "svc1", clusterIP: "172.30.0.41", nodePort: 30001 });
+  const state = proxyState([[sp, [endpoint("10.180.0.1", 80)]]]);
+  for (const localDetector of [
+    { mode: "BridgeInterface", interfaceName: "kpt-nobr0" },
+    { mode: "InterfaceNamePrefix", prefix: "kpt-noveth" },
+  ] as const) {
+    await withNetns(async (netns) => {
+      const ruleset = renderNftables({ state, settings: { ...upstreamTestSettings("IPv4"), localDetector } });
+      await new Nft(runner, netns).apply(planFullSync(ruleset, null, { resetBaseChains: true }).payload);
+      const listed = await runner.run(["nft", "list", "table", "ip", "kube-proxy"], {
+        netns,
+        timeoutMs: 30_000,
+      });
+      assert.match(listed.stdout, /iifname != "kpt-no/, localDetector.mode);
+    });
+  }
+});

@@ -2,8 +2,10 @@
  * nftables mode on a real kernel, in the sandbox's own namespaces: the seed's nginx Service
  * (ClusterIP + NodePort, two pods) programmed by the daemon with --proxy-mode nftables, real TCP
  * through the ClusterIP (from a pod and from the node) and the NodePort (from the external
- * client), traffic following an endpoint's removal, and nftables tables of other components left
- * alone by the syncs and by --cleanup.
+ * client), traffic following an endpoint's removal, upstream's nftables metrics on /metrics, and
+ * nftables tables of other components left alone by the syncs and by --cleanup. The node ran
+ * iptables mode first: nftables mode's start-up removes its chains (upstream's platformCleanup)
+ * and keeps another component's iptables rules.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -21,6 +23,16 @@ const FOREIGN = [
   "table inet kube-proxy {",
   "  chain c { type filter hook forward priority 5 ; policy accept ; }",
   "}",
+  "",
+].join("\n");
+
+/** Another component's iptables rules, which no mode's clean-up may touch. */
+const FOREIGN_IPTABLES = [
+  "*nat",
+  ":FOREIGN-NAT - [0:0]",
+  "-A POSTROUTING -s 10.99.0.0/16 -j FOREIGN-NAT",
+  "-A FOREIGN-NAT -j MASQUERADE",
+  "COMMIT",
   "",
 ].join("\n");
 
@@ -42,6 +54,8 @@ describe("nftables mode serves the seed Service on a real kernel", () => {
   let seed: SeedTopology;
   let daemon: ProxyDaemon | undefined;
   let foreignBefore = "";
+  let iptablesModeLeft = "";
+  const iptablesSave = async () => (await sandbox!.exec(NODE, ["iptables-save"])).stdout;
   const nft = async (...args: string[]) => (await sandbox!.exec(NODE, ["nft", ...args])).stdout;
   const foreignTables = async () =>
     (await nft("list", "table", "inet", "foreign-firewall")) +
@@ -54,9 +68,19 @@ describe("nftables mode serves the seed Service on a real kernel", () => {
     await addNodeDefaultRoute(sandbox, NODE, "192.168.50.254");
     await sandbox.exec(NODE, ["nft", "-f", "-"], { stdin: FOREIGN });
     foreignBefore = await foreignTables();
+    await sandbox.exec(NODE, ["iptables-restore", "--noflush"], { stdin: FOREIGN_IPTABLES });
+    const manifests = seedManifests(seed.pods.map((p) => ({ name: p.name, ipv4: p.ipv4 })));
+    // iptables mode first, stopped with its rules in place (SIGTERM leaves them, as upstream).
+    const previous = await ProxyDaemon.start(sandbox, {
+      node: NODE,
+      manifests,
+      args: ["--proxy-mode", "iptables", "--cluster-cidr", "10.244.0.0/16"],
+    });
+    await previous.dispose();
+    iptablesModeLeft = await iptablesSave();
     daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
-      manifests: seedManifests(seed.pods.map((p) => ({ name: p.name, ipv4: p.ipv4 }))),
+      manifests,
       // A short sync period: the monitor looks for our table this often.
       args: ["--proxy-mode", "nftables", "--cluster-cidr", "10.244.0.0/16", "--iptables-sync-period", "2s"],
     });
@@ -70,6 +94,16 @@ describe("nftables mode serves the seed Service on a real kernel", () => {
     }
   });
 
+  it("removed iptables mode's chains at start-up and kept another component's iptables rules", async () => {
+    assert.match(iptablesModeLeft, /^:KUBE-SERVICES /m, "iptables mode left its chains");
+    assert.match(iptablesModeLeft, /^-A KUBE-SVC-/m);
+    const now = await iptablesSave();
+    assert.doesNotMatch(now, /KUBE-(SERVICES|SVC-|SEP-|NODEPORTS|POSTROUTING|MARK-MASQ|PROXY-CANARY)/, now);
+    assert.match(now, /^:FOREIGN-NAT /m);
+    assert.match(now, /^-A POSTROUTING -s 10\.99\.0\.0\/16 -j FOREIGN-NAT$/m);
+    assert.match(now, /^-A FOREIGN-NAT -j MASQUERADE$/m);
+  });
+
   it("writes table ip kube-proxy with the Service's chains", async () => {
     const table = await nft("list", "table", "ip", "kube-proxy");
     assert.match(table, /chain service-[A-Z2-7]{8}-default\/nginx\/tcp\/ \{/);
@@ -79,6 +113,19 @@ describe("nftables mode serves the seed Service on a real kernel", () => {
     );
     assert.match(table, /tcp \. 30978 : goto external-/);
     assert.match(table, /elements = \{ 192\.168\.50\.1 \}/, "nodeport-ips holds the primary node IP");
+  });
+
+  it("exports upstream's nftables metrics on /metrics, and none of iptables mode's", async () => {
+    const text = await daemon!.metrics();
+    for (const name of [
+      "kubeproxy_sync_proxy_rules_nftables_sync_failures_total",
+      "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total",
+    ]) {
+      assert.match(text, new RegExp(`^# TYPE ${name} counter$`, "m"));
+      assert.match(text, new RegExp(`^${name}\\{ip_family="IPv4"\\} 0$`, "m"));
+    }
+    assert.match(text, /^kubeproxy_sync_proxy_rules_last_timestamp_seconds\{ip_family="IPv4"\} [1-9]/m);
+    assert.doesNotMatch(text, /^kubeproxy_sync_proxy_rules_iptables/m);
   });
 
   it("balances the ClusterIP over both pods, from a pod and from the node", async () => {
@@ -129,8 +176,11 @@ describe("nftables mode serves the seed Service on a real kernel", () => {
     assert.deepEqual(answeredBy(report), [seed.pods[0]!.name]);
   });
 
-  it("leaves other components' nftables tables alone, through syncs and --cleanup", async () => {
+  it("--cleanup deletes both of its tables and leaves other components' nftables tables alone", async () => {
     assert.equal(await foreignTables(), foreignBefore);
+    const before = await nft("list", "tables");
+    assert.match(before, /^table ip kube-proxy$/m, before);
+    assert.match(before, /^table ip6 kube-proxy$/m, "the IPv6 table exists before --cleanup");
     await daemon!.stop();
     await sandbox!.exec(NODE, [...daemonArgv(), "--cleanup", "--proxy-mode", "nftables"], {
       timeoutMs: 60_000,

@@ -11,10 +11,12 @@ import {
   service,
   startProxyNode,
 } from "../../support/daemon.ts";
+import { TRAFFIC_MODES } from "../../support/service-matrix.ts";
 
 /*
- * A dual-stack node: an IPv6 Service is programmed through ip6tables and answers over IPv6 from
- * a pod, from the node itself and from an external client, next to an IPv4 Service.
+ * A dual-stack node: an IPv6 Service is programmed through ip6tables (iptables mode) or into
+ * `table ip6 kube-proxy` (nftables mode) and answers over IPv6 from a pod, from the node itself
+ * and from an external client, next to an IPv4 Service. Each case runs in both modes.
  */
 
 const NODE = "node-1";
@@ -31,106 +33,118 @@ const PODS = {
   "web-b": { ipv4: "10.244.0.31", ipv6: "fd00:10:244::31" },
 } as const;
 
-describe("IPv6 Services through ip6tables on a dual-stack node", () => {
-  let sandbox: Sandbox;
-  let daemon: ProxyDaemon;
+for (const mode of TRAFFIC_MODES)
+  describe(`IPv6 Services on a dual-stack node (${mode} mode)`, () => {
+    let sandbox: Sandbox;
+    let daemon: ProxyDaemon;
 
-  const balanced = (report: ProbeReport, total: number): void => {
-    assert.deepEqual(
-      report.errors,
-      {},
-      `${report.host}: ${JSON.stringify(report.results.slice(0, 3))}${daemon.logTail(10)}`,
-    );
-    for (const pod of Object.keys(PODS)) {
-      assert.ok(
-        (report.byPod[pod] ?? 0) >= total / 5,
-        `${report.host}: ${pod} got ${report.byPod[pod] ?? 0} of ${total}`,
+    const balanced = (report: ProbeReport, total: number): void => {
+      assert.deepEqual(
+        report.errors,
+        {},
+        `${report.host}: ${JSON.stringify(report.results.slice(0, 3))}${daemon.logTail(10)}`,
       );
-    }
-  };
+      for (const pod of Object.keys(PODS)) {
+        assert.ok(
+          (report.byPod[pod] ?? 0) >= total / 5,
+          `${report.host}: ${pod} got ${report.byPod[pod] ?? 0} of ${total}`,
+        );
+      }
+    };
 
-  before(async () => {
-    sandbox = await startProxyNode("kptpxv6", {
-      node: {
-        name: NODE,
-        ipv4: NODE_V4,
-        ipv6: NODE_V6,
-        podCIDR: "10.244.0.0/24",
-        podCIDRv6: POD_CIDR_V6,
-        defaultGateways: ["192.168.50.254", "fd00:50::fe"],
-      },
-      client: {
-        name: CLIENT,
-        ipv4: "192.168.50.2",
-        ipv6: "fd00:50::2",
-        routes: ["10.1.0.0/16", SERVICE_CIDR_V6],
-      },
-      pods: PODS,
-      podServer: { udpPort: null, readyTimeoutMs: 30_000 },
-    });
-    const endpoints = (family: "ipv4" | "ipv6") =>
-      Object.entries(PODS).map(([pod, addresses]) => ({ ip: addresses[family], node: NODE, pod }));
-    daemon = await ProxyDaemon.start(sandbox, {
-      node: NODE,
-      families: ["IPv4", "IPv6"],
-      args: ["--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56"],
-      manifests: {
-        "node.yaml": nodeObject({
+    before(async () => {
+      sandbox = await startProxyNode(mode === "iptables" ? "kptpxv6" : "kptpxv6n", {
+        node: {
           name: NODE,
-          ips: [NODE_V4, NODE_V6],
-          podCIDRs: ["10.244.0.0/24", POD_CIDR_V6],
-        }),
-        "web6.yaml": [
-          service({
-            name: "web6",
-            type: "NodePort",
-            ipFamily: "IPv6",
-            clusterIP: VIP_V6,
-            ports: [{ port: 80, nodePort: NODE_PORT }],
+          ipv4: NODE_V4,
+          ipv6: NODE_V6,
+          podCIDR: "10.244.0.0/24",
+          podCIDRv6: POD_CIDR_V6,
+          defaultGateways: ["192.168.50.254", "fd00:50::fe"],
+        },
+        client: {
+          name: CLIENT,
+          ipv4: "192.168.50.2",
+          ipv6: "fd00:50::2",
+          routes: ["10.1.0.0/16", SERVICE_CIDR_V6],
+        },
+        pods: PODS,
+        podServer: { udpPort: null, readyTimeoutMs: 30_000 },
+      });
+      const endpoints = (family: "ipv4" | "ipv6") =>
+        Object.entries(PODS).map(([pod, addresses]) => ({ ip: addresses[family], node: NODE, pod }));
+      daemon = await ProxyDaemon.start(sandbox, {
+        node: NODE,
+        families: ["IPv4", "IPv6"],
+        args: ["--proxy-mode", mode, "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56"],
+        manifests: {
+          "node.yaml": nodeObject({
+            name: NODE,
+            ips: [NODE_V4, NODE_V6],
+            podCIDRs: ["10.244.0.0/24", POD_CIDR_V6],
           }),
-          endpointSlice({
-            service: "web6",
-            addressType: "IPv6",
-            endpoints: endpoints("ipv6"),
-            ports: [{ port: 80 }],
-          }),
-        ],
-        "web4.yaml": [
-          service({ name: "web4", clusterIP: VIP_V4, ports: [{ port: 80 }] }),
-          endpointSlice({ service: "web4", endpoints: endpoints("ipv4"), ports: [{ port: 80 }] }),
-        ],
-      },
+          "web6.yaml": [
+            service({
+              name: "web6",
+              type: "NodePort",
+              ipFamily: "IPv6",
+              clusterIP: VIP_V6,
+              ports: [{ port: 80, nodePort: NODE_PORT }],
+            }),
+            endpointSlice({
+              service: "web6",
+              addressType: "IPv6",
+              endpoints: endpoints("ipv6"),
+              ports: [{ port: 80 }],
+            }),
+          ],
+          "web4.yaml": [
+            service({ name: "web4", clusterIP: VIP_V4, ports: [{ port: 80 }] }),
+            endpointSlice({ service: "web4", endpoints: endpoints("ipv4"), ports: [{ port: 80 }] }),
+          ],
+        },
+      });
+    });
+
+    after(() => disposeProxyNode(daemon, sandbox));
+
+    it("writes the IPv6 Service into the IPv6 rules only, and the IPv4 one into the IPv4 rules only", async () => {
+      let v6: string;
+      let v4: string;
+      if (mode === "iptables") {
+        v6 = await daemon.save("IPv6", "nat");
+        v4 = await daemon.save("IPv4", "nat");
+        assert.match(v6, new RegExp(`-d ${VIP_V6}/128 .*-j KUBE-SVC-`));
+        assert.match(v4, new RegExp(`-d ${VIP_V4}/32 .*-j KUBE-SVC-`));
+      } else {
+        const table = async (family: string) =>
+          (await sandbox.exec(NODE, ["nft", "list", "table", family, "kube-proxy"])).stdout;
+        v6 = await table("ip6");
+        v4 = await table("ip");
+        assert.match(v6, new RegExp(`${VIP_V6} \\. tcp \\. 80 : goto service-`));
+        assert.match(v4, new RegExp(`${VIP_V4.replaceAll(".", "\\.")} \\. tcp \\. 80 : goto service-`));
+      }
+      assert.ok(!v6.includes("default/web4") && !v4.includes("default/web6"));
+    });
+
+    it("balances the IPv6 ClusterIP from a pod, the node and an external client", async () => {
+      const step = { protocol: "tcp" as const, host: VIP_V6, port: 80, count: 40, timeoutMs: 3_000 };
+      const [fromPod] = await probe(sandbox, "web-a", [step]);
+      const [fromNode] = await probe(sandbox, NODE, [step]);
+      const [fromClient, nodePort] = await probe(sandbox, CLIENT, [
+        step,
+        { protocol: "tcp", host: NODE_V6, port: NODE_PORT, count: 40, timeoutMs: 3_000 },
+      ]);
+      for (const report of [fromPod, fromNode, fromClient, nodePort]) {
+        assert.ok(report !== undefined);
+        balanced(report, 40);
+      }
+      // The pod saw IPv6 clients: the traffic never went through an IPv4 path.
+      for (const report of [fromPod, fromClient]) {
+        assert.ok(
+          Object.keys(report?.byClient ?? {}).every((client) => client.includes(":")),
+          JSON.stringify(report?.byClient),
+        );
+      }
     });
   });
-
-  after(() => disposeProxyNode(daemon, sandbox));
-
-  it("writes the IPv6 Service into ip6tables only, and the IPv4 one into iptables only", async () => {
-    const v6 = await daemon.save("IPv6", "nat");
-    const v4 = await daemon.save("IPv4", "nat");
-    assert.match(v6, new RegExp(`-d ${VIP_V6}/128 .*-j KUBE-SVC-`));
-    assert.match(v4, new RegExp(`-d ${VIP_V4}/32 .*-j KUBE-SVC-`));
-    assert.ok(!v6.includes("default/web4") && !v4.includes("default/web6"));
-  });
-
-  it("balances the IPv6 ClusterIP from a pod, the node and an external client", async () => {
-    const step = { protocol: "tcp" as const, host: VIP_V6, port: 80, count: 40, timeoutMs: 3_000 };
-    const [fromPod] = await probe(sandbox, "web-a", [step]);
-    const [fromNode] = await probe(sandbox, NODE, [step]);
-    const [fromClient, nodePort] = await probe(sandbox, CLIENT, [
-      step,
-      { protocol: "tcp", host: NODE_V6, port: NODE_PORT, count: 40, timeoutMs: 3_000 },
-    ]);
-    for (const report of [fromPod, fromNode, fromClient, nodePort]) {
-      assert.ok(report !== undefined);
-      balanced(report, 40);
-    }
-    // The pod saw IPv6 clients: the traffic never went through an IPv4 path.
-    for (const report of [fromPod, fromClient]) {
-      assert.ok(
-        Object.keys(report?.byClient ?? {}).every((client) => client.includes(":")),
-        JSON.stringify(report?.byClient),
-      );
-    }
-  });
-});

@@ -30,3 +30,8 @@ test("TestOverallNFTablesRules: six Services of every kind give upstream's table
   const expected = read("baseRules.expected.txt") + read("OverallNFTablesRules.expected.txt");
   assert.equal(sortNFTablesDump(await syncOnce("OverallNFTablesRules.yaml")), sortNFTablesDump(expected));
 });
+
+test("TestBadIPs: leading-zero addresses and CIDRs reach the table canonical, as upstream's", async () => {
+  const expected = read("baseRules.expected.txt") + read("BadIPs.expected.txt");
+  assert.equal(sortNFTablesDump(await syncOnce("BadIPs.yaml")), sortNFTablesDump(expected));
+});

@@ -14,6 +14,7 @@ function recorder(): { handlers: SourceHandlers; seen: string[] } {
       onService: (p, c) => seen.push(`svc ${name(p)}→${name(c)}`),
       onEndpointSlice: (p, c) => seen.push(`slice ${name(p)}→${name(c)}`),
       onNode: (n) => seen.push(`node ${name(n)}`),
+      onServiceCIDRs: (cidrs) => seen.push(`cidrs ${cidrs?.join(",") ?? "absent"}`),
       onSynced: () => seen.push("synced"),
     },
   };
@@ -29,14 +30,16 @@ test("events before attach are held and replayed in order, later ones pass strai
   buffer.onService(null, svc("a"));
   buffer.onEndpointSlice(null, slice("a-1"));
   buffer.onService(svc("a"), svc("a2"));
+  buffer.onServiceCIDRs(["10.96.0.0/16"]);
   buffer.onSynced();
   const { handlers, seen } = recorder();
   assert.deepEqual(seen, []);
   buffer.attach(handlers);
-  assert.deepEqual(seen, ["node n1", "svc -→a", "slice -→a-1", "svc a→a2", "synced"]);
+  assert.deepEqual(seen, ["node n1", "svc -→a", "slice -→a-1", "svc a→a2", "cidrs 10.96.0.0/16", "synced"]);
   buffer.onEndpointSlice(slice("a-1"), null);
   buffer.onNode(null);
-  assert.deepEqual(seen.slice(5), ["slice a-1→-", "node -"]);
+  buffer.onServiceCIDRs(null);
+  assert.deepEqual(seen.slice(6), ["slice a-1→-", "node -", "cidrs absent"]);
 });
 
 test("an event a replayed handler causes is delivered after the held ones", () => {

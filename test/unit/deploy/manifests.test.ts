@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { z } from "zod";
 import { resolveConfiguration } from "../../../src/config/load.ts";
-import { ENDPOINT_SLICES, NODES, SERVICES } from "../../../src/k8s/client.ts";
+import { ENDPOINT_SLICES, NODES, SERVICE_CIDRS, SERVICES } from "../../../src/k8s/client.ts";
 import type { ResourceRef } from "../../../src/k8s/client.ts";
 import { ProcessRunner } from "../../../src/kernel/exec.ts";
 import { startDiscoveryStub } from "./discovery-stub.ts";
@@ -239,12 +239,16 @@ function permissions(rules: readonly Rule[]): string[] {
   return [...out].sort();
 }
 
-/** Upstream's system:node-proxier (bootstrappolicy testdata/cluster-roles.yaml). */
+/**
+ * Upstream's system:node-proxier (bootstrappolicy testdata/cluster-roles.yaml), with the
+ * networking.k8s.io servicecidrs rule that kube-proxy's ServiceCIDR informer needs (v1.33+).
+ */
 const UPSTREAM_NODE_PROXIER: readonly Rule[] = [
   { apiGroups: [""], resources: ["endpoints", "services"], verbs: ["list", "watch"] },
   { apiGroups: [""], resources: ["nodes"], verbs: ["get", "list", "watch"] },
   { apiGroups: ["", "events.k8s.io"], resources: ["events"], verbs: ["create", "patch", "update"] },
   { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
+  { apiGroups: ["networking.k8s.io"], resources: ["servicecidrs"], verbs: ["list", "watch"] },
 ];
 
 const clusterRole = one(manifests, "ClusterRole");
@@ -265,6 +269,8 @@ test("the ClusterRole is exactly the minimal set: upstream's node-proxier withou
     "events.k8s.io/events:create",
     "events.k8s.io/events:patch",
     "events.k8s.io/events:update",
+    "networking.k8s.io/servicecidrs:list",
+    "networking.k8s.io/servicecidrs:watch",
   ]);
   const upstream = new Set(permissions(UPSTREAM_NODE_PROXIER));
   for (const p of permissions(rules)) assert.ok(upstream.has(p), `${p} is more than upstream grants`);
@@ -272,7 +278,7 @@ test("the ClusterRole is exactly the minimal set: upstream's node-proxier withou
 
 test("every resource our API client watches is granted list and watch", () => {
   const granted = new Set(permissions(rules));
-  const watched: readonly ResourceRef[] = [SERVICES, ENDPOINT_SLICES, NODES];
+  const watched: readonly ResourceRef[] = [SERVICES, ENDPOINT_SLICES, NODES, SERVICE_CIDRS];
   for (const r of watched) {
     for (const verb of ["list", "watch"])
       assert.ok(granted.has(`${r.group}/${r.plural}:${verb}`), `${r.plural} ${verb}`);

@@ -134,7 +134,10 @@ test("trace and explain --proxy-mode nftables read a --ruleset file", async () =
       ],
     );
     const explained = await explainCommand("ns6/svc6", { proxyMode: "nftables", ruleset: file }, noKernel);
-    assert.match(explained, /ns6\/svc6:p80 has no endpoints: packets to 172\.30\.0\.46:80 \(tcp\) are REJECTed/);
+    assert.match(
+      explained,
+      /ns6\/svc6:p80 has no endpoints: packets to 172\.30\.0\.46:80 \(tcp\) are REJECTed/,
+    );
     await assert.rejects(
       explainCommand("ns9/nope", { proxyMode: "nftables", ruleset: file }, noKernel),
       InputError,

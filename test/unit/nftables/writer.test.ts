@@ -1,7 +1,7 @@
 /** The nftables writer and kernel helpers on their own: failures, foreign tables, platform checks. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { kernelTooOld } from "../../../src/backends/nftables/index.ts";
+import { kernelRefusal, kernelTooOld } from "../../../src/backends/nftables/index.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
 import { failingLine, parseObjectNames } from "../../../src/kernel/nft.ts";
 import type { ProxyState } from "../../../src/proxy/types.ts";
@@ -41,6 +41,17 @@ test("kernels before 5.13 are refused, as upstream", () => {
   assert.equal(kernelTooOld("4.18.0-553.el8"), true);
   assert.equal(kernelTooOld("5.13.0"), false);
   assert.equal(kernelTooOld("6.18.44-fc"), false);
+});
+
+test("KUBE_PROXY_NFTABLES_SKIP_KERNEL_VERSION_CHECK skips the kernel check, set to anything", () => {
+  const env = "KUBE_PROXY_NFTABLES_SKIP_KERNEL_VERSION_CHECK";
+  assert.match(
+    kernelRefusal("5.10.0-28-amd64", {}) ?? "",
+    /needs kernel 5\.13 or later, this is 5\.10\.0-28-amd64/,
+  );
+  assert.equal(kernelRefusal("5.10.0-28-amd64", { [env]: "" }), null);
+  assert.equal(kernelRefusal("5.10.0-28-amd64", { [env]: "1" }), null);
+  assert.equal(kernelRefusal("6.1.0", {}), null);
 });
 
 test("a refused transaction leaves the kernel as it was and makes the next sync a full one", async () => {

@@ -55,6 +55,7 @@ function harness(files: Record<string, string>, pollMs = 60_000) {
   const lines: string[] = [];
   let synced = false;
   let node: Node | null = null;
+  const serviceCIDRs: (readonly string[] | null)[] = [];
   const log = pino({ level: "debug" }, { write: (line: string) => void lines.push(line) });
   const stop = new AbortController();
   const source = new DirectorySource(dir, "node-1", log, pollMs, 20);
@@ -73,6 +74,9 @@ function harness(files: Record<string, string>, pollMs = 60_000) {
       onNode(n: Node | null) {
         node = n;
       },
+      onServiceCIDRs(cidrs: readonly string[] | null) {
+        serviceCIDRs.push(cidrs);
+      },
       onSynced() {
         synced = true;
       },
@@ -82,6 +86,7 @@ function harness(files: Record<string, string>, pollMs = 60_000) {
   return {
     dir,
     services,
+    serviceCIDRs,
     events,
     lines,
     done,
@@ -196,6 +201,33 @@ describe("DirectorySource (standalone manifests folder)", () => {
     await h.stop();
   });
 
+  it("reports the union of the ServiceCIDR objects' CIDRs after the first scan and after each change", async () => {
+    const cidr = (name: string, cidrs: string) =>
+      `apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata:\n  name: ${name}\nspec:\n  cidrs: [${cidrs}]\n`;
+    const h = harness({ "web.yaml": SERVICE });
+    try {
+      await until("initial sync", () => h.synced);
+      assert.deepEqual(h.serviceCIDRs, [[]], "an empty folder of ServiceCIDRs reports none");
+      h.write(
+        "cidrs.yaml",
+        `${cidr("kubernetes", '"10.96.0.0/16", "fd00:96::/112"')}---\n${cidr("extra", '"10.97.0.5/24"')}`,
+      );
+      await until("the CIDRs", () => h.serviceCIDRs.length === 2);
+      assert.deepEqual(h.serviceCIDRs[1], ["10.96.0.0/16", "10.97.0.0/24", "fd00:96::/112"]);
+      h.write("cidrs.yaml", cidr("kubernetes", '"10.96.0.0/16"'));
+      await until("the change", () => h.serviceCIDRs.length === 3);
+      assert.deepEqual(h.serviceCIDRs[2], ["10.96.0.0/16"]);
+      h.write("cidrs.yaml", cidr("kubernetes", '"10.96.0.0/16", "10.98.0.0/16"'));
+      await until("the bad object to be logged", () =>
+        h.lines.some((l) => l.includes('"field":"spec.cidrs"')),
+      );
+      await sleep(100);
+      assert.equal(h.serviceCIDRs.length, 3, "an invalid ServiceCIDR keeps the previous CIDRs");
+    } finally {
+      await h.stop();
+    }
+  });
+
   it("fails (never reports synced) when the folder is missing or unreadable", async () => {
     const lines: string[] = [];
     const log = pino({ level: "debug" }, { write: (line: string) => void lines.push(line) });
@@ -207,6 +239,7 @@ describe("DirectorySource (standalone manifests folder)", () => {
           onService: () => undefined,
           onEndpointSlice: () => undefined,
           onNode: () => undefined,
+          onServiceCIDRs: () => undefined,
           onSynced: () => (synced = true),
         },
         new AbortController().signal,
