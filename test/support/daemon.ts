@@ -39,6 +39,8 @@ export interface DaemonOptions {
    * iptables commands per family, which take seconds each when many runs share two cores.
    */
   readonly startTimeoutMs?: number;
+  /** Variables added to the daemon's environment (e.g. a PATH of shadowed tools). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** A bounded wait ran out; the message carries what was awaited and the daemon's state. */
@@ -263,21 +265,25 @@ export class ProxyDaemon {
   }
 
   private spawnChild(): BackgroundProcess {
-    const { node } = this.options;
-    return this.sandbox.spawn(node, [
-      ...daemonArgv(),
-      "--manifests",
-      this.dir,
-      "--hostname-override",
+    const { node, env } = this.options;
+    return this.sandbox.spawn(
       node,
-      "--iptables-min-sync-period",
-      "0s",
-      "--healthz-bind-address",
-      this.healthzAddress,
-      "--metrics-bind-address",
-      this.metricsAddress,
-      ...(this.options.args ?? []),
-    ]);
+      [
+        ...daemonArgv(),
+        "--manifests",
+        this.dir,
+        "--hostname-override",
+        node,
+        "--iptables-min-sync-period",
+        "0s",
+        "--healthz-bind-address",
+        this.healthzAddress,
+        "--metrics-bind-address",
+        this.metricsAddress,
+        ...(this.options.args ?? []),
+      ],
+      env === undefined ? {} : { env },
+    );
   }
 }
 

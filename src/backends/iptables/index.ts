@@ -7,7 +7,7 @@ import { startCanaryMonitor } from "../../kernel/canary.ts";
 import { detectBackend, type DetectedBackend } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { Iptables } from "../../kernel/iptables.ts";
-import { ensureNfacctCounter, readNfacctCounters } from "../../kernel/nfacct.ts";
+import { createNfacctCounter, ensureNfacctCounter, readNfacctCounters } from "../../kernel/nfacct.ts";
 import { checkIptablesUsable } from "../../kernel/preflight.ts";
 import { CONNTRACK_TCP_BE_LIBERAL, readSysctl, ROUTE_LOCALNET, writeSysctl } from "../../kernel/sysctl.ts";
 import type { Logger } from "../../log.ts";
@@ -58,6 +58,20 @@ async function openIptables(
   return { backend: detected.backend, ipts };
 }
 
+/**
+ * Creates an nfacct counter at start-up; a failure (no nfacct tool, no kernel support) is logged
+ * as upstream does, and the rules then go without that counter's match.
+ */
+async function startupCounter(ctx: PlatformContext, counter: string): Promise<boolean> {
+  const err = await createNfacctCounter(ctx.runner, counter);
+  if (err === null) return true;
+  ctx.log.error(
+    { err, counter },
+    "Failed to create nfacct counter; the corresponding metric will not be updated",
+  );
+  return false;
+}
+
 function nfacctReader(runner: Runner, counter: string) {
   return async (): Promise<number | null> => {
     const value = (await readNfacctCounters(runner))?.find((c) => c.name === counter)?.packets;
@@ -87,8 +101,8 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
       await Promise.all([
         readSysctl(CONNTRACK_TCP_BE_LIBERAL).catch(() => "0"),
         ipts.get("IPv4")!.version(),
-        ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS),
-        ensureNfacctCounter(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
+        startupCounter(ctx, NFACCT_CT_STATE_INVALID_DROPPED_PKTS),
+        startupCounter(ctx, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
       ]);
     const liberal = liberalValue.trim() !== "0";
     const nfacct = { ctStateInvalidDroppedPkts, localhostNodePortsAcceptedPkts };
