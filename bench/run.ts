@@ -3,6 +3,7 @@
  * the start-up benchmark (issue 11), printed as Markdown tables with the targets. See bench/README.md for what each number means.
  */
 import { writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { detectBackend } from "../src/kernel/detect.ts";
 import { deleteLiveNetns, deleteNetnsOnSignals, runner } from "./netns.ts";
@@ -11,6 +12,8 @@ import type { RenderRow } from "./render.ts";
 import type { Backend } from "./restore.ts";
 import { coldStartTable, runColdStart, runStartupBenchmark, startupTable } from "./startup.ts";
 import type { ColdStartRow, StartupRow } from "./startup.ts";
+import { parseDuration } from "../src/config/duration.ts";
+import { runSoak, soakTable, writeSoakSvg } from "./soak.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
 import type { SyncRow } from "./sync.ts";
 
@@ -18,7 +21,7 @@ const USAGE = `usage: npm run bench -- [options]
   --sizes 1000,10000        Service counts (default: the issues' 1000,10000)
   --endpoints 10            endpoints per Service
   --quick                   a smoke run: 200 Services, 30 s cap, 1 render repeat
-  --only render|sync|startup  run one of the three benchmarks
+  --only render|sync|startup|soak  run one benchmark (soak runs only when asked for)
   --backends nft,legacy     iptables backends for the sync rows (default: detected, then the other)
   --cap-seconds 120         time cap for one kernel-tool measurement
   --repeats 2               render runs per size (first = cold, best of the rest = warm)
@@ -26,7 +29,13 @@ const USAGE = `usage: npm run bench -- [options]
   --rounds 5                full syncs per sync row, each against its own bare replay (median ratio);
                             start-up rounds per size (default 3)
   --cold-runs 15            cold-start runs per CLI command (start-up benchmark)
-  --json FILE               also write all results as JSON`;
+  --json FILE               also write all results as JSON
+  soak: --duration 2m       how long the churn runs (e.g. 30m)
+        --sample-every 10s  how often RSS, heap, fds and sync latency are read
+        --soak-services 100 most churned Services at once
+        --churn-every 500ms one random manifest change this often
+        --seed 1            the churn's random seed
+        --svg docs/bench/soak.svg  where the plot goes`;
 
 function parseSizes(text: string): number[] {
   const sizes = text.split(",").map((s) => Number(s.trim()));
@@ -46,6 +55,44 @@ function positive(text: string, flag: string): number {
   return n;
 }
 
+/** `--only soak`: the soak (bench/soak.ts), its table on stdout and its plot in `--svg`. */
+async function soak(values: Record<string, string | boolean | undefined>): Promise<void> {
+  const text = (name: string) => String(values[name]);
+  const options = {
+    durationMs: parseDuration(text("duration"), "--duration"),
+    sampleMs: parseDuration(text("sample-every"), "--sample-every"),
+    maxServices: Math.floor(positive(text("soak-services"), "--soak-services")),
+    churnMs: parseDuration(text("churn-every"), "--churn-every"),
+    seed: Math.floor(Number(text("seed"))),
+  };
+  const started = new Date();
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
+  console.log(`# kube-proxy-ts soak, ${started.toISOString()}`);
+  console.log(
+    `node ${process.version}; ${options.durationMs / 1000} s, a sample every ${options.sampleMs / 1000} s, ` +
+      `one change every ${options.churnMs} ms, at most ${options.maxServices} churned Services, seed ${options.seed}; ` +
+      `load average at the start ${load}\n`,
+  );
+  const result = await runSoak(options, (line) => console.error(line));
+  console.log(soakTable(result));
+  console.log(
+    `\nload average at the end ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`,
+  );
+  const svg = text("svg");
+  writeSoakSvg(
+    svg,
+    result,
+    `kube-proxy-ts soak ${started.toISOString().slice(0, 16)}Z: ${Math.round(result.durationS)} s, ${result.changes} changes`,
+  );
+  console.log(`plot: ${svg}`);
+  if (values.json !== undefined)
+    writeFileSync(String(values.json), JSON.stringify({ started, options, result }));
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -60,6 +107,12 @@ async function main(): Promise<void> {
       rounds: { type: "string" },
       "cold-runs": { type: "string" },
       json: { type: "string" },
+      duration: { type: "string", default: "2m" },
+      "sample-every": { type: "string", default: "10s" },
+      "soak-services": { type: "string", default: "100" },
+      "churn-every": { type: "string", default: "500ms" },
+      seed: { type: "string", default: "1" },
+      svg: { type: "string", default: "docs/bench/soak.svg" },
       help: { type: "boolean", default: false },
     },
   });
@@ -73,9 +126,13 @@ async function main(): Promise<void> {
   const capMs = 1000 * positive(values["cap-seconds"] ?? (quick ? "30" : "120"), "--cap-seconds");
   const repeats = Math.floor(positive(values.repeats ?? (quick ? "1" : "2"), "--repeats"));
   const only = values.only;
-  if (only !== undefined && !["render", "sync", "startup"].includes(only))
+  if (only !== undefined && !["render", "sync", "startup", "soak"].includes(only))
     throw new Error(`bad --only: ${only}`);
   const runs = (name: string) => only === undefined || only === name;
+  if (only === "soak") {
+    await soak(values);
+    return;
+  }
 
   const abort = new AbortController();
   deleteNetnsOnSignals(abort);

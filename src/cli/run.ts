@@ -1,5 +1,5 @@
 import { writeFileSync } from "node:fs";
-import { Registry } from "prom-client";
+import { collectDefaultMetrics, Registry } from "prom-client";
 import { backendFor, MODES } from "../backends/index.ts";
 import { resolveConfiguration } from "../config/load.ts";
 import { nodeName as resolveNodeName } from "../config/node.ts";
@@ -33,6 +33,9 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
   const backend = await backendFor(config.mode);
 
   const registry = new Registry();
+  // Upstream's /metrics carries the process collector (process_resident_memory_bytes,
+  // process_open_fds, …) and the runtime's heap figures; these are prom-client's equivalents.
+  collectDefaultMetrics({ register: registry });
   const manifests = options["manifests"];
   const name = resolveNodeName(config);
   let source: Source;
