@@ -8,6 +8,7 @@ import { EventRecorder } from "../k8s/events.ts";
 import { KubeClient } from "../k8s/client.ts";
 import { buildRestConfig } from "../k8s/kubeconfig.ts";
 import { ProcessRunner } from "../kernel/exec.ts";
+import { InputError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { yaml } from "../yaml.ts";
 import { checkWebBindAddress } from "../server/web.ts";
@@ -24,7 +25,14 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
   for (const warning of warnings) log.warn(warning);
   const writeTo = options["writeConfigTo"];
   if (typeof writeTo === "string") {
-    writeFileSync(writeTo, yaml().stringify(config));
+    try {
+      writeFileSync(writeTo, yaml().stringify(config));
+    } catch (cause) {
+      // A full disk, a read-only or missing folder: the user's mistake or the node's, not a bug.
+      throw new InputError("--write-config-to", `cannot write ${writeTo}: ${(cause as Error).message}`, {
+        cause,
+      });
+    }
     log.info({ path: writeTo }, "Wrote configuration");
     return;
   }

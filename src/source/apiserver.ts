@@ -150,9 +150,9 @@ export class ApiServerSource implements Source {
       informer(NODES, nodes as Decoded<unknown>, { fieldSelector: `metadata.name=${nodeName}` }),
     ].map((i) => i.run(signal));
 
-    const aborted = new Promise<void>((resolve) =>
-      signal.addEventListener("abort", () => resolve(), { once: true }),
-    );
+    const aborted = signal.aborted
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
     const firstSync = (async () => {
       await Promise.race([allListed, aborted]);
       if (!nodeSeen && !signal.aborted) {

@@ -41,6 +41,8 @@ export interface DaemonOptions {
   readonly startTimeoutMs?: number;
   /** Variables added to the daemon's environment (e.g. a PATH of shadowed tools). */
   readonly env?: Readonly<Record<string, string>>;
+  /** A command the daemon's argv is appended to (e.g. a mount-fault wrapper). */
+  readonly wrap?: readonly string[];
 }
 
 /** A bounded wait ran out; the message carries what was awaited and the daemon's state. */
@@ -269,6 +271,7 @@ export class ProxyDaemon {
     return this.sandbox.spawn(
       node,
       [
+        ...(this.options.wrap ?? []),
         ...daemonArgv(),
         "--manifests",
         this.dir,
