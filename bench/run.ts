@@ -4,6 +4,7 @@
  * Markdown tables with the targets. See bench/README.md for what each number means.
  */
 import { readFileSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { detectBackend } from "../src/kernel/detect.ts";
 import { deleteLiveNetns, deleteNetnsOnSignals, runner } from "./netns.ts";
@@ -12,6 +13,8 @@ import type { RenderRow } from "./render.ts";
 import type { Backend } from "./restore.ts";
 import { coldStartTable, runColdStart, runStartupBenchmark, startupTable } from "./startup.ts";
 import type { ColdStartRow, StartupRow } from "./startup.ts";
+import { parseDuration } from "../src/config/duration.ts";
+import { runSoak, soakTable, writeSoakSvg } from "./soak.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
 import { LAB_MODES, labTable, runLab, writeLabCharts } from "./lab.ts";
 import type { LabMode, LabRow } from "./lab.ts";
@@ -21,7 +24,7 @@ const USAGE = `usage: npm run bench -- [options]
   --sizes 1000,10000        Service counts (default: the issues' 1000,10000)
   --endpoints 10            endpoints per Service
   --quick                   a smoke run: 200 Services, 30 s cap, 1 render repeat
-  --only render|sync|startup|lab  run one benchmark (the scale lab runs only when asked for)
+  --only render|sync|startup|lab|soak  run one benchmark (the scale lab and soak run only when asked for)
   --plot                    run the scale lab and write its SVG charts into docs/bench/
   --plot-from FILE          only draw the lab's charts (and print its table) from an earlier --json FILE
   --lab-sizes 100,1000,10000,30000  Service counts of the scale lab (quick: 100,1000)
@@ -35,7 +38,13 @@ const USAGE = `usage: npm run bench -- [options]
   --rounds 5                full syncs per sync row, each against its own bare replay (median ratio);
                             start-up rounds per size (default 3)
   --cold-runs 15            cold-start runs per CLI command (start-up benchmark)
-  --json FILE               also write all results as JSON`;
+  --json FILE               also write all results as JSON
+  soak: --duration 2m       how long the churn runs (e.g. 30m)
+        --sample-every 10s  how often RSS, heap, fds and sync latency are read
+        --soak-services 100 most churned Services at once
+        --churn-every 500ms one random manifest change this often
+        --seed 1            the churn's random seed
+        --svg docs/bench/soak.svg  where the plot goes`;
 
 function parseSizes(text: string): number[] {
   const sizes = text.split(",").map((s) => Number(s.trim()));
@@ -53,6 +62,44 @@ function positive(text: string, flag: string): number {
   const n = Number(text);
   if (!Number.isFinite(n) || n <= 0) throw new Error(`bad ${flag}: ${text}`);
   return n;
+}
+
+/** `--only soak`: the soak (bench/soak.ts), its table on stdout and its plot in `--svg`. */
+async function soak(values: Record<string, string | boolean | undefined>): Promise<void> {
+  const text = (name: string) => String(values[name]);
+  const options = {
+    durationMs: parseDuration(text("duration"), "--duration"),
+    sampleMs: parseDuration(text("sample-every"), "--sample-every"),
+    maxServices: Math.floor(positive(text("soak-services"), "--soak-services")),
+    churnMs: parseDuration(text("churn-every"), "--churn-every"),
+    seed: Math.floor(Number(text("seed"))),
+  };
+  const started = new Date();
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
+  console.log(`# kube-proxy-ts soak, ${started.toISOString()}`);
+  console.log(
+    `node ${process.version}; ${options.durationMs / 1000} s, a sample every ${options.sampleMs / 1000} s, ` +
+      `one change every ${options.churnMs} ms, at most ${options.maxServices} churned Services, seed ${options.seed}; ` +
+      `load average at the start ${load}\n`,
+  );
+  const result = await runSoak(options, (line) => console.error(line));
+  console.log(soakTable(result));
+  console.log(
+    `\nload average at the end ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`,
+  );
+  const svg = text("svg");
+  writeSoakSvg(
+    svg,
+    result,
+    `kube-proxy-ts soak ${started.toISOString().slice(0, 16)}Z: ${Math.round(result.durationS)} s, ${result.changes} changes`,
+  );
+  console.log(`plot: ${svg}`);
+  if (values.json !== undefined)
+    writeFileSync(String(values.json), JSON.stringify({ started, options, result }));
 }
 
 async function main(): Promise<void> {
@@ -75,6 +122,12 @@ async function main(): Promise<void> {
       "lab-modes": { type: "string" },
       connections: { type: "string" },
       "lab-endpoints": { type: "string", default: "1" },
+      duration: { type: "string", default: "2m" },
+      "sample-every": { type: "string", default: "10s" },
+      "soak-services": { type: "string", default: "100" },
+      "churn-every": { type: "string", default: "500ms" },
+      seed: { type: "string", default: "1" },
+      svg: { type: "string", default: "docs/bench/soak.svg" },
       help: { type: "boolean", default: false },
     },
   });
@@ -99,11 +152,15 @@ async function main(): Promise<void> {
   const capMs = 1000 * positive(values["cap-seconds"] ?? (quick ? "30" : "120"), "--cap-seconds");
   const repeats = Math.floor(positive(values.repeats ?? (quick ? "1" : "2"), "--repeats"));
   const only = values.only;
-  if (only !== undefined && !["render", "sync", "startup", "lab"].includes(only))
+  if (only !== undefined && !["render", "sync", "startup", "lab", "soak"].includes(only))
     throw new Error(`bad --only: ${only}`);
   const plot = values.plot;
   const runs = (name: string) =>
     name === "lab" ? only === "lab" || plot : only === undefined ? !plot : only === name;
+  if (only === "soak") {
+    await soak(values);
+    return;
+  }
 
   const abort = new AbortController();
   deleteNetnsOnSignals(abort);

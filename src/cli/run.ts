@@ -1,5 +1,5 @@
 import { writeFileSync } from "node:fs";
-import { Registry } from "prom-client";
+import { collectDefaultMetrics, Registry } from "prom-client";
 import { backendFor, MODES } from "../backends/index.ts";
 import { resolveConfiguration } from "../config/load.ts";
 import { nodeName as resolveNodeName } from "../config/node.ts";
@@ -8,6 +8,7 @@ import { EventRecorder } from "../k8s/events.ts";
 import { KubeClient } from "../k8s/client.ts";
 import { buildRestConfig } from "../k8s/kubeconfig.ts";
 import { ProcessRunner } from "../kernel/exec.ts";
+import { InputError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { yaml } from "../yaml.ts";
 import { checkWebBindAddress } from "../server/web.ts";
@@ -24,7 +25,14 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
   for (const warning of warnings) log.warn(warning);
   const writeTo = options["writeConfigTo"];
   if (typeof writeTo === "string") {
-    writeFileSync(writeTo, yaml().stringify(config));
+    try {
+      writeFileSync(writeTo, yaml().stringify(config));
+    } catch (cause) {
+      // A full disk, a read-only or missing folder: the user's mistake or the node's, not a bug.
+      throw new InputError("--write-config-to", `cannot write ${writeTo}: ${(cause as Error).message}`, {
+        cause,
+      });
+    }
     log.info({ path: writeTo }, "Wrote configuration");
     return;
   }
@@ -33,6 +41,9 @@ export async function runDaemonCommand(options: Record<string, unknown>): Promis
   const backend = await backendFor(config.mode);
 
   const registry = new Registry();
+  // Upstream's /metrics carries the process collector (process_resident_memory_bytes,
+  // process_open_fds, …) and the runtime's heap figures; these are prom-client's equivalents.
+  collectDefaultMetrics({ register: registry });
   const manifests = options["manifests"];
   const name = resolveNodeName(config);
   let source: Source;

@@ -24,7 +24,7 @@ import { reconcileUdpConntrack } from "../kernel/conntrack.ts";
 import type { Runner } from "../kernel/exec.ts";
 import { localAddresses } from "../kernel/ip.ts";
 import { applyOomScoreAdj } from "../kernel/oom.ts";
-import { ensureSysctl, inInitialNetns } from "../kernel/sysctl.ts";
+import { ensureSysctl, inInitialNetns, SysctlError } from "../kernel/sysctl.ts";
 import type { Logger } from "../log.ts";
 import { ProxyStateStore } from "../proxy/changetracker.ts";
 import { realClock } from "../proxy/clock.ts";
@@ -248,19 +248,27 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
       .map((sp) => ({ namespace: sp.name.namespace, name: sp.name.name, port: sp.healthCheckNodePort }));
     void serviceHealth.sync(wanted).then(() => serviceHealth.syncEndpoints(localReadyEndpoints(state)));
   };
-  const created = await runtime.proxiers({
-    node,
-    localAddresses: addresses,
-    stores,
-    clock,
-    log,
-    health,
-    metrics,
-    syncPeriodMs,
-    reconcileConntrack: (family, state) => reconcileUdpConntrack(runner, family, udpConntrackModel(state)),
-    onSync,
-    serviceCIDRs,
-  });
+  let created: ReadonlyMap<IPFamily, FamilyProxier<unknown>>;
+  try {
+    created = await runtime.proxiers({
+      node,
+      localAddresses: addresses,
+      stores,
+      clock,
+      log,
+      health,
+      metrics,
+      syncPeriodMs,
+      reconcileConntrack: (family, state) => reconcileUdpConntrack(runner, family, udpConntrackModel(state)),
+      onSync,
+      serviceCIDRs,
+    });
+  } catch (err) {
+    // A proxier could not be set up (e.g. route_localnet not writable): nothing runs half-way.
+    stop.abort();
+    await sourceEnded;
+    throw err;
+  }
   proxiers = new Map(
     [...created].map(([family, proxier]) => [
       family,
@@ -347,7 +355,11 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   }
 }
 
-/** Upstream's start-up conntrack sysctls; a failure is logged, as a read-only /proc/sys is common. */
+/**
+ * Upstream's start-up conntrack sysctls. As upstream does, a value that differs and cannot be
+ * written (a read-only /proc/sys) stops the start-up; the message says which configuration field
+ * set to 0 leaves that sysctl alone.
+ */
 async function applyConntrackSysctls(config: Readonly<KubeProxyConfiguration>, log: Logger): Promise<void> {
   const initial = await inInitialNetns().catch(() => false);
   for (const sysctl of conntrackSysctls(config, availableParallelism())) {
@@ -362,7 +374,10 @@ async function applyConntrackSysctls(config: Readonly<KubeProxyConfiguration>, l
       if (await ensureSysctl(sysctl.name, sysctl.value))
         log.info({ sysctl: sysctl.name, value: sysctl.value }, "Set sysctl");
     } catch (err) {
-      log.error({ err, sysctl: sysctl.name, value: sysctl.value }, "Failed to set conntrack sysctl");
+      if (!(err instanceof SysctlError)) throw err;
+      throw new SysctlError(err.sysctl, err.value, `${(err.cause as Error).message} (${sysctl.remedy})`, {
+        cause: err.cause,
+      });
     }
   }
 }

@@ -1,4 +1,10 @@
+import { KubeProxyError } from "../errors.ts";
 import type { Runner } from "./exec.ts";
+
+/** A counter could not be created (the tool failed or refused the name). */
+export class NfacctError extends KubeProxyError {
+  readonly code = "KPT_NFACCT";
+}
 
 /** Counters kube-proxy attaches to its rules (`-m nfacct --nfacct-name …`). */
 export const CT_STATE_INVALID_DROPPED_PKTS = "ct_state_invalid_dropped_pkts";
@@ -27,8 +33,18 @@ export async function ensureNfacctCounter(
   name: string,
   options: NfacctOptions = {},
 ): Promise<boolean> {
+  return (await createNfacctCounter(runner, name, options)) === null;
+}
+
+/** As ensureNfacctCounter, but says why: null when the counter exists, else what went wrong. */
+export async function createNfacctCounter(
+  runner: Runner,
+  name: string,
+  options: NfacctOptions = {},
+): Promise<Error | null> {
   // The tool silently truncates longer names, which would leave rules naming a missing counter.
-  if (name.length === 0 || name.length > NFACCT_NAME_MAX) return false;
+  if (name.length === 0 || name.length > NFACCT_NAME_MAX)
+    return new NfacctError(`counter name ${JSON.stringify(name)} is not 1 to ${NFACCT_NAME_MAX} characters`);
   try {
     const result = await runner.run(["nfacct", "add", name], {
       netns: options.netns,
@@ -36,9 +52,12 @@ export async function ensureNfacctCounter(
       okExitCodes: [0, 1],
     });
     // EBUSY is how the kernel says the object already exists.
-    return result.exitCode === 0 || /Device or resource busy|File exists/.test(result.stderr);
-  } catch {
-    return false;
+    if (result.exitCode === 0 || /Device or resource busy|File exists/.test(result.stderr)) return null;
+    return new NfacctError(
+      `nfacct add ${name} failed: ${result.stderr.trim() || `exit status ${result.exitCode}`}`,
+    );
+  } catch (err) {
+    return err instanceof Error ? err : new NfacctError(String(err));
   }
 }
 

@@ -1,6 +1,21 @@
 import { readFile, readlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { KubeProxyError } from "../errors.ts";
 import type { Runner } from "./exec.ts";
+
+/** A sysctl kube-proxy needs could not be written (read-only /proc/sys, no such knob, no permission). */
+export class SysctlError extends KubeProxyError {
+  readonly code = "KPT_SYSCTL";
+
+  constructor(
+    readonly sysctl: string,
+    readonly value: number,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`failed to set sysctl ${sysctl} to ${value}: ${detail}`, options);
+  }
+}
 
 /** `route_localnet` lets DNAT to 127.0.0.0/8 work for localhost NodePorts. */
 export const ROUTE_LOCALNET = "net/ipv4/conf/all/route_localnet";
@@ -59,15 +74,23 @@ export async function writeSysctl(
   await writeFile(join(options.procSysRoot ?? "/proc/sys", path), `${value}\n`);
 }
 
-/** Upstream `EnsureSysctl`: writes only when the current value differs; resolves true if it wrote. */
+/**
+ * Upstream `EnsureSysctl`: writes only when the current value differs (an unreadable value counts
+ * as different, as upstream's ignored read error does); resolves true if it wrote. A failed write
+ * is a SysctlError naming the sysctl, the value and the reason.
+ */
 export async function ensureSysctl(
   name: string,
   value: number,
   options: SysctlOptions = {},
 ): Promise<boolean> {
-  const current = await readSysctl(name, options);
-  if (Number(current) === value) return false;
-  await writeSysctl(name, value, options);
+  const current = await readSysctl(name, options).catch(() => null);
+  if (current !== null && Number(current) === value) return false;
+  try {
+    await writeSysctl(name, value, options);
+  } catch (cause) {
+    throw new SysctlError(sysctlPath(name), value, (cause as Error).message, { cause });
+  }
   return true;
 }
 

@@ -7,6 +7,8 @@ export interface ConntrackSysctl {
   readonly value: number;
   /** nf_conntrack_max is one value for the whole host: only written from the initial namespace. */
   readonly hostWide: boolean;
+  /** How to leave it alone: the configuration field (and flag) that set to 0 skips it. */
+  readonly remedy: string;
 }
 
 /**
@@ -21,28 +23,51 @@ export function conntrackSysctls(
   const out: ConntrackSysctl[] = [];
   if (c.maxPerCore > 0) {
     const max = Math.min(1_048_576, Math.max(c.maxPerCore * cpus, c.min));
-    out.push({ name: "net/netfilter/nf_conntrack_max", value: max, hostWide: true });
+    out.push({
+      name: "net/netfilter/nf_conntrack_max",
+      value: max,
+      hostWide: true,
+      remedy: "set conntrack.maxPerCore (--conntrack-max-per-core) to 0 to leave it alone",
+    });
   }
   const seconds = (text: string, field: string) => Math.floor(parseDuration(text, field) / 1000);
-  const timeouts: Array<[string, string, string]> = [
+  const timeouts: Array<[string, string, string, string]> = [
     [
       "net/netfilter/nf_conntrack_tcp_timeout_established",
       c.tcpEstablishedTimeout,
       "conntrack.tcpEstablishedTimeout",
+      "--conntrack-tcp-timeout-established",
     ],
     [
       "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
       c.tcpCloseWaitTimeout,
       "conntrack.tcpCloseWaitTimeout",
+      "--conntrack-tcp-timeout-close-wait",
     ],
-    ["net/netfilter/nf_conntrack_udp_timeout", c.udpTimeout, "conntrack.udpTimeout"],
-    ["net/netfilter/nf_conntrack_udp_timeout_stream", c.udpStreamTimeout, "conntrack.udpStreamTimeout"],
+    [
+      "net/netfilter/nf_conntrack_udp_timeout",
+      c.udpTimeout,
+      "conntrack.udpTimeout",
+      "--conntrack-udp-timeout",
+    ],
+    [
+      "net/netfilter/nf_conntrack_udp_timeout_stream",
+      c.udpStreamTimeout,
+      "conntrack.udpStreamTimeout",
+      "--conntrack-udp-timeout-stream",
+    ],
   ];
-  for (const [name, text, field] of timeouts) {
+  for (const [name, text, field, flag] of timeouts) {
     const value = seconds(text, field);
-    if (value > 0) out.push({ name, value, hostWide: false });
+    if (value > 0)
+      out.push({ name, value, hostWide: false, remedy: `set ${field} (${flag}) to 0 to leave it alone` });
   }
   if (c.tcpBeLiberal)
-    out.push({ name: "net/netfilter/nf_conntrack_tcp_be_liberal", value: 1, hostWide: false });
+    out.push({
+      name: "net/netfilter/nf_conntrack_tcp_be_liberal",
+      value: 1,
+      hostWide: false,
+      remedy: "leave conntrack.tcpBeLiberal (--conntrack-tcp-be-liberal) off",
+    });
   return out;
 }

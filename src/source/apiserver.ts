@@ -192,9 +192,9 @@ export class ApiServerSource implements Source {
       }),
     ].map((i) => i.run(signal));
 
-    const aborted = new Promise<void>((resolve) =>
-      signal.addEventListener("abort", () => resolve(), { once: true }),
-    );
+    const aborted = signal.aborted
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
     const firstSync = (async () => {
       await Promise.race([allListed, aborted]);
       if (!nodeSeen && !signal.aborted) {

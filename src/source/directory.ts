@@ -108,9 +108,9 @@ export class DirectorySource implements Source {
       schedule(0);
     });
     const poll = setInterval(() => schedule(0), this.pollMs);
-    const aborted = new Promise<void>((resolve) =>
-      signal.addEventListener("abort", () => resolve(), { once: true }),
-    );
+    const aborted = signal.aborted // stopped while the first scan ran (the daemon failed at start-up)
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
     try {
       await Promise.race([aborted, failure]);
     } finally {

@@ -42,6 +42,13 @@ function isKeyChar(c: number): boolean {
   return isKeyHead(c) || (c >= 0x2d && c <= 0x39); // - . / 0-9
 }
 const NON_STRING_KEYS = new Set(["null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE"]);
+/**
+ * Deepest nesting the subset takes; deeper texts go to yaml. yaml composes one stack frame chain
+ * per level and reports RESOURCE_EXHAUSTION when the stack runs out, somewhere between ~900 and
+ * ~1,200 levels depending on the stack already in use, so only yaml can say whether it accepts a
+ * deep text. Kubernetes objects nest about 10 levels.
+ */
+export const MAX_SUBSET_DEPTH = 64;
 /** yaml refuses implicit keys longer than 1024 characters; stay well inside. */
 const MAX_KEY_LENGTH = 1000;
 
@@ -211,6 +218,8 @@ class DocumentParser {
   private end = 0;
   /** Column where the current line's content starts (after a `- `, inside the line); -1 at the end. */
   private col = -1;
+  /** Nodes open around the current position (block() calls under way). */
+  private depth = 0;
 
   /** `starts` holds the offset of every line of `t`; the document is lines [first, last). */
   constructor(
@@ -252,6 +261,19 @@ class DocumentParser {
 
   /** The node starting at the current position, whose parent node is indented by `parent`. */
   private block(parent: number): unknown {
+    this.enter();
+    const value = this.node(parent);
+    this.depth--;
+    return value;
+  }
+
+  /** One level deeper; leaving is `this.depth--`. */
+  private enter(): void {
+    if (this.depth === MAX_SUBSET_DEPTH) throw new OutsideSubset();
+    this.depth++;
+  }
+
+  private node(parent: number): unknown {
     const { t, end } = this;
     const col = this.col;
     const at = this.base + col;
@@ -300,9 +322,11 @@ class DocumentParser {
       if (at === end || t.charCodeAt(at) === HASH) {
         this.advance();
         if (this.col > indent) value = this.block(indent);
-        else if (this.col === indent && isDash(t, this.base + indent, this.end))
+        else if (this.col === indent && isDash(t, this.base + indent, this.end)) {
+          this.enter();
           value = this.sequence(indent);
-        else value = null;
+          this.depth--;
+        } else value = null;
       } else {
         value = inlineValue(t, at, end);
         this.advance();

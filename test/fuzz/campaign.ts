@@ -46,7 +46,10 @@ export interface Finding {
   readonly category: Category;
   readonly stage: string;
   readonly detail: string;
+  /** The input, cut to 1,500 characters for printing. */
   readonly input: string;
+  /** The whole input (for the `--json` report), so that a finding can be replayed. */
+  readonly wholeInput: string;
 }
 
 export interface KernelSample {
@@ -149,13 +152,16 @@ const NFT_VARIANTS: readonly ((f: IPFamily) => NftablesSettings)[] = [
   (f) => ({ ...nftSettings(f), localDetector: { mode: "BridgeInterface", interfaceName: "cbr0" } }),
 ];
 
-function short(v: unknown): string {
-  let s: string;
+function whole(v: unknown): string {
   try {
-    s = typeof v === "string" ? v : (JSON.stringify(v) ?? String(v));
+    return typeof v === "string" ? v : (JSON.stringify(v) ?? String(v));
   } catch {
-    s = String(v);
+    return String(v);
   }
+}
+
+function short(v: unknown): string {
+  const s = whole(v);
   return s.length > 1500 ? `${s.slice(0, 1500)}… (${s.length} chars)` : s;
 }
 
@@ -213,7 +219,13 @@ export function runCampaign(options: CampaignOptions): CampaignReport {
   const find = (category: Category, stage: string, detail: string, input: unknown): void => {
     counts[category]++;
     if (findings.filter((f) => f.category === category).length < keep)
-      findings.push({ category, stage, detail: detail.slice(0, 2000), input: short(input) });
+      findings.push({
+        category,
+        stage,
+        detail: detail.slice(0, 2000),
+        input: short(input),
+        wholeInput: whole(input),
+      });
   };
 
   /** Runs `fn`; a KubeProxyError is a refusal (returned), any other throw a crash. */

@@ -3,6 +3,7 @@
  * campaign (./campaign.ts) over the decoders, the manifests parser, the model and both
  * renderers, then (as root, K > 0) a sample of the rendered payloads through the real
  * iptables-restore --test / nft -c in a throwaway network namespace. Exits 1 on any finding.
+ * The `--json` report holds each kept finding's whole input (`wholeInput`), to replay it.
  */
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";

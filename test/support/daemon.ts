@@ -39,6 +39,10 @@ export interface DaemonOptions {
    * iptables commands per family, which take seconds each when many runs share two cores.
    */
   readonly startTimeoutMs?: number;
+  /** Variables added to the daemon's environment (e.g. a PATH of shadowed tools). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** A command the daemon's argv is appended to (e.g. a mount-fault wrapper). */
+  readonly wrap?: readonly string[];
 }
 
 /** A bounded wait ran out; the message carries what was awaited and the daemon's state. */
@@ -263,21 +267,26 @@ export class ProxyDaemon {
   }
 
   private spawnChild(): BackgroundProcess {
-    const { node } = this.options;
-    return this.sandbox.spawn(node, [
-      ...daemonArgv(),
-      "--manifests",
-      this.dir,
-      "--hostname-override",
+    const { node, env } = this.options;
+    return this.sandbox.spawn(
       node,
-      "--iptables-min-sync-period",
-      "0s",
-      "--healthz-bind-address",
-      this.healthzAddress,
-      "--metrics-bind-address",
-      this.metricsAddress,
-      ...(this.options.args ?? []),
-    ]);
+      [
+        ...(this.options.wrap ?? []),
+        ...daemonArgv(),
+        "--manifests",
+        this.dir,
+        "--hostname-override",
+        node,
+        "--iptables-min-sync-period",
+        "0s",
+        "--healthz-bind-address",
+        this.healthzAddress,
+        "--metrics-bind-address",
+        this.metricsAddress,
+        ...(this.options.args ?? []),
+      ],
+      env === undefined ? {} : { env },
+    );
   }
 }
 

@@ -19,6 +19,8 @@ export interface ClientOptions {
   readonly sport?: number;
   readonly intervalMs?: number;
   readonly timeoutMs?: number;
+  /** The client stops by itself after this long (the agent's default: 120 s). */
+  readonly maxMs?: number;
 }
 
 function agent(sandbox: Sandbox, role: string, args: readonly string[]): BackgroundProcess {
@@ -50,6 +52,7 @@ export class TrafficClient {
     if (options.sport !== undefined) args.push("--sport", String(options.sport));
     if (options.intervalMs !== undefined) args.push("--interval-ms", String(options.intervalMs));
     if (options.timeoutMs !== undefined) args.push("--timeout-ms", String(options.timeoutMs));
+    if (options.maxMs !== undefined) args.push("--max-ms", String(options.maxMs));
     const child = agent(sandbox, role, args);
     try {
       await child.waitForLine(/"ready"/, 30_000);

@@ -7,9 +7,15 @@ import { startCanaryMonitor } from "../../kernel/canary.ts";
 import { detectBackend, type DetectedBackend } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { Iptables } from "../../kernel/iptables.ts";
-import { ensureNfacctCounter, readNfacctCounters } from "../../kernel/nfacct.ts";
+import { createNfacctCounter, ensureNfacctCounter, readNfacctCounters } from "../../kernel/nfacct.ts";
 import { checkIptablesUsable } from "../../kernel/preflight.ts";
-import { CONNTRACK_TCP_BE_LIBERAL, readSysctl, ROUTE_LOCALNET, writeSysctl } from "../../kernel/sysctl.ts";
+import {
+  CONNTRACK_TCP_BE_LIBERAL,
+  ensureSysctl,
+  readSysctl,
+  ROUTE_LOCALNET,
+  SysctlError,
+} from "../../kernel/sysctl.ts";
 import type { Logger } from "../../log.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../ip.ts";
@@ -58,6 +64,20 @@ async function openIptables(
   return { backend: detected.backend, ipts };
 }
 
+/**
+ * Creates an nfacct counter at start-up; a failure (no nfacct tool, no kernel support) is logged
+ * as upstream does, and the rules then go without that counter's match.
+ */
+async function startupCounter(ctx: PlatformContext, counter: string): Promise<boolean> {
+  const err = await createNfacctCounter(ctx.runner, counter);
+  if (err === null) return true;
+  ctx.log.error(
+    { err, counter },
+    "Failed to create nfacct counter; the corresponding metric will not be updated",
+  );
+  return false;
+}
+
 function nfacctReader(runner: Runner, counter: string) {
   return async (): Promise<number | null> => {
     const value = (await readNfacctCounters(runner))?.find((c) => c.name === counter)?.packets;
@@ -65,15 +85,27 @@ function nfacctReader(runner: Runner, counter: string) {
   };
 }
 
-/** Localhost NodePorts need route_localnet (upstream sets it at start-up, docs/iptables.md §3.4). */
+/**
+ * Localhost NodePorts need route_localnet (docs/iptables.md §3.4). As upstream does, it is set at
+ * start-up when they are on, and a failure to set it stops the start-up.
+ */
 async function enableRouteLocalnet(config: Readonly<KubeProxyConfiguration>, log: Logger): Promise<void> {
   const npa = config.nodePortAddresses ?? [];
   const loopbackIncluded = npa.length === 0 || npa.some((c) => c.startsWith("127.") || c === "0.0.0.0/0");
   if (!loopbackIncluded) return;
+  log.info(
+    "Setting route_localnet=1 to allow node-ports on localhost; to change this either disable iptables.localhostNodePorts (--iptables-localhost-nodeports) or set nodePortAddresses (--nodeport-addresses) to filter loopback addresses",
+  );
   try {
-    if ((await readSysctl(ROUTE_LOCALNET)).trim() !== "1") await writeSysctl(ROUTE_LOCALNET, 1);
+    await ensureSysctl(ROUTE_LOCALNET, 1);
   } catch (err) {
-    log.error({ err }, "Failed to set route_localnet: localhost NodePorts will not work");
+    if (!(err instanceof SysctlError)) throw err;
+    throw new SysctlError(
+      err.sysctl,
+      err.value,
+      `${(err.cause as Error).message} (localhost NodePorts need it: set --iptables-localhost-nodeports=false or a --nodeport-addresses without loopback to do without)`,
+      { cause: err.cause },
+    );
   }
 }
 
@@ -87,8 +119,8 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
       await Promise.all([
         readSysctl(CONNTRACK_TCP_BE_LIBERAL).catch(() => "0"),
         ipts.get("IPv4")!.version(),
-        ensureNfacctCounter(runner, NFACCT_CT_STATE_INVALID_DROPPED_PKTS),
-        ensureNfacctCounter(runner, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
+        startupCounter(ctx, NFACCT_CT_STATE_INVALID_DROPPED_PKTS),
+        startupCounter(ctx, NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS),
       ]);
     const liberal = liberalValue.trim() !== "0";
     const nfacct = { ctStateInvalidDroppedPkts, localhostNodePortsAcceptedPkts };

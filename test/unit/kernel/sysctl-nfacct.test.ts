@@ -8,6 +8,7 @@ import {
   ensureSysctl,
   readSysctl,
   sysctlPath,
+  SysctlError,
   writeSysctl,
 } from "../../../src/kernel/sysctl.ts";
 import { ensureNfacctCounter, parseNfacctList, readNfacctCounters } from "../../../src/kernel/nfacct.ts";
@@ -89,5 +90,21 @@ test("--oom-score-adj is written as upstream's oom.ApplyOOMScoreAdj does", async
     assert.equal(await readFile(path, "utf8"), "-999\n");
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a sysctl that cannot be written is a SysctlError naming it, the value and the reason", async () => {
+  const root = await mkdtemp(join(tmpdir(), "kpt-sysctl-"));
+  try {
+    // No such knob: the unreadable value counts as different (as upstream), the write fails.
+    await assert.rejects(
+      ensureSysctl("net/netfilter/nf_conntrack_udp_timeout", 30, { procSysRoot: root }),
+      (err: unknown) =>
+        err instanceof SysctlError &&
+        err.code === "KPT_SYSCTL" &&
+        /^failed to set sysctl net\/netfilter\/nf_conntrack_udp_timeout to 30: ENOENT/.test(err.message),
+    );
+  } finally {
+    await rm(root, { recursive: true, force: true });
   }
 });

@@ -5,11 +5,20 @@ import { conntrackSysctls } from "../../../src/proxy/conntracksysctls.ts";
 
 test("defaults give upstream's start-up conntrack sysctls", () => {
   const out = conntrackSysctls(defaultConfiguration(), 2);
-  assert.deepEqual(out, [
-    { name: "net/netfilter/nf_conntrack_max", value: 131072, hostWide: true },
-    { name: "net/netfilter/nf_conntrack_tcp_timeout_established", value: 86400, hostWide: false },
-    { name: "net/netfilter/nf_conntrack_tcp_timeout_close_wait", value: 3600, hostWide: false },
-  ]);
+  assert.deepEqual(
+    out.map(({ remedy: _, ...sysctl }) => sysctl),
+    [
+      { name: "net/netfilter/nf_conntrack_max", value: 131072, hostWide: true },
+      { name: "net/netfilter/nf_conntrack_tcp_timeout_established", value: 86400, hostWide: false },
+      { name: "net/netfilter/nf_conntrack_tcp_timeout_close_wait", value: 3600, hostWide: false },
+    ],
+  );
+  // Each names the setting that leaves it alone (the message when it cannot be written).
+  assert.match(
+    out[1]?.remedy ?? "",
+    /conntrack\.tcpEstablishedTimeout \(--conntrack-tcp-timeout-established\) to 0/,
+  );
+  assert.match(out[0]?.remedy ?? "", /--conntrack-max-per-core/);
 });
 
 test("max is maxPerCore × CPUs, at least min, at most 1048576; zero values leave sysctls alone", () => {

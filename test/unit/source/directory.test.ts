@@ -269,3 +269,31 @@ describe("demo manifests", () => {
     for (const name of names) assert.notEqual(statSync(join(dir, name)).ino, inodes.get(name), name);
   });
 });
+
+describe("stopped during its first scan", () => {
+  it("returns instead of waiting forever for an abort that already happened", async () => {
+    // The daemon aborts when a start-up step beside the source fails (a read-only /proc/sys):
+    // if that lands while the first scan runs, the source must still end, or the process hangs.
+    const dir = join(root, `d${++dirs}`);
+    mkdirSync(dir);
+    writeFileSync(join(dir, "web.yaml"), SERVICE);
+    const stop = new AbortController();
+    const source = new DirectorySource(dir, "node-1", pino({ level: "silent" }), 60_000, 20);
+    const ignore = () => undefined;
+    const done = source.start(
+      {
+        onService: ignore,
+        onEndpointSlice: ignore,
+        onNode: ignore,
+        onServiceCIDRs: ignore,
+        onSynced: () => stop.abort(),
+      },
+      stop.signal,
+    );
+    const outcome = await Promise.race([
+      done.then(() => "returned"),
+      new Promise((resolve) => setTimeout(() => resolve("still waiting after 2 s"), 2_000).unref()),
+    ]);
+    assert.equal(outcome, "returned");
+  });
+});
