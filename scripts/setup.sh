@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kube-proxy-ts needs on a Debian machine, only what is missing:
-# the kernel tools (as root, via apt) and the npm dependencies (npm ci).
+# the kernel tools (as root, via apt) and the npm dependencies (npm ci). KPT_WITH_BROWSER=1 adds
+# chromium (the web view's tests), KPT_WITH_IMAGE=1 the image tools (mmdebstrap, umoci, crun).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,12 @@ have openssl || need_pkgs+=(openssl)
 have kubectl || need_pkgs+=(kubernetes-client)
 if [ "${KPT_WITH_BROWSER:-0}" = 1 ]; then
   have chromium || need_pkgs+=(chromium)
+fi
+if [ "${KPT_WITH_IMAGE:-0}" = 1 ]; then
+  # npm run image and its test (scripts/image/build.sh, test/e2e/image/).
+  have mmdebstrap || need_pkgs+=(mmdebstrap)
+  have umoci || need_pkgs+=(umoci)
+  have crun || need_pkgs+=(crun)
 fi
 have node || need_pkgs+=(nodejs npm)
 # The ipvs suite's VM (scripts/vm/build-image.sh): this kernel has no IPVS.
