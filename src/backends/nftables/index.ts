@@ -4,7 +4,7 @@
  * monitor that notices the table vanishing, and `CleanupLeftovers` (./cleanup.ts).
  */
 import { release } from "node:os";
-import { InputError, KubeProxyError } from "../../errors.ts";
+import { KubeProxyError } from "../../errors.ts";
 import type { NftablesWriterKind } from "../../config/types.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { Nft } from "../../kernel/nft.ts";
