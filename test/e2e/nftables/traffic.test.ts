@@ -136,6 +136,36 @@ describe("nftables mode serves the seed Service on a real kernel", () => {
     assert.deepEqual(answeredBy(fromNode), pods, JSON.stringify(fromNode?.byPod));
   });
 
+  it("drops traffic to unallocated ClusterIPs of a ServiceCIDR from the manifests folder, in each family's table", async () => {
+    // nft lists a one-element anonymous set without its braces.
+    const drop = (cidr: string) => new RegExp(`daddr (\\{ )?${cidr.replaceAll(".", "\\.")}( \\})? drop`);
+    assert.doesNotMatch(await nft("list", "chain", "ip", "kube-proxy", "cluster-ips-check"), /drop/);
+    await daemon!.apply(() =>
+      daemon!.write(
+        "servicecidr.yaml",
+        [
+          "apiVersion: networking.k8s.io/v1",
+          "kind: ServiceCIDR",
+          "metadata: { name: kubernetes }",
+          `spec: { cidrs: ["${SEED.serviceCIDR}", "${SEED.ipv6.serviceCIDR}"] }`,
+          "",
+        ].join("\n"),
+      ),
+    );
+    await waitFor(
+      "both tables to carry their family's drop rule",
+      async () =>
+        drop(SEED.serviceCIDR).test(await nft("list", "chain", "ip", "kube-proxy", "cluster-ips-check")) &&
+        drop(SEED.ipv6.serviceCIDR).test(await nft("list", "chain", "ip6", "kube-proxy", "cluster-ips-check"))
+          ? true
+          : undefined,
+      15_000,
+      () => daemon!.logTail(),
+    );
+    const [fromPod] = await probe(sandbox!, seed.pods[1]!.name, [tcp(SEED.clusterIP, SEED.port, 10)]);
+    assert.equal(answeredBy(fromPod).length, 2, "the Service itself still answers");
+  });
+
   it("serves the NodePort to the external client through both pods", async () => {
     const [report] = await probe(sandbox!, CLIENT, [tcp(SEED.node.ipv4, SEED.nodePort, 40)]);
     assert.deepEqual(answeredBy(report), seed.pods.map((p) => p.name).sort(), JSON.stringify(report?.byPod));

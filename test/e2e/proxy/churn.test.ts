@@ -12,12 +12,14 @@ import {
   startProxyNode,
 } from "../../support/daemon.ts";
 import type { EndpointSpec } from "../../support/daemon.ts";
+import { TRAFFIC_MODES } from "../../support/service-matrix.ts";
 import { TrafficClient } from "../../support/traffic.ts";
 
 /*
  * Endpoints changing under live traffic: a UDP client that keeps one source port must follow
  * its Service to the new endpoint (the daemon deletes the stale conntrack entry, docs/iptables.md §5.6), and
- * HTTP load must see no failure while an extra endpoint comes and goes.
+ * HTTP load must see no failure while an extra endpoint comes and goes. Each case runs in
+ * iptables mode and in nftables mode (the conntrack clean-up is the same in both, as upstream).
  */
 
 const NODE = "node-1";
@@ -43,85 +45,86 @@ const udpSlice = (pod: PodName) =>
 const webSlice = (pods: readonly PodName[]) =>
   endpointSlice({ service: "web", endpoints: pods.map(ep), ports: [{ port: 80 }] });
 
-describe("endpoint changes under live traffic", () => {
-  let sandbox: Sandbox;
-  let daemon: ProxyDaemon;
+for (const mode of TRAFFIC_MODES)
+  describe(`endpoint changes under live traffic (${mode} mode)`, () => {
+    let sandbox: Sandbox;
+    let daemon: ProxyDaemon;
 
-  before(async () => {
-    sandbox = await startProxyNode("kptpxchurn", {
-      node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
-      client: { name: CLIENT, ipv4: "192.168.50.2", routes: [SERVICE_CIDR] },
-      pods: PODS,
-      podServer: { readyTimeoutMs: 30_000 },
-    });
-    daemon = await ProxyDaemon.start(sandbox, {
-      node: NODE,
-      args: ["--cluster-cidr", "10.244.0.0/16"],
-      manifests: {
-        "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
-        "dns.yaml": service({
-          name: "dns",
-          clusterIP: UDP_VIP,
-          ports: [{ port: UDP_PORT, targetPort: 80, protocol: "UDP" }],
-        }),
-        "dns-slice.yaml": udpSlice("udp-a"),
-        "web.yaml": service({ name: "web", clusterIP: WEB_VIP, ports: [{ port: 80 }] }),
-        "web-slice.yaml": webSlice(["web-a", "web-b"]),
-      },
-    });
-  });
-
-  after(() => disposeProxyNode(daemon, sandbox));
-
-  it("moves a UDP client that keeps its source port to the replacement endpoint", async () => {
-    const client = await TrafficClient.start(sandbox, CLIENT, "udp-stream", {
-      host: UDP_VIP,
-      port: UDP_PORT,
-      sport: 40053,
-      intervalMs: 100,
-      timeoutMs: 500,
-    });
-    let summary;
-    try {
-      await client.waitForAnswerFrom("udp-a", 10_000);
-      // The pod goes away first (as when it is deleted), then its Service's slice is updated.
-      await sandbox.removePod("udp-a");
-      await daemon.apply(() => daemon.write("dns-slice.yaml", udpSlice("udp-b")));
-      await client.waitForAnswerFrom("udp-b", 10_000).catch((error: Error) => {
-        throw new Error(`${error.message}${daemon.logTail()}`);
+    before(async () => {
+      sandbox = await startProxyNode(mode === "iptables" ? "kptpxchurn" : "kptpxchn", {
+        node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
+        client: { name: CLIENT, ipv4: "192.168.50.2", routes: [SERVICE_CIDR] },
+        pods: PODS,
+        podServer: { readyTimeoutMs: 30_000 },
       });
-    } finally {
-      summary = await client.stop();
-    }
-    assert.ok((summary.byPod["udp-b"] ?? 0) > 0, JSON.stringify(summary));
-    const deleted = metricValue(
-      await daemon.metrics(),
-      "kubeproxy_conntrack_reconciler_deleted_entries_total",
-      "IPv4",
-    );
-    assert.ok((deleted ?? 0) >= 1, `reconciler deleted ${deleted} entries`);
-  });
-
-  it("keeps every connection working while an extra endpoint comes and goes", async () => {
-    const client = await TrafficClient.start(sandbox, CLIENT, "load", {
-      host: WEB_VIP,
-      port: 80,
-      intervalMs: 20,
-      timeoutMs: 3_000,
+      daemon = await ProxyDaemon.start(sandbox, {
+        node: NODE,
+        args: ["--proxy-mode", mode, "--cluster-cidr", "10.244.0.0/16"],
+        manifests: {
+          "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
+          "dns.yaml": service({
+            name: "dns",
+            clusterIP: UDP_VIP,
+            ports: [{ port: UDP_PORT, targetPort: 80, protocol: "UDP" }],
+          }),
+          "dns-slice.yaml": udpSlice("udp-a"),
+          "web.yaml": service({ name: "web", clusterIP: WEB_VIP, ports: [{ port: 80 }] }),
+          "web-slice.yaml": webSlice(["web-a", "web-b"]),
+        },
+      });
     });
-    let summary;
-    try {
-      for (let round = 0; round < 3; round++) {
-        await daemon.apply(() => daemon.write("web-slice.yaml", webSlice(["web-a", "web-b", "web-c"])));
-        await sleep(700);
-        await daemon.apply(() => daemon.write("web-slice.yaml", webSlice(["web-a", "web-b"])));
-        await sleep(300);
+
+    after(() => disposeProxyNode(daemon, sandbox));
+
+    it("moves a UDP client that keeps its source port to the replacement endpoint", async () => {
+      const client = await TrafficClient.start(sandbox, CLIENT, "udp-stream", {
+        host: UDP_VIP,
+        port: UDP_PORT,
+        sport: 40053,
+        intervalMs: 100,
+        timeoutMs: 500,
+      });
+      let summary;
+      try {
+        await client.waitForAnswerFrom("udp-a", 10_000);
+        // The pod goes away first (as when it is deleted), then its Service's slice is updated.
+        await sandbox.removePod("udp-a");
+        await daemon.apply(() => daemon.write("dns-slice.yaml", udpSlice("udp-b")));
+        await client.waitForAnswerFrom("udp-b", 10_000).catch((error: Error) => {
+          throw new Error(`${error.message}${daemon.logTail()}`);
+        });
+      } finally {
+        summary = await client.stop();
       }
-    } finally {
-      summary = await client.stop();
-    }
-    assert.deepEqual(summary.failures, [], `${JSON.stringify(summary)}${daemon.logTail()}`);
-    assert.ok(summary.answers >= 20, JSON.stringify(summary));
-    for (const pod of ["web-a", "web-b"]) assert.ok((summary.byPod[pod] ?? 0) > 0, JSON.stringify(summary));
+      assert.ok((summary.byPod["udp-b"] ?? 0) > 0, JSON.stringify(summary));
+      const deleted = metricValue(
+        await daemon.metrics(),
+        "kubeproxy_conntrack_reconciler_deleted_entries_total",
+        "IPv4",
+      );
+      assert.ok((deleted ?? 0) >= 1, `reconciler deleted ${deleted} entries`);
+    });
+
+    it("keeps every connection working while an extra endpoint comes and goes", async () => {
+      const client = await TrafficClient.start(sandbox, CLIENT, "load", {
+        host: WEB_VIP,
+        port: 80,
+        intervalMs: 20,
+        timeoutMs: 3_000,
+      });
+      let summary;
+      try {
+        for (let round = 0; round < 3; round++) {
+          await daemon.apply(() => daemon.write("web-slice.yaml", webSlice(["web-a", "web-b", "web-c"])));
+          await sleep(700);
+          await daemon.apply(() => daemon.write("web-slice.yaml", webSlice(["web-a", "web-b"])));
+          await sleep(300);
+        }
+      } finally {
+        summary = await client.stop();
+      }
+      assert.deepEqual(summary.failures, [], `${JSON.stringify(summary)}${daemon.logTail()}`);
+      assert.ok(summary.answers >= 20, JSON.stringify(summary));
+      for (const pod of ["web-a", "web-b"]) assert.ok((summary.byPod[pod] ?? 0) > 0, JSON.stringify(summary));
+    });
   });
-});
