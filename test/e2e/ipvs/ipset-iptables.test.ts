@@ -76,7 +76,7 @@ test("the ipset commands and iptables payload are accepted by the kernel, conver
     await sync(true, true);
     const sets = new Map((await ipset.save()).map((s) => [s.name, s.entries]));
     assert.equal(sets.size, 17);
-    assert.deepEqual(sets.get("KUBE-LOAD-BALANCER-SOURCE-CIDR")?.sort(), [
+    assert.deepEqual([...(sets.get("KUBE-LOAD-BALANCER-SOURCE-CIDR") ?? [])].sort(), [
       "198.51.100.20,tcp:80,10.0.0.0/8",
       "198.51.100.20,tcp:80,192.168.0.0/16",
     ]);
