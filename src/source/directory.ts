@@ -71,6 +71,9 @@ export class DirectorySource implements Source {
   async start(handlers: SourceHandlers, signal: AbortSignal): Promise<void> {
     await this.rescan(handlers);
     handlers.onSynced();
+    // Stopped during the first scan (the mode failed its platform checks): an abort listener
+    // added now would never fire.
+    if (signal.aborted) return;
     let timer: NodeJS.Timeout | null = null;
     let running: Promise<void> = Promise.resolve();
     let failed: (err: unknown) => void = () => undefined;

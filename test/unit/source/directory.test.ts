@@ -236,3 +236,27 @@ describe("demo manifests", () => {
     for (const name of names) assert.notEqual(statSync(join(dir, name)).ino, inodes.get(name), name);
   });
 });
+
+describe("a stop during the first scan", () => {
+  it("ends the source instead of waiting forever (the mode failed its checks meanwhile)", async () => {
+    const dir = join(root, `abort-${dirs++}`);
+    mkdirSync(dir);
+    writeFileSync(join(dir, "svc.yaml"), SERVICE);
+    const stop = new AbortController();
+    const source = new DirectorySource(dir, "node-1", pino({ level: "silent" }), 60_000, 20);
+    const done = source.start(
+      {
+        onService: () => stop.abort(),
+        onEndpointSlice: () => undefined,
+        onNode: () => undefined,
+        onSynced: () => undefined,
+      },
+      stop.signal,
+    );
+    const outcome = await Promise.race([
+      done.then(() => "ended"),
+      new Promise((resolve) => setTimeout(() => resolve("hung"), 2_000).unref()),
+    ]);
+    assert.equal(outcome, "ended");
+  });
+});
