@@ -88,6 +88,9 @@ export class DirectorySource implements Source {
   async start(handlers: SourceHandlers, signal: AbortSignal): Promise<void> {
     await this.rescan(handlers);
     handlers.onSynced();
+    // Stopped during the first scan (the mode failed its platform checks): an abort listener
+    // added now would never fire.
+    if (signal.aborted) return;
     let timer: NodeJS.Timeout | null = null;
     let running: Promise<void> = Promise.resolve();
     let failed: (err: unknown) => void = () => undefined;
@@ -108,9 +111,9 @@ export class DirectorySource implements Source {
       schedule(0);
     });
     const poll = setInterval(() => schedule(0), this.pollMs);
-    const aborted = signal.aborted // stopped while the first scan ran (the daemon failed at start-up)
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+    const aborted = new Promise<void>((resolve) =>
+      signal.addEventListener("abort", () => resolve(), { once: true }),
+    );
     try {
       await Promise.race([aborted, failure]);
     } finally {

@@ -1,38 +1,45 @@
 /**
  * ipvs mode's kernel reader for the see-inside tools: per family, one dump holding the IPVS
- * table (`ipvsadm -Ln --exact --stats` is not needed: -Ln carries the connection counts), the
- * ipsets (`ipset save`) and the rules with counters (`iptables-save -c`), each under a header
- * line `#### ipvsadm`, `#### ipset`, `#### iptables` so that readers can split them again.
+ * table (`ipvsadm -Ln --exact`, with the connection counts), the ipsets (`ipset save`) and the
+ * rules with counters (`iptables-save -c`). The IPVS and ipset lines travel as `#ipvsadm ` and
+ * `#ipset ` comment lines in front of the iptables-save text, so that every reader of
+ * iptables-save dumps (the web view) still reads the rules, and `splitDump` gets all three back.
  */
 import type { Runner } from "../../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
 import type { IptablesInterface } from "../../kernel/iptables.ts";
 import type { InspectionSource } from "../../inspect/types.ts";
 
-export const DUMP_SECTIONS = ["ipvsadm", "ipset", "iptables"] as const;
-export type DumpSection = (typeof DUMP_SECTIONS)[number];
-
-/** Joins the three parts of a dump (pure). */
-export function joinDump(parts: Readonly<Record<DumpSection, string>>): string {
-  return DUMP_SECTIONS.map(
-    (s) => `#### ${s}\n${parts[s].endsWith("\n") || parts[s] === "" ? parts[s] : parts[s] + "\n"}`,
-  ).join("");
+export interface DumpParts {
+  readonly ipvsadm: string;
+  readonly ipset: string;
+  readonly iptables: string;
 }
 
-/** Splits a dump made by `joinDump` (pure); a missing part is "". */
-export function splitDump(text: string): Record<DumpSection, string> {
-  const out: Record<DumpSection, string> = { ipvsadm: "", ipset: "", iptables: "" };
-  let current: DumpSection | null = null;
-  for (const line of text.split("\n")) {
-    const m = /^#### (ipvsadm|ipset|iptables)$/.exec(line);
-    if (m !== null) {
-      current = m[1] as DumpSection;
-      continue;
-    }
-    if (current !== null) out[current] += `${line}\n`;
+const lines = (text: string): string[] => text.split("\n").filter((l) => l !== "");
+
+/** Joins the three parts of a dump (pure). */
+export function joinDump(parts: DumpParts): string {
+  return [
+    ...lines(parts.ipvsadm).map((l) => `#ipvsadm ${l}`),
+    ...lines(parts.ipset).map((l) => `#ipset ${l}`),
+    ...lines(parts.iptables),
+    "",
+  ].join("\n");
+}
+
+/** Splits a dump made by `joinDump` (pure). */
+export function splitDump(text: string): DumpParts {
+  const ipvsadm: string[] = [];
+  const ipset: string[] = [];
+  const iptables: string[] = [];
+  for (const line of lines(text)) {
+    if (line.startsWith("#ipvsadm ")) ipvsadm.push(line.slice(9));
+    else if (line.startsWith("#ipset ")) ipset.push(line.slice(7));
+    else iptables.push(line);
   }
-  for (const s of DUMP_SECTIONS) out[s] = out[s].replace(/\n+$/, "\n").replace(/^\n$/, "");
-  return out;
+  const text_ = (l: string[]) => (l.length === 0 ? "" : l.join("\n") + "\n");
+  return { ipvsadm: text_(ipvsadm), ipset: text_(ipset), iptables: text_(iptables) };
 }
 
 export function ipvsInspectionSource(
