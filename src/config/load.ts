@@ -4,6 +4,7 @@ import { yaml } from "../yaml.ts";
 import { z } from "zod";
 import { ConfigError, InputError } from "../errors.ts";
 import { intInRange } from "../k8s/objects.ts";
+import { applyUpstreamDefaulting } from "./defaulting.ts";
 import { parseDuration } from "./duration.ts";
 import { featureGateProblems } from "./features.ts";
 import { applyFlags } from "./flags.ts";
@@ -143,7 +144,8 @@ export function readConfigFile(path: string): { config: KubeProxyConfiguration; 
       `${path}: apiVersion kubeproxy.config.k8s.io/v1alpha1 and kind KubeProxyConfiguration are required`,
     ]);
   }
-  return { config: mergeDefined(defaultConfiguration(), data), warnings };
+  const defaulted = applyUpstreamDefaulting(data as Record<string, unknown>);
+  return { config: mergeDefined(defaultConfiguration(), defaulted), warnings };
 }
 
 function describeIssue(issue: z.core.$ZodIssue): string {
