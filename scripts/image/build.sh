@@ -44,7 +44,7 @@ done
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$IMAGE_SOURCE_DATE_EPOCH}
 created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 out=build/image
-cache=${KPT_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-proxy-ts/image}
+cache=${KPT_IMAGE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/kube-proxy-ts/image}
 mkdir -p "$out" "$cache"
 scratch=$(mktemp -d "$PWD/$out/scratch.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
@@ -106,6 +106,9 @@ tar -xzf "$node_tgz" -C "$scratch/node" package/bin/node package/LICENSE
 install -m 0755 "$scratch/node/package/bin/node" "$app/usr/local/bin/node"
 install -m 0644 "$scratch/node/package/LICENSE" "$app/usr/local/share/doc/node/LICENSE"
 cp -r package.json package-lock.json LICENSE bin examples "$opt/"
+# The name upstream's image has: kubeadm's DaemonSet runs `command: [/usr/local/bin/kube-proxy, …]`,
+# so swapping its image is enough (docs/deployment.md).
+ln -s ../../../opt/kube-proxy-ts/bin/kube-proxy-ts.js "$app/usr/local/bin/kube-proxy"
 cp -r dist "$opt/dist"
 rm -f "$opt/dist/.build-stamp"
 echo "image: production node_modules (npm ci --omit=dev)" >&2

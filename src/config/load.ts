@@ -4,6 +4,7 @@ import { yaml } from "../yaml.ts";
 import { createRequire } from "node:module";
 import type * as Zod from "zod";
 import { ConfigError, InputError } from "../errors.ts";
+import { applyUpstreamDefaulting } from "./defaulting.ts";
 import { parseDuration } from "./duration.ts";
 import { featureGateProblems } from "./features.ts";
 import { applyFlags } from "./flags.ts";
@@ -160,7 +161,8 @@ export function readConfigFile(path: string): { config: KubeProxyConfiguration; 
       `${path}: apiVersion kubeproxy.config.k8s.io/v1alpha1 and kind KubeProxyConfiguration are required`,
     ]);
   }
-  return { config: mergeDefined(defaultConfiguration(), data), warnings };
+  const defaulted = applyUpstreamDefaulting(data as Record<string, unknown>);
+  return { config: mergeDefined(defaultConfiguration(), defaulted), warnings };
 }
 
 function describeIssue(issue: Zod.core.$ZodIssue): string {

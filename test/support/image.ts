@@ -139,10 +139,12 @@ export function imageBuilt(): boolean {
 }
 
 export interface ContainerOptions {
-  /** The container's args after the image's entrypoint (the DaemonSet's `args`). */
+  /** Replaces the image's entrypoint, as a pod's `command` does. */
+  readonly command?: readonly string[];
+  /** The container's args after the entrypoint (the DaemonSet's `args`). */
   readonly args: readonly string[];
-  /** Files of the kube-proxy-ts ConfigMap volume, mounted read-only at /var/lib/kube-proxy-ts. */
-  readonly configFiles: Readonly<Record<string, string>>;
+  /** Read-only volumes (a ConfigMap, a service account token): mount path → file name → text. */
+  readonly volumes: Readonly<Record<string, Readonly<Record<string, string>>>>;
   readonly env?: Readonly<Record<string, string>>;
 }
 
@@ -208,13 +210,16 @@ export class ImageBundle {
 
   private prepare(sandbox: Sandbox, role: string, options: ContainerOptions): { id: string; argv: string[] } {
     const id = `kpt-image-${randomBytes(4).toString("hex")}`;
-    const volume = join(this.dir, `${id}-config`);
-    mkdirSync(volume);
-    for (const [name, text] of Object.entries(options.configFiles)) writeFileSync(join(volume, name), text);
+    const volumes = Object.entries(options.volumes).map(([destination, files], index) => {
+      const source = join(this.dir, `${id}-volume-${index}`);
+      mkdirSync(source);
+      for (const [name, text] of Object.entries(files)) writeFileSync(join(source, name), text);
+      return { destination, source };
+    });
     const specFile = join(this.dir, `${id}.json`);
     writeFileSync(
       specFile,
-      JSON.stringify(this.containerSpec(options, volume, sandbox.node(role).netns), null, 2),
+      JSON.stringify(this.containerSpec(options, volumes, sandbox.node(role).netns), null, 2),
     );
     this.containers.add(id);
     // One bundle (the unpacked root filesystem), one runtime config per container (--config).
@@ -249,7 +254,11 @@ export class ImageBundle {
     }
   }
 
-  private containerSpec(options: ContainerOptions, volume: string, netns: string): Record<string, unknown> {
+  private containerSpec(
+    options: ContainerOptions,
+    volumes: readonly { destination: string; source: string }[],
+    netns: string,
+  ): Record<string, unknown> {
     const spec = JSON.parse(readFileSync(join(this.bundle, "config.json"), "utf8")) as {
       process: { args: string[]; env: string[]; terminal?: boolean; capabilities?: unknown };
       mounts: { destination: string; type: string; source: string; options?: string[] }[];
@@ -260,7 +269,7 @@ export class ImageBundle {
         seccomp?: unknown;
       };
     };
-    const entrypoint = spec.process.args.slice(0, 2);
+    const entrypoint = options.command ?? spec.process.args.slice(0, 2);
     spec.process.args = [...entrypoint, ...options.args];
     spec.process.env = [
       ...spec.process.env,
@@ -289,10 +298,12 @@ export class ImageBundle {
     for (const mount of spec.mounts)
       if (mount.destination === "/sys") mount.options = (mount.options ?? []).filter((o) => o !== "ro");
     if (!existsSync("/run/xtables.lock")) writeFileSync("/run/xtables.lock", "");
-    spec.mounts.push(
-      { destination: "/var/lib/kube-proxy-ts", type: "bind", source: volume, options: ["rbind", "ro"] },
-      { destination: "/run/xtables.lock", type: "bind", source: "/run/xtables.lock", options: ["bind"] },
-    );
+    spec.mounts.push(...volumes.map((v) => ({ ...v, type: "bind", options: ["rbind", "ro"] })), {
+      destination: "/run/xtables.lock",
+      type: "bind",
+      source: "/run/xtables.lock",
+      options: ["bind"],
+    });
     // A machine without kernel modules on disk (a VM or container with a built-in kernel) has
     // nothing to mount; modprobe then fails inside the container as it would on such a node.
     if (existsSync("/lib/modules"))

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { parse, parseAllDocuments, stringify } from "yaml";
 import type { BackgroundProcess } from "../../../src/kernel/spawn.ts";
@@ -23,6 +24,8 @@ import {
  * kubeconfig pointed at the test apiserver, as kubeadm's points at the control plane). The seed's
  * Service is served through the rules it programs, /healthz answers, and `--cleanup` run from the
  * image leaves no rule, chain or table of any mode (but kubelet's shared KUBE-FIREWALL, as upstream).
+ * Last, the image runs as kubeadm's own kube-proxy DaemonSet would run it after an image swap:
+ * `command: [/usr/local/bin/kube-proxy]`, kubeadm's ConfigMap files, a service account token.
  *
  * Gated: scripts/test.sh builds the image (KPT_WITH_IMAGE=1 setup, then npm run image, which
  * reuses its cached Debian layer) and sets KPT_IMAGE_TEST=1; without it this file is skipped and
@@ -30,6 +33,7 @@ import {
  */
 
 const enabled = process.env["KPT_IMAGE_TEST"] === "1";
+const KUBEADM_CONFIGMAP = new URL("../../fixtures/kubeadm/kube-proxy-configmap.yaml", import.meta.url);
 const METRICS = "127.0.0.1:10249";
 const HEALTHZ = "127.0.0.1:10256";
 
@@ -113,7 +117,7 @@ describe(
       container = image.start(sandbox, node, {
         args: daemonSetArgs(node),
         env: { NODE_NAME: node },
-        configFiles: configFiles(),
+        volumes: { "/var/lib/kube-proxy-ts": configFiles() },
       });
       const running = container;
       await waitForFirstSync(
@@ -154,13 +158,72 @@ describe(
       if (container !== undefined) await image.stop(container.id, container.process);
       container = undefined;
       assert.match(await rules(), /KUBE-SVC-/, "SIGTERM leaves the rules in place, as upstream");
-      await image.run(sandbox, node, { args: ["--cleanup"], configFiles: configFiles() }, 60_000);
+      await image.run(
+        sandbox,
+        node,
+        { args: ["--cleanup"], volumes: { "/var/lib/kube-proxy-ts": configFiles() } },
+        60_000,
+      );
       // As upstream, --cleanup leaves KUBE-FIREWALL and its jumps: kubelet creates the same chain.
       const left = (await rules())
         .split("\n")
         .filter((line) => !/KUBE-FIREWALL|block incoming localnet/.test(line))
         .join("\n");
       assert.doesNotMatch(left, /KUBE-|kube-proxy/, left);
+    });
+
+    it("runs as kubeadm's DaemonSet does: its command, and its ConfigMap as kubeadm writes it", async () => {
+      // kubeadm's kube-proxy addon (test/fixtures/kubeadm/): the same ConfigMap files, only the
+      // control-plane endpoint placeholder pointed at the test apiserver, and the pod's service
+      // account token and CA where the kubelet mounts them.
+      const fixture = parse(readFileSync(KUBEADM_CONFIGMAP, "utf8")) as { data: Record<string, string> };
+      const kubeconfig = fixture.data["kubeconfig.conf"]!.replace(
+        "https://control-plane.example:6443",
+        `https://127.0.0.1:${IN_NAMESPACE_PORT}`,
+      );
+      assert.notEqual(kubeconfig, fixture.data["kubeconfig.conf"]);
+      container = image.start(sandbox, node, {
+        command: ["/usr/local/bin/kube-proxy"],
+        args: ["--config=/var/lib/kube-proxy/config.conf", `--hostname-override=${node}`],
+        volumes: {
+          "/var/lib/kube-proxy": {
+            "config.conf": fixture.data["config.conf"]!,
+            "kubeconfig.conf": kubeconfig,
+          },
+          "/var/run/secrets/kubernetes.io/serviceaccount": {
+            token: TEST_TOKEN,
+            "ca.crt": secure.pki.ca.cert,
+            namespace: "kube-system",
+          },
+        },
+      });
+      const running = container;
+      await waitForFirstSync(
+        running.process,
+        () => nodeMetrics(sandbox, node, METRICS),
+        ["IPv4"],
+        90_000,
+        log,
+      );
+      assert.doesNotMatch(running.process.stderr, /strict decoding failed|unknown field/i, log());
+      const report = await probeHttp(sandbox, SEED.external.name, {
+        host: SEED.clusterIP,
+        port: SEED.port,
+        count: 6,
+      });
+      assert.deepEqual(report.errors, {}, `ClusterIP: ${JSON.stringify(report)}${log()}`);
+      const healthz = await sandbox.exec(node, [
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        `http://${HEALTHZ}/healthz`,
+      ]);
+      assert.equal(healthz.stdout, "200");
     });
   },
 );

@@ -449,6 +449,12 @@ test("the image installs every kernel tool package setup.sh requires for the dae
   const needed = required.filter((p) => !notForTheDaemon.has(p));
   assert.ok(needed.includes("iptables") && needed.includes("conntrack"), "setup.sh parsed");
   for (const pkg of needed) assert.ok(installed.has(pkg), `${pkg} installed in the image`);
+  // npm run image pins the same packages (scripts/image/versions.env, name=version).
+  const versions = readFileSync(join(repo, "scripts", "image", "versions.env"), "utf8");
+  const pinned = /^DEBIAN_PACKAGES="([^"]+)"$/m.exec(versions);
+  assert.ok(pinned, "DEBIAN_PACKAGES in versions.env");
+  const pinnedNames = new Set((pinned[1] as string).split(" ").map((p) => p.split("=")[0]));
+  for (const pkg of needed) assert.ok(pinnedNames.has(pkg), `${pkg} pinned in scripts/image/versions.env`);
   assert.match(dockerfile, /^FROM node:(2[2-9]|[3-9]\d)-bookworm-slim$/m, "a current Node.js LTS base");
 });
 
