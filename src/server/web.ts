@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import { ConfigError, InputError, KubeProxyError } from "../errors.ts";
-import type { InspectionSource } from "../inspect/types.ts";
+import type { InspectionSource, ModeWebSnapshot } from "../inspect/types.ts";
 import { cidrContains, ipVersion, isLoopback, parseIP, type Address, type IPFamily } from "../ip.ts";
 import { explainService, explanationToJson, type ServiceExplanation } from "../netfilter/explain.ts";
 import { COLUMN_HEADER, formatRuleColumns, humanCount, targetName } from "../netfilter/format.ts";
@@ -32,13 +32,17 @@ export interface WebSnapshot {
   readonly takenAt: number;
   /** Changes when any chain or rule changes, not when only counters move: the page reloads on it. */
   readonly version: string;
+  /** A mode that builds the view's data itself (nftables); its dumps are not iptables rulesets. */
+  readonly mode?: ModeWebSnapshot;
 }
 
 export function snapshotOf(
   dumps: readonly string[],
   localAddresses: readonly string[],
   takenAt: number,
+  mode?: ModeWebSnapshot,
 ): WebSnapshot {
+  if (mode !== undefined) return { rulesets: [], localAddresses, takenAt, version: mode.version, mode };
   const rulesets = dumps.map((d) => parseIptablesSave(d));
   const hash = createHash("sha256");
   for (const rs of rulesets) {
@@ -69,7 +73,7 @@ export class SnapshotCache {
     this.startedAt = now;
     const loading = this.source
       .read()
-      .then(({ dumps, localAddresses }) => snapshotOf(dumps, localAddresses, now));
+      .then(({ dumps, localAddresses, web }) => snapshotOf(dumps, localAddresses, now, web));
     // A failed read is not cached: the next request tries again.
     loading.catch(() => {
       if (this.pending === loading) this.pending = null;
@@ -217,6 +221,8 @@ export function servicesIn(ruleset: Ruleset): { namespace: string; name: string 
 }
 
 export function servicesJson(snapshot: WebSnapshot): unknown {
+  if (snapshot.mode !== undefined)
+    return { version: snapshot.version, takenAt: snapshot.takenAt, services: snapshot.mode.services };
   const services = snapshot.rulesets.flatMap((rs) =>
     servicesIn(rs).map((ref) => {
       const ex = explainService(rs, ref);
@@ -372,6 +378,7 @@ export function ruleMatchesQuery(rule: Rule, query: RuleQuery): boolean {
 export const MAX_RULE_ROWS = 2000;
 
 export function rulesJson(snapshot: WebSnapshot, q: string): unknown {
+  if (snapshot.mode !== undefined) return modeRulesJson(snapshot, snapshot.mode, q);
   const query = parseRuleQuery(q);
   const rows: RuleRow[] = [];
   let total = 0;
@@ -397,6 +404,24 @@ export function rulesJson(snapshot: WebSnapshot, q: string): unknown {
   };
 }
 
+/** A mode's own rules: the query is a case-insensitive substring of the chain or the rule. */
+function modeRulesJson(snapshot: WebSnapshot, mode: ModeWebSnapshot, q: string): unknown {
+  const needle = q.trim().toLowerCase();
+  const hits = mode.rules.filter(
+    (r) => needle === "" || Object.values(r).some((v) => String(v).toLowerCase().includes(needle)),
+  );
+  const rows = hits.slice(0, MAX_RULE_ROWS);
+  return {
+    version: snapshot.version,
+    takenAt: snapshot.takenAt,
+    query: q,
+    columns: mode.columns,
+    total: hits.length,
+    truncated: hits.length > rows.length,
+    rules: rows,
+  };
+}
+
 // --- trace and counters ------------------------------------------------------------------------
 
 /** The CLI `trace` path (packetFromFlags → tracePacket → traceToJson) on the live ruleset. */
@@ -409,6 +434,14 @@ export function traceJson(snapshot: WebSnapshot, params: URLSearchParams): unkno
   const dst = flag("dst");
   if (src === undefined) throw new InputError("--src", "required");
   if (dst === undefined) throw new InputError("--dst", "required");
+  if (snapshot.mode !== undefined) {
+    const flags: Record<string, string> = { src, dst };
+    for (const name of ["proto", "from", "state"]) {
+      const v = flag(name);
+      if (v !== undefined) flags[name] = v;
+    }
+    return snapshot.mode.trace(flags);
+  }
   const proto = flag("proto");
   const from = flag("from");
   const state = flag("state");
@@ -429,6 +462,7 @@ export type CounterMap = Readonly<Record<string, readonly [number, number]>>;
 
 /** Every rule's [packets, bytes] by {@link ruleKey}. */
 export function countersOf(snapshot: WebSnapshot): CounterMap {
+  if (snapshot.mode !== undefined) return snapshot.mode.counters;
   const counters: Record<string, [number, number]> = {};
   for (const rs of snapshot.rulesets) {
     for (const table of rs.tables.values()) {

@@ -139,6 +139,8 @@ export async function startServiceMatrix(
   prefix: string,
   manifests: Manifests,
   mode: TrafficMode = "iptables",
+  /** Further daemon flags, e.g. `--web-bind-address`. */
+  args: readonly string[] = [],
 ): Promise<ServiceMatrix> {
   const sandbox = await Sandbox.create({ prefix });
   try {
@@ -153,7 +155,7 @@ export async function startServiceMatrix(
     const daemon = await ProxyDaemon.start(sandbox, {
       node: NODE,
       manifests,
-      args: ["--proxy-mode", mode, "--cluster-cidr", "10.244.0.0/16"],
+      args: ["--proxy-mode", mode, "--cluster-cidr", "10.244.0.0/16", ...args],
     });
     return { sandbox, seed, daemon };
   } catch (error) {

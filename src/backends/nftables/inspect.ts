@@ -10,7 +10,8 @@ import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
 import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../../kernel/conntrack-count.ts";
 import type { EndpointKey, Frontend } from "../../kernel/conntrack-count.ts";
 import { Nft } from "../../kernel/nft.ts";
-import { formatPercent } from "../../netfilter/tracer.ts";
+import { createHash } from "node:crypto";
+import { formatPercent, packetFromFlags } from "../../netfilter/tracer.ts";
 import type { NftChain, NftElement, NftRuleset, NftTable } from "../../netfilter/nft/model.ts";
 import { tableLabel } from "../../netfilter/nft/model.ts";
 import { NftDumpParseError, parseNftDump } from "../../netfilter/nft/parse.ts";
@@ -20,7 +21,13 @@ import {
   nftTraceToJson,
   traceNftPacket,
 } from "../../netfilter/nft/tracer.ts";
-import type { InspectionSource } from "../../inspect/types.ts";
+import type {
+  InspectionSource,
+  ModeWebSnapshot,
+  WebGraphNode,
+  WebRuleRow,
+  WebServiceEntry,
+} from "../../inspect/types.ts";
 import {
   whyNoTraffic,
   type EndpointView,
@@ -95,9 +102,14 @@ export async function readLiveNftables(
 export function nftablesInspectionSource(runner: Runner, netns?: string): InspectionSource {
   return {
     async read() {
-      const { json } = await readLiveNftables(runner, netns);
+      const { reading, json } = await readLiveNftables(runner, netns);
       const local = (await readLocalAddresses(runner, netns)).map((a) => a.replace(/\/\d+$/, ""));
-      return { mode: "nftables", dumps: json, localAddresses: local };
+      return {
+        mode: "nftables",
+        dumps: json,
+        localAddresses: local,
+        web: nftablesWebSnapshot(reading, local),
+      };
     },
   };
 }
@@ -186,6 +198,8 @@ export interface NftServiceExplanation {
   readonly frontends: readonly Frontend[];
   /** The seed's walk in this mode: dispatch rule, map element, then every rule on the way to the DNATs. */
   readonly walk: readonly string[];
+  /** The chain each load-balancing frontend's map element sends packets to. */
+  readonly entryChains: readonly { readonly frontend: number; readonly chain: string }[];
 }
 
 /** The rules of `chain` and, indented below, of the chains it sends packets to (each once). */
@@ -246,6 +260,7 @@ export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceE
   const frontends: FrontendView[] = [];
   const conntrackFrontends: Frontend[] = [];
   const walked: { map: string; key: readonly string[]; target: string }[] = [];
+  const entryChains: { frontend: number; chain: string }[] = [];
   const elements = (map: string): readonly NftElement[] => table.sets.get(map)?.elements ?? [];
   const addressKind = (ip: string, key: string): FrontendView["kind"] =>
     clusterIPs.has(ip) ? "cluster IP" : firewallKeys.has(key) ? "loadbalancer IP" : "external address";
@@ -271,6 +286,7 @@ export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceE
     });
     conntrackFrontends.push({ protocol: proto, ip, port: Number(port) });
     walked.push({ map: SERVICE_IPS_MAP, key: e.key, target });
+    entryChains.push({ frontend: frontends.length - 1, chain: target });
   }
   for (const e of elements(SERVICE_NODEPORTS_MAP)) {
     const target = e.value?.kind === "goto" || e.value?.kind === "jump" ? e.value.target : "";
@@ -287,6 +303,7 @@ export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceE
     });
     conntrackFrontends.push({ protocol: proto, port: Number(port) });
     walked.push({ map: SERVICE_NODEPORTS_MAP, key: e.key, target });
+    entryChains.push({ frontend: frontends.length - 1, chain: target });
   }
   for (const [map, nodePort] of [
     [NO_ENDPOINT_SERVICES_MAP, false],
@@ -396,6 +413,7 @@ export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceE
     endpointKeys: keys,
     frontends: conntrackFrontends,
     walk: serviceWalk(table, walked),
+    entryChains,
   };
 }
 
@@ -560,3 +578,185 @@ async function explain(req: InspectExplainRequest): Promise<string> {
 }
 
 export const nftablesInspector: ModeInspector = { trace, explain };
+
+// --- the web view -------------------------------------------------------------------------------
+
+/** `ns/name` of every Service with objects in the table (chain names, no-endpoint comments). */
+export function servicesInTable(table: NftTable): ServiceRef[] {
+  const found = new Map<string, ServiceRef>();
+  for (const name of table.chains.keys()) {
+    const c = parseChainName(name);
+    if (c !== null) found.set(`${c.namespace}/${c.name}`, { namespace: c.namespace, name: c.name });
+  }
+  for (const map of [NO_ENDPOINT_SERVICES_MAP, NO_ENDPOINT_NODEPORTS_MAP]) {
+    for (const e of table.sets.get(map)?.elements ?? []) {
+      const m = /^([^/\s]+)\/([^:\s]+)/.exec(e.comment ?? "");
+      if (m !== null) found.set(`${m[1]}/${m[2]}`, { namespace: m[1]!, name: m[2]! });
+    }
+  }
+  return [...found.values()].sort((a, b) =>
+    `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`),
+  );
+}
+
+/** Service → frontends → our chains (by goto depth) → endpoints. */
+function serviceGraph(table: NftTable, ex: NftServiceExplanation, family: number): WebServiceEntry["graph"] {
+  const nodes: WebGraphNode[] = [
+    {
+      id: "service",
+      kind: "service",
+      label: ex.view.service,
+      detail: `IPv${family} Service · ${ex.view.endpoints.length} endpoint${ex.view.endpoints.length === 1 ? "" : "s"}`,
+      column: 0,
+    },
+  ];
+  const edges: { from: string; to: string; label: string }[] = [];
+  ex.view.frontends.forEach((f, i) => {
+    nodes.push({
+      id: `entry:${i}`,
+      kind: "entry",
+      label: f.kind,
+      detail: `${f.destination} · ${f.action}${f.reason === undefined ? "" : ` (${f.reason})`}`,
+      column: 1,
+    });
+    edges.push({ from: "service", to: `entry:${i}`, label: "" });
+  });
+  const column = new Map<string, number>();
+  const visit = (chain: string, col: number, from: string, label: string): void => {
+    edges.push({ from, to: `chain:${chain}`, label });
+    if ((column.get(chain) ?? -1) >= col) return;
+    column.set(chain, col);
+    for (const r of table.chains.get(chain)?.rules ?? []) {
+      for (const s of r.statements) {
+        if (s.kind === "verdict" && (s.verdict.kind === "goto" || s.verdict.kind === "jump")) {
+          const t = parseChainName(s.verdict.target);
+          if (t !== null && (t.prefix === "service" || t.prefix === "local") && col < 6)
+            visit(s.verdict.target, col + 1, `chain:${chain}`, s.verdict.kind);
+        }
+      }
+    }
+  };
+  for (const e of ex.entryChains) visit(e.chain, 2, `entry:${e.frontend}`, "map element");
+  for (const [chain, col] of column)
+    nodes.push({
+      id: `chain:${chain}`,
+      kind: "chain",
+      label: chain,
+      detail: `${table.chains.get(chain)?.rules.length ?? 0} rules`,
+      column: col,
+    });
+  const last = Math.max(2, ...column.values()) + 1;
+  const seen = new Set<string>();
+  for (const e of ex.view.endpoints) {
+    const id = `endpoint:${e.endpoint}`;
+    if (!seen.has(id)) {
+      seen.add(id);
+      const epChain = /chain (\S+) rule/.exec(e.via[1] ?? "")?.[1] ?? "";
+      nodes.push({ id, kind: "endpoint", label: e.endpoint, detail: epChain, column: last });
+    }
+    const policy = /chain (\S+) rule/.exec(e.via[0] ?? "")?.[1];
+    if (policy !== undefined) edges.push({ from: `chain:${policy}`, to: id, label: formatPercent(e.share) });
+  }
+  return { nodes, edges };
+}
+
+function traceForWeb(
+  reading: NftablesReading,
+  localAddresses: readonly string[],
+  flags: Readonly<Record<string, string>>,
+): unknown {
+  const { packet, origin } = packetFromFlags({
+    src: flags["src"] ?? "",
+    dst: flags["dst"] ?? "",
+    ...(flags["proto"] === undefined ? {} : { proto: flags["proto"] }),
+    ...(flags["from"] === undefined ? {} : { from: flags["from"] }),
+    ...(flags["state"] === undefined ? {} : { state: flags["state"] }),
+  });
+  const family = familyOfPacket(packet);
+  const table = reading.tables.find((t) => t.family === family);
+  if (table === undefined)
+    throw new InputError("--dst", `no table ${family} ${KUBE_PROXY_TABLE} on this node`);
+  const result = traceNftPacket(table, packet, { localAddresses, origin });
+  return {
+    packet,
+    origin,
+    table: result.table,
+    truncated: false,
+    outcomes: result.outcomes.map((o) => ({
+      ...o,
+      destination: o.dnat ?? hostPort(packet.dst, packet.dstPort),
+      path: o.path.map((s) => ({
+        ...s,
+        kind: s.ruleNumber === undefined ? "chain" : "rule",
+        table: KUBE_PROXY_TABLE,
+      })),
+    })),
+  };
+}
+
+/** Everything the web view shows of our tables, built once per reading. */
+export function nftablesWebSnapshot(
+  reading: NftablesReading,
+  localAddresses: readonly string[],
+): ModeWebSnapshot {
+  const hash = createHash("sha256");
+  const rules: WebRuleRow[] = [];
+  const counters: Record<string, readonly [number, number]> = {};
+  const services: WebServiceEntry[] = [];
+  for (const table of reading.tables) {
+    const family = table.family === "ip6" ? 6 : 4;
+    for (const chain of table.chains.values()) {
+      hash.update(`${family} chain ${chain.name}\n`);
+      for (const r of chain.rules) {
+        const key = `${family}/${table.name}/${chain.name}/${r.index}`;
+        hash.update(
+          `${r.statements
+            .filter((x) => x.kind !== "counter")
+            .map((x) => JSON.stringify(x))
+            .join(" ")}\n`,
+        );
+        rules.push({
+          key,
+          family,
+          table: `${table.family} ${table.name}`,
+          chain: chain.name,
+          num: r.index,
+          pkts: r.counters === undefined ? "" : String(r.counters.packets),
+          bytes: r.counters === undefined ? "" : String(r.counters.bytes),
+          rule: r.text,
+        });
+        if (r.counters !== undefined) counters[key] = [r.counters.packets, r.counters.bytes];
+      }
+    }
+    for (const set of table.sets.values())
+      for (const e of set.elements) hash.update(`${family} ${set.name} ${JSON.stringify(e)}\n`);
+    for (const ref of servicesInTable(table)) {
+      const ex = explainNftService(table, ref);
+      if (ex === null) continue;
+      services.push({
+        family,
+        service: ex.view.service,
+        servicePortNames: ex.view.servicePortNames,
+        endpoints: ex.view.endpoints.map((e) => ({
+          servicePortName: e.servicePortName,
+          endpoint: e.endpoint,
+          probability: e.share,
+          viaChain: /chain (\S+) rule/.exec(e.via[0] ?? "")?.[1] ?? "",
+          sepChain: /chain (\S+) rule/.exec(e.via[1] ?? "")?.[1] ?? "",
+          packets: e.counters?.packets ?? null,
+          bytes: e.counters?.bytes ?? null,
+        })),
+        graph: serviceGraph(table, ex, family),
+        view: ex.view,
+      });
+    }
+  }
+  return {
+    version: hash.digest("hex").slice(0, 16),
+    services,
+    columns: ["num", "pkts", "bytes", "rule"],
+    rules,
+    counters,
+    trace: (flags) => traceForWeb(reading, localAddresses, flags),
+  };
+}

@@ -32,6 +32,8 @@ import {
 } from "../../support/service-matrix.ts";
 import type { ServiceMatrix } from "../../support/service-matrix.ts";
 
+const WEB = "127.0.0.1:10281";
+
 const podByName = new Map([
   [podA.name, podA.ipv4],
   [podB.name, podB.ipv4],
@@ -99,6 +101,7 @@ describe("nftables mode: trace predicts what real traffic does (live table, netw
       "kptnftflow",
       serviceMatrixManifests({ localType: "NodePort", extra: {} }),
       "nftables",
+      ["--web-bind-address", WEB],
     );
     ({ sandbox } = matrix);
   });
@@ -236,5 +239,31 @@ describe("nftables mode: trace predicts what real traffic does (live table, netw
       flows >= 1,
       `conntrack entries for the connections just made: ${JSON.stringify(view.conntrack)}`,
     );
+  });
+
+  it("the web view serves the live table: Services with their endpoints, and a trace", async () => {
+    const get = async (path: string): Promise<unknown> => {
+      const script = `fetch("http://${WEB}${path}").then(async (r) => { if (!r.ok) throw new Error(r.status + " " + (await r.text())); process.stdout.write(await r.text()); })`;
+      return JSON.parse(
+        (await sandbox.exec(NODE, [process.execPath, "-e", script], { timeoutMs: 30_000 })).stdout,
+      );
+    };
+    const services = (await get("/api/services")) as {
+      services: { service: string; endpoints: { endpoint: string; probability: number }[] }[];
+    };
+    const nginx = services.services.find((s) => s.service === `${SEED.namespace}/${SEED.service}`);
+    assert.deepEqual(
+      nginx?.endpoints.map((e) => [e.endpoint.split(":")[0], e.probability]).sort(),
+      [
+        [podA.ipv4, 0.5],
+        [podB.ipv4, 0.5],
+      ].sort(),
+    );
+    assert.ok(services.services.some((s) => s.service === "default/web-lb"));
+    const traced = (await get(`/api/trace?src=${SEED.external.ipv4}&dst=${LB_IP}:80&from=external`)) as {
+      outcomes: { verdict: string; dnat?: string }[];
+    };
+    assert.deepEqual([...new Set(traced.outcomes.map((o) => o.verdict))], ["ACCEPT"]);
+    assert.equal(traced.outcomes.length, 2);
   });
 });

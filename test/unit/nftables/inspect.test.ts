@@ -1,6 +1,7 @@
 /**
  * nftables mode's explainer and its `trace` / `explain` commands on upstream's
- * TestOverallNFTablesRules table (rendered by our renderer), without a kernel.
+ * TestOverallNFTablesRules table (rendered by our renderer), and the live reader over a scripted
+ * runner: no kernel.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -11,6 +12,7 @@ import {
   explainNftService,
   nftablesInspector,
   parseChainName,
+  readLiveNftables,
   readNftablesDump,
 } from "../../../src/backends/nftables/inspect.ts";
 import { renderNftables } from "../../../src/backends/nftables/render.ts";
@@ -22,6 +24,7 @@ import { InputError } from "../../../src/errors.ts";
 import { whyNoTraffic } from "../../../src/inspect/model.ts";
 import type { Runner } from "../../../src/kernel/exec.ts";
 import { loadNftablesState } from "../../support/nftables-golden.ts";
+import { ScriptRunner } from "../kernel/script-runner.ts";
 
 const FIXTURES = new URL("../../fixtures/nftables/", import.meta.url);
 const SETTINGS = upstreamTestSettings("IPv4");
@@ -155,4 +158,24 @@ test("trace and explain --proxy-mode nftables read a --ruleset file", async () =
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("the live reader lists our tables with nft -j (argv), and foreign ones by name only", async () => {
+  const seed = readFileSync(new URL("dumps/seed.json", FIXTURES), "utf8");
+  const runner = new ScriptRunner((argv) => {
+    if (argv.join(" ") === "nft list tables") return { stdout: "table inet filter\ntable ip kube-proxy\n" };
+    if (argv.join(" ") === "nft -j list table ip kube-proxy") return { stdout: seed };
+    return { exitCode: 1, stderr: `unexpected ${argv.join(" ")}` };
+  });
+  const { reading, json } = await readLiveNftables(runner);
+  assert.deepEqual(reading.foreign, ["table inet filter"]);
+  assert.deepEqual(
+    reading.tables.map((t) => t.family),
+    ["ip"],
+  );
+  assert.equal(json.length, 1);
+  assert.ok(
+    runner.calls.every((c) => !c.argv.includes("filter")),
+    "a foreign table is never listed",
+  );
 });
