@@ -17,9 +17,8 @@ import type { IPFamily } from "../ip.ts";
 import { formatCIDR, ipVersion } from "../ip.ts";
 import { explainService, explanationToJson, formatExplanation } from "../netfilter/explain.ts";
 import type { ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
-import type { Ruleset } from "../netfilter/model.ts";
-import { liveKernel, parseRuleset, type LiveKernel } from "../backends/iptables/inspect.ts";
-import { fileRuleset, outputFormat } from "./trace.ts";
+import { manifestPaths, RulesetLoader, rulesetJson, type LoadedRuleset } from "./rulesets.ts";
+import { outputFormat } from "./trace.ts";
 
 /** `NAMESPACE/SERVICE[:PORT]`; the port is the Service port's name (upstream's ServicePortName). */
 export function parseServiceRef(text: string): ServiceRef {
@@ -70,28 +69,36 @@ export function frontendsOf(ex: ServiceExplanation): Frontend[] {
 }
 
 interface Explained {
-  readonly ruleset: Ruleset;
+  readonly loaded: LoadedRuleset;
   readonly explanation: ServiceExplanation;
 }
 
-function tryExplain(ruleset: Ruleset, ref: ServiceRef): Explained | InputError {
+function tryExplain(loaded: LoadedRuleset, ref: ServiceRef): Explained | InputError {
   try {
-    return { ruleset, explanation: explainService(ruleset, ref) };
+    return { loaded, explanation: explainService(loaded.ruleset, ref) };
   } catch (error) {
     if (error instanceof InputError) return error;
     throw error;
   }
 }
 
-/** Rules from the objects in `-f`/`--manifests`, through the same renderer a sync uses. */
-async function renderedRulesets(options: Record<string, unknown>, paths: string[]): Promise<Ruleset[]> {
-  const { renderCommand } = await import("./render.ts");
-  const out: Ruleset[] = [];
-  for (const ipFamily of ["IPv4", "IPv6"] as const) {
-    if (options["ipFamily"] !== undefined && options["ipFamily"] !== ipFamily) continue;
-    const payload = await renderCommand({ ...options, filename: paths, ipFamily });
-    out.push(parseRuleset(payload, `rendered ${ipFamily} payload`, ipFamily));
-  }
+/** The families to render `-f`/`--manifests` for: `--ip-family`, or both (the Service's wins). */
+function wantedFamilies(options: Record<string, unknown>): IPFamily[] {
+  const asked = options["ipFamily"];
+  if (asked === undefined) return ["IPv4", "IPv6"];
+  if (asked === "IPv4" || asked === "IPv6") return [asked];
+  throw new InputError("--ip-family", `must be IPv4 or IPv6, not ${JSON.stringify(asked)}`);
+}
+
+/** The node's whole ruleset rendered from `paths`, per family (what a sync would leave). */
+async function renderedRulesets(
+  options: Record<string, unknown>,
+  paths: string[],
+  runner: Runner,
+): Promise<LoadedRuleset[]> {
+  const loader = new RulesetLoader({ ...options, filename: paths, manifests: undefined }, runner, false);
+  const out: LoadedRuleset[] = [];
+  for (const family of wantedFamilies(options)) out.push(await loader.load(family));
   return out;
 }
 
@@ -108,7 +115,7 @@ async function apiRulesets(
   options: Record<string, unknown>,
   ref: ServiceRef,
   runner: Runner,
-): Promise<Ruleset[]> {
+): Promise<LoadedRuleset[]> {
   const { config } = resolveConfiguration(options);
   const master = options["master"];
   const rest = await buildRestConfig(
@@ -141,16 +148,10 @@ async function apiRulesets(
       ...typed(nodes, "Node", "v1"),
     ];
     writeFileSync(file, JSON.stringify({ apiVersion: "v1", kind: "List", items }));
-    return await renderedRulesets(options, [file]);
+    return await renderedRulesets(options, [file], runner);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function manifestPaths(options: Record<string, unknown>): string[] {
-  const files = Array.isArray(options["filename"]) ? (options["filename"] as string[]) : [];
-  const dir = options["manifests"];
-  return typeof dir === "string" ? [...files, dir] : files;
 }
 
 /**
@@ -166,23 +167,17 @@ export async function explainCommand(
   const ref = parseServiceRef(target);
   const paths = manifestPaths(options);
   const rulesetPath = options["ruleset"];
-  let source: string;
-  let kernel: LiveKernel | undefined;
-  let candidates: (() => Promise<Ruleset>)[];
+  let candidates: (() => Promise<LoadedRuleset>)[];
   if (typeof rulesetPath === "string") {
-    source = `dump ${rulesetPath}`;
-    candidates = [() => fileRuleset(rulesetPath)];
+    const loader = new RulesetLoader(options, runner, false);
+    candidates = [() => loader.load(undefined)];
   } else if (options["api"] === true) {
-    source = "rules rendered from the API server's objects (no kernel: counters and flows unknown)";
     candidates = (await apiRulesets(options, ref, runner)).map((r) => () => Promise.resolve(r));
   } else if (paths.length > 0) {
-    source = `rules rendered from ${paths.join(", ")} (no kernel: counters and flows unknown)`;
-    candidates = (await renderedRulesets(options, paths)).map((r) => () => Promise.resolve(r));
+    candidates = (await renderedRulesets(options, paths, runner)).map((r) => () => Promise.resolve(r));
   } else {
-    const live = await liveKernel(runner);
-    kernel = live;
-    source = "live kernel";
-    candidates = (["IPv4", "IPv6"] as const).map((f) => () => live.ruleset(f));
+    const loader = new RulesetLoader(options, runner, false);
+    candidates = (["IPv4", "IPv6"] as const).map((f) => () => loader.load(f));
   }
   let found: Explained | undefined;
   let firstMiss: InputError | undefined;
@@ -195,10 +190,14 @@ export async function explainCommand(
     }
   }
   if (found === undefined) throw firstMiss ?? new InputError("explain", "no ruleset to explain");
-  const { ruleset, explanation } = found;
-  if (kernel !== undefined) {
-    source = `live kernel (${kernel.saveCommand(ruleset.family)}, conntrack -L; ${kernel.detection.reason})`;
-  }
+  const { loaded, explanation } = found;
+  const { ruleset, kernel } = loaded;
+  const source =
+    kernel !== undefined
+      ? `live kernel (${kernel.saveCommand(ruleset.family)}, conntrack -L; ${kernel.detection.reason})`
+      : options["api"] === true
+        ? `the API server's objects, ${loaded.description.replace(/^rendered from \S+ /, "rendered ")}`
+        : loaded.description;
   const flows =
     kernel !== undefined && options["conntrack"] !== false
       ? await endpointFlows(runner, explanation, ruleset.family)
@@ -211,6 +210,7 @@ export async function explainCommand(
         {
           source,
           family: ipVersion(ruleset.family),
+          ruleset: rulesetJson(loaded),
           ...(explanationToJson(explanation) as object),
           ...(flows === undefined ? {} : { conntrack: flows }),
           view,
@@ -220,7 +220,10 @@ export async function explainCommand(
         2,
       ) + "\n"
     );
-  const lines = [`source: ${source}`, "", formatExplanation(explanation, ruleset.family).trimEnd()];
+  const lines = [`source: ${source}`];
+  // The Service's chains are there, but a ruleset nothing reaches shows rules no packet meets.
+  for (const p of loaded.problems) lines.push(`WARNING: ${p.message}`);
+  lines.push("", formatExplanation(explanation, ruleset.family).trimEnd());
   if (flows !== undefined) {
     lines.push("", "conntrack entries per endpoint:");
     if (flows.length === 0) lines.push("  (no endpoints)");

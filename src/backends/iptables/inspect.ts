@@ -3,11 +3,19 @@ import { InputError } from "../../errors.ts";
 import { detectBackend, type BackendDetection } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
-import { Iptables, type IptablesInterface } from "../../kernel/iptables.ts";
-import type { IPFamily } from "../../ip.ts";
+import {
+  Iptables,
+  jumpRuleArgs,
+  quoteRuleArg,
+  type IptablesInterface,
+  type JumpRule,
+} from "../../kernel/iptables.ts";
+import { formatCIDR, type IPFamily } from "../../ip.ts";
 import { parseIptablesSave } from "../../netfilter/iptables-save.ts";
-import { RulesetParseError, type Ruleset } from "../../netfilter/model.ts";
+import { RulesetParseError, type Chain, type Ruleset } from "../../netfilter/model.ts";
 import type { InspectionSource } from "../../inspect/types.ts";
+import type { RulesetProblem, RulesetReader } from "../types.ts";
+import { JUMP_CHAINS, KUBE_MARK_MASQ } from "./chains.ts";
 
 /**
  * Reads the live rules with counters through the iptables wrappers (one per IP family the proxy
@@ -66,3 +74,72 @@ export async function liveKernel(runner: Runner): Promise<LiveKernel> {
     },
   };
 }
+
+const jumpsTo = (chain: Chain | undefined, target: string): boolean =>
+  chain?.rules.some(
+    (r) => (r.target?.kind === "jump" || r.target?.kind === "goto") && r.target.chain === target,
+  ) === true;
+
+function jumpRuleText(row: JumpRule): string {
+  return `-A ${row.srcChain} ${jumpRuleArgs(row).map(quoteRuleArg).join(" ")}`;
+}
+
+/**
+ * What an iptables ruleset lacks for packets to reach the proxy's rules: the built-in chains and
+ * the jump rules the daemon ensures on every full sync (`JUMP_CHAINS`, docs/iptables.md §2.1).
+ * A `render` payload has neither: traced as is, every packet would fall through to ACCEPT.
+ */
+export function iptablesRulesetProblems(ruleset: Ruleset): RulesetProblem[] {
+  const tables = [...new Set(JUMP_CHAINS.map((r) => r.table))];
+  const ours = tables.some((t) =>
+    [...(ruleset.tables.get(t)?.chains.keys() ?? [])].some((c) => c.startsWith("KUBE-")),
+  );
+  if (!ours)
+    return [
+      {
+        kind: "no-proxy-chains",
+        message: `the ruleset holds none of the proxy's chains (no KUBE-* chain in ${tables.join(" or ")})`,
+      },
+    ];
+  const problems: RulesetProblem[] = [];
+  const missingBase = new Set<string>();
+  for (const row of JUMP_CHAINS) {
+    const table = ruleset.tables.get(row.table);
+    const src = table?.chains.get(row.srcChain);
+    if (src?.hook === undefined) {
+      const key = `${row.table} ${row.srcChain}`;
+      if (!missingBase.has(key))
+        problems.push({
+          kind: "missing-base-chain",
+          message: `built-in chain ${key} is not in the ruleset, so nothing on that hook reaches the proxy's chains`,
+        });
+      missingBase.add(key);
+      continue;
+    }
+    if (jumpsTo(src, row.dstChain)) continue;
+    problems.push({
+      kind: "missing-entry-jump",
+      message: `${row.table} ${row.srcChain} does not jump to ${row.dstChain} (the daemon ensures: ${jumpRuleText(row)})`,
+    });
+  }
+  return problems;
+}
+
+/** The CIDRs of the local-traffic detector: `! -s CIDR … -j KUBE-MARK-MASQ` in the nat chains. */
+export function iptablesPodCidrs(ruleset: Ruleset): string[] {
+  const found = new Set<string>();
+  for (const chain of ruleset.tables.get("nat")?.chains.values() ?? []) {
+    for (const rule of chain.rules) {
+      if (rule.target?.kind !== "jump" || rule.target.chain !== KUBE_MARK_MASQ) continue;
+      for (const m of rule.matches) if (m.kind === "source" && m.negated) found.add(formatCIDR(m.cidr));
+    }
+  }
+  return [...found];
+}
+
+export const iptablesRulesets: RulesetReader = {
+  dumpTool: (family) => (family === "IPv4" ? "iptables-save" : "ip6tables-save"),
+  parse: parseRuleset,
+  problems: iptablesRulesetProblems,
+  podCidrs: iptablesPodCidrs,
+};
