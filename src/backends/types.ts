@@ -11,6 +11,7 @@ import type { KubeProxyConfiguration, ProxyMode } from "../config/types.ts";
 import type { Runner } from "../kernel/exec.ts";
 import type { InspectionSource } from "../inspect/types.ts";
 import type { Ruleset } from "../netfilter/model.ts";
+import type { DriftReport } from "../inspect/drift.ts";
 import type { ProxyStateStore } from "../proxy/changetracker.ts";
 import type { Clock } from "../proxy/clock.ts";
 import type { ProxyHealth } from "../proxy/health.ts";
@@ -123,6 +124,11 @@ export interface ProxyBackend {
   renderNode?(target: RenderTarget): Promise<RenderedPayload>;
   /** How the see-inside tools read a dump of this mode; absent while the mode has none. */
   readonly rulesets?: RulesetReader;
+  /**
+   * Pure: the kernel's dump of one family against the node ruleset `renderNode` gives (both in
+   * the mode's dump format), per Service; foreign objects reported apart (`kube-proxy-ts diff`).
+   */
+  drift?(intended: string, kernel: string, family: IPFamily): DriftReport;
 }
 
 /** A reason a ruleset cannot be trusted to show what a node does. */

@@ -158,6 +158,36 @@ function buildProgram(): Command {
     process.stdout.write(await explainCommand(service, options));
   });
 
+  registerProxyFlags(
+    program
+      .command("diff")
+      .description(
+        "Compare the kernel's rules with what the proxy would write now for the given objects, per Service: missing, extra and changed chains and rules; foreign rules listed apart.",
+      )
+      .option(
+        "-f, --filename <path>",
+        "The objects (YAML/JSON file, folder, or - for stdin; repeatable).",
+        collect,
+        [],
+      )
+      .option("--manifests <dir>", "Like -f, for a folder of manifests.")
+      .option("--ruleset <file>", "Compare this iptables-save dump (- for stdin) instead of the live kernel.")
+      .option(
+        "--ip-family <family>",
+        "IPv4, IPv6 or dual (default: dual when any Service or the node has IPv6).",
+      )
+      .option(
+        "--local-addresses <cidrs>",
+        "The node's interface addresses (default: node IPs plus loopback).",
+      )
+      .option("--skip-invalid", "Skip invalid objects (with a warning) instead of failing.")
+      .option("-o, --output <format>", "text (default) or json (docs/drift.md).")
+      .exitOverride(),
+  ).action(async (options: Record<string, unknown>) => {
+    const { diffCommand } = await import("./diff.ts");
+    process.stdout.write(await diffCommand(options));
+  });
+
   program
     .command("demo")
     .description(

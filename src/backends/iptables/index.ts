@@ -30,6 +30,7 @@ import {
 import { cleanupLeftovers } from "./cleanup.ts";
 import { iptablesInspectionSource, iptablesRulesets } from "./inspect.ts";
 import { nodeRulesetAfterSync } from "./node.ts";
+import { iptablesDrift } from "./drift.ts";
 import { iptablesProxier, maxServicesPerTransaction } from "./proxier.ts";
 import { renderIptables } from "./render.ts";
 import { iptablesSettingsFor, upstreamTestSettings } from "./settings.ts";
@@ -208,4 +209,5 @@ export const iptablesBackend: ProxyBackend = {
   render,
   renderNode,
   rulesets: iptablesRulesets,
+  drift: iptablesDrift,
 };

@@ -58,6 +58,8 @@ export interface LiveKernel {
   saveCommand(family: IPFamily): string;
   /** That family's save output with counters, parsed. */
   ruleset(family: IPFamily): Promise<Ruleset>;
+  /** That family's save output, every table, without counters. */
+  dump(family: IPFamily): Promise<string>;
 }
 
 export async function liveKernel(runner: Runner): Promise<LiveKernel> {
@@ -72,6 +74,7 @@ export async function liveKernel(runner: Runner): Promise<LiveKernel> {
       const dump = await iptables(family).save(undefined, { counters: true });
       return parseRuleset(dump, saveCommand(family), family);
     },
+    dump: (family) => iptables(family).save(),
   };
 }
 
