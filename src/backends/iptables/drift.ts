@@ -15,6 +15,7 @@ import type { DriftReport, ForeignObject, ObjectDrift, ServiceDrift } from "../.
 import { objectDifferences } from "../../inspect/drift.ts";
 import { parseIptablesSave } from "../../netfilter/iptables-save.ts";
 import type { Chain, Match, Rule, Ruleset, Target } from "../../netfilter/model.ts";
+import { PROXY_CANARY_CHAIN } from "../../kernel/canary.ts";
 import { isServiceChainName } from "./chains.ts";
 
 function matchKey(m: Match): string {
@@ -170,6 +171,8 @@ export function compareRulesets(intended: Ruleset, kernel: Ruleset): DriftReport
     for (const [name, chain] of want) if (chain.hook === undefined) ours.add(name);
     for (const name of have.keys()) if (isServiceChainName(name)) ours.add(name);
     for (const name of new Set([...want.keys(), ...have.keys()])) {
+      // The canary is the kernel monitor's: it notices it gone and forces a full sync itself.
+      if (name === PROXY_CANARY_CHAIN) continue;
       const w = want.get(name);
       const h = have.get(name);
       const builtin = (w ?? h)?.hook !== undefined;
