@@ -111,6 +111,11 @@ function buildProgram(): Command {
         "--local-addresses <ips>",
         "The node's addresses (addrtype LOCAL); default: the live namespace's, the node's IPs when rendering, loopback only with --ruleset.",
       )
+      .option("--nfacct [bool]", "When rendering: assume the nfacct counters exist (default true).")
+      .option(
+        "--random-fully [bool]",
+        "When rendering: assume MASQUERADE --random-fully is supported (default true).",
+      )
       .option(
         "--allow-incomplete",
         "Trace a ruleset even when nothing in it reaches the proxy's entry chains (the problems are printed first).",
@@ -180,6 +185,8 @@ function buildProgram(): Command {
         "--local-addresses <cidrs>",
         "The node's interface addresses (default: node IPs plus loopback).",
       )
+      .option("--nfacct [bool]", "Assume the nfacct counters exist (default true).")
+      .option("--random-fully [bool]", "Assume MASQUERADE --random-fully is supported (default true).")
       .option("--skip-invalid", "Skip invalid objects (with a warning) instead of failing.")
       .option("-o, --output <format>", "text (default) or json (docs/drift.md).")
       .exitOverride(),
