@@ -145,6 +145,16 @@ export interface RulesetReader {
   /** Parses a dump of one family; an error names `origin` and the line. */
   parse(text: string, origin: string, family?: IPFamily): Ruleset;
   /**
+   * Parses only what one Service's explanation needs (its rules and chains, the node-level
+   * chains): `explain` at 10,000 Services. Line numbers stay those of the whole dump's lines kept.
+   */
+  parseForService?(
+    text: string,
+    origin: string,
+    service: { readonly namespace: string; readonly name: string },
+    family?: IPFamily,
+  ): Ruleset;
+  /**
    * What keeps packets from reaching the proxy's rules in this ruleset: entry chains nothing
    * jumps to, hooks without their base chain. Empty when the proxy's rules are reachable.
    */

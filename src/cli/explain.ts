@@ -169,14 +169,14 @@ export async function explainCommand(
   const rulesetPath = options["ruleset"];
   let candidates: (() => Promise<LoadedRuleset>)[];
   if (typeof rulesetPath === "string") {
-    const loader = new RulesetLoader(options, runner, false);
+    const loader = new RulesetLoader(options, runner, false, ref);
     candidates = [() => loader.load(undefined)];
   } else if (options["api"] === true) {
     candidates = (await apiRulesets(options, ref, runner)).map((r) => () => Promise.resolve(r));
   } else if (paths.length > 0) {
     candidates = (await renderedRulesets(options, paths, runner)).map((r) => () => Promise.resolve(r));
   } else {
-    const loader = new RulesetLoader(options, runner, false);
+    const loader = new RulesetLoader(options, runner, false, ref);
     candidates = (["IPv4", "IPv6"] as const).map((f) => () => loader.load(f));
   }
   let found: Explained | undefined;

@@ -115,16 +115,25 @@ function podCidrsOf(
 export class RulesetLoader {
   private kernel: Promise<LiveKernel> | undefined;
 
-  /** `readLocalAddresses: false`: the caller (explain) does not use the node's addresses. */
+  /**
+   * `readLocal: false`: the caller (explain) does not use the node's addresses. `service`: only
+   * that Service's rules are needed (explain), so a mode that can parses only those.
+   */
   constructor(
     private readonly options: Record<string, unknown>,
     private readonly runner: Runner,
     private readonly readLocal = true,
+    private readonly service?: { readonly namespace: string; readonly name: string },
   ) {}
 
   async load(family: IPFamily | undefined): Promise<LoadedRuleset> {
     const { options, runner } = this;
     const { reader } = await modeReader(options);
+    const service = this.service;
+    const parse = (text: string, origin: string, f: IPFamily | undefined): Ruleset =>
+      service !== undefined && reader.parseForService !== undefined
+        ? reader.parseForService(text, origin, service, f)
+        : reader.parse(text, origin, f);
     const paths = manifestPaths(options);
     const rulesetPath = options["ruleset"];
     if (typeof rulesetPath === "string" && paths.length > 0)
@@ -148,7 +157,7 @@ export class RulesetLoader {
         });
       }
       loaded = {
-        ruleset: reader.parse(text, `--ruleset ${rulesetPath}`, family),
+        ruleset: parse(text, `--ruleset ${rulesetPath}`, family),
         kind: "dump",
         description: rulesetPath === "-" ? "dump from stdin" : `dump ${rulesetPath}`,
         // A dump says nothing about the node's addresses: without the flag only loopback is local.
@@ -166,7 +175,7 @@ export class RulesetLoader {
         this.kernel ??= liveKernel(runner);
         const kernel = await this.kernel;
         loaded = {
-          ruleset: await kernel.ruleset(family),
+          ruleset: parse(await kernel.countedDump(family), kernel.saveCommand(family), family),
           kind: "live",
           description: `live kernel (${kernel.saveCommand(family)}; ${kernel.detection.reason})`,
           ...(flagged ??
