@@ -3,6 +3,8 @@
  * as the JSON an API server returns and decoded by the daemon's own decoders, so the benchmark
  * measures the same objects the watch would deliver.
  */
+import { JUMP_CHAINS } from "../src/backends/iptables/chains.ts";
+import { jumpRuleArgs, quoteRuleArg } from "../src/kernel/iptables.ts";
 import { decodeEndpointSlice, decodeService, LABEL_SERVICE_NAME } from "../src/k8s/objects.ts";
 import type { EndpointSlice, Service } from "../src/k8s/objects.ts";
 import type { IptablesSettings } from "../src/backends/iptables/types.ts";
@@ -167,4 +169,23 @@ export function benchSettings(): IptablesSettings {
     hasRandomFully: true,
     largeClusterEndpointsThreshold: 1000,
   };
+}
+
+const BUILT_IN: Readonly<Record<string, readonly string[]>> = {
+  filter: ["INPUT", "FORWARD", "OUTPUT"],
+  nat: ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+};
+
+/**
+ * What iptables-save shows on a node: the restore payload's chains plus the jumps from the
+ * built-in chains, which the proxy adds with `iptables -I` (each prepended, so last row first).
+ */
+export function nodeDump(payload: string): string {
+  const sections = Object.entries(BUILT_IN).map(([table, chains]) => {
+    const jumps = JUMP_CHAINS.filter((j) => j.table === table)
+      .reverse()
+      .map((j) => `-A ${j.srcChain} ${jumpRuleArgs(j).map(quoteRuleArg).join(" ")}`);
+    return [`*${table}`, ...chains.map((c) => `:${c} ACCEPT [0:0]`), ...jumps, "COMMIT"].join("\n");
+  });
+  return `${payload}${sections.join("\n")}\n`;
 }

@@ -12,10 +12,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { JUMP_CHAINS } from "../src/backends/iptables/chains.ts";
 import { renderIptables } from "../src/backends/iptables/render.ts";
 import { selfArgv } from "../src/cli/self.ts";
-import { jumpRuleArgs, quoteRuleArg } from "../src/kernel/iptables.ts";
 import { formatAddress } from "../src/ip.ts";
 import { parseIptablesSave } from "../src/netfilter/iptables-save.ts";
 import type { Ruleset } from "../src/netfilter/model.ts";
@@ -24,7 +22,7 @@ import type { Origin, TracePacket } from "../src/netfilter/tracer.ts";
 import { buildProxyState } from "../src/proxy/state.ts";
 import { formatMs } from "./restore.ts";
 import { runner } from "./netns.ts";
-import { BENCH_NODE, benchSettings, syntheticCluster } from "./synthetic.ts";
+import { BENCH_NODE, benchSettings, nodeDump, syntheticCluster } from "./synthetic.ts";
 
 const TARGET_MS = 200;
 
@@ -32,25 +30,6 @@ interface Flow {
   readonly name: string;
   readonly packet: TracePacket;
   readonly origin: Origin;
-}
-
-const BUILT_IN: Readonly<Record<string, readonly string[]>> = {
-  filter: ["INPUT", "FORWARD", "OUTPUT"],
-  nat: ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
-};
-
-/**
- * What iptables-save shows on a node: the restore payload's chains plus the jumps from the
- * built-in chains, which the proxy adds with `iptables -I` (each prepended, so last row first).
- */
-function nodeDump(payload: string): string {
-  const sections = Object.entries(BUILT_IN).map(([table, chains]) => {
-    const jumps = JUMP_CHAINS.filter((j) => j.table === table)
-      .reverse()
-      .map((j) => `-A ${j.srcChain} ${jumpRuleArgs(j).map(quoteRuleArg).join(" ")}`);
-    return [`*${table}`, ...chains.map((c) => `:${c} ACCEPT [0:0]`), ...jumps, "COMMIT"].join("\n");
-  });
-  return `${payload}${sections.join("\n")}\n`;
 }
 
 /** Cluster IPs in KUBE-SERVICES order: the first and last are the cheapest and dearest to reach. */

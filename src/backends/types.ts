@@ -10,6 +10,8 @@ import type { Logger } from "pino";
 import type { KubeProxyConfiguration, ProxyMode } from "../config/types.ts";
 import type { Runner } from "../kernel/exec.ts";
 import type { InspectionSource } from "../inspect/types.ts";
+import type { Ruleset } from "../netfilter/model.ts";
+import type { DriftReport } from "../inspect/drift.ts";
 import type { ProxyStateStore } from "../proxy/changetracker.ts";
 import type { Clock } from "../proxy/clock.ts";
 import type { ProxyHealth } from "../proxy/health.ts";
@@ -161,4 +163,49 @@ export interface ProxyBackend {
   render(target: RenderTarget): RenderedPayload;
   /** `trace` and `explain` for this mode, where the mode provides them itself. */
   readonly inspector?: ModeInspector;
+  /**
+   * The node's whole ruleset after a full sync on a fresh node, as the mode's dump tool prints it
+   * (`render --node-ruleset`; what `trace` and `explain` walk when they render for themselves).
+   * No I/O: for iptables, the daemon's writer against an in-memory iptables.
+   */
+  renderNode?(target: RenderTarget): Promise<RenderedPayload>;
+  /** How the see-inside tools read a dump of this mode; absent while the mode has none. */
+  readonly rulesets?: RulesetReader;
+  /**
+   * Pure: the kernel's dump of one family against the node ruleset `renderNode` gives (both in
+   * the mode's dump format), per Service; foreign objects reported apart (`kube-proxy-ts diff`).
+   */
+  drift?(intended: string, kernel: string, family: IPFamily): DriftReport;
+}
+
+/** A reason a ruleset cannot be trusted to show what a node does. */
+export interface RulesetProblem {
+  /** Stable, for JSON: `no-proxy-chains`, `missing-entry-jump`, `missing-base-chain`. */
+  readonly kind: string;
+  readonly message: string;
+}
+
+/** A mode's reader of its own dumps, for `trace` and `explain`. */
+export interface RulesetReader {
+  /** The dump tool, for headers (`iptables-save`, `ip6tables-save`). */
+  dumpTool(family: IPFamily): string;
+  /** Parses a dump of one family; an error names `origin` and the line. */
+  parse(text: string, origin: string, family?: IPFamily): Ruleset;
+  /**
+   * Parses only what one Service's explanation needs (its rules and chains, the node-level
+   * chains): `explain` at 10,000 Services. Line numbers stay those of the whole dump's lines kept.
+   */
+  parseForService?(
+    text: string,
+    origin: string,
+    service: { readonly namespace: string; readonly name: string },
+    family?: IPFamily,
+  ): Ruleset;
+  /**
+   * What keeps packets from reaching the proxy's rules in this ruleset: entry chains nothing
+   * jumps to, hooks without their base chain. Empty when the proxy's rules are reachable.
+   */
+  problems(ruleset: Ruleset): RulesetProblem[];
+  /** The pod CIDRs the proxy's local-traffic detector matches, as the rules say (for `--from`). */
+  podCidrs(ruleset: Ruleset): string[];
 }

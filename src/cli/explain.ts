@@ -17,10 +17,9 @@ import type { IPFamily } from "../ip.ts";
 import { formatCIDR, ipVersion } from "../ip.ts";
 import { explainService, explanationToJson, formatExplanation } from "../netfilter/explain.ts";
 import type { ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
-import type { Ruleset } from "../netfilter/model.ts";
-import { liveKernel, parseRuleset, type LiveKernel } from "../backends/iptables/inspect.ts";
 import type { InspectDump } from "../backends/types.ts";
-import { fileRuleset, inspectorFor, outputFormat, rulesetDump } from "./trace.ts";
+import { manifestPaths, RulesetLoader, rulesetJson, type LoadedRuleset } from "./rulesets.ts";
+import { inspectorFor, outputFormat, rulesetDump } from "./trace.ts";
 
 /** `NAMESPACE/SERVICE[:PORT]`; the port is the Service port's name (upstream's ServicePortName). */
 export function parseServiceRef(text: string): ServiceRef {
@@ -71,36 +70,48 @@ export function frontendsOf(ex: ServiceExplanation): Frontend[] {
 }
 
 interface Explained {
-  readonly ruleset: Ruleset;
+  readonly loaded: LoadedRuleset;
   readonly explanation: ServiceExplanation;
 }
 
-function tryExplain(ruleset: Ruleset, ref: ServiceRef): Explained | InputError {
+function tryExplain(loaded: LoadedRuleset, ref: ServiceRef): Explained | InputError {
   try {
-    return { ruleset, explanation: explainService(ruleset, ref) };
+    return { loaded, explanation: explainService(loaded.ruleset, ref) };
   } catch (error) {
     if (error instanceof InputError) return error;
     throw error;
   }
 }
 
-/** The payloads of the objects in `-f`/`--manifests`, through the same renderer a sync uses. */
-type FamilyDump = InspectDump & { readonly family: IPFamily };
+/** The families to render `-f`/`--manifests` for: `--ip-family`, or both (the Service's wins). */
+function wantedFamilies(options: Record<string, unknown>): IPFamily[] {
+  const asked = options["ipFamily"];
+  if (asked === undefined) return ["IPv4", "IPv6"];
+  if (asked === "IPv4" || asked === "IPv6") return [asked];
+  throw new InputError("--ip-family", `must be IPv4 or IPv6, not ${JSON.stringify(asked)}`);
+}
 
-async function renderedPayloads(options: Record<string, unknown>, paths: string[]): Promise<FamilyDump[]> {
-  const { renderCommand } = await import("./render.ts");
-  const out: FamilyDump[] = [];
-  for (const ipFamily of ["IPv4", "IPv6"] as const) {
-    if (options["ipFamily"] !== undefined && options["ipFamily"] !== ipFamily) continue;
-    const text = await renderCommand({ ...options, filename: paths, ipFamily });
-    out.push({ text, origin: `rendered ${ipFamily} payload`, family: ipFamily });
-  }
+/** The node's whole ruleset rendered from `paths`, per family (what a sync would leave). */
+async function renderedRulesets(
+  options: Record<string, unknown>,
+  paths: string[],
+  runner: Runner,
+): Promise<LoadedRuleset[]> {
+  const loader = new RulesetLoader({ ...options, filename: paths, manifests: undefined }, runner, false);
+  const out: LoadedRuleset[] = [];
+  for (const family of wantedFamilies(options)) out.push(await loader.load(family));
   return out;
 }
 
-/** Rules from the objects in `-f`/`--manifests`, through the same renderer a sync uses. */
-async function renderedRulesets(options: Record<string, unknown>, paths: string[]): Promise<Ruleset[]> {
-  return (await renderedPayloads(options, paths)).map((d) => parseRuleset(d.text, d.origin, d.family));
+/** `-f`/`--manifests` rendered as `render` prints them, per family, for a mode's own reader. */
+async function renderedPayloads(options: Record<string, unknown>, paths: string[]): Promise<InspectDump[]> {
+  const { renderCommand } = await import("./render.ts");
+  const out: InspectDump[] = [];
+  for (const ipFamily of wantedFamilies(options)) {
+    const text = await renderCommand({ ...options, filename: paths, ipFamily });
+    out.push({ text, origin: `rendered ${ipFamily} payload` });
+  }
+  return out;
 }
 
 /** List items come without kind/apiVersion; the manifest reader needs them. */
@@ -110,13 +121,14 @@ function typed(items: readonly unknown[], kind: string, apiVersion: string): unk
 
 /**
  * The Service, its EndpointSlices and this node from the API server (--kubeconfig/--master),
- * rendered like manifests: the rules a sync would write for it right now.
+ * rendered like manifests by `render`: the rules a sync would write for it right now.
  */
-async function apiPayloads(
+async function fromApi<T>(
   options: Record<string, unknown>,
   ref: ServiceRef,
   runner: Runner,
-): Promise<FamilyDump[]> {
+  render: (paths: string[]) => Promise<T>,
+): Promise<T> {
   const { config } = resolveConfiguration(options);
   const master = options["master"];
   const rest = await buildRestConfig(
@@ -149,16 +161,10 @@ async function apiPayloads(
       ...typed(nodes, "Node", "v1"),
     ];
     writeFileSync(file, JSON.stringify({ apiVersion: "v1", kind: "List", items }));
-    return await renderedPayloads(options, [file]);
+    return await render([file]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function manifestPaths(options: Record<string, unknown>): string[] {
-  const files = Array.isArray(options["filename"]) ? (options["filename"] as string[]) : [];
-  const dir = options["manifests"];
-  return typeof dir === "string" ? [...files, dir] : files;
 }
 
 /**
@@ -180,7 +186,7 @@ export async function explainCommand(
       typeof rulesetPath === "string"
         ? [await rulesetDump(rulesetPath)]
         : options["api"] === true
-          ? await apiPayloads(options, ref, runner)
+          ? await fromApi(options, ref, runner, (p) => renderedPayloads(options, p))
           : paths.length > 0
             ? await renderedPayloads(options, paths)
             : undefined;
@@ -192,24 +198,18 @@ export async function explainCommand(
       runner,
     });
   }
-  let source: string;
-  let kernel: LiveKernel | undefined;
-  let candidates: (() => Promise<Ruleset>)[];
+  let candidates: (() => Promise<LoadedRuleset>)[];
   if (typeof rulesetPath === "string") {
-    source = `dump ${rulesetPath}`;
-    candidates = [() => fileRuleset(rulesetPath)];
+    const loader = new RulesetLoader(options, runner, false, ref);
+    candidates = [() => loader.load(undefined)];
   } else if (options["api"] === true) {
-    source = "rules rendered from the API server's objects (no kernel: counters and flows unknown)";
-    const api = await apiPayloads(options, ref, runner);
-    candidates = api.map((d) => () => Promise.resolve(parseRuleset(d.text, d.origin, d.family)));
+    const rendered = await fromApi(options, ref, runner, (p) => renderedRulesets(options, p, runner));
+    candidates = rendered.map((r) => () => Promise.resolve(r));
   } else if (paths.length > 0) {
-    source = `rules rendered from ${paths.join(", ")} (no kernel: counters and flows unknown)`;
-    candidates = (await renderedRulesets(options, paths)).map((r) => () => Promise.resolve(r));
+    candidates = (await renderedRulesets(options, paths, runner)).map((r) => () => Promise.resolve(r));
   } else {
-    const live = await liveKernel(runner);
-    kernel = live;
-    source = "live kernel";
-    candidates = (["IPv4", "IPv6"] as const).map((f) => () => live.ruleset(f));
+    const loader = new RulesetLoader(options, runner, false, ref);
+    candidates = (["IPv4", "IPv6"] as const).map((f) => () => loader.load(f));
   }
   let found: Explained | undefined;
   let firstMiss: InputError | undefined;
@@ -222,10 +222,14 @@ export async function explainCommand(
     }
   }
   if (found === undefined) throw firstMiss ?? new InputError("explain", "no ruleset to explain");
-  const { ruleset, explanation } = found;
-  if (kernel !== undefined) {
-    source = `live kernel (${kernel.saveCommand(ruleset.family)}, conntrack -L; ${kernel.detection.reason})`;
-  }
+  const { loaded, explanation } = found;
+  const { ruleset, kernel } = loaded;
+  const source =
+    kernel !== undefined
+      ? `live kernel (${kernel.saveCommand(ruleset.family)}, conntrack -L; ${kernel.detection.reason})`
+      : options["api"] === true
+        ? `the API server's objects, ${loaded.description.replace(/^rendered from \S+ /, "rendered ")}`
+        : loaded.description;
   const flows =
     kernel !== undefined && options["conntrack"] !== false
       ? await endpointFlows(runner, explanation, ruleset.family)
@@ -238,6 +242,7 @@ export async function explainCommand(
         {
           source,
           family: ipVersion(ruleset.family),
+          ruleset: rulesetJson(loaded),
           ...(explanationToJson(explanation) as object),
           ...(flows === undefined ? {} : { conntrack: flows }),
           view,
@@ -247,7 +252,10 @@ export async function explainCommand(
         2,
       ) + "\n"
     );
-  const lines = [`source: ${source}`, "", formatExplanation(explanation, ruleset.family).trimEnd()];
+  const lines = [`source: ${source}`];
+  // The Service's chains are there, but a ruleset nothing reaches shows rules no packet meets.
+  for (const p of loaded.problems) lines.push(`WARNING: ${p.message}`);
+  lines.push("", formatExplanation(explanation, ruleset.family).trimEnd());
   if (flows !== undefined) {
     lines.push("", "conntrack entries per endpoint:");
     if (flows.length === 0) lines.push("  (no endpoints)");

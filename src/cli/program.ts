@@ -63,6 +63,10 @@ function buildProgram(): Command {
       )
       .option("--nfacct [bool]", "Assume the nfacct counters exist (default true).")
       .option("--random-fully [bool]", "Assume MASQUERADE --random-fully is supported (default true).")
+      .option(
+        "--node-ruleset",
+        "Print the node's whole ruleset after the sync, as iptables-save shows it: built-in chains with the daemon's jump rules, every table.",
+      )
       .option("--skip-invalid", "Skip invalid objects (with a warning) instead of failing.")
       .option(
         "--upstream-test-settings",
@@ -74,38 +78,61 @@ function buildProgram(): Command {
     process.stdout.write(await renderCommand(options));
   });
 
-  program
-    .command("trace")
-    .description(
-      "Walk one packet through the live kernel's iptables rules (or a dump): chains, rules, endpoints with probabilities, DNAT, masquerade.",
-    )
-    .requiredOption("--src <ip[:port]>", "Source address (and port) of the packet.")
-    .requiredOption("--dst <ip:port>", "Destination address and port (IPv6 as [addr]:port).")
-    .option("--proto <proto>", "tcp, udp or sctp (default tcp).")
-    .option("--from <origin>", "Where the packet comes from: pod, node or external (default pod).")
-    .option("--state <state>", "NEW (default) or ESTABLISHED: the conntrack short-cut of an existing flow.")
-    .option(
-      "--proxy-mode <mode>",
-      "Whose rules to trace: iptables (default) or nftables (table ip|ip6 kube-proxy).",
-    )
-    .option(
-      "--ruleset <file>",
-      "Trace through this dump (- for stdin) instead of the live kernel: iptables-save, or for nftables nft -f / nft list / nft -j text.",
-    )
-    .option(
-      "--local-addresses <ips>",
-      "The node's addresses (addrtype LOCAL); default: the live namespace's, or loopback only with --ruleset.",
-    )
-    .option(
-      "--affinity <assume>",
-      "Session affinity state: unknown (default, both ways) or new-client (no affinity entry yet).",
-    )
-    .option("-o, --output <format>", "text (default) or json.")
-    .exitOverride()
-    .action(async (options: Record<string, unknown>) => {
-      const { traceCommand } = await import("./trace.ts");
-      process.stdout.write(await traceCommand(options));
-    });
+  registerProxyFlags(
+    program
+      .command("trace")
+      .description(
+        "Walk a packet through the node's rules (the live kernel, a dump, or objects rendered into the node's ruleset): chains, rules, endpoints with probabilities, the rule that decided, DNAT, masquerade.",
+      )
+      .option("--src <ip[:port]>", "Source address (and port) of the packet.")
+      .option("--dst <ip:port>", "Destination address and port (IPv6 as [addr]:port).")
+      .option("--proto <proto>", "tcp, udp or sctp (default tcp).")
+      .option(
+        "--from <origin>",
+        "Where the packet comes from: pod, node or external (default: inferred from --src, the node's addresses and the pod CIDRs).",
+      )
+      .option("--state <state>", "NEW (default) or ESTABLISHED: the conntrack short-cut of an existing flow.")
+      .option(
+        "--flows <file>",
+        "Trace every flow of this file (- for stdin) against one parse: one per line, `SRC DST [PROTO] [FROM] [STATE]` or a JSON object.",
+      )
+      .option(
+        "--ruleset <file>",
+        "Trace through this dump (- for stdin) instead of the live kernel: iptables-save, or for nftables nft -f / nft list / nft -j text.",
+      )
+      .option(
+        "-f, --filename <path>",
+        "Render the node's ruleset from the objects in this file or folder (- for stdin; repeatable) and trace through it.",
+        collect,
+        [],
+      )
+      .option("--manifests <dir>", "Like -f, for a folder of manifests.")
+      .option(
+        "--local-addresses <ips>",
+        "The node's addresses (addrtype LOCAL); default: the live namespace's, the node's IPs when rendering, loopback only with --ruleset.",
+      )
+      .option("--nfacct [bool]", "When rendering: assume the nfacct counters exist (default true).")
+      .option(
+        "--random-fully [bool]",
+        "When rendering: assume MASQUERADE --random-fully is supported (default true).",
+      )
+      .option(
+        "--allow-incomplete",
+        "Trace a ruleset even when nothing in it reaches the proxy's entry chains (the problems are printed first).",
+      )
+      .option(
+        "--affinity <assume>",
+        "Session affinity state: unknown (default, both ways) or new-client (no affinity entry yet).",
+      )
+      .option(
+        "-o, --output <format>",
+        "text (default) or json (docs/trace-json.md; JSON Lines with --flows).",
+      )
+      .exitOverride(),
+  ).action(async (options: Record<string, unknown>) => {
+    const { traceCommand } = await import("./trace.ts");
+    process.stdout.write(await traceCommand(options));
+  });
 
   registerProxyFlags(
     program
@@ -115,7 +142,10 @@ function buildProgram(): Command {
       )
       .argument("<service>", "NAMESPACE/SERVICE[:PORT-NAME]")
       .option("--ruleset <file>", "Explain this iptables-save dump (- for stdin) instead of the live kernel.")
-      .option("--manifests <dir>", "Render the rules from the objects in this folder instead (no kernel).")
+      .option(
+        "--manifests <dir>",
+        "Render the node's ruleset from the objects in this folder instead (no kernel).",
+      )
       .option(
         "--api",
         "Render the rules from the API server's objects instead (--kubeconfig/--master; no kernel).",
@@ -158,6 +188,38 @@ function buildProgram(): Command {
   ).action(async (options: Record<string, unknown>) => {
     const { migrateCommand } = await import("./migrate.ts");
     process.stdout.write(await migrateCommand(options));
+  });
+
+  registerProxyFlags(
+    program
+      .command("diff")
+      .description(
+        "Compare the kernel's rules with what the proxy would write now for the given objects, per Service: missing, extra and changed chains and rules; foreign rules listed apart.",
+      )
+      .option(
+        "-f, --filename <path>",
+        "The objects (YAML/JSON file, folder, or - for stdin; repeatable).",
+        collect,
+        [],
+      )
+      .option("--manifests <dir>", "Like -f, for a folder of manifests.")
+      .option("--ruleset <file>", "Compare this iptables-save dump (- for stdin) instead of the live kernel.")
+      .option(
+        "--ip-family <family>",
+        "IPv4, IPv6 or dual (default: dual when any Service or the node has IPv6).",
+      )
+      .option(
+        "--local-addresses <cidrs>",
+        "The node's interface addresses (default: node IPs plus loopback).",
+      )
+      .option("--nfacct [bool]", "Assume the nfacct counters exist (default true).")
+      .option("--random-fully [bool]", "Assume MASQUERADE --random-fully is supported (default true).")
+      .option("--skip-invalid", "Skip invalid objects (with a warning) instead of failing.")
+      .option("-o, --output <format>", "text (default) or json (docs/drift.md).")
+      .exitOverride(),
+  ).action(async (options: Record<string, unknown>) => {
+    const { diffCommand } = await import("./diff.ts");
+    process.stdout.write(await diffCommand(options));
   });
 
   program

@@ -1,6 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { resolveConfiguration } from "../config/load.ts";
 import { backendFor } from "../backends/index.ts";
+import type { ProxyBackend, RenderedPayload, RenderTarget } from "../backends/types.ts";
 import { nodeName } from "../config/node.ts";
 import { familyOf } from "../ip.ts";
 import { parseBool } from "../config/flags.ts";
@@ -51,17 +52,25 @@ function withBuiltInExample(options: Record<string, unknown>): Record<string, un
   };
 }
 
+/** What a full sync would be rendered from: the mode, and one target per IP family. */
+export interface RenderPlan {
+  readonly backend: ProxyBackend;
+  readonly targets: readonly RenderTarget[];
+  /** The files and folders the objects came from. */
+  readonly paths: readonly string[];
+}
+
 /**
- * `kube-proxy-ts render`: the full-sync payload(s) for the objects given, exactly what would be
- * piped into iptables-restore. Returns the whole text only once everything succeeded, so a
- * failure never prints a partial payload.
+ * Reads the objects of `-f` (the seed example without it), resolves the node and kernel flags
+ * and the families to render; invalid objects fail the whole plan unless `--skip-invalid`.
  */
-export async function renderCommand(given: Record<string, unknown>): Promise<string> {
+export async function renderPlan(given: Record<string, unknown>): Promise<RenderPlan> {
   const options = withBuiltInExample(given);
   const { config, warnings } = resolveConfiguration(options);
   for (const warning of warnings) process.stderr.write(`kube-proxy-ts: warning: ${warning}\n`);
   const backend = await backendFor(config.mode);
-  const objects = await readManifestPaths(options["filename"] as string[]);
+  const paths = options["filename"] as string[];
+  const objects = await readManifestPaths(paths);
   const name = options["upstreamTestSettings"] === true ? "test-node" : nodeName(config);
   const nodeObject = objects.nodes.find((n) => n.metadata.name === name) ?? null;
   const node = nodeInfoFromObject(name, nodeObject);
@@ -72,7 +81,6 @@ export async function renderCommand(given: Record<string, unknown>): Promise<str
       (s.spec?.clusterIPs ?? [s.spec?.clusterIP ?? ""]).some((ip) => familyOf(ip) === "IPv6"),
     );
   const problems: InvalidObjectError[] = [...objects.problems];
-  const payloads: string[] = [];
   const wanted = families(options["ipFamily"], hasIPv6);
   const localAddressOption = options["localAddresses"];
   const localAddresses =
@@ -88,13 +96,14 @@ export async function renderCommand(given: Record<string, unknown>): Promise<str
   };
   const serviceCIDRs = serviceCIDRUnion(objects.serviceCIDRs);
   const flagCIDRs = (options["serviceClusterIpRange"] as string[] | undefined) ?? [];
+  const targets: RenderTarget[] = [];
   for (const family of wanted) {
     const built = buildProxyState(
       { services: objects.services, endpointSlices: objects.endpointSlices, node: nodeObject },
       { family, nodeName: name, featureGates: config.featureGates },
     );
     if (family === wanted[0]) problems.push(...built.problems);
-    const rendered = backend.render({
+    targets.push({
       config,
       node,
       family,
@@ -104,9 +113,6 @@ export async function renderCommand(given: Record<string, unknown>): Promise<str
       upstreamTestSettings: options["upstreamTestSettings"] === true,
       serviceCIDRs: serviceCIDRs.length > 0 ? serviceCIDRs : flagCIDRs,
     });
-    payloads.push(
-      wanted.length > 1 ? `# ${rendered.consumer} payload (${family})\n${rendered.text}` : rendered.text,
-    );
   }
   if (problems.length > 0) {
     const list = problems.map((p) => `  - ${p.message}`).join("\n");
@@ -117,6 +123,38 @@ export async function renderCommand(given: Record<string, unknown>): Promise<str
       );
     }
     process.stderr.write(`kube-proxy-ts: skipped ${problems.length} invalid object(s):\n${list}\n`);
+  }
+  return { backend, targets, paths };
+}
+
+/** The node's whole ruleset after a full sync, in the mode's dump format (`render --node-ruleset`). */
+export async function renderNodeRuleset(plan: RenderPlan, target: RenderTarget): Promise<RenderedPayload> {
+  const { backend } = plan;
+  if (backend.renderNode === undefined)
+    throw new InputError(
+      "--node-ruleset",
+      `${backend.mode} mode cannot print a node's ruleset yet; \`render\` without it prints the ${backend.mode} payload`,
+    );
+  return backend.renderNode(target);
+}
+
+/**
+ * `kube-proxy-ts render`: the full-sync payload(s) for the objects given, exactly what would be
+ * piped into iptables-restore, or with `--node-ruleset` the node's whole ruleset after that sync
+ * as iptables-save would print it. Returns the whole text only once everything succeeded, so a
+ * failure never prints a partial payload.
+ */
+export async function renderCommand(given: Record<string, unknown>): Promise<string> {
+  const plan = await renderPlan(given);
+  const whole = given["nodeRuleset"] === true;
+  const payloads: string[] = [];
+  for (const target of plan.targets) {
+    const rendered = whole ? await renderNodeRuleset(plan, target) : plan.backend.render(target);
+    payloads.push(
+      plan.targets.length > 1
+        ? `# ${rendered.consumer} ${whole ? "output" : "payload"} (${target.family})\n${rendered.text}`
+        : rendered.text,
+    );
   }
   return payloads.join("");
 }

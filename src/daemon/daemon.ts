@@ -12,6 +12,9 @@
 import { availableParallelism } from "node:os";
 import { setMaxListeners } from "node:events";
 import { watch } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Registry } from "prom-client";
 import { cleanupModes, modesToCleanAtStart } from "../backends/index.ts";
 import type { ModeRuntime, ProxyBackend } from "../backends/types.ts";
@@ -41,6 +44,7 @@ import type { ProxyState } from "../proxy/types.ts";
 import { serveProxyHealth } from "../server/healthz.ts";
 import { keepServing, type HttpListener } from "../server/httpserver.ts";
 import { serveMetrics } from "../server/metrics.ts";
+import { debugDump, type DebugSource } from "../server/debug.ts";
 import { ServiceHealthServer } from "../server/servicehealth.ts";
 import { serveWeb } from "../server/web.ts";
 import type { Source } from "../source/types.ts";
@@ -312,9 +316,31 @@ export async function runDaemon(parts: DaemonParts): Promise<void> {
   serve("healthz", config.healthzBindAddress, () =>
     serveProxyHealth({ health, metrics }, config.healthzBindAddress),
   );
+  const debug: DebugSource = {
+    inspect: () =>
+      Promise.all(
+        [...proxiers].map(async ([family, { proxier }]) => ({ family, inspection: await proxier.inspect() })),
+      ),
+    failures: () => [...proxiers.values()].flatMap(({ proxier }) => proxier.lastFailure ?? []),
+  };
   serve("metrics", config.metricsBindAddress, () =>
-    serveMetrics({ registry, proxyMode: config.mode, config }, config.metricsBindAddress),
+    serveMetrics({ registry, proxyMode: config.mode, config, debug }, config.metricsBindAddress),
   );
+  // SIGUSR1: the same as the debug endpoints, into one file, for a node without the metrics address.
+  const onUsr1 = () => {
+    const file = join(
+      process.env["KUBE_PROXY_TS_DEBUG_DIR"] ?? tmpdir(),
+      `kube-proxy-ts-debug.${process.pid}.txt`,
+    );
+    debugDump(debug)
+      .then((dump) => writeFile(file, dump))
+      .then(
+        () => log.info({ path: file }, "Wrote the debug dump (SIGUSR1)"),
+        (err: unknown) => log.error({ err, path: file }, "Failed to write the debug dump"),
+      );
+  };
+  process.on("SIGUSR1", onUsr1);
+  stop.signal.addEventListener("abort", () => process.off("SIGUSR1", onUsr1), { once: true });
   serve("web view", parts.webBindAddress, () =>
     serveWeb(parts.webBindAddress, {
       source: runtime.inspection,

@@ -3,7 +3,7 @@ import type { Address, IPFamily } from "../ip.ts";
 import { formatAddress, parseIP } from "../ip.ts";
 import type { MatchContext } from "./match.ts";
 import { evaluateRule, isLocalAddress } from "./match.ts";
-import type { Chain, Counters, Hook, Rule, Ruleset, Table, Verdict } from "./model.ts";
+import type { Chain, Counters, Hook, Rule, Ruleset, Table, Target, Verdict } from "./model.ts";
 import { baseChainsFor } from "./model.ts";
 
 export type Origin = "pod" | "node" | "external";
@@ -42,10 +42,35 @@ export interface TraceStep {
   readonly line?: number;
   readonly rule?: string;
   readonly counters?: Counters;
+  /** Rule steps: whether this path matched the rule (a rule shown unmatched carries a note or a branch). */
+  readonly matched?: boolean;
+  /** Rule steps: the rule's target (a chain, DNAT, ACCEPT, MARK…); policy steps: the policy. */
+  readonly target?: string;
+  /** Rule steps of a statistic rule: the chance of this path's side (matched or not). */
+  readonly probability?: number;
   /** For branching rules: this path's share (statistic) and what it assumed (unknown matches). */
   readonly branch?: { readonly matched: boolean; readonly weight: number; readonly assumption?: string };
   readonly effect: string;
   readonly depth: number;
+}
+
+/**
+ * What decided an outcome, finer than the kernel's verdict: a DNAT to an endpoint, a rule's
+ * explicit ACCEPT, a packet that only ran off the end of ACCEPT-policy chains (nothing of the
+ * proxy's matched it), or the rule or policy that dropped or rejected it.
+ */
+export type Decision = "dnat" | "accept" | "policy-accept" | "drop" | "reject" | "policy-drop";
+
+/** The rule (or the built-in chain's policy) that decided an outcome. */
+export interface DecidingRule {
+  readonly decision: Decision;
+  readonly hook: Hook;
+  readonly table: string;
+  readonly chain: string;
+  /** Absent for a policy. */
+  readonly ruleNumber?: number;
+  readonly line?: number;
+  readonly rule?: string;
 }
 
 export interface TraceOutcome {
@@ -58,6 +83,9 @@ export interface TraceOutcome {
   readonly masquerade: boolean;
   readonly snat?: string;
   readonly delivery: "local" | "forwarded" | "dropped";
+  readonly decision: Decision;
+  /** Undefined only when no chain at all saw the packet (an empty ruleset). */
+  readonly decidedBy?: DecidingRule;
   readonly mark: number;
   readonly assumptions: readonly string[];
   readonly path: readonly TraceStep[];
@@ -97,6 +125,63 @@ interface PathState {
   readonly masquerade: boolean;
   /** Established flows: the mark the connection's first packet would carry through nat. */
   readonly replayMark: number;
+  readonly decidedBy?: DecidingRule;
+}
+
+const DECISION_RANK: Readonly<Record<Decision, number>> = {
+  "policy-accept": 0,
+  accept: 1,
+  dnat: 2,
+  drop: 3,
+  reject: 3,
+  "policy-drop": 3,
+};
+
+/**
+ * Keeps the strongest decision of a path: a DNAT (it chose the endpoint) over an explicit
+ * ACCEPT over an ACCEPT policy; among equals, the later one.
+ */
+function decide(state: PathState, by: DecidingRule): PathState {
+  const current = state.decidedBy;
+  if (current !== undefined && DECISION_RANK[current.decision] > DECISION_RANK[by.decision]) return state;
+  return { ...state, decidedBy: by };
+}
+
+function ruleDecision(state: PathState, rule: Rule, decision: Decision): PathState {
+  return decide(state, {
+    decision,
+    hook: state.hook,
+    table: rule.table,
+    chain: rule.chain,
+    ruleNumber: rule.index,
+    line: rule.line,
+    rule: `-A ${rule.chain} ${rule.text}`,
+  });
+}
+
+/** What a rule jumps to or does, in one word: a chain name, DNAT, ACCEPT, MARK, RETURN… */
+export function targetName(target: Target | undefined): string | undefined {
+  if (target === undefined) return undefined;
+  switch (target.kind) {
+    case "verdict":
+      return target.verdict;
+    case "return":
+      return "RETURN";
+    case "jump":
+    case "goto":
+      return target.chain;
+    case "dnat":
+      return "DNAT";
+    case "snat":
+      return "SNAT";
+    case "masquerade":
+      return "MASQUERADE";
+    case "mark":
+      return "MARK";
+    case "continue":
+    case "unknown":
+      return target.name;
+  }
 }
 
 type ChainEnd =
@@ -114,8 +199,11 @@ function ruleStep(
   rule: Rule,
   effect: string,
   depth: number,
+  matched: boolean,
   branch?: TraceStep["branch"],
 ): Omit<TraceStep, "hook"> {
+  const target = targetName(rule.target);
+  const statistic = branch !== undefined && branch.assumption === undefined;
   return {
     kind: "rule",
     table: rule.table,
@@ -124,6 +212,9 @@ function ruleStep(
     line: rule.line,
     rule: `-A ${rule.chain} ${rule.text}`,
     ...(rule.counters === undefined ? {} : { counters: rule.counters }),
+    matched,
+    ...(target === undefined ? {} : { target }),
+    ...(statistic ? { probability: branch.weight } : {}),
     ...(branch === undefined ? {} : { branch }),
     effect,
     depth,
@@ -157,7 +248,8 @@ class Walker {
       const rule = rules[i] as Rule;
       const ev = evaluateRule(rule, state, this.ctx);
       if (ev.kind === "nomatch") {
-        if (ev.note !== undefined) state = addStep(state, ruleStep(rule, `not matched: ${ev.note}`, depth));
+        if (ev.note !== undefined)
+          state = addStep(state, ruleStep(rule, `not matched: ${ev.note}`, depth, false));
         continue;
       }
       if (ev.kind === "match") return this.applyTarget(table, chain, i, state, depth, undefined);
@@ -183,7 +275,7 @@ class Walker {
         if (b.matched) {
           out.push(...this.applyTarget(table, chain, i, s, depth, b));
         } else {
-          s = addStep(s, ruleStep(rule, branchLabel(b, false), depth, b));
+          s = addStep(s, ruleStep(rule, branchLabel(b, false), depth, false, b));
           out.push(...this.runChain(table, chain, i + 1, s, depth));
         }
       }
@@ -206,15 +298,27 @@ class Walker {
     const step = (s: PathState, effect: string) =>
       addStep(
         s,
-        ruleStep(rule, label === undefined ? effect : label + effect.replace(/^matched/, ""), depth, branch),
+        ruleStep(
+          rule,
+          label === undefined ? effect : label + effect.replace(/^matched/, ""),
+          depth,
+          true,
+          branch,
+        ),
       );
     const next = (s: PathState) => this.runChain(table, chain, i + 1, s, depth);
     if (target === undefined) return next(step(state, "matched; no target (counts only), continue"));
     switch (target.kind) {
-      case "verdict":
+      case "verdict": {
+        const decided = ruleDecision(
+          state,
+          rule,
+          target.verdict === "ACCEPT" ? "accept" : target.verdict === "DROP" ? "drop" : "reject",
+        );
         return [
-          { state: step(state, `matched → ${target.verdict}`), end: "verdict", verdict: target.verdict },
+          { state: step(decided, `matched → ${target.verdict}`), end: "verdict", verdict: target.verdict },
         ];
+      }
       case "return":
         return [{ state: step(state, "matched → RETURN"), end: "return" }];
       case "jump":
@@ -256,7 +360,7 @@ class Walker {
           return next(step(state, `matched → DNAT ${target.to}: not understood, continue`));
         const ctstates = new Set(state.ctstates).add("DNAT");
         const s: PathState = {
-          ...state,
+          ...ruleDecision(state, rule, "dnat"),
           dst: ep.addr,
           dstPort: ep.port ?? state.dstPort,
           dnat: target.to,
@@ -348,13 +452,22 @@ class Walker {
             finishedVerdicts.push(r.verdict);
           } else if (r.end === "return") {
             const policy = chain.policy ?? "ACCEPT";
-            const st = addStep(r.state, {
-              kind: "policy",
-              table: table.name,
-              chain: chain.name,
-              effect: `end of ${chain.name}: policy ${policy}`,
-              depth: 0,
-            });
+            const st = decide(
+              addStep(r.state, {
+                kind: "policy",
+                table: table.name,
+                chain: chain.name,
+                target: policy,
+                effect: `end of ${chain.name}: policy ${policy}`,
+                depth: 0,
+              }),
+              {
+                decision: policy === "ACCEPT" ? "policy-accept" : "policy-drop",
+                hook,
+                table: table.name,
+                chain: chain.name,
+              },
+            );
             if (policy === "ACCEPT") next.push(st);
             else {
               finished.push(st);
@@ -387,6 +500,9 @@ class Walker {
       if (r.state.dnat !== undefined) ctstates.add("DNAT");
       const restored: PathState = {
         ...r.state,
+        ...(s.decidedBy === undefined && r.state.decidedBy === undefined
+          ? {}
+          : { decidedBy: pickDecision(s.decidedBy, r.state.decidedBy) }),
         recording: s.recording,
         steps: s.steps,
         mark: s.mark,
@@ -403,6 +519,12 @@ class Walker {
       });
     });
   }
+}
+
+function pickDecision(a: DecidingRule | undefined, b: DecidingRule | undefined): DecidingRule | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return DECISION_RANK[a.decision] > DECISION_RANK[b.decision] ? a : b;
 }
 
 function branchLabel(b: NonNullable<TraceStep["branch"]>, matched: boolean): string {
@@ -560,9 +682,14 @@ export function tracePacket(ruleset: Ruleset, packet: TracePacket, options: Trac
   const toOutcome = (s: PathState, verdict: Verdict, delivery: TraceOutcome["delivery"]): TraceOutcome => {
     const path = collectPath(s.steps).map((n) => n.step);
     for (const step of path) if (!order.has(step)) order.set(step, order.size);
+    const decision: Decision =
+      s.decidedBy?.decision ??
+      (verdict === "ACCEPT" ? "policy-accept" : verdict === "DROP" ? "drop" : "reject");
     return {
       probability: s.weight,
       verdict,
+      decision,
+      ...(s.decidedBy === undefined ? {} : { decidedBy: s.decidedBy }),
       destination: endpointString(s.dst, s.dstPort),
       ...(s.dnat === undefined ? {} : { dnat: s.dnat }),
       masquerade: s.masquerade,
@@ -595,6 +722,27 @@ function stepLine(step: TraceStep): string {
   }
 }
 
+const DECISION_TEXT: Readonly<Record<Decision, string>> = {
+  dnat: "DNAT",
+  accept: "explicit ACCEPT",
+  "policy-accept": "policy ACCEPT",
+  drop: "DROP",
+  reject: "REJECT",
+  "policy-drop": "policy DROP",
+};
+
+/** `decided by: DNAT, nat KUBE-SEP-… rule 2 (line 40)`, or which chain's policy let it through. */
+export function decidedByText(o: TraceOutcome): string {
+  const by = o.decidedBy;
+  const what = DECISION_TEXT[o.decision];
+  if (by === undefined) return `decided by: ${what} (no chain saw the packet)`;
+  if (by.ruleNumber === undefined) {
+    const none = o.decision === "policy-accept" ? "; no rule ended its walk" : "";
+    return `decided by: ${what} of ${by.table} ${by.chain} [${by.hook}]${none}`;
+  }
+  return `decided by: ${what}, ${by.table} ${by.chain} rule ${by.ruleNumber} (line ${by.line}) [${by.hook}]`;
+}
+
 /** Human-readable report: outcomes first, then each path (a shared prefix is printed once). */
 export function formatTrace(result: TraceResult): string {
   const p = result.packet;
@@ -611,6 +759,7 @@ export function formatTrace(result: TraceResult): string {
     lines.push(
       `  ${i + 1}. ${formatPercent(o.probability)} ${o.verdict}${nat} (destination ${o.destination}, ${o.delivery})${masq}`,
     );
+    lines.push(`       ${decidedByText(o)}`);
     for (const a of o.assumptions) lines.push(`       assumes ${a}`);
   });
   if (result.truncated) lines.push("  (some unknown matches were not explored both ways: too many branches)");
@@ -644,9 +793,13 @@ export function formatTrace(result: TraceResult): string {
   return lines.join("\n") + "\n";
 }
 
-/** JSON form (sets and shared step objects flattened). */
-export function traceToJson(result: TraceResult): unknown {
+/** Identifies the JSON layout of docs/trace-json.md; bumped on any incompatible change. */
+export const TRACE_JSON_SCHEMA = "kube-proxy-ts/trace/v1";
+
+/** JSON form (docs/trace-json.md; sets and shared step objects flattened). */
+export function traceToJson(result: TraceResult): Record<string, unknown> {
   return {
+    schema: TRACE_JSON_SCHEMA,
     packet: result.packet,
     origin: result.origin,
     truncated: result.truncated,

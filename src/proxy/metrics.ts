@@ -98,6 +98,12 @@ export function createProxyMetrics(registry: Registry, options: ProxyMetricsOpti
       "The last time a sync of proxy rules was queued",
       ["ip_family"],
     ),
+    // kube-proxy-ts's own (upstream has no drift metric): docs/drift.md.
+    syncProxyRulesDriftTotal: counter(
+      "ts_sync_proxy_rules_drift_total",
+      "Differences between the kernel and what the proxy last wrote, found before a full sync (outcome=found) and gone after it (outcome=repaired)",
+      ["ip_family", "outcome"],
+    ),
     syncProxyRulesLastTimestamp: gauge(
       "sync_proxy_rules_last_timestamp_seconds",
       "The last time proxy rules were successfully synced",

@@ -12,6 +12,7 @@ import type { ProxyHealth } from "./health.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { IPFamily } from "../ip.ts";
 import type { ProxyState } from "./types.ts";
+import type { DriftReport } from "../inspect/drift.ts";
 
 /** Upstream proxyutil.FullSyncPeriod: a full resync at least this often. */
 export const FULL_SYNC_PERIOD_MS = 3_600_000;
@@ -46,7 +47,33 @@ export interface FamilyWriter<D> {
   invalidate(): void;
   /** The mode's own metrics for one finished attempt. */
   observe?(attempt: SyncAttempt<D>): void;
+  /** The node ruleset the mode would leave for `state`, and the kernel compared with it. */
+  inspect?(state: ProxyState): Promise<WriterInspection>;
+  /** The transaction the kernel refused in the last failed write, as sent; null if none. */
+  refusedTransaction?(): string | null;
 }
+
+export interface WriterInspection {
+  /** In the mode's dump format (iptables: `iptables-save` of the whole node). */
+  readonly intended: string;
+  readonly drift: DriftReport;
+}
+
+/** A sync the kernel refused, kept for the daemon's debug endpoint. */
+export interface SyncFailure {
+  readonly family: IPFamily;
+  /** Epoch milliseconds of the capture. */
+  readonly at: number;
+  readonly fullSync: boolean;
+  readonly error: string;
+  /** The refused transaction, when the mode keeps it. */
+  readonly transaction: string | null;
+  /** Failures since the capture that were not captured (at most one capture a minute). */
+  readonly notCaptured: number;
+}
+
+/** Capturing a refused transaction (up to a whole node's payload) is limited to one a minute. */
+export const FAILURE_CAPTURE_INTERVAL_MS = 60_000;
 
 export interface SyncAttempt<D> {
   readonly fullSync: boolean;
@@ -114,6 +141,14 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
   private needFullSync = true;
   private lastFullSync = Number.NEGATIVE_INFINITY;
   private uncommitted: Uncommitted = NOTHING_UNCOMMITTED;
+  /**
+   * The state the kernel last accepted, what the drift check compares the kernel with; null
+   * after a failure (the kernel may hold part of the refused sync: not drift).
+   */
+  private committed: ProxyState | null = null;
+  /** The state of the last attempt: what the proxy would write now (the debug endpoint). */
+  private latest: ProxyState | null = null;
+  private failure: SyncFailure | null = null;
 
   constructor(private readonly options: FamilyProxierOptions<D, W>) {}
 
@@ -136,6 +171,70 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
     this.options.writer.invalidate();
   }
 
+  /** The last failed sync the kernel refused (captured at most once a minute). */
+  get lastFailure(): SyncFailure | null {
+    return this.failure;
+  }
+
+  /** What the writer would leave for the latest state, against the kernel; null before any sync. */
+  async inspect(): Promise<WriterInspection | null> {
+    const { writer } = this.options;
+    if (this.latest === null || writer.inspect === undefined) return null;
+    return writer.inspect(this.latest);
+  }
+
+  /**
+   * Before a full sync: whatever differs from what the kernel last accepted is drift (someone
+   * edited our chains); the full sync rewrites them, and `repair` counts what it fixed.
+   */
+  private async findDrift(): Promise<number> {
+    const { log, metrics } = this.options;
+    try {
+      const found = await this.inspect();
+      if (found === null || found.drift.inSync) return 0;
+      const { differences, services } = found.drift;
+      metrics?.syncProxyRulesDriftTotal.inc({ ip_family: this.family, outcome: "found" }, differences);
+      log.warn(
+        { differences, services: services.map((s) => s.service ?? "(node)") },
+        "Kernel rules drifted from what the proxy wrote; the full sync rewrites them",
+      );
+      return differences;
+    } catch (error) {
+      log.error({ err: error }, "Drift check failed");
+      return 0;
+    }
+  }
+
+  private async repair(found: number): Promise<void> {
+    const { log, metrics } = this.options;
+    try {
+      const after = await this.inspect();
+      const left = after?.drift.differences ?? found;
+      const repaired = Math.max(0, found - left);
+      metrics?.syncProxyRulesDriftTotal.inc({ ip_family: this.family, outcome: "repaired" }, repaired);
+      log.info({ repaired, left }, "Drift after the full sync");
+    } catch (error) {
+      log.error({ err: error }, "Drift check failed");
+    }
+  }
+
+  private recordFailure(fullSync: boolean, error: unknown): void {
+    const now = this.options.clock.now();
+    const previous = this.failure;
+    if (previous !== null && now - previous.at < FAILURE_CAPTURE_INTERVAL_MS) {
+      this.failure = { ...previous, notCaptured: previous.notCaptured + 1 };
+      return;
+    }
+    this.failure = {
+      family: this.family,
+      at: now,
+      fullSync,
+      error: error instanceof Error ? error.message : String(error),
+      transaction: this.options.writer.refusedTransaction?.() ?? null,
+      notCaptured: 0,
+    };
+  }
+
   async syncProxyRules(): Promise<SyncReport<D> | null> {
     if (!this.initialized) return null;
     const { clock, store, log, metrics, writer } = this.options;
@@ -149,6 +248,8 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
     const periodic = started - this.lastFullSync > FULL_SYNC_PERIOD_MS && !writer.skipPeriodicFullSync;
     const fullSync = this.needFullSync || periodic || pending.topologyChanged;
     const uncommitted = merged(this.uncommitted, pending);
+    const drifted = fullSync && this.committed !== null ? await this.findDrift() : 0;
+    this.latest = pending.state;
 
     let transactions = 0;
     let outcome: WriteOutcome<D>;
@@ -163,6 +264,8 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
       this.needFullSync = true;
       this.uncommitted = uncommitted;
       writer.invalidate();
+      this.committed = null;
+      this.recordFailure(fullSync, error);
       const seconds = (clock.now() - started) / 1000;
       writer.observe?.({ fullSync, seconds, outcome: null });
       log.error({ err: error, retryingTime: `${this.options.retryIntervalMs / 1000}s` }, "Sync failed");
@@ -173,6 +276,8 @@ export class FamilyProxier<D, W extends FamilyWriter<D> = FamilyWriter<D>> {
 
     this.needFullSync = false;
     this.uncommitted = NOTHING_UNCOMMITTED;
+    this.committed = pending.state;
+    if (drifted > 0) await this.repair(drifted);
     if (fullSync) this.lastFullSync = started;
     const finished = clock.now();
     this.options.health.updated(family);

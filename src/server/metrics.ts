@@ -5,6 +5,7 @@
 import type { Registry } from "prom-client";
 import type { HttpHandler, HttpListener, HttpResponse } from "./httpserver.ts";
 import { listenHttp, notFound, parseHostPort } from "./httpserver.ts";
+import { debugResponse, type DebugSource } from "./debug.ts";
 
 export const defaultMetricsBindAddress = "127.0.0.1:10249";
 
@@ -17,6 +18,8 @@ export interface MetricsServerDeps {
   readonly proxyMode: string;
   /** The effective KubeProxyConfiguration (external form), served by /configz. */
   readonly config: unknown;
+  /** The daemon's /debug/kube-proxy-ts/ endpoints (docs/drift.md). */
+  readonly debug?: DebugSource;
 }
 
 const textHeaders = { "Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff" };
@@ -43,7 +46,7 @@ export function metricsServerHandler(deps: MetricsServerDeps): HttpHandler {
           body: JSON.stringify({ [configzName]: deps.config }),
         };
       default:
-        return notFound();
+        return (deps.debug === undefined ? null : await debugResponse(deps.debug, req.path)) ?? notFound();
     }
   };
 }

@@ -34,7 +34,9 @@ import {
   NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS,
 } from "./chains.ts";
 import { cleanupLeftovers } from "./cleanup.ts";
-import { iptablesInspectionSource } from "./inspect.ts";
+import { iptablesInspectionSource, iptablesRulesets } from "./inspect.ts";
+import { nodeRulesetAfterSync } from "./node.ts";
+import { iptablesDrift } from "./drift.ts";
 import { iptablesProxier, maxServicesPerTransaction } from "./proxier.ts";
 import { renderIptables } from "./render.ts";
 import { iptablesSettingsFor, upstreamTestSettings } from "./settings.ts";
@@ -197,8 +199,8 @@ async function cleanup(ctx: PlatformContext): Promise<CleanupReport> {
   return { mode: "iptables", errors };
 }
 
-function render(target: RenderTarget) {
-  const settings = target.upstreamTestSettings
+function targetSettings(target: RenderTarget) {
+  return target.upstreamTestSettings
     ? upstreamTestSettings(target.family)
     : iptablesSettingsFor(target.config, target.node, target.family, {
         localAddresses: target.localAddresses,
@@ -209,9 +211,12 @@ function render(target: RenderTarget) {
           localhostNodePortsAcceptedPkts: target.kernel.nfacct,
         },
       });
+}
+
+function render(target: RenderTarget) {
   const result = renderIptables({
     state: target.state,
-    settings,
+    settings: targetSettings(target),
     fullSync: true,
     changedServices: new Set(),
     existingNatChains: null,
@@ -222,4 +227,19 @@ function render(target: RenderTarget) {
   };
 }
 
-export const iptablesBackend: ProxyBackend = { mode: "iptables", open, cleanup, render };
+async function renderNode(target: RenderTarget) {
+  return {
+    consumer: iptablesRulesets.dumpTool(target.family),
+    text: await nodeRulesetAfterSync(targetSettings(target), target.state),
+  };
+}
+
+export const iptablesBackend: ProxyBackend = {
+  mode: "iptables",
+  open,
+  cleanup,
+  render,
+  renderNode,
+  rulesets: iptablesRulesets,
+  drift: iptablesDrift,
+};

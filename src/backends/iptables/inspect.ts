@@ -3,11 +3,27 @@ import { InputError } from "../../errors.ts";
 import { detectBackend, type BackendDetection } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
-import { Iptables, type IptablesInterface } from "../../kernel/iptables.ts";
-import type { IPFamily } from "../../ip.ts";
+import {
+  Iptables,
+  jumpRuleArgs,
+  quoteRuleArg,
+  type IptablesInterface,
+  type JumpRule,
+} from "../../kernel/iptables.ts";
+import { formatCIDR, type IPFamily } from "../../ip.ts";
 import { parseIptablesSave } from "../../netfilter/iptables-save.ts";
-import { RulesetParseError, type Ruleset } from "../../netfilter/model.ts";
+import { RulesetParseError, type Chain, type Ruleset } from "../../netfilter/model.ts";
 import type { InspectionSource } from "../../inspect/types.ts";
+import type { RulesetProblem, RulesetReader } from "../types.ts";
+import {
+  isServiceChainName,
+  JUMP_CHAINS,
+  KUBE_EXTERNAL_SERVICES,
+  KUBE_MARK_MASQ,
+  KUBE_NODEPORTS,
+  KUBE_PROXY_FIREWALL,
+  KUBE_SERVICES,
+} from "./chains.ts";
 
 /**
  * Reads the live rules with counters through the iptables wrappers (one per IP family the proxy
@@ -50,6 +66,10 @@ export interface LiveKernel {
   saveCommand(family: IPFamily): string;
   /** That family's save output with counters, parsed. */
   ruleset(family: IPFamily): Promise<Ruleset>;
+  /** That family's save output, every table, without counters. */
+  dump(family: IPFamily): Promise<string>;
+  /** That family's save output with counters, unparsed. */
+  countedDump(family: IPFamily): Promise<string>;
 }
 
 export async function liveKernel(runner: Runner): Promise<LiveKernel> {
@@ -64,5 +84,152 @@ export async function liveKernel(runner: Runner): Promise<LiveKernel> {
       const dump = await iptables(family).save(undefined, { counters: true });
       return parseRuleset(dump, saveCommand(family), family);
     },
+    dump: (family) => iptables(family).save(),
+    countedDump: (family) => iptables(family).save(undefined, { counters: true }),
   };
+}
+
+const jumpsTo = (chain: Chain | undefined, target: string): boolean =>
+  chain?.rules.some(
+    (r) => (r.target?.kind === "jump" || r.target?.kind === "goto") && r.target.chain === target,
+  ) === true;
+
+function jumpRuleText(row: JumpRule): string {
+  return `-A ${row.srcChain} ${jumpRuleArgs(row).map(quoteRuleArg).join(" ")}`;
+}
+
+/**
+ * What an iptables ruleset lacks for packets to reach the proxy's rules: the built-in chains and
+ * the jump rules the daemon ensures on every full sync (`JUMP_CHAINS`, docs/iptables.md §2.1).
+ * A `render` payload has neither: traced as is, every packet would fall through to ACCEPT.
+ */
+export function iptablesRulesetProblems(ruleset: Ruleset): RulesetProblem[] {
+  const tables = [...new Set(JUMP_CHAINS.map((r) => r.table))];
+  const ours = tables.some((t) =>
+    [...(ruleset.tables.get(t)?.chains.keys() ?? [])].some((c) => c.startsWith("KUBE-")),
+  );
+  if (!ours)
+    return [
+      {
+        kind: "no-proxy-chains",
+        message: `the ruleset holds none of the proxy's chains (no KUBE-* chain in ${tables.join(" or ")})`,
+      },
+    ];
+  const problems: RulesetProblem[] = [];
+  const missingBase = new Set<string>();
+  for (const row of JUMP_CHAINS) {
+    const table = ruleset.tables.get(row.table);
+    const src = table?.chains.get(row.srcChain);
+    if (src?.hook === undefined) {
+      const key = `${row.table} ${row.srcChain}`;
+      if (!missingBase.has(key))
+        problems.push({
+          kind: "missing-base-chain",
+          message: `built-in chain ${key} is not in the ruleset, so nothing on that hook reaches the proxy's chains`,
+        });
+      missingBase.add(key);
+      continue;
+    }
+    if (jumpsTo(src, row.dstChain)) continue;
+    problems.push({
+      kind: "missing-entry-jump",
+      message: `${row.table} ${row.srcChain} does not jump to ${row.dstChain} (the daemon ensures: ${jumpRuleText(row)})`,
+    });
+  }
+  return problems;
+}
+
+/** The CIDRs of the local-traffic detector: `! -s CIDR … -j KUBE-MARK-MASQ` in the nat chains. */
+export function iptablesPodCidrs(ruleset: Ruleset): string[] {
+  const found = new Set<string>();
+  for (const chain of ruleset.tables.get("nat")?.chains.values() ?? []) {
+    for (const rule of chain.rules) {
+      if (rule.target?.kind !== "jump" || rule.target.chain !== KUBE_MARK_MASQ) continue;
+      for (const m of rule.matches) if (m.kind === "source" && m.negated) found.add(formatCIDR(m.cidr));
+    }
+  }
+  return [...found];
+}
+
+export const iptablesRulesets: RulesetReader = {
+  dumpTool: (family) => (family === "IPv4" ? "iptables-save" : "ip6tables-save"),
+  parse: parseRuleset,
+  parseForService: (text, origin, service, family) =>
+    parseRuleset(serviceSlice(text, service.namespace, service.name), origin, family),
+  problems: iptablesRulesetProblems,
+  podCidrs: iptablesPodCidrs,
+};
+
+/** The capture chains every Service has rules in: at 10,000 Services they hold most lines. */
+const CAPTURE_CHAINS = new Set([KUBE_SERVICES, KUBE_NODEPORTS, KUBE_EXTERNAL_SERVICES, KUBE_PROXY_FIREWALL]);
+
+const JUMP = /\s-[jg]\s+(\S+)/;
+
+/** The chain of a rule line (`[p:b] -A CHAIN …` or `-A CHAIN …`), or undefined. */
+function ruleChain(line: string): string | undefined {
+  const at = line.startsWith("[") ? line.indexOf("] ") + 2 : 0;
+  if (!line.startsWith("-A ", at)) return undefined;
+  const end = line.indexOf(" ", at + 3);
+  return line.slice(at + 3, end < 0 ? undefined : end);
+}
+
+/** `ns/name` as a whole word of a comment: `ns/name:port`, `ns/name "`, not `ns/name2`. */
+function mentions(line: string, needle: string): boolean {
+  for (let at = line.indexOf(needle); at >= 0; at = line.indexOf(needle, at + 1)) {
+    const next = line[at + needle.length];
+    if (next === undefined || next === ":" || next === " " || next === '"') return true;
+  }
+  return false;
+}
+
+/**
+ * The lines of an iptables-save dump that one Service's explanation can need, without parsing
+ * the rest: every table header, chain declaration and fixed chain, the capture chains' rules
+ * that mention the Service, and the per-Service chains those rules lead to (transitively).
+ * `explain` of one Service at 10,000 Services parses this instead of 430,000 lines.
+ */
+export function serviceSlice(text: string, namespace: string, name: string): string {
+  const needle = `${namespace}/${name}`;
+  const lines = text.split("\n");
+  const keep = new Uint8Array(lines.length);
+  const wanted = new Set<string>();
+  const take = (i: number, line: string) => {
+    keep[i] = 1;
+    const target = JUMP.exec(line)?.[1];
+    if (target !== undefined && isServiceChainName(target)) wanted.add(target);
+  };
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i] as string;
+    const chain = ruleChain(line);
+    if (chain === undefined) {
+      keep[i] = 1;
+      continue;
+    }
+    const perService = isServiceChainName(chain);
+    if ((!perService && !CAPTURE_CHAINS.has(chain)) || mentions(line, needle)) take(i, line);
+  }
+  // The per-Service chains reached so far, until no new one appears (EXT → SVC → SEP: a few rounds).
+  for (let round = 0, before = -1; before !== wanted.size && round < 8; round++) {
+    before = wanted.size;
+    for (let i = 0; i < lines.length; i++) {
+      if (keep[i] === 1) continue;
+      const line = lines[i] as string;
+      const chain = ruleChain(line);
+      if (chain !== undefined && wanted.has(chain)) take(i, line);
+    }
+  }
+  // Dropped lines become empty ones, so every rule keeps its line number in the dump; in the
+  // capture chains a bare `-A CHAIN` (no match, no target) keeps the rule numbers too.
+  return lines
+    .map((line, i) => {
+      if (keep[i] === 1) {
+        // The declarations of other Services' chains (most lines of a large dump) go too.
+        if (!line.startsWith(":")) return line;
+        const declared = line.slice(1, line.indexOf(" "));
+        return !isServiceChainName(declared) || wanted.has(declared) ? line : "";
+      }
+      const chain = ruleChain(line);
+      return chain !== undefined && CAPTURE_CHAINS.has(chain) ? `-A ${chain}` : "";
+    })
+    .join("\n");
 }

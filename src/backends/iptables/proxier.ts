@@ -2,6 +2,7 @@ import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { IptablesInterface, RestorePayload } from "../../kernel/iptables.ts";
 import {
+  payloadText,
   chainsFromSave,
   ensureJumpRulesOneByOne,
   jumpRuleTables,
@@ -18,6 +19,7 @@ import {
   type SyncReport,
   type WriteOutcome,
   type WriteRequest,
+  type WriterInspection,
 } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../ip.ts";
 import type { ProxyState } from "../../proxy/types.ts";
@@ -25,6 +27,8 @@ import { isServiceChainName, JUMP_CHAINS } from "./chains.ts";
 import { natFixedRuleLines, renderIptablesStream, writtenServicePorts } from "./render.ts";
 import { TransactionWriter, writtenTopLevel, type WrittenTopLevel } from "./transactions.ts";
 import type { IptablesSettings, RenderResult, StreamRenderRequest } from "./types.ts";
+import { iptablesDrift } from "./drift.ts";
+import { nodeRulesetAfterSync } from "./node.ts";
 
 /** While a restore is in flight, the renderer gives the event loop a turn after this many Services. */
 const YIELD_EVERY_BLOCKS = 16;
@@ -71,6 +75,9 @@ export class IptablesWriter implements FamilyWriter<RenderResult> {
   /** The top level the last successful sync left; null when the kernel may differ from it. */
   private lastTopLevel: WrittenTopLevel | null = null;
   private readonly maxServicesPerTransaction: number;
+  /** The last transaction handed to iptables-restore, and the one it refused last. */
+  private lastSent: RestorePayload | null = null;
+  private refused: string | null = null;
 
   constructor(private readonly options: IptablesWriterOptions) {
     this.maxServicesPerTransaction = options.maxServicesPerTransaction ?? 250;
@@ -89,10 +96,22 @@ export class IptablesWriter implements FamilyWriter<RenderResult> {
     this.lastTopLevel = null;
   }
 
+  refusedTransaction(): string | null {
+    return this.refused;
+  }
+
+  /** The node ruleset a full sync of `state` leaves (node.ts), and the kernel's dump against it. */
+  async inspect(state: ProxyState): Promise<WriterInspection> {
+    const { settings, ipt } = this.options;
+    const [intended, kernel] = await Promise.all([nodeRulesetAfterSync(settings, state), ipt.save()]);
+    return { intended, drift: iptablesDrift(intended, kernel, settings.family) };
+  }
+
   async write(request: WriteRequest): Promise<WriteOutcome<RenderResult>> {
     const { clock, settings, metrics } = this.options;
     const { fullSync } = request;
     const started = clock.now();
+    this.lastSent = null;
     const cleanupDue = !this.largeClusterMode || started - this.lastCleanup > this.options.syncPeriodMs;
 
     // One `iptables-save` when the stale-chain listing or a full sync's jump rules need it; the
@@ -120,6 +139,8 @@ export class IptablesWriter implements FamilyWriter<RenderResult> {
     } catch (error) {
       // Whatever failed, the kernel reads and jump rules are not left running into the next sync.
       await kernel.settled();
+      // Transactions go one at a time: the last one sent is the one that failed.
+      this.refused = this.lastSent === null ? null : payloadText(this.lastSent);
       this.invalidate();
       metrics?.iptablesRestoreFailuresTotal.inc({ ip_family: this.family });
       if (!fullSync) metrics?.iptablesPartialRestoreFailuresTotal.inc({ ip_family: this.family });
@@ -180,6 +201,7 @@ export class IptablesWriter implements FamilyWriter<RenderResult> {
     let inFlight: Promise<unknown> | null = null;
     const write = async (payload: RestorePayload): Promise<void> => {
       if (inFlight !== null) await inFlight;
+      this.lastSent = payload;
       const restore = ipt.restore(payload, { noflush: true, counters: true }).then(onWritten);
       restore.catch(() => undefined);
       inFlight = restore;

@@ -47,7 +47,7 @@ const IP_ADDR = JSON.stringify([
 
 test("trace --ruleset: both endpoints of a 2-endpoint ClusterIP with 50% each, text and JSON", async () => {
   const text = await traceCommand({ ruleset: FLOWS, src: "10.0.0.2", dst: "172.30.0.44:80" });
-  assert.match(text, /^ruleset: .*packet-flow\.rules\.txt, local addresses: loopback only/);
+  assert.match(text, /^ruleset: dump .*packet-flow\.rules\.txt\nlocal addresses: loopback only \(none given/);
   assert.match(text, /1\. 50% ACCEPT, DNAT → 10\.180\.0\.4:80 .*masquerade: no/);
   assert.match(text, /2\. 50% ACCEPT, DNAT → 10\.180\.0\.5:80 .*masquerade: no/);
   const json = JSON.parse(
@@ -141,7 +141,7 @@ test("trace, live: the detected backend's save -c per family (nft here), node ad
   const text = await traceCommand({ src: "10.0.0.2", dst: "172.30.0.43:80" }, runner);
   assert.match(
     text,
-    /^ruleset: live kernel \(iptables-nft-save -c; iptables-nft has at least as many rules .*\), local addresses: 127\.0\.0\.1, 192\.168\.0\.2\n/,
+    /^ruleset: live kernel \(iptables-nft-save -c; iptables-nft has at least as many rules .*\)\nlocal addresses: 127\.0\.0\.1, 192\.168\.0\.2 \(this network namespace/,
   );
   assert.match(text, /DNAT → 10\.0\.3\.2:80/);
   assert.deepEqual(afterDetection(runner.calls), [
@@ -284,7 +284,7 @@ test("explain --manifests: the seed's walk from rendered rules, no kernel", asyn
     hostnameOverride: "node-1",
     clusterCidr: "10.244.0.0/16",
   });
-  assert.match(text, /^source: rules rendered from .*seed-nginx/);
+  assert.match(text, /^source: rendered from .*seed-nginx for node node-1: iptables-save of a fresh node/);
   assert.match(text, /KUBE-SVC-2CMXP7HKUVJN7L6M .*10\.1\.125\.152 .*cluster IP/);
   assert.match(text, /10\.244\.0\.9:80 \(KUBE-SEP-[A-Z0-9]+\) 50%/);
   assert.match(text, /10\.244\.0\.10:80 \(KUBE-SEP-[A-Z0-9]+\) 50%/);
@@ -334,7 +334,7 @@ test("explain --api: the Service, its slices and the node from the API server, r
       clusterCidr: "10.244.0.0/16",
     };
     const text = await explainCommand("default/web", options);
-    assert.match(text, /^source: rules rendered from the API server's objects/);
+    assert.match(text, /^source: the API server's objects, rendered for node node-1/);
     assert.match(text, /10\.244\.0\.9:80 \(KUBE-SEP-[A-Z0-9]+\) 50%/);
     assert.match(text, /10\.244\.0\.10:80 \(KUBE-SEP-[A-Z0-9]+\) 50%/);
     const empty = await explainCommand("default/other", options);
