@@ -637,6 +637,11 @@ export interface WebServerOptions {
   readonly clock: Clock;
   /** How often the event stream pushes counters (default 1000 ms). */
   readonly eventIntervalMs?: number;
+  /**
+   * An event stream whose client has not taken what was sent for this long is closed (default
+   * 30 s), so a client that never reads holds neither memory nor one of the stream slots.
+   */
+  readonly stalledStreamMs?: number;
   readonly onError?: (err: unknown) => void;
 }
 
@@ -653,6 +658,7 @@ export function serveWeb(address: string, options: WebServerOptions): Promise<Ht
   const cache = new SnapshotCache(options.source, options.clock);
   const handle = createWebHandler(cache);
   const interval = options.eventIntervalMs ?? 1000;
+  const stalledMs = options.stalledStreamMs ?? 30_000;
   const streams = new Set<http.ServerResponse>();
 
   const stream = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -666,7 +672,21 @@ export function serveWeb(address: string, options: WebServerOptions): Promise<Ht
     let timer: ReturnType<Clock["setTimer"]> | null = null;
     let closed = false;
     let last: { version: string; counters: CounterMap } | undefined;
+    let stalledSince: number | null = null;
     const push = async (): Promise<void> => {
+      // A client that does not read: nothing more is queued for it (Node would buffer every
+      // event in memory), and after `stalledMs` the stream is closed.
+      if (res.writableNeedDrain) {
+        stalledSince ??= options.clock.now();
+        if (options.clock.now() - stalledSince >= stalledMs) {
+          res.destroy();
+          return;
+        }
+        last = undefined; // events were skipped: the next one carries every counter
+        if (!closed) timer = options.clock.setTimer(interval, () => void push());
+        return;
+      }
+      stalledSince = null;
       try {
         const snapshot = await cache.get();
         const event = countersEvent(snapshot, last);

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { KubeProxyError } from "../../src/errors.ts";
-import type { BackgroundProcess } from "../../src/kernel/spawn.ts";
+import { BackgroundProcess } from "../../src/kernel/spawn.ts";
 import { startPodServer } from "../../src/sandbox/servers.ts";
 import type { PodServerOptions } from "../../src/sandbox/servers.ts";
 import { Sandbox } from "../../src/sandbox/topology.ts";
@@ -43,6 +43,11 @@ export interface DaemonOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** A command the daemon's argv is appended to (e.g. a mount-fault wrapper). */
   readonly wrap?: readonly string[];
+  /**
+   * A command `ip netns exec NODE …` itself is appended to, run outside the node namespace (e.g.
+   * joining a cgroup, whose file system `ip netns exec` does not show). Stopped by `stop`.
+   */
+  readonly outside?: readonly string[];
 }
 
 /** A bounded wait ran out; the message carries what was awaited and the daemon's state. */
@@ -267,26 +272,31 @@ export class ProxyDaemon {
   }
 
   private spawnChild(): BackgroundProcess {
-    const { node, env } = this.options;
-    return this.sandbox.spawn(
+    const { node, env, outside } = this.options;
+    if (outside !== undefined) {
+      const argv = [...outside, "ip", "netns", "exec", this.sandbox.netnsOf(node), ...this.daemonArgs()];
+      return new BackgroundProcess(argv, env === undefined ? {} : { env });
+    }
+    return this.sandbox.spawn(node, this.daemonArgs(), env === undefined ? {} : { env });
+  }
+
+  private daemonArgs(): string[] {
+    const { node } = this.options;
+    return [
+      ...(this.options.wrap ?? []),
+      ...daemonArgv(),
+      "--manifests",
+      this.dir,
+      "--hostname-override",
       node,
-      [
-        ...(this.options.wrap ?? []),
-        ...daemonArgv(),
-        "--manifests",
-        this.dir,
-        "--hostname-override",
-        node,
-        "--iptables-min-sync-period",
-        "0s",
-        "--healthz-bind-address",
-        this.healthzAddress,
-        "--metrics-bind-address",
-        this.metricsAddress,
-        ...(this.options.args ?? []),
-      ],
-      env === undefined ? {} : { env },
-    );
+      "--iptables-min-sync-period",
+      "0s",
+      "--healthz-bind-address",
+      this.healthzAddress,
+      "--metrics-bind-address",
+      this.metricsAddress,
+      ...(this.options.args ?? []),
+    ];
   }
 }
 

@@ -19,7 +19,7 @@ import { stringify } from "yaml";
 
 /*
  * Mount faults, each in a private mount namespace of the daemon's own (`unshare --mount`, see
- * test/support/in-mounts.sh), so that nothing outside it changes:
+ * test/support/with-fault.sh), so that nothing outside it changes:
  * - a read-only /proc/sys: as upstream, a sysctl that must change and cannot is a fatal start-up
  *   error naming it (and the setting that leaves it alone), before any rule is written; with the
  *   values already right (or the settings at 0) the daemon runs;
@@ -33,7 +33,7 @@ const NODE_IP = "192.168.50.1";
 const CLIENT = "client";
 const VIP = "10.1.0.80";
 const PODS = { "web-a": "10.244.0.30", "web-b": "10.244.0.31" } as const;
-const IN_MOUNTS = fileURLToPath(new URL("../../support/in-mounts.sh", import.meta.url));
+const IN_MOUNTS = fileURLToPath(new URL("../../support/with-fault.sh", import.meta.url));
 
 const inMounts = (...mode: string[]) => [
   "unshare",

@@ -3,6 +3,7 @@ import type { InspectionSource } from "../../../src/inspect/types.ts";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import { describe, it } from "node:test";
 import type { ExecOptions, ExecResult, Runner } from "../../../src/kernel/exec.ts";
 import { Iptables } from "../../../src/kernel/iptables.ts";
@@ -410,6 +411,63 @@ describe("web view server (loopback socket)", () => {
       assert.equal(post.status, 405);
     } finally {
       abort.abort();
+      await listener.close();
+    }
+  });
+});
+
+describe("web view server: an event-stream client that never reads", () => {
+  it("queues nothing more for it, closes it after the stall bound, and keeps serving others", async () => {
+    // 30,000 filter rules, one of them changing on every read (the server reads the kernel at
+    // most once a second): one event a second carries every counter, ~1.5 MB. Buffered for a
+    // client that never reads, that grows without bound once the socket buffers are full.
+    let generation = 0;
+    const rules = Array.from(
+      { length: 30_000 },
+      (_, i) => `[${i}:60] -A KUBE-FIREWALL -s 10.${i >> 16}.${(i >> 8) & 255}.${i & 255}/32 -j ACCEPT`,
+    );
+    const big = () => [
+      `*filter\n:INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n${rules.join("\n")}\n[0:0] -A INPUT -m comment --comment "gen-${generation++}" -j ACCEPT\nCOMMIT\n`,
+    ];
+    const listener = await serveWeb("127.0.0.1:0", {
+      source: staticSource(big),
+      clock: {
+        now: () => Date.now(),
+        setTimer: (ms, fn) => {
+          const t = setTimeout(fn, ms);
+          return { stop: () => (clearTimeout(t), true) };
+        },
+      },
+      eventIntervalMs: 50,
+      stalledStreamMs: 2_000,
+    });
+    const port = listener.address.port;
+    const stuck = net.connect({ host: "127.0.0.1", port });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        stuck.once("connect", resolve);
+        stuck.once("error", reject);
+      });
+      stuck.pause(); // never reads: the kernel buffers fill, then the server's
+      stuck.write("GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      // Meanwhile another client is served as usual.
+      const res = await fetch(`http://127.0.0.1:${port}/api/services`);
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      // Stuck for well over the stall bound; then read what the server had queued: a closed
+      // stream ends once its queued bytes are read, an open one never does.
+      await new Promise((resolve) => setTimeout(resolve, 10_000));
+      let received = 0;
+      const ended = new Promise<boolean>((resolve) => {
+        stuck.on("data", (chunk: Buffer) => (received += chunk.length));
+        stuck.once("end", () => resolve(true));
+        setTimeout(() => resolve(false), 15_000).unref();
+      });
+      stuck.resume();
+      assert.equal(await ended, true, "the server closed the stalled stream");
+      assert.ok(received < 40 * 2 ** 20, `${received} bytes were queued for the stuck client`);
+    } finally {
+      stuck.destroy();
       await listener.close();
     }
   });
