@@ -12,13 +12,18 @@ import type { Backend } from "./restore.ts";
 import { coldStartTable, runColdStart, runStartupBenchmark, startupTable } from "./startup.ts";
 import type { ColdStartRow, StartupRow } from "./startup.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
+import { chunkTable, netlinkTable, runNetlinkBenchmark, type NetlinkRow } from "./nftables-netlink.ts";
+import { SERVICES_PER_TRANSACTION } from "../src/backends/nftables/proxier.ts";
 import type { SyncRow } from "./sync.ts";
 
 const USAGE = `usage: npm run bench -- [options]
   --sizes 1000,10000        Service counts (default: the issues' 1000,10000)
   --endpoints 10            endpoints per Service
   --quick                   a smoke run: 200 Services, 30 s cap, 1 render repeat
-  --only render|sync|startup  run one of the three benchmarks
+  --only render|sync|startup|nftables-netlink  run one of the benchmarks
+  --nft-sizes 1000x10       nftables netlink benchmark sizes (SxE, comma-separated; e.g. 10000x10,5000x50)
+  --nft-chunks 50,250       also time bare netlink full syncs at these Services per transaction
+  --no-nft                  nftables netlink benchmark: skip the bare nft -f comparison
   --backends nft,legacy     iptables backends for the sync rows (default: detected, then the other)
   --cap-seconds 120         time cap for one kernel-tool measurement
   --repeats 2               render runs per size (first = cold, best of the rest = warm)
@@ -60,6 +65,9 @@ async function main(): Promise<void> {
       rounds: { type: "string" },
       "cold-runs": { type: "string" },
       json: { type: "string" },
+      "nft-sizes": { type: "string" },
+      "nft-chunks": { type: "string" },
+      "no-nft": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
@@ -73,7 +81,7 @@ async function main(): Promise<void> {
   const capMs = 1000 * positive(values["cap-seconds"] ?? (quick ? "30" : "120"), "--cap-seconds");
   const repeats = Math.floor(positive(values.repeats ?? (quick ? "1" : "2"), "--repeats"));
   const only = values.only;
-  if (only !== undefined && !["render", "sync", "startup"].includes(only))
+  if (only !== undefined && !["render", "sync", "startup", "nftables-netlink"].includes(only))
     throw new Error(`bad --only: ${only}`);
   const runs = (name: string) => only === undefined || only === name;
 
@@ -96,6 +104,7 @@ async function main(): Promise<void> {
   let syncRows: SyncRow[] = [];
   let coldRows: ColdStartRow[] = [];
   let startupRows: StartupRow[] = [];
+  let netlinkRows: NetlinkRow[] = [];
   try {
     if (runs("render")) {
       const backends: Backend[] = ["nft", "legacy"];
@@ -151,6 +160,31 @@ async function main(): Promise<void> {
         "\nTargets: start → working ≤ 1.5× the bare restores (median of the rounds' ratios); daemon RSS ≤ 200 MB after 10,000 x 10.",
       );
     }
+    if (runs("nftables-netlink")) {
+      const nftSizes = (values["nft-sizes"] ?? (quick ? "200x10" : "1000x10")).split(",").map((t) => {
+        const m = /^(\d+)x(\d+)$/.exec(t.trim());
+        if (m === null) throw new Error(`bad --nft-sizes: ${t}`);
+        return { services: Number(m[1]), endpoints: Number(m[2]) };
+      });
+      const chunks = values["nft-chunks"] === undefined ? [] : parseSizes(values["nft-chunks"]);
+      const result = await runNetlinkBenchmark(
+        {
+          sizes: nftSizes,
+          servicesPerTransaction: SERVICES_PER_TRANSACTION,
+          chunks,
+          withNft: !values["no-nft"],
+        },
+        log,
+      );
+      netlinkRows = result.rows;
+      console.log("\n## nftables mode over netlink (issue 12): full sync and one added Service, IPv4\n");
+      console.log(netlinkTable(result.rows));
+      console.log(
+        "\nTargets: full sync ≤ 1.2× bare netlink of the same batches; add one Service ≥ 5× faster than nft -f.",
+      );
+      const chunking = chunkTable(result.chunkRows);
+      if (chunking !== "") console.log(`\n### Services per transaction\n\n${chunking}`);
+    }
   } finally {
     await deleteLiveNetns();
   }
@@ -158,7 +192,15 @@ async function main(): Promise<void> {
     writeFileSync(
       values.json,
       JSON.stringify(
-        { started, detected, render: renderRows, sync: syncRows, coldStart: coldRows, startup: startupRows },
+        {
+          started,
+          detected,
+          render: renderRows,
+          sync: syncRows,
+          coldStart: coldRows,
+          startup: startupRows,
+          nftablesNetlink: netlinkRows,
+        },
         (_k, v: unknown) => (v instanceof Map ? Object.fromEntries(v) : v),
       ),
     );
