@@ -18,19 +18,24 @@ import { runSoak, soakTable, writeSoakSvg } from "./soak.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
 import { LAB_MODES, labTable, runLab, writeLabCharts } from "./lab.ts";
 import type { LabMode, LabRow } from "./lab.ts";
+import { chunkTable, netlinkTable, runNetlinkBenchmark, type NetlinkRow } from "./nftables-netlink.ts";
+import { SERVICES_PER_TRANSACTION } from "../src/backends/nftables/proxier.ts";
 import type { SyncRow } from "./sync.ts";
 
 const USAGE = `usage: npm run bench -- [options]
   --sizes 1000,10000        Service counts (default: the issues' 1000,10000)
   --endpoints 10            endpoints per Service
   --quick                   a smoke run: 200 Services, 30 s cap, 1 render repeat
-  --only render|sync|startup|lab|soak  run one benchmark (the scale lab and soak run only when asked for)
+  --only render|sync|startup|nftables-netlink|lab|soak  run one benchmark (the scale lab and soak run only when asked for)
   --plot                    run the scale lab and write its SVG charts into docs/bench/
   --plot-from FILE          only draw the lab's charts (and print its table) from an earlier --json FILE
   --lab-sizes 100,1000,10000,30000  Service counts of the scale lab (quick: 100,1000)
   --lab-modes iptables-nft,iptables-legacy,nftables  the lab's series
   --lab-endpoints 1         endpoints per Service in the scale lab
   --connections 2000        new TCP connections (and first UDP packets) per lab measurement
+  --nft-sizes 1000x10       nftables netlink benchmark sizes (SxE, comma-separated; e.g. 10000x10,5000x50)
+  --nft-chunks 50,250       also time bare netlink full syncs at these Services per transaction
+  --no-nft                  nftables netlink benchmark: skip the bare nft -f comparison
   --backends nft,legacy     iptables backends for the sync rows (default: detected, then the other)
   --cap-seconds 120         time cap for one kernel-tool measurement
   --repeats 2               render runs per size (first = cold, best of the rest = warm)
@@ -128,6 +133,9 @@ async function main(): Promise<void> {
       "churn-every": { type: "string", default: "500ms" },
       seed: { type: "string", default: "1" },
       svg: { type: "string", default: "docs/bench/soak.svg" },
+      "nft-sizes": { type: "string" },
+      "nft-chunks": { type: "string" },
+      "no-nft": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
@@ -152,7 +160,7 @@ async function main(): Promise<void> {
   const capMs = 1000 * positive(values["cap-seconds"] ?? (quick ? "30" : "120"), "--cap-seconds");
   const repeats = Math.floor(positive(values.repeats ?? (quick ? "1" : "2"), "--repeats"));
   const only = values.only;
-  if (only !== undefined && !["render", "sync", "startup", "lab", "soak"].includes(only))
+  if (only !== undefined && !["render", "sync", "startup", "nftables-netlink", "lab", "soak"].includes(only))
     throw new Error(`bad --only: ${only}`);
   const plot = values.plot;
   const runs = (name: string) =>
@@ -182,6 +190,7 @@ async function main(): Promise<void> {
   let coldRows: ColdStartRow[] = [];
   let startupRows: StartupRow[] = [];
   let labRows: LabRow[] = [];
+  let netlinkRows: NetlinkRow[] = [];
   try {
     if (runs("render")) {
       const backends: Backend[] = ["nft", "legacy"];
@@ -256,6 +265,31 @@ async function main(): Promise<void> {
       console.log(labTable(labRows));
       if (plot) console.log(`\nCharts: ${writeLabCharts(labRows, started).join(", ")}`);
     }
+    if (runs("nftables-netlink")) {
+      const nftSizes = (values["nft-sizes"] ?? (quick ? "200x10" : "1000x10")).split(",").map((t) => {
+        const m = /^(\d+)x(\d+)$/.exec(t.trim());
+        if (m === null) throw new Error(`bad --nft-sizes: ${t}`);
+        return { services: Number(m[1]), endpoints: Number(m[2]) };
+      });
+      const chunks = values["nft-chunks"] === undefined ? [] : parseSizes(values["nft-chunks"]);
+      const result = await runNetlinkBenchmark(
+        {
+          sizes: nftSizes,
+          servicesPerTransaction: SERVICES_PER_TRANSACTION,
+          chunks,
+          withNft: !values["no-nft"],
+        },
+        log,
+      );
+      netlinkRows = result.rows;
+      console.log("\n## nftables mode over netlink (issue 12): full sync and one added Service, IPv4\n");
+      console.log(netlinkTable(result.rows));
+      console.log(
+        "\nTargets: full sync ≤ 1.2× bare netlink of the same batches; add one Service ≥ 5× faster than nft -f.",
+      );
+      const chunking = chunkTable(result.chunkRows);
+      if (chunking !== "") console.log(`\n### Services per transaction\n\n${chunking}`);
+    }
   } finally {
     await deleteLiveNetns();
   }
@@ -271,6 +305,7 @@ async function main(): Promise<void> {
           coldStart: coldRows,
           startup: startupRows,
           lab: labRows,
+          nftablesNetlink: netlinkRows,
         },
         (_k, v: unknown) => (v instanceof Map ? Object.fromEntries(v) : v),
       ),

@@ -24,13 +24,22 @@ import type { IPFamily } from "../../ip.ts";
 import type { ProxyState } from "../../proxy/types.ts";
 import { renderNftables } from "./render.ts";
 import {
+  planChunkedFullSync,
   planFullSync,
   planPartialSync,
   staleChainDeletion,
+  type ChunkedSyncPlan,
   type KernelTable,
   type NftTransaction,
+  type SyncPlan,
 } from "./transactions.ts";
 import type { NftablesSettings } from "./types.ts";
+
+/**
+ * Services per transaction of a large full sync: the fastest size measured here (kernel 6.18,
+ * 10,000 × 10 and 5,000 × 50; docs/nftables-mode.md, bench/README.md).
+ */
+export const SERVICES_PER_TRANSACTION = 250;
 
 /** How long a flushed chain waits before it is deleted (upstream: one second). */
 export const STALE_CHAIN_DELAY_MS = 1_000;
@@ -64,6 +73,8 @@ export interface NftablesWriterOptions {
    * transaction, a refused stale-chain deletion. Both start at 0 for this family.
    */
   readonly metrics?: NftablesMetrics | null;
+  /** Services per transaction of a chunked full sync (default SERVICES_PER_TRANSACTION). */
+  readonly servicesPerTransaction?: number;
 }
 
 export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
@@ -117,11 +128,16 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
       ...(this.options.featureGates === undefined ? {} : { featureGates: this.options.featureGates }),
     });
     const fullSync = request.fullSync || this.kernelTable === null;
-    let plan;
+    let plan: SyncPlan | ChunkedSyncPlan;
     try {
       if (fullSync) {
-        const existing = await this.listExisting();
-        plan = planFullSync(ruleset, existing, { resetBaseChains: this.firstSync });
+        const listing = await this.listExisting();
+        const options = { resetBaseChains: this.firstSync };
+        plan =
+          planChunkedFullSync(ruleset, listing.objects, this.kernelTable, listing.tableAbsent, {
+            ...options,
+            servicesPerTransaction: this.options.servicesPerTransaction ?? SERVICES_PER_TRANSACTION,
+          }) ?? planFullSync(ruleset, listing.objects, options);
       } else {
         plan = planPartialSync(
           ruleset,
@@ -131,7 +147,8 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
         );
       }
       if (plan.operations > 0) {
-        await kernel.apply(plan);
+        const transactions: readonly NftTransaction[] = isChunked(plan) ? plan.transactions : [plan];
+        for (const transaction of transactions) await kernel.apply(transaction);
         request.onTransaction();
       }
     } catch (error) {
@@ -156,16 +173,17 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
     };
   }
 
-  private async listExisting(): Promise<NftTableObjects | null> {
+  private async listExisting(): Promise<{ objects: NftTableObjects | null; tableAbsent: boolean }> {
     try {
-      return await this.options.kernel.listObjects();
+      const objects = await this.options.kernel.listObjects();
+      return { objects, tableAbsent: objects === null };
     } catch (error) {
       // Upstream logs and goes on: only the stale-object clean-up is lost.
       this.options.log.error(
         { err: error },
         "Failed to list nftables chains: stale chains will not be deleted",
       );
-      return null;
+      return { objects: null, tableAbsent: false };
     }
   }
 
@@ -195,6 +213,10 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
     }
     return due;
   }
+}
+
+function isChunked(plan: SyncPlan | ChunkedSyncPlan): plan is ChunkedSyncPlan {
+  return "transactions" in plan;
 }
 
 export interface NftablesProxierOptions extends Omit<NftablesWriterOptions, "metrics"> {

@@ -310,3 +310,118 @@ export interface NftTransaction {
   readonly payload: string;
   readonly commands: readonly NftCommand[];
 }
+
+/** A full sync in several transactions, applied in order (`transactions`). */
+export interface ChunkedSyncPlan extends SyncPlan {
+  readonly transactions: readonly NftTransaction[];
+}
+
+/**
+ * A large full sync in bounded transactions (the kernel's cost of one transaction grows faster
+ * than its size, docs/nftables-mode.md): first the skeleton (table, base and fixed chains
+ * rewritten, containers declared but not flushed, nodeport-ips), then `servicesPerTransaction`
+ * Services at a time, each Service whole in one transaction (its chains rewritten, its affinity
+ * sets, then its elements: the map entries switch to the new chains only once those are there),
+ * and last the removal of what no Service uses (elements, then stale chains flushed, unused
+ * affinity sets deleted). No transaction leaves a Service half-programmed, and the elements of an
+ * unchanged Service are not touched, so its traffic keeps flowing throughout.
+ *
+ * Possible only when what the table's containers hold is known: `before` (what the last accepted
+ * sync left) or a table that does not exist yet (`tableAbsent`). Otherwise null: the caller
+ * falls back to one transaction that flushes and refills every container.
+ */
+export function planChunkedFullSync(
+  ruleset: NftablesRuleset,
+  existing: ExistingObjects | null,
+  before: KernelTable | null,
+  tableAbsent: boolean,
+  options: FullSyncOptions & { readonly servicesPerTransaction: number },
+): ChunkedSyncPlan | null {
+  if (before === null && !tableAbsent) return null;
+  if (ruleset.services.length <= options.servicesPerTransaction) return null;
+  const transactions: NftTransaction[] = [];
+  const all: NftCommand[] = [];
+  const emit = (cmd: Commands): void => {
+    if (cmd.list.length === 0) return;
+    all.push(...cmd.list);
+    transactions.push({
+      payload: cmd.list.map((c) => commandText(ruleset.family, c) + "\n").join(""),
+      commands: cmd.list,
+    });
+  };
+  const oldSig = (container: string, key: string): string | undefined =>
+    before?.elements.get(container)?.get(key);
+
+  const skeleton = new Commands();
+  skeleton.list.push({ verb: "add", what: "table", comment: TABLE_COMMENT });
+  if (options.resetBaseChains) {
+    for (const c of ruleset.baseChains) {
+      skeleton.addChain(c);
+      skeleton.chain("delete", c.name);
+    }
+  }
+  for (const c of [...ruleset.baseChains, ...ruleset.fixedChains]) {
+    skeleton.addChain(c);
+    skeleton.chain("flush", c.name);
+  }
+  for (const c of ruleset.containers) skeleton.addContainer(c);
+  const np = ruleset.nodePortIPsSet;
+  skeleton.addContainer(np);
+  skeleton.container(ruleset.nodePortIPs === null ? "delete" : "flush", "set", np.name);
+  for (const c of [...ruleset.baseChains, ...ruleset.fixedChains])
+    for (const r of c.rules) skeleton.rule(c.name, r);
+  for (const ip of ruleset.nodePortIPs ?? []) skeleton.addElement({ container: np.name, key: ip });
+  emit(skeleton);
+
+  const elements = elementsByContainer(ruleset);
+  const written = new Map<string, Set<string>>([...elements.keys()].map((k) => [k, new Set<string>()]));
+  for (let i = 0; i < ruleset.services.length; i += options.servicesPerTransaction) {
+    const cmd = new Commands();
+    const chunk = ruleset.services.slice(i, i + options.servicesPerTransaction);
+    for (const svc of chunk)
+      for (const c of svc.chains) {
+        cmd.addChain(c);
+        cmd.chain("flush", c.name);
+      }
+    for (const svc of chunk) for (const s of svc.affinitySets) cmd.addContainer(s);
+    for (const svc of chunk) for (const c of svc.chains) for (const r of c.rules) cmd.rule(c.name, r);
+    for (const svc of chunk)
+      for (const e of svc.elements) {
+        const done = written.get(e.container)!;
+        if (done.has(e.key)) continue;
+        done.add(e.key);
+        // The element the model holds for this key (several ports can share a ClusterIP).
+        const now = elements.get(e.container)!.get(e.key)!;
+        const old = oldSig(e.container, e.key);
+        if (old === signature(now)) continue;
+        if (old !== undefined) cmd.deleteElement(e.container, e.key);
+        cmd.addElement(now);
+      }
+    emit(cmd);
+  }
+
+  const activeChains = serviceChainNames(ruleset);
+  const activeSets = affinitySetNames(ruleset);
+  const last = new Commands();
+  for (const [name, old] of before?.elements ?? new Map<string, ReadonlyMap<string, string>>()) {
+    const now = elements.get(name);
+    for (const key of old.keys()) if (now?.has(key) !== true) last.deleteElement(name, key);
+  }
+  const known = new Set([...(existing?.chains ?? []), ...(before?.chains ?? [])]);
+  const stale = [...known].filter((c) => isServiceChainName(c) && !activeChains.has(c)).sort();
+  for (const c of stale) last.chain("flush", c);
+  const knownSets = new Set([...(existing?.sets ?? []), ...(before?.affinitySets ?? [])]);
+  for (const s of [...knownSets].filter((s) => isAffinitySetName(s) && !activeSets.has(s)).sort())
+    last.container("delete", "set", s);
+  emit(last);
+
+  return {
+    payload: transactions.map((t) => t.payload).join(""),
+    commands: all,
+    operations: all.length,
+    newlyStaleChains: stale,
+    activeChains,
+    after: kernelAfter(elements, new Set([...activeChains, ...stale]), activeSets),
+    transactions,
+  };
+}

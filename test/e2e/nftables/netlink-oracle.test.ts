@@ -39,7 +39,11 @@ interface Pair {
   readonly netlinkNs: string;
 }
 
-async function withPair<T>(settings: NftablesSettings, body: (pair: Pair) => Promise<T>): Promise<T> {
+async function withPair<T>(
+  settings: NftablesSettings,
+  body: (pair: Pair) => Promise<T>,
+  netlinkServicesPerTransaction?: number,
+): Promise<T> {
   return withNetns((nftNs) =>
     withNetns(async (netlinkNs) => {
       const family = settings.family === "IPv4" ? "ip" : "ip6";
@@ -61,6 +65,9 @@ async function withPair<T>(settings: NftablesSettings, body: (pair: Pair) => Pro
         settings,
         clock,
         log,
+        ...(netlinkServicesPerTransaction === undefined
+          ? {}
+          : { servicesPerTransaction: netlinkServicesPerTransaction }),
       });
       try {
         return await body({ viaNft, viaNetlink, netlink, clock, nftNs, netlinkNs });
@@ -74,25 +81,31 @@ async function withPair<T>(settings: NftablesSettings, body: (pair: Pair) => Pro
 const listRuleset = async (netns: string): Promise<string> =>
   (await runner.run(["nft", "list", "ruleset"], { netns, timeoutMs: 120_000 })).stdout;
 
-/** Syncs `states` in order through both writers and compares the rulesets after each. */
+/**
+ * Syncs `states` in order through both writers and compares the rulesets after each (and the
+ * sync details, unless the two writers cut full syncs into different transactions).
+ */
 async function replay(
   pair: Pair,
   states: readonly ProxyState[],
   label: string,
   waits: readonly number[] = [],
+  options: { readonly sameDetails?: boolean; readonly fullAt?: readonly number[] } = {},
 ) {
   let previous: ProxyState | null = null;
   for (const [i, state] of states.entries()) {
     await pair.clock.advance(waits[i] ?? 0);
     const request = {
       state,
-      fullSync: previous === null,
+      fullSync: previous === null || (options.fullAt ?? []).includes(i),
       changedServices: previous === null ? new Set<string>() : changedServiceNames(previous, state),
       onTransaction: () => undefined,
     };
     const a = await pair.viaNft.write(request);
     const b = await pair.viaNetlink.write(request);
-    assert.deepEqual(b.details, a.details, `${label} step ${i + 1}: same sync`);
+    if (options.sameDetails !== false)
+      assert.deepEqual(b.details, a.details, `${label} step ${i + 1}: same sync`);
+    else assert.equal(b.details.fullSync, a.details.fullSync, `${label} step ${i + 1}: same kind of sync`);
     previous = state;
     const [viaNft, viaNetlink] = await Promise.all([listRuleset(pair.nftNs), listRuleset(pair.netlinkNs)]);
     assert.ok(viaNft.includes("table "), `${label} step ${i + 1}: nft wrote a table`);
@@ -144,6 +157,36 @@ for (const family of ["IPv4", "IPv6"] as const satisfies readonly IPFamily[]) {
     );
   });
 }
+
+test("full syncs in bounded transactions (one Service each) end where one transaction does", async () => {
+  for (const family of ["IPv4", "IPv6"] as const) {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.record({ state: stateArb, wait: fc.constantFrom(0, 2_000), full: fc.boolean() }), {
+          minLength: 2,
+          maxLength: 4,
+        }),
+        async (steps) =>
+          withPair(
+            upstreamTestSettings(family),
+            (pair) =>
+              replay(
+                pair,
+                [
+                  ...steps.map((s) => stateOf(s.state, family)),
+                  stateOf([...steps[0]!.state, ...steps[1]!.state], family),
+                ],
+                `chunked ${family}`,
+                steps.map((s) => s.wait),
+                { sameDetails: false, fullAt: [...steps.keys()].filter((i) => steps[i]!.full) },
+              ),
+            1,
+          ),
+      ),
+      { numRuns: 4 },
+    );
+  }
+});
 
 function scaleState(services: number, endpoints: number, changed = -1): ProxyState {
   const entries: Array<[ServicePort, Endpoint[]]> = [];

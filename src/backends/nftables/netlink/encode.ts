@@ -6,6 +6,7 @@
  * last message asks for an ack: errors come back anyway, tagged with the failing message's
  * sequence number, which `describe` maps back to the command (and so the object) that caused it.
  */
+import { parseIPSloppy } from "../../../ip.ts";
 import type { NftCommand } from "../transactions.ts";
 import { BASE_CHAINS } from "../names.ts";
 import type { NftContainer, NftElement } from "../types.ts";
@@ -117,7 +118,7 @@ function keyLayout(c: { readonly type: string; readonly name: string }): KeyLayo
   };
 }
 
-function keyBytes(layout: KeyLayout, key: string, family: Family): Buffer {
+function keyBytes(layout: KeyLayout, key: string): Buffer {
   const parts = key.split(" . ");
   if (parts.length !== layout.fields.length)
     throw new Error(`key ${JSON.stringify(key)} has ${parts.length} fields`);
@@ -127,15 +128,10 @@ function keyBytes(layout: KeyLayout, key: string, family: Family): Buffer {
     const field = layout.fields[i]!;
     let b: Buffer;
     if (field === "ipv4_addr" || field === "ipv6_addr") {
-      const compiled = compileRule(
-        "",
-        `${field === "ipv4_addr" ? "ip" : "ip6"} daddr ${text}`,
-        family,
-        () => 0,
-      );
-      const cmp = compiled.exprs[1];
-      if (cmp?.type !== "cmp" || text.includes("/")) throw new Error(`not an address: ${text}`);
-      b = cmp.data;
+      const ip = parseIPSloppy(text);
+      if (ip === null || (ip.family === "IPv4") !== (field === "ipv4_addr"))
+        throw new Error(`not an ${field}: ${text}`);
+      b = Buffer.from(ip.bytes);
     } else if (field === "inet_proto") {
       const n = PROTOCOLS[text];
       if (n === undefined) throw new Error(`unknown protocol ${text}`);
@@ -582,7 +578,7 @@ class Encoder {
           // libnftnl numbers the entries of an element list 1, 2, … (the kernel ignores the type).
           w.nest(++n, () => {
             if (c.verb === "add") this.element(layout, c.element);
-            else w.nest(ELEM_A.key, () => w.bytes(DATA_VALUE, keyBytes(layout, c.key, this.options.family)));
+            else w.nest(ELEM_A.key, () => w.bytes(DATA_VALUE, keyBytes(layout, c.key)));
           });
         } while (j < this.commands.length && same(this.commands[j]) && w.position - start < ELEMENTS_BUDGET);
       });
@@ -595,7 +591,7 @@ class Encoder {
 
   private element(layout: KeyLayout, e: NftElement): void {
     const { w } = this;
-    w.nest(ELEM_A.key, () => w.bytes(DATA_VALUE, keyBytes(layout, e.key, this.options.family)));
+    w.nest(ELEM_A.key, () => w.bytes(DATA_VALUE, keyBytes(layout, e.key)));
     if (layout.map) {
       if (e.value === undefined) throw new Error(`element ${e.key} of map ${e.container} has no value`);
       this.verdictData(ELEM_A.data, parseVerdict(e.value));
