@@ -11,6 +11,9 @@ have nft || need_pkgs+=(nftables)
 have ip || need_pkgs+=(iproute2)
 have conntrack || need_pkgs+=(conntrack)
 have nfacct || need_pkgs+=(nfacct)
+# ipvs mode drives IPVS and ipsets through their tools (docs/ipvs-mode.md §2).
+have ipset || need_pkgs+=(ipset)
+have ipvsadm || need_pkgs+=(ipvsadm)
 have openssl || need_pkgs+=(openssl)
 have kubectl || need_pkgs+=(kubernetes-client)
 if [ "${KPT_WITH_BROWSER:-0}" = 1 ]; then

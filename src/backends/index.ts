@@ -23,7 +23,10 @@ const REGISTRY: Readonly<Record<ProxyMode, Registration>> = {
     load: async () => (await import("./nftables/index.ts")).nftablesBackend,
     cleanup: async () => (await import("./nftables/cleanup.ts")).cleanupNftables,
   },
-  ipvs: {},
+  ipvs: {
+    load: async () => (await import("./ipvs/index.ts")).ipvsBackend,
+    cleanup: async () => (await import("./ipvs/cleanup.ts")).cleanupIpvs,
+  },
 };
 
 export const MODES = Object.keys(REGISTRY) as ProxyMode[];

@@ -129,6 +129,33 @@ function buildProgram(): Command {
     process.stdout.write(await explainCommand(service, options));
   });
 
+  registerProxyFlags(
+    program
+      .command("migrate")
+      .description(
+        "Report, per Service, what behaves differently after moving this node from one proxy mode to another (--from ipvs --to nftables).",
+      )
+      .requiredOption("--from <mode>", "The mode the node runs now (ipvs).")
+      .requiredOption("--to <mode>", "The mode to move to (nftables).")
+      .option(
+        "-f, --filename <path>",
+        "Services, EndpointSlices and the Node from this file or folder (repeatable).",
+        collect,
+        [],
+      )
+      .option("--manifests <dir>", "Like -f, for a folder.")
+      .option("--api", "Services, EndpointSlices and the Node from the API server (--kubeconfig/--master).")
+      .option(
+        "--live",
+        "Also read this node's kernel: IPVS schedulers and persistence, ARP sysctls, IPVS timeouts, addresses.",
+      )
+      .option("-o, --output <format>", "text (default) or json.")
+      .exitOverride(),
+  ).action(async (options: Record<string, unknown>) => {
+    const { migrateCommand } = await import("./migrate.ts");
+    process.stdout.write(await migrateCommand(options));
+  });
+
   program
     .command("demo")
     .description(

@@ -229,6 +229,24 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
     help: "ipvs mode: CIDRs not to touch when cleaning up IPVS rules.",
   },
   { flag: "ipvs-strict-arp", kind: "bool", path: "ipvs.strictARP", help: "ipvs mode: enable strict ARP." },
+  {
+    flag: "ipvs-tcp-timeout",
+    kind: "duration",
+    path: "ipvs.tcpTimeout",
+    help: "ipvs mode: the timeout for idle IPVS TCP connections, 0 to leave as is (e.g. '5s', '1m', '2h22m').",
+  },
+  {
+    flag: "ipvs-tcpfin-timeout",
+    kind: "duration",
+    path: "ipvs.tcpFinTimeout",
+    help: "ipvs mode: the timeout for IPVS TCP connections after receiving a FIN packet, 0 to leave as is.",
+  },
+  {
+    flag: "ipvs-udp-timeout",
+    kind: "duration",
+    path: "ipvs.udpTimeout",
+    help: "ipvs mode: the timeout for IPVS UDP packets, 0 to leave as is.",
+  },
 ];
 
 export function parseBool(value: string, flag: string): boolean {

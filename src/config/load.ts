@@ -178,6 +178,9 @@ function validCIDR(value: string): boolean {
   return parseNetwork(value) !== undefined;
 }
 
+/** The IPVS schedulers upstream accepts ("" = rr). */
+const IPVS_SCHEDULERS = ["", "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh"];
+
 /** Every problem at once, as upstream's validation.go does (field paths as in the file). */
 export function validateConfiguration(config: KubeProxyConfiguration): string[] {
   const problems: string[] = [];
@@ -216,6 +219,9 @@ export function validateConfiguration(config: KubeProxyConfiguration): string[] 
     ["nftables.minSyncPeriod", config.nftables.minSyncPeriod, "nonnegative"],
     ["ipvs.syncPeriod", config.ipvs.syncPeriod, "positive"],
     ["ipvs.minSyncPeriod", config.ipvs.minSyncPeriod, "nonnegative"],
+    ["ipvs.tcpTimeout", config.ipvs.tcpTimeout, "nonnegative"],
+    ["ipvs.tcpFinTimeout", config.ipvs.tcpFinTimeout, "nonnegative"],
+    ["ipvs.udpTimeout", config.ipvs.udpTimeout, "nonnegative"],
     ["configSyncPeriod", config.configSyncPeriod, "positive"],
     ["conntrack.tcpEstablishedTimeout", config.conntrack.tcpEstablishedTimeout, "nonnegative"],
     ["conntrack.tcpCloseWaitTimeout", config.conntrack.tcpCloseWaitTimeout, "nonnegative"],
@@ -232,6 +238,18 @@ export function validateConfiguration(config: KubeProxyConfiguration): string[] 
     } catch (error) {
       problems.push(...(error as ConfigError).problems);
     }
+  }
+  if (config.mode === "ipvs") {
+    // Upstream validateIPVSSchedulerMethod and validateIPVSExcludeCIDRs, checked in ipvs mode only.
+    check(
+      IPVS_SCHEDULERS.includes(config.ipvs.scheduler),
+      `ipvs.scheduler: unsupported value ${JSON.stringify(config.ipvs.scheduler)} (${IPVS_SCHEDULERS.filter((s) => s !== "").join(", ")})`,
+    );
+    for (const [i, cidr] of (config.ipvs.excludeCIDRs ?? []).entries())
+      check(
+        parseNetwork(cidr) !== undefined,
+        `ipvs.excludeCIDRs[${i}]: not a valid CIDR: ${JSON.stringify(cidr)}`,
+      );
   }
   if (config.bindAddress !== "")
     check(

@@ -1,0 +1,260 @@
+/**
+ * The ipvs writer of one IP family: render, diff against the kernel, apply. A full sync reads the
+ * kernel (IPVS table, ipsets, kube-ipvs0 addresses, node addresses); a partial sync diffs against
+ * what the last accepted sync left there and reads IPVS only when a removed TCP real server's
+ * connection counts decide between deleting it and draining it. Real servers that drain wait in
+ * the graceful-termination list, checked about once a minute (upstream's
+ * GracefulTerminationManager). The order of the steps is upstream's: ipsets, virtual and real
+ * servers, addresses, iptables, then the stale addresses and virtual servers.
+ */
+import type { Logger } from "pino";
+import type { IptablesInterface } from "../../kernel/iptables.ts";
+import {
+  ensureJumpRulesOneByOne,
+  jumpRulesSection,
+  jumpRuleTables,
+  RestoreError,
+} from "../../kernel/iptables.ts";
+import type { IpsetSaved } from "../../kernel/ipset.ts";
+import type { IpvsServiceEntry } from "../../kernel/ipvs.ts";
+import type { ProxyStateStore } from "../../proxy/changetracker.ts";
+import type { Clock } from "../../proxy/clock.ts";
+import type { ProxyHealth } from "../../proxy/health.ts";
+import type { ProxyMetrics } from "../../proxy/metrics.ts";
+import type { FeatureGates } from "../../proxy/serviceport.ts";
+import {
+  FamilyProxier,
+  type FamilyWriter,
+  type SyncReport,
+  type WriteOutcome,
+  type WriteRequest,
+} from "../../proxy/sync.ts";
+import type { IPFamily } from "../../ip.ts";
+import type { ProxyState } from "../../proxy/types.ts";
+import { DUMMY_DEVICE, IPVS_JUMP_CHAINS } from "./names.ts";
+import {
+  gracefulKey,
+  kernelAfter,
+  planGracefulDeletions,
+  planIpvs,
+  type GracefulItem,
+  type IpvsPlan,
+  type KernelView,
+} from "./plan.ts";
+import { renderIpvs } from "./render.ts";
+import { nodeAddressesFromInterfaces } from "./settings.ts";
+import type { IpvsSettings } from "./types.ts";
+
+/** How often draining real servers are checked (upstream `rsCheckDeleteInterval`). */
+export const GRACEFUL_CHECK_INTERVAL_MS = 60_000;
+
+/** The kernel side of ipvs mode for one family (real tools in production, fakes in the tests). */
+export interface IpvsKernel {
+  listIpvs(): Promise<IpvsServiceEntry[]>;
+  restoreIpvs(lines: readonly string[]): Promise<void>;
+  saveIpsets(): Promise<IpsetSaved[]>;
+  restoreIpsets(lines: readonly string[]): Promise<void>;
+  ensureDummyDevice(): Promise<void>;
+  addressesByInterface(): Promise<Map<string, string[]>>;
+  addAddress(ip: string): Promise<void>;
+  deleteAddress(ip: string): Promise<void>;
+  readonly ipt: IptablesInterface;
+}
+
+export interface IpvsSyncDetails {
+  readonly fullSync: boolean;
+  readonly ipvsCommands: number;
+  readonly ipsetCommands: number;
+  readonly addressesAdded: readonly string[];
+  readonly addressesDeleted: readonly string[];
+  readonly deletedVirtualServers: number;
+  /** Real servers at weight 0 waiting for their connections to end. */
+  readonly draining: readonly string[];
+  /** Draining real servers deleted in this sync. */
+  readonly drained: readonly string[];
+  readonly iptablesRestored: boolean;
+}
+
+export interface IpvsWriterOptions {
+  readonly kernel: IpvsKernel;
+  readonly settings: IpvsSettings;
+  readonly excludeCIDRs: readonly string[];
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics?: ProxyMetrics | null;
+  readonly featureGates?: Partial<FeatureGates>;
+}
+
+const isFamily = (family: IPFamily) => (ip: string) =>
+  family === "IPv4" ? !ip.includes(":") : ip.includes(":");
+
+export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
+  private view: KernelView | null = null;
+  private nodeAddresses: readonly string[] = [];
+  private lastIptables: string | null = null;
+  private firstSync = true;
+  private readonly graceful = new Map<string, GracefulItem>();
+  private lastGracefulCheck = Number.NEGATIVE_INFINITY;
+  readonly skipPeriodicFullSync = false;
+
+  constructor(private readonly options: IpvsWriterOptions) {}
+
+  get family(): IPFamily {
+    return this.options.settings.family;
+  }
+
+  /** The real servers waiting to drain (tests, the web view). */
+  get drainingRealServers(): readonly string[] {
+    return [...this.graceful.keys()].sort();
+  }
+
+  invalidate(): void {
+    this.view = null;
+    this.lastIptables = null;
+  }
+
+  private async readKernel(): Promise<KernelView> {
+    const { kernel } = this.options;
+    await kernel.ensureDummyDevice();
+    const [byInterface, ipvs, sets] = await Promise.all([
+      kernel.addressesByInterface(),
+      kernel.listIpvs(),
+      kernel.saveIpsets(),
+    ]);
+    this.nodeAddresses = nodeAddressesFromInterfaces(byInterface, this.family);
+    return {
+      ipvs,
+      ipsets: new Map(sets.map((s) => [s.name, s.entries])),
+      boundAddresses: (byInterface.get(DUMMY_DEVICE) ?? []).filter(isFamily(this.family)),
+    };
+  }
+
+  async write(request: WriteRequest): Promise<WriteOutcome<IpvsSyncDetails>> {
+    const { kernel, settings, clock, log } = this.options;
+    const fullSync = request.fullSync || this.view === null;
+    let details: IpvsSyncDetails;
+    let noLocalEndpoints;
+    try {
+      let view = fullSync ? await this.readKernel() : this.view!;
+      const desired = renderIpvs({
+        state: request.state,
+        settings,
+        nodeAddresses: this.nodeAddresses,
+        ...(this.options.featureGates === undefined ? {} : { featureGates: this.options.featureGates }),
+      });
+      noLocalEndpoints = desired.noLocalEndpoints;
+      const planOptions = {
+        family: this.family,
+        initialSync: this.firstSync,
+        excludeCIDRs: this.options.excludeCIDRs,
+        graceful: new Set(this.graceful.keys()),
+      };
+      let plan: IpvsPlan = planIpvs(desired, view, planOptions);
+      if (plan.needsConnectionCounts) {
+        view = { ...view, ipvs: await kernel.listIpvs() };
+        plan = planIpvs(desired, view, planOptions);
+      }
+
+      const ipsetChanges = plan.ipsetLines.filter((l) => !l.startsWith("create "));
+      if (fullSync || ipsetChanges.length > 0) await kernel.restoreIpsets(plan.ipsetLines);
+      if (plan.ipvsLines.length > 0) {
+        await kernel.restoreIpvs(plan.ipvsLines);
+        request.onTransaction();
+      }
+      for (const key of plan.leftGraceful) this.graceful.delete(key);
+      for (const item of plan.newlyGraceful) this.graceful.set(gracefulKey(item), item);
+      for (const ip of plan.addAddresses) await kernel.addAddress(ip);
+
+      let iptablesRestored = false;
+      if (fullSync || desired.iptables !== this.lastIptables) {
+        await this.restoreIptables(desired.iptables, fullSync);
+        this.lastIptables = desired.iptables;
+        iptablesRestored = true;
+        request.onTransaction();
+      }
+      for (const ip of plan.deleteAddresses) await kernel.deleteAddress(ip);
+      if (plan.deleteServiceLines.length > 0) {
+        await kernel.restoreIpvs(plan.deleteServiceLines);
+        request.onTransaction();
+      }
+      const drained = await this.checkDraining(clock.now());
+      this.firstSync = false;
+      this.view = kernelAfter(desired, [...this.graceful.values()]);
+      details = {
+        fullSync,
+        ipvsCommands: plan.ipvsLines.length + plan.deleteServiceLines.length,
+        ipsetCommands: fullSync ? plan.ipsetLines.length : ipsetChanges.length,
+        addressesAdded: plan.addAddresses,
+        addressesDeleted: plan.deleteAddresses,
+        deletedVirtualServers: plan.deleteServiceLines.length,
+        draining: this.drainingRealServers,
+        drained,
+        iptablesRestored,
+      };
+    } catch (error) {
+      this.invalidate();
+      throw error;
+    }
+    log.debug({ ...details }, "ipvs sync done");
+    return { noLocalEndpoints, details };
+  }
+
+  /** Jump rules from the built-in chains (full syncs) and our chains, in one restore. */
+  private async restoreIptables(payload: string, fullSync: boolean): Promise<void> {
+    const { ipt } = this.options.kernel;
+    let prefix = "";
+    if (fullSync) {
+      const dump = await ipt.save();
+      for (const table of jumpRuleTables(IPVS_JUMP_CHAINS)) {
+        const section = jumpRulesSection(IPVS_JUMP_CHAINS, table, dump);
+        if (section === "uncertain") await ensureJumpRulesOneByOne(ipt, IPVS_JUMP_CHAINS, table);
+        else prefix += section;
+      }
+    }
+    try {
+      await ipt.restore(prefix + payload, { noflush: true, counters: true });
+    } catch (error) {
+      if (error instanceof RestoreError)
+        this.options.metrics?.ipvs?.iptablesRestoreFailuresTotal.inc({ ip_family: this.family });
+      throw error;
+    }
+  }
+
+  /** Deletes the draining real servers whose connections ended (at most once a minute). */
+  private async checkDraining(now: number): Promise<string[]> {
+    if (this.graceful.size === 0 || now - this.lastGracefulCheck < GRACEFUL_CHECK_INTERVAL_MS) return [];
+    this.lastGracefulCheck = now;
+    const { lines, done } = planGracefulDeletions(
+      [...this.graceful.values()],
+      await this.options.kernel.listIpvs(),
+    );
+    if (lines.length > 0) await this.options.kernel.restoreIpvs(lines);
+    for (const key of done) this.graceful.delete(key);
+    return done.sort();
+  }
+}
+
+export interface IpvsProxierOptions extends IpvsWriterOptions {
+  readonly store: ProxyStateStore;
+  readonly health: ProxyHealth;
+  readonly metrics: ProxyMetrics | null;
+  readonly syncPeriodMs: number;
+  readonly reconcileConntrack?: (state: ProxyState) => Promise<{ deleted: number }>;
+  readonly onSync?: (report: SyncReport<IpvsSyncDetails>, state: ProxyState) => void;
+}
+
+/** An ipvs-mode proxier of one family: the shared sync half around an `IpvsWriter`. */
+export function ipvsProxier(options: IpvsProxierOptions): FamilyProxier<IpvsSyncDetails, IpvsWriter> {
+  const { store, health, syncPeriodMs, reconcileConntrack, onSync, ...writer } = options;
+  return new FamilyProxier({
+    writer: new IpvsWriter(writer),
+    store,
+    clock: writer.clock,
+    log: writer.log,
+    health,
+    metrics: options.metrics,
+    retryIntervalMs: syncPeriodMs,
+    ...(reconcileConntrack === undefined ? {} : { reconcileConntrack }),
+    ...(onSync === undefined ? {} : { onSync }),
+  });
+}
