@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { Daemon, cleanup, copySeed, exec, kubeLeftovers, repeat, tally } from "../lab.ts";
+import { Daemon, cleanup, copySeed, exec, kubeLeftovers, repeat, tally, waitFor } from "../lab.ts";
 import { SEED_PODS, world } from "../world.ts";
 
 test("the VM kernel has IPVS", () => {
@@ -26,10 +26,19 @@ test(
       for (const p of SEED_PODS) await exec(["ipvsadm", "-a", "-t", `${vip}:80`, "-r", `${p.ip}:80`, "-m"]);
       const counts = tally(await repeat(6, () => lab.client("ext").agent.tcp(vip, 80)));
       assert.deepEqual(counts, Object.fromEntries(SEED_PODS.map((p) => [p.name, 3])));
-      const stats = (await exec(["ipvsadm", "-Ln", "--stats", "-t", `${vip}:80`])).stdout;
+      // The kernel folds its per-CPU counters into what ipvsadm reads every 2 s (the estimator).
+      const stats = await waitFor(
+        "ipvsadm --stats to count 3 connections per real server",
+        async () => {
+          const text = (await exec(["ipvsadm", "-Ln", "--stats", "-t", `${vip}:80`])).stdout;
+          return SEED_PODS.every((p) => new RegExp(`-> ${p.ip.replace(/\./g, "\\.")}:80\\s+3\\s`).test(text))
+            ? text
+            : undefined;
+        },
+        15_000,
+        async () => `\n${(await exec(["ipvsadm", "-Ln", "--stats"])).stdout}`,
+      );
       t.diagnostic(stats.trim());
-      for (const p of SEED_PODS)
-        assert.match(stats, new RegExp(`-> ${p.ip.replace(/\./g, "\\.")}:80\\s+3\\s`));
     } finally {
       await exec(["ipvsadm", "-D", "-t", `${vip}:80`], { allowFail: true });
       await exec(["ip", "link", "del", "vm-vip0"], { allowFail: true });
