@@ -172,10 +172,12 @@ chmod 755 "$stage/init"
 # Shared libraries: every ELF's needs, from the staged packages first, else from the host.
 printf '/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n' >"$stage/etc/ld.so.conf"
 libpath="$stage/lib/x86_64-linux-gnu:$stage/usr/lib/x86_64-linux-gnu"
-mapfile -t elves < <(find "$stage" -type f \( -perm -u+x -o -name '*.so*' \) -exec sh -c 'head -c 4 "$1" | grep -q ELF && echo "$1"' _ {} \;)
-for f in "${elves[@]}"; do
-  { LD_LIBRARY_PATH=$libpath ldd "$f" 2>/dev/null || true; } | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
-done | sort -u | while read -r lib; do
+# One ldd call over every program and library (ldd takes many files; scripts it skips).
+mapfile -t elves < <(find "$stage/bin" "$stage/sbin" "$stage/usr/bin" "$stage/usr/sbin" "$stage/lib" "$stage/usr/lib" \
+  -type f \( -perm -u+x -o -name '*.so*' \) ! -name '*.ko')
+{ LD_LIBRARY_PATH=$libpath ldd "${elves[@]}" 2>/dev/null || true; } \
+  | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' \
+  | sort -u | while read -r lib; do
   case $lib in "$stage"/*) continue ;; esac
   dest="$stage/lib/x86_64-linux-gnu/$(basename "$lib")"
   [ -e "$dest" ] || cp -L "$lib" "$dest"

@@ -14,6 +14,11 @@ export interface GuestResult {
   readonly error?: string;
 }
 
+export interface GuestDiagnostic {
+  readonly path?: readonly string[];
+  readonly message: string;
+}
+
 /** Milestones of one boot: uptimes in seconds as the guest saw them. */
 export interface ConsoleState {
   readonly bootedAt?: number;
@@ -22,7 +27,8 @@ export interface ConsoleState {
   /** The test the guest runner started last and has not finished (what a hang was doing). */
   readonly running?: readonly string[];
   readonly results: readonly GuestResult[];
-  readonly diagnostics: readonly string[];
+  /** Diagnostics, each with the test that was running when it came (none: the runner's summary). */
+  readonly diagnostics: readonly GuestDiagnostic[];
   /** The end marker: the runner's exit code and the uptime at its exit. */
   readonly done?: { readonly rc: number; readonly uptime: number };
   /** Marker lines that did not parse (a truncated line, or a protocol mismatch). */
@@ -92,9 +98,9 @@ export function consumeLine(state: ConsoleState, rawLine: string): ConsoleState 
       }
       if (kind === "diag") {
         const message = (json as { message?: unknown } | null)?.message;
-        return typeof message === "string"
-          ? { ...state, diagnostics: [...state.diagnostics, message] }
-          : garbled;
+        if (typeof message !== "string") return garbled;
+        const diagnostic = state.running === undefined ? { message } : { path: state.running, message };
+        return { ...state, diagnostics: [...state.diagnostics, diagnostic] };
       }
       if (kind === "start") {
         const path = (json as { path?: unknown } | null)?.path;
@@ -104,8 +110,14 @@ export function consumeLine(state: ConsoleState, rawLine: string): ConsoleState 
       }
       const result = parseResult(json);
       if (result === undefined) return garbled;
-      const { running: _finished, ...rest2 } = state;
-      return { ...rest2, results: [...state.results, result] };
+      // The test that finished is no longer running; its parent, if any, still is.
+      const { running: _finished, ...others } = state;
+      const parent = result.path.slice(0, -1);
+      return {
+        ...others,
+        ...(parent.length > 0 ? { running: parent } : {}),
+        results: [...state.results, result],
+      };
     }
     default:
       return garbled;

@@ -74,6 +74,10 @@ test("ipvs VM: boots, loads its modules and runs the guest suite to the end", (t
 });
 
 async function mirror(t: TestContext, node: ResultTree): Promise<void> {
+  const key = JSON.stringify(node.result.path);
+  for (const d of run?.state.diagnostics ?? []) {
+    if (JSON.stringify(d.path) === key) t.diagnostic(d.message);
+  }
   for (const child of node.children) {
     await t.test(child.result.path.at(-1)!, (c) => mirror(c, child));
   }

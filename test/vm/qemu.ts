@@ -159,7 +159,12 @@ export function boot(
         tail.push(line.replace(/\r$/, ""));
         if (tail.length > TAIL_LINES) tail.shift();
         const before = state.bootedAt;
+        const finished = state.results.length;
         state = consumeLine(state, line);
+        // Progress for whoever watches a long CI log: one line per guest test as it finishes.
+        for (const r of state.results.slice(finished)) {
+          process.stderr.write(`vm: ${r.status} ${r.path.join(" › ")} (${r.ms} ms)\n`);
+        }
         if (before === undefined && state.bootedAt !== undefined) armSilence();
       }
       if (state.bootedAt !== undefined) armSilence();

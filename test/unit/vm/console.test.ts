@@ -13,7 +13,9 @@ test("a whole run: milestones, results nested by path, the end marker", () => {
     "KPT-VM modules-loaded uptime=13.05",
     'KPT-VM start {"path":["seed"]}',
     'KPT-VM start {"path":["seed","ClusterIP"]}',
+    'KPT-VM diag {"message":"ipvsadm -Ln"}',
     'KPT-VM test {"path":["seed","ClusterIP"],"status":"pass","ms":812}',
+    'KPT-VM diag {"message":"after the child"}',
     'KPT-VM test {"path":["seed"],"status":"fail","ms":900,"error":"AssertionError: 1 !== 2"}',
     'KPT-VM test {"path":["affinity"],"status":"skip","ms":0,"reason":"no ipvs mode"}',
     'KPT-VM diag {"message":"tests 3"}',
@@ -22,9 +24,13 @@ test("a whole run: milestones, results nested by path, the end marker", () => {
   assert.equal(state.bootedAt, 11.2);
   assert.equal(state.modulesLoadedAt, 13.05);
   assert.deepEqual(state.done, { rc: 1, uptime: 40.5 });
-  assert.deepEqual(state.diagnostics, ["tests 3"]);
+  assert.deepEqual(state.diagnostics.at(-1), { message: "tests 3" });
   assert.deepEqual(state.garbled, []);
   assert.equal(state.running, undefined);
+  assert.deepEqual(state.diagnostics.slice(0, 2), [
+    { path: ["seed", "ClusterIP"], message: "ipvsadm -Ln" },
+    { path: ["seed"], message: "after the child" },
+  ]);
   const tree = resultTree(state.results);
   assert.deepEqual(
     tree.map((n) => [n.result.path, n.result.status, n.children.map((c) => c.result.path.at(-1))]),
