@@ -1,4 +1,4 @@
-import { readFile, readlink, writeFile } from "node:fs/promises";
+import { readFile, readlink, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { KubeProxyError } from "../errors.ts";
 import type { Runner } from "./exec.ts";
@@ -100,6 +100,14 @@ export async function ensureSysctl(
  * its host.
  */
 export async function inInitialNetns(): Promise<boolean> {
+  // The kernel itself says so: outside the initial namespace it makes nf_conntrack_max read-only
+  // (mode 0444). That also holds in a container with its own PID namespace, where /proc/1 is the
+  // container's init and the comparison below would see "initial" in any network namespace.
+  const writable = await stat("/proc/sys/net/netfilter/nf_conntrack_max").then(
+    (s) => (s.mode & 0o200) !== 0,
+    () => null,
+  );
+  if (writable !== null) return writable;
   const [self, init] = await Promise.all([
     readlink("/proc/self/ns/net"),
     readlink("/proc/1/ns/net").catch(() => ""),
