@@ -111,14 +111,17 @@ describe("ipvs mode", { skip, timeout: 3_600_000 }, () => {
           SEED_PODS.map((p) => [`${p.ip}:80`, "Masq", 1]).sort(),
         );
       }
-      const stats = await ipvsText(t, ["--stats"]);
-      for (const p of SEED_PODS) {
-        assert.match(
-          stats,
-          new RegExp(`-> ${p.ip.replace(/\./g, "\\.")}:80\\s+[1-9]`),
-          `no connections counted for ${p.name}`,
-        );
+      // IPVS's per-real-server counters reach `ipvsadm --stats` up to about 2 s after the
+      // connections (seen in the VM): read until both pods are counted, for at most 6 s.
+      const counted = (text: string, ip: string) =>
+        new RegExp(`-> ${ip.replace(/\./g, "\\.")}:80\\s+[1-9]`).test(text);
+      let stats = (await exec(["ipvsadm", "-Ln", "--stats"])).stdout;
+      for (let i = 0; i < 24 && !SEED_PODS.every((p) => counted(stats, p.ip)); i++) {
+        await sleep(250);
+        stats = (await exec(["ipvsadm", "-Ln", "--stats"])).stdout;
       }
+      t.diagnostic(`ipvsadm -Ln --stats\n${stats.trim()}`);
+      for (const p of SEED_PODS) assert.ok(counted(stats, p.ip), `no connections counted for ${p.name}`);
       const dev = (await exec(["ip", "-4", "addr", "show", "dev", "kube-ipvs0"])).stdout;
       assert.match(
         dev,
