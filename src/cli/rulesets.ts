@@ -65,7 +65,8 @@ export function addressList(value: string): string[] {
   return out;
 }
 
-async function readText(path: string): Promise<string> {
+/** A file's text, or stdin's for `-`. */
+export async function readText(path: string): Promise<string> {
   if (path !== "-") return readFile(path, "utf8");
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);

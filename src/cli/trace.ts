@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { backendFor } from "../backends/index.ts";
 import type { InspectDump, ModeInspector, ProxyMode } from "../backends/types.ts";
 import { InputError } from "../errors.ts";
@@ -6,7 +5,7 @@ import { ProcessRunner, type Runner } from "../kernel/exec.ts";
 import { cidrContains, isLoopback, parseCIDR, parseIP, sameAddress } from "../ip.ts";
 import type { TracePacket } from "../netfilter/tracer.ts";
 import { formatTrace, packetFromFlags, tracePacket, traceToJson, type Origin } from "../netfilter/tracer.ts";
-import { addressList, RulesetLoader, rulesetJson, type LoadedRuleset } from "./rulesets.ts";
+import { addressList, readText, RulesetLoader, rulesetJson, type LoadedRuleset } from "./rulesets.ts";
 
 export { addressList } from "./rulesets.ts";
 
@@ -14,7 +13,7 @@ export { addressList } from "./rulesets.ts";
 export async function rulesetDump(path: string): Promise<InspectDump> {
   try {
     return {
-      text: path === "-" ? await readStdin() : await readFile(path, "utf8"),
+      text: await readText(path),
       origin: `--ruleset ${path}`,
     };
   } catch (cause) {
@@ -220,17 +219,11 @@ function flagsOf(options: Record<string, unknown>): FlowFlags {
 async function flowsOf(path: string): Promise<{ line: number; flags: FlowFlags }[]> {
   let text: string;
   try {
-    text = path === "-" ? await readStdin() : await readFile(path, "utf8");
+    text = await readText(path);
   } catch (cause) {
     throw new InputError("--flows", `cannot read ${path}: ${(cause as Error).message}`, { cause });
   }
   return parseFlows(text, `--flows ${path}`);
-}
-
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString("utf8");
 }
 
 /**
