@@ -15,7 +15,7 @@ import type { ProxyState } from "../../proxy/types.ts";
 import { IptablesWriter } from "./proxier.ts";
 import type { IptablesSettings } from "./types.ts";
 
-/** The tables the canary monitor keeps its chain in (backends/iptables/index.ts). */
+/** The tables the canary monitor keeps its chain in (backends/iptables/runtime.ts). */
 const CANARY_TABLES: readonly Table[] = ["mangle", "nat", "filter"];
 
 /** `iptables-save` of a fresh node of `settings.family` after one full sync of `state`. */
