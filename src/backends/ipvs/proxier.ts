@@ -31,6 +31,7 @@ import {
 } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../ip.ts";
 import type { ProxyState } from "../../proxy/types.ts";
+import { servicePortLines } from "./format.ts";
 import { DUMMY_DEVICE, IPVS_JUMP_CHAINS } from "./names.ts";
 import {
   gracefulKey,
@@ -95,12 +96,18 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
   private firstSync = true;
   private readonly graceful = new Map<string, GracefulItem>();
   private lastGracefulCheck = Number.NEGATIVE_INFINITY;
+  private lastServicePorts: readonly string[] = [];
   readonly skipPeriodicFullSync = false;
 
   constructor(private readonly options: IpvsWriterOptions) {}
 
   get family(): IPFamily {
     return this.options.settings.family;
+  }
+
+  /** Which Service port each virtual server of the last accepted sync serves (the web view's names). */
+  get servicePorts(): readonly string[] {
+    return this.lastServicePorts;
   }
 
   /** The real servers waiting to drain (tests, the web view). */
@@ -180,6 +187,7 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
       const drained = await this.checkDraining(clock.now());
       this.firstSync = false;
       this.view = kernelAfter(desired, [...this.graceful.values()]);
+      this.lastServicePorts = servicePortLines(desired);
       details = {
         fullSync,
         ipvsCommands: plan.ipvsLines.length + plan.deleteServiceLines.length,
