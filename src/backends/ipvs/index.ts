@@ -210,6 +210,14 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
           });
         });
         if (signal.aborted) return;
+        for (const [family, writer] of writers) {
+          const drained = await writer.drain().catch((err: unknown) => {
+            log.error({ err, ipFamily: family }, "Failed to delete drained IPVS real servers");
+            return [];
+          });
+          if (drained.length > 0)
+            log.info({ ipFamily: family, realServers: drained }, "IPVS real servers done draining");
+        }
         try {
           const device = await dummy.exists();
           for (const [family, ipt] of ipts) {
