@@ -9,6 +9,7 @@
 import type { Logger } from "pino";
 import type { KubeProxyConfiguration, ProxyMode } from "../config/types.ts";
 import type { Runner } from "../kernel/exec.ts";
+import type { JumpRule } from "../kernel/iptables.ts";
 import type { InspectionSource } from "../inspect/types.ts";
 import type { Ruleset } from "../netfilter/model.ts";
 import type { DriftReport } from "../inspect/drift.ts";
@@ -69,6 +70,57 @@ export function sharedSyncOptions(deps: ProxierDeps, family: IPFamily, store: Pr
     onSync: deps.onSync,
   };
 }
+
+export type SharedSyncOptions = ReturnType<typeof sharedSyncOptions>;
+
+/**
+ * One proxier per family the mode runs and the daemon keeps a store for, in `families`' order
+ * (upstream's metaproxier pair); `create` builds the mode's proxier from the shared options.
+ */
+export async function proxiersPerFamily(
+  families: Iterable<IPFamily>,
+  deps: ProxierDeps,
+  create: (
+    family: IPFamily,
+    shared: SharedSyncOptions,
+  ) => Promise<FamilyProxier<unknown>> | FamilyProxier<unknown>,
+): Promise<Map<IPFamily, FamilyProxier<unknown>>> {
+  const created = new Map<IPFamily, FamilyProxier<unknown>>();
+  for (const family of families) {
+    const store = deps.stores.get(family);
+    if (store === undefined) continue;
+    created.set(family, await create(family, sharedSyncOptions(deps, family, store)));
+  }
+  return created;
+}
+
+/**
+ * The nat jump rules both iptables-based modes prepend to the built-in chains (upstream's
+ * `iptablesJumpChains` in pkg/proxy/iptables and pkg/proxy/ipvs share these three rows).
+ */
+export const NAT_JUMP_CHAINS: readonly JumpRule[] = [
+  {
+    table: "nat",
+    srcChain: "OUTPUT",
+    extraArgs: [],
+    comment: "kubernetes service portals",
+    dstChain: "KUBE-SERVICES",
+  },
+  {
+    table: "nat",
+    srcChain: "PREROUTING",
+    extraArgs: [],
+    comment: "kubernetes service portals",
+    dstChain: "KUBE-SERVICES",
+  },
+  {
+    table: "nat",
+    srcChain: "POSTROUTING",
+    extraArgs: [],
+    comment: "kubernetes postrouting rules",
+    dstChain: "KUBE-POSTROUTING",
+  },
+];
 
 export interface KernelMonitorOptions {
   readonly intervalMs: number;
@@ -139,8 +191,15 @@ export interface InspectTraceRequest {
 
 export interface InspectExplainRequest {
   readonly service: { readonly namespace: string; readonly name: string; readonly port?: string };
-  /** Absent: the live kernel; else these dumps (a file, or payloads rendered from objects). */
+  /** `--ruleset`: this dump instead of the live kernel. */
   readonly dumps?: readonly InspectDump[];
+  /**
+   * `-f`/`--manifests`/`--api`: the objects rendered as `render` prints them. A mode whose kernel
+   * objects carry Service names explains these instead of the kernel (when there is no dump);
+   * ipvs mode, whose IPVS table holds no names, takes from them which virtual servers are the
+   * Service's and still reads the kernel (or the dump).
+   */
+  readonly rendered?: readonly InspectDump[];
   /** Live kernel: count conntrack entries per endpoint. */
   readonly conntrack: boolean;
   readonly format: "text" | "json";

@@ -182,17 +182,17 @@ export async function explainCommand(
   const rulesetPath = options["ruleset"];
   const mode = options["proxyMode"];
   if (typeof mode === "string" && mode !== "iptables") {
-    const dumps =
-      typeof rulesetPath === "string"
-        ? [await rulesetDump(rulesetPath)]
-        : options["api"] === true
-          ? await fromApi(options, ref, runner, (p) => renderedPayloads(options, p))
-          : paths.length > 0
-            ? await renderedPayloads(options, paths)
-            : undefined;
+    const dumps = typeof rulesetPath === "string" ? [await rulesetDump(rulesetPath)] : undefined;
+    const rendered =
+      options["api"] === true
+        ? await fromApi(options, ref, runner, (p) => renderedPayloads(options, p))
+        : paths.length > 0
+          ? await renderedPayloads(options, paths)
+          : undefined;
     return (await inspectorFor(mode)).explain({
       service: ref,
       ...(dumps === undefined ? {} : { dumps }),
+      ...(rendered === undefined ? {} : { rendered }),
       conntrack: options["conntrack"] !== false,
       format,
       runner,

@@ -264,18 +264,35 @@ export async function traceCommand(
     }
     return p;
   };
-  const out: string[] = [];
-  for (let i = 0; i < flows.length; i++) {
-    const flow = flows[i]!;
+  return traceFlows(flows, typeof flowsPath === "string", format, async (flow, i) => {
     const loaded = await load(families[i]!);
     checkComplete(loaded, options["allowIncomplete"] === true);
     const traced = traceOne(loaded, flow.flags, options);
-    if (typeof flowsPath !== "string") {
-      return format === "json" ? JSON.stringify(traced.json, null, 2) + "\n" : traced.text;
-    }
+    return { text: traced.text, json: () => traced.json };
+  });
+}
+
+/**
+ * What `trace` prints for its flows, whichever mode traced them: a single packet's trace as is,
+ * or for `--flows` one `=== flow N` block (text) or one JSON line with its `flow` number each.
+ */
+async function traceFlows(
+  flows: readonly { line: number; flags: FlowFlags }[],
+  listed: boolean,
+  format: OutputFormat,
+  traceFlow: (
+    flow: { line: number; flags: FlowFlags },
+    index: number,
+  ) => Promise<{ text: string; json: () => object }>,
+): Promise<string> {
+  const out: string[] = [];
+  for (let i = 0; i < flows.length; i++) {
+    const flow = flows[i]!;
+    const traced = await traceFlow(flow, i);
+    if (!listed) return format === "json" ? JSON.stringify(traced.json(), null, 2) + "\n" : traced.text;
     out.push(
       format === "json"
-        ? JSON.stringify({ flow: flow.line, ...traced.json }) + "\n"
+        ? JSON.stringify({ flow: flow.line, ...traced.json() }) + "\n"
         : `=== flow ${flow.line}: ${flow.flags.src} → ${flow.flags.dst}\n${traced.text}\n`,
     );
   }
@@ -283,7 +300,7 @@ export async function traceCommand(
 }
 
 /**
- * `trace --proxy-mode MODE` for a mode with its own reader and tracer (nftables): each flow
+ * `trace --proxy-mode MODE` for a mode with its own reader and tracer (nftables, ipvs): each flow
  * against the live table or the `--ruleset` dump (read once); `--from` defaults to pod there.
  */
 async function traceWithInspector(
@@ -298,14 +315,13 @@ async function traceWithInspector(
     if (v !== undefined && !(Array.isArray(v) && v.length === 0))
       throw new InputError(
         `--${key}`,
-        "renders iptables mode's node ruleset: with --proxy-mode nftables give --ruleset or trace the live table",
+        `renders iptables mode's node ruleset: with --proxy-mode ${String(options["proxyMode"])} give --ruleset or trace the live kernel`,
       );
   }
   const rulesetPath = options["ruleset"];
   const dump = typeof rulesetPath === "string" ? await rulesetDump(rulesetPath) : undefined;
   const given = options["localAddresses"];
-  const out: string[] = [];
-  for (const flow of flows) {
+  return traceFlows(flows, typeof options["flows"] === "string", format, async (flow) => {
     const { packet, origin } = packetFromFlags(flow.flags);
     const traced = await inspector.trace({
       packet,
@@ -316,12 +332,6 @@ async function traceWithInspector(
       ...(typeof given === "string" ? { localAddresses: addressList(given) } : {}),
       affinity: affinityAssumption(options["affinity"]) === "new-client" ? "new-client" : "kernel",
     });
-    if (flows.length === 1 && typeof options["flows"] !== "string") return traced;
-    out.push(
-      format === "json"
-        ? JSON.stringify({ flow: flow.line, ...(JSON.parse(traced) as object) }) + "\n"
-        : `=== flow ${flow.line}: ${flow.flags.src} → ${flow.flags.dst}\n${traced}\n`,
-    );
-  }
-  return out.join("");
+    return { text: traced, json: () => JSON.parse(traced) as object };
+  });
 }

@@ -90,6 +90,23 @@ export interface Runner {
 const DEFAULT_TIMEOUT_MS = 60_000;
 
 /** Runs an argv array (never a shell string) with a timeout, payload on stdin. */
+/**
+ * One tool's calls through `runner`: a fixed timeout, stdin when given, inside `netns` when set
+ * (what every small kernel wrapper repeats: ipvsadm, ipset).
+ */
+export function toolRunner(
+  runner: Runner,
+  netns?: string,
+  timeoutMs = DEFAULT_TIMEOUT_MS,
+): (argv: readonly string[], stdin?: string) => Promise<ExecResult> {
+  return (argv, stdin) =>
+    runner.run(argv, {
+      timeoutMs,
+      ...(stdin === undefined ? {} : { stdin }),
+      ...(netns === undefined ? {} : { netns }),
+    });
+}
+
 export class ProcessRunner implements Runner {
   run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
     const full = options.netns === undefined ? [...argv] : ["ip", "netns", "exec", options.netns, ...argv];

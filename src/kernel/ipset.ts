@@ -3,7 +3,7 @@
  * with the commands on stdin to write (one process per sync instead of one per entry, as
  * upstream's per-entry `ipset add`), `ipset destroy` for clean-up.
  */
-import { ExecError, type Runner } from "./exec.ts";
+import { ExecError, toolRunner, type ExecResult, type Runner } from "./exec.ts";
 
 export interface IpsetSaved {
   readonly name: string;
@@ -34,17 +34,10 @@ export function parseIpsetVersion(text: string): [number, number] | null {
 }
 
 export class Ipset {
-  constructor(
-    private readonly runner: Runner,
-    private readonly netns?: string,
-  ) {}
+  private readonly run: (argv: readonly string[], stdin?: string) => Promise<ExecResult>;
 
-  private run(argv: readonly string[], stdin?: string) {
-    return this.runner.run(argv, {
-      timeoutMs: 60_000,
-      ...(stdin === undefined ? {} : { stdin }),
-      ...(this.netns === undefined ? {} : { netns: this.netns }),
-    });
+  constructor(runner: Runner, netns?: string) {
+    this.run = toolRunner(runner, netns);
   }
 
   async version(): Promise<string> {

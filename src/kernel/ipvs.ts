@@ -4,7 +4,7 @@
  * batch on stdin, `ipvsadm --set` for the timeouts, `-C` for clean-up. docs/ipvs-mode.md says why
  * ipvsadm and not generic netlink.
  */
-import type { Runner } from "./exec.ts";
+import { toolRunner, type ExecResult, type Runner } from "./exec.ts";
 
 export type IpvsProtocol = "TCP" | "UDP" | "SCTP";
 
@@ -98,17 +98,10 @@ export function parseIpvsadmList(text: string): IpvsServiceEntry[] {
 }
 
 export class Ipvsadm {
-  constructor(
-    private readonly runner: Runner,
-    private readonly netns?: string,
-  ) {}
+  private readonly run: (argv: readonly string[], stdin?: string) => Promise<ExecResult>;
 
-  private run(argv: readonly string[], stdin?: string) {
-    return this.runner.run(argv, {
-      timeoutMs: 60_000,
-      ...(stdin === undefined ? {} : { stdin }),
-      ...(this.netns === undefined ? {} : { netns: this.netns }),
-    });
+  constructor(runner: Runner, netns?: string) {
+    this.run = toolRunner(runner, netns);
   }
 
   /** The whole IPVS table, numeric, with exact connection counts. */
@@ -131,4 +124,60 @@ export class Ipvsadm {
   async clear(): Promise<void> {
     await this.run(["ipvsadm", "-C"]);
   }
+}
+
+/** One line of `ipvsadm -Ln --stats [--exact]`: connections, packets and bytes in and out. */
+export interface IpvsStats {
+  readonly conns: number;
+  readonly inPkts: number;
+  readonly outPkts: number;
+  readonly inBytes: number;
+  readonly outBytes: number;
+}
+
+export interface IpvsServiceStats {
+  readonly protocol: IpvsProtocol;
+  readonly address: string;
+  readonly port: number;
+  readonly stats: IpvsStats;
+  /** By `ip:port` (`[ip]:port` for IPv6), as the real server lines print them. */
+  readonly realServers: ReadonlyMap<string, IpvsStats>;
+}
+
+/** `1234`, or without `--exact` `12K`, `3M`… */
+function statNumber(text: string): number {
+  const m = /^(\d+)([KMGT]?)$/.exec(text);
+  if (m === null) return Number.NaN;
+  return Number(m[1]) * 1000 ** " KMGT".indexOf(m[2] === "" ? " " : m[2]!);
+}
+
+/** Parses `ipvsadm -Ln --stats [--exact]`; firewall-mark services are skipped, as in the list. */
+export function parseIpvsadmStats(text: string): IpvsServiceStats[] {
+  const out: { entry: Omit<IpvsServiceStats, "realServers">; rs: Map<string, IpvsStats> }[] = [];
+  let current: (typeof out)[number] | null = null;
+  const statsOf = (f: readonly string[], from: number): IpvsStats | null => {
+    const n = f.slice(from, from + 5).map(statNumber);
+    if (n.length !== 5 || n.some(Number.isNaN)) return null;
+    return { conns: n[0]!, inPkts: n[1]!, outPkts: n[2]!, inBytes: n[3]!, outBytes: n[4]! };
+  };
+  for (const raw of text.split("\n")) {
+    const fields = raw.trim().split(/\s+/);
+    if (fields[0] === "->") {
+      const stats = statsOf(fields, 2);
+      if (current !== null && stats !== null && splitHostPort(fields[1] ?? "") !== null)
+        current.rs.set(fields[1]!, stats);
+      continue;
+    }
+    if (fields[0] === "FWM") {
+      current = null;
+      continue;
+    }
+    if (!PROTOCOLS.has(fields[0]!)) continue;
+    const hp = splitHostPort(fields[1] ?? "");
+    const stats = statsOf(fields, 2);
+    if (hp === null || stats === null) continue;
+    current = { entry: { protocol: fields[0] as IpvsProtocol, ...hp, stats }, rs: new Map() };
+    out.push(current);
+  }
+  return out.map(({ entry, rs }) => ({ ...entry, realServers: rs }));
 }

@@ -45,6 +45,9 @@ function matchExtra(m: Match): string | undefined {
     case "accounting":
       return m.module;
     case "unknown":
+    case "set":
+    case "ipvs":
+    case "physdev":
       return m.text;
     default:
       return undefined;

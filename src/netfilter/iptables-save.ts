@@ -1,6 +1,6 @@
 import type { Cidr, IPFamily } from "../ip.ts";
 import { parseCIDR } from "../ip.ts";
-import type { Chain, Counters, Hook, Match, Rule, Ruleset, Table, Target } from "./model.ts";
+import type { Chain, Counters, Hook, IpvsCondition, Match, Rule, Ruleset, Table, Target } from "./model.ts";
 import { IPTABLES_BUILTINS, RulesetParseError } from "./model.ts";
 
 /**
@@ -257,6 +257,45 @@ function moduleMatches(module: string, options: readonly ModuleOption[]): Match[
     }
     case "nfacct":
       return [{ kind: "accounting", module }];
+    case "set": {
+      const o = options[0];
+      const flags = o?.values[1]?.split(",") ?? [];
+      if (
+        options.length !== 1 ||
+        o?.name !== "--match-set" ||
+        o.values.length !== 2 ||
+        flags.some((f) => f !== "src" && f !== "dst")
+      )
+        return unknownModule(module, options);
+      return [
+        {
+          kind: "set",
+          negated: o.negated,
+          name: first(o),
+          flags: flags as ("src" | "dst")[],
+          text: optionText(module, options),
+        },
+      ];
+    }
+    case "ipvs": {
+      const names = {
+        "--ipvs": "ipvs",
+        "--vaddr": "vaddr",
+        "--vport": "vport",
+        "--vproto": "vproto",
+      } as const;
+      const conditions = [];
+      for (const o of options) {
+        const option = names[o.name as keyof typeof names] as IpvsCondition["option"] | undefined;
+        if (option === undefined) return unknownModule(module, options);
+        conditions.push({ option, negated: o.negated, value: option === "ipvs" ? "" : first(o) });
+      }
+      return [{ kind: "ipvs", conditions, text: optionText(module, options) }];
+    }
+    case "physdev":
+      if (options.length !== 1 || options[0]?.name !== "--physdev-is-in")
+        return unknownModule(module, options);
+      return [{ kind: "physdev", negated: options[0].negated, text: optionText(module, options) }];
     default:
       return unknownModule(module, options);
   }

@@ -1,6 +1,7 @@
 import type { Address } from "../ip.ts";
-import { cidrContains, isLoopback, isMulticast, sameAddress } from "../ip.ts";
-import type { Match, Rule } from "./model.ts";
+import { cidrContains, isLoopback, isMulticast, parseCIDR, sameAddress } from "../ip.ts";
+import { setContains, type IpsetModel } from "./ipvs.ts";
+import type { IpvsCondition, Match, Rule } from "./model.ts";
 
 /** What a matcher needs to know about the packet at this point of its walk. */
 export interface PacketView {
@@ -14,6 +15,8 @@ export interface PacketView {
   readonly mark: number;
   /** NEW / ESTABLISHED / RELATED / INVALID / UNTRACKED plus the virtual DNAT / SNAT states. */
   readonly ctstates: ReadonlySet<string>;
+  /** The IPVS virtual server that scheduled the packet (its `ipvs_property`), if one did. */
+  readonly ipvs?: { readonly protocol: string; readonly address: Address; readonly port: number };
 }
 
 export interface MatchContext {
@@ -23,6 +26,10 @@ export interface MatchContext {
    * branches; "new-client" says explicitly that a client without an affinity entry is assumed.
    */
   readonly recent: "unknown" | "new-client";
+  /** The ipsets `-m set` looks in (absent: every such match is unknown). */
+  readonly ipsets?: ReadonlyMap<string, IpsetModel>;
+  /** Whether the packet came in through a bridge port (`-m physdev`); absent = not known. */
+  readonly bridged?: boolean;
 }
 
 export type MatchResult =
@@ -147,9 +154,60 @@ export function evaluateMatch(m: Match, p: PacketView, ctx: MatchContext): Match
         kind: "unknown",
         reason: `${m.negated ? "! " : ""}recent --${m.command} --name ${m.name}: affinity state is not known`,
       };
+    case "set": {
+      const set = ctx.ipsets?.get(m.name);
+      if (set === undefined) return { kind: "unknown", reason: `${m.text}: ipset ${m.name} is not known` };
+      const found = setContains(set, m.flags, p);
+      if (found === undefined)
+        return { kind: "unknown", reason: `${m.text}: ipset type ${set.type} is not modelled` };
+      return bool(found, m.negated);
+    }
+    case "ipvs":
+      return ipvsMatches(m.conditions, p);
+    case "physdev":
+      if (ctx.bridged === undefined)
+        return {
+          kind: "unknown",
+          reason: `${m.text}: whether the packet came through a bridge port is not known`,
+        };
+      return bool(ctx.bridged, m.negated);
     case "unknown":
       return { kind: "unknown", reason: `${m.text}: match not modelled` };
   }
+}
+
+/**
+ * xt_ipvs: `--ipvs` alone asks whether IPVS handled the packet; any other option needs a packet
+ * IPVS handled (else no match) whose virtual server has that address, port or protocol.
+ */
+function ipvsMatches(conditions: readonly IpvsCondition[], p: PacketView): MatchResult {
+  const vs = p.ipvs;
+  if (conditions.length === 1 && conditions[0]!.option === "ipvs")
+    return bool(vs !== undefined, conditions[0]!.negated);
+  if (vs === undefined) return NOMATCH;
+  for (const c of conditions) {
+    let holds: boolean;
+    switch (c.option) {
+      case "ipvs":
+        holds = true;
+        break;
+      case "vaddr": {
+        const cidr = parseCIDR(
+          c.value.includes("/") ? c.value : `${c.value}/${vs.address.family === "IPv4" ? 32 : 128}`,
+        );
+        holds = cidr !== undefined && cidrContains(cidr, vs.address);
+        break;
+      }
+      case "vport":
+        holds = Number(c.value) === vs.port;
+        break;
+      case "vproto":
+        holds = (PROTOCOL_NUMBERS[c.value] ?? c.value.toLowerCase()) === p.protocol;
+        break;
+    }
+    if (holds === c.negated) return NOMATCH;
+  }
+  return MATCH;
 }
 
 /** One way a rule can go for this packet; `weight` multiplies the path probability. */

@@ -75,7 +75,26 @@ export type Match =
       readonly seconds?: number;
     }
   | { readonly kind: "accounting"; readonly module: string }
+  /** `-m set --match-set NAME src,dst…`: the packet's fields named by `flags` are in the ipset. */
+  | {
+      readonly kind: "set";
+      readonly negated: boolean;
+      readonly name: string;
+      readonly flags: readonly ("src" | "dst")[];
+      readonly text: string;
+    }
+  /** `-m ipvs`: the packet was scheduled by IPVS (through the virtual server the conditions name). */
+  | { readonly kind: "ipvs"; readonly conditions: readonly IpvsCondition[]; readonly text: string }
+  /** `-m physdev --physdev-is-in`: the packet came in through a bridge port. */
+  | { readonly kind: "physdev"; readonly negated: boolean; readonly text: string }
   | { readonly kind: "unknown"; readonly module: string; readonly text: string };
+
+/** One option of `-m ipvs` (xt_ipvs): `--ipvs`, `--vaddr CIDR`, `--vport N`, `--vproto P`. */
+export interface IpvsCondition {
+  readonly option: "ipvs" | "vaddr" | "vport" | "vproto";
+  readonly negated: boolean;
+  readonly value: string;
+}
 
 export type Target =
   | { readonly kind: "verdict"; readonly verdict: Verdict; readonly text: string }

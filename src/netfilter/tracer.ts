@@ -5,6 +5,16 @@ import type { MatchContext } from "./match.ts";
 import { evaluateRule, isLocalAddress } from "./match.ts";
 import type { Chain, Counters, Hook, Rule, Ruleset, Table, Target, Verdict } from "./model.ts";
 import { baseChainsFor } from "./model.ts";
+import {
+  findVirtualServer,
+  hostPort,
+  IPVS_LOCAL_IN_PRIORITY,
+  IPVS_LOCAL_OUT_PRIORITY,
+  realServerShares,
+  virtualServerLabel,
+  type IpsetModel,
+  type IpvsTraceModel,
+} from "./ipvs.ts";
 
 export type Origin = "pod" | "node" | "external";
 
@@ -27,6 +37,10 @@ export interface TraceOptions {
   readonly recent?: MatchContext["recent"];
   /** Bound on paths opened by unknown matches (statistic branches are bounded by the rules themselves). */
   readonly maxUnknownBranches?: number;
+  /** IPVS's virtual servers: the packet meets IPVS in LOCAL_IN and LOCAL_OUT (src/netfilter/ipvs.ts). */
+  readonly ipvs?: IpvsTraceModel;
+  /** The ipsets `-m set` matches look in. */
+  readonly ipsets?: ReadonlyMap<string, IpsetModel>;
 }
 
 export type StepKind = "chain" | "rule" | "policy" | "note";
@@ -126,6 +140,7 @@ interface PathState {
   /** Established flows: the mark the connection's first packet would carry through nat. */
   readonly replayMark: number;
   readonly decidedBy?: DecidingRule;
+  readonly ipvs?: { readonly protocol: string; readonly address: Address; readonly port: number };
 }
 
 const DECISION_RANK: Readonly<Record<Decision, number>> = {
@@ -235,12 +250,121 @@ function parseEndpoint(to: string, family: IPFamily): { addr: Address; port?: nu
 class Walker {
   unknownBranches = 0;
   truncated = false;
+  /** Packets IPVS scheduled in LOCAL_IN: they leave through LOCAL_OUT and POSTROUTING. */
+  readonly ipvsForwarded: PathState[] = [];
 
   constructor(
     readonly ruleset: Ruleset,
     readonly ctx: MatchContext,
     readonly maxUnknownBranches: number,
+    readonly ipvs?: IpvsTraceModel,
   ) {}
+
+  /**
+   * IPVS in LOCAL_IN or LOCAL_OUT: a packet to a virtual server goes to one of its real servers
+   * (one path per real server, with its share of new connections), or is refused with ICMP
+   * port unreachable when no real server takes new connections. Other packets pass.
+   */
+  runIpvs(hook: Hook, s: PathState, finished: PathState[], finishedVerdicts: Verdict[]): PathState[] {
+    if (this.ipvs === undefined || s.ipvs !== undefined) return [s];
+    const where = hook === "INPUT" ? "LOCAL_IN" : "LOCAL_OUT";
+    const vs = findVirtualServer(this.ipvs, s.protocol, s.dst, s.dstPort);
+    const packetDst = `${s.protocol.toUpperCase()} ${hostPort(formatAddress(s.dst), s.dstPort)}`;
+    if (vs === undefined)
+      return [
+        addStep(s, {
+          kind: "note",
+          table: "ipvs",
+          effect: `IPVS (${where}): no virtual server ${packetDst}, the packet passes`,
+          depth: 0,
+        }),
+      ];
+    const label = virtualServerLabel(vs);
+    const persistent = vs.persistence > 0 ? ` persistent ${vs.persistence}` : "";
+    const established = s.ctstates.has("ESTABLISHED");
+    const assumptions: string[] = [];
+    let branches: { rs: (typeof vs.realServers)[number]; share: number }[];
+    if (established) {
+      branches = vs.realServers.map((rs) => ({ rs, share: 1 / vs.realServers.length }));
+      if (branches.length > 0)
+        assumptions.push(
+          `ipvs ${label}: an established connection stays on the real server IPVS gave it (its connection entry, not in the dump); each real server is shown, weight 0 included`,
+        );
+    } else {
+      const { shares, note } = realServerShares(vs);
+      branches = shares.filter((b) => b.share > 0);
+      if (note !== undefined) assumptions.push(`ipvs ${label}: ${note}`);
+      if (vs.persistence > 0 && this.ctx.recent !== "new-client")
+        assumptions.push(
+          `ipvs ${label}: persistent ${vs.persistence} s: a client IPVS saw within that time goes back to its real server; the shares are a new client's`,
+        );
+    }
+    if (branches.length === 0) {
+      const why = vs.realServers.length === 0 ? "no real server" : "no real server with a weight above 0";
+      const st = decide(
+        addStep(s, {
+          kind: "note",
+          table: "ipvs",
+          chain: label,
+          target: "REJECT",
+          effect: `IPVS (${where}): virtual server ${label} ${vs.scheduler}${persistent} has ${why}: IPVS answers ICMP port unreachable and drops the packet`,
+          depth: 0,
+        }),
+        { decision: "reject", hook, table: "ipvs", chain: label, rule: why },
+      );
+      finished.push(st);
+      finishedVerdicts.push("REJECT");
+      return [];
+    }
+    const out: PathState[] = [];
+    for (const { rs, share } of branches) {
+      const to = hostPort(rs.address, rs.port);
+      const addr = parseIP(rs.address);
+      if (addr === undefined) continue;
+      const masq = rs.forward === "Masq" || rs.forward === "";
+      const st: PathState = {
+        ...s,
+        weight: s.weight * share,
+        assumptions: [...s.assumptions, ...assumptions],
+        ...(masq ? { dst: addr, dstPort: rs.port, dnat: to, ctstates: new Set(s.ctstates).add("DNAT") } : {}),
+        ipvs: { protocol: s.protocol, address: s.dst, port: s.dstPort },
+      };
+      out.push(
+        decide(
+          addStep(st, {
+            kind: "note",
+            table: "ipvs",
+            chain: label,
+            target: "DNAT",
+            probability: share,
+            effect:
+              `IPVS (${where}): virtual server ${label} ${vs.scheduler}${persistent} → real server ${to} ` +
+              `(${rs.forward || "Masq"}, weight ${rs.weight}, ${rs.activeConn} active / ${rs.inactiveConn} inactive connections), ` +
+              `${formatPercent(share)}${established ? "" : " of new connections"}` +
+              (masq ? `: destination rewritten to ${to}` : ": forwarded without rewriting the destination"),
+            depth: 0,
+          }),
+          {
+            decision: "dnat",
+            hook,
+            table: "ipvs",
+            chain: label,
+            rule: `-> ${to} ${rs.forward || "Masq"} ${rs.weight}`,
+          },
+        ),
+      );
+    }
+    if (hook !== "INPUT") return out;
+    for (const st of out)
+      this.ipvsForwarded.push(
+        addStep(st, {
+          kind: "note",
+          effect: "IPVS sends the packet on through LOCAL_OUT and POSTROUTING",
+          depth: 0,
+        }),
+      );
+    return [];
+  }
 
   runChain(table: Table, chain: Chain, from: number, state: PathState, depth: number): ChainEnd[] {
     const rules = chain.rules;
@@ -417,9 +541,24 @@ class Walker {
     finished: PathState[],
     finishedVerdicts: Verdict[],
     skipNat: boolean,
+    ipvs = false,
   ): PathState[] {
     let current = states.map((s) => ({ ...s, hook }));
+    const ipvsPriority =
+      !ipvs || this.ipvs === undefined
+        ? undefined
+        : hook === "INPUT"
+          ? IPVS_LOCAL_IN_PRIORITY
+          : hook === "OUTPUT"
+            ? IPVS_LOCAL_OUT_PRIORITY
+            : undefined;
+    let ipvsDone = ipvsPriority === undefined;
+    const runIpvs = () => {
+      ipvsDone = true;
+      current = current.flatMap((s) => this.runIpvs(hook, s, finished, finishedVerdicts));
+    };
     for (const { table, chain } of baseChainsFor(this.ruleset, hook)) {
+      if (!ipvsDone && (chain.priority ?? 0) > ipvsPriority!) runIpvs();
       const next: PathState[] = [];
       for (const s of current) {
         const enter = (st: PathState) =>
@@ -480,6 +619,7 @@ class Walker {
       }
       current = next;
     }
+    if (!ipvsDone) runIpvs();
     return current;
   }
 
@@ -614,8 +754,14 @@ export function tracePacket(ruleset: Ruleset, packet: TracePacket, options: Trac
     if (parsed === undefined) throw new InputError("trace", `local address is not an IP address: ${a}`);
     localAddresses.push(parsed);
   }
-  const ctx: MatchContext = { localAddresses, recent: options.recent ?? "unknown" };
-  const walker = new Walker(ruleset, ctx, options.maxUnknownBranches ?? 256);
+  const ctx: MatchContext = {
+    localAddresses,
+    recent: options.recent ?? "unknown",
+    ...(options.ipsets === undefined ? {} : { ipsets: options.ipsets }),
+    // A pod may sit behind a bridge (its CNI's); a client elsewhere or the node itself does not.
+    ...(options.origin === "pod" ? {} : { bridged: false }),
+  };
+  const walker = new Walker(ruleset, ctx, options.maxUnknownBranches ?? 256, options.ipvs);
   const mark = (packet.mark ?? 0) >>> 0;
   const initial: PathState = {
     protocol: packet.protocol,
@@ -653,7 +799,7 @@ export function tracePacket(ruleset: Ruleset, packet: TracePacket, options: Trac
     return { local, remote };
   };
   if (options.origin === "node") {
-    const out = walker.runHook("OUTPUT", [initial], finished, verdicts, false);
+    const out = walker.runHook("OUTPUT", [initial], finished, verdicts, false, true);
     const post = walker.runHook("POSTROUTING", out, finished, verdicts, false);
     for (const s of post) {
       if (isLocalAddress(s.dst, ctx)) {
@@ -672,11 +818,15 @@ export function tracePacket(ruleset: Ruleset, packet: TracePacket, options: Trac
   } else {
     const pre = walker.runHook("PREROUTING", [initial], finished, verdicts, false);
     const { local, remote } = routed(pre, "after PREROUTING");
-    for (const s of walker.runHook("INPUT", local, finished, verdicts, false))
+    for (const s of walker.runHook("INPUT", local, finished, verdicts, false, true))
       delivered.push({ state: s, delivery: "local" });
     const fwd = walker.runHook("FORWARD", remote, finished, verdicts, false);
     for (const s of walker.runHook("POSTROUTING", fwd, finished, verdicts, false))
       delivered.push({ state: s, delivery: "forwarded" });
+    // IPVS's own output: nat OUTPUT is not consulted again (the connection's NAT is set up).
+    const sent = walker.runHook("OUTPUT", walker.ipvsForwarded, finished, verdicts, true);
+    for (const s of walker.runHook("POSTROUTING", sent, finished, verdicts, false))
+      delivered.push({ state: s, delivery: isLocalAddress(s.dst, ctx) ? "local" : "forwarded" });
   }
   const order = new Map<TraceStep, number>();
   const toOutcome = (s: PathState, verdict: Verdict, delivery: TraceOutcome["delivery"]): TraceOutcome => {
@@ -736,6 +886,8 @@ export function decidedByText(o: TraceOutcome): string {
   const by = o.decidedBy;
   const what = DECISION_TEXT[o.decision];
   if (by === undefined) return `decided by: ${what} (no chain saw the packet)`;
+  if (by.table === "ipvs")
+    return `decided by: ${what}, IPVS virtual server ${by.chain} (${by.rule}) [${by.hook}]`;
   if (by.ruleNumber === undefined) {
     const none = o.decision === "policy-accept" ? "; no rule ended its walk" : "";
     return `decided by: ${what} of ${by.table} ${by.chain} [${by.hook}]${none}`;

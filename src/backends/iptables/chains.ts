@@ -3,6 +3,7 @@
  * mode (docs/iptables.md §1, §2). Pure functions only; the kernel layer consumes the jump-chain table.
  */
 import type { JumpRule } from "../../kernel/iptables.ts";
+import { NAT_JUMP_CHAINS } from "../types.ts";
 import { hash } from "node:crypto";
 
 export const KUBE_SERVICES = "KUBE-SERVICES";
@@ -92,27 +93,7 @@ export const JUMP_CHAINS: readonly JumpRule[] = [
     comment: "kubernetes load balancer firewall",
     dstChain: KUBE_PROXY_FIREWALL,
   },
-  {
-    table: "nat",
-    srcChain: "OUTPUT",
-    extraArgs: [],
-    comment: "kubernetes service portals",
-    dstChain: KUBE_SERVICES,
-  },
-  {
-    table: "nat",
-    srcChain: "PREROUTING",
-    extraArgs: [],
-    comment: "kubernetes service portals",
-    dstChain: KUBE_SERVICES,
-  },
-  {
-    table: "nat",
-    srcChain: "POSTROUTING",
-    extraArgs: [],
-    comment: "kubernetes postrouting rules",
-    dstChain: KUBE_POSTROUTING,
-  },
+  ...NAT_JUMP_CHAINS,
   { table: "filter", srcChain: "INPUT", extraArgs: [], comment: "", dstChain: KUBE_FIREWALL },
   { table: "filter", srcChain: "OUTPUT", extraArgs: [], comment: "", dstChain: KUBE_FIREWALL },
 ];

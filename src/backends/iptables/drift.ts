@@ -48,6 +48,10 @@ function matchKey(m: Match): string {
       return `accounting=${m.module}`;
     case "unknown":
       return `${m.module}:${m.text.replace(/\s+/g, " ").trim()}`;
+    case "set":
+    case "ipvs":
+    case "physdev":
+      return m.text.replace(/\s+/g, " ").trim();
   }
 }
 

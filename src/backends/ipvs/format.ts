@@ -1,7 +1,8 @@
 /**
  * The desired state of one family as text, the way `render --proxy-mode ipvs` prints it: the
  * `ipvsadm -R` batch a first sync would send, the kube-ipvs0 addresses, the `ipset restore`
- * commands and the iptables-restore payload. Pure.
+ * commands, the iptables-restore payload and which Service port each virtual server serves
+ * (what `explain` names them by). Pure.
  */
 import { addServiceLine, createSetLine, realServerLine } from "./plan.ts";
 import { virtualServerKey } from "./render.ts";
@@ -30,6 +31,14 @@ export function ipsetLines(desired: IpvsDesiredState): string[] {
   return lines;
 }
 
+/** The section naming each virtual server's Service port (IPVS itself holds no names). */
+export const SERVICE_PORTS_SECTION = "virtual servers by service port";
+
+/** `default/nginx:http ClusterIP TCP:10.1.125.152:80`, one per virtual server of a Service port. */
+export function servicePortLines(desired: IpvsDesiredState): string[] {
+  return desired.virtualServers.map((d) => `${d.servicePort} ${d.kind} ${virtualServerKey(d.vs)}`);
+}
+
 export function formatDesired(desired: IpvsDesiredState): string {
   const section = (title: string, lines: readonly string[]): string =>
     `# ${title}\n${lines.map((l) => `${l}\n`).join("")}`;
@@ -38,5 +47,6 @@ export function formatDesired(desired: IpvsDesiredState): string {
     section("kube-ipvs0 addresses", desired.bindAddresses),
     section("ipset -exist restore", ipsetLines(desired)),
     `# iptables-restore --noflush\n${desired.iptables}`,
+    section(SERVICE_PORTS_SECTION, servicePortLines(desired)),
   ].join("");
 }

@@ -19,7 +19,7 @@ import type { Logger } from "../../log.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
 import { familyOf, type IPFamily } from "../../ip.ts";
 import {
-  sharedSyncOptions,
+  proxiersPerFamily,
   type ModeRuntime,
   type PlatformContext,
   type ProxierDeps,
@@ -28,10 +28,10 @@ import {
 } from "../types.ts";
 import { cleanupIpvs } from "./cleanup.ts";
 import { formatDesired } from "./format.ts";
-import { ipvsInspectionSource } from "./inspect.ts";
+import { ipvsInspectionSource, ipvsInspector } from "./inspect.ts";
 import { DEFAULT_SCHEDULER, DUMMY_DEVICE, KUBE_SERVICES } from "./names.ts";
 import { addServiceLine, deleteServiceLine } from "./plan.ts";
-import { ipvsProxier, type IpvsKernel } from "./proxier.ts";
+import { ipvsProxier, type IpvsKernel, type IpvsWriter } from "./proxier.ts";
 import { renderIpvs } from "./render.ts";
 import { ipvsSettingsFor, nodeAddressesOf, upstreamTestSettings } from "./settings.ts";
 
@@ -180,31 +180,20 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
   }
   const version = await ipts.get("IPv4")!.version();
   const dummy = new DummyDevice(runner, DUMMY_DEVICE);
+  const writers = new Map<IPFamily, IpvsWriter>();
 
-  async function createProxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>> {
-    const created = new Map<IPFamily, FamilyProxier<unknown>>();
-    for (const [family, ipt] of ipts) {
-      const store = deps.stores.get(family);
-      if (store === undefined) continue;
-      const settings = ipvsSettingsFor(
-        config,
-        deps.node,
-        family,
-        deps.localAddresses,
-        version.hasRandomFully,
-      );
-      created.set(
-        family,
-        ipvsProxier({
-          kernel: kernelFor(runner, ipt),
-          settings,
-          excludeCIDRs: (config.ipvs.excludeCIDRs ?? []).filter((c) => familyOf(c) === family),
-          featureGates: config.featureGates,
-          ...sharedSyncOptions(deps, family, store),
-        }) as FamilyProxier<unknown>,
-      );
-    }
-    return created;
+  function createProxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>> {
+    return proxiersPerFamily(ipts.keys(), deps, (family, shared) => {
+      const proxier = ipvsProxier({
+        kernel: kernelFor(runner, ipts.get(family)!),
+        settings: ipvsSettingsFor(config, deps.node, family, deps.localAddresses, version.hasRandomFully),
+        excludeCIDRs: (config.ipvs.excludeCIDRs ?? []).filter((c) => familyOf(c) === family),
+        featureGates: config.featureGates,
+        ...shared,
+      });
+      writers.set(family, proxier.writer);
+      return proxier as FamilyProxier<unknown>;
+    });
   }
 
   return {
@@ -221,6 +210,14 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
           });
         });
         if (signal.aborted) return;
+        for (const [family, writer] of writers) {
+          const drained = await writer.drain().catch((err: unknown) => {
+            log.error({ err, ipFamily: family }, "Failed to delete drained IPVS real servers");
+            return [];
+          });
+          if (drained.length > 0)
+            log.info({ ipFamily: family, realServers: drained }, "IPVS real servers done draining");
+        }
         try {
           const device = await dummy.exists();
           for (const [family, ipt] of ipts) {
@@ -234,7 +231,9 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
         }
       }
     },
-    inspection: ipvsInspectionSource(runner, [...ipts.values()]),
+    inspection: ipvsInspectionSource(runner, ipts, () =>
+      [...writers.values()].flatMap((w) => w.servicePorts),
+    ),
   };
 }
 
@@ -257,4 +256,10 @@ function render(target: RenderTarget) {
   return { consumer: "ipvsadm -R, ipset restore, iptables-restore", text: formatDesired(desired) };
 }
 
-export const ipvsBackend: ProxyBackend = { mode: "ipvs", open, cleanup: cleanupIpvs, render };
+export const ipvsBackend: ProxyBackend = {
+  mode: "ipvs",
+  open,
+  cleanup: cleanupIpvs,
+  render,
+  inspector: ipvsInspector,
+};

@@ -5,6 +5,7 @@
  */
 import type { JumpRule } from "../../kernel/iptables.ts";
 import type { IPFamily } from "../../ip.ts";
+import { NAT_JUMP_CHAINS } from "../types.ts";
 
 export const DUMMY_DEVICE = "kube-ipvs0";
 export const DEFAULT_SCHEDULER = "rr";
@@ -22,27 +23,7 @@ export const KUBE_IPVS_OUT_FILTER = "KUBE-IPVS-OUT-FILTER";
 
 /** Upstream `iptablesJumpChain`: the rules prepended to built-in chains (EnsureRule Prepend). */
 export const IPVS_JUMP_CHAINS: readonly JumpRule[] = [
-  {
-    table: "nat",
-    srcChain: "OUTPUT",
-    extraArgs: [],
-    comment: "kubernetes service portals",
-    dstChain: KUBE_SERVICES,
-  },
-  {
-    table: "nat",
-    srcChain: "PREROUTING",
-    extraArgs: [],
-    comment: "kubernetes service portals",
-    dstChain: KUBE_SERVICES,
-  },
-  {
-    table: "nat",
-    srcChain: "POSTROUTING",
-    extraArgs: [],
-    comment: "kubernetes postrouting rules",
-    dstChain: KUBE_POSTROUTING,
-  },
+  ...NAT_JUMP_CHAINS,
   {
     table: "filter",
     srcChain: "FORWARD",

@@ -4,7 +4,7 @@
  * what the last accepted sync left there and reads IPVS only when a removed TCP real server's
  * connection counts decide between deleting it and draining it. Real servers that drain wait in
  * the graceful-termination list, checked about once a minute (upstream's
- * GracefulTerminationManager). The order of the steps is upstream's: ipsets, virtual and real
+ * GracefulTerminationManager), at syncs and from the mode's monitor (`drain`). The order of the steps is upstream's: ipsets, virtual and real
  * servers, addresses, iptables, then the stale addresses and virtual servers.
  */
 import type { Logger } from "pino";
@@ -31,6 +31,7 @@ import {
 } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../ip.ts";
 import type { ProxyState } from "../../proxy/types.ts";
+import { servicePortLines } from "./format.ts";
 import { DUMMY_DEVICE, IPVS_JUMP_CHAINS } from "./names.ts";
 import {
   gracefulKey,
@@ -95,12 +96,20 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
   private firstSync = true;
   private readonly graceful = new Map<string, GracefulItem>();
   private lastGracefulCheck = Number.NEGATIVE_INFINITY;
+  private lastServicePorts: readonly string[] = [];
+  /** Syncs and the periodic drain check take turns: both edit IPVS and the graceful list. */
+  private turn: Promise<unknown> = Promise.resolve();
   readonly skipPeriodicFullSync = false;
 
   constructor(private readonly options: IpvsWriterOptions) {}
 
   get family(): IPFamily {
     return this.options.settings.family;
+  }
+
+  /** Which Service port each virtual server of the last accepted sync serves (the web view's names). */
+  get servicePorts(): readonly string[] {
+    return this.lastServicePorts;
   }
 
   /** The real servers waiting to drain (tests, the web view). */
@@ -129,7 +138,26 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
     };
   }
 
-  async write(request: WriteRequest): Promise<WriteOutcome<IpvsSyncDetails>> {
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(task, task);
+    this.turn = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Upstream's GracefulTerminationManager loop, apart from syncs (which may be an hour apart when
+   * nothing changes): deletes the draining real servers whose connections ended, at most once
+   * a minute. The mode's monitor calls it every sync period.
+   */
+  drain(): Promise<string[]> {
+    return this.exclusive(() => this.checkDraining(this.options.clock.now()));
+  }
+
+  write(request: WriteRequest): Promise<WriteOutcome<IpvsSyncDetails>> {
+    return this.exclusive(() => this.writeNow(request));
+  }
+
+  private async writeNow(request: WriteRequest): Promise<WriteOutcome<IpvsSyncDetails>> {
     const { kernel, settings, clock, log } = this.options;
     const fullSync = request.fullSync || this.view === null;
     let details: IpvsSyncDetails;
@@ -180,6 +208,7 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
       const drained = await this.checkDraining(clock.now());
       this.firstSync = false;
       this.view = kernelAfter(desired, [...this.graceful.values()]);
+      this.lastServicePorts = servicePortLines(desired);
       details = {
         fullSync,
         ipvsCommands: plan.ipvsLines.length + plan.deleteServiceLines.length,

@@ -11,7 +11,7 @@ import { Nft } from "../../kernel/nft.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../ip.ts";
 import {
-  sharedSyncOptions,
+  proxiersPerFamily,
   type ModeRuntime,
   type PlatformContext,
   type ProxierDeps,
@@ -98,23 +98,19 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
   const families = await checkPlatform(ctx, nft);
   const writers = new Map<IPFamily, NftablesWriter>();
 
-  async function createProxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>> {
-    const created = new Map<IPFamily, FamilyProxier<unknown>>();
-    for (const family of families) {
-      const store = deps.stores.get(family);
-      if (store === undefined) continue;
+  function createProxiers(deps: ProxierDeps): Promise<ReadonlyMap<IPFamily, FamilyProxier<unknown>>> {
+    return proxiersPerFamily(families, deps, (family, shared) => {
       const settings = nftablesSettingsFor(config, deps.node, family, deps.localAddresses, deps.serviceCIDRs);
       log.debug({ ipFamily: family, mark: settings.masqueradeMark }, "Using nftables mark for masquerade");
       const proxier = nftablesProxier({
         kernel: kernelFor(runner, family, config.nftables.writer),
         settings,
         featureGates: config.featureGates,
-        ...sharedSyncOptions(deps, family, store),
+        ...shared,
       });
       writers.set(family, proxier.writer);
-      created.set(family, proxier as FamilyProxier<unknown>);
-    }
-    return created;
+      return proxier as FamilyProxier<unknown>;
+    });
   }
 
   return {

@@ -509,13 +509,14 @@ async function trace(req: InspectTraceRequest): Promise<string> {
 }
 
 async function explain(req: InspectExplainRequest): Promise<string> {
-  const live = req.dumps === undefined;
+  const given = req.dumps ?? req.rendered;
+  const live = given === undefined;
   let reading: NftablesReading;
   let source: string;
-  if (req.dumps !== undefined) {
-    const all = req.dumps.map(readNftablesDump);
+  if (given !== undefined) {
+    const all = given.map(readNftablesDump);
     reading = { tables: all.flatMap((r) => r.tables), foreign: all.flatMap((r) => r.foreign) };
-    source = req.dumps.map((d) => d.origin).join(", ");
+    source = given.map((d) => d.origin).join(", ");
   } else {
     reading = (await readLiveNftables(req.runner)).reading;
     source = `live kernel (nft -j list table ip|ip6 ${KUBE_PROXY_TABLE})`;

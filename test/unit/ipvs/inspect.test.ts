@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { joinDump, splitDump } from "../../../src/backends/ipvs/inspect.ts";
+import { joinDump, readIpvsDump } from "../../../src/backends/ipvs/inspect.ts";
 import { parseIpvsadmList } from "../../../src/kernel/ipvs.ts";
 import { parseIpsetSave } from "../../../src/kernel/ipset.ts";
 import { snapshotOf } from "../../../src/server/web.ts";
@@ -57,10 +57,21 @@ test("ipset save parses sets and entries", () => {
 
 test("the dump carries all three parts and still reads as an iptables-save dump for the web view", () => {
   const dump = joinDump({ ipvsadm: IPVSADM, ipset: IPSET, iptables: IPTABLES });
-  const parts = splitDump(dump);
-  assert.equal(parts.ipvsadm, IPVSADM);
-  assert.equal(parts.ipset, IPSET);
-  assert.equal(parts.iptables, IPTABLES);
+  const reading = readIpvsDump({ text: dump, origin: "test" });
+  assert.deepEqual(reading.virtualServers, parseIpvsadmList(IPVSADM));
+  assert.deepEqual(reading.ipsets.get("KUBE-CLUSTER-IP")?.entries, ["10.96.0.10,tcp:80"]);
+  assert.equal(reading.iptables.get("dump"), IPTABLES);
   const snap = snapshotOf([dump], [], 0);
   assert.equal(snap.rulesets[0]?.tables.get("nat")?.chains.get("KUBE-SERVICES")?.rules.length, 1);
+});
+
+test("the tools' outputs concatenated without prefixes read the same as the prefixed dump", () => {
+  const raw = readIpvsDump({ text: `${IPVSADM}${IPSET}${IPTABLES}`, origin: "raw" });
+  const prefixed = readIpvsDump({
+    text: joinDump({ ipvsadm: IPVSADM, ipset: IPSET, iptables: IPTABLES }),
+    origin: "p",
+  });
+  assert.deepEqual(raw.virtualServers, prefixed.virtualServers);
+  assert.deepEqual([...raw.ipsets], [...prefixed.ipsets]);
+  assert.equal(raw.iptables.get("dump"), prefixed.iptables.get("dump"));
 });

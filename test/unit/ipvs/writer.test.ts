@@ -138,6 +138,21 @@ test("a TCP endpoint with connections drains at weight 0 and is deleted once the
   assert.deepEqual(writer.drainingRealServers, []);
 });
 
+test("drain() deletes a drained real server without any sync (syncs may be an hour apart), once a minute", async () => {
+  const { node, clock, writer, sync } = setup();
+  const svc = service("svc1", "10.0.0.10");
+  await sync(state(svc + slice("svc1", ["10.180.0.1", "10.180.0.2"])), true);
+  node.ipvs.setConnections("TCP:10.0.0.10:80", "10.180.0.2:80", 1, 0);
+  await sync(state(svc + slice("svc1", ["10.180.0.1"])), false, ["ns1/svc1"]);
+  assert.deepEqual(realServers(node, "TCP:10.0.0.10:80"), ["10.180.0.1:80/1", "10.180.0.2:80/0"]);
+  node.ipvs.setConnections("TCP:10.0.0.10:80", "10.180.0.2:80", 0, 0);
+  assert.deepEqual(await writer.drain(), [], "checked at the removal's sync: not a minute yet");
+  await clock.advance(GRACEFUL_CHECK_INTERVAL_MS);
+  assert.deepEqual(await writer.drain(), ["TCP:10.0.0.10:80/10.180.0.2:80"]);
+  assert.deepEqual(realServers(node, "TCP:10.0.0.10:80"), ["10.180.0.1:80/1"]);
+  assert.deepEqual(writer.drainingRealServers, []);
+});
+
 test("a UDP endpoint is deleted at once, connections or not", async () => {
   const { node, sync } = setup();
   const svc = service("dns", "10.0.0.53", "UDP");

@@ -186,18 +186,41 @@ test("localhost NodePort from the node: the nfacct rule matches, DNAT and masque
 test("an unknown match is reported with both branches and never guessed", () => {
   const text = flowText.replace(
     '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall"',
-    '-A FORWARD -m set --match-set blocked src -j DROP\n-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall"',
+    '-A FORWARD -m owner --uid-owner 1000 -j DROP\n-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall"',
   );
   const r = trace(parseIptablesSave(text), { src: "10.0.0.2", dst: "172.30.0.41", dstPort: 80 }, "pod");
   assert.deepEqual(summary(r), ["10.180.0.1:80 masq=false p=1.0000", "DROP masq=false p=1.0000"]);
   const drop = r.outcomes.find((o) => o.verdict === "DROP");
   assert.match(
     drop?.assumptions[0] ?? "",
-    /^filter\/FORWARD rule 1: unknown — assumed to match: -m set --match-set blocked src: match not modelled$/,
+    /^filter\/FORWARD rule 1: unknown — assumed to match: -m owner --uid-owner 1000: match not modelled$/,
   );
   const pass = r.outcomes.find((o) => o.verdict === "ACCEPT");
-  assert.match(pass?.assumptions[0] ?? "", /assumed not to match: -m set/);
+  assert.match(pass?.assumptions[0] ?? "", /assumed not to match: -m owner/);
   assert.match(formatTrace(r), /assumes filter\/FORWARD rule 1: unknown — assumed to match/);
+});
+
+test("-m set without the ipset's contents is unknown, and evaluated against them when given", () => {
+  const text = flowText.replace(
+    '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall"',
+    '-A FORWARD -m set --match-set blocked src -j DROP\n-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall"',
+  );
+  const rs = parseIptablesSave(text);
+  const unknown = trace(rs, { src: "10.0.0.2", dst: "172.30.0.41", dstPort: 80 }, "pod");
+  assert.match(
+    unknown.outcomes.find((o) => o.verdict === "DROP")?.assumptions[0] ?? "",
+    /ipset blocked is not known$/,
+  );
+  const sets = (entries: string[]) => new Map([["blocked", { name: "blocked", type: "hash:net", entries }]]);
+  const packet = { protocol: "tcp" as const, src: "10.0.0.2", dst: "172.30.0.41", dstPort: 80 };
+  const blocked = tracePacket(rs, packet, {
+    localAddresses: [],
+    origin: "pod",
+    ipsets: sets(["10.0.0.0/24"]),
+  });
+  assert.deepEqual(summary(blocked), ["DROP masq=false p=1.0000"]);
+  const free = tracePacket(rs, packet, { localAddresses: [], origin: "pod", ipsets: sets(["10.9.0.0/16"]) });
+  assert.deepEqual(summary(free), ["10.180.0.1:80 masq=false p=1.0000"]);
 });
 
 test("input interface: unknown when not given, evaluated (with + wildcard) when given", () => {

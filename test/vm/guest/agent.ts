@@ -228,6 +228,11 @@ async function handle(r: Request): Promise<Reply> {
       conns.get(r.conn!)?.socket.destroy();
       conns.delete(r.conn!);
       return {};
+    case "reset":
+      // An RST instead of a FIN: IPVS keeps the entry 10 s (CLOSE) instead of 2 min (TIME_WAIT).
+      conns.get(r.conn!)?.socket.resetAndDestroy();
+      conns.delete(r.conn!);
+      return {};
     case "load-start":
       loads.set(r.conn!, startLoad(r.host!, r.port!, r.intervalMs ?? 50, timeoutMs));
       return {};

@@ -5,7 +5,11 @@
  * their name and the client address they saw.
  */
 import assert from "node:assert/strict";
+import { unlinkSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import type { TestContext } from "node:test";
 import {
   Daemon,
@@ -36,6 +40,42 @@ const SEED_CLUSTER_IP = "10.1.125.152";
 const SEED_NODE_PORT = 30978;
 const [P3, P4, P5] = EXTRA_PODS;
 const TIMEOUT = { timeout: 600_000 };
+const BIN = fileURLToPath(new URL("../../bin/kube-proxy-ts.js", import.meta.url));
+
+/** A see-inside command of the compiled project (`trace`, `explain`), in the node. */
+async function kpt(args: readonly string[]): Promise<string> {
+  const r = await exec([process.execPath, BIN, ...args], { timeoutMs: 180_000, allowFail: true });
+  assert.equal(r.code, 0, `kube-proxy-ts ${args.join(" ")}: ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** One TCP connection from the node itself (the test runs in the VM's root namespace). */
+function tcpFromNode(host: string, port: number, timeoutMs: number): Promise<{ ok: boolean; reply: string }> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ ok: false, reply: "timeout" });
+    }, timeoutMs);
+    socket.once("data", (d: Buffer) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ ok: true, reply: d.toString().trim() });
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      resolve({ ok: false, reply: error.code ?? error.message });
+    });
+  });
+}
+
+interface TracedOutcome {
+  readonly probability: number;
+  readonly verdict: string;
+  readonly dnat?: string;
+  readonly masquerade: boolean;
+  readonly decidedBy?: { readonly table: string; readonly chain: string };
+}
 
 let daemon: Daemon;
 
@@ -335,6 +375,282 @@ describe("ipvs mode", { skip, timeout: 3_600_000 }, () => {
       assert.ok(answered.ok);
     });
   });
+
+  test(
+    "trace and explain predict what IPVS does with real traffic: shares over both pods, eTP Local, no endpoints",
+    TIMEOUT,
+    async (t) => {
+      const shared: ServiceSpec = {
+        name: "traced",
+        type: "NodePort",
+        clusterIP: "10.1.0.100",
+        ports: tcp80(30300),
+      };
+      const local: ServiceSpec = {
+        name: "traced-local",
+        type: "NodePort",
+        clusterIP: "10.1.0.101",
+        ports: tcp80(30310),
+        externalTrafficPolicy: "Local",
+        healthCheckNodePort: 30311,
+      };
+      const empty: ServiceSpec = { name: "traced-empty", clusterIP: "10.1.0.102", ports: tcp80() };
+      await publish(shared, [{ ip: P3.ip }, { ip: P4.ip }]);
+      await publish(local, [{ ip: P5.ip }]);
+      await publish(empty, []);
+      const client = world().client("ext").ip;
+      const flowsFile = join(daemon.dir, "..", "kpt-vm-flows.txt");
+      try {
+        const flows = [
+          `${client}:40000 10.1.0.100:80 tcp external`,
+          `${client}:40000 ${NODE_IP}:30300 tcp external`,
+          `${client}:40000 ${NODE_IP}:30310 tcp external`,
+          `${client}:40000 10.1.0.102:80 tcp external`,
+        ];
+        writeFileSync(flowsFile, flows.join("\n") + "\n");
+        const started = Date.now();
+        const traced = (await kpt(["trace", "--proxy-mode", "ipvs", "--flows", flowsFile, "-o", "json"]))
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { flow: number; outcomes: TracedOutcome[] });
+        t.diagnostic(`trace of ${flows.length} flows against the live node: ${Date.now() - started} ms`);
+        const text = await kpt([
+          "trace",
+          "--proxy-mode",
+          "ipvs",
+          "--src",
+          `${client}:40000`,
+          "--dst",
+          "10.1.0.100:80",
+          "--from",
+          "external",
+        ]);
+        t.diagnostic(`trace --proxy-mode ipvs (live)\n${text.trim()}`);
+        const predicted = (i: number) => {
+          const accepted = traced[i]!.outcomes.filter((o) => o.verdict === "ACCEPT" && o.dnat !== undefined);
+          return {
+            shares: Object.fromEntries(accepted.map((o) => [o.dnat!.split(":")[0]!, o.probability])),
+            masquerade: accepted.map((o) => o.masquerade),
+            rejected: traced[i]!.outcomes.filter((o) => o.verdict === "REJECT"),
+          };
+        };
+        for (const [i, dst, port] of [
+          [0, "10.1.0.100", 80],
+          [1, NODE_IP, 30300],
+        ] as const) {
+          const p = predicted(i);
+          assert.deepEqual(
+            p.shares,
+            { [P3.ip]: 0.5, [P4.ip]: 0.5 },
+            `trace of flow ${i + 1}: ${JSON.stringify(traced[i])}`,
+          );
+          assert.deepEqual(
+            p.masquerade,
+            [true, true],
+            "an external client to a cluster IP or node port is masqueraded",
+          );
+          const replies = await repeat(8, () => ext().tcp(dst, port));
+          const counts = tally(replies);
+          assert.deepEqual(
+            names(counts),
+            [P3.name, P4.name].sort(),
+            `real traffic to ${dst}:${port}: ${JSON.stringify(counts)}`,
+          );
+          for (const r of replies)
+            assert.notEqual(
+              r.reply?.split(" ")[1],
+              client,
+              "masqueraded: the pod does not see the client's address",
+            );
+        }
+        const l = predicted(2);
+        assert.deepEqual(l.shares, { [P5.ip]: 1 }, `eTP Local trace: ${JSON.stringify(traced[2])}`);
+        assert.deepEqual(l.masquerade, [false], "eTP Local: the client's address is kept");
+        const kept = await ext().tcp(NODE_IP, 30310);
+        assert.equal(kept.reply, `${P5.name} ${client}`, `eTP Local real traffic: ${kept.error}`);
+        const e = predicted(3);
+        assert.deepEqual(e.shares, {}, "no endpoints: nothing is load-balanced");
+        assert.equal(e.rejected.length, 1, `no endpoints: ${JSON.stringify(traced[3])}`);
+        assert.equal(e.rejected[0]!.decidedBy?.table, "ipvs", "IPVS refuses it (ICMP port unreachable)");
+        const refused = await ext().tcp("10.1.0.102", 80, 2000);
+        assert.equal(refused.ok, false, `connected to a Service without endpoints: ${refused.reply}`);
+        t.diagnostic(`no endpoints, real connection: ${refused.error}`);
+
+        const explained = JSON.parse(
+          await kpt([
+            "explain",
+            "--proxy-mode",
+            "ipvs",
+            "default/traced",
+            "--manifests",
+            daemon.dir,
+            "-o",
+            "json",
+          ]),
+        ) as {
+          view: {
+            frontends: { kind: string; action: string }[];
+            endpoints: { endpoint: string; share: number; counters?: { packets: number } }[];
+          };
+        };
+        const cluster = explained.view.endpoints.filter((x) => x.endpoint.endsWith(":80"));
+        assert.deepEqual(
+          [...new Set(cluster.map((x) => `${x.endpoint} ${x.share}`))].sort(),
+          [`${P3.ip}:80 0.5`, `${P4.ip}:80 0.5`],
+          `explain's endpoints: ${JSON.stringify(explained.view)}`,
+        );
+        assert.ok(
+          cluster.some((x) => (x.counters?.packets ?? 0) > 0),
+          "explain reads the real servers' packet counters (ipvsadm --stats)",
+        );
+        assert.deepEqual([...new Set(explained.view.frontends.map((f) => `${f.kind} ${f.action}`))].sort(), [
+          "cluster IP load-balance",
+          "node port load-balance",
+        ]);
+        const emptyText = await kpt([
+          "explain",
+          "--proxy-mode",
+          "ipvs",
+          "default/traced-empty",
+          "--manifests",
+          daemon.dir,
+        ]);
+        t.diagnostic(`explain --proxy-mode ipvs default/traced-empty\n${emptyText.trim()}`);
+        assert.match(emptyText, /has no endpoints/);
+        const textExplained = await kpt([
+          "explain",
+          "--proxy-mode",
+          "ipvs",
+          "default/traced",
+          "--manifests",
+          daemon.dir,
+        ]);
+        t.diagnostic(`explain --proxy-mode ipvs default/traced\n${textExplained.trim()}`);
+        // The raw outputs, for test/fixtures/ipvs/vm-node.dump (recorded from this run).
+        for (const argv of [
+          ["ipvsadm", "-Ln", "--exact"],
+          ["ipvsadm", "-Ln", "--exact", "--stats"],
+          ["ipset", "save"],
+          ["iptables-save", "-c"],
+        ])
+          t.diagnostic(`recorded: ${argv.join(" ")}\n${(await exec(argv)).stdout.trimEnd()}`);
+      } finally {
+        unlinkSync(flowsFile);
+        for (const name of ["traced", "traced-local", "traced-empty"]) await retract(name);
+      }
+    },
+  );
+
+  test(
+    "graceful termination, drained: the removed real server keeps weight 0 while its connection lives and is deleted once it ended",
+    TIMEOUT,
+    async (t) => {
+      const spec: ServiceSpec = { name: "drain", clusterIP: "10.1.0.85", ports: tcp80() };
+      await withService(spec, [{ ip: P3.ip }, { ip: P4.ip }], async () => {
+        const opened = await ext().request("open", { conn: "d", host: "10.1.0.85", port: 80 });
+        assert.ok(opened.ok, `open: ${opened.error}`);
+        const gone = [P3, P4].find((p) => p.name === opened.reply!.split(" ")[0])!;
+        const stays = [P3, P4].find((p) => p !== gone)!;
+        let reset = false;
+        try {
+          await publish(spec, [{ ip: stays.ip }]);
+          const rsOf = async () =>
+            (virtualServer(await ipvsTable(), "TCP", "10.1.0.85:80")?.realServers ?? []).find(
+              (r) => r.address === `${gone.ip}:80`,
+            );
+          const draining = await rsOf();
+          assert.equal(draining?.weight, 0, "weight 0 while the connection lives");
+          assert.equal(draining?.activeConn, 1, "the connection is IPVS's active one");
+          const started = Date.now();
+          await ext().request("reset", { conn: "d" });
+          reset = true;
+          const inactive = await rsOf();
+          t.diagnostic(`after the reset: ${JSON.stringify(inactive)}`);
+          const deleted = await waitFor(
+            "the drained real server to be deleted",
+            async () => ((await rsOf()) === undefined ? true : undefined),
+            150_000,
+            async () =>
+              `\n${(await exec(["ipvsadm", "-Ln", "-t", "10.1.0.85:80"])).stdout}${daemon.logTail()}`,
+          );
+          assert.ok(deleted);
+          t.diagnostic(`deleted ${Date.now() - started} ms after its connection was reset`);
+          await ipvsText(t, ["-t", "10.1.0.85:80"]);
+          const rs = virtualServer(await ipvsTable(), "TCP", "10.1.0.85:80")?.realServers ?? [];
+          assert.deepEqual(
+            rs.map((r) => [r.address, r.weight]),
+            [[`${stays.ip}:80`, 1]],
+            "the endpoint that stayed",
+          );
+        } finally {
+          if (!reset) await ext().request("close", { conn: "d" });
+        }
+      });
+    },
+  );
+
+  test(
+    "KUBE-IPVS-OUT-FILTER: the node cannot reach an LB IP whose source ranges leave it out (-m ipvs), an allowed client can",
+    TIMEOUT,
+    async (t) => {
+      const spec: ServiceSpec = {
+        name: "lb-nonode",
+        type: "LoadBalancer",
+        clusterIP: "10.1.0.31",
+        ports: tcp80(30120),
+        loadBalancerIP: "203.0.113.30",
+        sourceRanges: ["192.168.60.0/24"],
+      };
+      await withService(spec, [{ ip: P3.ip }], async () => {
+        const save = (await exec(["iptables-save", "-t", "filter"])).stdout;
+        const rule = save.split("\n").find((l) => l.startsWith("-A KUBE-IPVS-OUT-FILTER"));
+        t.diagnostic(`the rule: ${rule}`);
+        assert.match(
+          rule ?? "",
+          /-s 203\.0\.113\.30(\/32)? -m ipvs --vaddr 203\.0\.113\.30(\/32)? .*--vport 80 .*-j DROP/,
+        );
+        const allowed = await world().client("ext2").agent.tcp("203.0.113.30", 80);
+        assert.equal(
+          allowed.reply?.split(" ")[0],
+          P3.name,
+          `a client in the source ranges: ${allowed.error}`,
+        );
+        const fromNode = await tcpFromNode("203.0.113.30", 80, 3000);
+        assert.equal(fromNode.ok, false, `the node reached the LB IP: ${fromNode.reply}`);
+        const cluster = await tcpFromNode("10.1.0.31", 80, 3000);
+        assert.equal(
+          cluster.reply.split(" ")[0],
+          P3.name,
+          `the node reaches the ClusterIP: ${cluster.reply}`,
+        );
+        const counted = (await exec(["iptables-save", "-c", "-t", "filter"])).stdout
+          .split("\n")
+          .find((l) => l.includes("-A KUBE-IPVS-OUT-FILTER"));
+        t.diagnostic(`with counters: ${counted}`);
+        assert.match(counted ?? "", /^\[[1-9]\d*:\d+\]/, "the DROP rule counted the node's packets");
+        const traced = JSON.parse(
+          await kpt([
+            "trace",
+            "--proxy-mode",
+            "ipvs",
+            "--src",
+            "203.0.113.30",
+            "--dst",
+            "203.0.113.30:80",
+            "--from",
+            "node",
+            "-o",
+            "json",
+          ]),
+        ) as { outcomes: (TracedOutcome & { decidedBy?: { chain: string } })[] };
+        assert.deepEqual(
+          traced.outcomes.map((o) => `${o.verdict} ${o.decidedBy?.chain}`),
+          ["DROP KUBE-IPVS-OUT-FILTER"],
+          `the tracer's prediction: ${JSON.stringify(traced.outcomes)}`,
+        );
+      });
+    },
+  );
 
   test("a daemon restart keeps established connections and the virtual servers", TIMEOUT, async () => {
     const opened = await ext().request("open", { conn: "r", host: SEED_CLUSTER_IP, port: 80 });
