@@ -14,7 +14,7 @@ import { createHash } from "node:crypto";
 import { formatPercent, packetFromFlags } from "../../netfilter/tracer.ts";
 import type { NftChain, NftElement, NftRuleset, NftTable } from "../../netfilter/nft/model.ts";
 import { tableLabel } from "../../netfilter/nft/model.ts";
-import { NftDumpParseError, parseNftDump } from "../../netfilter/nft/parse.ts";
+import { NftDumpParseError, parseNftDump, parseNftJson } from "../../netfilter/nft/parse.ts";
 import {
   familyOfPacket,
   formatNftTrace,
@@ -67,10 +67,68 @@ export function splitTables(ruleset: NftRuleset): NftablesReading {
   };
 }
 
+/** A per-Service chain's name anywhere in a line or element: `service-ULMVA6XW-ns/name/…`. */
+const SERVICE_CHAIN = /\b(?:service|local|external|firewall|endpoint)-[A-Z0-9]{8}-([^/\s"]+)\/([^/\s"]+)\//g;
+
+/** True when `text` names some Service's chain, and none of `ref`'s. */
+function onlyOthers(text: string, ref: { namespace: string; name: string }): boolean {
+  let other = false;
+  SERVICE_CHAIN.lastIndex = 0;
+  for (let m = SERVICE_CHAIN.exec(text); m !== null; m = SERVICE_CHAIN.exec(text)) {
+    if (m[1] === ref.namespace && m[2] === ref.name) return false;
+    other = true;
+  }
+  return other;
+}
+
+/**
+ * What one Service's explanation needs of a dump: everything but the other Services' chains,
+ * rules and map elements (at 10,000 Services nearly all of it). The `nft -f` form is cut line by
+ * line, `nft -j` item by item; `nft list` output (chains as blocks) is read whole.
+ */
+export function sliceNftDump(text: string, ref: { namespace: string; name: string }): NftRuleset {
+  const start = text.trimStart();
+  if (start.startsWith("{")) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      return parseNftDump(text);
+    }
+    const items = (doc as { nftables?: unknown }).nftables;
+    if (!Array.isArray(items)) return parseNftDump(text);
+    const kept: unknown[] = [];
+    for (const item of items as Record<string, Record<string, unknown>>[]) {
+      const chain = item["chain"]?.["name"] ?? item["rule"]?.["chain"];
+      if (typeof chain === "string" && onlyOthers(`${chain}/`, ref)) continue;
+      const set = item["map"] ?? item["set"];
+      const elem = set?.["elem"];
+      if (set !== undefined && Array.isArray(elem)) {
+        kept.push({
+          [item["map"] !== undefined ? "map" : "set"]: {
+            ...set,
+            elem: elem.filter((e) => !onlyOthers(JSON.stringify(e), ref)),
+          },
+        });
+        continue;
+      }
+      kept.push(item);
+    }
+    return parseNftJson({ nftables: kept });
+  }
+  // `nft list` output: `table ip kube-proxy {` with chains as blocks.
+  if (/^\s*table\s/m.test(text)) return parseNftDump(text);
+  const lines = text.split("\n");
+  return parseNftDump(lines.filter((l) => !onlyOthers(l, ref)).join("\n"));
+}
+
 /** A dump in any form nft or our renderer writes; a line it cannot read is named with its origin. */
-export function readNftablesDump(dump: InspectDump): NftablesReading {
+export function readNftablesDump(
+  dump: InspectDump,
+  service?: { readonly namespace: string; readonly name: string },
+): NftablesReading {
   try {
-    return splitTables(parseNftDump(dump.text));
+    return splitTables(service === undefined ? parseNftDump(dump.text) : sliceNftDump(dump.text, service));
   } catch (error) {
     if (error instanceof NftDumpParseError)
       throw new InputError(dump.origin, error.message, { cause: error });
@@ -82,6 +140,7 @@ export function readNftablesDump(dump: InspectDump): NftablesReading {
 export async function readLiveNftables(
   runner: Runner,
   netns?: string,
+  service?: { readonly namespace: string; readonly name: string },
 ): Promise<{ reading: NftablesReading; json: string[] }> {
   const nft = new Nft(runner, netns);
   const listed = await nft.listTables();
@@ -93,7 +152,8 @@ export async function readLiveNftables(
     if (text === null) continue;
     json.push(text);
     tables.push(
-      ...readNftablesDump({ text, origin: `nft -j list table ${family} ${KUBE_PROXY_TABLE}` }).tables,
+      ...readNftablesDump({ text, origin: `nft -j list table ${family} ${KUBE_PROXY_TABLE}` }, service)
+        .tables,
     );
   }
   return { reading: { tables, foreign: listed.filter((t) => !isOurs(t)).map(tableLabel) }, json };
@@ -539,11 +599,11 @@ async function explain(req: InspectExplainRequest): Promise<string> {
   let reading: NftablesReading;
   let source: string;
   if (req.dumps !== undefined) {
-    const all = req.dumps.map(readNftablesDump);
+    const all = req.dumps.map((d) => readNftablesDump(d, req.service));
     reading = { tables: all.flatMap((r) => r.tables), foreign: all.flatMap((r) => r.foreign) };
     source = req.dumps.map((d) => d.origin).join(", ");
   } else {
-    reading = (await readLiveNftables(req.runner)).reading;
+    reading = (await readLiveNftables(req.runner, undefined, req.service)).reading;
     source = `live kernel (nft -j list table ip|ip6 ${KUBE_PROXY_TABLE})`;
   }
   let found: { table: NftTable; ex: NftServiceExplanation } | undefined;

@@ -46,7 +46,10 @@ for (const mode of ["iptables", "nftables"] as const satisfies readonly ScaleMod
         created = true;
         await runner.run(["ip", "link", "set", "lo", "up"], { netns, timeoutMs: 10_000 });
         // A way out for connections to the cluster IPs: the OUTPUT hook sees (and counts) them.
-        await runner.run(["ip", "link", "add", "out0", "type", "dummy"], { netns, timeoutMs: 10_000 });
+        await runner.run(["ip", "link", "add", "out0", "type", "veth", "peer", "name", "out1"], {
+          netns,
+          timeoutMs: 10_000,
+        });
         await runner.run(["ip", "link", "set", "out0", "up"], { netns, timeoutMs: 10_000 });
         await runner.run(["ip", "route", "add", "default", "dev", "out0"], { netns, timeoutMs: 10_000 });
         await loadScaleRules(runner, netns, mode, await renderScaleRules(mode, SERVICES, ENDPOINTS));
