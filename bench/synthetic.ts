@@ -26,7 +26,7 @@ function ipv4(base: readonly [number, number], n: number): string {
 const clusterIP = (i: number) => ipv4([10, 96], i + 1);
 const podIP = (n: number) => ipv4([10, 128], n + 1);
 
-function names(i: number): { namespace: string; name: string } {
+export function names(i: number): { namespace: string; name: string } {
   return { namespace: `bench-${i % NAMESPACES}`, name: `svc-${i}` };
 }
 

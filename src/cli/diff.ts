@@ -4,6 +4,7 @@ import { InputError } from "../errors.ts";
 import { ProcessRunner, type Runner } from "../kernel/exec.ts";
 import { DRIFT_JSON_SCHEMA, formatDrift, type DriftReport } from "../inspect/drift.ts";
 import { renderNodeRuleset, renderPlan } from "./render.ts";
+import { withApiObjects } from "./api-objects.ts";
 import { manifestPaths } from "./rulesets.ts";
 import { outputFormat } from "./trace.ts";
 
@@ -27,13 +28,29 @@ export async function diffCommand(
   options: Record<string, unknown>,
   runner: Runner = new ProcessRunner(),
 ): Promise<string> {
-  const format = outputFormat(options["output"]);
   const paths = manifestPaths(options);
+  if (options["api"] === true) {
+    if (paths.length > 0)
+      throw new InputError("--api", "give either --api or the objects (-f/--manifests), not both");
+    return withApiObjects(options, runner, undefined, (files) =>
+      diffAgainst(options, files, runner, "the API server's objects (--api)"),
+    );
+  }
   if (paths.length === 0)
     throw new InputError(
       "diff",
-      "needs the objects the proxy writes from: -f FILE|DIR|- or --manifests DIR (a running daemon serves its own diff at /debug/kube-proxy-ts/diff)",
+      "needs the objects the proxy writes from: -f FILE|DIR|-, --manifests DIR or --api (a running daemon serves its own diff at /debug/kube-proxy-ts/diff)",
     );
+  return diffAgainst(options, paths, runner, paths.join(", "));
+}
+
+async function diffAgainst(
+  options: Record<string, unknown>,
+  paths: string[],
+  runner: Runner,
+  objects: string,
+): Promise<string> {
+  const format = outputFormat(options["output"]);
   const plan = await renderPlan({ ...options, filename: paths });
   const { backend } = plan;
   const compare = backend.drift;
@@ -54,6 +71,6 @@ export async function diffCommand(
     kernel === null
       ? `kernel: dump ${String(rulesetPath)}`
       : `kernel: live (${plan.targets.map((t) => kernel.saveCommand(t.family).replace(/ -c$/, "")).join(", ")}; ${kernel.detection.reason})`;
-  const header = `${source}\nintended: rendered from ${paths.join(", ")} for node ${plan.targets[0]?.node.name ?? ""}\n`;
+  const header = `${source}\nintended: rendered from ${objects} for node ${plan.targets[0]?.node.name ?? ""}\n`;
   return header + reports.map(formatDrift).join("");
 }

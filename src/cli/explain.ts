@@ -1,14 +1,6 @@
 import { iptablesServiceView, matchOf } from "../backends/iptables/view.ts";
 import { whyNoTraffic } from "../inspect/model.ts";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { resolveConfiguration } from "../config/load.ts";
-import { nodeName } from "../config/node.ts";
 import { InputError } from "../errors.ts";
-import { ENDPOINT_SLICES, KubeClient, NODES, SERVICES } from "../k8s/client.ts";
-import type { ResourceRef } from "../k8s/client.ts";
-import { buildRestConfig } from "../k8s/kubeconfig.ts";
 import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../kernel/conntrack-count.ts";
 import type { EndpointKey, Frontend } from "../kernel/conntrack-count.ts";
 import type { Runner } from "../kernel/exec.ts";
@@ -18,6 +10,7 @@ import { formatCIDR, ipVersion } from "../ip.ts";
 import { explainService, explanationToJson, formatExplanation } from "../netfilter/explain.ts";
 import type { ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
 import type { InspectDump } from "../backends/types.ts";
+import { withApiObjects } from "./api-objects.ts";
 import { manifestPaths, RulesetLoader, rulesetJson, type LoadedRuleset } from "./rulesets.ts";
 import { inspectorFor, outputFormat, rulesetDump } from "./trace.ts";
 
@@ -114,57 +107,14 @@ async function renderedPayloads(options: Record<string, unknown>, paths: string[
   return out;
 }
 
-/** List items come without kind/apiVersion; the manifest reader needs them. */
-function typed(items: readonly unknown[], kind: string, apiVersion: string): unknown[] {
-  return items.map((item) => ({ ...(item as object), kind, apiVersion }));
-}
-
-/**
- * The Service, its EndpointSlices and this node from the API server (--kubeconfig/--master),
- * rendered like manifests by `render`: the rules a sync would write for it right now.
- */
-async function fromApi<T>(
+/** The Service, its EndpointSlices and this node from the API server, rendered like manifests. */
+function fromApi<T>(
   options: Record<string, unknown>,
   ref: ServiceRef,
   runner: Runner,
   render: (paths: string[]) => Promise<T>,
 ): Promise<T> {
-  const { config } = resolveConfiguration(options);
-  const master = options["master"];
-  const rest = await buildRestConfig(
-    {
-      kubeconfig: config.clientConnection.kubeconfig,
-      ...(typeof master === "string" ? { master } : {}),
-    },
-    { runner },
-  );
-  const client = new KubeClient(rest, { qps: 0 });
-  const list = async (resource: ResourceRef, selector: Record<string, string>) =>
-    (await client.listAll(resource, selector)).items;
-  const services = await list(SERVICES, {
-    namespace: ref.namespace,
-    fieldSelector: `metadata.name=${ref.name}`,
-  });
-  if (services.length === 0)
-    throw new InputError("explain", `Service ${ref.namespace}/${ref.name} not found on the API server`);
-  const slices = await list(ENDPOINT_SLICES, {
-    namespace: ref.namespace,
-    labelSelector: `kubernetes.io/service-name=${ref.name}`,
-  });
-  const nodes = await list(NODES, { fieldSelector: `metadata.name=${nodeName(config)}` });
-  const dir = mkdtempSync(join(tmpdir(), "kpt-explain-"));
-  try {
-    const file = join(dir, "objects.json");
-    const items = [
-      ...typed(services, "Service", "v1"),
-      ...typed(slices, "EndpointSlice", "discovery.k8s.io/v1"),
-      ...typed(nodes, "Node", "v1"),
-    ];
-    writeFileSync(file, JSON.stringify({ apiVersion: "v1", kind: "List", items }));
-    return await render([file]);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  return withApiObjects(options, runner, ref, render);
 }
 
 /**

@@ -203,6 +203,10 @@ function buildProgram(): Command {
         [],
       )
       .option("--manifests <dir>", "Like -f, for a folder of manifests.")
+      .option(
+        "--api",
+        "The objects from the API server instead (--kubeconfig/--master, the daemon's selectors).",
+      )
       .option("--ruleset <file>", "Compare this iptables-save dump (- for stdin) instead of the live kernel.")
       .option(
         "--ip-family <family>",

@@ -29,6 +29,26 @@ export interface WebGraphNode {
   readonly counterKey?: string;
 }
 
+/** One Service as the web view's list shows it; the list is searched and paged on the server. */
+export interface WebServiceSummary {
+  /** 4 or 6. */
+  readonly family: number;
+  /** `namespace/name`. */
+  readonly service: string;
+  /** Where traffic enters, e.g. `10.1.0.27:80/tcp`, `node port 31004/tcp`: searched with the name. */
+  readonly frontends: readonly string[];
+}
+
+/** One line of a Service's walk through the mode's objects, as `explain` prints it. */
+export interface WebWalkStep {
+  readonly depth: number;
+  readonly text: string;
+  /** The rule whose counters the line shows (a key of {@link ModeWebSnapshot.counters}). */
+  readonly counterKey?: string;
+  readonly packets?: number;
+  readonly bytes?: number;
+}
+
 export interface WebServiceEntry {
   /** 4 or 6. */
   readonly family: number;
@@ -42,13 +62,17 @@ export interface WebServiceEntry {
     readonly sepChain: string;
     readonly packets: number | null;
     readonly bytes: number | null;
+    /** The rule whose counters the endpoint's row shows. */
+    readonly counterKey?: string;
   }[];
   readonly graph: {
     readonly nodes: readonly WebGraphNode[];
     readonly edges: readonly { readonly from: string; readonly to: string; readonly label: string }[];
   };
-  /** The mode-neutral view the graph was drawn from. */
-  readonly view: ServiceView;
+  /** The mode-neutral view the graph was drawn from, where the mode builds the entry itself. */
+  readonly view?: ServiceView;
+  /** The seed's walk in this mode: where traffic enters, every rule on the way to the endpoints. */
+  readonly walk: readonly WebWalkStep[];
 }
 
 /** One rule as the rules tab lists it; `columns` of {@link ModeWebSnapshot} name its fields. */
@@ -60,14 +84,23 @@ export interface WebRuleRow {
   readonly [column: string]: string | number;
 }
 
+/**
+ * What the web view shows of one reading of the kernel. At 10,000 Services a reading holds
+ * hundreds of thousands of rules: the list is cheap to build, and a Service's entry, the rules
+ * and the counters are built when asked for (a mode may parse only that Service's part).
+ */
 export interface ModeWebSnapshot {
   /** Changes when any object changes, not when only counters move. */
   readonly version: string;
-  readonly services: readonly WebServiceEntry[];
+  /** Every Service, sorted by `namespace/name`, then family. */
+  readonly services: readonly WebServiceSummary[];
+  /** One Service's graph, endpoints and walk; undefined when the reading has no such Service. */
+  service(family: number, namespace: string, name: string): WebServiceEntry | undefined;
   readonly columns: readonly string[];
-  readonly rules: readonly WebRuleRow[];
-  /** Every rule's [packets, bytes] by row key (rules without counters are absent). */
-  readonly counters: Readonly<Record<string, readonly [number, number]>>;
+  /** The rules `q` finds (the mode's query: IP, IP:port, port or text), the first `max` of them. */
+  rules(q: string, max: number): { readonly total: number; readonly rows: readonly WebRuleRow[] };
+  /** [packets, bytes] by row key, of `keys` or of every rule (rules without counters are absent). */
+  counters(keys?: ReadonlySet<string>): Readonly<Record<string, readonly [number, number]>>;
   /** The `trace` command's JSON for the packet the flags describe (`src`, `dst`, `proto`, `from`, `state`). */
   trace(flags: Readonly<Record<string, string>>): unknown;
 }

@@ -9,12 +9,20 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import { ConfigError, InputError, KubeProxyError } from "../errors.ts";
-import type { InspectionSource, ModeWebSnapshot } from "../inspect/types.ts";
+import type {
+  InspectionSource,
+  ModeWebSnapshot,
+  WebRuleRow,
+  WebServiceEntry,
+  WebServiceSummary,
+  WebWalkStep,
+} from "../inspect/types.ts";
 import { cidrContains, ipVersion, isLoopback, parseIP, type Address, type IPFamily } from "../ip.ts";
-import { explainService, explanationToJson, type ServiceExplanation } from "../netfilter/explain.ts";
+import { explainService, type ServiceExplanation } from "../netfilter/explain.ts";
 import { COLUMN_HEADER, formatRuleColumns, humanCount, targetName } from "../netfilter/format.ts";
 import { parseIptablesSave } from "../netfilter/iptables-save.ts";
 import type { Rule, Ruleset } from "../netfilter/model.ts";
+import { sliceServiceDump } from "../netfilter/slice.ts";
 import { formatPercent, packetFromFlags, tracePacket, traceToJson } from "../netfilter/tracer.ts";
 import type { Clock } from "../proxy/clock.ts";
 import {
@@ -26,14 +34,13 @@ import {
 } from "./httpserver.ts";
 
 export interface WebSnapshot {
-  readonly rulesets: readonly Ruleset[];
   readonly localAddresses: readonly string[];
   /** Milliseconds since the epoch when the dump was read. */
   readonly takenAt: number;
   /** Changes when any chain or rule changes, not when only counters move: the page reloads on it. */
   readonly version: string;
-  /** A mode that builds the view's data itself (nftables); its dumps are not iptables rulesets. */
-  readonly mode?: ModeWebSnapshot;
+  /** What the view shows of this reading: the mode's own, or built here from iptables-save dumps. */
+  readonly mode: ModeWebSnapshot;
 }
 
 export function snapshotOf(
@@ -42,18 +49,8 @@ export function snapshotOf(
   takenAt: number,
   mode?: ModeWebSnapshot,
 ): WebSnapshot {
-  if (mode !== undefined) return { rulesets: [], localAddresses, takenAt, version: mode.version, mode };
-  const rulesets = dumps.map((d) => parseIptablesSave(d));
-  const hash = createHash("sha256");
-  for (const rs of rulesets) {
-    for (const table of rs.tables.values()) {
-      for (const chain of table.chains.values()) {
-        hash.update(`${ipVersion(rs.family)} ${table.name} ${chain.name}\n`);
-        for (const rule of chain.rules) hash.update(`${rule.text}\n`);
-      }
-    }
-  }
-  return { rulesets, localAddresses, takenAt, version: hash.digest("hex").slice(0, 16) };
+  const m = mode ?? iptablesWebSnapshot(dumps, localAddresses);
+  return { localAddresses, takenAt, version: m.version, mode: m };
 }
 
 /** One read of the source per `maxAgeMs`, shared by every request and event stream in that window. */
@@ -202,53 +199,281 @@ export function serviceGraph(ex: ServiceExplanation, family: IPFamily): ServiceG
   return { nodes, edges };
 }
 
-/** `ns/name` of every Service with a capture rule (comments `ns/name[:port] …` in KUBE-SERVICES/NODEPORTS). */
-export function servicesIn(ruleset: Ruleset): { namespace: string; name: string }[] {
-  const found = new Map<string, { namespace: string; name: string }>();
-  const nat = ruleset.tables.get("nat");
-  for (const chain of ["KUBE-SERVICES", "KUBE-NODEPORTS"]) {
-    for (const rule of nat?.chains.get(chain)?.rules ?? []) {
-      const comment = rule.matches.find((m) => m.kind === "comment");
-      if (comment?.kind !== "comment") continue;
-      const m = /^([a-z0-9-]+)\/([a-z0-9.-]+)(?::\S*)?(?: |$)/.exec(comment.text);
+/** Capture chains whose comments name the Services (no-endpoint Services only have filter rules). */
+const LISTING_CHAINS = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES"];
+
+const SERVICE_COMMENT = /--comment "?([a-z0-9][-a-z0-9]*)\/([a-z0-9][-a-z0-9.]*)(?::\S*?)?(?:"| |$)/;
+
+/**
+ * Every Service a dump's capture rules name, with where traffic enters, from the text alone (a
+ * search over the capture chains' lines, no parse): the list at 10,000 Services.
+ */
+export function servicesInDump(text: string, family: number): WebServiceSummary[] {
+  const found = new Map<string, Set<string>>();
+  for (const chain of LISTING_CHAINS) {
+    const needle = `-A ${chain} `;
+    for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + needle.length)) {
+      const end = text.indexOf("\n", at);
+      const line = text.slice(at, end < 0 ? undefined : end);
+      const m = SERVICE_COMMENT.exec(line);
       if (m === null) continue;
-      found.set(`${m[1]}/${m[2]}`, { namespace: m[1] as string, name: m[2] as string });
+      const service = `${m[1]}/${m[2]}`;
+      let frontends = found.get(service);
+      if (frontends === undefined) found.set(service, (frontends = new Set()));
+      const port = /--dports? (\S+)/.exec(line)?.[1];
+      const proto = /-p (\S+)/.exec(line)?.[1] ?? "";
+      const dst = /-d (\S+?)(?:\/\d+)? /.exec(line)?.[1];
+      if (port === undefined) continue;
+      if (dst !== undefined) frontends.add(`${dst.includes(":") ? `[${dst}]` : dst}:${port}/${proto}`);
+      else if (line.includes("LOCAL")) frontends.add(`node port ${port}/${proto}`);
     }
   }
-  return [...found.values()].sort((a, b) =>
-    `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`),
-  );
+  return [...found].map(([service, f]) => ({ family, service, frontends: [...f] }));
 }
 
-export function servicesJson(snapshot: WebSnapshot): unknown {
-  if (snapshot.mode !== undefined)
-    return { version: snapshot.version, takenAt: snapshot.takenAt, services: snapshot.mode.services };
-  const services = snapshot.rulesets.flatMap((rs) =>
-    servicesIn(rs).map((ref) => {
-      const ex = explainService(rs, ref);
+const GENERATED_BY_IP6TABLES = /^# Generated by .*\bip6tables(?:-nft|-legacy)?-save\b/m;
+
+/** A dump's family by its header, else by the first capture rule's destination. */
+function dumpFamily(text: string): IPFamily {
+  if (GENERATED_BY_IP6TABLES.test(text.slice(0, 4096))) return "IPv6";
+  const at = text.indexOf("-A KUBE-SERVICES -d ");
+  if (at < 0) return "IPv4";
+  const addr = text.slice(at + 20, text.indexOf(" ", at + 20));
+  return addr.includes(":") ? "IPv6" : "IPv4";
+}
+
+/** The structure of a dump without its counters: `[p:b] ` in front of rules, ` [p:b]` after declarations. */
+function structureHash(dumps: readonly string[]): string {
+  const hash = createHash("sha256");
+  for (const d of dumps) hash.update(d.replace(/^\[\d+:\d+\] /gm, "").replace(/ \[\d+:\d+\]$/gm, ""));
+  return hash.digest("hex").slice(0, 16);
+}
+
+/** The rules of `chain` in the walk and, indented below, of the Service's chains they jump to (once each). */
+function walkChain(
+  ex: ServiceExplanation,
+  family: IPFamily,
+  name: string,
+  depth: number,
+  shown: Set<string>,
+  out: WebWalkStep[],
+): void {
+  const chain = ex.chains.find((c) => c.name === name);
+  if (chain === undefined) return;
+  if (shown.has(name)) {
+    out.push({ depth, text: `${name}: (shown above)` });
+    return;
+  }
+  shown.add(name);
+  for (const r of chain.rules) {
+    out.push(walkStep(family, r.rule, depth, `${name} rule ${r.ruleNumber}`));
+    if (depth < 8) walkChain(ex, family, targetName(r.rule), depth + 1, shown, out);
+  }
+}
+
+function walkStep(family: IPFamily, rule: Rule, depth: number, where: string): WebWalkStep {
+  return {
+    depth,
+    text: `${where}: ${rule.text}`,
+    counterKey: ruleKey(family, rule),
+    ...(rule.counters === undefined ? {} : { packets: rule.counters.packets, bytes: rule.counters.bytes }),
+  };
+}
+
+/** The seed's walk in iptables mode: capture rules, the chains behind them, the filter rules. */
+export function iptablesWalk(ex: ServiceExplanation, family: IPFamily): WebWalkStep[] {
+  const out: WebWalkStep[] = [];
+  const shown = new Set<string>();
+  for (const e of ex.entries) {
+    out.push(walkStep(family, e.rule, 0, `${e.table} ${e.chain} rule ${e.ruleNumber}`));
+    walkChain(ex, family, targetName(e.rule), 1, shown, out);
+  }
+  for (const f of ex.filter)
+    out.push(walkStep(family, f.rule, 0, `${f.table} ${f.chain} rule ${f.ruleNumber}`));
+  return out;
+}
+
+/** One Service's entry for the page, from a ruleset holding (at least) its rules. */
+export function iptablesServiceEntry(
+  ruleset: Ruleset,
+  ref: { namespace: string; name: string },
+): WebServiceEntry {
+  const ex = explainService(ruleset, ref);
+  const family = ruleset.family;
+  return {
+    family: ipVersion(family),
+    service: ex.service,
+    servicePortNames: ex.servicePortNames,
+    endpoints: ex.endpoints.map((e) => {
+      const dnat = ex.chains.find((c) => c.name === e.sepChain)?.rules.find((r) => r.role === "dnat");
       return {
-        family: ipVersion(rs.family),
-        service: ex.service,
-        servicePortNames: ex.servicePortNames,
-        endpoints: ex.endpoints.map((e) => {
-          const dnat = ex.chains.find((c) => c.name === e.sepChain)?.rules.find((r) => r.role === "dnat");
-          return {
-            servicePortName: e.servicePortName,
-            endpoint: e.endpoint,
-            probability: e.probability,
-            viaChain: e.viaChain,
-            sepChain: e.sepChain,
-            packets: e.counters?.packets ?? null,
-            bytes: e.counters?.bytes ?? null,
-            ...(dnat === undefined ? {} : { counterKey: ruleKey(rs.family, dnat.rule) }),
-          };
-        }),
-        graph: serviceGraph(ex, rs.family),
-        explanation: explanationToJson(ex),
+        servicePortName: e.servicePortName,
+        endpoint: e.endpoint,
+        probability: e.probability,
+        viaChain: e.viaChain,
+        sepChain: e.sepChain,
+        packets: e.counters?.packets ?? null,
+        bytes: e.counters?.bytes ?? null,
+        ...(dnat === undefined ? {} : { counterKey: ruleKey(family, dnat.rule) }),
       };
     }),
-  );
-  return { version: snapshot.version, takenAt: snapshot.takenAt, services };
+    graph: serviceGraph(ex, family),
+    walk: iptablesWalk(ex, family),
+  };
+}
+
+type CounterRecord = Record<string, readonly [number, number]>;
+
+function addCounters(rs: Ruleset, into: CounterRecord): void {
+  for (const table of rs.tables.values())
+    for (const chain of table.chains.values())
+      for (const rule of chain.rules)
+        if (rule.counters !== undefined)
+          into[ruleKey(rs.family, rule)] = [rule.counters.packets, rule.counters.bytes];
+}
+
+/**
+ * The web view's data from iptables-save dumps (one per family). The list comes from a search
+ * of the text; a Service's page parses only its slice of the dump; the rules tab and the trace
+ * form parse the whole dump, once per reading, when they are used.
+ */
+export function iptablesWebSnapshot(
+  dumps: readonly string[],
+  localAddresses: readonly string[],
+): ModeWebSnapshot {
+  const families = dumps.map(dumpFamily);
+  const services = dumps
+    .flatMap((d, i) => servicesInDump(d, ipVersion(families[i] as IPFamily)))
+    .sort((a, b) => (a.service === b.service ? a.family - b.family : a.service < b.service ? -1 : 1));
+  let whole: Ruleset[] | undefined;
+  const rulesets = (): Ruleset[] =>
+    (whole ??= dumps.map((d, i) => parseIptablesSave(d, { family: families[i] as IPFamily })));
+  const entries = new Map<string, WebServiceEntry | undefined>();
+  const known: CounterRecord = {};
+  let allCounters: CounterRecord | undefined;
+  const every = (): CounterRecord => {
+    if (allCounters !== undefined) return allCounters;
+    const all: CounterRecord = {};
+    for (const rs of rulesets()) addCounters(rs, all);
+    return (allCounters = all);
+  };
+  return {
+    version: structureHash(dumps),
+    services,
+    service(family, namespace, name) {
+      const id = `${family}/${namespace}/${name}`;
+      if (entries.has(id)) return entries.get(id);
+      const i = families.findIndex((f) => ipVersion(f) === family);
+      const text = dumps[i];
+      let entry: WebServiceEntry | undefined;
+      if (
+        text !== undefined &&
+        services.some((s) => s.family === family && s.service === `${namespace}/${name}`)
+      ) {
+        const slice = sliceServiceDump(text, namespace, name);
+        const rs = parseIptablesSave(slice.text, { ...slice.options, family: families[i] as IPFamily });
+        addCounters(rs, known);
+        entry = iptablesServiceEntry(rs, { namespace, name });
+      }
+      entries.set(id, entry);
+      return entry;
+    },
+    columns: RULE_COLUMNS,
+    rules(q, max) {
+      const query = parseRuleQuery(q);
+      const rows: WebRuleRow[] = [];
+      let total = 0;
+      for (const rs of rulesets()) {
+        for (const table of rs.tables.values()) {
+          for (const chain of table.chains.values()) {
+            for (const rule of chain.rules) {
+              if (!ruleMatchesQuery(rule, query)) continue;
+              total++;
+              if (rows.length < max) rows.push(ruleRow(rs.family, rule) as unknown as WebRuleRow);
+            }
+          }
+        }
+      }
+      return { total, rows };
+    },
+    counters(keys) {
+      if (keys !== undefined && [...keys].every((k) => k in known)) {
+        const out: CounterRecord = {};
+        for (const k of keys) out[k] = known[k] as readonly [number, number];
+        return out;
+      }
+      const all = every();
+      if (keys === undefined) return all;
+      const out: CounterRecord = {};
+      for (const k of keys) if (all[k] !== undefined) out[k] = all[k];
+      return out;
+    },
+    trace: (flags) => iptablesTrace(rulesets(), localAddresses, flags),
+  };
+}
+
+export const DEFAULT_PAGE_SIZE = 50;
+export const MAX_PAGE_SIZE = 500;
+
+function positiveInt(params: URLSearchParams, name: string, fallback: number, max: number): number {
+  const text = params.get(name);
+  if (text === null || text.trim() === "") return fallback;
+  if (!/^\d{1,9}$/.test(text.trim()) || Number(text) < 1)
+    throw new InputError(name, `must be a positive integer, got ${JSON.stringify(text)}`);
+  return Math.min(Number(text), max);
+}
+
+/**
+ * `/api/services?q=&page=&limit=`: one page of the Services whose name or frontends contain `q`
+ * (case-insensitive). Only names and frontends: a Service's graph and walk are `/api/service`.
+ */
+export function servicesJson(snapshot: WebSnapshot, params = new URLSearchParams()): unknown {
+  const q = (params.get("q") ?? "").trim().toLowerCase();
+  const limit = positiveInt(params, "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+  const all = snapshot.mode.services;
+  const hits =
+    q === ""
+      ? all
+      : all.filter((s) => s.service.includes(q) || s.frontends.some((f) => f.toLowerCase().includes(q)));
+  const pages = Math.max(1, Math.ceil(hits.length / limit));
+  const page = Math.min(positiveInt(params, "page", 1, Number.MAX_SAFE_INTEGER), pages);
+  return {
+    version: snapshot.version,
+    takenAt: snapshot.takenAt,
+    query: params.get("q") ?? "",
+    total: hits.length,
+    page,
+    pages,
+    limit,
+    services: hits.slice((page - 1) * limit, page * limit),
+  };
+}
+
+/** `4/ns/name` (or `ns/name`: the first family that has it) → where to find the Service. */
+function serviceParam(
+  snapshot: WebSnapshot,
+  value: string,
+): { family: number; namespace: string; name: string } {
+  const m = /^(?:([46])\/)?([a-z0-9][-a-z0-9]*)\/([a-z0-9][-a-z0-9.]*)$/.exec(value.trim());
+  if (m === null)
+    throw new InputError("service", `expected [4|6/]NAMESPACE/NAME, got ${JSON.stringify(value)}`);
+  const [, fam, namespace = "", name = ""] = m;
+  const family =
+    fam === undefined
+      ? (snapshot.mode.services.find((s) => s.service === `${namespace}/${name}`)?.family ?? 4)
+      : Number(fam);
+  return { family, namespace, name };
+}
+
+class NoSuchService extends Error {}
+
+/** `/api/service?service=4/ns/name`: that Service's graph, endpoints and walk, with counters. */
+export function serviceJson(snapshot: WebSnapshot, params: URLSearchParams): unknown {
+  const { family, namespace, name } = serviceParam(snapshot, params.get("service") ?? "");
+  const entry = snapshot.mode.service(family, namespace, name);
+  if (entry === undefined)
+    throw new NoSuchService(`no IPv${family} Service ${namespace}/${name} on this node`);
+  return { version: snapshot.version, takenAt: snapshot.takenAt, ...entry };
 }
 
 // --- rules ----------------------------------------------------------------------------------
@@ -377,54 +602,42 @@ export function ruleMatchesQuery(rule: Rule, query: RuleQuery): boolean {
 
 export const MAX_RULE_ROWS = 2000;
 
+/** `/api/rules?q=`: the rules the query finds, the first {@link MAX_RULE_ROWS} of them. */
 export function rulesJson(snapshot: WebSnapshot, q: string): unknown {
-  if (snapshot.mode !== undefined) return modeRulesJson(snapshot, snapshot.mode, q);
-  const query = parseRuleQuery(q);
-  const rows: RuleRow[] = [];
-  let total = 0;
-  for (const rs of snapshot.rulesets) {
-    for (const table of rs.tables.values()) {
-      for (const chain of table.chains.values()) {
-        for (const rule of chain.rules) {
-          if (!ruleMatchesQuery(rule, query)) continue;
-          total++;
-          if (rows.length < MAX_RULE_ROWS) rows.push(ruleRow(rs.family, rule));
-        }
-      }
-    }
-  }
+  const { total, rows } = snapshot.mode.rules(q, MAX_RULE_ROWS);
   return {
     version: snapshot.version,
     takenAt: snapshot.takenAt,
     query: q,
-    columns: RULE_COLUMNS,
+    columns: snapshot.mode.columns,
     total,
     truncated: total > rows.length,
     rules: rows,
   };
 }
 
-/** A mode's own rules: the query is a case-insensitive substring of the chain or the rule. */
-function modeRulesJson(snapshot: WebSnapshot, mode: ModeWebSnapshot, q: string): unknown {
-  const needle = q.trim().toLowerCase();
-  const hits = mode.rules.filter(
-    (r) => needle === "" || Object.values(r).some((v) => String(v).toLowerCase().includes(needle)),
-  );
-  const rows = hits.slice(0, MAX_RULE_ROWS);
-  return {
-    version: snapshot.version,
-    takenAt: snapshot.takenAt,
-    query: q,
-    columns: mode.columns,
-    total: hits.length,
-    truncated: hits.length > rows.length,
-    rules: rows,
-  };
-}
-
 // --- trace and counters ------------------------------------------------------------------------
 
-/** The CLI `trace` path (packetFromFlags → tracePacket → traceToJson) on the live ruleset. */
+/** The CLI `trace` path (packetFromFlags → tracePacket → traceToJson) on iptables rulesets. */
+function iptablesTrace(
+  rulesets: readonly Ruleset[],
+  localAddresses: readonly string[],
+  flags: Readonly<Record<string, string>>,
+): unknown {
+  const { packet, origin } = packetFromFlags({
+    src: flags["src"] ?? "",
+    dst: flags["dst"] ?? "",
+    ...(flags["proto"] === undefined ? {} : { proto: flags["proto"] }),
+    ...(flags["from"] === undefined ? {} : { from: flags["from"] }),
+    ...(flags["state"] === undefined ? {} : { state: flags["state"] }),
+  });
+  const family = parseIP(packet.dst)?.family;
+  const ruleset = rulesets.find((rs) => rs.family === family);
+  if (ruleset === undefined) throw new InputError("--dst", `no ${family ?? "IPv?"} ruleset on this node`);
+  return traceToJson(tracePacket(ruleset, packet, { localAddresses, origin }));
+}
+
+/** `/api/trace?src=&dst=&proto=&from=&state=`: the `trace` command's JSON for that packet. */
 export function traceJson(snapshot: WebSnapshot, params: URLSearchParams): unknown {
   const flag = (name: string): string | undefined => {
     const v = params.get(name);
@@ -434,47 +647,39 @@ export function traceJson(snapshot: WebSnapshot, params: URLSearchParams): unkno
   const dst = flag("dst");
   if (src === undefined) throw new InputError("--src", "required");
   if (dst === undefined) throw new InputError("--dst", "required");
-  if (snapshot.mode !== undefined) {
-    const flags: Record<string, string> = { src, dst };
-    for (const name of ["proto", "from", "state"]) {
-      const v = flag(name);
-      if (v !== undefined) flags[name] = v;
-    }
-    return snapshot.mode.trace(flags);
+  const flags: Record<string, string> = { src, dst };
+  for (const name of ["proto", "from", "state"]) {
+    const v = flag(name);
+    if (v !== undefined) flags[name] = v;
   }
-  const proto = flag("proto");
-  const from = flag("from");
-  const state = flag("state");
-  const { packet, origin } = packetFromFlags({
-    src,
-    dst,
-    ...(proto === undefined ? {} : { proto }),
-    ...(from === undefined ? {} : { from }),
-    ...(state === undefined ? {} : { state }),
-  });
-  const family = parseIP(packet.dst)?.family;
-  const ruleset = snapshot.rulesets.find((rs) => rs.family === family);
-  if (ruleset === undefined) throw new InputError("--dst", `no ${family ?? "IPv?"} ruleset on this node`);
-  return traceToJson(tracePacket(ruleset, packet, { localAddresses: snapshot.localAddresses, origin }));
+  return snapshot.mode.trace(flags);
 }
 
 export type CounterMap = Readonly<Record<string, readonly [number, number]>>;
 
-/** Every rule's [packets, bytes] by {@link ruleKey}. */
-export function countersOf(snapshot: WebSnapshot): CounterMap {
-  if (snapshot.mode !== undefined) return snapshot.mode.counters;
-  const counters: Record<string, [number, number]> = {};
-  for (const rs of snapshot.rulesets) {
-    for (const table of rs.tables.values()) {
-      for (const chain of table.chains.values()) {
-        for (const rule of chain.rules) {
-          if (rule.counters !== undefined)
-            counters[ruleKey(rs.family, rule)] = [rule.counters.packets, rule.counters.bytes];
-        }
-      }
-    }
+/** Every rule's [packets, bytes] by {@link ruleKey}, or only those of `keys`. */
+export function countersOf(snapshot: WebSnapshot, keys?: ReadonlySet<string>): CounterMap {
+  return snapshot.mode.counters(keys);
+}
+
+/**
+ * The counters an event stream carries: `?service=4/ns/name` (its page) and `?rules=Q` (a rules
+ * search on screen) name what the page shows; with neither, every rule's.
+ */
+export function watchedKeys(snapshot: WebSnapshot, params: URLSearchParams): ReadonlySet<string> | undefined {
+  const service = params.get("service");
+  const rules = params.get("rules");
+  if (service === null && rules === null) return undefined;
+  const keys = new Set<string>();
+  if (service !== null && service.trim() !== "") {
+    const { family, namespace, name } = serviceParam(snapshot, service);
+    const entry = snapshot.mode.service(family, namespace, name);
+    for (const n of entry?.graph.nodes ?? []) if (n.counterKey !== undefined) keys.add(n.counterKey);
+    for (const e of entry?.endpoints ?? []) if (e.counterKey !== undefined) keys.add(e.counterKey);
+    for (const w of entry?.walk ?? []) if (w.counterKey !== undefined) keys.add(w.counterKey);
   }
-  return counters;
+  if (rules !== null) for (const r of snapshot.mode.rules(rules, MAX_RULE_ROWS).rows) keys.add(r.key);
+  return keys;
 }
 
 export interface CountersEvent {
@@ -492,8 +697,9 @@ export interface CountersEvent {
 export function countersEvent(
   snapshot: WebSnapshot,
   previous: { readonly version: string; readonly counters: CounterMap } | undefined,
+  keys?: ReadonlySet<string>,
 ): CountersEvent {
-  const all = countersOf(snapshot);
+  const all = countersOf(snapshot, keys);
   if (previous === undefined || previous.version !== snapshot.version)
     return { version: snapshot.version, takenAt: snapshot.takenAt, full: true, counters: all };
   const moved: Record<string, readonly [number, number]> = {};
@@ -572,7 +778,9 @@ export function createWebHandler(cache: SnapshotCache): (req: WebRequest) => Pro
     try {
       switch (req.path) {
         case "/api/services":
-          return json(200, servicesJson(await cache.get()));
+          return json(200, servicesJson(await cache.get(), req.query));
+        case "/api/service":
+          return json(200, serviceJson(await cache.get(), req.query));
         case "/api/rules":
           return json(200, rulesJson(await cache.get(), req.query.get("q") ?? ""));
         case "/api/trace":
@@ -582,6 +790,7 @@ export function createWebHandler(cache: SnapshotCache): (req: WebRequest) => Pro
       }
     } catch (err) {
       if (err instanceof InputError) return json(400, { error: err.message });
+      if (err instanceof NoSuchService) return json(404, { error: err.message });
       throw err;
     }
   };
@@ -661,7 +870,7 @@ export function serveWeb(address: string, options: WebServerOptions): Promise<Ht
   const stalledMs = options.stalledStreamMs ?? 30_000;
   const streams = new Set<http.ServerResponse>();
 
-  const stream = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+  const stream = (req: http.IncomingMessage, res: http.ServerResponse, params: URLSearchParams): void => {
     if (streams.size >= MAX_EVENT_STREAMS) {
       res.writeHead(503, { ...SECURITY_HEADERS, "Content-Type": "text/plain; charset=utf-8" });
       res.end("too many event streams\n");
@@ -689,7 +898,7 @@ export function serveWeb(address: string, options: WebServerOptions): Promise<Ht
       stalledSince = null;
       try {
         const snapshot = await cache.get();
-        const event = countersEvent(snapshot, last);
+        const event = countersEvent(snapshot, last, watchedKeys(snapshot, params));
         res.write(`event: counters\ndata: ${safeJson(event)}\n\n`);
         last = {
           version: event.version,
@@ -718,7 +927,7 @@ export function serveWeb(address: string, options: WebServerOptions): Promise<Ht
       return;
     }
     if (req.method === "GET" && url.pathname === "/api/events") {
-      stream(req, res);
+      stream(req, res, url.searchParams);
       return;
     }
     handle({ method: req.method ?? "GET", path: url.pathname, query: url.searchParams }).then(

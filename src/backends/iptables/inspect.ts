@@ -11,19 +11,12 @@ import {
   type JumpRule,
 } from "../../kernel/iptables.ts";
 import { formatCIDR, type IPFamily } from "../../ip.ts";
-import { parseIptablesSave } from "../../netfilter/iptables-save.ts";
+import { parseIptablesSave, type ParseOptions } from "../../netfilter/iptables-save.ts";
+import { sliceServiceDump } from "../../netfilter/slice.ts";
 import { RulesetParseError, type Chain, type Ruleset } from "../../netfilter/model.ts";
 import type { InspectionSource } from "../../inspect/types.ts";
 import type { RulesetProblem, RulesetReader } from "../types.ts";
-import {
-  isServiceChainName,
-  JUMP_CHAINS,
-  KUBE_EXTERNAL_SERVICES,
-  KUBE_MARK_MASQ,
-  KUBE_NODEPORTS,
-  KUBE_PROXY_FIREWALL,
-  KUBE_SERVICES,
-} from "./chains.ts";
+import { JUMP_CHAINS, KUBE_MARK_MASQ } from "./chains.ts";
 
 /**
  * Reads the live rules with counters through the iptables wrappers (one per IP family the proxy
@@ -46,9 +39,14 @@ export function iptablesInspectionSource(
 }
 
 /** Parses a dump; a line the parser rejects is named together with where the dump came from. */
-export function parseRuleset(text: string, origin: string, family?: IPFamily): Ruleset {
+export function parseRuleset(
+  text: string,
+  origin: string,
+  family?: IPFamily,
+  slice: ParseOptions = {},
+): Ruleset {
   try {
-    return parseIptablesSave(text, family === undefined ? {} : { family });
+    return parseIptablesSave(text, family === undefined ? slice : { ...slice, family });
   } catch (error) {
     if (error instanceof RulesetParseError) throw new InputError(origin, error.message, { cause: error });
     throw error;
@@ -154,82 +152,10 @@ export function iptablesPodCidrs(ruleset: Ruleset): string[] {
 export const iptablesRulesets: RulesetReader = {
   dumpTool: (family) => (family === "IPv4" ? "iptables-save" : "ip6tables-save"),
   parse: parseRuleset,
-  parseForService: (text, origin, service, family) =>
-    parseRuleset(serviceSlice(text, service.namespace, service.name), origin, family),
+  parseForService: (text, origin, service, family) => {
+    const slice = sliceServiceDump(text, service.namespace, service.name);
+    return parseRuleset(slice.text, origin, family, slice.options);
+  },
   problems: iptablesRulesetProblems,
   podCidrs: iptablesPodCidrs,
 };
-
-/** The capture chains every Service has rules in: at 10,000 Services they hold most lines. */
-const CAPTURE_CHAINS = new Set([KUBE_SERVICES, KUBE_NODEPORTS, KUBE_EXTERNAL_SERVICES, KUBE_PROXY_FIREWALL]);
-
-const JUMP = /\s-[jg]\s+(\S+)/;
-
-/** The chain of a rule line (`[p:b] -A CHAIN …` or `-A CHAIN …`), or undefined. */
-function ruleChain(line: string): string | undefined {
-  const at = line.startsWith("[") ? line.indexOf("] ") + 2 : 0;
-  if (!line.startsWith("-A ", at)) return undefined;
-  const end = line.indexOf(" ", at + 3);
-  return line.slice(at + 3, end < 0 ? undefined : end);
-}
-
-/** `ns/name` as a whole word of a comment: `ns/name:port`, `ns/name "`, not `ns/name2`. */
-function mentions(line: string, needle: string): boolean {
-  for (let at = line.indexOf(needle); at >= 0; at = line.indexOf(needle, at + 1)) {
-    const next = line[at + needle.length];
-    if (next === undefined || next === ":" || next === " " || next === '"') return true;
-  }
-  return false;
-}
-
-/**
- * The lines of an iptables-save dump that one Service's explanation can need, without parsing
- * the rest: every table header, chain declaration and fixed chain, the capture chains' rules
- * that mention the Service, and the per-Service chains those rules lead to (transitively).
- * `explain` of one Service at 10,000 Services parses this instead of 430,000 lines.
- */
-export function serviceSlice(text: string, namespace: string, name: string): string {
-  const needle = `${namespace}/${name}`;
-  const lines = text.split("\n");
-  const keep = new Uint8Array(lines.length);
-  const wanted = new Set<string>();
-  const take = (i: number, line: string) => {
-    keep[i] = 1;
-    const target = JUMP.exec(line)?.[1];
-    if (target !== undefined && isServiceChainName(target)) wanted.add(target);
-  };
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i] as string;
-    const chain = ruleChain(line);
-    if (chain === undefined) {
-      keep[i] = 1;
-      continue;
-    }
-    const perService = isServiceChainName(chain);
-    if ((!perService && !CAPTURE_CHAINS.has(chain)) || mentions(line, needle)) take(i, line);
-  }
-  // The per-Service chains reached so far, until no new one appears (EXT → SVC → SEP: a few rounds).
-  for (let round = 0, before = -1; before !== wanted.size && round < 8; round++) {
-    before = wanted.size;
-    for (let i = 0; i < lines.length; i++) {
-      if (keep[i] === 1) continue;
-      const line = lines[i] as string;
-      const chain = ruleChain(line);
-      if (chain !== undefined && wanted.has(chain)) take(i, line);
-    }
-  }
-  // Dropped lines become empty ones, so every rule keeps its line number in the dump; in the
-  // capture chains a bare `-A CHAIN` (no match, no target) keeps the rule numbers too.
-  return lines
-    .map((line, i) => {
-      if (keep[i] === 1) {
-        // The declarations of other Services' chains (most lines of a large dump) go too.
-        if (!line.startsWith(":")) return line;
-        const declared = line.slice(1, line.indexOf(" "));
-        return !isServiceChainName(declared) || wanted.has(declared) ? line : "";
-      }
-      const chain = ruleChain(line);
-      return chain !== undefined && CAPTURE_CHAINS.has(chain) ? `-A ${chain}` : "";
-    })
-    .join("\n");
-}

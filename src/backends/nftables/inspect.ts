@@ -14,7 +14,7 @@ import { createHash } from "node:crypto";
 import { formatPercent, packetFromFlags } from "../../netfilter/tracer.ts";
 import type { NftChain, NftElement, NftRuleset, NftTable } from "../../netfilter/nft/model.ts";
 import { tableLabel } from "../../netfilter/nft/model.ts";
-import { NftDumpParseError, parseNftDump } from "../../netfilter/nft/parse.ts";
+import { NftDumpParseError, parseNftDump, parseNftJson } from "../../netfilter/nft/parse.ts";
 import {
   familyOfPacket,
   formatNftTrace,
@@ -27,6 +27,7 @@ import type {
   WebGraphNode,
   WebRuleRow,
   WebServiceEntry,
+  WebServiceSummary,
 } from "../../inspect/types.ts";
 import {
   whyNoTraffic,
@@ -66,10 +67,68 @@ export function splitTables(ruleset: NftRuleset): NftablesReading {
   };
 }
 
+/** A per-Service chain's name anywhere in a line or element: `service-ULMVA6XW-ns/name/…`. */
+const SERVICE_CHAIN = /\b(?:service|local|external|firewall|endpoint)-[A-Z0-9]{8}-([^/\s"]+)\/([^/\s"]+)\//g;
+
+/** True when `text` names some Service's chain, and none of `ref`'s. */
+function onlyOthers(text: string, ref: { namespace: string; name: string }): boolean {
+  let other = false;
+  SERVICE_CHAIN.lastIndex = 0;
+  for (let m = SERVICE_CHAIN.exec(text); m !== null; m = SERVICE_CHAIN.exec(text)) {
+    if (m[1] === ref.namespace && m[2] === ref.name) return false;
+    other = true;
+  }
+  return other;
+}
+
+/**
+ * What one Service's explanation needs of a dump: everything but the other Services' chains,
+ * rules and map elements (at 10,000 Services nearly all of it). The `nft -f` form is cut line by
+ * line, `nft -j` item by item; `nft list` output (chains as blocks) is read whole.
+ */
+export function sliceNftDump(text: string, ref: { namespace: string; name: string }): NftRuleset {
+  const start = text.trimStart();
+  if (start.startsWith("{")) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      return parseNftDump(text);
+    }
+    const items = (doc as { nftables?: unknown }).nftables;
+    if (!Array.isArray(items)) return parseNftDump(text);
+    const kept: unknown[] = [];
+    for (const item of items as Record<string, Record<string, unknown>>[]) {
+      const chain = item["chain"]?.["name"] ?? item["rule"]?.["chain"];
+      if (typeof chain === "string" && onlyOthers(`${chain}/`, ref)) continue;
+      const set = item["map"] ?? item["set"];
+      const elem = set?.["elem"];
+      if (set !== undefined && Array.isArray(elem)) {
+        kept.push({
+          [item["map"] !== undefined ? "map" : "set"]: {
+            ...set,
+            elem: elem.filter((e) => !onlyOthers(JSON.stringify(e), ref)),
+          },
+        });
+        continue;
+      }
+      kept.push(item);
+    }
+    return parseNftJson({ nftables: kept });
+  }
+  // `nft list` output: `table ip kube-proxy {` with chains as blocks.
+  if (/^\s*table\s/m.test(text)) return parseNftDump(text);
+  const lines = text.split("\n");
+  return parseNftDump(lines.filter((l) => !onlyOthers(l, ref)).join("\n"));
+}
+
 /** A dump in any form nft or our renderer writes; a line it cannot read is named with its origin. */
-export function readNftablesDump(dump: InspectDump): NftablesReading {
+export function readNftablesDump(
+  dump: InspectDump,
+  service?: { readonly namespace: string; readonly name: string },
+): NftablesReading {
   try {
-    return splitTables(parseNftDump(dump.text));
+    return splitTables(service === undefined ? parseNftDump(dump.text) : sliceNftDump(dump.text, service));
   } catch (error) {
     if (error instanceof NftDumpParseError)
       throw new InputError(dump.origin, error.message, { cause: error });
@@ -81,6 +140,7 @@ export function readNftablesDump(dump: InspectDump): NftablesReading {
 export async function readLiveNftables(
   runner: Runner,
   netns?: string,
+  service?: { readonly namespace: string; readonly name: string },
 ): Promise<{ reading: NftablesReading; json: string[] }> {
   const nft = new Nft(runner, netns);
   const listed = await nft.listTables();
@@ -92,7 +152,8 @@ export async function readLiveNftables(
     if (text === null) continue;
     json.push(text);
     tables.push(
-      ...readNftablesDump({ text, origin: `nft -j list table ${family} ${KUBE_PROXY_TABLE}` }).tables,
+      ...readNftablesDump({ text, origin: `nft -j list table ${family} ${KUBE_PROXY_TABLE}` }, service)
+        .tables,
     );
   }
   return { reading: { tables, foreign: listed.filter((t) => !isOurs(t)).map(tableLabel) }, json };
@@ -197,26 +258,46 @@ export interface NftServiceExplanation {
   readonly endpointKeys: readonly (EndpointKey & { servicePortName: string })[];
   readonly frontends: readonly Frontend[];
   /** The seed's walk in this mode: dispatch rule, map element, then every rule on the way to the DNATs. */
-  readonly walk: readonly string[];
+  readonly walk: readonly NftWalkStep[];
   /** The chain each load-balancing frontend's map element sends packets to. */
   readonly entryChains: readonly { readonly frontend: number; readonly chain: string }[];
 }
 
+/** One line of the walk: a rule (with its place, for counters), a map element, or a note. */
+export interface NftWalkStep {
+  readonly depth: number;
+  readonly text: string;
+  readonly chain?: string;
+  readonly rule?: number;
+  readonly counters?: { readonly packets: number; readonly bytes: number };
+}
+
 /** The rules of `chain` and, indented below, of the chains it sends packets to (each once). */
-function walkChain(table: NftTable, chain: string, depth: number, shown: Set<string>, out: string[]): void {
-  const pad = "  ".repeat(depth);
+function walkChain(
+  table: NftTable,
+  chain: string,
+  depth: number,
+  shown: Set<string>,
+  out: NftWalkStep[],
+): void {
   if (shown.has(chain)) {
-    out.push(`${pad}${chain}: (shown above)`);
+    out.push({ depth, text: `${chain}: (shown above)` });
     return;
   }
   shown.add(chain);
   const c = table.chains.get(chain);
   if (c === undefined) {
-    out.push(`${pad}${chain}: MISSING`);
+    out.push({ depth, text: `${chain}: MISSING` });
     return;
   }
   for (const r of c.rules) {
-    out.push(`${pad}${chain} rule ${r.index}: ${r.text}${countersText(r.counters)}`);
+    out.push({
+      depth,
+      text: `${chain} rule ${r.index}: ${r.text}`,
+      chain,
+      rule: r.index,
+      ...(r.counters === undefined ? {} : { counters: r.counters }),
+    });
     for (const s of r.statements) {
       const targets =
         s.kind === "numgen" ? s.entries.map((e) => e.verdict) : s.kind === "verdict" ? [s.verdict] : [];
@@ -231,8 +312,8 @@ function walkChain(table: NftTable, chain: string, depth: number, shown: Set<str
 function serviceWalk(
   table: NftTable,
   frontends: readonly { map: string; key: readonly string[]; target: string }[],
-): string[] {
-  const out: string[] = [];
+): NftWalkStep[] {
+  const out: NftWalkStep[] = [];
   const shown = new Set<string>();
   for (const f of frontends) {
     const dispatch = [...(table.chains.get("services")?.rules ?? [])].find((r) =>
@@ -240,10 +321,15 @@ function serviceWalk(
     );
     out.push(
       dispatch === undefined
-        ? `services: no rule looks up @${f.map}`
-        : `services rule ${dispatch.index}: ${dispatch.text}`,
+        ? { depth: 0, text: `services: no rule looks up @${f.map}` }
+        : {
+            depth: 0,
+            text: `services rule ${dispatch.index}: ${dispatch.text}`,
+            chain: "services",
+            rule: dispatch.index,
+          },
     );
-    out.push(`  @${f.map} element ${f.key.join(" . ")} : goto ${f.target}`);
+    out.push({ depth: 1, text: `@${f.map} element ${f.key.join(" . ")} : goto ${f.target}` });
     walkChain(table, f.target, 2, shown, out);
   }
   return out;
@@ -441,7 +527,7 @@ export function formatNftExplanation(ex: NftServiceExplanation): string {
   }
   lines.push("", "the walk (nat-prerouting / nat-output jump to services):");
   if (ex.walk.length === 0) lines.push("  (no frontend load-balances)");
-  for (const w of ex.walk) lines.push(`  ${w}`);
+  for (const w of ex.walk) lines.push(`  ${"  ".repeat(w.depth)}${w.text}${countersText(w.counters)}`);
   lines.push("", "endpoints (share of new connections):");
   if (v.endpoints.length === 0) lines.push("  (none)");
   for (const e of v.endpoints) {
@@ -514,11 +600,11 @@ async function explain(req: InspectExplainRequest): Promise<string> {
   let reading: NftablesReading;
   let source: string;
   if (given !== undefined) {
-    const all = given.map(readNftablesDump);
+    const all = given.map((d) => readNftablesDump(d, req.service));
     reading = { tables: all.flatMap((r) => r.tables), foreign: all.flatMap((r) => r.foreign) };
     source = given.map((d) => d.origin).join(", ");
   } else {
-    reading = (await readLiveNftables(req.runner)).reading;
+    reading = (await readLiveNftables(req.runner, undefined, req.service)).reading;
     source = `live kernel (nft -j list table ip|ip6 ${KUBE_PROXY_TABLE})`;
   }
   let found: { table: NftTable; ex: NftServiceExplanation } | undefined;
@@ -695,69 +781,152 @@ function traceForWeb(
   };
 }
 
-/** Everything the web view shows of our tables, built once per reading. */
+/** Each Service's frontends in words, from the dispatch maps (one pass over their elements). */
+function frontendsByService(table: NftTable): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const add = (service: string, text: string): void => {
+    const list = out.get(service);
+    if (list === undefined) out.set(service, [text]);
+    else list.push(text);
+  };
+  for (const [map, nodePort] of [
+    [SERVICE_IPS_MAP, false],
+    [SERVICE_NODEPORTS_MAP, true],
+  ] as const) {
+    for (const e of table.sets.get(map)?.elements ?? []) {
+      const target = e.value?.kind === "goto" || e.value?.kind === "jump" ? e.value.target : "";
+      const c = parseChainName(target);
+      if (c === null) continue;
+      const [a = "", b = "", port = ""] = e.key;
+      add(`${c.namespace}/${c.name}`, nodePort ? `node port ${b}/${a}` : `${hostPort(a, port)}/${b}`);
+    }
+  }
+  for (const [map, nodePort] of [
+    [NO_ENDPOINT_SERVICES_MAP, false],
+    [NO_ENDPOINT_NODEPORTS_MAP, true],
+  ] as const) {
+    for (const e of table.sets.get(map)?.elements ?? []) {
+      const m = /^([^/\s]+)\/([^:\s]+)/.exec(e.comment ?? "");
+      if (m === null) continue;
+      const [a = "", b = "", port = ""] = e.key;
+      add(`${m[1]}/${m[2]}`, nodePort ? `node port ${b}/${a}` : `${hostPort(a, port)}/${b}`);
+    }
+  }
+  return out;
+}
+
+function webEntry(table: NftTable, ex: NftServiceExplanation, family: number): WebServiceEntry {
+  const key = (chain: string, rule: number): string => `${family}/${table.name}/${chain}/${rule}`;
+  return {
+    family,
+    service: ex.view.service,
+    servicePortNames: ex.view.servicePortNames,
+    endpoints: ex.view.endpoints.map((e) => ({
+      servicePortName: e.servicePortName,
+      endpoint: e.endpoint,
+      probability: e.share,
+      viaChain: /chain (\S+) rule/.exec(e.via[0] ?? "")?.[1] ?? "",
+      sepChain: /chain (\S+) rule/.exec(e.via[1] ?? "")?.[1] ?? "",
+      packets: e.counters?.packets ?? null,
+      bytes: e.counters?.bytes ?? null,
+      ...(() => {
+        const m = /chain (\S+) rule (\d+)/.exec(e.via[1] ?? "");
+        return m === null ? {} : { counterKey: key(m[1]!, Number(m[2])) };
+      })(),
+    })),
+    graph: serviceGraph(table, ex, family),
+    view: ex.view,
+    walk: ex.walk.map((w) => ({
+      depth: w.depth,
+      text: w.text,
+      ...(w.chain === undefined || w.rule === undefined ? {} : { counterKey: key(w.chain, w.rule) }),
+      ...(w.counters === undefined ? {} : { packets: w.counters.packets, bytes: w.counters.bytes }),
+    })),
+  };
+}
+
+const COUNTER_TEXT = /counter packets \d+ bytes \d+/g;
+
+/**
+ * What the web view shows of our tables. The Service list and the version are built once per
+ * reading; a Service's entry, the rule rows and the counters only when asked for.
+ */
 export function nftablesWebSnapshot(
   reading: NftablesReading,
   localAddresses: readonly string[],
 ): ModeWebSnapshot {
   const hash = createHash("sha256");
-  const rules: WebRuleRow[] = [];
-  const counters: Record<string, readonly [number, number]> = {};
-  const services: WebServiceEntry[] = [];
+  const services: WebServiceSummary[] = [];
   for (const table of reading.tables) {
     const family = table.family === "ip6" ? 6 : 4;
     for (const chain of table.chains.values()) {
       hash.update(`${family} chain ${chain.name}\n`);
-      for (const r of chain.rules) {
-        const key = `${family}/${table.name}/${chain.name}/${r.index}`;
-        hash.update(
-          `${r.statements
-            .filter((x) => x.kind !== "counter")
-            .map((x) => JSON.stringify(x))
-            .join(" ")}\n`,
-        );
-        rules.push({
-          key,
-          family,
-          table: `${table.family} ${table.name}`,
-          chain: chain.name,
-          num: r.index,
-          pkts: r.counters === undefined ? "" : String(r.counters.packets),
-          bytes: r.counters === undefined ? "" : String(r.counters.bytes),
-          rule: r.text,
-        });
-        if (r.counters !== undefined) counters[key] = [r.counters.packets, r.counters.bytes];
-      }
+      // The rule's text without its counters: moving counters are no change of the rules.
+      for (const r of chain.rules) hash.update(`${r.text.replace(COUNTER_TEXT, "counter")}\n`);
     }
     for (const set of table.sets.values())
       for (const e of set.elements) hash.update(`${family} ${set.name} ${JSON.stringify(e)}\n`);
+    const frontends = frontendsByService(table);
     for (const ref of servicesInTable(table)) {
-      const ex = explainNftService(table, ref);
-      if (ex === null) continue;
-      services.push({
-        family,
-        service: ex.view.service,
-        servicePortNames: ex.view.servicePortNames,
-        endpoints: ex.view.endpoints.map((e) => ({
-          servicePortName: e.servicePortName,
-          endpoint: e.endpoint,
-          probability: e.share,
-          viaChain: /chain (\S+) rule/.exec(e.via[0] ?? "")?.[1] ?? "",
-          sepChain: /chain (\S+) rule/.exec(e.via[1] ?? "")?.[1] ?? "",
-          packets: e.counters?.packets ?? null,
-          bytes: e.counters?.bytes ?? null,
-        })),
-        graph: serviceGraph(table, ex, family),
-        view: ex.view,
-      });
+      const service = `${ref.namespace}/${ref.name}`;
+      services.push({ family, service, frontends: frontends.get(service) ?? [] });
     }
   }
+  services.sort((a, b) => (a.service === b.service ? a.family - b.family : a.service < b.service ? -1 : 1));
+  let rows: WebRuleRow[] | undefined;
+  let counters: Record<string, readonly [number, number]> | undefined;
+  const allRows = (): WebRuleRow[] => {
+    if (rows !== undefined) return rows;
+    rows = [];
+    counters = {};
+    for (const table of reading.tables) {
+      const family = table.family === "ip6" ? 6 : 4;
+      for (const chain of table.chains.values()) {
+        for (const r of chain.rules) {
+          const key = `${family}/${table.name}/${chain.name}/${r.index}`;
+          rows.push({
+            key,
+            family,
+            table: `${table.family} ${table.name}`,
+            chain: chain.name,
+            num: r.index,
+            pkts: r.counters === undefined ? "" : String(r.counters.packets),
+            bytes: r.counters === undefined ? "" : String(r.counters.bytes),
+            rule: r.text,
+          });
+          if (r.counters !== undefined) counters[key] = [r.counters.packets, r.counters.bytes];
+        }
+      }
+    }
+    return rows;
+  };
   return {
     version: hash.digest("hex").slice(0, 16),
     services,
+    service(family, namespace, name) {
+      const table = reading.tables.find((t) => (t.family === "ip6" ? 6 : 4) === family);
+      const ex = table === undefined ? null : explainNftService(table, { namespace, name });
+      return table === undefined || ex === null ? undefined : webEntry(table, ex, family);
+    },
     columns: ["num", "pkts", "bytes", "rule"],
-    rules,
-    counters,
+    rules(q, max) {
+      const needle = q.trim().toLowerCase();
+      const hits = allRows().filter(
+        (r) => needle === "" || Object.values(r).some((v) => String(v).toLowerCase().includes(needle)),
+      );
+      return { total: hits.length, rows: hits.slice(0, max) };
+    },
+    counters(keys) {
+      allRows();
+      const all = counters ?? {};
+      if (keys === undefined) return all;
+      const out: Record<string, readonly [number, number]> = {};
+      for (const k of keys) {
+        const c = all[k];
+        if (c !== undefined) out[k] = c;
+      }
+      return out;
+    },
     trace: (flags) => traceForWeb(reading, localAddresses, flags),
   };
 }

@@ -902,6 +902,11 @@ function parseJson(text: string): NftRuleset {
   } catch (err) {
     throw new NftDumpParseError(`not JSON: ${(err as Error).message}`);
   }
+  return parseNftJson(doc);
+}
+
+/** `nft -j` output already through JSON.parse (a reader may drop what it does not need first). */
+export function parseNftJson(doc: unknown): NftRuleset {
   if (!isObj(doc) || !Array.isArray(doc["nftables"])) throw new NftDumpParseError('no "nftables" array');
   const b = new Builder();
   const tableOf = (o: Record<string, Json>, what: string): MutableTable => {

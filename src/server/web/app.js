@@ -133,55 +133,155 @@ function drawGraph(graph) {
   return root;
 }
 
-// --- services -------------------------------------------------------------------------------
+// --- services ---------------------------------------------------------------------------
+// The list is searched and paged on the server; a Service's page is fetched when it is opened
+// (#service/4/ns/name), so the page never holds more than one page of a 10,000-Service node.
+
+let listPage = 1;
+let shownService = null;
+let shownRules = null;
+
+function serviceFromHash() {
+  const m = /^#service\/([46])\/([^/]+)\/([^/]+)$/.exec(window.location.hash);
+  return m ? m[1] + "/" + decodeURIComponent(m[2]) + "/" + decodeURIComponent(m[3]) : null;
+}
+
+async function loadList() {
+  const q = document.querySelector("#services-form input[name=q]").value;
+  const data = await getJson("/api/services?" + new URLSearchParams({ q, page: listPage, limit: 50 }));
+  listPage = data.page;
+  const list = document.getElementById("services-list");
+  list.replaceChildren();
+  const table = el("table", { class: "services" });
+  const head = el("tr");
+  for (const h of ["Service", "IPv", "frontends"]) head.appendChild(el("th", {}, h));
+  table.appendChild(head);
+  for (const s of data.services) {
+    const row = el("tr", { "data-list-service": s.service, "data-family": s.family });
+    const cell = el("td", { class: "mono" });
+    const parts = s.service.split("/");
+    const link = el(
+      "a",
+      {
+        href:
+          "#service/" + s.family + "/" + encodeURIComponent(parts[0]) + "/" + encodeURIComponent(parts[1]),
+      },
+      s.service,
+    );
+    cell.appendChild(link);
+    row.appendChild(cell);
+    row.appendChild(el("td", {}, s.family));
+    row.appendChild(el("td", { class: "mono" }, s.frontends.join(", ")));
+    table.appendChild(row);
+  }
+  if (data.services.length === 0) {
+    const row = el("tr");
+    row.appendChild(
+      el(
+        "td",
+        { colspan: 3, class: "muted" },
+        q ? "no Service matches " + JSON.stringify(q) : "no Service rules on this node",
+      ),
+    );
+    table.appendChild(row);
+  }
+  list.appendChild(table);
+  const count = document.getElementById("services-count");
+  count.textContent =
+    data.total + " Service" + (data.total === 1 ? "" : "s") + " · page " + data.page + " of " + data.pages;
+  document.getElementById("services-prev").disabled = data.page <= 1;
+  document.getElementById("services-next").disabled = data.page >= data.pages;
+  list.setAttribute("data-query", q);
+  list.setAttribute("data-page", String(data.page));
+  return data;
+}
+
+function walkTable(walk) {
+  const table = el("table", { class: "walk" });
+  const head = el("tr");
+  for (const h of ["pkts", "bytes", "rule"]) head.appendChild(el("th", {}, h));
+  table.appendChild(head);
+  for (const w of walk) {
+    const row = el("tr", { "data-walk": w.depth });
+    const attrs = w.counterKey ? { "data-key": w.counterKey } : {};
+    row.appendChild(
+      el(
+        "td",
+        Object.assign({ class: "pkts", "data-field": "packets" }, attrs),
+        w.packets === undefined ? "" : w.packets,
+      ),
+    );
+    row.appendChild(
+      el(
+        "td",
+        Object.assign({ class: "bytes", "data-field": "bytes" }, attrs),
+        w.bytes === undefined ? "" : w.bytes,
+      ),
+    );
+    row.appendChild(el("td", { class: "mono depth-" + Math.min(w.depth, 8) }, w.text));
+    table.appendChild(row);
+  }
+  return table;
+}
+
+async function loadService(id) {
+  const box = document.getElementById("service");
+  if (id === null) {
+    box.replaceChildren();
+    box.hidden = true;
+    return null;
+  }
+  const s = await getJson("/api/service?" + new URLSearchParams({ service: id }));
+  const section = el("div", { class: "service", "data-service": s.service, "data-family": s.family });
+  const title = el("h3", {}, s.service);
+  const named = s.servicePortNames.filter((n) => n !== s.service);
+  title.appendChild(
+    el("span", { class: "muted" }, "  IPv" + s.family + (named.length ? " · " + named.join(", ") : "")),
+  );
+  section.appendChild(title);
+  section.appendChild(el("a", { href: "#", class: "back" }, "← all Services"));
+  const scroll = el("div", { class: "scroll" });
+  scroll.appendChild(drawGraph(s.graph));
+  section.appendChild(scroll);
+  const table = el("table", { class: "endpoints" });
+  const head = el("tr");
+  for (const h of ["endpoint", "share of new connections", "via", "endpoint chain", "pkts", "bytes"])
+    head.appendChild(el("th", {}, h));
+  table.appendChild(head);
+  for (const e of s.endpoints) {
+    const row = el("tr", { "data-endpoint": e.endpoint });
+    row.appendChild(el("td", { class: "mono" }, e.endpoint));
+    row.appendChild(el("td", { class: "num" }, percent(e.probability)));
+    row.appendChild(el("td", { class: "mono" }, e.viaChain));
+    row.appendChild(el("td", { class: "mono" }, e.sepChain));
+    const attrs = e.counterKey ? { "data-key": e.counterKey } : {};
+    row.appendChild(
+      el("td", Object.assign({ class: "pkts", "data-field": "packets" }, attrs), e.packets ?? "-"),
+    );
+    row.appendChild(
+      el("td", Object.assign({ class: "bytes", "data-field": "bytes" }, attrs), e.bytes ?? "-"),
+    );
+    table.appendChild(row);
+  }
+  if (s.endpoints.length === 0) {
+    const row = el("tr");
+    row.appendChild(el("td", { colspan: 6, class: "muted" }, "no endpoints: new connections are not DNATed"));
+    table.appendChild(row);
+  }
+  section.appendChild(table);
+  section.appendChild(el("h4", {}, "the walk"));
+  const walk = el("div", { class: "scroll" });
+  walk.appendChild(walkTable(s.walk));
+  section.appendChild(walk);
+  box.replaceChildren(section);
+  box.hidden = false;
+  return s;
+}
 
 async function loadServices() {
-  const data = await getJson("/api/services");
-  const box = document.getElementById("services");
-  box.replaceChildren();
-  if (data.services.length === 0)
-    box.appendChild(el("p", { class: "muted" }, "no Service rules on this node"));
-  for (const s of data.services) {
-    const section = el("div", { class: "service", "data-service": s.service });
-    const title = el("h3", {}, s.service);
-    const named = s.servicePortNames.filter((n) => n !== s.service);
-    title.appendChild(
-      el("span", { class: "muted" }, "  IPv" + s.family + (named.length ? " · " + named.join(", ") : "")),
-    );
-    section.appendChild(title);
-    const scroll = el("div", { class: "scroll" });
-    scroll.appendChild(drawGraph(s.graph));
-    section.appendChild(scroll);
-    const table = el("table", { class: "endpoints" });
-    const head = el("tr");
-    for (const h of ["endpoint", "share of new connections", "via", "KUBE-SEP chain", "pkts", "bytes"])
-      head.appendChild(el("th", {}, h));
-    table.appendChild(head);
-    for (const e of s.endpoints) {
-      const row = el("tr", { "data-endpoint": e.endpoint });
-      row.appendChild(el("td", { class: "mono" }, e.endpoint));
-      row.appendChild(el("td", { class: "num" }, percent(e.probability)));
-      row.appendChild(el("td", { class: "mono" }, e.viaChain));
-      row.appendChild(el("td", { class: "mono" }, e.sepChain));
-      const attrs = e.counterKey ? { "data-key": e.counterKey } : {};
-      row.appendChild(
-        el("td", Object.assign({ class: "pkts", "data-field": "packets" }, attrs), e.packets ?? "-"),
-      );
-      row.appendChild(
-        el("td", Object.assign({ class: "bytes", "data-field": "bytes" }, attrs), e.bytes ?? "-"),
-      );
-      table.appendChild(row);
-    }
-    if (s.endpoints.length === 0) {
-      const row = el("tr");
-      row.appendChild(
-        el("td", { colspan: 6, class: "muted" }, "no endpoints: new connections are not DNATed"),
-      );
-      table.appendChild(row);
-    }
-    section.appendChild(table);
-    box.appendChild(section);
-  }
+  const data = await loadList();
+  shownService = serviceFromHash();
+  await loadService(shownService);
   return data;
 }
 
@@ -213,6 +313,7 @@ async function loadRules() {
     table.appendChild(row);
   }
   table.setAttribute("data-query", q);
+  shownRules = q;
   const count = document.getElementById("rules-count");
   count.textContent =
     data.total +
@@ -315,12 +416,24 @@ function applyCounters(counters) {
 
 async function reloadAll() {
   const data = await loadServices();
-  await loadRules();
+  if (shownRules !== null) await loadRules();
   version = data.version;
+  listen();
 }
 
+// The event stream carries the counters of what is on screen: the Service's page, the rules shown.
+let events = null;
+let eventsUrl = null;
+
 function listen() {
-  const events = new EventSource("/api/events");
+  const params = new URLSearchParams();
+  params.set("service", shownService || "");
+  if (shownRules !== null) params.set("rules", shownRules);
+  const url = "/api/events?" + params;
+  if (events !== null && url === eventsUrl) return;
+  if (events !== null) events.close();
+  eventsUrl = url;
+  events = new EventSource(url);
   events.addEventListener("counters", async (ev) => {
     const data = JSON.parse(ev.data);
     try {
@@ -340,6 +453,10 @@ function listen() {
   events.onerror = () => setStatus("disconnected: retrying…", true);
 }
 
+function showError(err) {
+  setStatus(err.message, true);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("trace-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -347,9 +464,24 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.getElementById("search-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    loadRules().catch((err) => setStatus(err.message, true));
+    loadRules().then(listen).catch(showError);
   });
-  reloadAll()
-    .then(listen)
-    .catch((err) => setStatus(err.message, true));
+  document.getElementById("services-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    listPage = 1;
+    loadList().catch(showError);
+  });
+  document.getElementById("services-prev").addEventListener("click", () => {
+    listPage = Math.max(1, listPage - 1);
+    loadList().catch(showError);
+  });
+  document.getElementById("services-next").addEventListener("click", () => {
+    listPage++;
+    loadList().catch(showError);
+  });
+  window.addEventListener("hashchange", () => {
+    shownService = serviceFromHash();
+    loadService(shownService).then(listen).catch(showError);
+  });
+  reloadAll().catch(showError);
 });

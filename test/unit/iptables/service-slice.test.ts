@@ -1,9 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { iptablesRulesets, serviceSlice } from "../../../src/backends/iptables/inspect.ts";
+import { iptablesRulesets } from "../../../src/backends/iptables/inspect.ts";
 import { explainService, explanationToJson } from "../../../src/netfilter/explain.ts";
 import { parseIptablesSave } from "../../../src/netfilter/iptables-save.ts";
+import { sliceServiceDump } from "../../../src/netfilter/slice.ts";
 
 const fixtures = new URL("../netfilter/fixtures/", import.meta.url);
 const DUMPS = ["packet-flow.rules.txt", "iptables-save-c.netns.txt"].map((f) => ({
@@ -34,11 +35,50 @@ test("explaining one Service from its slice of the dump gives exactly the explan
   }
 });
 
-test("a slice keeps line numbers and drops the other Services' rules", () => {
+test("a slice keeps the dump's line and rule numbers and drops the other Services' rules", () => {
   const { text } = DUMPS[0]!;
-  const slice = serviceSlice(text, "ns4", "svc4");
-  assert.equal(slice.split("\n").length, text.split("\n").length);
-  assert.doesNotMatch(slice, /ns2\/svc2/);
-  assert.match(slice, /ns4\/svc4:p80 cluster IP/);
-  assert.match(slice, /^-A PREROUTING .*-j KUBE-SERVICES$/m, "built-in chains stay whole");
+  const slice = sliceServiceDump(text, "ns4", "svc4");
+  const lines = slice.text.split("\n");
+  assert.equal(lines.length, slice.options.lineNumbers.length);
+  assert.ok(lines.length < text.split("\n").length, `${lines.length} lines kept`);
+  assert.doesNotMatch(slice.text, /ns2\/svc2/);
+  assert.match(slice.text, /ns4\/svc4:p80 cluster IP/);
+  assert.match(slice.text, /^-A PREROUTING .*-j KUBE-SERVICES$/m, "built-in chains stay whole");
+  const whole = text.split("\n");
+  lines.forEach((line, i) => {
+    if (line.startsWith(":")) return;
+    assert.equal(whole[slice.options.lineNumbers[i]! - 1], line, `line ${slice.options.lineNumbers[i]}`);
+  });
+  const sliced = parseIptablesSave(slice.text, slice.options);
+  const all = parseIptablesSave(text);
+  for (const table of sliced.tables.values())
+    for (const chain of table.chains.values())
+      for (const rule of chain.rules) {
+        const same = all.tables.get(table.name)?.chains.get(chain.name)?.rules[rule.index - 1];
+        assert.equal(same?.text, rule.text, `${table.name} ${chain.name} rule ${rule.index}`);
+        assert.equal(same?.line, rule.line);
+      }
+});
+
+test("a chain reached only by a jump from a chain later in the dump is found by another pass", () => {
+  const text = [
+    "*nat",
+    ":KUBE-SERVICES - [0:0]",
+    ":KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]",
+    ":KUBE-SEP-BBBBBBBBBBBBBBBB - [0:0]",
+    "-A KUBE-SEP-BBBBBBBBBBBBBBBB -p tcp -j DNAT --to-destination 10.0.0.9:80",
+    "-A KUBE-SVC-AAAAAAAAAAAAAAAA -j KUBE-SEP-BBBBBBBBBBBBBBBB",
+    '-A KUBE-SERVICES -d 10.1.0.1/32 -p tcp -m comment --comment "other/svc:p cluster IP" -j KUBE-SVC-CCCCCCCCCCCCCCCC',
+    '-A KUBE-SERVICES -d 10.1.0.2/32 -p tcp -m comment --comment "ns/svc:p cluster IP" -m tcp --dport 80 -j KUBE-SVC-AAAAAAAAAAAAAAAA',
+    "COMMIT",
+    "",
+  ].join("\n");
+  const ref = { namespace: "ns", name: "svc" };
+  const ex = explainService(iptablesRulesets.parseForService!(text, "test", ref), ref);
+  assert.deepEqual(
+    ex.endpoints.map((e) => [e.endpoint, e.sepChain]),
+    [["10.0.0.9:80", "KUBE-SEP-BBBBBBBBBBBBBBBB"]],
+  );
+  assert.equal(ex.entries[0]?.ruleNumber, 2);
+  assert.equal(ex.entries[0]?.line, 8);
 });

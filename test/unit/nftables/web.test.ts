@@ -32,34 +32,53 @@ async function get(path: string, query = ""): Promise<{ status: number; body: Re
   return { status: res.status, body: JSON.parse(res.body) as Record<string, unknown> };
 }
 
-test("services: the seed Service, its two endpoints at 50% and a graph down to them", async () => {
-  const { status, body } = await get("/api/services");
-  assert.equal(status, 200);
-  const services = body["services"] as {
-    service: string;
-    endpoints: { endpoint: string; probability: number; sepChain: string }[];
-    graph: { nodes: { kind: string; label: string }[]; edges: { label: string }[] };
-  }[];
+test("services: the list names the seed Service and its frontends; its page has both endpoints at 50%, a graph and the walk with counter keys", async () => {
+  const list = await get("/api/services");
+  assert.equal(list.status, 200);
+  const summaries = list.body["services"] as { family: number; service: string; frontends: string[] }[];
   assert.deepEqual(
-    services.map((s) => s.service),
-    ["default/nginx"],
+    summaries.map((s) => [s.family, s.service]),
+    [[4, "default/nginx"]],
   );
-  const [nginx] = services;
-  assert.deepEqual(nginx!.endpoints.map((e) => [e.endpoint, e.probability]).sort(), [
+  assert.ok(
+    summaries[0]!.frontends.some((f) => /^\d+\.\d+\.\d+\.\d+:80\/tcp$/.test(f)),
+    summaries[0]!.frontends.join(", "),
+  );
+  assert.ok(
+    summaries[0]!.frontends.some((f) => /^node port \d+\/tcp$/.test(f)),
+    summaries[0]!.frontends.join(", "),
+  );
+  const { status, body } = await get("/api/service", "service=4/default/nginx");
+  assert.equal(status, 200);
+  const nginx = body as unknown as {
+    service: string;
+    endpoints: { endpoint: string; probability: number; sepChain: string; counterKey?: string }[];
+    graph: { nodes: { kind: string; label: string }[]; edges: { label: string }[] };
+    walk: { depth: number; text: string; counterKey?: string }[];
+  };
+  assert.equal(nginx.service, "default/nginx");
+  assert.deepEqual(nginx.endpoints.map((e) => [e.endpoint, e.probability]).sort(), [
     ["10.244.0.10:80", 0.5],
     ["10.244.0.9:80", 0.5],
   ]);
-  assert.ok(nginx!.endpoints.every((e) => e.sepChain.startsWith("endpoint-")));
-  const kinds = nginx!.graph.nodes.map((n) => n.kind);
+  assert.ok(nginx.endpoints.every((e) => e.sepChain.startsWith("endpoint-")));
+  const kinds = nginx.graph.nodes.map((n) => n.kind);
   assert.deepEqual([...new Set(kinds)], ["service", "entry", "chain", "endpoint"]);
   assert.deepEqual(
-    nginx!.graph.nodes
+    nginx.graph.nodes
       .filter((n) => n.kind === "chain")
       .map((n) => n.label.split("-")[0])
       .sort(),
     ["external", "service"],
   );
-  assert.equal(nginx!.graph.edges.filter((e) => e.label === "50%").length, 2);
+  assert.equal(nginx.graph.edges.filter((e) => e.label === "50%").length, 2);
+  const dnats = nginx.walk.filter((w) => w.text.includes("dnat to"));
+  assert.equal(dnats.length, 2, nginx.walk.map((w) => w.text).join("\n"));
+  assert.ok(dnats.every((w) => w.depth >= 3 && /^4\/kube-proxy\/endpoint-/.test(w.counterKey ?? "")));
+  const rules = (await get("/api/rules")).body as { rules: { key: string }[] };
+  const keys = new Set(rules.rules.map((r) => r.key));
+  for (const e of nginx.endpoints) assert.ok(keys.has(e.counterKey ?? ""), `${e.counterKey} is a rule's key`);
+  assert.equal((await get("/api/service", "service=4/default/nope")).status, 404);
 });
 
 test("rules: every rule of our table, searchable by text", async () => {

@@ -72,15 +72,24 @@ interface ServiceJson {
 }
 
 describe("web view API", () => {
-  it("lists the Services of the ruleset with endpoints, shares, counters and a graph", async () => {
+  it("lists the Services of the ruleset; a Service's page has endpoints, shares, counters, a graph and the walk", async () => {
     const { status, body } = await getJson("/api/services");
     assert.equal(status, 200);
-    const services = body["services"] as ServiceJson[];
+    const services = body["services"] as { family: number; service: string; frontends: string[] }[];
     assert.deepEqual(
-      services.map((s) => s.service),
-      ["ns1/svc1", "ns3/svc3", "ns4/svc4"],
+      services.map((s) => [s.family, s.service]),
+      [
+        [4, "ns1/svc1"],
+        [4, "ns3/svc3"],
+        [4, "ns4/svc4"],
+      ],
     );
-    const svc3 = services.find((s) => s.service === "ns3/svc3")!;
+    assert.ok(services[1]!.frontends.includes("172.30.0.43:80/tcp"), services[1]!.frontends.join(", "));
+    const page = await getJson("/api/service", "service=4/ns3/svc3");
+    assert.equal(page.status, 200);
+    const svc3 = page.body as unknown as ServiceJson & {
+      walk: { depth: number; text: string; counterKey?: string; packets?: number }[];
+    };
     assert.deepEqual(
       svc3.endpoints.map((e) => [e.endpoint, e.probability, e.packets]),
       [
@@ -116,6 +125,71 @@ describe("web view API", () => {
     );
     // The endpoint counter key names the DNAT rule of its KUBE-SEP chain.
     assert.match(svc3.endpoints[0]!.counterKey!, /^4\/nat\/KUBE-SEP-[A-Z0-9]+\/\d+$/);
+    // The walk: the capture rule, then the KUBE-SVC chain, then each KUBE-SEP below it.
+    assert.match(svc3.walk[0]!.text, /^nat KUBE-SERVICES rule \d+: .*ns3\/svc3:p80 cluster IP/);
+    assert.equal(svc3.walk[0]!.depth, 0);
+    assert.equal(svc3.walk[0]!.packets, 1);
+    const dnats = svc3.walk.filter((w) => w.text.includes("DNAT"));
+    assert.deepEqual(
+      dnats.map((w) => [w.depth, w.counterKey]),
+      svc3.endpoints.map((e) => [2, e.counterKey]),
+    );
+    // The same counters as parsing the whole dump.
+    const whole = countersEvent(snapshotOf([dump], LOCAL, 0), undefined).counters;
+    for (const w of svc3.walk)
+      if (w.counterKey !== undefined)
+        assert.deepEqual(whole[w.counterKey], [w.packets, (w as { bytes?: number }).bytes]);
+    assert.equal((await getJson("/api/service", "service=4/ns3/nope")).status, 404);
+    assert.equal((await getJson("/api/service", "service=<x>")).status, 400);
+  });
+
+  it("searches and pages the Services list on the server", async () => {
+    const many = Array.from({ length: 120 }, (_, i) => `ns${i % 3}/svc-${String(i).padStart(3, "0")}`);
+    const text = [
+      "*nat",
+      ":KUBE-SERVICES - [0:0]",
+      ...many.map(
+        (s, i) =>
+          `-A KUBE-SERVICES -d 10.1.${i >> 8}.${i & 255}/32 -p tcp -m comment --comment "${s}:p80 cluster IP" -m tcp --dport 80 -j ACCEPT`,
+      ),
+      "COMMIT",
+      "",
+    ].join("\n");
+    const handle = handlerFor(text);
+    const get = async (query: string) =>
+      JSON.parse(
+        (await handle({ method: "GET", path: "/api/services", query: new URLSearchParams(query) })).body,
+      ) as {
+        total: number;
+        page: number;
+        pages: number;
+        services: { service: string }[];
+      };
+    const first = await get("");
+    assert.deepEqual([first.total, first.page, first.pages, first.services.length], [120, 1, 3, 50]);
+    const sorted = [...many].sort();
+    assert.deepEqual(
+      first.services.map((s) => s.service),
+      sorted.slice(0, 50),
+    );
+    const last = await get("page=9&limit=50");
+    assert.deepEqual([last.page, last.services.length], [3, 20]);
+    assert.deepEqual(
+      last.services.map((s) => s.service),
+      sorted.slice(100),
+    );
+    const byName = await get("q=SVC-07");
+    assert.deepEqual(
+      byName.services.map((s) => s.service).sort(),
+      many.filter((s) => s.includes("svc-07")).sort(),
+    );
+    const byIp = await get("q=10.1.0.77:80");
+    assert.deepEqual(
+      byIp.services.map((s) => s.service),
+      [many[77]],
+    );
+    const bad = await handle({ method: "GET", path: "/api/services", query: new URLSearchParams("page=0") });
+    assert.equal(bad.status, 400);
   });
 
   it("serves the rules in -vnL columns and searches by IP, IP:port, port and text", async () => {
