@@ -28,6 +28,7 @@ const CLONE_NEWNET = 0x40000000;
 
 const NLMSG_HDRLEN = 16;
 const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
 const NLM_F_ACK_TLVS = 0x200;
 const NLMSGERR_ATTR_MSG = 1;
 
@@ -218,6 +219,60 @@ export class NetlinkSocket {
     }
     throw new NetlinkTimeoutError(
       `no reply from the kernel for message ${options.lastSeq} within ${options.timeoutMs} ms (${messages} replies)`,
+    );
+  }
+
+  /**
+   * Sends one dump request (NLM_F_DUMP) and collects the datagrams of its answer up to
+   * NLMSG_DONE, handing each to `onDatagram` as it comes (a large table is never held whole),
+   * bounded in count and time. Returns 0, or the errno of a refusal (an error instead of the
+   * dump, e.g. ENOENT for a table that is not there).
+   */
+  async dump(
+    request: Buffer,
+    options: { readonly timeoutMs: number; readonly maxDatagrams: number },
+    onDatagram: (datagram: Buffer) => void,
+  ): Promise<number> {
+    if (this.closed) throw new NetlinkSocketError("send", osConstants.errno.EBADF, "socket closed");
+    const seq = request.readUInt32LE(8);
+    const sent = await this.lib.send(this.fd, request, request.length, 0);
+    if (sent !== request.length) throw new NetlinkSocketError("send", koffi.errno(), "dump request");
+    const deadline = Date.now() + options.timeoutMs;
+    let datagrams = 0;
+    const buf = Buffer.alloc(256 * 1024);
+    while (datagrams < options.maxDatagrams) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      this.setRecvTimeout(Math.min(left, 1_000));
+      const n = await this.lib.recv(this.fd, buf, buf.length, 0);
+      if (n < 0) {
+        const errno = koffi.errno();
+        if (errno === osConstants.errno.EAGAIN || errno === osConstants.errno.EINTR) continue;
+        throw new NetlinkSocketError("recv", errno);
+      }
+      const data = Buffer.from(buf.subarray(0, n));
+      let off = 0;
+      let done = false;
+      while (off + NLMSG_HDRLEN <= data.length) {
+        const len = data.readUInt32LE(off);
+        if (len < NLMSG_HDRLEN || off + len > data.length) break;
+        const type = data.readUInt16LE(off + 4);
+        if (data.readUInt32LE(off + 8) === seq) {
+          if (type === NLMSG_DONE) done = true;
+          else if (type === NLMSG_ERROR) {
+            const errno = -data.readInt32LE(off + NLMSG_HDRLEN);
+            if (errno !== 0) return errno;
+            done = true;
+          }
+        }
+        off += (len + 3) & ~3;
+      }
+      datagrams++;
+      onDatagram(data);
+      if (done) return 0;
+    }
+    throw new NetlinkTimeoutError(
+      `no end of the dump from the kernel within ${options.timeoutMs} ms (${datagrams} datagrams)`,
     );
   }
 
