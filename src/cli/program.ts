@@ -203,7 +203,10 @@ function buildProgram(): Command {
         [],
       )
       .option("--manifests <dir>", "Like -f, for a folder of manifests.")
-      .option("--ruleset <file>", "Compare this iptables-save dump (- for stdin) instead of the live kernel.")
+      .option(
+        "--ruleset <file>",
+        "Compare this iptables-save dump (- for stdin) instead of the live kernel (iptables mode; nftables mode reads the live table over netlink).",
+      )
       .option(
         "--ip-family <family>",
         "IPv4, IPv6 or dual (default: dual when any Service or the node has IPv6).",
