@@ -9,7 +9,7 @@
 import { performance } from "node:perf_hooks";
 import { pino } from "pino";
 import { encodeBatch } from "../src/backends/nftables/netlink/encode.ts";
-import { NetlinkNftablesKernel } from "../src/backends/nftables/netlink-kernel.ts";
+import { NetlinkNftablesKernel, readTableOverNetlink } from "../src/backends/nftables/netlink-kernel.ts";
 import { NftablesWriter } from "../src/backends/nftables/proxier.ts";
 import { renderNftables } from "../src/backends/nftables/render.ts";
 import { upstreamTestSettings } from "../src/backends/nftables/settings.ts";
@@ -144,11 +144,10 @@ export async function runNetlinkBenchmark(options: NetlinkBenchOptions, progress
       withBenchNetns((bareNs) =>
         withBenchNetns(async (nftNs) => {
           const kernel = new NetlinkNftablesKernel({ family: "ip", netns: oursNs });
-          const nftOurs = new Nft(runner, oursNs);
           const writer = new NftablesWriter({
             kernel: {
               apply: (t) => kernel.apply(t),
-              listObjects: () => nftOurs.listObjects("ip", "kube-proxy"),
+              read: () => readTableOverNetlink({ family: "ip", netns: oursNs }),
             },
             settings,
             clock: realClock,

@@ -235,6 +235,19 @@ export interface ProxyBackend {
    * the mode's dump format), per Service; foreign objects reported apart (`kube-proxy-ts diff`).
    */
   drift?(intended: string, kernel: string, family: IPFamily): DriftReport;
+  /**
+   * The live kernel of this namespace against a full sync of `target`, for modes that read the
+   * kernel themselves rather than through a text dump (nftables: a netlink read of the table).
+   */
+  liveDrift?(target: RenderTarget): Promise<LiveDrift>;
+}
+
+export interface LiveDrift {
+  /** What a full sync of the target writes, in the mode's dump format. */
+  readonly intended: string;
+  readonly drift: DriftReport;
+  /** How the kernel was read, for headers (`netlink dump of table ip kube-proxy`). */
+  readonly source: string;
 }
 
 /** A reason a ruleset cannot be trusted to show what a node does. */

@@ -53,10 +53,23 @@ async function diffAgainst(
   const format = outputFormat(options["output"]);
   const plan = await renderPlan({ ...options, filename: paths });
   const { backend } = plan;
+  const rulesetPath = options["ruleset"];
+  if (backend.liveDrift !== undefined) {
+    if (typeof rulesetPath === "string")
+      throw new InputError(
+        "--ruleset",
+        `${backend.mode} mode compares with the live kernel only (run without --ruleset)`,
+      );
+    const live = [];
+    for (const target of plan.targets) live.push(await backend.liveDrift(target));
+    const reports = live.map((l) => l.drift);
+    if (format === "json") return JSON.stringify({ schema: DRIFT_JSON_SCHEMA, reports }, null, 2) + "\n";
+    const header = `kernel: live (${[...new Set(live.map((l) => l.source))].join(", ")})\nintended: rendered from ${paths.join(", ")} for node ${plan.targets[0]?.node.name ?? ""}\n`;
+    return header + reports.map(formatDrift).join("");
+  }
   const compare = backend.drift;
   if (compare === undefined)
     throw new InputError("--proxy-mode", `${backend.mode} mode has no drift check in this version`);
-  const rulesetPath = options["ruleset"];
   if (typeof rulesetPath === "string" && plan.targets.length > 1)
     throw new InputError("--ruleset", "a dump holds one IP family: pass --ip-family IPv4 or IPv6");
   const kernel = typeof rulesetPath === "string" ? null : await liveKernel(runner);

@@ -207,7 +207,10 @@ function buildProgram(): Command {
         "--api",
         "The objects from the API server instead (--kubeconfig/--master, the daemon's selectors).",
       )
-      .option("--ruleset <file>", "Compare this iptables-save dump (- for stdin) instead of the live kernel.")
+      .option(
+        "--ruleset <file>",
+        "Compare this iptables-save dump (- for stdin) instead of the live kernel (iptables mode; nftables mode reads the live table over netlink).",
+      )
       .option(
         "--ip-family <family>",
         "IPv4, IPv6 or dual (default: dual when any Service or the node has IPv6).",

@@ -28,11 +28,15 @@ const CLONE_NEWNET = 0x40000000;
 
 const NLMSG_HDRLEN = 16;
 const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
 const NLM_F_ACK_TLVS = 0x200;
 const NLMSGERR_ATTR_MSG = 1;
 
 /** The receive buffer: errors are small (NETLINK_CAP_ACK), only a failing batch sends many. */
 const RCVBUF_BYTES = 8 * 1024 * 1024;
+/** A dump's datagram that takes longer than this inside `recv` fails the dump. */
+const DUMP_RECV_TIMEOUT_MS = 5_000;
+const DUMP_YIELD_EVERY = 32;
 /** How long to wait for the rest of the replies once one message failed. */
 const ERROR_GRACE_MS = 1_000;
 /** Room the kernel wants beyond the message itself in the send buffer. */
@@ -77,6 +81,9 @@ interface Libc {
   ifNameToIndex(name: string): number;
   send: (fd: number, buf: Buffer, len: number, flags: number) => Promise<number>;
   recv: (fd: number, buf: Buffer, len: number, flags: number) => Promise<number>;
+  /** On the calling thread: a dump's datagrams are ready at once, a worker hop costs more. */
+  sendSync: (fd: number, buf: Buffer, len: number, flags: number) => number;
+  recvSync: (fd: number, buf: Buffer, len: number, flags: number) => number;
 }
 
 let libc: Libc | null = null;
@@ -95,6 +102,8 @@ function loadLibc(): Libc {
     ifNameToIndex: lib.func("unsigned int if_nametoindex(const char *name)"),
     send: promisify(send.async) as Libc["send"],
     recv: promisify(recv.async) as Libc["recv"],
+    sendSync: send as Libc["sendSync"],
+    recvSync: recv as Libc["recvSync"],
   };
   return libc;
 }
@@ -127,6 +136,7 @@ export class NetlinkTimeoutError extends KubeProxyError {
 export class NetlinkSocket {
   private sndbuf = 0;
   private closed = false;
+  private readonly dumpBuffer = Buffer.alloc(256 * 1024);
 
   private constructor(
     private readonly lib: Libc,
@@ -218,6 +228,62 @@ export class NetlinkSocket {
     }
     throw new NetlinkTimeoutError(
       `no reply from the kernel for message ${options.lastSeq} within ${options.timeoutMs} ms (${messages} replies)`,
+    );
+  }
+
+  /**
+   * Sends one dump request (NLM_F_DUMP) and collects the datagrams of its answer up to
+   * NLMSG_DONE, handing each to `onDatagram` as it comes (a large table is never held whole),
+   * bounded in count and time. Returns 0, or the errno of a refusal (an error instead of the
+   * dump, e.g. ENOENT for a table that is not there). The kernel fills each datagram inside
+   * `recv` without waiting for anything (no commit lock), so the calls are made on this thread,
+   * yielding to the event loop every few datagrams: a read of a large table is thousands of
+   * dumps, and a worker-thread hop per call cost more than the kernel's work on a loaded machine.
+   */
+  async dump(
+    request: Buffer,
+    options: { readonly timeoutMs: number; readonly maxDatagrams: number },
+    onDatagram: (datagram: Buffer) => void,
+  ): Promise<number> {
+    if (this.closed) throw new NetlinkSocketError("send", osConstants.errno.EBADF, "socket closed");
+    const seq = request.readUInt32LE(8);
+    const sent = this.lib.sendSync(this.fd, request, request.length, 0);
+    if (sent !== request.length) throw new NetlinkSocketError("send", koffi.errno(), "dump request");
+    const deadline = Date.now() + options.timeoutMs;
+    let datagrams = 0;
+    this.setRecvTimeout(Math.min(options.timeoutMs, DUMP_RECV_TIMEOUT_MS));
+    while (datagrams < options.maxDatagrams) {
+      if (Date.now() >= deadline) break;
+      if (datagrams % DUMP_YIELD_EVERY === DUMP_YIELD_EVERY - 1) await new Promise((r) => setImmediate(r));
+      const n = this.lib.recvSync(this.fd, this.dumpBuffer, this.dumpBuffer.length, 0);
+      if (n < 0) {
+        const errno = koffi.errno();
+        if (errno === osConstants.errno.EAGAIN || errno === osConstants.errno.EINTR) continue;
+        throw new NetlinkSocketError("recv", errno);
+      }
+      const data = Buffer.from(this.dumpBuffer.subarray(0, n));
+      let off = 0;
+      let done = false;
+      while (off + NLMSG_HDRLEN <= data.length) {
+        const len = data.readUInt32LE(off);
+        if (len < NLMSG_HDRLEN || off + len > data.length) break;
+        const type = data.readUInt16LE(off + 4);
+        if (data.readUInt32LE(off + 8) === seq) {
+          if (type === NLMSG_DONE) done = true;
+          else if (type === NLMSG_ERROR) {
+            const errno = -data.readInt32LE(off + NLMSG_HDRLEN);
+            if (errno !== 0) return errno;
+            done = true;
+          }
+        }
+        off += (len + 3) & ~3;
+      }
+      datagrams++;
+      onDatagram(data);
+      if (done) return 0;
+    }
+    throw new NetlinkTimeoutError(
+      `no end of the dump from the kernel within ${options.timeoutMs} ms (${datagrams} datagrams)`,
     );
   }
 

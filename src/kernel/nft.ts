@@ -1,6 +1,6 @@
 /**
- * The `nft` tool: transactions fed on stdin (`nft -f -`, one atomic batch), the listing of one
- * table's chains and sets (and, for the see-inside tools, of the whole table as JSON), the probe
+ * The `nft` tool: transactions fed on stdin (`nft -f -`, one atomic batch), the listing of the
+ * tables (and, for the see-inside tools, of the whole table as JSON), the probe
  * that nf_tables works here, and table deletion for cleanup.
  */
 import { KubeProxyError } from "../errors.ts";
@@ -11,12 +11,6 @@ export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
 export interface NftTable {
   readonly family: NftFamily;
   readonly name: string;
-}
-
-/** Names of the chains and sets of one table. */
-export interface NftTableObjects {
-  readonly chains: readonly string[];
-  readonly sets: readonly string[];
 }
 
 /** `nft list tables` output: one `table FAMILY NAME` line per table. */
@@ -100,20 +94,6 @@ export class Nft {
       const at = failingLine(err.stderr, payload);
       throw new NftTransactionError(err.stderr, at?.line ?? null, at?.command ?? null, { cause: err });
     }
-  }
-
-  /** The chains and sets of one table; null when the table does not exist. */
-  async listObjects(family: NftFamily, table: string): Promise<NftTableObjects | null> {
-    // `list tables` is cheap at any size; listing our table itself would print every element.
-    const tables = await this.listTables();
-    if (!tables.some((t) => t.family === family && t.name === table)) return null;
-    const chains = parseObjectNames(
-      (await this.run(["-j", "list", "chains", family])).stdout,
-      "chain",
-      table,
-    );
-    const sets = parseObjectNames((await this.run(["-j", "list", "sets", family])).stdout, "set", table);
-    return { chains, sets };
   }
 
   /**

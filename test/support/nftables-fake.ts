@@ -6,6 +6,10 @@
  * or set still referenced cannot be deleted, an element that is not there cannot be deleted, and
  * a base chain cannot change its hook. `dump()` prints the table the way knftables' fake does.
  */
+import type { TableDump } from "../../src/backends/nftables/netlink/decode.ts";
+import { ruleKey } from "../../src/backends/nftables/netlink/decode.ts";
+import { compileRule, type IfIndexResolver } from "../../src/backends/nftables/netlink/rule.ts";
+
 export class FakeNftError extends Error {
   readonly code = "KPT_TEST_FAKE_NFT";
 
@@ -76,13 +80,49 @@ export class FakeNft {
     this.transactions.push(commands);
   }
 
-  /** Names of the chains and sets of one table, as the writer's kernel listing returns them. */
-  list(family: string, name: string): { chains: string[]; sets: string[] } | null {
-    const table = this.tables.get(`${family} ${name}`);
-    if (table === undefined || table === null) return null;
+  /**
+   * One family's table as a netlink read of the kernel would decode it: each rule through the
+   * netlink writer's compiler (what the kernel would hold), elements parsed from their text.
+   */
+  tableDump(family: "ip" | "ip6", name: string, ifIndex: IfIndexResolver = () => 1): TableDump {
+    const table = this.tables.get(`${family} ${name}`) ?? null;
+    const otherTables = [...this.tables]
+      .filter(([k, t]) => t !== null && k.startsWith(`${family} `) && k !== `${family} ${name}`)
+      .map(([k]) => k.slice(family.length + 1))
+      .sort();
+    if (table === null) return { exists: false, comment: null, otherTables, chains: [], sets: [] };
+    const comment = (spec: string): string | undefined => /comment "([^"]*)"/.exec(spec)?.[1];
     return {
-      chains: [...table.chains.keys()],
-      sets: [...table.containers].filter(([, c]) => c.kind === "set").map(([n]) => n),
+      exists: true,
+      comment: comment(table.spec) ?? null,
+      otherTables,
+      chains: [...table.chains].map(([n, c]) => {
+        const hook = /type (\S+) hook (\S+) priority (-?\d+)/.exec(c.spec);
+        const chainComment = comment(c.spec);
+        return {
+          name: n,
+          ...(hook === null ? {} : { hook: { type: hook[1]!, hook: hook[2]!, priority: Number(hook[3]) } }),
+          ...(chainComment === undefined ? {} : { comment: chainComment }),
+          rules: c.rules.map((r) => ruleKey(compileRule(n, r, family, ifIndex))),
+        };
+      }),
+      sets: [...table.containers].map(([n, c]) => ({
+        name: n,
+        kind: c.kind,
+        type: /type ([^;]+?) ;/.exec(c.spec)?.[1] ?? null,
+        elements: n.startsWith("affinity-")
+          ? null
+          : [...c.elements.values()].map((text) => {
+              const value = / : (.*)$/.exec(text)?.[1];
+              const elementComment = / comment "([^"]*)"/.exec(text)?.[1];
+              return {
+                container: n,
+                key: elementKey(text),
+                ...(elementComment === undefined ? {} : { comment: elementComment }),
+                ...(value === undefined ? {} : { value }),
+              };
+            }),
+      })),
     };
   }
 

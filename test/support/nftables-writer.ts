@@ -22,7 +22,7 @@ export function fakeNftablesNode(
   const writer = new NftablesWriter({
     kernel: {
       apply: async (t) => kernel.apply(t.payload),
-      listObjects: async () => kernel.list(family, "kube-proxy"),
+      read: async () => ({ dump: kernel.tableDump(family, "kube-proxy"), ifIndex: () => 1 }),
     },
     settings,
     clock,

@@ -16,13 +16,15 @@ import {
   type PlatformContext,
   type ProxierDeps,
   type ProxyBackend,
+  type LiveDrift,
   type RenderTarget,
 } from "../types.ts";
 import { cleanupNftables } from "./cleanup.ts";
 import { nftablesInspectionSource, nftablesInspector } from "./inspect.ts";
 import { KUBE_PROXY_TABLE } from "./names.ts";
-import { NetlinkNftablesKernel } from "./netlink-kernel.ts";
+import { NetlinkNftablesKernel, readTableOverNetlink } from "./netlink-kernel.ts";
 import { nftablesProxier, type NftablesWriter } from "./proxier.ts";
+import { readTable } from "./reader.ts";
 import { renderNftables } from "./render.ts";
 import { nftablesSettingsFor, serviceCIDRsOf, upstreamTestSettings } from "./settings.ts";
 import { planFullSync, type NftTransaction } from "./transactions.ts";
@@ -151,8 +153,8 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
 
 /**
  * The kernel side of one family's writer: netlink batches (the default) or `nft -f`. Both send
- * the same transactions; the table's chains and sets are listed with nft either way (only at
- * start-up and after a failure).
+ * the same transactions; the table is read back over netlink either way (full syncs and the
+ * drift check only).
  */
 function kernelFor(runner: Runner, family: IPFamily, writer: NftablesWriterKind) {
   const nft = new Nft(runner);
@@ -160,11 +162,11 @@ function kernelFor(runner: Runner, family: IPFamily, writer: NftablesWriterKind)
   return {
     apply: (transaction: NftTransaction) =>
       netlink === null ? nft.apply(transaction.payload) : netlink.apply(transaction),
-    listObjects: () => nft.listObjects(nftFamily(family), KUBE_PROXY_TABLE),
+    read: () => readTableOverNetlink({ family: nftFamily(family) }),
   };
 }
 
-function render(target: RenderTarget) {
+function renderRuleset(target: RenderTarget) {
   const settings = target.upstreamTestSettings
     ? upstreamTestSettings(target.family)
     : nftablesSettingsFor(
@@ -174,8 +176,25 @@ function render(target: RenderTarget) {
         target.localAddresses,
         target.serviceCIDRs,
       );
-  const ruleset = renderNftables({ state: target.state, settings, featureGates: target.config.featureGates });
-  return { consumer: "nft -f", text: planFullSync(ruleset, null, { resetBaseChains: false }).payload };
+  return renderNftables({ state: target.state, settings, featureGates: target.config.featureGates });
+}
+
+function render(target: RenderTarget) {
+  return {
+    consumer: "nft -f",
+    text: planFullSync(renderRuleset(target), null, { resetBaseChains: false }).payload,
+  };
+}
+
+/** `kube-proxy-ts diff` in this mode: the table read over netlink against a full sync's. */
+async function liveDrift(target: RenderTarget): Promise<LiveDrift> {
+  const ruleset = renderRuleset(target);
+  const read = await readTableOverNetlink({ family: ruleset.family });
+  return {
+    intended: planFullSync(ruleset, null, { resetBaseChains: false }).payload,
+    drift: readTable(ruleset, read.dump, { ifIndex: read.ifIndex }).drift,
+    source: `netlink dump of table ${ruleset.family} ${KUBE_PROXY_TABLE}`,
+  };
 }
 
 export const nftablesBackend: ProxyBackend = {
@@ -184,4 +203,5 @@ export const nftablesBackend: ProxyBackend = {
   cleanup: cleanupNftables,
   render,
   inspector: nftablesInspector,
+  liveDrift,
 };

@@ -6,9 +6,16 @@
  */
 import { constants as osConstants } from "node:os";
 import { KubeProxyError } from "../../errors.ts";
-import { errnoName, NetlinkSocket, type NetlinkSocketOptions } from "../../kernel/netlink.ts";
+import {
+  errnoName,
+  NetlinkSocket,
+  NetlinkSocketError,
+  type NetlinkSocketOptions,
+} from "../../kernel/netlink.ts";
+import { dumpRequest, TableDumpDecoder, type TableDump } from "./netlink/decode.ts";
 import { encodeBatch } from "./netlink/encode.ts";
-import { KUBE_PROXY_TABLE } from "./names.ts";
+import type { IfIndexResolver } from "./netlink/rule.ts";
+import { isAffinitySetName, KUBE_PROXY_TABLE } from "./names.ts";
 import type { NftCommand, NftTransaction } from "./transactions.ts";
 
 /** The usual meaning of the errnos nf_tables returns (what nft prints). */
@@ -106,4 +113,59 @@ function remember(types: Map<string, string>, c: NftCommand): void {
   if (c.what !== "container") return;
   if (c.verb === "add") types.set(c.container.name, c.container.type);
   else if (c.verb === "delete") types.delete(c.name);
+}
+
+/** Reading bounds: a 10,000-Service table is tens of megabytes in a few thousand datagrams. */
+const READ_TIMEOUT_MS = 120_000;
+const READ_MAX_DATAGRAMS = 1_000_000;
+
+export interface TableRead {
+  readonly dump: TableDump;
+  /** Interface indexes as the kernel that was read numbers them (what `iif NAME` holds). */
+  readonly ifIndex: IfIndexResolver;
+}
+
+/**
+ * Reads one family's `kube-proxy` table over netlink, on a socket of its own (a write may be
+ * using the writer's): the family's tables, then our table's sets, the elements of every set
+ * but the affinity sets (the kernel fills those), its chains and its rules, each one NLM_F_DUMP
+ * request decoded as it arrives (./netlink/decode.ts).
+ */
+export async function readTableOverNetlink(
+  options: NetlinkSocketOptions & { readonly family: "ip" | "ip6" },
+): Promise<TableRead> {
+  const socket = NetlinkSocket.open(options.netns === undefined ? {} : { netns: options.netns });
+  try {
+    const decoder = new TableDumpDecoder(KUBE_PROXY_TABLE);
+    let seq = 1;
+    const dump = async (
+      what: Parameters<typeof dumpRequest>[0],
+      sink: (datagram: Buffer) => void,
+      set?: string,
+    ): Promise<void> => {
+      const request = dumpRequest(what, options.family, seq++, {
+        table: KUBE_PROXY_TABLE,
+        ...(set === undefined ? {} : { set }),
+      });
+      const errno = await socket.dump(
+        request,
+        { timeoutMs: READ_TIMEOUT_MS, maxDatagrams: READ_MAX_DATAGRAMS },
+        sink,
+      );
+      // The table (or a set) went away between two dumps: what was read stands.
+      if (errno !== 0 && errno !== osConstants.errno.ENOENT)
+        throw new NetlinkSocketError("dump", errno, `${what} of table ${options.family} ${KUBE_PROXY_TABLE}`);
+    };
+    await dump("table", (d) => decoder.tables(d));
+    if (decoder.tableExists) {
+      await dump("set", (d) => decoder.sets(d));
+      for (const set of decoder.setsToRead(isAffinitySetName))
+        await dump("setElem", (d) => decoder.setElements(set, d), set);
+      await dump("chain", (d) => decoder.chainList(d));
+      await dump("rule", (d) => decoder.ruleList(d));
+    }
+    return { dump: decoder.finish(), ifIndex: (name) => socket.ifIndex(name) };
+  } finally {
+    socket.close();
+  }
 }

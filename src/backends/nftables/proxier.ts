@@ -7,7 +7,6 @@
  * a chain a deleted map element pointed to is unreferenced).
  */
 import type { Logger } from "pino";
-import type { NftTableObjects } from "../../kernel/nft.ts";
 import type { ProxyStateStore } from "../../proxy/changetracker.ts";
 import type { Clock } from "../../proxy/clock.ts";
 import type { ProxyHealth } from "../../proxy/health.ts";
@@ -19,9 +18,12 @@ import {
   type SyncReport,
   type WriteOutcome,
   type WriteRequest,
+  type WriterInspection,
 } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../ip.ts";
 import type { ProxyState } from "../../proxy/types.ts";
+import type { TableRead } from "./netlink-kernel.ts";
+import { readTable, type TableReading } from "./reader.ts";
 import { renderNftables } from "./render.ts";
 import {
   planChunkedFullSync,
@@ -33,7 +35,7 @@ import {
   type NftTransaction,
   type SyncPlan,
 } from "./transactions.ts";
-import type { NftablesSettings } from "./types.ts";
+import type { NftablesRuleset, NftablesSettings } from "./types.ts";
 
 /**
  * Services per transaction of a large full sync: the fastest size measured here (kernel 6.18,
@@ -48,8 +50,11 @@ export const STALE_CHAIN_DELAY_MS = 1_000;
 export interface NftablesKernel {
   /** One atomic transaction (`nft -f -`, or one netlink batch). */
   apply(transaction: NftTransaction): Promise<void>;
-  /** Chains and sets of our table; null when the table does not exist. */
-  listObjects(): Promise<NftTableObjects | null>;
+  /**
+   * Our table as the kernel holds it (a netlink dump): only for full syncs (start-up, after a
+   * failure, the hourly resync) and the drift check, never on a partial sync.
+   */
+  read(): Promise<TableRead>;
 }
 
 export interface NftablesSyncDetails {
@@ -82,6 +87,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
   private kernelTable: KernelTable | null = null;
   private readonly staleChains = new Map<string, number>();
   private firstSync = true;
+  private refused: string | null = null;
   readonly skipPeriodicFullSync = false;
   /** The options' settings, with the Service CIDRs last handed over (`setServiceCIDRs`). */
   private settings: NftablesSettings;
@@ -119,25 +125,32 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
 
   async write(request: WriteRequest): Promise<WriteOutcome<NftablesSyncDetails>> {
     const { kernel, clock } = this.options;
-    const settings = this.settings;
     const now = clock.now();
     const deletedStaleChains = await this.deleteStaleChains(now);
-    const ruleset = renderNftables({
-      state: request.state,
-      settings,
-      ...(this.options.featureGates === undefined ? {} : { featureGates: this.options.featureGates }),
-    });
+    const ruleset = this.render(request.state);
     const fullSync = request.fullSync || this.kernelTable === null;
     let plan: SyncPlan | ChunkedSyncPlan;
+    this.refused = null;
+    let sending: NftTransaction | null = null;
     try {
       if (fullSync) {
-        const listing = await this.listExisting();
+        const reading = await this.readKernel(ruleset);
         const options = { resetBaseChains: this.firstSync };
+        const existing = reading?.existing ?? null;
+        const known = reading !== null && !reading.absent;
         plan =
-          planChunkedFullSync(ruleset, listing.objects, this.kernelTable, listing.tableAbsent, {
-            ...options,
-            servicesPerTransaction: this.options.servicesPerTransaction ?? SERVICES_PER_TRANSACTION,
-          }) ?? planFullSync(ruleset, listing.objects, options);
+          planChunkedFullSync(
+            ruleset,
+            existing,
+            known ? reading.kernel : this.kernelTable,
+            reading?.absent ?? false,
+            {
+              ...options,
+              servicesPerTransaction: this.options.servicesPerTransaction ?? SERVICES_PER_TRANSACTION,
+              readFromKernel: known,
+              unchangedChains: reading?.unchangedChains ?? new Set(),
+            },
+          ) ?? planFullSync(ruleset, existing, options);
       } else {
         plan = planPartialSync(
           ruleset,
@@ -148,10 +161,14 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
       }
       if (plan.operations > 0) {
         const transactions: readonly NftTransaction[] = isChunked(plan) ? plan.transactions : [plan];
-        for (const transaction of transactions) await kernel.apply(transaction);
+        for (const transaction of transactions) {
+          sending = transaction;
+          await kernel.apply(transaction);
+        }
         request.onTransaction();
       }
     } catch (error) {
+      this.refused = sending?.payload ?? null;
       this.invalidate();
       this.options.metrics?.nftablesSyncFailuresTotal.inc({ ip_family: this.family });
       throw error;
@@ -173,17 +190,46 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
     };
   }
 
-  private async listExisting(): Promise<{ objects: NftTableObjects | null; tableAbsent: boolean }> {
+  /** The transaction the kernel refused in the last failed write, as `nft -f` text. */
+  refusedTransaction(): string | null {
+    return this.refused;
+  }
+
+  /** The table a full sync of `state` writes, and how the kernel's table differs from it. */
+  async inspect(state: ProxyState): Promise<WriterInspection> {
+    const ruleset = this.render(state);
+    const read = await this.options.kernel.read();
+    return {
+      intended: planFullSync(ruleset, null, { resetBaseChains: false }).payload,
+      drift: this.compare(ruleset, read).drift,
+    };
+  }
+
+  private render(state: ProxyState): NftablesRuleset {
+    return renderNftables({
+      state,
+      settings: this.settings,
+      ...(this.options.featureGates === undefined ? {} : { featureGates: this.options.featureGates }),
+    });
+  }
+
+  private compare(ruleset: NftablesRuleset, read: TableRead): TableReading {
+    return readTable(ruleset, read.dump, {
+      ifIndex: read.ifIndex,
+      pendingStaleChains: new Set(this.staleChains.keys()),
+    });
+  }
+
+  private async readKernel(ruleset: NftablesRuleset): Promise<TableReading | null> {
     try {
-      const objects = await this.options.kernel.listObjects();
-      return { objects, tableAbsent: objects === null };
+      return this.compare(ruleset, await this.options.kernel.read());
     } catch (error) {
-      // Upstream logs and goes on: only the stale-object clean-up is lost.
+      // Upstream logs and goes on: what is lost is the stale-object clean-up and the diff.
       this.options.log.error(
         { err: error },
-        "Failed to list nftables chains: stale chains will not be deleted",
+        "Failed to read the nftables table: stale chains will not be deleted",
       );
-      return { objects: null, tableAbsent: false };
+      return null;
     }
   }
 

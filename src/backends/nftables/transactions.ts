@@ -151,7 +151,9 @@ class Commands {
   }
 }
 
-const signature = (e: NftElement): string => `${e.comment ?? ""}\u0000${e.value ?? ""}`;
+/** What an element carries besides its key: a changed one is deleted and added again. */
+export const elementSignature = (e: NftElement): string => `${e.comment ?? ""}\u0000${e.value ?? ""}`;
+const signature = elementSignature;
 
 function elementsByContainer(ruleset: NftablesRuleset): Map<string, Map<string, NftElement>> {
   const out = new Map<string, Map<string, NftElement>>();
@@ -335,10 +337,22 @@ export function planChunkedFullSync(
   existing: ExistingObjects | null,
   before: KernelTable | null,
   tableAbsent: boolean,
-  options: FullSyncOptions & { readonly servicesPerTransaction: number },
+  options: FullSyncOptions & {
+    readonly servicesPerTransaction: number;
+    /**
+     * `before` was read from the kernel just now: even a table small enough for one
+     * transaction is then synced by difference (one transaction of it), as upstream's start-up
+     * sync over an existing table.
+     */
+    readonly readFromKernel?: boolean;
+    /** Endpoint chains the kernel holds with exactly their rules: left as they are. */
+    readonly unchangedChains?: ReadonlySet<string>;
+  },
 ): ChunkedSyncPlan | null {
   if (before === null && !tableAbsent) return null;
-  if (ruleset.services.length <= options.servicesPerTransaction) return null;
+  const small = ruleset.services.length <= options.servicesPerTransaction;
+  if (small && options.readFromKernel !== true) return null;
+  const unchanged = options.unchangedChains ?? new Set<string>();
   const transactions: NftTransaction[] = [];
   const all: NftCommand[] = [];
   const emit = (cmd: Commands): void => {
@@ -378,13 +392,13 @@ export function planChunkedFullSync(
   for (let i = 0; i < ruleset.services.length; i += options.servicesPerTransaction) {
     const cmd = new Commands();
     const chunk = ruleset.services.slice(i, i + options.servicesPerTransaction);
-    for (const svc of chunk)
-      for (const c of svc.chains) {
-        cmd.addChain(c);
-        cmd.chain("flush", c.name);
-      }
+    const rewritten = chunk.flatMap((svc) => svc.chains.filter((c) => !unchanged.has(c.name)));
+    for (const c of rewritten) {
+      cmd.addChain(c);
+      cmd.chain("flush", c.name);
+    }
     for (const svc of chunk) for (const s of svc.affinitySets) cmd.addContainer(s);
-    for (const svc of chunk) for (const c of svc.chains) for (const r of c.rules) cmd.rule(c.name, r);
+    for (const c of rewritten) for (const r of c.rules) cmd.rule(c.name, r);
     for (const svc of chunk)
       for (const e of svc.elements) {
         const done = written.get(e.container)!;
@@ -414,6 +428,11 @@ export function planChunkedFullSync(
   for (const s of [...knownSets].filter((s) => isAffinitySetName(s) && !activeSets.has(s)).sort())
     last.container("delete", "set", s);
   emit(last);
+  if (small && transactions.length > 1)
+    transactions.splice(0, transactions.length, {
+      payload: transactions.map((t) => t.payload).join(""),
+      commands: all,
+    });
 
   return {
     payload: transactions.map((t) => t.payload).join(""),

@@ -11,6 +11,7 @@ import { test } from "node:test";
 import fc from "fast-check";
 import { pino } from "pino";
 import { NftablesWriter } from "../../../src/backends/nftables/proxier.ts";
+import { readTableOverNetlink } from "../../../src/backends/nftables/netlink-kernel.ts";
 import { renderNftables } from "../../../src/backends/nftables/render.ts";
 import { planFullSync } from "../../../src/backends/nftables/transactions.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
@@ -77,7 +78,7 @@ async function replay(
   const real = new NftablesWriter({
     kernel: {
       apply: (t) => nft.apply(t.payload),
-      listObjects: () => nft.listObjects(nftFamily, "kube-proxy"),
+      read: () => readTableOverNetlink({ family: nftFamily, netns }),
     },
     settings,
     clock,
@@ -86,7 +87,7 @@ async function replay(
   const shadow = new NftablesWriter({
     kernel: {
       apply: async (t) => fake.apply(t.payload),
-      listObjects: async () => fake.list(nftFamily, "kube-proxy"),
+      read: async () => ({ dump: fake.tableDump(nftFamily, "kube-proxy"), ifIndex: () => 1 }),
     },
     settings,
     clock,

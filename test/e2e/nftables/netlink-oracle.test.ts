@@ -12,7 +12,10 @@ import { test } from "node:test";
 import fc from "fast-check";
 import { parse } from "yaml";
 import { pino } from "pino";
-import { NetlinkNftablesKernel } from "../../../src/backends/nftables/netlink-kernel.ts";
+import {
+  NetlinkNftablesKernel,
+  readTableOverNetlink,
+} from "../../../src/backends/nftables/netlink-kernel.ts";
 import { NftablesWriter } from "../../../src/backends/nftables/proxier.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
 import type { NftablesSettings } from "../../../src/backends/nftables/types.ts";
@@ -49,19 +52,21 @@ async function withPair<T>(
       const family = settings.family === "IPv4" ? "ip" : "ip6";
       const clock = new FakeClock();
       const nftA = new Nft(runner, nftNs);
-      const nftB = new Nft(runner, netlinkNs);
       const netlink = new NetlinkNftablesKernel({ family, netns: netlinkNs });
       const viaNft = new NftablesWriter({
         kernel: {
           apply: (t) => nftA.apply(t.payload),
-          listObjects: () => nftA.listObjects(family, "kube-proxy"),
+          read: () => readTableOverNetlink({ family, netns: nftNs }),
         },
         settings,
         clock,
         log,
       });
       const viaNetlink = new NftablesWriter({
-        kernel: { apply: (t) => netlink.apply(t), listObjects: () => nftB.listObjects(family, "kube-proxy") },
+        kernel: {
+          apply: (t) => netlink.apply(t),
+          read: () => readTableOverNetlink({ family, netns: netlinkNs }),
+        },
         settings,
         clock,
         log,

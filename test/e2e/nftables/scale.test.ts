@@ -10,6 +10,7 @@ import { performance } from "node:perf_hooks";
 import { test } from "node:test";
 import { pino } from "pino";
 import { NftablesWriter, SERVICES_PER_TRANSACTION } from "../../../src/backends/nftables/proxier.ts";
+import { readTableOverNetlink } from "../../../src/backends/nftables/netlink-kernel.ts";
 import { renderNftables } from "../../../src/backends/nftables/render.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
 import { planChunkedFullSync } from "../../../src/backends/nftables/transactions.ts";
@@ -70,7 +71,7 @@ test(`${SERVICES} Services × ${ENDPOINTS} endpoints: one nft -f transaction, th
           await nft.apply(payload);
           applyMs += ms(began);
         },
-        listObjects: () => nft.listObjects("ip", "kube-proxy"),
+        read: () => readTableOverNetlink({ family: "ip", netns }),
       },
       settings,
       clock: realClock,

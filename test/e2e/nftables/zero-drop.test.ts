@@ -7,18 +7,19 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { pino } from "pino";
-import { NetlinkNftablesKernel } from "../../../src/backends/nftables/netlink-kernel.ts";
+import {
+  NetlinkNftablesKernel,
+  readTableOverNetlink,
+} from "../../../src/backends/nftables/netlink-kernel.ts";
 import { NftablesWriter } from "../../../src/backends/nftables/proxier.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
 import type { NftablesSettings } from "../../../src/backends/nftables/types.ts";
-import { Nft } from "../../../src/kernel/nft.ts";
 import { realClock } from "../../../src/proxy/clock.ts";
 import type { Endpoint, ServicePort } from "../../../src/proxy/types.ts";
 import { probe, probeHttp } from "../../../src/sandbox/client.ts";
 import { buildSeedTopology, SEED } from "../../../src/sandbox/seed.ts";
 import { Sandbox } from "../../../src/sandbox/topology.ts";
 import { endpoint, proxyState, servicePort } from "../../support/iptables-builders.ts";
-import { runner } from "../../support/netns.ts";
 
 const FILLER = 1_000;
 const PER_TRANSACTION = 50;
@@ -58,9 +59,8 @@ test("traffic to an unchanged Service keeps flowing during a chunked full resync
   }
   const state = proxyState(entries);
   const kernel = new NetlinkNftablesKernel({ family: "ip", netns });
-  const nft = new Nft(runner, netns);
   const writer = new NftablesWriter({
-    kernel: { apply: (t) => kernel.apply(t), listObjects: () => nft.listObjects("ip", "kube-proxy") },
+    kernel: { apply: (t) => kernel.apply(t), read: () => readTableOverNetlink({ family: "ip", netns }) },
     settings,
     clock: realClock,
     log: pino({ level: "silent" }),

@@ -46,7 +46,7 @@ test("a refused sync and a refused stale-chain deletion are counted for the writ
         if (refuse?.test(t.payload)) throw new Error("refused");
         kernel.apply(t.payload);
       },
-      listObjects: async () => kernel.list("ip6", "kube-proxy"),
+      read: async () => ({ dump: kernel.tableDump("ip6", "kube-proxy"), ifIndex: () => 1 }),
     },
     settings: upstreamTestSettings("IPv6"),
     clock,

@@ -72,7 +72,7 @@ test("the writer takes new CIDRs for the next full sync and says whether they ch
   const writer = new NftablesWriter({
     kernel: {
       apply: async (t) => fake.apply(t.payload),
-      listObjects: async () => fake.list("ip", "kube-proxy"),
+      read: async () => ({ dump: fake.tableDump("ip", "kube-proxy"), ifIndex: () => 1 }),
     },
     settings: { ...upstreamTestSettings("IPv4"), serviceCIDRs: [] },
     clock: new FakeClock(),
