@@ -47,8 +47,9 @@ const chainLine = (chain: string): string => `:${chain} - [0:0]`;
 
 /**
  * A template literal as one flat string. V8 builds a template literal as a rope, one string
- * object per part once it is 13 characters long; the memo keeps every Service's capture and
- * filter rules from sync to sync, and as ropes they took about three times their length.
+ * object per part once it is 13 characters long, and flattens it only when something first
+ * hashes or reads it; the memo keeps every Service's capture and filter rules from sync to sync,
+ * so they are made flat at once.
  */
 function line(strings: TemplateStringsArray, ...values: readonly (string | number)[]): string {
   const parts: (string | number)[] = [strings[0]!];
