@@ -12,7 +12,7 @@ import { maybeRunRenderChild, renderTable, runRenderBenchmark } from "./render.t
 import type { RenderRow } from "./render.ts";
 import type { Backend } from "./restore.ts";
 import { coldStartTable, runColdStart, runStartupBenchmark, startupTable } from "./startup.ts";
-import type { ColdStartRow, StartupRow } from "./startup.ts";
+import type { ColdStartRow, StartupMode, StartupRow } from "./startup.ts";
 import { parseDuration } from "../src/config/duration.ts";
 import { runSoak, soakTable, writeSoakSvg } from "./soak.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
@@ -42,7 +42,8 @@ const USAGE = `usage: npm run bench -- [options]
   --single-payload-max 1000 largest size at which one unchunked nft payload is timed
   --rounds 5                full syncs per sync row, each against its own bare replay (median ratio);
                             start-up rounds per size (default 3)
-  --cold-runs 15            cold-start runs per CLI command (start-up benchmark)
+  --cold-runs 15            cold-start runs per CLI command (start-up benchmark; 0: skip the cold starts)
+  --proxy-mode iptables     the start-up benchmark's daemon mode: iptables or nftables (no bare baseline)
   --json FILE               also write all results as JSON
   soak: --duration 2m       how long the churn runs (e.g. 30m)
         --sample-every 10s  how often RSS, heap, fds and sync latency are read
@@ -120,6 +121,7 @@ async function main(): Promise<void> {
       "single-payload-max": { type: "string", default: "1000" },
       rounds: { type: "string" },
       "cold-runs": { type: "string" },
+      "proxy-mode": { type: "string", default: "iptables" },
       json: { type: "string" },
       plot: { type: "boolean", default: false },
       "plot-from": { type: "string" },
@@ -224,22 +226,33 @@ async function main(): Promise<void> {
       if (chunking !== "") console.log(`\n### Why chunking\n\n${chunking}`);
     }
     if (runs("startup")) {
+      const proxyMode = values["proxy-mode"];
+      if (proxyMode !== "iptables" && proxyMode !== "nftables")
+        throw new Error(`bad --proxy-mode: ${proxyMode}`);
       const startupOptions = {
         sizes,
+        proxyMode: proxyMode as StartupMode,
         endpointsPerService,
         backend: detected.backend,
         rounds: Math.floor(positive(values.rounds ?? (quick ? "1" : "3"), "--rounds")),
-        coldRuns: Math.floor(positive(values["cold-runs"] ?? (quick ? "3" : "15"), "--cold-runs")),
+        coldRuns:
+          values["cold-runs"] === "0"
+            ? 0
+            : Math.floor(positive(values["cold-runs"] ?? (quick ? "3" : "15"), "--cold-runs")),
         capMs,
         signal: abort.signal,
       };
-      coldRows = await runColdStart(startupOptions, log);
-      console.log("\n## Start-up (issue 11): CLI cold start, compiled build\n");
-      console.log(coldStartTable(coldRows));
-      console.log("\nTarget: `render` of the seed example ≤ 150 ms.");
+      if (startupOptions.coldRuns > 0) {
+        coldRows = await runColdStart(startupOptions, log);
+        console.log("\n## Start-up (issue 11): CLI cold start, compiled build\n");
+        console.log(coldStartTable(coldRows));
+        console.log("\nTarget: `render` of the seed example ≤ 150 ms.");
+      }
       startupRows = await runStartupBenchmark(startupOptions, log);
       console.log(
-        `\n## Start-up (issue 11): daemon start to working Services vs bare iptables-${detected.backend}-restore\n`,
+        proxyMode === "iptables"
+          ? `\n## Start-up (issue 11): daemon start to working Services vs bare iptables-${detected.backend}-restore\n`
+          : "\n## Start-up (issue 11): daemon start to working Services, nftables mode\n",
       );
       console.log(startupTable(startupRows));
       console.log(

@@ -9,9 +9,11 @@
  *    is bare iptables-restore of the transactions our proxier writes for the same cluster, into
  *    another fresh namespace, timing only the restore calls; the ratio is the median over rounds.
  *    The daemon's RSS is read from /proc when the Services work and again once it is idle.
+ *    `proxyMode: "nftables"` starts the daemon in nftables mode and polls the `service-ips` map
+ *    instead; that mode has no bare-restore baseline here (bench/nftables-netlink.ts has its own).
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -30,8 +32,12 @@ const MAIN = join(ROOT, "dist/cli/main.js");
 const SEED = join(ROOT, "examples/seed-nginx");
 const POLL_MS = 50;
 
+export type StartupMode = "iptables" | "nftables";
+
 export interface StartupOptions {
   readonly sizes: readonly number[];
+  /** The daemon's `--proxy-mode`. */
+  readonly proxyMode: StartupMode;
   readonly endpointsPerService: number;
   readonly backend: Backend;
   readonly rounds: number;
@@ -55,10 +61,12 @@ export interface ColdStartRow {
 
 export interface StartupRound {
   readonly oursMs: number;
-  readonly bare: Timing;
+  /** null in nftables mode: no bare baseline. */
+  readonly bare: Timing | null;
 }
 
 export interface StartupRow {
+  readonly proxyMode: StartupMode;
   readonly services: number;
   readonly endpointsPerService: number;
   readonly folderBytes: number;
@@ -67,6 +75,12 @@ export interface StartupRow {
   /** Daemon RSS when every Service worked, and after 5 s idle (first round). */
   readonly rssWorkingMB: number;
   readonly rssIdleMB: number;
+  /** The daemon's peak RSS (VmHWM) when every Service worked (first round). */
+  readonly peakMB: number;
+  /** The daemon's user + system CPU time from its start until every Service worked (each round). */
+  readonly cpuMs: readonly number[];
+  /** 1-minute load average when each round's daemon worked. */
+  readonly load: readonly number[];
 }
 
 const median = (xs: readonly number[]): number => {
@@ -168,41 +182,62 @@ function writeManifests(dir: string, services: number, eps: number): number {
   return bytes;
 }
 
-/** KUBE-SERVICES jumps to a Service chain, as the kernel holds them now. */
-async function serviceJumps(backend: Backend, netns: string): Promise<number> {
+/**
+ * Services the kernel sends to their chains now: KUBE-SERVICES jumps to a Service chain, or in
+ * nftables mode the `service-ips` elements that go to a Service chain.
+ */
+async function serviceJumps(mode: StartupMode, backend: Backend, netns: string): Promise<number> {
+  const argv =
+    mode === "nftables"
+      ? ["nft", "list", "map", "ip", "kube-proxy", "service-ips"]
+      : [`iptables-${backend}`, "-w", "5", "-t", "nat", "-S", "KUBE-SERVICES"];
+  const target = mode === "nftables" ? "goto service-" : " -j KUBE-SVC-";
   try {
-    const { stdout } = await runner.run(
-      [`iptables-${backend}`, "-w", "5", "-t", "nat", "-S", "KUBE-SERVICES"],
-      {
-        netns,
-        timeoutMs: 30_000,
-      },
-    );
-    let n = 0;
-    for (const line of stdout.split("\n")) if (line.includes(" -j KUBE-SVC-")) n++;
-    return n;
+    const { stdout } = await runner.run(argv, { netns, timeoutMs: 30_000 });
+    return stdout.split(target).length - 1;
   } catch {
     return 0;
   }
 }
 
-function rssMB(pid: number): number {
+/** A `/proc/PID/status` field in kB (VmRSS, VmHWM), as MB. */
+function statusMB(pid: number, field: string): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? Number.NaN);
+  const kb = Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? Number.NaN);
   return kb / 1024;
+}
+
+/** The user + system CPU time a process used so far (`/proc/PID/stat`, clock ticks of 10 ms). */
+function cpuMsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name, which is in parentheses and may contain spaces: utime is 14th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+interface DaemonRun {
+  readonly ms: number;
+  readonly cpuMs: number;
+  readonly load: number;
+  readonly rssWorkingMB: number;
+  readonly peakMB: number;
+  readonly rssIdleMB: number;
 }
 
 /** The daemon from process spawn to every Service in the kernel; stopped before returning. */
 async function timedDaemonStart(
+  mode: StartupMode,
   backend: Backend,
   netns: string,
   dir: string,
   services: number,
   capMs: number,
-): Promise<{ ms: number; rssWorkingMB: number; rssIdleMB: number }> {
+): Promise<DaemonRun> {
   const argv = [
     process.execPath,
     MAIN,
+    "--proxy-mode",
+    mode,
     "--manifests",
     dir,
     "--hostname-override",
@@ -219,7 +254,7 @@ async function timedDaemonStart(
   try {
     for (;;) {
       if (!daemon.running) throw new Error(`the daemon exited before its Services worked:\n${daemon.stderr}`);
-      if ((await serviceJumps(backend, netns)) >= services) break;
+      if ((await serviceJumps(mode, backend, netns)) >= services) break;
       if (performance.now() - started > capMs)
         throw new Error(`Services not programmed after ${formatMs(capMs)}`);
       await sleep(POLL_MS);
@@ -227,9 +262,12 @@ async function timedDaemonStart(
     const ms = performance.now() - started;
     const pid = daemon.pid;
     if (pid === undefined) throw new Error("the daemon has no pid");
-    const rssWorkingMB = rssMB(pid);
+    const cpuMs = cpuMsOf(pid);
+    const rssWorkingMB = statusMB(pid, "VmRSS");
+    const peakMB = statusMB(pid, "VmHWM");
+    const load = loadavg()[0]!;
     await sleep(5_000);
-    return { ms, rssWorkingMB, rssIdleMB: rssMB(pid) };
+    return { ms, cpuMs, load, rssWorkingMB, peakMB, rssIdleMB: statusMB(pid, "VmRSS") };
   } finally {
     await daemon.stop(10_000);
   }
@@ -241,55 +279,74 @@ async function oneRow(
   log: (line: string) => void,
 ): Promise<StartupRow> {
   const eps = options.endpointsPerService;
-  const { backend } = options;
+  const { backend, proxyMode } = options;
+  const withBaseline = proxyMode === "iptables";
   const dir = mkdtempSync(join(tmpdir(), "kpt-bench-manifests-"));
   try {
     const folderBytes = writeManifests(dir, services, eps);
-    log(`start-up: ${services} Services x ${eps} endpoints (${(folderBytes / 1e6).toFixed(1)} MB of YAML)…`);
+    log(
+      `start-up (${proxyMode}): ${services} Services x ${eps} endpoints (${(folderBytes / 1e6).toFixed(1)} MB of YAML)…`,
+    );
     // The baseline's transactions: what our proxier writes for this cluster, recorded in a scratch namespace.
-    const calls = await withBenchNetns(async (scratch) => {
-      const { ipt, proxier } = await benchProxier(backend, scratch, syntheticCluster(services, eps));
-      await proxier.syncProxyRules();
-      return ipt.take();
-    });
-    const bareOnce = () =>
-      withBenchNetns(async (netns) => {
-        await settle();
-        return (
-          await timeRestores(
-            calls.restores.map((r) => ({
-              backend,
-              netns,
-              payload: r.payload,
-              capMs: options.capMs,
-              signal: options.signal,
-            })),
-          )
-        ).total;
-      });
+    const calls = withBaseline
+      ? await withBenchNetns(async (scratch) => {
+          const { ipt, proxier } = await benchProxier(backend, scratch, syntheticCluster(services, eps));
+          await proxier.syncProxyRules();
+          return ipt.take();
+        })
+      : null;
+    const bareOnce = (): Promise<Timing | null> =>
+      calls === null
+        ? Promise.resolve(null)
+        : withBenchNetns(async (netns) => {
+            await settle();
+            return (
+              await timeRestores(
+                calls.restores.map((r) => ({
+                  backend,
+                  netns,
+                  payload: r.payload,
+                  capMs: options.capMs,
+                  signal: options.signal,
+                })),
+              )
+            ).total;
+          });
     const oursOnce = () =>
       withBenchNetns(async (netns) => {
         await settle();
-        return timedDaemonStart(backend, netns, dir, services, options.capMs);
+        return timedDaemonStart(proxyMode, backend, netns, dir, services, options.capMs);
       });
     const rounds: StartupRound[] = [];
-    let rss = { rssWorkingMB: Number.NaN, rssIdleMB: Number.NaN };
+    const cpuMs: number[] = [];
+    const load: number[] = [];
+    let first: DaemonRun | null = null;
     for (let round = 1; round <= options.rounds; round++) {
       const bareFirst = round % 2 === 0;
       const bareBefore = bareFirst ? await bareOnce() : null;
       const ours = await oursOnce();
-      const bare = bareBefore ?? (await bareOnce());
-      if (round === 1) rss = ours;
+      const bare = bareFirst ? bareBefore : await bareOnce();
+      first ??= ours;
       rounds.push({ oursMs: ours.ms, bare });
-      log(`  round ${round}: daemon ${formatMs(ours.ms)}, bare restores ${formatTiming(bare)}`);
+      cpuMs.push(ours.cpuMs);
+      load.push(ours.load);
+      log(
+        `  round ${round}: daemon ${formatMs(ours.ms)} (CPU ${formatMs(ours.cpuMs)}, peak RSS ${ours.peakMB.toFixed(0)} MB, load ${ours.load.toFixed(1)})` +
+          (bare === null ? "" : `, bare restores ${formatTiming(bare)}`),
+      );
     }
     return {
+      proxyMode,
       services,
       endpointsPerService: eps,
       folderBytes,
-      transactions: calls.restores.length,
+      transactions: calls?.restores.length ?? Number.NaN,
       rounds,
-      ...rss,
+      rssWorkingMB: first?.rssWorkingMB ?? Number.NaN,
+      rssIdleMB: first?.rssIdleMB ?? Number.NaN,
+      peakMB: first?.peakMB ?? Number.NaN,
+      cpuMs,
+      load,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -323,11 +380,11 @@ export function coldStartTable(rows: readonly ColdStartRow[]): string {
   return lines.join("\n");
 }
 
-/** Median of the rounds' ratios, or null when a bare run did not complete. */
+/** Median of the rounds' ratios, or null when a bare run did not complete (or there is none). */
 export function startupRatio(row: StartupRow): number | null {
   const ratios: number[] = [];
   for (const r of row.rounds) {
-    if (r.bare.status !== "ok") return null;
+    if (r.bare === null || r.bare.status !== "ok") return null;
     ratios.push(r.oursMs / r.bare.ms);
   }
   return ratios.length === 0 ? null : median(ratios);
@@ -335,17 +392,21 @@ export function startupRatio(row: StartupRow): number | null {
 
 export function startupTable(rows: readonly StartupRow[]): string {
   const lines = [
-    "| Services x eps | YAML | transactions | start → working (each round) | bare restores (each round) | median ratio | RSS working | RSS idle (+5 s) |",
-    "|---|---|---|---|---|---|---|---|",
+    "| mode | Services x eps | YAML | transactions | start → working (each round) | CPU to working (each round) | load (each round) | bare restores (each round) | median ratio | peak RSS (VmHWM) | RSS working | RSS idle (+5 s) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
     const ratio = startupRatio(r);
+    const bare = r.rounds.map((x) => (x.bare === null ? "n/a" : formatTiming(x.bare))).join(", ");
+    const ratios =
+      ratio !== null
+        ? `${ratio.toFixed(2)}×`
+        : r.rounds.map((x) => (x.bare === null ? "n/a" : formatRatio(x.oursMs, x.bare))).join(", ");
     lines.push(
-      `| ${r.services.toLocaleString("en-US")} x ${r.endpointsPerService} | ${(r.folderBytes / 1e6).toFixed(1)} MB | ` +
-        `${r.transactions} | ${r.rounds.map((x) => formatMs(x.oursMs)).join(", ")} | ` +
-        `${r.rounds.map((x) => formatTiming(x.bare)).join(", ")} | ` +
-        `${ratio === null ? r.rounds.map((x) => formatRatio(x.oursMs, x.bare)).join(", ") : `${ratio.toFixed(2)}×`} | ` +
-        `${r.rssWorkingMB.toFixed(0)} MB | ${r.rssIdleMB.toFixed(0)} MB |`,
+      `| ${r.proxyMode} | ${r.services.toLocaleString("en-US")} x ${r.endpointsPerService} | ${(r.folderBytes / 1e6).toFixed(1)} MB | ` +
+        `${Number.isNaN(r.transactions) ? "n/a" : r.transactions} | ${r.rounds.map((x) => formatMs(x.oursMs)).join(", ")} | ` +
+        `${r.cpuMs.map(formatMs).join(", ")} | ${r.load.map((l) => l.toFixed(1)).join(", ")} | ${bare} | ${ratios} | ` +
+        `${r.peakMB.toFixed(0)} MB | ${r.rssWorkingMB.toFixed(0)} MB | ${r.rssIdleMB.toFixed(0)} MB |`,
     );
   }
   return lines.join("\n");

@@ -284,7 +284,9 @@ export function isZeroCIDR(cidr: string): boolean {
 
 /** `net.JoinHostPort(ip, port)`. */
 export function joinHostPort(ip: string, port: number): string {
-  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
+  // Joined, not concatenated: the result is one flat string, not a rope of two (a proxy keeps
+  // one per endpoint per port: 3 MB of ropes at 100,000 endpoints).
+  return ip.includes(":") ? ["[", ip, "]:", port].join("") : [ip, port].join(":");
 }
 
 // Strict parsing into numbers: the packet tracer, the web view, the sandbox.

@@ -28,6 +28,8 @@ export interface TrackerOptions extends ProxyStateOptions {
 type PortMap = ReadonlyMap<string, ServicePort>;
 type EndpointsByPort = ReadonlyMap<string, readonly Endpoint[]>;
 
+const NO_ENDPOINTS_BY_PORT: EndpointsByPort = new Map();
+
 interface Change<T> {
   previous: T;
   current: T;
@@ -110,10 +112,12 @@ interface TrackedSlice {
   readonly endpoints: ServiceEndpoints;
 }
 
+/**
+ * One Service's slices. Pending changes are kept beside the trackers (`EndpointsChangeTracker.
+ * pending`), not in a map per Service that stays, empty, between changes.
+ */
 interface SliceTracker {
   readonly applied: Map<string, TrackedSlice>;
-  /** null = pending removal. */
-  readonly pending: Map<string, TrackedSlice | null>;
   /** The Service's endpoints as of the last checkout (what `applied` gives). */
   merged: EndpointsByPort;
 }
@@ -135,8 +139,10 @@ function lastChangeTriggerTime(slice: EndpointSlice): number | null {
 
 export class EndpointsChangeTracker {
   private readonly trackers = new Map<string, SliceTracker>();
+  /** Per Service, its slices with a pending change (null = pending removal). */
+  private readonly pending = new Map<string, Map<string, TrackedSlice | null>>();
   private readonly triggerTimes = new Map<string, number[]>();
-  private pending = 0;
+  private pendingSlices = 0;
   private problems: InvalidObjectError[] = [];
   private readonly startTime: number;
 
@@ -159,27 +165,25 @@ export class EndpointsChangeTracker {
     }
     // A slice that stopped being ours (label added) is gone as far as we are concerned.
     const remove = removed || !isForThisProxy(slice.metadata, this.options.serviceProxyName);
-    let tracker = this.trackers.get(svcNN);
-    if (tracker === undefined) {
-      tracker = { applied: new Map(), pending: new Map(), merged: new Map() };
-      this.trackers.set(svcNN, tracker);
-    }
+    const applied = this.trackers.get(svcNN)?.applied;
+    let pending = this.pending.get(svcNN);
     const name = slice.metadata.name;
     const next = remove ? null : slice;
     let changed: boolean;
-    if (tracker.pending.has(name)) {
-      changed = !deepEqual(sliceContent(next), sliceContent(tracker.pending.get(name)?.slice ?? null));
-    } else if (tracker.applied.has(name)) {
-      changed = !deepEqual(sliceContent(next), sliceContent(tracker.applied.get(name)?.slice ?? null));
+    if (pending?.has(name) === true) {
+      changed = !deepEqual(sliceContent(next), sliceContent(pending.get(name)?.slice ?? null));
+    } else if (applied?.has(name) === true) {
+      changed = !deepEqual(sliceContent(next), sliceContent(applied.get(name)?.slice ?? null));
     } else {
       changed = !remove;
     }
     if (!changed) return false;
-    if (!tracker.pending.has(name)) this.pending++;
-    tracker.pending.set(
-      name,
-      next === null ? null : { slice: next, endpoints: sliceEndpoints(next, this.ctx) },
-    );
+    if (pending === undefined) {
+      pending = new Map();
+      this.pending.set(svcNN, pending);
+    }
+    if (!pending.has(name)) this.pendingSlices++;
+    pending.set(name, next === null ? null : { slice: next, endpoints: sliceEndpoints(next, this.ctx) });
     // A deletion's trigger time is that of the last update, not of the deletion: not measurable.
     if (remove) {
       this.triggerTimes.delete(svcNN);
@@ -196,7 +200,7 @@ export class EndpointsChangeTracker {
 
   /** Number of slices with a pending change. */
   get pendingCount(): number {
-    return this.pending;
+    return this.pendingSlices;
   }
 
   /** Applies pending slice changes; returns per changed Service its endpoints before and after. */
@@ -208,9 +212,13 @@ export class EndpointsChangeTracker {
   } {
     const changes = new Map<string, Change<EndpointsByPort>>();
     const warnings: InvalidObjectError[] = [];
-    for (const [svcNN, tracker] of this.trackers) {
-      if (tracker.pending.size === 0) continue;
-      for (const [name, tracked] of tracker.pending) {
+    for (const [svcNN, pending] of this.pending) {
+      let tracker = this.trackers.get(svcNN);
+      if (tracker === undefined) {
+        tracker = { applied: new Map(), merged: NO_ENDPOINTS_BY_PORT };
+        this.trackers.set(svcNN, tracker);
+      }
+      for (const [name, tracked] of pending) {
         if (tracked === null) {
           tracker.applied.delete(name);
         } else {
@@ -218,7 +226,6 @@ export class EndpointsChangeTracker {
           warnings.push(...tracked.endpoints.warnings);
         }
       }
-      tracker.pending.clear();
       const previous = tracker.merged;
       tracker.merged = mergeEndpoints(
         inSliceNameOrder([...tracker.applied], ([name]) => name).map(([, t]) => t.endpoints.byPort),
@@ -226,7 +233,8 @@ export class EndpointsChangeTracker {
       changes.set(svcNN, { previous, current: tracker.merged });
       if (tracker.applied.size === 0) this.trackers.delete(svcNN);
     }
-    this.pending = 0;
+    this.pending.clear();
+    this.pendingSlices = 0;
     const triggerTimes = new Map(this.triggerTimes);
     this.triggerTimes.clear();
     const problems = this.problems;

@@ -19,7 +19,7 @@ export interface EndpointsContext {
 
 export interface ServiceEndpoints {
   /** Keyed by `servicePortKey`; lists sorted by endpoint string, deduplicated. */
-  readonly byPort: Map<string, Endpoint[]>;
+  readonly byPort: ReadonlyMap<string, readonly Endpoint[]>;
   readonly warnings: InvalidObjectError[];
 }
 
@@ -86,11 +86,13 @@ export function inSliceNameOrder<T>(items: readonly T[], nameOf: (item: T) => st
  * A Service's endpoints from its slices' own lists (`sliceEndpoints`), given in slice-name order.
  * Deduplicating each slice first and then the merged list keeps the same endpoint as
  * deduplicating all of them at once: the last one that is not terminating, else the first.
+ * A Service with one slice gets that slice's map itself (the change tracker keeps both, and a
+ * copy per Service added a map per Service): neither is changed once made.
  */
 export function mergeEndpoints(
   parts: readonly ReadonlyMap<string, readonly Endpoint[]>[],
-): Map<string, Endpoint[]> {
-  if (parts.length === 1) return new Map(parts[0]! as ReadonlyMap<string, Endpoint[]>);
+): ReadonlyMap<string, readonly Endpoint[]> {
+  if (parts.length === 1) return parts[0]!;
   const lists = new Map<string, Endpoint[]>();
   for (const part of parts) {
     for (const [key, eps] of part) {

@@ -122,8 +122,10 @@ const SLICE_MIN_LENGTH = 13;
  * The YAML parsers' strings are slices of the manifest's text, and a slice keeps its whole parent
  * alive: the objects of a 24 MB folder held every file's text (and 100,000 copies of the same
  * node and zone names) for as long as the daemon ran. This replaces every string value with a
- * flat copy, one per distinct value of the file. `(" " + s).slice(1)` flattens a new string and
- * points into that instead; the walk skips what it has seen (aliases can make cycles).
+ * flat copy, one per distinct value of the file. A JSON round trip makes a flat string of its
+ * own for any value (a substring of a fresh string, `(" " + s).slice(1)`, is a slice again:
+ * twice the memory of a flat copy for a short value such as an IP address); the walk skips what
+ * it has seen (aliases can make cycles).
  */
 function detachStrings(docs: SubsetDocument[]): SubsetDocument[] {
   const copies = new Map<string, string>();
@@ -131,7 +133,7 @@ function detachStrings(docs: SubsetDocument[]): SubsetDocument[] {
   const detach = (s: string): string => {
     let copy = copies.get(s);
     if (copy === undefined) {
-      copy = s.length < SLICE_MIN_LENGTH ? s : (" " + s).slice(1);
+      copy = s.length < SLICE_MIN_LENGTH ? s : (JSON.parse(JSON.stringify(s)) as string);
       copies.set(copy, copy);
     }
     return copy;

@@ -46,6 +46,18 @@ import type {
 const chainLine = (chain: string): string => `:${chain} - [0:0]`;
 
 /**
+ * A template literal as one flat string. V8 builds a template literal as a rope, one string
+ * object per part once it is 13 characters long, and flattens it only when something first
+ * hashes or reads it; the memo keeps every Service's capture and filter rules from sync to sync,
+ * so they are made flat at once.
+ */
+function line(strings: TemplateStringsArray, ...values: readonly (string | number)[]): string {
+  const parts: (string | number)[] = [strings[0]!];
+  for (let i = 0; i < values.length; i++) parts.push(values[i]!, strings[i + 1]!);
+  return parts.join("");
+}
+
+/**
  * The model is validated when objects are decoded; this is the last line of defence before text
  * reaches iptables-restore: a token with a space, quote or newline would change the rule's meaning.
  */
@@ -128,11 +140,10 @@ interface Ctx {
 interface ServiceOutput {
   readonly filterRules: string[];
   readonly captureRules: string[];
-  /** Chain declarations, one per line, each ending in a newline ("" when none). */
-  readonly chainText: string;
   /** The chains' rules as text, each line ending in a newline. */
   readonly ruleText: string;
   readonly ruleCount: number;
+  /** The chains, in the order they are declared (`chainText`). */
   readonly activeChains: string[];
   readonly noLocalInternal: boolean;
   readonly noLocalExternal: boolean;
@@ -242,23 +253,23 @@ function renderServicePort(
 
   if (hasInternal) {
     captureRules.push(
-      `-A ${KUBE_SERVICES} -m comment --comment "${spn} cluster IP" ${match} -d ${sp.clusterIP} --dport ${sp.port} -j ${internalChain}`,
+      line`-A ${KUBE_SERVICES} -m comment --comment "${spn} cluster IP" ${match} -d ${sp.clusterIP} --dport ${sp.port} -j ${internalChain}`,
     );
   } else {
     filterRules.push(
-      `-A ${KUBE_SERVICES} -m comment --comment ${iCmt} ${match} -d ${sp.clusterIP} --dport ${sp.port} -j ${iTarget}`,
+      line`-A ${KUBE_SERVICES} -m comment --comment ${iCmt} ${match} -d ${sp.clusterIP} --dport ${sp.port} -j ${iTarget}`,
     );
   }
 
   for (const eip of sp.externalIPs) {
     if (hasEndpoints) {
       captureRules.push(
-        `-A ${KUBE_SERVICES} -m comment --comment "${spn} external IP" ${match} -d ${eip} --dport ${sp.port} -j ${extChain}`,
+        line`-A ${KUBE_SERVICES} -m comment --comment "${spn} external IP" ${match} -d ${eip} --dport ${sp.port} -j ${extChain}`,
       );
     }
     if (!hasExternal) {
       filterRules.push(
-        `-A ${KUBE_EXTERNAL_SERVICES} -m comment --comment ${eCmt} ${match} -d ${eip} --dport ${sp.port} -j ${eTarget}`,
+        line`-A ${KUBE_EXTERNAL_SERVICES} -m comment --comment ${eCmt} ${match} -d ${eip} --dport ${sp.port} -j ${eTarget}`,
       );
     }
   }
@@ -266,19 +277,19 @@ function renderServicePort(
   for (const lb of sp.loadBalancerVIPs) {
     if (hasEndpoints) {
       captureRules.push(
-        `-A ${KUBE_SERVICES} -m comment --comment "${spn} loadbalancer IP" ${match} -d ${lb} --dport ${sp.port} -j ${lbTarget}`,
+        line`-A ${KUBE_SERVICES} -m comment --comment "${spn} loadbalancer IP" ${match} -d ${lb} --dport ${sp.port} -j ${lbTarget}`,
       );
     }
     if (usesFW) {
       filterRules.push(
-        `-A ${KUBE_PROXY_FIREWALL} -m comment --comment "${spn} traffic not accepted by ${fwChain}" ${match} -d ${lb} --dport ${sp.port} -j DROP`,
+        line`-A ${KUBE_PROXY_FIREWALL} -m comment --comment "${spn} traffic not accepted by ${fwChain}" ${match} -d ${lb} --dport ${sp.port} -j DROP`,
       );
     }
   }
   if (!hasExternal) {
     for (const lb of sp.loadBalancerVIPs) {
       filterRules.push(
-        `-A ${KUBE_EXTERNAL_SERVICES} -m comment --comment ${eCmt} ${match} -d ${lb} --dport ${sp.port} -j ${eTarget}`,
+        line`-A ${KUBE_EXTERNAL_SERVICES} -m comment --comment ${eCmt} ${match} -d ${lb} --dport ${sp.port} -j ${eTarget}`,
       );
     }
   }
@@ -287,33 +298,28 @@ function renderServicePort(
     if (hasEndpoints) {
       if (ctx.localhostNodePorts && ctx.ipv4 && settings.nfacct.localhostNodePortsAcceptedPkts) {
         captureRules.push(
-          `-A ${KUBE_NODEPORTS} -m comment --comment ${spn} ${match} -d 127.0.0.0/8 --dport ${sp.nodePort} -m nfacct --nfacct-name ${NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS} -j ${extChain}`,
+          line`-A ${KUBE_NODEPORTS} -m comment --comment ${spn} ${match} -d 127.0.0.0/8 --dport ${sp.nodePort} -m nfacct --nfacct-name ${NFACCT_LOCALHOST_NPS_ACCEPTED_PKTS} -j ${extChain}`,
         );
       }
       captureRules.push(
-        `-A ${KUBE_NODEPORTS} -m comment --comment ${spn} ${match} --dport ${sp.nodePort} -j ${extChain}`,
+        line`-A ${KUBE_NODEPORTS} -m comment --comment ${spn} ${match} --dport ${sp.nodePort} -j ${extChain}`,
       );
     }
     if (!hasExternal) {
       filterRules.push(
-        `-A ${KUBE_EXTERNAL_SERVICES} -m comment --comment ${eCmt} -m addrtype --dst-type LOCAL ${match} --dport ${sp.nodePort} -j ${eTarget}`,
+        line`-A ${KUBE_EXTERNAL_SERVICES} -m comment --comment ${eCmt} -m addrtype --dst-type LOCAL ${match} --dport ${sp.nodePort} -j ${eTarget}`,
       );
     }
   }
 
   if (sp.healthCheckNodePort !== 0) {
     filterRules.push(
-      `-A ${KUBE_NODEPORTS} -m comment --comment "${spn} health check node port" -m tcp -p tcp --dport ${sp.healthCheckNodePort} -j ACCEPT`,
+      line`-A ${KUBE_NODEPORTS} -m comment --comment "${spn} health check node port" -m tcp -p tcp --dport ${sp.healthCheckNodePort} -j ACCEPT`,
     );
   }
 
-  const chainLines: string[] = [];
   const chainRules: string[] = [];
   const activeChains: string[] = [];
-  const declare = (chain: string): void => {
-    chainLines.push(chainLine(chain));
-    activeChains.push(chain);
-  };
 
   if (hasInternal) {
     const base = `-A ${internalChain} -m comment --comment "${spn} cluster IP" ${match} -d ${sp.clusterIP} --dport ${sp.port}`;
@@ -325,7 +331,7 @@ function renderServicePort(
   }
 
   if (usesExtChain) {
-    declare(extChain);
+    activeChains.push(extChain);
     if (!sp.externalPolicyLocal) {
       chainRules.push(
         `-A ${extChain} -m comment --comment "masquerade traffic for ${spn} external destinations" -j ${KUBE_MARK_MASQ}`,
@@ -345,7 +351,7 @@ function renderServicePort(
   }
 
   if (usesFW) {
-    declare(fwChain);
+    activeChains.push(fwChain);
     const lbComment = `-m comment --comment "${spn} loadbalancer IP"`;
     for (const range of sp.loadBalancerSourceRanges) {
       chainRules.push(`-A ${fwChain} ${lbComment} -s ${range} -j ${extChain}`);
@@ -361,18 +367,18 @@ function renderServicePort(
   }
 
   if (usesClusterChain) {
-    declare(clusterChain);
+    activeChains.push(clusterChain);
     writeServiceToEndpointRules(chainRules, ctx, spn, sepOf, sp, clusterChain, clusterEps);
   }
   if (usesLocalChain) {
-    declare(localChain);
+    activeChains.push(localChain);
     writeServiceToEndpointRules(chainRules, ctx, spn, sepOf, sp, localChain, localEps);
   }
 
   const sepComment = ctx.largeClusterMode ? "" : ` -m comment --comment ${spn}`;
   for (const ep of cat.allReachableEndpoints) {
     const sep = sepOf(ep);
-    declare(sep);
+    activeChains.push(sep);
     safe(ep.ip, `${spn} endpoint IP`);
     safe(ep.endpoint, `${spn} endpoint`);
     const recent = sp.sessionAffinity !== null ? ` -m recent --name ${sep} --set` : "";
@@ -387,7 +393,6 @@ function renderServicePort(
     captureRules,
     // Joined per Service: one flat string instead of dozens of short-lived line strings keeps a
     // 10,000-Service render's memory near the size of its output.
-    chainText: textOf(chainLines),
     ruleText: textOf(chainRules),
     ruleCount: chainRules.length,
     activeChains,
@@ -420,6 +425,14 @@ function nodePortTailRules(
     ips.add(ip);
   }
   return [...ips].sort().map((ip) => `${head} -d ${ip} -j ${KUBE_NODEPORTS}`);
+}
+
+/**
+ * A Service's chain declarations, one per line, each ending in a newline ("" when none): made
+ * when the Service is written rather than kept in the memo next to the same chain names.
+ */
+function chainText(out: ServiceOutput): string {
+  return textOf(out.activeChains.map(chainLine));
 }
 
 /** Lines as text, each ending in a newline ("" for none). */
@@ -509,7 +522,7 @@ export function* renderIptablesStream(
   const natTopChainLines = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ].map(chainLine);
   const natFixedRules = natFixedRuleLines(settings);
 
-  const outputs: Array<{ readonly out: ServiceOutput; readonly written: boolean }> = [];
+  const outputs: Array<{ readonly out: ServiceOutput; readonly block: ServiceChainsBlock | null }> = [];
   const captureRuleLines: string[] = [];
   const serviceBlocks: ServiceChainsBlock[] = [];
   const activeNatChains = new Set<string>();
@@ -532,14 +545,14 @@ export function* renderIptablesStream(
     if (out.noLocalInternal) noLocalInternal++;
     if (out.noLocalExternal) noLocalExternal++;
     const service = serviceOf(sp);
-    const written = fullSync || changedServices.has(service);
-    outputs.push({ out, written });
-    if (written) {
-      const block = { service, chainText: out.chainText, ruleText: out.ruleText, ruleCount: out.ruleCount };
+    if (fullSync || changedServices.has(service)) {
+      const block = { service, chainText: chainText(out), ruleText: out.ruleText, ruleCount: out.ruleCount };
+      outputs.push({ out, block });
       serviceBlocks.push(block);
       writtenNatRules += out.captureRules.length + out.ruleCount;
       yield block;
     } else {
+      outputs.push({ out, block: null });
       writtenNatRules += out.captureRules.length;
       skippedNatRules += out.ruleCount;
     }
@@ -576,11 +589,11 @@ export function* renderIptablesStream(
       const out: string[] = [
         textOf(["*filter", ...filterChainLines, ...filterRules, "COMMIT", "*nat", ...natTopChainLines]),
       ];
-      for (const { out: service, written } of outputs) if (written) out.push(service.chainText);
+      for (const { block } of outputs) if (block !== null) out.push(block.chainText);
       out.push(textOf([...deletedChainLines, ...natFixedRules]));
-      for (const { out: service, written } of outputs) {
+      for (const { out: service, block } of outputs) {
         out.push(textOf(service.captureRules));
-        if (written) out.push(service.ruleText);
+        if (block !== null) out.push(block.ruleText);
       }
       out.push(textOf([...deleteLines, ...tailRuleLines, "COMMIT"]));
       return out;
