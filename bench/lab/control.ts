@@ -41,6 +41,8 @@ export interface ControlRow {
   readonly mode: LabMode;
   readonly services: number;
   readonly endpointsPerService: number;
+  /** Set when the measurement failed (then the timings are zero and not drawn). */
+  readonly error?: string;
   /** What the kernel-limit column is. */
   readonly bare: string;
   readonly transactions: number;
@@ -110,37 +112,69 @@ export async function runControlPlane(
       log(`lab control plane: ${mode} at ${services} x ${eps}`);
       const started = performance.now();
       const loadBefore = loadavg()[0] ?? 0;
-      if (mode === "nftables") {
-        const { rows: netlink } = await runNetlinkBenchmark(
-          {
-            sizes: [{ services, endpoints: eps }],
-            servicesPerTransaction: SERVICES_PER_TRANSACTION,
-            chunks: [],
-            withNft: services <= options.nftFileMax,
-          },
-          log,
-        );
-        const elapsedS = (performance.now() - started) / 1000;
-        for (const r of netlink) rows.push(fromNetlinkRow(r, elapsedS, [loadBefore, loadavg()[0] ?? 0]));
-      } else {
-        const sync = await runSyncBenchmark(
-          {
-            sizes: [services],
-            endpointsPerService: eps,
-            backends: [mode === "iptables-nft" ? "nft" : "legacy"],
-            capMs: options.capMs,
-            singlePayloadMax: 0,
-            rounds: 1,
-            signal: options.signal,
-          },
-          log,
-        );
-        const elapsedS = (performance.now() - started) / 1000;
-        for (const r of sync) rows.push(fromSyncRow(mode, r, elapsedS));
+      try {
+        rows.push(...(await oneSize(mode, services, options, log)));
+      } catch (err) {
+        // One size failing (a restore past its timeout on a loaded machine) ends that row only.
+        if (options.signal.aborted) throw err;
+        const error = (err as Error).message.split("\n")[0]!.slice(0, 300);
+        log(`  failed: ${error}`);
+        const none: ControlTiming = { oursMs: 0, bareMs: null };
+        rows.push({
+          mode,
+          services,
+          endpointsPerService: eps,
+          error,
+          bare: "",
+          transactions: 0,
+          full: none,
+          endpointChange: none,
+          addService: none,
+          benchPeakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+          elapsedS: (performance.now() - started) / 1000,
+          loadAverage: [loadBefore, loadavg()[0] ?? 0],
+        });
       }
     }
   }
   return rows;
+}
+
+async function oneSize(
+  mode: LabMode,
+  services: number,
+  options: ControlOptions,
+  log: (line: string) => void,
+): Promise<ControlRow[]> {
+  const eps = options.endpointsPerService;
+  const started = performance.now();
+  const loadBefore = loadavg()[0] ?? 0;
+  const elapsedS = () => (performance.now() - started) / 1000;
+  if (mode === "nftables") {
+    const { rows } = await runNetlinkBenchmark(
+      {
+        sizes: [{ services, endpoints: eps }],
+        servicesPerTransaction: SERVICES_PER_TRANSACTION,
+        chunks: [],
+        withNft: services <= options.nftFileMax,
+      },
+      log,
+    );
+    return rows.map((r) => fromNetlinkRow(r, elapsedS(), [loadBefore, loadavg()[0] ?? 0]));
+  }
+  const rows = await runSyncBenchmark(
+    {
+      sizes: [services],
+      endpointsPerService: eps,
+      backends: [mode === "iptables-nft" ? "nft" : "legacy"],
+      capMs: options.capMs,
+      singlePayloadMax: 0,
+      rounds: 1,
+      signal: options.signal,
+    },
+    log,
+  );
+  return rows.map((r) => fromSyncRow(mode, r, elapsedS()));
 }
 
 const fmt = (ms: number | null | undefined): string =>
@@ -155,12 +189,16 @@ export function controlTable(rows: readonly ControlRow[]): string {
     "| mode | Services x eps | kernel limit | transactions | full sync: ours / limit (ratio) | one endpoint changed | one Service added | bench peak RSS | took | load avg |",
     "|---|---|---|---|---|---|---|---|---|---|",
   ];
-  for (const r of rows)
+  for (const r of rows) {
+    const measured =
+      r.error === undefined
+        ? `bare ${r.bare} | ${r.transactions} | ${cell(r.full)} | ${cell(r.endpointChange)} | ${cell(r.addService)}`
+        : `failed: ${r.error} | | | |`;
     out.push(
-      `| ${r.mode} | ${r.services.toLocaleString("en-US")} x ${r.endpointsPerService} | bare ${r.bare} | ${r.transactions} | ` +
-        `${cell(r.full)} | ${cell(r.endpointChange)} | ${cell(r.addService)} | ${r.benchPeakRssMB} MB | ` +
-        `${r.elapsedS.toFixed(0)} s | ${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)} |`,
+      `| ${r.mode} | ${r.services.toLocaleString("en-US")} x ${r.endpointsPerService} | ${measured} | ` +
+        `${r.benchPeakRssMB} MB | ${r.elapsedS.toFixed(0)} s | ${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)} |`,
     );
+  }
   return out.join("\n");
 }
 
@@ -172,7 +210,7 @@ export function controlCharts(rows: readonly ControlRow[], subtitle: string): Re
   const modes = [...new Set(rows.map((r) => r.mode))];
   const chart = (pick: (r: ControlRow) => ControlTiming, what: string): string => {
     const series: Series[] = modes.flatMap((mode, colour) => {
-      const of = rows.filter((r) => r.mode === mode);
+      const of = rows.filter((r) => r.mode === mode && r.error === undefined);
       const line = (
         name: string,
         y: (t: ControlTiming) => number | null | undefined,
