@@ -113,7 +113,9 @@ export async function runControlPlane(
       const started = performance.now();
       const loadBefore = loadavg()[0] ?? 0;
       try {
-        rows.push(...(await oneSize(mode, services, options, log)));
+        const measured = await oneSize(mode, services, options, log);
+        rows.push(...measured);
+        for (const line of controlTable(measured).split("\n").slice(2)) log(`  ${line}`);
       } catch (err) {
         // One size failing (a restore past its timeout on a loaded machine) ends that row only.
         if (options.signal.aborted) throw err;

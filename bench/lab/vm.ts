@@ -28,6 +28,7 @@ interface GuestRow {
   readonly tcp: string | null;
   readonly udp: string | null;
   readonly daemonHwmMB: number | null;
+  readonly note: string;
 }
 
 const MARK = "KPT-LAB ";
@@ -47,7 +48,7 @@ export function vmRows(messages: readonly string[], accel: string): LabRow[] {
         tcp: g.tcp === null ? null : percentilesOf(g.tcp),
         udp: g.udp === null ? null : percentilesOf(g.udp),
         daemonHwmMB: g.daemonHwmMB,
-        note: g.programmedMs === null ? "not programmed within the cap" : "",
+        note: g.note,
       };
     });
 }

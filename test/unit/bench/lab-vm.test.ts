@@ -9,8 +9,8 @@ test("the guest's KPT-LAB diagnostics become emulated ipvs rows; other diagnosti
   const rows = vmRows(
     [
       "ipvsadm -Ln …",
-      `KPT-LAB ${JSON.stringify({ services: 100, endpointsPerService: 1, programmedMs: 8000, tcp: agent(300), udp: agent(299), daemonHwmMB: 90 })}`,
-      `KPT-LAB ${JSON.stringify({ services: 1000, endpointsPerService: 1, programmedMs: null, tcp: null, udp: null, daemonHwmMB: null })}`,
+      `KPT-LAB ${JSON.stringify({ services: 100, endpointsPerService: 1, programmedMs: 8000, tcp: agent(300), udp: agent(299), daemonHwmMB: 90, note: "" })}`,
+      `KPT-LAB ${JSON.stringify({ services: 1000, endpointsPerService: 1, programmedMs: null, tcp: null, udp: null, daemonHwmMB: null, note: "not programmed within the cap" })}`,
     ],
     "tcg",
   );
