@@ -36,7 +36,7 @@ const USAGE = `usage: npm run bench -- [options]
   --lab-parts data,control  the lab's parts: data (the data path), control (sync times against the
                             kernel's limit), ipvs (the data path in the emulated VM; opt-in)
   --control-sizes 1000,10000,30000,50000  Service counts of the lab's control plane (quick: 1000)
-  --nft-file-max 10000      the lab's control plane times bare nft -f up to this many Services
+  --nft-file-max 1000       the lab's control plane times bare nft -f up to this many Services
   --vm-sizes 100,1000       Service counts of the lab's ipvs series in the VM (quick: 100)
   --lab-modes iptables-nft,iptables-legacy,nftables  the lab's series
   --lab-endpoints 1         endpoints per Service in the scale lab
@@ -137,7 +137,7 @@ async function main(): Promise<void> {
       "lab-endpoints": { type: "string", default: "1" },
       "lab-parts": { type: "string", default: "data,control" },
       "control-sizes": { type: "string" },
-      "nft-file-max": { type: "string", default: "10000" },
+      "nft-file-max": { type: "string", default: "1000" },
       "vm-sizes": { type: "string" },
       duration: { type: "string", default: "2m" },
       "sample-every": { type: "string", default: "10s" },
