@@ -250,7 +250,7 @@ export function labTable(rows: readonly LabRow[]): string {
         `${r.programmedMs === null ? r.note : `${(r.programmedMs / 1000).toFixed(1)} s`} | ` +
         `${ms(r.tcp?.p50)} / ${ms(r.tcp?.p99)} / ${ms(r.tcp?.p999)} | ${ms(r.udp?.p50)} / ${ms(r.udp?.p99)} / ${ms(r.udp?.p999)} | ` +
         `${r.tcp === null ? "—" : `${(r.tcp.softirqMsPerPacket * 1000).toFixed(1)} µs`} | ` +
-        `${(r.tcp?.failed ?? 0) + (r.udp?.failed ?? 0)} | ${r.daemonHwmMB === null ? "—" : `${r.daemonHwmMB} MB`} |`,
+        `${(r.tcp?.failed ?? 0) + (r.udp?.failed ?? 0)} | ${(r.daemonHwmMB ?? null) === null ? "—" : `${r.daemonHwmMB} MB`} |`,
     );
   }
   return out.join("\n");
@@ -294,12 +294,15 @@ export function labCharts(rows: readonly LabRow[], subtitle: string): Record<str
       yLabel: "seconds",
       series: seriesOf(native, (r) => (r.programmedMs === null ? null : r.programmedMs / 1000)),
     });
+  }
+  if (native.some((r) => (r.daemonHwmMB ?? null) !== null)) {
     charts["lab-daemon-rss.svg"] = lineChart({
       title: "The daemon's peak RSS (VmHWM) after programming and the probes",
       subtitle,
       xLabel: "Services programmed (log scale)",
       yLabel: "MB",
-      series: seriesOf(native, (r) => r.daemonHwmMB),
+      // Rows saved before the lab read the daemon's RSS have none.
+      series: seriesOf(native, (r) => r.daemonHwmMB ?? null),
     });
   }
   if (emulated.length > 0) {
