@@ -371,7 +371,10 @@ async function oneRow(
     const addReport = await proxier.syncProxyRules();
     const addMs = performance.now() - started;
     const addCalls = ipt.take();
-    log(`  one Service added: ${formatMs(addMs)} in ${addCalls.restores.length} transaction(s)`);
+    log(
+      `  one Service added: ${formatMs(addMs)} in ${addCalls.restores.length} transaction(s); ` +
+        `restore ${formatMs(addCalls.restores.reduce((a, r) => a + r.ms, 0))}, save ${formatMs(addCalls.saveMs)}`,
+    );
 
     log(`  bare iptables-${backend}-restore of the same transactions in a fresh namespace…`);
     /** The bare restores of what the proxier wrote, into `netns`. */
