@@ -12,7 +12,7 @@
  * node's softirq time per packet, and how long the daemon took from its start to the target
  * answering. Modes alternate their order from one size to the next.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,17 +20,23 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Sandbox } from "../src/sandbox/topology.ts";
 import { moduleArgv } from "../src/self.ts";
 import type { BackgroundProcess } from "../src/kernel/spawn.ts";
-import { BENCH_NODE, syntheticManifests } from "./synthetic.ts";
+import { BENCH_NODE } from "./synthetic.ts";
 import { lineChart } from "./svg.ts";
+import { LAB_ADDRESSES, writeLabFolder } from "./lab/manifests.ts";
+import type { ControlRow } from "./lab/control.ts";
+import { controlCharts } from "./lab/control.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MAIN = join(ROOT, "dist/cli/main.js");
-const TARGET_IP = "10.111.255.250";
-const TARGET_PORT = 80;
-const SERVER_PORT = 8080;
-const SERVER_IP = "10.244.0.20";
-const CLIENT_IP = "10.244.0.10";
+const {
+  targetIP: TARGET_IP,
+  targetPort: TARGET_PORT,
+  serverIP: SERVER_IP,
+  serverPort: SERVER_PORT,
+  clientIP: CLIENT_IP,
+} = LAB_ADDRESSES;
 
+/** The modes that run in this kernel's network namespaces. */
 export type LabMode = "iptables-nft" | "iptables-legacy" | "nftables";
 export const LAB_MODES: readonly LabMode[] = ["iptables-nft", "iptables-legacy", "nftables"];
 
@@ -56,49 +62,19 @@ export interface Percentiles {
 }
 
 export interface LabRow {
-  readonly mode: LabMode;
+  /** "ipvs": measured inside the VM (bench/lab/vm.ts), see `emulated`. */
+  readonly mode: LabMode | "ipvs";
+  /** Set when the row was measured in an emulated VM: the accelerator ("tcg"). */
+  readonly emulated?: string;
   readonly services: number;
   readonly endpointsPerService: number;
   /** Daemon start → the target Service answers; null when not within the cap. */
   readonly programmedMs: number | null;
   readonly tcp: Percentiles | null;
   readonly udp: Percentiles | null;
+  /** The daemon's peak RSS (VmHWM) once the target answered and the probes ran, MB. */
+  readonly daemonHwmMB: number | null;
   readonly note: string;
-}
-
-function writeFolder(dir: string, services: number, eps: number): void {
-  const { node, byNamespace } = syntheticManifests(services, eps);
-  const list = (items: unknown[]) => JSON.stringify({ apiVersion: "v1", kind: "List", items });
-  writeFileSync(join(dir, "node.json"), list([node]));
-  for (const [namespace, objects] of byNamespace)
-    writeFileSync(join(dir, `${namespace}.json`), list(objects));
-  // `zz-lab/target` sorts after every `bench-*` Service.
-  const target = {
-    apiVersion: "v1",
-    kind: "Service",
-    metadata: { name: "target", namespace: "zz-lab" },
-    spec: {
-      type: "ClusterIP",
-      clusterIP: TARGET_IP,
-      clusterIPs: [TARGET_IP],
-      ports: [
-        { name: "tcp", protocol: "TCP", port: TARGET_PORT },
-        { name: "udp", protocol: "UDP", port: TARGET_PORT },
-      ],
-    },
-  };
-  const slice = {
-    apiVersion: "discovery.k8s.io/v1",
-    kind: "EndpointSlice",
-    metadata: { name: "target-lab", namespace: "zz-lab", labels: { "kubernetes.io/service-name": "target" } },
-    addressType: "IPv4",
-    endpoints: [{ addresses: [SERVER_IP], conditions: { ready: true }, nodeName: BENCH_NODE }],
-    ports: [
-      { name: "tcp", protocol: "TCP", port: SERVER_PORT },
-      { name: "udp", protocol: "UDP", port: SERVER_PORT },
-    ],
-  };
-  writeFileSync(join(dir, "zz-lab.json"), list([target, slice]));
 }
 
 const agent = (args: readonly string[]) => moduleArgv(import.meta.url, "./lab/agent.ts", args);
@@ -112,7 +88,12 @@ async function probe(
 ): Promise<Percentiles> {
   const argv = agent([kind, "--host", TARGET_IP, "--port", String(TARGET_PORT), "--count", String(count)]);
   const result = await sandbox.exec("client", [...argv, "--rate", String(rate)], { timeoutMs });
-  const line = result.stdout.trim().split("\n").pop() ?? "";
+  return percentilesOf(result.stdout);
+}
+
+/** The agent's last output line (bench/lab/agent.ts) as percentiles, softirq time per packet. */
+export function percentilesOf(agentStdout: string): Percentiles {
+  const line = agentStdout.trim().split("\n").pop() ?? "";
   const parsed = JSON.parse(line) as Omit<Percentiles, "softirqMsPerPacket"> & { softirqMs: number };
   return {
     count: parsed.count,
@@ -156,6 +137,17 @@ async function waitForTarget(
   return null;
 }
 
+/** VmHWM of the daemon (`ip netns exec` execs it, so the pid is the daemon's), MB. */
+function daemonHwmMB(daemon: BackgroundProcess): number | null {
+  if (daemon.pid === undefined || !daemon.running) return null;
+  try {
+    const kb = /^VmHWM:\s+(\d+)/m.exec(readFileSync(`/proc/${daemon.pid}/status`, "utf8"))?.[1];
+    return kb === undefined ? null : Math.round(Number(kb) / 1024);
+  } catch {
+    return null;
+  }
+}
+
 async function oneRun(
   services: number,
   mode: LabMode,
@@ -165,7 +157,7 @@ async function oneRun(
   const dir = mkdtempSync(join(tmpdir(), "kpt-lab-"));
   const sandbox = await Sandbox.create({ prefix: "kptlab" });
   try {
-    writeFolder(dir, services, options.endpointsPerService);
+    writeLabFolder(dir, services, options.endpointsPerService);
     await sandbox.addNode(BENCH_NODE, { ipv4: "192.168.61.1", podCIDR: "10.244.0.0/24" });
     await sandbox.addPod(BENCH_NODE, "client", { ipv4: CLIENT_IP });
     await sandbox.addPod(BENCH_NODE, "server", { ipv4: SERVER_IP });
@@ -201,6 +193,7 @@ async function oneRun(
         programmedMs,
         tcp: null,
         udp: null,
+        daemonHwmMB: daemonHwmMB(daemon),
         note: "not programmed within the cap",
       };
     }
@@ -219,6 +212,7 @@ async function oneRun(
       programmedMs,
       tcp,
       udp,
+      daemonHwmMB: daemonHwmMB(daemon),
       note: "",
     };
   } finally {
@@ -242,61 +236,105 @@ export async function runLab(options: LabOptions, log: (s: string) => void): Pro
 
 const ms = (v: number | null | undefined) => (v === null || v === undefined ? "—" : v.toFixed(3));
 
+const modeName = (r: LabRow) =>
+  r.emulated === undefined ? r.mode : `${r.mode} (VM, ${r.emulated} emulated)`;
+
 export function labTable(rows: readonly LabRow[]): string {
   const out = [
-    "| mode | Services x eps | programmed in | TCP connect p50 / p99 / p99.9 (ms) | UDP first-packet RTT p50 / p99 / p99.9 (ms) | softirq per packet (TCP) | failed |",
-    "|---|---|---|---|---|---|---|",
+    "| mode | Services x eps | programmed in | TCP connect p50 / p99 / p99.9 (ms) | UDP first-packet RTT p50 / p99 / p99.9 (ms) | softirq per packet (TCP) | failed | daemon peak RSS |",
+    "|---|---|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
     out.push(
-      `| ${r.mode} | ${r.services.toLocaleString("en-US")} x ${r.endpointsPerService} | ` +
+      `| ${modeName(r)} | ${r.services.toLocaleString("en-US")} x ${r.endpointsPerService} | ` +
         `${r.programmedMs === null ? r.note : `${(r.programmedMs / 1000).toFixed(1)} s`} | ` +
         `${ms(r.tcp?.p50)} / ${ms(r.tcp?.p99)} / ${ms(r.tcp?.p999)} | ${ms(r.udp?.p50)} / ${ms(r.udp?.p99)} / ${ms(r.udp?.p999)} | ` +
         `${r.tcp === null ? "—" : `${(r.tcp.softirqMsPerPacket * 1000).toFixed(1)} µs`} | ` +
-        `${(r.tcp?.failed ?? 0) + (r.udp?.failed ?? 0)} |`,
+        `${(r.tcp?.failed ?? 0) + (r.udp?.failed ?? 0)} | ${(r.daemonHwmMB ?? null) === null ? "—" : `${r.daemonHwmMB} MB`} |`,
     );
   }
   return out.join("\n");
 }
 
-/** The pictures: first-packet latency (median and p99), and time to program, against the number of Services. */
+/** One series per mode of `rows`, the points `pick` gives (null: left out). */
+function seriesOf(rows: readonly LabRow[], pick: (r: LabRow) => number | null) {
+  return [...new Set(rows.map(modeName))].map((name) => ({
+    name,
+    points: rows
+      .filter((r) => modeName(r) === name)
+      .map((r) => ({ x: r.services, y: pick(r) }))
+      .filter((p): p is { x: number; y: number } => p.y !== null),
+  }));
+}
+
+/**
+ * The pictures: first-packet latency (median and p99), time to program and the daemon's peak
+ * RSS against the number of Services. Rows measured in the emulated VM get a chart of their own:
+ * under TCG every packet costs milliseconds, which would flatten the other lines.
+ */
 export function labCharts(rows: readonly LabRow[], subtitle: string): Record<string, string> {
-  const series = (pick: (r: LabRow) => number | null) =>
-    [...new Set(rows.map((r) => r.mode))].map((mode) => ({
-      name: mode,
-      points: rows
-        .filter((r) => r.mode === mode)
-        .map((r) => ({ x: r.services, y: pick(r) }))
-        .filter((p): p is { x: number; y: number } => p.y !== null),
-    }));
-  const latency = (which: "p50" | "p99", title: string) =>
+  const native = rows.filter((r) => r.emulated === undefined);
+  const emulated = rows.filter((r) => r.emulated !== undefined);
+  const latency = (which: "p50" | "p99", title: string, of: readonly LabRow[], where = "") =>
     lineChart({
-      title: `New TCP connection through a ClusterIP: ${title} connect latency`,
+      title: `New TCP connection through a ClusterIP: ${title} connect latency${where}`,
       subtitle,
       xLabel: "Services programmed (log scale)",
       yLabel: `${title} connect latency (ms)`,
-      series: series((r) => r.tcp?.[which] ?? null),
+      series: seriesOf(of, (r) => r.tcp?.[which] ?? null),
     });
-  return {
-    "lab-latency-p50.svg": latency("p50", "median"),
-    "lab-latency-p99.svg": latency("p99", "p99"),
-    "lab-programming.svg": lineChart({
+  const charts: Record<string, string> = {};
+  if (native.length > 0) {
+    charts["lab-latency-p50.svg"] = latency("p50", "median", native);
+    charts["lab-latency-p99.svg"] = latency("p99", "p99", native);
+    charts["lab-programming.svg"] = lineChart({
       title: "Daemon start to the last Service answering",
       subtitle,
       xLabel: "Services programmed (log scale)",
       yLabel: "seconds",
-      series: series((r) => (r.programmedMs === null ? null : r.programmedMs / 1000)),
-    }),
-  };
+      series: seriesOf(native, (r) => (r.programmedMs === null ? null : r.programmedMs / 1000)),
+    });
+  }
+  if (native.some((r) => (r.daemonHwmMB ?? null) !== null)) {
+    charts["lab-daemon-rss.svg"] = lineChart({
+      title: "The daemon's peak RSS (VmHWM) after programming and the probes",
+      subtitle,
+      xLabel: "Services programmed (log scale)",
+      yLabel: "MB",
+      // Rows saved before the lab read the daemon's RSS have none.
+      series: seriesOf(native, (r) => r.daemonHwmMB ?? null),
+    });
+  }
+  if (emulated.length > 0) {
+    const where = " (in the emulated VM)";
+    charts["lab-ipvs-vm-latency.svg"] = lineChart({
+      title: `New TCP connection through a ClusterIP${where}`,
+      subtitle: `${subtitle}; QEMU without hardware virtualisation: compare the shape, not the values`,
+      xLabel: "Services programmed (log scale)",
+      yLabel: "connect latency (ms)",
+      series: (["p50", "p99"] as const).flatMap((which) =>
+        seriesOf(emulated, (r) => r.tcp?.[which] ?? null).map((s) => ({ ...s, name: `${s.name} ${which}` })),
+      ),
+    });
+  }
+  return charts;
 }
 
-/** Writes the charts of `rows` into docs/bench/; returns the paths written. */
-export function writeLabCharts(rows: readonly LabRow[], started: Date): string[] {
-  const eps = rows[0]?.endpointsPerService ?? 1;
+/** Writes the charts of the rows there are into docs/bench/; returns the paths written. */
+export function writeLabCharts(
+  rows: readonly LabRow[],
+  control: readonly ControlRow[],
+  started: Date,
+): string[] {
+  const eps = rows[0]?.endpointsPerService ?? control[0]?.endpointsPerService ?? 1;
   const subtitle = `${started.toISOString().slice(0, 10)}, ${eps} endpoint(s) per Service, node ${process.version}`;
   const dir = fileURLToPath(new URL("../docs/bench/", import.meta.url));
   mkdirSync(dir, { recursive: true });
-  return Object.entries(labCharts(rows, subtitle)).map(([name, svg]) => {
+  const charts = {
+    ...labCharts(rows, subtitle),
+    ...(control.length > 0 ? controlCharts(control, subtitle) : {}),
+  };
+  return Object.entries(charts).map(([name, svg]) => {
     writeFileSync(join(dir, name), svg);
     return `docs/bench/${name}`;
   });

@@ -44,6 +44,10 @@ export interface NetlinkRow {
   readonly addOneOursS: number;
   readonly addOneBareNetlinkS: number;
   readonly addOneBareNftS: number | null;
+  /** Then one endpoint of one Service replaced (a rollout step), the same three ways. */
+  readonly changeOneOursS: number;
+  readonly changeOneBareNetlinkS: number;
+  readonly changeOneBareNftS: number | null;
   readonly peakRssMB: number;
 }
 
@@ -58,7 +62,8 @@ const settings = upstreamTestSettings("IPv4");
 const log = pino({ level: "silent" });
 const seconds = (start: number): number => (performance.now() - start) / 1000;
 
-function scaleState(services: number, endpoints: number, extra = 0): ProxyState {
+/** `changed`: the index of a Service whose first endpoint is replaced by a new pod IP. */
+function scaleState(services: number, endpoints: number, extra = 0, changed = -1): ProxyState {
   const entries: Array<[ServicePort, Endpoint[]]> = [];
   for (let i = 0; i < services + extra; i++) {
     const sp = servicePort({
@@ -71,7 +76,11 @@ function scaleState(services: number, endpoints: number, extra = 0): ProxyState 
     const eps: Endpoint[] = [];
     for (let j = 0; j < endpoints; j++) {
       const n = i * endpoints + j;
-      eps.push(endpoint(`10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`, 8080));
+      const ip =
+        i === changed && j === 0
+          ? `10.250.${(i >> 8) & 255}.${i & 255}`
+          : `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
+      eps.push(endpoint(ip, 8080));
     }
     entries.push([sp, eps]);
   }
@@ -189,6 +198,26 @@ export async function runNetlinkBenchmark(options: NetlinkBenchOptions, progress
             const addOneOursS = seconds(start);
             const addOneBareNetlinkS = await bareNetlink(bareNs, [addOne], seq);
             const addOneBareNftS = options.withNft ? await bareNft(nftNs, [addOne]) : null;
+
+            const middle = Math.floor(services / 2);
+            const rolled = scaleState(services, endpoints, 1, middle);
+            const changedKey = new Set([`ns${middle % 20}/svc${middle}`]);
+            const changeOne = planPartialSync(
+              renderNftables({ state: rolled, settings }),
+              addOne.after,
+              changedKey,
+              new Set(),
+            );
+            start = performance.now();
+            await writer.write({
+              state: rolled,
+              fullSync: false,
+              changedServices: changedKey,
+              onTransaction: () => undefined,
+            });
+            const changeOneOursS = seconds(start);
+            const changeOneBareNetlinkS = await bareNetlink(bareNs, [changeOne], seq);
+            const changeOneBareNftS = options.withNft ? await bareNft(nftNs, [changeOne]) : null;
             return {
               services,
               endpoints,
@@ -199,6 +228,9 @@ export async function runNetlinkBenchmark(options: NetlinkBenchOptions, progress
               addOneOursS,
               addOneBareNetlinkS,
               addOneBareNftS,
+              changeOneOursS,
+              changeOneBareNetlinkS,
+              changeOneBareNftS,
               peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
             };
           } finally {

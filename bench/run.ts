@@ -18,6 +18,9 @@ import { runSoak, soakTable, writeSoakSvg } from "./soak.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
 import { LAB_MODES, labTable, runLab, writeLabCharts } from "./lab.ts";
 import type { LabMode, LabRow } from "./lab.ts";
+import { controlTable, runControlPlane } from "./lab/control.ts";
+import type { ControlRow } from "./lab/control.ts";
+import { runVmLab } from "./lab/vm.ts";
 import { chunkTable, netlinkTable, runNetlinkBenchmark, type NetlinkRow } from "./nftables-netlink.ts";
 import { SERVICES_PER_TRANSACTION } from "../src/backends/nftables/proxier.ts";
 import type { SyncRow } from "./sync.ts";
@@ -29,7 +32,12 @@ const USAGE = `usage: npm run bench -- [options]
   --only render|sync|startup|nftables-netlink|lab|soak  run one benchmark (the scale lab and soak run only when asked for)
   --plot                    run the scale lab and write its SVG charts into docs/bench/
   --plot-from FILE          only draw the lab's charts (and print its table) from an earlier --json FILE
-  --lab-sizes 100,1000,10000,30000  Service counts of the scale lab (quick: 100,1000)
+  --lab-sizes 100,1000,10000,30000  Service counts of the scale lab's data path (quick: 100,1000; up to 50000)
+  --lab-parts data,control  the lab's parts: data (the data path), control (sync times against the
+                            kernel's limit), ipvs (the data path in the emulated VM; opt-in)
+  --control-sizes 1000,10000,30000,50000  Service counts of the lab's control plane (quick: 1000)
+  --nft-file-max 1000       the lab's control plane times bare nft -f up to this many Services
+  --vm-sizes 100,1000       Service counts of the lab's ipvs series in the VM (quick: 100)
   --lab-modes iptables-nft,iptables-legacy,nftables  the lab's series
   --lab-endpoints 1         endpoints per Service in the scale lab
   --connections 2000        new TCP connections (and first UDP packets) per lab measurement
@@ -129,6 +137,10 @@ async function main(): Promise<void> {
       "lab-modes": { type: "string" },
       connections: { type: "string" },
       "lab-endpoints": { type: "string", default: "1" },
+      "lab-parts": { type: "string", default: "data,control" },
+      "control-sizes": { type: "string" },
+      "nft-file-max": { type: "string", default: "1000" },
+      "vm-sizes": { type: "string" },
       duration: { type: "string", default: "2m" },
       "sample-every": { type: "string", default: "10s" },
       "soak-services": { type: "string", default: "100" },
@@ -149,11 +161,14 @@ async function main(): Promise<void> {
     const saved = JSON.parse(readFileSync(values["plot-from"], "utf8")) as {
       started: string;
       lab?: LabRow[];
+      labControl?: ControlRow[];
     };
     const rows = saved.lab ?? [];
-    if (rows.length === 0) throw new Error(`${values["plot-from"]} has no scale-lab rows`);
-    console.log(labTable(rows));
-    console.log(`\nCharts: ${writeLabCharts(rows, new Date(saved.started)).join(", ")}`);
+    const control = saved.labControl ?? [];
+    if (rows.length + control.length === 0) throw new Error(`${values["plot-from"]} has no scale-lab rows`);
+    if (rows.length > 0) console.log(labTable(rows));
+    if (control.length > 0) console.log(`\n${controlTable(control)}`);
+    console.log(`\nCharts: ${writeLabCharts(rows, control, new Date(saved.started)).join(", ")}`);
     return;
   }
   const quick = values.quick;
@@ -192,6 +207,7 @@ async function main(): Promise<void> {
   let coldRows: ColdStartRow[] = [];
   let startupRows: StartupRow[] = [];
   let labRows: LabRow[] = [];
+  let labControlRows: ControlRow[] = [];
   let netlinkRows: NetlinkRow[] = [];
   try {
     if (runs("render")) {
@@ -262,21 +278,80 @@ async function main(): Promise<void> {
     if (runs("lab")) {
       const modes = (values["lab-modes"] ?? LAB_MODES.join(",")).split(",").map((m) => m.trim());
       for (const m of modes) if (!LAB_MODES.includes(m as LabMode)) throw new Error(`bad --lab-modes: ${m}`);
-      labRows = await runLab(
-        {
-          sizes: parseSizes(values["lab-sizes"] ?? (quick ? "100,1000" : "100,1000,10000,30000")),
-          endpointsPerService: Math.floor(positive(values["lab-endpoints"], "--lab-endpoints")),
-          modes: modes as LabMode[],
-          connections: Math.floor(positive(values.connections ?? (quick ? "300" : "2000"), "--connections")),
-          ratePerSecond: 500,
-          programCapMs: 10 * capMs,
-          signal: abort.signal,
-        },
-        log,
+      const parts = new Set(values["lab-parts"].split(",").map((p) => p.trim()));
+      for (const p of parts)
+        if (!["data", "control", "ipvs"].includes(p)) throw new Error(`bad --lab-parts: ${p}`);
+      const labEndpoints = Math.floor(positive(values["lab-endpoints"], "--lab-endpoints"));
+      const connections = Math.floor(
+        positive(values.connections ?? (quick ? "300" : "2000"), "--connections"),
       );
-      console.log("\n## Scale lab (issue 16): the data path at growing numbers of Services\n");
-      console.log(labTable(labRows));
-      if (plot) console.log(`\nCharts: ${writeLabCharts(labRows, started).join(", ")}`);
+      const took: string[] = [];
+      const timed = async <T>(part: string, body: () => Promise<T>): Promise<T> => {
+        const t0 = performance.now();
+        const out = await body();
+        took.push(`${part} ${((performance.now() - t0) / 60_000).toFixed(1)} min`);
+        return out;
+      };
+      if (parts.has("data")) {
+        labRows = await timed("data path", () =>
+          runLab(
+            {
+              sizes: parseSizes(values["lab-sizes"] ?? (quick ? "100,1000" : "100,1000,10000,30000")),
+              endpointsPerService: labEndpoints,
+              modes: modes as LabMode[],
+              connections,
+              ratePerSecond: 500,
+              programCapMs: 10 * capMs,
+              signal: abort.signal,
+            },
+            log,
+          ),
+        );
+      }
+      if (parts.has("ipvs")) {
+        const vmRows = await timed("ipvs in the VM", () =>
+          runVmLab(
+            {
+              sizes: parseSizes(values["vm-sizes"] ?? (quick ? "100" : "100,1000")),
+              endpointsPerService: labEndpoints,
+              connections,
+              ratePerSecond: 500,
+              programCapMs: 10 * capMs,
+            },
+            log,
+          ),
+        );
+        labRows = [...labRows, ...vmRows];
+      }
+      if (parts.has("control")) {
+        labControlRows = await timed("control plane", () =>
+          runControlPlane(
+            {
+              sizes: parseSizes(values["control-sizes"] ?? (quick ? "1000" : "1000,10000,30000,50000")),
+              endpointsPerService: labEndpoints,
+              modes: modes as LabMode[],
+              capMs: 10 * capMs,
+              nftFileMax: positive(values["nft-file-max"], "--nft-file-max"),
+              signal: abort.signal,
+            },
+            log,
+          ),
+        );
+      }
+      if (labRows.length > 0) {
+        console.log("\n## Scale lab (issue 16): the data path at growing numbers of Services\n");
+        console.log(labTable(labRows));
+      }
+      if (labControlRows.length > 0) {
+        console.log("\n## Scale lab (issue 16): the control plane against the kernel's own limit\n");
+        console.log(controlTable(labControlRows));
+      }
+      console.log(
+        `\nLab parts took: ${took.join(", ")}; load average now ${loadavg()
+          .map((l) => l.toFixed(2))
+          .join(" ")}`,
+      );
+      if (plot) console.log(`\nCharts: ${writeLabCharts(labRows, labControlRows, started).join(", ")}`);
     }
     if (runs("nftables-netlink")) {
       const nftSizes = (values["nft-sizes"] ?? (quick ? "200x10" : "1000x10")).split(",").map((t) => {
@@ -318,6 +393,7 @@ async function main(): Promise<void> {
           coldStart: coldRows,
           startup: startupRows,
           lab: labRows,
+          labControl: labControlRows,
           nftablesNetlink: netlinkRows,
         },
         (_k, v: unknown) => (v instanceof Map ? Object.fromEntries(v) : v),

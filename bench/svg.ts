@@ -7,6 +7,9 @@
 export interface Series {
   readonly name: string;
   readonly points: readonly { readonly x: number; readonly y: number }[];
+  /** Index into the palette (default: the series' own index), so related lines can share one. */
+  readonly colour?: number;
+  readonly dash?: "dashed" | "dotted";
 }
 
 export interface ChartSpec {
@@ -21,6 +24,7 @@ const WIDTH = 760;
 const HEIGHT = 440;
 const PAD = { left: 70, right: 180, top: 60, bottom: 60 };
 const COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+const DASHES = { dashed: ' stroke-dasharray="8 5"', dotted: ' stroke-dasharray="2 4"' } as const;
 
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
@@ -74,13 +78,14 @@ export function lineChart(spec: ChartSpec): string {
     `<text transform="translate(18 ${PAD.top + plotH / 2}) rotate(-90)" text-anchor="middle">${esc(spec.yLabel)}</text>`,
   );
   spec.series.forEach((s, i) => {
-    const colour = COLOURS[i % COLOURS.length]!;
+    const colour = COLOURS[(s.colour ?? i) % COLOURS.length]!;
+    const dash = s.dash === undefined ? "" : DASHES[s.dash];
     const pts = [...s.points].filter((p) => p.x > 0).sort((a, b) => a.x - b.x);
     if (pts.length > 1) {
       const d = pts
         .map((p, k) => `${k === 0 ? "M" : "L"}${lx(p.x).toFixed(1)},${ly(p.y).toFixed(1)}`)
         .join(" ");
-      out.push(`<path d="${d}" fill="none" stroke="${colour}" stroke-width="2"/>`);
+      out.push(`<path d="${d}" fill="none" stroke="${colour}" stroke-width="2"${dash}/>`);
     }
     for (const p of pts) {
       out.push(
@@ -89,7 +94,7 @@ export function lineChart(spec: ChartSpec): string {
     }
     const ly0 = PAD.top + 10 + i * 20;
     out.push(
-      `<line x1="${PAD.left + plotW + 16}" x2="${PAD.left + plotW + 40}" y1="${ly0}" y2="${ly0}" stroke="${colour}" stroke-width="3"/>`,
+      `<line x1="${PAD.left + plotW + 16}" x2="${PAD.left + plotW + 40}" y1="${ly0}" y2="${ly0}" stroke="${colour}" stroke-width="3"${dash}/>`,
       `<text x="${PAD.left + plotW + 46}" y="${ly0}" dominant-baseline="middle">${esc(s.name)}</text>`,
     );
   });

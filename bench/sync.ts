@@ -25,7 +25,13 @@ import { runner, withBenchNetns } from "./netns.ts";
 import { settle } from "./quiet.ts";
 import type { Backend, Timing } from "./restore.ts";
 import { formatMs, formatRatio, formatTiming, timeRestore, timeRestores } from "./restore.ts";
-import { BENCH_NODE, benchSettings, sliceWithOneEndpointReplaced, syntheticCluster } from "./synthetic.ts";
+import {
+  BENCH_NODE,
+  benchSettings,
+  sliceWithOneEndpointReplaced,
+  syntheticCluster,
+  syntheticService,
+} from "./synthetic.ts";
 import type { SyntheticCluster } from "./synthetic.ts";
 
 /** Where the proxier's time went, from the wrapper's point of view. */
@@ -133,6 +139,8 @@ export interface SyncRow {
    * sync period); this one shows the usual partial sync between two listings.
    */
   readonly nextPartial: { readonly wallMs: number; readonly restoreMs: number; readonly saveMs: number };
+  /** One Service added after the partial syncs (its bare restore lands on the same table). */
+  readonly addOne: SyncPhase & { readonly fullSync: boolean };
   /** 1-minute load average before and after the row: the machine is shared. */
   readonly loadAverage: readonly [number, number];
   /** Bare restore of the whole sync as the single payload upstream writes (only where asked). */
@@ -356,6 +364,18 @@ async function oneRow(
     };
     log(`  next partial sync: ${formatMs(nextMs)}`);
 
+    const added = syntheticService(services, eps);
+    store.serviceChanges.update(null, added.service);
+    store.endpointsChanges.endpointSliceUpdate(added.endpointSlice, false);
+    started = performance.now();
+    const addReport = await proxier.syncProxyRules();
+    const addMs = performance.now() - started;
+    const addCalls = ipt.take();
+    log(
+      `  one Service added: ${formatMs(addMs)} in ${addCalls.restores.length} transaction(s); ` +
+        `restore ${formatMs(addCalls.restores.reduce((a, r) => a + r.ms, 0))}, save ${formatMs(addCalls.saveMs)}`,
+    );
+
     log(`  bare iptables-${backend}-restore of the same transactions in a fresh namespace…`);
     /** The bare restores of what the proxier wrote, into `netns`. */
     const bareCalls = (netns: string, calls: KernelCalls) =>
@@ -369,13 +389,23 @@ async function oneRow(
     const bare = await withBenchNetns(async (bareNetns) => {
       await quiet(log);
       const full = await timeRestores(bareCalls(bareNetns, fullCalls));
+      const notRun = (why: string) => ({ total: { status: "failed", ms: 0, error: why } as const, each: [] });
       const partial =
         full.total.status === "ok"
           ? await timeRestores(bareCalls(bareNetns, partialCalls))
-          : { total: { status: "failed", ms: 0, error: "full restore did not complete" } as const, each: [] };
-      return { full, partial };
+          : notRun("full restore did not complete");
+      // The next partial sync's transactions untimed, so that the added Service's land on the table ours had.
+      const next =
+        partial.total.status === "ok" ? await timeRestores(bareCalls(bareNetns, nextCalls)) : partial;
+      const addOne =
+        next.total.status === "ok"
+          ? await timeRestores(bareCalls(bareNetns, addCalls))
+          : notRun("an earlier restore did not complete");
+      return { full, partial, addOne };
     });
-    log(`    full ${formatTiming(bare.full.total)}, partial ${formatTiming(bare.partial.total)}`);
+    log(
+      `    full ${formatTiming(bare.full.total)}, partial ${formatTiming(bare.partial.total)}, add one ${formatTiming(bare.addOne.total)}`,
+    );
 
     let singlePayload: Timing | null = null;
     // iptables-legacy-restore rewrites the whole table per transaction, so its single payload is
@@ -427,6 +457,7 @@ async function oneRow(
       partial: phase(partialMs, partialCalls, bare.partial),
       partialVerified,
       nextPartial,
+      addOne: { ...phase(addMs, addCalls, bare.addOne), fullSync: addReport?.fullSync === true },
       singlePayload,
       loadAverage: [loadBefore, loadavg()[0] ?? 0],
     };

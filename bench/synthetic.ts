@@ -98,11 +98,24 @@ export function syntheticCluster(serviceCount: number, endpointsPerService: numb
   const services: Service[] = [];
   const endpointSlices: EndpointSlice[] = [];
   for (let i = 0; i < serviceCount; i++) {
-    services.push(decodeService(rawService(i), "bench"));
-    const ips = endpointIPsOf(i, endpointsPerService);
-    endpointSlices.push(decodeEndpointSlice(rawSlice(i, endpointsPerService, ips), "bench"));
+    const one = syntheticService(i, endpointsPerService);
+    services.push(one.service);
+    endpointSlices.push(one.endpointSlice);
   }
   return { services, endpointSlices };
+}
+
+/** Service i of the plan and its slice: a cluster of i Services plus this one is a Service added. */
+export function syntheticService(
+  i: number,
+  endpointsPerService: number,
+): { service: Service; endpointSlice: EndpointSlice } {
+  checkPlan(i + 1, endpointsPerService);
+  const ips = endpointIPsOf(i, endpointsPerService);
+  return {
+    service: decodeService(rawService(i), "bench"),
+    endpointSlice: decodeEndpointSlice(rawSlice(i, endpointsPerService, ips), "bench"),
+  };
 }
 
 /**

@@ -114,7 +114,7 @@ key=$(
   {
     echo "$versions"
     sha256sum "$node_bin"
-    find "$here" test/vm/guest dist examples -type f -print0 | sort -z | xargs -0 sha256sum
+    find "$here" test/vm/guest bench/lab bench/synthetic.ts dist examples -type f -print0 | sort -z | xargs -0 sha256sum
     sha256sum package-lock.json package.json bin/kube-proxy-ts.js
   } | sha256sum | cut -c1-16
 )
@@ -166,6 +166,8 @@ for p in "${prod[@]}"; do
   esac
 done
 node_modules/.bin/tsc -p test/vm/guest/tsconfig.json --outDir "$stage/opt/kpt/test-vm"
+# The scale lab's traffic agent and manifests (bench/lab/), which the guest's datapath.ts runs.
+node_modules/.bin/tsc -p bench/lab/tsconfig.json --outDir "$stage/opt/kpt/bench-lab"
 cp "$here/init.sh" "$stage/init"
 chmod 755 "$stage/init"
 
