@@ -107,11 +107,13 @@ export class Nft {
   }
 
   /**
-   * Upstream's platform check: nf_tables usable in this kernel, by creating and deleting a
-   * table of our own in one transaction (nothing is left behind, nothing foreign is touched).
+   * Upstream's platform check (knftables `Check`, i.e. `nft --check`): adding our table, which
+   * the kernel validates without committing. A table that exists already (a restart over our
+   * own) is left as it is: an add-and-delete transaction would delete it, and every Service
+   * with it until the first sync.
    */
   async probe(family: "ip" | "ip6", table: string): Promise<void> {
-    await this.apply(`add table ${family} ${table}\ndelete table ${family} ${table}\n`, 30_000);
+    await this.run(["--check", "-f", "-"], `add table ${family} ${table}\n`, 30_000);
   }
 
   async version(): Promise<string> {

@@ -148,6 +148,11 @@ export class ProxyDaemon {
     return `127.0.0.1:${this.options.healthzPort ?? 10256}`;
   }
 
+  /** The running daemon's process id (`ip netns exec` execs it: the same process). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   get running(): boolean {
     return this.child?.running ?? false;
   }

@@ -76,7 +76,7 @@ async function checkPlatform(ctx: PlatformContext, nft: Nft): Promise<IPFamily[]
   }
   const refused = kernelRefusal(release(), process.env);
   if (refused !== null) throw new NftablesUnavailableError(refused);
-  // A table of our own, created and deleted in one transaction: nothing stays, nothing foreign is touched.
+  // Our table, added in a transaction the kernel checks and does not commit (nft --check).
   try {
     await nft.probe("ip", KUBE_PROXY_TABLE);
   } catch (err) {

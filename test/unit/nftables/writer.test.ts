@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { kernelRefusal, kernelTooOld } from "../../../src/backends/nftables/index.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
-import { failingLine, parseObjectNames } from "../../../src/kernel/nft.ts";
+import type { ExecOptions, ExecResult, Runner } from "../../../src/kernel/exec.ts";
+import { failingLine, Nft, parseObjectNames } from "../../../src/kernel/nft.ts";
 import type { ProxyState } from "../../../src/proxy/types.ts";
 import { FakeNft } from "../../support/nftables-fake.ts";
 import { fakeNftablesNode } from "../../support/nftables-writer.ts";
@@ -34,6 +35,18 @@ test("the chain and set listing keeps our table's objects only", () => {
   });
   assert.deepEqual(parseObjectNames(json, "chain", "kube-proxy"), ["services"]);
   assert.deepEqual(parseObjectNames(json, "set", "kube-proxy"), ["affinity-X"]);
+});
+
+test("the platform probe only checks adding our table (nft --check): an existing table survives a restart", async () => {
+  const calls: { argv: readonly string[]; stdin: ExecOptions["stdin"] }[] = [];
+  const runner: Runner = {
+    run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
+      calls.push({ argv, stdin: options.stdin });
+      return Promise.resolve({ argv, stdout: "", stderr: "", exitCode: 0, durationMs: 0 });
+    },
+  };
+  await new Nft(runner).probe("ip6", "kube-proxy");
+  assert.deepEqual(calls, [{ argv: ["nft", "--check", "-f", "-"], stdin: "add table ip6 kube-proxy\n" }]);
 });
 
 test("kernels before 5.13 are refused, as upstream", () => {
