@@ -164,6 +164,9 @@ function kernelFor(runner: Runner, family: IPFamily, writer: NftablesWriterKind)
   return {
     apply: (transaction: NftTransaction) =>
       netlink === null ? nft.apply(transaction.payload) : netlink.apply(transaction),
+    ...(netlink === null
+      ? {}
+      : { applyAll: (transactions: readonly NftTransaction[]) => netlink.applyAll(transactions) }),
     listObjects: () => nft.listObjects(nftFamily(family), KUBE_PROXY_TABLE),
   };
 }

@@ -48,6 +48,11 @@ export const STALE_CHAIN_DELAY_MS = 1_000;
 export interface NftablesKernel {
   /** One atomic transaction (`nft -f -`, or one netlink batch). */
   apply(transaction: NftTransaction): Promise<void>;
+  /**
+   * Several, in order, stopping at the first refused (a writer that can prepare the next one
+   * while the kernel applies the current one); `apply` one by one when absent.
+   */
+  applyAll?(transactions: readonly NftTransaction[]): Promise<void>;
   /** Chains and sets of our table; null when the table does not exist. */
   listObjects(): Promise<NftTableObjects | null>;
 }
@@ -148,7 +153,8 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
       }
       if (plan.operations > 0) {
         const transactions: readonly NftTransaction[] = isChunked(plan) ? plan.transactions : [plan];
-        for (const transaction of transactions) await kernel.apply(transaction);
+        if (kernel.applyAll !== undefined) await kernel.applyAll(transactions);
+        else for (const transaction of transactions) await kernel.apply(transaction);
         request.onTransaction();
       }
     } catch (error) {

@@ -192,8 +192,11 @@ function plan(
   activeChains: ReadonlySet<string>,
 ): SyncPlan {
   const commands = cmd.list;
+  const text = transaction(ruleset.family, commands);
   return {
-    payload: commands.map((c) => commandText(ruleset.family, c) + "\n").join(""),
+    get payload() {
+      return text.payload;
+    },
     commands,
     operations: commands.length,
     newlyStaleChains,
@@ -301,8 +304,25 @@ export function planPartialSync(
 
 /** The separate transaction that deletes chains stale for long enough. */
 export function staleChainDeletion(family: "ip" | "ip6", chains: readonly string[]): NftTransaction {
-  const commands: NftCommand[] = chains.map((chain) => ({ verb: "delete", what: "chain", chain }));
-  return { payload: commands.map((c) => commandText(family, c) + "\n").join(""), commands };
+  return transaction(
+    family,
+    chains.map((chain) => ({ verb: "delete", what: "chain", chain })),
+  );
+}
+
+/**
+ * A transaction whose `nft -f` text is printed when first read: the netlink writer encodes the
+ * commands and never reads it, and at 10,000 Services that text is tens of megabytes.
+ */
+function transaction(family: "ip" | "ip6", commands: readonly NftCommand[]): NftTransaction {
+  let text: string | undefined;
+  return {
+    get payload() {
+      text ??= commands.map((c) => commandText(family, c) + "\n").join("");
+      return text;
+    },
+    commands,
+  };
 }
 
 /** What a kernel writer is given: the same transaction as text and as typed commands. */
@@ -343,11 +363,8 @@ export function planChunkedFullSync(
   const all: NftCommand[] = [];
   const emit = (cmd: Commands): void => {
     if (cmd.list.length === 0) return;
-    all.push(...cmd.list);
-    transactions.push({
-      payload: cmd.list.map((c) => commandText(ruleset.family, c) + "\n").join(""),
-      commands: cmd.list,
-    });
+    for (const c of cmd.list) all.push(c);
+    transactions.push(transaction(ruleset.family, cmd.list));
   };
   const oldSig = (container: string, key: string): string | undefined =>
     before?.elements.get(container)?.get(key);
@@ -416,7 +433,9 @@ export function planChunkedFullSync(
   emit(last);
 
   return {
-    payload: transactions.map((t) => t.payload).join(""),
+    get payload() {
+      return transactions.map((t) => t.payload).join("");
+    },
     commands: all,
     operations: all.length,
     newlyStaleChains: stale,
