@@ -61,7 +61,12 @@ async function withPair<T>(
         log,
       });
       const viaNetlink = new NftablesWriter({
-        kernel: { apply: (t) => netlink.apply(t), listObjects: () => nftB.listObjects(family, "kube-proxy") },
+        // As the daemon wires it (backends/nftables/index.ts): chunks through applyAll.
+        kernel: {
+          apply: (t) => netlink.apply(t),
+          applyAll: (ts) => netlink.applyAll(ts),
+          listObjects: () => nftB.listObjects(family, "kube-proxy"),
+        },
         settings,
         clock,
         log,
