@@ -21,7 +21,15 @@ import type { LabMode, LabRow } from "./lab.ts";
 import { controlTable, runControlPlane } from "./lab/control.ts";
 import type { ControlRow } from "./lab/control.ts";
 import { runVmLab } from "./lab/vm.ts";
-import { chunkTable, netlinkTable, runNetlinkBenchmark, type NetlinkRow } from "./nftables-netlink.ts";
+import {
+  chunkTable,
+  loadAverage,
+  netlinkTable,
+  partialTable,
+  probeTable,
+  runNetlinkBenchmark,
+  type NetlinkRow,
+} from "./nftables-netlink.ts";
 import { SERVICES_PER_TRANSACTION } from "../src/backends/nftables/proxier.ts";
 import type { SyncRow } from "./sync.ts";
 
@@ -43,7 +51,9 @@ const USAGE = `usage: npm run bench -- [options]
   --connections 2000        new TCP connections (and first UDP packets) per lab measurement
   --nft-sizes 1000x10       nftables netlink benchmark sizes (SxE, comma-separated; e.g. 10000x10,5000x50)
   --nft-chunks 50,250       also time bare netlink full syncs at these Services per transaction
-  --no-nft                  nftables netlink benchmark: skip the bare nft -f comparison
+  --no-nft                  nftables netlink benchmark: skip bare nft -f of the full sync (partial syncs still compared)
+  --no-nft-probes           nftables netlink benchmark: skip the small probe transactions
+  --nft-rss                 nftables netlink benchmark: also the compiled daemon's VmHWM per size (npm run build first)
   --backends nft,legacy     iptables backends for the sync rows (default: detected, then the other)
   --cap-seconds 120         time cap for one kernel-tool measurement
   --repeats 2               render runs per size (first = cold, best of the rest = warm)
@@ -150,6 +160,8 @@ async function main(): Promise<void> {
       "nft-sizes": { type: "string" },
       "nft-chunks": { type: "string" },
       "no-nft": { type: "boolean", default: false },
+      "no-nft-probes": { type: "boolean", default: false },
+      "nft-rss": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
@@ -366,14 +378,23 @@ async function main(): Promise<void> {
           servicesPerTransaction: SERVICES_PER_TRANSACTION,
           chunks,
           withNft: !values["no-nft"],
+          probes: !values["no-nft-probes"],
+          daemonRss: values["nft-rss"],
         },
         log,
       );
       netlinkRows = result.rows;
-      console.log("\n## nftables mode over netlink (issue 12): full sync and one added Service, IPv4\n");
-      console.log(netlinkTable(result.rows));
       console.log(
-        "\nTargets: full sync ≤ 1.2× bare netlink of the same batches; add one Service ≥ 5× faster than nft -f.",
+        `\n## nftables mode over netlink (issue 12): full sync, IPv4 (load now ${loadAverage()})\n`,
+      );
+      console.log(netlinkTable(result.rows));
+      console.log("\n### Partial syncs on that table\n");
+      console.log(partialTable(result.rows));
+      const probes = probeTable(result.rows);
+      if (probes !== "")
+        console.log(`\n### What one small transaction costs the kernel on that table\n\n${probes}`);
+      console.log(
+        "\nTargets: full sync ≤ 1.2× bare netlink of the same batches; a partial sync ≤ 1.2× bare netlink and ≥ 5× faster than nft -f of it; daemon VmHWM ≤ 200 MB at 10,000 × 10.",
       );
       const chunking = chunkTable(result.chunkRows);
       if (chunking !== "") console.log(`\n### Services per transaction\n\n${chunking}`);

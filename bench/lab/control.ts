@@ -75,25 +75,25 @@ export function fromSyncRow(mode: LabMode, r: SyncRow, elapsedS: number): Contro
 }
 
 export function fromNetlinkRow(r: NetlinkRow, elapsedS: number, load: readonly [number, number]): ControlRow {
-  const ms = (s: number | null) => (s === null ? null : s * 1000);
+  const partial = (change: string): ControlTiming => {
+    const p = r.partials.find((x) => x.change === change);
+    if (p === undefined) return { oursMs: 0, bareMs: null };
+    return { oursMs: p.ours.wallS * 1000, bareMs: p.bareNetlink.wallS * 1000, nftFileMs: p.bareNftS * 1000 };
+  };
   return {
     mode: "nftables",
     services: r.services,
     endpointsPerService: r.endpoints,
     bare: "netlink",
     transactions: r.transactions,
-    full: { oursMs: r.oursS * 1000, bareMs: r.bareNetlinkS * 1000, nftFileMs: ms(r.bareNftS) },
-    endpointChange: {
-      oursMs: r.changeOneOursS * 1000,
-      bareMs: r.changeOneBareNetlinkS * 1000,
-      nftFileMs: ms(r.changeOneBareNftS),
+    full: {
+      oursMs: r.ours.wallS * 1000,
+      bareMs: r.bareNetlink.wallS * 1000,
+      nftFileMs: r.bareNftS === null ? null : r.bareNftS * 1000,
     },
-    addService: {
-      oursMs: r.addOneOursS * 1000,
-      bareMs: r.addOneBareNetlinkS * 1000,
-      nftFileMs: ms(r.addOneBareNftS),
-    },
-    benchPeakRssMB: r.peakRssMB,
+    endpointChange: partial("replace one endpoint"),
+    addService: partial("add one Service"),
+    benchPeakRssMB: r.benchPeakRssMB,
     elapsedS,
     loadAverage: load,
   };
@@ -159,6 +159,8 @@ async function oneSize(
         servicesPerTransaction: SERVICES_PER_TRANSACTION,
         chunks: [],
         withNft: services <= options.nftFileMax,
+        probes: false,
+        daemonRss: false,
       },
       log,
     );

@@ -46,6 +46,7 @@ import type {
   WebGraphNode,
   WebRuleRow,
   WebServiceEntry,
+  WebServiceSummary,
 } from "../../inspect/types.ts";
 import { parseIptablesSave } from "../../netfilter/iptables-save.ts";
 import {
@@ -907,33 +908,64 @@ export function ipvsWebSnapshot(reading: IpvsReading): ModeWebSnapshot {
         }
   }
   for (const [name, set] of reading.ipsets) hash.update(`${name} ${set.entries.join(",")}\n`);
-  const services: WebServiceEntry[] = [];
+  // The list is built once per reading; a Service's entry (its explanation) when asked for.
+  const services: WebServiceSummary[] = [];
   for (const ref of servicesOf(reading)) {
-    const ex = explainIpvsService(reading, ref, "the web view's reading");
-    if (ex === null) continue;
-    services.push({
-      family: ex.family === "IPv6" ? 6 : 4,
-      service: ex.view.service,
-      servicePortNames: ex.view.servicePortNames,
-      endpoints: ex.view.endpoints.map((e) => ({
-        servicePortName: e.servicePortName,
-        endpoint: e.endpoint,
-        probability: e.share,
-        viaChain: e.via[0] ?? "",
-        sepChain: e.via[1] ?? "",
-        packets: e.counters?.packets ?? null,
-        bytes: e.counters?.bytes ?? null,
-      })),
-      graph: serviceGraph(ex),
-      view: ex.view,
-    });
+    const service = `${ref.namespace}/${ref.name}`;
+    const bindings = reading.servicePorts.filter((b) => belongs(b.servicePort, ref));
+    for (const family of [4, 6]) {
+      const own = bindings.filter((b) => (familyOf(b.address) === "IPv6" ? 6 : 4) === family);
+      if (own.length === 0) continue;
+      const frontends = own.map((b) =>
+        b.kind === "NodePort"
+          ? `node port ${b.port}/${b.protocol.toLowerCase()}`
+          : `${hostPort(b.address, b.port)}/${b.protocol.toLowerCase()}`,
+      );
+      services.push({ family, service, frontends: [...new Set(frontends)] });
+    }
   }
+  services.sort((a, b) => (a.service === b.service ? a.family - b.family : a.service < b.service ? -1 : 1));
   return {
     version: hash.digest("hex").slice(0, 16),
     services,
+    service(family, namespace, name) {
+      const ex = explainIpvsService(reading, { namespace, name }, "the web view's reading");
+      if (ex === null || (ex.family === "IPv6" ? 6 : 4) !== family) return undefined;
+      return {
+        family,
+        service: ex.view.service,
+        servicePortNames: ex.view.servicePortNames,
+        endpoints: ex.view.endpoints.map((e) => ({
+          servicePortName: e.servicePortName,
+          endpoint: e.endpoint,
+          probability: e.share,
+          viaChain: e.via[0] ?? "",
+          sepChain: e.via[1] ?? "",
+          packets: e.counters?.packets ?? null,
+          bytes: e.counters?.bytes ?? null,
+        })),
+        graph: serviceGraph(ex),
+        view: ex.view,
+        walk: ex.walk.map((text) => ({ depth: /^ */.exec(text)![0].length >> 1, text: text.trimStart() })),
+      };
+    },
     columns: ["num", "pkts", "bytes", "rule"],
-    rules,
-    counters: counterMap,
+    rules(q, max) {
+      const needle = q.trim().toLowerCase();
+      const hits = rules.filter(
+        (r) => needle === "" || Object.values(r).some((v) => String(v).toLowerCase().includes(needle)),
+      );
+      return { total: hits.length, rows: hits.slice(0, max) };
+    },
+    counters(keys) {
+      if (keys === undefined) return counterMap;
+      const out: Record<string, readonly [number, number]> = {};
+      for (const k of keys) {
+        const c = counterMap[k];
+        if (c !== undefined) out[k] = c;
+      }
+      return out;
+    },
     trace: (flags) => {
       const { packet, origin } = packetFromFlags({
         src: flags["src"] ?? "",

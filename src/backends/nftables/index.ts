@@ -162,6 +162,12 @@ function kernelFor(runner: Runner, family: IPFamily, writer: NftablesWriterKind)
   return {
     apply: (transaction: NftTransaction) =>
       netlink === null ? nft.apply(transaction.payload) : netlink.apply(transaction),
+    ...(netlink === null
+      ? {}
+      : {
+          applyAll: (transactions: readonly NftTransaction[], onSend?: (t: NftTransaction) => void) =>
+            netlink.applyAll(transactions, onSend),
+        }),
     read: () => readTableOverNetlink({ family: nftFamily(family) }),
   };
 }

@@ -13,7 +13,7 @@ import {
   type NetlinkSocketOptions,
 } from "../../kernel/netlink.ts";
 import { dumpRequest, TableDumpDecoder, type TableDump } from "./netlink/decode.ts";
-import { encodeBatch } from "./netlink/encode.ts";
+import { encodeBatch, type EncodedBatch } from "./netlink/encode.ts";
 import type { IfIndexResolver } from "./netlink/rule.ts";
 import { isAffinitySetName, KUBE_PROXY_TABLE } from "./names.ts";
 import type { NftCommand, NftTransaction } from "./transactions.ts";
@@ -74,18 +74,61 @@ export class NetlinkNftablesKernel {
   }
 
   async apply(transaction: NftTransaction): Promise<void> {
-    if (transaction.commands.length === 0) return;
+    await this.applyAll([transaction]);
+  }
+
+  /**
+   * The transactions in order, each its own batch, stopping at the first the kernel refuses. The
+   * next batch is encoded while the kernel works on the current one (the send runs on a worker
+   * thread), and sent only once the current one was accepted.
+   */
+  async applyAll(
+    transactions: readonly NftTransaction[],
+    onSend?: (transaction: NftTransaction) => void,
+  ): Promise<void> {
+    const todo = transactions.filter((t) => t.commands.length > 0);
+    if (todo.length === 0) return;
     const socket = this.open();
-    const pending = new Map(this.containerTypes);
-    for (const c of transaction.commands) remember(pending, c);
-    const batch = encodeBatch(transaction.commands, {
-      family: this.options.family,
-      table: KUBE_PROXY_TABLE,
-      firstSeq: this.seq,
-      ifIndex: (name) => socket.ifIndex(name),
-      containerType: (name) => this.containerTypes.get(name),
-    });
-    this.seq = (batch.firstSeq + batch.messages) % 0x7fffffff || 1;
+    // Set types as they will be once the batches before the one being encoded are applied.
+    const types = new Map(this.containerTypes);
+    let seq = this.seq;
+    const prepare = (transaction: NftTransaction): Prepared => {
+      const batch = encodeBatch(transaction.commands, {
+        family: this.options.family,
+        table: KUBE_PROXY_TABLE,
+        firstSeq: seq,
+        ifIndex: (name) => socket.ifIndex(name),
+        containerType: (name) => types.get(name),
+      });
+      for (const c of transaction.commands) remember(types, c);
+      seq = (batch.firstSeq + batch.messages) % 0x7fffffff || 1;
+      return { batch, types: new Map(types), nextSeq: seq };
+    };
+    let next: Prepared = prepare(todo[0]!);
+    for (let k = 0; k < todo.length; k++) {
+      const current = next;
+      this.seq = current.nextSeq;
+      onSend?.(todo[k]!);
+      const sending = this.exchange(socket, current.batch);
+      let encodeError: unknown = null;
+      if (k + 1 < todo.length) {
+        try {
+          next = prepare(todo[k + 1]!);
+        } catch (error) {
+          encodeError = error;
+        }
+      }
+      await sending;
+      this.containerTypes.clear();
+      for (const [name, type] of current.types) this.containerTypes.set(name, type);
+      if (encodeError !== null) {
+        onSend?.(todo[k + 1]!);
+        throw encodeError;
+      }
+    }
+  }
+
+  private async exchange(socket: NetlinkSocket, batch: EncodedBatch): Promise<void> {
     const replies = await socket.transact(batch.bytes, {
       lastSeq: batch.lastSeq,
       timeoutMs: this.options.timeoutMs ?? 600_000,
@@ -99,14 +142,19 @@ export class NetlinkNftablesKernel {
         kernelMessage: r.message,
       }));
     if (failures.length > 0) throw new NftNetlinkTransactionError(failures);
-    this.containerTypes.clear();
-    for (const [k, v] of pending) this.containerTypes.set(k, v);
   }
 
   close(): void {
     this.socket?.close();
     this.socket = null;
   }
+}
+
+interface Prepared {
+  readonly batch: EncodedBatch;
+  /** The set types once this batch is applied. */
+  readonly types: ReadonlyMap<string, string>;
+  readonly nextSeq: number;
 }
 
 function remember(types: Map<string, string>, c: NftCommand): void {

@@ -55,6 +55,12 @@ export interface NftablesKernel {
    * failure, the hourly resync) and the drift check, never on a partial sync.
    */
   read(): Promise<TableRead>;
+  /**
+   * Several, in order, stopping at the first refused (a writer that can prepare the next one
+   * while the kernel applies the current one); `apply` one by one when absent. `onSend` is told
+   * of each transaction as it goes to the kernel, so a refusal can be pinned on it.
+   */
+  applyAll?(transactions: readonly NftTransaction[], onSend?: (t: NftTransaction) => void): Promise<void>;
 }
 
 export interface NftablesSyncDetails {
@@ -131,7 +137,8 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
     const fullSync = request.fullSync || this.kernelTable === null;
     let plan: SyncPlan | ChunkedSyncPlan;
     this.refused = null;
-    let sending: NftTransaction | null = null;
+    // The transaction on its way to the kernel: the one a refusal is pinned on.
+    const sending: { current: NftTransaction | null } = { current: null };
     try {
       if (fullSync) {
         const reading = await this.readKernel(ruleset);
@@ -161,14 +168,19 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
       }
       if (plan.operations > 0) {
         const transactions: readonly NftTransaction[] = isChunked(plan) ? plan.transactions : [plan];
-        for (const transaction of transactions) {
-          sending = transaction;
-          await kernel.apply(transaction);
-        }
+        const onSend = (transaction: NftTransaction): void => {
+          sending.current = transaction;
+        };
+        if (kernel.applyAll !== undefined) await kernel.applyAll(transactions, onSend);
+        else
+          for (const transaction of transactions) {
+            onSend(transaction);
+            await kernel.apply(transaction);
+          }
         request.onTransaction();
       }
     } catch (error) {
-      this.refused = sending?.payload ?? null;
+      this.refused = sending.current?.payload ?? null;
       this.invalidate();
       this.options.metrics?.nftablesSyncFailuresTotal.inc({ ip_family: this.family });
       throw error;

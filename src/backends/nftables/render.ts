@@ -17,12 +17,7 @@ import type { LocalDetector } from "../../proxy/node.ts";
 import { resolveFeatureGates, type FeatureGates } from "../../proxy/serviceport.ts";
 import { categorizeEndpoints, planTrafficPolicy } from "../../proxy/topology.ts";
 import { NO_ENDPOINTS, ServicePortMemo } from "../../proxy/memo.ts";
-import {
-  compareServicePorts,
-  servicePortNameString,
-  type Endpoint,
-  type ServicePort,
-} from "../../proxy/types.ts";
+import { servicePortNameString, type Endpoint, type ServicePort } from "../../proxy/types.ts";
 import {
   BASE_CHAINS,
   CLUSTER_IPS_CHECK_CHAIN,
@@ -482,8 +477,76 @@ function skeleton(
 
 type ServicePortOutput = ReturnType<typeof renderServicePort>;
 
+interface SortedPort {
+  readonly key: string;
+  readonly sp: ServicePort;
+  /** Orders as compareServicePorts: the name string, then (after a NUL, below any character) the protocol. */
+  readonly order: string;
+}
+
+const byOrder = (a: SortedPort, b: SortedPort): number =>
+  a.order < b.order ? -1 : a.order > b.order ? 1 : 0;
+
 /** Rendered service ports of earlier syncs, by ServicePort (see ServicePortMemo). */
 const outputs = new ServicePortMemo<ServicePortOutput>();
+
+/** The last sync's service ports of each family in upstream's order, and by key (our own copy). */
+const lastOrder = new Map<string, { byKey: Map<string, ServicePort>; sorted: readonly SortedPort[] }>();
+
+/**
+ * `services` in compareServicePorts order. A partial sync at 44,000 Services changes a few of
+ * them: the last sync's order is kept for every ServicePort that is still the same object, and
+ * only the others are sorted and inserted, instead of sorting (and building two name strings
+ * per comparison) again. The result does not depend on the cache.
+ */
+function sortedPorts(services: ReadonlyMap<string, ServicePort>, family: string): readonly SortedPort[] {
+  const entry = (key: string, sp: ServicePort): SortedPort => ({
+    key,
+    sp,
+    order: `${servicePortNameString(sp.name)}\u0000${sp.protocol}`,
+  });
+  const last = lastOrder.get(family);
+  if (last === undefined) {
+    const sorted: SortedPort[] = [];
+    for (const [key, sp] of services) sorted.push(entry(key, sp));
+    sorted.sort(byOrder);
+    lastOrder.set(family, { byKey: new Map(services), sorted });
+    return sorted;
+  }
+  const { byKey } = last;
+  const sorted: SortedPort[] = [];
+  for (const p of last.sorted) {
+    if (services.get(p.key) === p.sp) sorted.push(p);
+    else byKey.delete(p.key);
+  }
+  if (sorted.length === last.sorted.length && sorted.length === services.size) return last.sorted;
+  const added: SortedPort[] = [];
+  if (sorted.length < services.size) {
+    for (const [key, sp] of services) {
+      if (byKey.get(key) === sp) continue;
+      added.push(entry(key, sp));
+      byKey.set(key, sp);
+    }
+  }
+  if (added.length > sorted.length / 8) {
+    for (const p of added) sorted.push(p);
+    sorted.sort(byOrder);
+  } else {
+    added.sort(byOrder);
+    for (const p of added) {
+      let lo = 0;
+      let hi = sorted.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (byOrder(sorted[mid]!, p) < 0) lo = mid + 1;
+        else hi = mid;
+      }
+      sorted.splice(lo, 0, p);
+    }
+  }
+  lastOrder.set(family, { byKey, sorted });
+  return sorted;
+}
 
 /** Every object of the table for `req.state` (the whole desired state, partial or not). */
 export function renderNftables(req: RenderRequest): NftablesRuleset {
@@ -500,8 +563,7 @@ export function renderNftables(req: RenderRequest): NftablesRuleset {
   const services: ServicePortObjects[] = [];
   let internal = 0;
   let external = 0;
-  const ports = [...state.services.entries()].sort((a, b) => compareServicePorts(a[1], b[1]));
-  for (const [key, sp] of ports) {
+  for (const { key, sp } of sortedPorts(state.services, words.ipX)) {
     const endpoints = state.endpoints.get(key) ?? NO_ENDPOINTS;
     const out = outputs.get(sp, endpoints, [ctx.settings, req.featureGates, ctx.nodeLabels], () =>
       renderServicePort(ctx, sp, endpoints),

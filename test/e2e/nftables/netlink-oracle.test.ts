@@ -63,8 +63,10 @@ async function withPair<T>(
         log,
       });
       const viaNetlink = new NftablesWriter({
+        // As the daemon wires it (backends/nftables/index.ts): chunks through applyAll.
         kernel: {
           apply: (t) => netlink.apply(t),
+          applyAll: (ts, onSend) => netlink.applyAll(ts, onSend),
           read: () => readTableOverNetlink({ family, netns: netlinkNs }),
         },
         settings,

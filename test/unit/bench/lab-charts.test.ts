@@ -37,8 +37,7 @@ test("emulated rows get their own chart, native rows the latency, programming an
 });
 
 test("rows saved before the daemon's RSS was read: no RSS chart, a dash in the table", () => {
-  const old = { ...row("iptables-nft", 100) } as Partial<LabRow>;
-  delete old.daemonHwmMB;
+  const { daemonHwmMB: _saved, ...old } = row("iptables-nft", 100);
   const charts = labCharts([old as LabRow], "s");
   assert.equal(charts["lab-daemon-rss.svg"], undefined);
   assert.match(labTable([old as LabRow]), /\| 0 \| — \|$/m);

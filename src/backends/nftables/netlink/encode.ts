@@ -387,9 +387,13 @@ class Encoder {
     this.begin(MSG.newRule, NLM_F_CREATE | NLM_F_APPEND, i);
     this.table();
     w.str(RULE_A.chain, chain);
-    w.nest(RULE_A.expressions, () => {
-      for (const e of compiled.exprs) w.nest(NFTA_LIST_ELEM, () => this.expr(e, anon));
-    });
+    const list = w.open();
+    for (const e of compiled.exprs) {
+      const item = w.open();
+      this.expr(e, anon);
+      w.close(NFTA_LIST_ELEM, item);
+    }
+    w.close(RULE_A.expressions, list);
     if (compiled.comment !== null)
       w.bytes(RULE_A.userdata, udata([[UDATA_COMMENT, cstring(compiled.comment)]]));
     w.end();
@@ -425,16 +429,18 @@ class Encoder {
       w.u32(ELEMS_A.setId, id);
       const start = w.position;
       let n = 0;
-      w.nest(ELEMS_A.elements, () => {
-        do {
-          const e = s.elements[k++]!;
-          w.nest(++n, () => {
-            if (e.intervalEnd === true) w.u32(ELEM_A.flags, ELEM_F_INTERVAL_END);
-            w.nest(ELEM_A.key, () => w.bytes(DATA_VALUE, e.key));
-            if (e.verdict !== undefined) this.verdictData(ELEM_A.data, e.verdict);
-          });
-        } while (k < s.elements.length && w.position - start < ELEMENTS_BUDGET);
-      });
+      const list = w.open();
+      do {
+        const e = s.elements[k++]!;
+        const item = w.open();
+        if (e.intervalEnd === true) w.u32(ELEM_A.flags, ELEM_F_INTERVAL_END);
+        const key = w.open();
+        w.bytes(DATA_VALUE, e.key);
+        w.close(ELEM_A.key, key);
+        if (e.verdict !== undefined) this.verdictData(ELEM_A.data, e.verdict);
+        w.close(++n, item);
+      } while (k < s.elements.length && w.position - start < ELEMENTS_BUDGET);
+      w.close(ELEMS_A.elements, list);
       w.end();
     }
     return { name, id };
@@ -442,19 +448,33 @@ class Encoder {
 
   private verdictData(type: number, v: Verdict): void {
     const { w } = this;
-    w.nest(type, () =>
-      w.nest(DATA_VERDICT, () => {
-        w.u32(VERDICT_A.code, VERDICT_CODE[v.code]);
-        if ("chain" in v) w.str(VERDICT_A.chain, v.chain);
-      }),
-    );
+    const outer = w.open();
+    const inner = w.open();
+    w.u32(VERDICT_A.code, VERDICT_CODE[v.code]);
+    if ("chain" in v) w.str(VERDICT_A.chain, v.chain);
+    w.close(DATA_VERDICT, inner);
+    w.close(type, outer);
   }
 
   private expr(e: Expr, anon: readonly { name: string; id: number }[]): void {
     const { w } = this;
     const name = e.type === "metaSet" ? "meta" : e.type === "verdict" ? "immediate" : e.type;
     w.str(EXPR_A.name, name);
-    w.nest(EXPR_A.data, () => {
+    const data = w.open();
+    this.exprData(e, anon);
+    w.close(EXPR_A.data, data);
+  }
+
+  private value(type: number, bytes: Uint8Array): void {
+    const { w } = this;
+    const at = w.open();
+    w.bytes(DATA_VALUE, bytes);
+    w.close(type, at);
+  }
+
+  private exprData(e: Expr, anon: readonly { name: string; id: number }[]): void {
+    const { w } = this;
+    {
       switch (e.type) {
         case "payload":
           w.u32(1, e.dreg);
@@ -473,15 +493,15 @@ class Encoder {
         case "cmp":
           w.u32(1, e.sreg);
           w.u32(2, e.op === "eq" ? 0 : 1);
-          w.nest(3, () => w.bytes(DATA_VALUE, e.data));
+          this.value(3, e.data);
           return;
         case "bitwise":
           w.u32(1, e.sreg);
           w.u32(2, e.dreg);
           if (e.explicitOp === true) w.u32(6, 0);
           w.u32(3, e.mask.length);
-          w.nest(4, () => w.bytes(DATA_VALUE, e.mask));
-          w.nest(5, () => w.bytes(DATA_VALUE, e.xor));
+          this.value(4, e.mask);
+          this.value(5, e.xor);
           return;
         case "lookup": {
           w.u32(2, e.sreg);
@@ -500,7 +520,7 @@ class Encoder {
         }
         case "immediate":
           w.u32(1, e.dreg);
-          w.nest(2, () => w.bytes(DATA_VALUE, e.data));
+          this.value(2, e.data);
           return;
         case "verdict":
           w.u32(1, 0);
@@ -542,7 +562,7 @@ class Encoder {
           if (this.namedIds.has(e.set)) w.u32(2, this.namedIds.get(e.set)!);
           return;
       }
-    });
+    }
   }
 
   /** A run of element commands of one verb on one set, in as few messages as fit. */
@@ -571,17 +591,17 @@ class Encoder {
       if (id !== undefined) w.u32(ELEMS_A.setId, id);
       const start = w.position;
       let n = 0;
-      w.nest(ELEMS_A.elements, () => {
-        do {
-          const c = this.commands[j++]!;
-          if (c.what !== "element") throw new Error("not an element command");
-          // libnftnl numbers the entries of an element list 1, 2, … (the kernel ignores the type).
-          w.nest(++n, () => {
-            if (c.verb === "add") this.element(layout, c.element);
-            else w.nest(ELEM_A.key, () => w.bytes(DATA_VALUE, keyBytes(layout, c.key)));
-          });
-        } while (j < this.commands.length && same(this.commands[j]) && w.position - start < ELEMENTS_BUDGET);
-      });
+      const list = w.open();
+      do {
+        const c = this.commands[j++]!;
+        if (c.what !== "element") throw new Error("not an element command");
+        // libnftnl numbers the entries of an element list 1, 2, … (the kernel ignores the type).
+        const item = w.open();
+        if (c.verb === "add") this.element(layout, c.element);
+        else this.value(ELEM_A.key, keyBytes(layout, c.key));
+        w.close(++n, item);
+      } while (j < this.commands.length && same(this.commands[j]) && w.position - start < ELEMENTS_BUDGET);
+      w.close(ELEMS_A.elements, list);
       w.end();
       const o = this.origin.at(-1)!;
       this.origin[this.origin.length - 1] = { ...o, to: j - 1 };
@@ -591,7 +611,7 @@ class Encoder {
 
   private element(layout: KeyLayout, e: NftElement): void {
     const { w } = this;
-    w.nest(ELEM_A.key, () => w.bytes(DATA_VALUE, keyBytes(layout, e.key)));
+    this.value(ELEM_A.key, keyBytes(layout, e.key));
     if (layout.map) {
       if (e.value === undefined) throw new Error(`element ${e.key} of map ${e.container} has no value`);
       this.verdictData(ELEM_A.data, parseVerdict(e.value));

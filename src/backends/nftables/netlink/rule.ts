@@ -594,7 +594,7 @@ export function compileRule(
 ): CompiledRule {
   let body = rule;
   let comment: string | null = null;
-  const m = COMMENT.exec(rule);
+  const m = rule.includes(' comment "') ? COMMENT.exec(rule) : null;
   if (m !== null) {
     comment = JSON.parse(`"${m[1]!}"`) as string;
     body = rule.slice(0, m.index);

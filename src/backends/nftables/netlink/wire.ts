@@ -19,6 +19,11 @@ export class NetlinkEncodeError extends KubeProxyError {
   readonly code = "KPT_NETLINK_ENCODE";
 }
 
+/**
+ * Writes go forward only into a zero-filled buffer, so padding is never written; numbers are
+ * stored byte by byte (cheaper than Buffer's methods for the hundreds of thousands of small
+ * attributes of a large sync).
+ */
 export class BatchWriter {
   private buf = Buffer.alloc(1 << 16);
   private off = 0;
@@ -37,29 +42,52 @@ export class BatchWriter {
     this.buf = next;
   }
 
+  private le16(v: number, at: number): void {
+    this.buf[at] = v & 0xff;
+    this.buf[at + 1] = (v >>> 8) & 0xff;
+  }
+
+  private le32(v: number, at: number): void {
+    const b = this.buf;
+    b[at] = v & 0xff;
+    b[at + 1] = (v >>> 8) & 0xff;
+    b[at + 2] = (v >>> 16) & 0xff;
+    b[at + 3] = (v >>> 24) & 0xff;
+  }
+
+  private be32(v: number, at: number): void {
+    const b = this.buf;
+    b[at] = (v >>> 24) & 0xff;
+    b[at + 1] = (v >>> 16) & 0xff;
+    b[at + 2] = (v >>> 8) & 0xff;
+    b[at + 3] = v & 0xff;
+  }
+
   /** Starts a message: nlmsghdr + nfgenmsg (family, version 0, resource id big-endian). */
   begin(type: number, flags: number, seq: number, family: number, resId = 0): void {
     this.ensure(20);
-    this.msgStart = this.off;
-    this.buf.writeUInt32LE(0, this.off);
-    this.buf.writeUInt16LE(type, this.off + 4);
-    this.buf.writeUInt16LE(flags, this.off + 6);
-    this.buf.writeUInt32LE(seq, this.off + 8);
-    this.buf.writeUInt32LE(0, this.off + 12);
-    this.buf.writeUInt8(family, this.off + 16);
-    this.buf.writeUInt8(0, this.off + 17);
-    this.buf.writeUInt16BE(resId, this.off + 18);
+    const o = this.off;
+    this.msgStart = o;
+    this.le32(0, o);
+    this.le16(type, o + 4);
+    this.le16(flags, o + 6);
+    this.le32(seq, o + 8);
+    this.le32(0, o + 12);
+    this.buf[o + 16] = family;
+    this.buf[o + 17] = 0;
+    this.buf[o + 18] = (resId >>> 8) & 0xff;
+    this.buf[o + 19] = resId & 0xff;
     this.off += 20;
   }
 
   end(): void {
-    this.buf.writeUInt32LE(this.off - this.msgStart, this.msgStart);
+    this.le32(this.off - this.msgStart, this.msgStart);
     this.msgStart = -1;
   }
 
   /** Sets NLM_F_ACK on the message that starts at `offset` (the last one of a batch). */
   requestAck(offset: number): void {
-    this.buf.writeUInt16LE(this.buf.readUInt16LE(offset + 6) | NLM_F_ACK, offset + 6);
+    this.buf[offset + 6]! |= NLM_F_ACK;
   }
 
   /** Where the next message starts. */
@@ -67,57 +95,69 @@ export class BatchWriter {
     return this.off;
   }
 
-  bytes(type: number, value: Buffer): void {
-    const len = 4 + value.length;
+  bytes(type: number, value: Uint8Array): void {
+    const n = value.length;
+    const len = 4 + n;
     if (len > MAX_ATTR_LENGTH) throw new NetlinkEncodeError(`attribute ${type} of ${len} bytes`);
     const padded = (len + 3) & ~3;
     this.ensure(padded);
-    this.buf.writeUInt16LE(len, this.off);
-    this.buf.writeUInt16LE(type, this.off + 2);
-    value.copy(this.buf, this.off + 4);
-    this.buf.fill(0, this.off + len, this.off + padded);
+    const o = this.off;
+    this.le16(len, o);
+    this.le16(type, o + 2);
+    if (n <= 32) for (let i = 0; i < n; i++) this.buf[o + 4 + i] = value[i]!;
+    else this.buf.set(value, o + 4);
     this.off += padded;
   }
 
   u32(type: number, value: number): void {
     this.ensure(8);
-    this.buf.writeUInt16LE(8, this.off);
-    this.buf.writeUInt16LE(type, this.off + 2);
-    this.buf.writeUInt32BE(value >>> 0, this.off + 4);
+    const o = this.off;
+    this.le16(8, o);
+    this.le16(type, o + 2);
+    this.be32(value >>> 0, o + 4);
     this.off += 8;
   }
 
   u64(type: number, value: bigint): void {
     this.ensure(12);
-    this.buf.writeUInt16LE(12, this.off);
-    this.buf.writeUInt16LE(type, this.off + 2);
+    this.le16(12, this.off);
+    this.le16(type, this.off + 2);
     this.buf.writeBigUInt64BE(value, this.off + 4);
     this.off += 12;
   }
 
   /** A NUL-terminated string. */
   str(type: number, value: string): void {
-    const n = Buffer.byteLength(value);
+    // At most 3 bytes per UTF-16 unit; the bytes past the string stay zero (NUL and padding).
+    this.ensure(4 + value.length * 3 + 4);
+    const o = this.off;
+    const n = this.buf.write(value, o + 4);
     const len = 4 + n + 1;
     if (len > MAX_ATTR_LENGTH) throw new NetlinkEncodeError(`attribute ${type} of ${len} bytes`);
-    const padded = (len + 3) & ~3;
-    this.ensure(padded);
-    this.buf.writeUInt16LE(len, this.off);
-    this.buf.writeUInt16LE(type, this.off + 2);
-    this.buf.write(value, this.off + 4);
-    this.buf.fill(0, this.off + 4 + n, this.off + padded);
-    this.off += padded;
+    this.le16(len, o);
+    this.le16(type, o + 2);
+    this.off += (len + 3) & ~3;
   }
 
-  nest(type: number, body: () => void): void {
+  /** Opens a nested attribute; `close` it with the returned offset once its body is written. */
+  open(): number {
     this.ensure(4);
     const start = this.off;
     this.off += 4;
-    body();
+    return start;
+  }
+
+  close(type: number, start: number): void {
     const len = this.off - start;
     if (len > MAX_ATTR_LENGTH) throw new NetlinkEncodeError(`nested attribute ${type} of ${len} bytes`);
-    this.buf.writeUInt16LE(len, start);
-    this.buf.writeUInt16LE(type | NLA_F_NESTED, start + 2);
+    this.le16(len, start);
+    this.le16(type | NLA_F_NESTED, start + 2);
+  }
+
+  nest(type: number, body: () => void): void {
+    const start = this.open();
+    body();
+    this.close(type, start);
   }
 
   /** The bytes written so far (a copy). */
