@@ -15,8 +15,6 @@ export interface RestoreOptions {
   readonly noflush?: boolean;
   /** Restore the `[packets:bytes]` counters given in the payload (default true). */
   readonly counters?: boolean;
-  /** Instead of the wrapper's timeout: the see-inside tools read 400,000 rules at 10,000 Services. */
-  readonly timeoutMs?: number;
 }
 
 export interface IptablesVersion {
@@ -34,6 +32,8 @@ export interface IptablesVersion {
 export interface SaveOptions {
   /** `-c`: every rule line starts with its `[packets:bytes]` counters (default false). */
   readonly counters?: boolean;
+  /** Instead of the wrapper's timeout: the see-inside tools read 400,000 rules at 10,000 Services. */
+  readonly timeoutMs?: number;
 }
 
 /**
