@@ -15,12 +15,13 @@ import { loadScaleRules, renderScaleRules, type ScaleMode } from "../../support/
 
 /*
  * The web view in headless Chromium on a node namespace holding 10,000 Services x 10 endpoints
+ * (KPT_WEB_SCALE_SERVICES=10000; the suite's default is 1,000, which fits CI's time budget)
  * (rendered and loaded as a full sync leaves them, without the daemon): the list pages, a search
  * finds one Service, and its page shows the walk through the mode's rules; in iptables mode the
  * walk's counters move when a connection to the Service's cluster IP leaves the node.
  */
 
-const SERVICES = 10_000;
+const SERVICES = Number(process.env["KPT_WEB_SCALE_SERVICES"] ?? 1_000);
 const ENDPOINTS = 10;
 const CHROMIUM = "/usr/bin/chromium";
 const WAIT_MS = 120_000;
