@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { stringify } from "yaml";
-import { Sandbox } from "../../../src/sandbox/topology.ts";
-import { daemonArgv, endpointSlice, nodeObject, ProxyDaemon, service, sleep } from "../../support/daemon.ts";
+import { nodeManifest, WEB, withDaemonSandbox } from "../../support/daemon-sandbox.ts";
+import { daemonArgv, endpointSlice, service, sleep } from "../../support/daemon.ts";
 
 /*
  * The standalone manifests folder on a real kernel: a file caught half-written or edited into an
@@ -12,7 +12,7 @@ import { daemonArgv, endpointSlice, nodeObject, ProxyDaemon, service, sleep } fr
  * a folder that cannot be read stops the daemon, non-zero, rules untouched.
  */
 
-const NODE = "node-1";
+const NODE = WEB.node;
 const CLUSTER_IP_COMMENT = "default/web:http cluster IP";
 
 function webService(port: number): Record<string, unknown> {
@@ -20,27 +20,12 @@ function webService(port: number): Record<string, unknown> {
 }
 
 describe("manifests folder on a real kernel", { timeout: 180_000 }, () => {
-  let sandbox: Sandbox;
-  let daemon: ProxyDaemon | undefined;
-
-  before(async () => {
-    sandbox = await Sandbox.create({ prefix: "kptmfs" });
-    await sandbox.addNode(NODE, { ipv4: "192.168.50.1" });
-  });
-
-  after(async () => {
-    try {
-      await daemon?.dispose();
-    } finally {
-      await sandbox.dispose();
-    }
-  });
+  const env = withDaemonSandbox({ prefix: "kptmfs", topology: "bare", clusterCIDR: "" });
 
   it("keeps a Service's rules through a cut-short file and a schema-invalid edit, drops them on removal", async () => {
-    daemon = await ProxyDaemon.start(sandbox, {
-      node: NODE,
+    const d = await env.start({
       manifests: {
-        "node.yaml": nodeObject({ name: NODE, ips: ["192.168.50.1"], podCIDRs: ["10.244.0.0/24"] }),
+        ...nodeManifest(),
         "slice.yaml": endpointSlice({
           service: "web",
           endpoints: [{ ip: "10.244.0.5", node: NODE }],
@@ -49,7 +34,6 @@ describe("manifests folder on a real kernel", { timeout: 180_000 }, () => {
         "web.yaml": webService(80),
       },
     });
-    const d = daemon;
     await d.waitForRules("the Service's rules", (s) => s.includes(CLUSTER_IP_COMMENT));
     const file = join(d.dir, "web.yaml");
     const full = stringify(webService(80));
@@ -73,6 +57,7 @@ describe("manifests folder on a real kernel", { timeout: 180_000 }, () => {
   });
 
   it("stops non-zero, touching no rule, when the folder is missing", async () => {
+    const { sandbox } = env;
     const before = (await sandbox.exec(NODE, ["iptables-save"])).stdout;
     const result = await sandbox.exec(
       NODE,

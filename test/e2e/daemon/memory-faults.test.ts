@@ -1,17 +1,11 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { after, before, describe, it } from "node:test";
-import type { Sandbox } from "../../../src/sandbox/topology.ts";
+import { describe, it } from "node:test";
 import { createMemoryCgroup } from "../../support/cgroup.ts";
 import type { MemoryCgroup } from "../../support/cgroup.ts";
-import {
-  endpointSlice,
-  nodeObject,
-  ProxyDaemon,
-  service,
-  startProxyNode,
-  waitFor,
-} from "../../support/daemon.ts";
+import { nodeManifest, WEB, withDaemonSandbox } from "../../support/daemon-sandbox.ts";
+import { endpointSlice, service, waitFor } from "../../support/daemon.ts";
+import type { ProxyDaemon } from "../../support/daemon.ts";
 
 /*
  * The daemon under a memory limit below its working set (a cgroup of the test's own, see
@@ -22,8 +16,7 @@ import {
  * they jump to, so at any moment they number 0 or all 2,000.
  */
 
-const NODE = "node-1";
-const NODE_IP = "192.168.50.1";
+const NODE = WEB.node;
 const SERVICES = 2_000;
 const WRAP = fileURLToPath(new URL("../../support/with-fault.sh", import.meta.url));
 
@@ -48,31 +41,16 @@ const captureRules = (save: string): number =>
   save.split("\n").filter((l) => /^-A KUBE-SERVICES .*cluster IP" .*-j KUBE-SVC-/.test(l)).length;
 
 describe("a cgroup memory limit below the working set", () => {
-  let sandbox: Sandbox;
-
-  before(async () => {
-    sandbox = await startProxyNode("kptdmem", {
-      node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
-      client: { name: "client", ipv4: "192.168.50.2", routes: ["10.1.0.0/16"] },
-      pods: {},
-    });
-  });
-
-  after(() => sandbox?.dispose());
+  const env = withDaemonSandbox({ prefix: "kptdmem", pods: {} });
 
   for (const limitMB of [48, 80]) {
     it(`${limitMB} MB: the daemon works or ends non-zero, and never leaves part of the capture rules`, async (t) => {
       const cgroup: MemoryCgroup = createMemoryCgroup(limitMB * 2 ** 20);
       let daemon: ProxyDaemon | undefined;
       try {
-        daemon = await ProxyDaemon.spawnOnly(sandbox, {
-          node: NODE,
+        daemon = await env.spawnOnly({
           outside: ["sh", WRAP, "cgroup", cgroup.procs, "--"],
-          args: ["--cluster-cidr", "10.244.0.0/16"],
-          manifests: {
-            "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
-            "services.yaml": manifests(),
-          },
+          manifests: { ...nodeManifest(), "services.yaml": manifests() },
         });
         const d = daemon;
         const seen = new Set<number>();
@@ -107,10 +85,10 @@ describe("a cgroup memory limit below the working set", () => {
           );
         }
       } finally {
-        await daemon?.dispose();
+        await env.stop();
         await cgroup.dispose();
-        await sandbox.exec(NODE, ["iptables", "-t", "nat", "-F"]);
-        await sandbox.exec(NODE, ["iptables", "-t", "nat", "-X"]);
+        await env.sandbox.exec(NODE, ["iptables", "-t", "nat", "-F"]);
+        await env.sandbox.exec(NODE, ["iptables", "-t", "nat", "-X"]);
       }
     });
   }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { Sandbox } from "../../../src/sandbox/topology.ts";
-import { endpointSlice, nodeObject, ProxyDaemon, service, waitFor } from "../../support/daemon.ts";
+import { describe, it } from "node:test";
+import { WEB, withDaemonSandbox } from "../../support/daemon-sandbox.ts";
+import { endpointSlice, nodeObject, service, waitFor } from "../../support/daemon.ts";
 
 /*
  * --detect-local-mode NodeCIDR with a Node whose spec.podCIDRs do not parse: the Node is refused
@@ -9,28 +9,13 @@ import { endpointSlice, nodeObject, ProxyDaemon, service, waitFor } from "../../
  * bad value reaches a rule.
  */
 
-const NODE = "node-1";
+const NODE = WEB.node;
 
 describe("NodeCIDR local detection with an invalid Node podCIDR", { timeout: 120_000 }, () => {
-  let sandbox: Sandbox;
-  let daemon: ProxyDaemon | undefined;
-
-  before(async () => {
-    sandbox = await Sandbox.create({ prefix: "kptcidr" });
-    await sandbox.addNode(NODE, { ipv4: "192.168.50.1" });
-  });
-
-  after(async () => {
-    try {
-      await daemon?.dispose();
-    } finally {
-      await sandbox.dispose();
-    }
-  });
+  const env = withDaemonSandbox({ prefix: "kptcidr", topology: "bare", clusterCIDR: "" });
 
   it("refuses the podCIDR, names Node and field, and still programs the Services", async () => {
-    daemon = await ProxyDaemon.start(sandbox, {
-      node: NODE,
+    const daemon = await env.start({
       args: ["--detect-local-mode", "NodeCIDR"],
       manifests: {
         // spec.podCIDRs only: the field NodeCIDR reads (nodeObject also sets the legacy podCIDR).
@@ -54,9 +39,9 @@ describe("NodeCIDR local detection with an invalid Node podCIDR", { timeout: 120
     assert.doesNotMatch(save, /\]X/);
     const line = await waitFor(
       "the invalid Node to be logged",
-      async () => daemon?.log.split("\n").find((l) => l.includes("spec.podCIDR")),
+      async () => daemon.log.split("\n").find((l) => l.includes("spec.podCIDR")),
       10_000,
-      () => daemon?.logTail() ?? "",
+      () => daemon.logTail(),
     );
     assert.match(line, /Node node-1/);
     assert.match(line, /"field":"spec\.podCIDRs\[0\]"/);

@@ -2,19 +2,9 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, afterEach, before, describe, it } from "node:test";
-import { probe } from "../../../src/sandbox/client.ts";
-import type { Sandbox } from "../../../src/sandbox/topology.ts";
-import {
-  daemonArgv,
-  disposeProxyNode,
-  endpointSlice,
-  nodeObject,
-  ProxyDaemon,
-  service,
-  startProxyNode,
-  waitFor,
-} from "../../support/daemon.ts";
+import { afterEach, describe, it } from "node:test";
+import { WEB, webManifests, withDaemonSandbox } from "../../support/daemon-sandbox.ts";
+import { daemonArgv, endpointSlice, service, waitFor } from "../../support/daemon.ts";
 import { IP6TABLES_TOOLS, shadowTools } from "../../support/shadow-tools.ts";
 import type { ShadowTools } from "../../support/shadow-tools.ts";
 
@@ -27,71 +17,25 @@ import type { ShadowTools } from "../../support/shadow-tools.ts";
  * listening. A Service must answer whenever the daemon runs.
  */
 
-const NODE = "node-1";
-const NODE_IP = "192.168.50.1";
-const CLIENT = "client";
-const VIP = "10.1.0.80";
+const NODE = WEB.node;
 const UDP_VIP = "10.1.0.53";
-const PODS = { "web-a": "10.244.0.30", "web-b": "10.244.0.31" } as const;
-
-const manifests = {
-  "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
-  "web.yaml": [
-    service({ name: "web", clusterIP: VIP, ports: [{ name: "http", port: 80 }] }),
-    endpointSlice({
-      service: "web",
-      endpoints: Object.entries(PODS).map(([pod, ip]) => ({ ip, node: NODE, pod })),
-      ports: [{ name: "http", port: 80 }],
-    }),
-  ],
-};
+const PODS = WEB.pods;
 
 describe("kernel tools missing or failing", () => {
-  let sandbox: Sandbox;
-  let daemon: ProxyDaemon | undefined;
+  // Each case starts from a node without kube-proxy rules (the real tools remove them).
+  const env = withDaemonSandbox({ prefix: "kptdtools", cleanEachCase: true });
   let tools: ShadowTools | undefined;
 
-  before(async () => {
-    sandbox = await startProxyNode("kptdtools", {
-      node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
-      client: { name: CLIENT, ipv4: "192.168.50.2", routes: ["10.1.0.0/16"] },
-      pods: PODS,
-      podServer: { udpPort: null, readyTimeoutMs: 30_000 },
-    });
+  afterEach(() => {
+    tools?.dispose();
+    tools = undefined;
   });
 
-  /** Each case starts from a node without kube-proxy rules (the real tools remove them). */
-  afterEach(async () => {
-    try {
-      await daemon?.dispose();
-      daemon = undefined;
-      await sandbox.exec(NODE, [...daemonArgv(), "--cleanup", "--hostname-override", NODE], {
-        timeoutMs: 60_000,
-      });
-    } finally {
-      tools?.dispose();
-      tools = undefined;
-    }
-  });
-
-  after(() => disposeProxyNode(daemon, sandbox));
-
-  const answered = async () => {
-    const [report] = await probe(sandbox, CLIENT, [
-      { protocol: "tcp", host: VIP, port: 80, count: 5, timeoutMs: 2_000 },
-    ]);
-    return report;
-  };
+  const answered = () => env.served(5);
 
   async function start(faults: { missing?: readonly string[]; failing?: readonly string[] }) {
     tools = shadowTools(faults);
-    daemon = await ProxyDaemon.start(sandbox, {
-      node: NODE,
-      env: tools.env,
-      args: ["--cluster-cidr", "10.244.0.0/16"],
-      manifests,
-    });
-    return daemon;
+    return env.start({ env: tools.env, manifests: webManifests() });
   }
 
   for (const how of ["missing", "failing"] as const) {
@@ -99,7 +43,7 @@ describe("kernel tools missing or failing", () => {
       const d = await start({ [how]: IP6TABLES_TOOLS });
       assert.match(d.log, /IPv6 iptables not usable: running single-stack IPv4/);
       assert.match(d.log, /"families":\["IPv4"\],"msg":"kube-proxy-ts started"/);
-      assert.deepEqual((await answered())?.errors, {}, d.logTail());
+      assert.deepEqual((await answered()).errors, {}, d.logTail());
       // (--cleanup between cases leaves filter's KUBE-FIREWALL chain, so only nat is looked at.)
       assert.doesNotMatch(await d.save("IPv6", "nat"), /KUBE-/, "no IPv6 rules were written");
       assert.match(
@@ -123,7 +67,7 @@ describe("kernel tools missing or failing", () => {
       const save = await d.save("IPv4");
       assert.match(save, /-m conntrack --ctstate INVALID -j DROP/, "the INVALID drop rule is there");
       assert.doesNotMatch(save, /-m nfacct/);
-      assert.deepEqual((await answered())?.errors, {}, d.logTail());
+      assert.deepEqual((await answered()).errors, {}, d.logTail());
     });
 
     it(`conntrack ${how}: the stale-UDP clean-up fails and is logged, syncs go on`, async () => {
@@ -152,7 +96,7 @@ describe("kernel tools missing or failing", () => {
       assert.doesNotMatch(save, /-j DNAT --to-destination 10\.244\.0\.31:53/, "the removed endpoint is gone");
       await d.apply(() => d.remove("dns.yaml"));
       assert.doesNotMatch(await d.save("IPv4"), new RegExp(UDP_VIP.replaceAll(".", "\\.")));
-      assert.deepEqual((await answered())?.errors, {}, d.logTail());
+      assert.deepEqual((await answered()).errors, {}, d.logTail());
       assert.ok(d.running);
     });
   }
@@ -175,7 +119,7 @@ describe("kernel tools missing or failing", () => {
     const dir = mkdtempSync(join(tmpdir(), "kpt-tools-manifests-"));
     try {
       const started = Date.now();
-      const result = await sandbox.exec(
+      const result = await env.sandbox.exec(
         NODE,
         [
           ...daemonArgv(),

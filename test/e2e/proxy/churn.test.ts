@@ -1,16 +1,7 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import type { Sandbox } from "../../../src/sandbox/topology.ts";
-import {
-  disposeProxyNode,
-  endpointSlice,
-  metricValue,
-  nodeObject,
-  ProxyDaemon,
-  service,
-  sleep,
-  startProxyNode,
-} from "../../support/daemon.ts";
+import { describe, it } from "node:test";
+import { nodeManifest, WEB, withDaemonSandbox } from "../../support/daemon-sandbox.ts";
+import { endpointSlice, metricValue, service, sleep } from "../../support/daemon.ts";
 import type { EndpointSpec } from "../../support/daemon.ts";
 import { TRAFFIC_MODES } from "../../support/service-matrix.ts";
 import { TrafficClient } from "../../support/traffic.ts";
@@ -22,10 +13,8 @@ import { TrafficClient } from "../../support/traffic.ts";
  * iptables mode and in nftables mode (the conntrack clean-up is the same in both, as upstream).
  */
 
-const NODE = "node-1";
-const NODE_IP = "192.168.50.1";
-const CLIENT = "client";
-const SERVICE_CIDR = "10.1.0.0/16";
+const NODE = WEB.node;
+const CLIENT = WEB.client;
 const PODS = {
   "udp-a": "10.244.0.20",
   "udp-b": "10.244.0.21",
@@ -47,21 +36,14 @@ const webSlice = (pods: readonly PodName[]) =>
 
 for (const mode of TRAFFIC_MODES)
   describe(`endpoint changes under live traffic (${mode} mode)`, () => {
-    let sandbox: Sandbox;
-    let daemon: ProxyDaemon;
-
-    before(async () => {
-      sandbox = await startProxyNode(mode === "iptables" ? "kptpxchurn" : "kptpxchn", {
-        node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
-        client: { name: CLIENT, ipv4: "192.168.50.2", routes: [SERVICE_CIDR] },
-        pods: PODS,
-        podServer: { readyTimeoutMs: 30_000 },
-      });
-      daemon = await ProxyDaemon.start(sandbox, {
-        node: NODE,
-        args: ["--proxy-mode", mode, "--cluster-cidr", "10.244.0.0/16"],
+    const env = withDaemonSandbox({
+      prefix: "kptpxchurn",
+      mode,
+      pods: PODS,
+      podServer: { readyTimeoutMs: 30_000 },
+      daemon: {
         manifests: {
-          "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
+          ...nodeManifest(),
           "dns.yaml": service({
             name: "dns",
             clusterIP: UDP_VIP,
@@ -71,12 +53,11 @@ for (const mode of TRAFFIC_MODES)
           "web.yaml": service({ name: "web", clusterIP: WEB_VIP, ports: [{ port: 80 }] }),
           "web-slice.yaml": webSlice(["web-a", "web-b"]),
         },
-      });
+      },
     });
 
-    after(() => disposeProxyNode(daemon, sandbox));
-
     it("moves a UDP client that keeps its source port to the replacement endpoint", async () => {
+      const { sandbox, daemon } = env;
       const client = await TrafficClient.start(sandbox, CLIENT, "udp-stream", {
         host: UDP_VIP,
         port: UDP_PORT,
@@ -106,6 +87,7 @@ for (const mode of TRAFFIC_MODES)
     });
 
     it("keeps every connection working while an extra endpoint comes and goes", async () => {
+      const { sandbox, daemon } = env;
       const client = await TrafficClient.start(sandbox, CLIENT, "load", {
         host: WEB_VIP,
         port: 80,

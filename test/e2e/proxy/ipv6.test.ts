@@ -1,16 +1,9 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { probe } from "../../../src/sandbox/client.ts";
 import type { ProbeReport } from "../../../src/sandbox/client.ts";
-import type { Sandbox } from "../../../src/sandbox/topology.ts";
-import {
-  disposeProxyNode,
-  endpointSlice,
-  nodeObject,
-  ProxyDaemon,
-  service,
-  startProxyNode,
-} from "../../support/daemon.ts";
+import { WEB, withDaemonSandbox } from "../../support/daemon-sandbox.ts";
+import { endpointSlice, nodeObject, service } from "../../support/daemon.ts";
 import { TRAFFIC_MODES } from "../../support/service-matrix.ts";
 
 /*
@@ -19,9 +12,9 @@ import { TRAFFIC_MODES } from "../../support/service-matrix.ts";
  * and from an external client, next to an IPv4 Service. Each case runs in both modes.
  */
 
-const NODE = "node-1";
-const CLIENT = "client";
-const NODE_V4 = "192.168.50.1";
+const NODE = WEB.node;
+const CLIENT = WEB.client;
+const NODE_V4 = WEB.nodeIP;
 const NODE_V6 = "fd00:50::1";
 const POD_CIDR_V6 = "fd00:10:244::/64";
 const SERVICE_CIDR_V6 = "fd00:10:96::/112";
@@ -35,14 +28,11 @@ const PODS = {
 
 for (const mode of TRAFFIC_MODES)
   describe(`IPv6 Services on a dual-stack node (${mode} mode)`, () => {
-    let sandbox: Sandbox;
-    let daemon: ProxyDaemon;
-
     const balanced = (report: ProbeReport, total: number): void => {
       assert.deepEqual(
         report.errors,
         {},
-        `${report.host}: ${JSON.stringify(report.results.slice(0, 3))}${daemon.logTail(10)}`,
+        `${report.host}: ${JSON.stringify(report.results.slice(0, 3))}${env.daemon.logTail(10)}`,
       );
       for (const pod of Object.keys(PODS)) {
         assert.ok(
@@ -52,31 +42,17 @@ for (const mode of TRAFFIC_MODES)
       }
     };
 
-    before(async () => {
-      sandbox = await startProxyNode(mode === "iptables" ? "kptpxv6" : "kptpxv6n", {
-        node: {
-          name: NODE,
-          ipv4: NODE_V4,
-          ipv6: NODE_V6,
-          podCIDR: "10.244.0.0/24",
-          podCIDRv6: POD_CIDR_V6,
-          defaultGateways: ["192.168.50.254", "fd00:50::fe"],
-        },
-        client: {
-          name: CLIENT,
-          ipv4: "192.168.50.2",
-          ipv6: "fd00:50::2",
-          routes: ["10.1.0.0/16", SERVICE_CIDR_V6],
-        },
-        pods: PODS,
-        podServer: { udpPort: null, readyTimeoutMs: 30_000 },
-      });
-      const endpoints = (family: "ipv4" | "ipv6") =>
-        Object.entries(PODS).map(([pod, addresses]) => ({ ip: addresses[family], node: NODE, pod }));
-      daemon = await ProxyDaemon.start(sandbox, {
-        node: NODE,
+    const endpoints = (family: "ipv4" | "ipv6") =>
+      Object.entries(PODS).map(([pod, addresses]) => ({ ip: addresses[family], node: NODE, pod }));
+    const env = withDaemonSandbox({
+      prefix: "kptpxv6",
+      mode,
+      clusterCIDR: "10.244.0.0/16,fd00:10:244::/56",
+      node: { ipv6: NODE_V6, podCIDRv6: POD_CIDR_V6, defaultGateways: ["192.168.50.254", "fd00:50::fe"] },
+      client: { ipv6: "fd00:50::2", routes: ["10.1.0.0/16", SERVICE_CIDR_V6] },
+      pods: PODS,
+      daemon: {
         families: ["IPv4", "IPv6"],
-        args: ["--proxy-mode", mode, "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56"],
         manifests: {
           "node.yaml": nodeObject({
             name: NODE,
@@ -103,14 +79,13 @@ for (const mode of TRAFFIC_MODES)
             endpointSlice({ service: "web4", endpoints: endpoints("ipv4"), ports: [{ port: 80 }] }),
           ],
         },
-      });
+      },
     });
-
-    after(() => disposeProxyNode(daemon, sandbox));
 
     it("writes the IPv6 Service into the IPv6 rules only, and the IPv4 one into the IPv4 rules only", async () => {
       let v6: string;
       let v4: string;
+      const { sandbox, daemon } = env;
       if (mode === "iptables") {
         v6 = await daemon.save("IPv6", "nat");
         v4 = await daemon.save("IPv4", "nat");
@@ -128,6 +103,7 @@ for (const mode of TRAFFIC_MODES)
     });
 
     it("balances the IPv6 ClusterIP from a pod, the node and an external client", async () => {
+      const { sandbox } = env;
       const step = { protocol: "tcp" as const, host: VIP_V6, port: 80, count: 40, timeoutMs: 3_000 };
       const [fromPod] = await probe(sandbox, "web-a", [step]);
       const [fromNode] = await probe(sandbox, NODE, [step]);

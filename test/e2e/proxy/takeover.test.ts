@@ -2,22 +2,14 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { stringify } from "yaml";
 import { JUMP_CHAINS } from "../../../src/backends/iptables/chains.ts";
 import { ProcessRunner } from "../../../src/kernel/exec.ts";
 import { Iptables } from "../../../src/kernel/iptables.ts";
 import type { Sandbox } from "../../../src/sandbox/topology.ts";
-import {
-  daemonArgv,
-  disposeProxyNode,
-  endpointSlice,
-  nodeObject,
-  ProxyDaemon,
-  service,
-  sleep,
-  startProxyNode,
-} from "../../support/daemon.ts";
+import { nodeManifest, WEB, webObjects, withDaemonSandbox } from "../../support/daemon-sandbox.ts";
+import { daemonArgv, sleep } from "../../support/daemon.ts";
 import type { KubeObject } from "../../support/daemon.ts";
 import { ensureJumpRules } from "../../support/jumprules.ts";
 import { startEchoServer, TrafficClient } from "../../support/traffic.ts";
@@ -44,14 +36,12 @@ import type { TrafficSummary } from "../../support/traffic.ts";
  * order); the test measures it and requires every failure to fall inside the switch.
  */
 
-const NODE = "node-1";
-const NODE_IP = "192.168.50.1";
-const CLIENT = "client";
-const VIP = "10.1.0.80";
+const NODE = WEB.node;
+const CLIENT = WEB.client;
+const VIP = WEB.vip;
 const OLD_VIP = "10.1.0.81";
 const ECHO_PORT = 7777;
-const PODS = { "web-a": "10.244.0.30", "web-b": "10.244.0.31" } as const;
-const CLUSTER_CIDR = ["--cluster-cidr", "10.244.0.0/16"];
+const CLUSTER_CIDR = ["--cluster-cidr", WEB.clusterCIDR];
 /** New connections' timeout: while nothing fails, generous for a loaded machine. */
 const REQUEST_TIMEOUT_MS = 2_000;
 /**
@@ -61,30 +51,13 @@ const REQUEST_TIMEOUT_MS = 2_000;
 const SWITCH_TIMEOUT_MS = 1_000;
 
 function objects(name: string, clusterIP: string): KubeObject[] {
-  return [
-    service({
-      name,
-      clusterIP,
-      ports: [
-        { name: "http", port: 80 },
-        { name: "echo", port: ECHO_PORT },
-      ],
-    }),
-    endpointSlice({
-      service: name,
-      endpoints: Object.entries(PODS).map(([pod, ip]) => ({ ip, node: NODE, pod })),
-      ports: [
-        { name: "http", port: 80 },
-        { name: "echo", port: ECHO_PORT },
-      ],
-    }),
-  ];
+  return webObjects(name, clusterIP, [
+    { name: "http", port: 80 },
+    { name: "echo", port: ECHO_PORT },
+  ]);
 }
 
-const MANIFESTS = {
-  "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
-  "web.yaml": objects("web", VIP),
-};
+const MANIFESTS = { ...nodeManifest(), "web.yaml": objects("web", VIP) };
 
 /** Traffic during `during`: what the long-lived and the new connections saw, and when it ran. */
 async function withTraffic(
@@ -134,60 +107,57 @@ async function withTraffic(
 
 describe("taking over a node from upstream kube-proxy, and switching modes, without dropping traffic", () => {
   const runner = new ProcessRunner();
-  let sandbox: Sandbox;
-  let daemon: ProxyDaemon | undefined;
-  let renderDir: string;
+  const renderDir = mkdtempSync(join(tmpdir(), "kpt-takeover-"));
+  const env = withDaemonSandbox({
+    prefix: "kpttakeover",
+    // The daemon starts in the cases, with its own flags.
+    clusterCIDR: "",
+    onPod: (box, pod) => startEchoServer(box, pod, ECHO_PORT),
+    async prepare(sandbox) {
+      writeFileSync(
+        join(renderDir, "cluster.yaml"),
+        [MANIFESTS["node.yaml"], ...objects("web", VIP), ...objects("old", OLD_VIP)]
+          .map((o) => stringify(o))
+          .join("---\n"),
+      );
+      // What upstream kube-proxy left: counters, jump rules, canaries, its last full sync.
+      const { stdout: payload } = await runner.run(
+        [...daemonArgv(), "render", "-f", renderDir, "--hostname-override", NODE, ...CLUSTER_CIDR],
+        { timeoutMs: 30_000 },
+      );
+      for (const counter of ["ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts"])
+        await sandbox.exec(NODE, ["nfacct", "add", counter]);
+      const ipt = new Iptables({
+        runner,
+        family: "IPv4",
+        backend: "default",
+        netns: sandbox.node(NODE).netns,
+      });
+      await ensureJumpRules(ipt, JUMP_CHAINS);
+      for (const table of ["mangle", "nat", "filter"])
+        await sandbox.exec(NODE, ["iptables", "-w", "5", "-t", table, "-N", "KUBE-PROXY-CANARY"]);
+      await ipt.restore(payload, { noflush: true, counters: false });
+    },
+    teardown: () => rmSync(renderDir, { recursive: true, force: true }),
+  });
+  const sandbox = (): Sandbox => env.sandbox;
 
-  const nat = async () => (await sandbox.exec(NODE, ["iptables-save", "-t", "nat"])).stdout;
-  const nftTables = async () => (await sandbox.exec(NODE, ["nft", "list", "tables"])).stdout;
+  const nat = async () => (await sandbox().exec(NODE, ["iptables-save", "-t", "nat"])).stdout;
+  const nftTables = async () => (await sandbox().exec(NODE, ["nft", "list", "tables"])).stdout;
   const kubeChains = async () => {
     const out: string[] = [];
     for (const table of ["filter", "nat", "mangle"]) {
-      const { stdout } = await sandbox.exec(NODE, ["iptables-save", "-t", table]);
+      const { stdout } = await sandbox().exec(NODE, ["iptables-save", "-t", table]);
       out.push(...(stdout.match(/^:KUBE-[^ ]+/gm) ?? []));
     }
     return out;
   };
 
-  before(async () => {
-    sandbox = await startProxyNode("kpttakeover", {
-      node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
-      client: { name: CLIENT, ipv4: "192.168.50.2", routes: ["10.1.0.0/16"] },
-      pods: PODS,
-      podServer: { udpPort: null, readyTimeoutMs: 30_000 },
-      onPod: (box, pod) => startEchoServer(box, pod, ECHO_PORT),
-    });
-    renderDir = mkdtempSync(join(tmpdir(), "kpt-takeover-"));
-    writeFileSync(
-      join(renderDir, "cluster.yaml"),
-      [MANIFESTS["node.yaml"], ...objects("web", VIP), ...objects("old", OLD_VIP)]
-        .map((o) => stringify(o))
-        .join("---\n"),
-    );
-    // What upstream kube-proxy left: counters, jump rules, canaries, its last full sync.
-    const { stdout: payload } = await runner.run(
-      [...daemonArgv(), "render", "-f", renderDir, "--hostname-override", NODE, ...CLUSTER_CIDR],
-      { timeoutMs: 30_000 },
-    );
-    for (const counter of ["ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts"])
-      await sandbox.exec(NODE, ["nfacct", "add", counter]);
-    const ipt = new Iptables({ runner, family: "IPv4", backend: "default", netns: sandbox.node(NODE).netns });
-    await ensureJumpRules(ipt, JUMP_CHAINS);
-    for (const table of ["mangle", "nat", "filter"])
-      await sandbox.exec(NODE, ["iptables", "-w", "5", "-t", table, "-N", "KUBE-PROXY-CANARY"]);
-    await ipt.restore(payload, { noflush: true, counters: false });
-  });
-
-  after(async () => {
-    rmSync(renderDir, { recursive: true, force: true });
-    await disposeProxyNode(daemon, sandbox);
-  });
-
   it("serves the Service through upstream's rules, stale chains of `old` included", async () => {
     const rules = await nat();
     assert.match(rules, /default\/old:http cluster IP/);
     assert.match(rules, /default\/web:http cluster IP/);
-    const probe = await sandbox.exec(CLIENT, ["curl", "-sS", "--max-time", "3", `http://${VIP}/`]);
+    const probe = await sandbox().exec(CLIENT, ["curl", "-sS", "--max-time", "3", `http://${VIP}/`]);
     assert.match(probe.stdout, /web-[ab]/);
   });
 
@@ -198,8 +168,8 @@ describe("taking over a node from upstream kube-proxy, and switching modes, with
       return before.split("\n").some((l) => l.startsWith(`-A ${name} `) && l.includes("default/old:"));
     });
     assert.ok(stale.length >= 4, `stale chains of old: ${stale.join(" ")}`);
-    const traffic = await withTraffic(sandbox, REQUEST_TIMEOUT_MS, async () => {
-      daemon = await ProxyDaemon.start(sandbox, { node: NODE, args: CLUSTER_CIDR, manifests: MANIFESTS });
+    const traffic = await withTraffic(sandbox(), REQUEST_TIMEOUT_MS, async () => {
+      await env.start({ args: CLUSTER_CIDR, manifests: MANIFESTS });
     });
     const after = await nat();
     for (const chain of stale) assert.ok(!after.includes(`${chain} `), `${chain} is still there`);
@@ -212,12 +182,12 @@ describe("taking over a node from upstream kube-proxy, and switching modes, with
     assert.deepEqual(
       traffic.held.failures,
       [],
-      `established: ${JSON.stringify(traffic.held)}${daemon!.logTail(15)}`,
+      `established: ${JSON.stringify(traffic.held)}${env.daemon.logTail(15)}`,
     );
     assert.deepEqual(
       traffic.fresh.failures,
       [],
-      `new: ${JSON.stringify(traffic.fresh)}${daemon!.logTail(15)}`,
+      `new: ${JSON.stringify(traffic.fresh)}${env.daemon.logTail(15)}`,
     );
     assert.ok(traffic.fresh.answers > 20, JSON.stringify(traffic.fresh));
     process.stdout.write(
@@ -232,14 +202,10 @@ describe("taking over a node from upstream kube-proxy, and switching modes, with
   ] as const) {
     it(`switches a running node from ${from} to ${to} mode: leftovers cleaned, established connections kept`, async () => {
       let stoppedAt = 0;
-      const traffic = await withTraffic(sandbox, SWITCH_TIMEOUT_MS, async () => {
-        await daemon?.dispose();
+      const traffic = await withTraffic(sandbox(), SWITCH_TIMEOUT_MS, async () => {
+        await env.stop();
         stoppedAt = Date.now();
-        daemon = await ProxyDaemon.start(sandbox, {
-          node: NODE,
-          args: [...CLUSTER_CIDR, "--proxy-mode", to],
-          manifests: MANIFESTS,
-        });
+        await env.start({ args: [...CLUSTER_CIDR, "--proxy-mode", to], manifests: MANIFESTS });
       });
       const chains = await kubeChains();
       const tables = await nftTables();
@@ -254,7 +220,7 @@ describe("taking over a node from upstream kube-proxy, and switching modes, with
       assert.deepEqual(
         traffic.held.failures,
         [],
-        `established: ${JSON.stringify(traffic.held)}${daemon!.logTail(15)}`,
+        `established: ${JSON.stringify(traffic.held)}${env.daemon.logTail(15)}`,
       );
       // A failure is reported when its request gives up (SWITCH_TIMEOUT_MS after it started);
       // the agent's clock starts between startedAt and its first answer.

@@ -2,19 +2,10 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
-import { probe } from "../../../src/sandbox/client.ts";
+import { describe, it } from "node:test";
 import type { BackgroundProcess } from "../../../src/kernel/spawn.ts";
-import type { Sandbox } from "../../../src/sandbox/topology.ts";
-import {
-  disposeProxyNode,
-  endpointSlice,
-  nodeObject,
-  ProxyDaemon,
-  service,
-  startProxyNode,
-  waitFor,
-} from "../../support/daemon.ts";
+import { nodeManifest, WEB, webObjects, withDaemonSandbox } from "../../support/daemon-sandbox.ts";
+import { waitFor } from "../../support/daemon.ts";
 
 /*
  * Another program holds the xtables lock (iptables-legacy serialises every writer with flock on
@@ -29,82 +20,53 @@ import {
  * backend takes no lock: nf_tables transactions are atomic by themselves).
  */
 
-const NODE = "node-1";
-const NODE_IP = "192.168.50.1";
-const CLIENT = "client";
-const VIP = "10.1.0.80";
+const NODE = WEB.node;
+const VIP = WEB.vip;
 const VIP2 = "10.1.0.81";
-const PODS = { "web-a": "10.244.0.30", "web-b": "10.244.0.31" } as const;
 const SYNC_PERIOD_S = 4;
 /** iptables-restore's -w: how long one attempt waits for the lock. */
 const LOCK_WAIT_MS = 5_000;
 const HOLD_MS = 9_000;
 
 describe("another process holds the xtables lock", () => {
-  let sandbox: Sandbox;
-  let daemon: ProxyDaemon;
-  let dir: string;
-  let lockFile: string;
+  const dir = mkdtempSync(join(tmpdir(), "kpt-xtables-lock-"));
+  const lockFile = join(dir, "xtables.lock");
+  writeFileSync(lockFile, "");
   let holder: BackgroundProcess | undefined;
-
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "kpt-xtables-lock-"));
-    lockFile = join(dir, "xtables.lock");
-    writeFileSync(lockFile, "");
-    sandbox = await startProxyNode("kptpxlock", {
-      node: { name: NODE, ipv4: NODE_IP, podCIDR: "10.244.0.0/24", defaultGateways: ["192.168.50.254"] },
-      client: { name: CLIENT, ipv4: "192.168.50.2", routes: ["10.1.0.0/16"] },
-      pods: PODS,
-      podServer: { udpPort: null, readyTimeoutMs: 30_000 },
-    });
-    await sandbox.exec(NODE, ["iptables-legacy", "-w", "5", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY"], {
+  const env = withDaemonSandbox({
+    prefix: "kptpxlock",
+    async prepare(sandbox) {
+      await sandbox.exec(NODE, ["iptables-legacy", "-w", "5", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY"], {
+        env: { XTABLES_LOCKFILE: lockFile },
+      });
+    },
+    daemon: {
       env: { XTABLES_LOCKFILE: lockFile },
-    });
-    daemon = await ProxyDaemon.start(sandbox, {
-      node: NODE,
-      env: { XTABLES_LOCKFILE: lockFile },
-      args: ["--cluster-cidr", "10.244.0.0/16", "--iptables-sync-period", `${SYNC_PERIOD_S}s`],
-      manifests: {
-        "node.yaml": nodeObject({ name: NODE, ips: [NODE_IP], podCIDRs: ["10.244.0.0/24"] }),
-        "web.yaml": webObjects("web", VIP),
-      },
-    });
+      args: ["--iptables-sync-period", `${SYNC_PERIOD_S}s`],
+      manifests: { ...nodeManifest(), "web.yaml": webObjects("web", VIP) },
+    },
+    async teardown() {
+      try {
+        await holder?.stop(5_000);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
   });
 
-  after(async () => {
-    try {
-      await holder?.stop(5_000);
-    } finally {
-      await disposeProxyNode(daemon, sandbox);
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  function webObjects(name: string, clusterIP: string) {
-    return [
-      service({ name, clusterIP, ports: [{ name: "http", port: 80 }] }),
-      endpointSlice({
-        service: name,
-        endpoints: Object.entries(PODS).map(([pod, ip]) => ({ ip, node: NODE, pod })),
-        ports: [{ name: "http", port: 80 }],
-      }),
-    ];
-  }
-
-  const answered = async (host: string) => {
-    const [report] = await probe(sandbox, CLIENT, [
-      { protocol: "tcp", host, port: 80, count: 4, timeoutMs: 2_000 },
-    ]);
-    return report;
-  };
+  const answered = (host: string) => env.served(4, host);
 
   const legacySave = async () =>
-    (await sandbox.exec(NODE, ["iptables-legacy-save", "-t", "nat"], { env: { XTABLES_LOCKFILE: lockFile } }))
-      .stdout;
+    (
+      await env.sandbox.exec(NODE, ["iptables-legacy-save", "-t", "nat"], {
+        env: { XTABLES_LOCKFILE: lockFile },
+      })
+    ).stdout;
 
   it("the sync waits, fails with the tool's message, keeps the old rules and retries until the lock is free", async (t) => {
+    const { sandbox, daemon } = env;
     assert.match(daemon.log, /"backend":"legacy"/, "the daemon runs on iptables-legacy");
-    assert.deepEqual((await answered(VIP))?.errors, {}, daemon.logTail());
+    assert.deepEqual((await answered(VIP)).errors, {}, daemon.logTail());
     const before = await legacySave();
     assert.match(before, new RegExp(`-d ${VIP}/32 .*-j KUBE-SVC-`));
 
@@ -135,7 +97,7 @@ describe("another process holds the xtables lock", () => {
 
     // Meanwhile the rules programmed before are intact and serve.
     assert.equal(await legacySave().then((s) => s.includes(`-d ${VIP}/32`)), true);
-    assert.deepEqual((await answered(VIP))?.errors, {}, daemon.logTail());
+    assert.deepEqual((await answered(VIP)).errors, {}, daemon.logTail());
     assert.ok(daemon.running, "still running");
 
     await waitFor("the holder to let go", async () => (holder!.running ? undefined : true), HOLD_MS + 5_000);
@@ -149,7 +111,7 @@ describe("another process holds the xtables lock", () => {
     t.diagnostic(
       `sync failed ${failedAfterMs} ms after the lock was taken; the change landed ${Date.now() - releasedAt} ms after it was released`,
     );
-    assert.deepEqual((await answered(VIP2))?.errors, {}, daemon.logTail());
-    assert.deepEqual((await answered(VIP))?.errors, {}, daemon.logTail());
+    assert.deepEqual((await answered(VIP2)).errors, {}, daemon.logTail());
+    assert.deepEqual((await answered(VIP)).errors, {}, daemon.logTail());
   });
 });
