@@ -1,4 +1,4 @@
-import type { Runner } from "./exec.ts";
+import { ExecError, type Runner } from "./exec.ts";
 
 interface IpAddrJson {
   readonly ifname?: string;
@@ -70,7 +70,14 @@ export class DummyDevice {
   /** Creates the device unless it exists; resolves true when it existed. */
   async ensure(): Promise<boolean> {
     if (await this.exists()) return true;
-    await this.run(["ip", "link", "add", this.name, "type", "dummy"]);
+    try {
+      await this.run(["ip", "link", "add", this.name, "type", "dummy"]);
+    } catch (error) {
+      // Each family's writer ensures the device; the other one may have created it in between
+      // (seen in the VM: the IPv6 first sync failed with "File exists" and had to be retried).
+      if (error instanceof ExecError && /File exists/.test(error.stderr)) return true;
+      throw error;
+    }
     return false;
   }
 
