@@ -57,6 +57,7 @@ import {
   type IpsetModel,
 } from "../../netfilter/ipvs.ts";
 import type { Rule, Ruleset } from "../../netfilter/model.ts";
+import { endpointAndMasqueradeLines, frontendLines } from "../../netfilter/view-text.ts";
 import {
   formatPercent,
   formatTrace,
@@ -611,43 +612,21 @@ function parseIPOrThrow(text: string) {
   return a;
 }
 
-function countersText(c: { packets: number; bytes: number } | undefined): string {
-  return c === undefined ? "" : ` [${c.packets} pkts, ${c.bytes} bytes]`;
-}
-
 /** The explanation in words: frontends, the walk, endpoints with shares, masquerade. */
 export function formatIpvsExplanation(ex: IpvsServiceExplanation): string {
   const v = ex.view;
   const lines = [
     `service ${v.service} (ipvs, ${ex.family}): ${v.servicePortNames.join(", ")}`,
     "",
-    "frontends:",
+    ...frontendLines(v),
   ];
-  if (v.frontends.length === 0) lines.push("  (none)");
-  for (const f of v.frontends) {
-    const reason = f.reason === undefined ? "" : ` (${f.reason})`;
-    lines.push(
-      `  ${f.servicePortName} ${f.destination.startsWith(f.kind) ? "" : `${f.kind} `}${f.destination}: ${f.action}${reason}${countersText(f.counters)}`,
-    );
-    lines.push(`      ${f.where}`);
-    if (f.allowedSources !== undefined)
-      lines.push(`      allowed sources: ${f.allowedSources.join(", ") || "none"}`);
-  }
   if (ex.missing.length > 0) {
     lines.push("", "virtual servers the objects ask for that IPVS does not hold:");
     for (const m of ex.missing) lines.push(`  ${m}`);
   }
   lines.push("", "the walk (iptables rules whose ipsets hold this Service, then IPVS):");
   for (const w of ex.walk) lines.push(`  ${w}`);
-  lines.push("", "endpoints (share of new connections):");
-  if (v.endpoints.length === 0) lines.push("  (none)");
-  for (const e of v.endpoints) {
-    lines.push(`  ${e.servicePortName} ${e.endpoint} ${formatPercent(e.share)}${countersText(e.counters)}`);
-    lines.push(`      via ${e.via.join(" → ")}`);
-  }
-  lines.push("", "marked for masquerade:");
-  if (v.masquerade.length === 0) lines.push("  (never)");
-  for (const m of v.masquerade) lines.push(`  ${m.where}${countersText(m.counters)}`);
+  lines.push("", ...endpointAndMasqueradeLines(v));
   return lines.join("\n");
 }
 

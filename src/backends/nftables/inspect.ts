@@ -12,6 +12,7 @@ import type { EndpointKey, Frontend } from "../../kernel/conntrack-count.ts";
 import { Nft } from "../../kernel/nft.ts";
 import { createHash } from "node:crypto";
 import { formatPercent, packetFromFlags } from "../../netfilter/tracer.ts";
+import { countersText, endpointAndMasqueradeLines, frontendLines } from "../../netfilter/view-text.ts";
 import type { NftChain, NftElement, NftRuleset, NftTable } from "../../netfilter/nft/model.ts";
 import { tableLabel } from "../../netfilter/nft/model.ts";
 import { NftDumpParseError, parseNftDump, parseNftJson } from "../../netfilter/nft/parse.ts";
@@ -503,40 +504,18 @@ export function explainNftService(table: NftTable, ref: ServiceRef): NftServiceE
   };
 }
 
-function countersText(c: { packets: number; bytes: number } | undefined): string {
-  return c === undefined ? "" : ` [${c.packets} pkts, ${c.bytes} bytes]`;
-}
-
 /** The explanation in words: frontends, endpoints with shares, masquerade, why no traffic. */
 export function formatNftExplanation(ex: NftServiceExplanation): string {
   const v = ex.view;
   const lines = [
     `service ${v.service} (nftables, ${ex.table}): ${v.servicePortNames.join(", ")}`,
     "",
-    "frontends:",
+    ...frontendLines(v),
   ];
-  if (v.frontends.length === 0) lines.push("  (none)");
-  for (const f of v.frontends) {
-    const reason = f.reason === undefined ? "" : ` (${f.reason})`;
-    lines.push(
-      `  ${f.servicePortName} ${f.destination.startsWith(f.kind) ? "" : `${f.kind} `}${f.destination}: ${f.action}${reason}${countersText(f.counters)}`,
-    );
-    lines.push(`      ${f.where}`);
-    if (f.allowedSources !== undefined)
-      lines.push(`      allowed sources: ${f.allowedSources.join(", ") || "none"}`);
-  }
   lines.push("", "the walk (nat-prerouting / nat-output jump to services):");
   if (ex.walk.length === 0) lines.push("  (no frontend load-balances)");
   for (const w of ex.walk) lines.push(`  ${"  ".repeat(w.depth)}${w.text}${countersText(w.counters)}`);
-  lines.push("", "endpoints (share of new connections):");
-  if (v.endpoints.length === 0) lines.push("  (none)");
-  for (const e of v.endpoints) {
-    lines.push(`  ${e.servicePortName} ${e.endpoint} ${formatPercent(e.share)}${countersText(e.counters)}`);
-    lines.push(`      via ${e.via.join(" → ")}`);
-  }
-  lines.push("", "marked for masquerade:");
-  if (v.masquerade.length === 0) lines.push("  (never)");
-  for (const m of v.masquerade) lines.push(`  ${m.where}${countersText(m.counters)}`);
+  lines.push("", ...endpointAndMasqueradeLines(v));
   return lines.join("\n");
 }
 
