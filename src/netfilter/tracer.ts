@@ -704,6 +704,20 @@ function splitHostPort(text: string, flag: string, portRequired: boolean): { ip:
   return { ip, port };
 }
 
+/** The web view's `/api/trace?src=&dst=&proto=&from=&state=` query as `trace` flags. */
+export function packetFromQuery(query: Readonly<Record<string, string>>): {
+  packet: TracePacket;
+  origin: Origin;
+} {
+  return packetFromFlags({
+    src: query["src"] ?? "",
+    dst: query["dst"] ?? "",
+    ...(query["proto"] === undefined ? {} : { proto: query["proto"] }),
+    ...(query["from"] === undefined ? {} : { from: query["from"] }),
+    ...(query["state"] === undefined ? {} : { state: query["state"] }),
+  });
+}
+
 /** Turns `trace` flags (`--src IP[:PORT] --dst IP:PORT [--proto] [--from] [--state]`) into a packet. */
 export function packetFromFlags(flags: {
   readonly src: string;

@@ -23,7 +23,7 @@ import { COLUMN_HEADER, formatRuleColumns, humanCount, targetName } from "../net
 import { parseIptablesSave } from "../netfilter/iptables-save.ts";
 import type { Rule, Ruleset } from "../netfilter/model.ts";
 import { sliceServiceDump } from "../netfilter/slice.ts";
-import { formatPercent, packetFromFlags, tracePacket, traceToJson } from "../netfilter/tracer.ts";
+import { formatPercent, packetFromQuery, tracePacket, traceToJson } from "../netfilter/tracer.ts";
 import type { Clock } from "../proxy/clock.ts";
 import {
   listenServer,
@@ -618,19 +618,13 @@ export function rulesJson(snapshot: WebSnapshot, q: string): unknown {
 
 // --- trace and counters ------------------------------------------------------------------------
 
-/** The CLI `trace` path (packetFromFlags → tracePacket → traceToJson) on iptables rulesets. */
+/** The CLI `trace` path (packetFromQuery → tracePacket → traceToJson) on iptables rulesets. */
 function iptablesTrace(
   rulesets: readonly Ruleset[],
   localAddresses: readonly string[],
   flags: Readonly<Record<string, string>>,
 ): unknown {
-  const { packet, origin } = packetFromFlags({
-    src: flags["src"] ?? "",
-    dst: flags["dst"] ?? "",
-    ...(flags["proto"] === undefined ? {} : { proto: flags["proto"] }),
-    ...(flags["from"] === undefined ? {} : { from: flags["from"] }),
-    ...(flags["state"] === undefined ? {} : { state: flags["state"] }),
-  });
+  const { packet, origin } = packetFromQuery(flags);
   const family = parseIP(packet.dst)?.family;
   const ruleset = rulesets.find((rs) => rs.family === family);
   if (ruleset === undefined) throw new InputError("--dst", `no ${family ?? "IPv?"} ruleset on this node`);

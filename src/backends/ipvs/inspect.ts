@@ -61,7 +61,7 @@ import { endpointAndMasqueradeLines, frontendLines } from "../../netfilter/view-
 import {
   formatPercent,
   formatTrace,
-  packetFromFlags,
+  packetFromQuery,
   tracePacket,
   traceToJson,
   type TracePacket,
@@ -946,13 +946,7 @@ export function ipvsWebSnapshot(reading: IpvsReading): ModeWebSnapshot {
       return out;
     },
     trace: (flags) => {
-      const { packet, origin } = packetFromFlags({
-        src: flags["src"] ?? "",
-        dst: flags["dst"] ?? "",
-        ...(flags["proto"] === undefined ? {} : { proto: flags["proto"] }),
-        ...(flags["from"] === undefined ? {} : { from: flags["from"] }),
-        ...(flags["state"] === undefined ? {} : { state: flags["state"] }),
-      });
+      const { packet, origin } = packetFromQuery(flags);
       const { result } = traceIpvs(reading, packet, { origin, source: "the web view's reading" });
       return traceToJson(result);
     },

@@ -11,7 +11,7 @@ import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../../ker
 import type { EndpointKey, Frontend } from "../../kernel/conntrack-count.ts";
 import { Nft } from "../../kernel/nft.ts";
 import { createHash } from "node:crypto";
-import { formatPercent, packetFromFlags } from "../../netfilter/tracer.ts";
+import { formatPercent, packetFromQuery } from "../../netfilter/tracer.ts";
 import { countersText, endpointAndMasqueradeLines, frontendLines } from "../../netfilter/view-text.ts";
 import type { NftChain, NftElement, NftRuleset, NftTable } from "../../netfilter/nft/model.ts";
 import { tableLabel } from "../../netfilter/nft/model.ts";
@@ -731,13 +731,7 @@ function traceForWeb(
   localAddresses: readonly string[],
   flags: Readonly<Record<string, string>>,
 ): unknown {
-  const { packet, origin } = packetFromFlags({
-    src: flags["src"] ?? "",
-    dst: flags["dst"] ?? "",
-    ...(flags["proto"] === undefined ? {} : { proto: flags["proto"] }),
-    ...(flags["from"] === undefined ? {} : { from: flags["from"] }),
-    ...(flags["state"] === undefined ? {} : { state: flags["state"] }),
-  });
+  const { packet, origin } = packetFromQuery(flags);
   const family = familyOfPacket(packet);
   const table = reading.tables.find((t) => t.family === family);
   if (table === undefined)
