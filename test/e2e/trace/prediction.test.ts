@@ -495,18 +495,22 @@ for (const mode of TRAFFIC_MODES)
             (await sandbox.exec(NODE, [process.execPath, "-e", script], { timeoutMs: 30_000 })).stdout,
           );
         };
-        const services = (await get("/api/services")) as {
-          services: { service: string; endpoints: { endpoint: string; probability: number }[] }[];
+        const services = (await get("/api/services?limit=500")) as {
+          services: { family: number; service: string }[];
         };
-        const nginx = services.services.find((s) => s.service === `${SEED.namespace}/${SEED.service}`);
+        const names = services.services.map((s) => s.service);
+        assert.ok(names.includes(`${SEED.namespace}/${SEED.service}`));
+        assert.ok(names.includes("default/web-lb"));
+        const nginx = (await get(`/api/service?service=4/${SEED.namespace}/${SEED.service}`)) as {
+          endpoints: { endpoint: string; probability: number }[];
+        };
         assert.deepEqual(
-          nginx?.endpoints.map((e) => [e.endpoint.split(":")[0], e.probability]).sort(),
+          nginx.endpoints.map((e) => [e.endpoint.split(":")[0], e.probability]).sort(),
           [
             [podA.ipv4, 0.5],
             [podB.ipv4, 0.5],
           ].sort(),
         );
-        assert.ok(services.services.some((s) => s.service === "default/web-lb"));
         const traced = (await get(`/api/trace?src=${SEED.external.ipv4}&dst=${LB_IP}:80&from=external`)) as {
           outcomes: { verdict: string; dnat?: string }[];
         };
