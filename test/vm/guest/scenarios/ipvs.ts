@@ -607,7 +607,7 @@ describe("ipvs mode", { skip, timeout: 3_600_000 }, () => {
         t.diagnostic(`the rule: ${rule}`);
         assert.match(
           rule ?? "",
-          /-s 203\.0\.113\.30(\/32)? -m ipvs --vaddr 203\.0\.113\.30(\/32)? .*--vport 80 .*-j DROP/,
+          /-s 203\.0\.113\.30(\/32)? -m ipvs (--vproto 6 )?--vaddr 203\.0\.113\.30(\/32)? .*--vport 80 .*-j DROP/,
         );
         const allowed = await world().client("ext2").agent.tcp("203.0.113.30", 80);
         assert.equal(
