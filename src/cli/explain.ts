@@ -1,7 +1,7 @@
 import { iptablesServiceView, matchOf } from "../backends/iptables/view.ts";
 import { whyNoTraffic } from "../inspect/model.ts";
 import { InputError } from "../errors.ts";
-import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../kernel/conntrack-count.ts";
+import { readEndpointFlows } from "../kernel/conntrack-count.ts";
 import type { EndpointKey, Frontend } from "../kernel/conntrack-count.ts";
 import type { Runner } from "../kernel/exec.ts";
 import { ProcessRunner } from "../kernel/exec.ts";
@@ -9,6 +9,7 @@ import type { IPFamily } from "../ip.ts";
 import { formatCIDR, ipVersion } from "../ip.ts";
 import { explainService, explanationToJson, formatExplanation } from "../netfilter/explain.ts";
 import type { ServiceExplanation, ServiceRef } from "../netfilter/explain.ts";
+import { flowLines } from "../netfilter/view-text.ts";
 import type { InspectDump } from "../backends/types.ts";
 import { withApiObjects } from "./api-objects.ts";
 import { manifestPaths, RulesetLoader, rulesetJson, type LoadedRuleset } from "./rulesets.ts";
@@ -21,13 +22,6 @@ export function parseServiceRef(text: string): ServiceRef {
     throw new InputError("explain", `expected NAMESPACE/SERVICE[:PORT-NAME], got ${JSON.stringify(text)}`);
   const [, namespace = "", , name = "", , port] = m;
   return port === undefined ? { namespace, name } : { namespace, name, port };
-}
-
-export interface EndpointFlows {
-  readonly servicePortName: string;
-  readonly endpoint: string;
-  readonly protocol: string;
-  readonly flows: number;
 }
 
 function endpointKeys(ex: ServiceExplanation): (EndpointKey & { servicePortName: string })[] {
@@ -182,7 +176,7 @@ export async function explainCommand(
         : loaded.description;
   const flows =
     kernel !== undefined && options["conntrack"] !== false
-      ? await endpointFlows(runner, explanation, ruleset.family)
+      ? await readEndpointFlows(runner, ruleset.family, endpointKeys(explanation), frontendsOf(explanation))
       : undefined;
   const view = iptablesServiceView(explanation);
   const reasons = whyNoTraffic(view);
@@ -206,29 +200,9 @@ export async function explainCommand(
   // The Service's chains are there, but a ruleset nothing reaches shows rules no packet meets.
   for (const p of loaded.problems) lines.push(`WARNING: ${p.message}`);
   lines.push("", formatExplanation(explanation, ruleset.family).trimEnd());
-  if (flows !== undefined) {
-    lines.push("", "conntrack entries per endpoint:");
-    if (flows.length === 0) lines.push("  (no endpoints)");
-    for (const f of flows) lines.push(`  ${f.servicePortName} ${f.endpoint}/${f.protocol}: ${f.flows}`);
-  }
+  if (flows !== undefined) lines.push("", ...flowLines(flows));
   lines.push("", "why no traffic:");
   if (reasons.length === 0) lines.push("  nothing in these rules stops traffic to this Service");
   for (const r of reasons) lines.push(`  ${r}`);
   return lines.join("\n") + "\n";
-}
-
-async function endpointFlows(
-  runner: Runner,
-  ex: ServiceExplanation,
-  family: IPFamily,
-): Promise<EndpointFlows[]> {
-  const keys = endpointKeys(ex);
-  const entries = await listConntrackEntries(runner, family);
-  const counts = countFlowsByEndpoint(entries, keys, frontendsOf(ex));
-  return keys.map((k) => ({
-    servicePortName: k.servicePortName,
-    endpoint: k.endpoint,
-    protocol: k.protocol,
-    flows: flowCount(counts, k),
-  }));
 }

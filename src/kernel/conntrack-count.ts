@@ -68,3 +68,27 @@ export function countFlowsByEndpoint(
 export function flowCount(counts: ReadonlyMap<string, number>, endpoint: EndpointKey): number {
   return counts.get(key(endpoint.protocol, endpoint.endpoint)) ?? 0;
 }
+
+/** One endpoint's count of a Service's live flows, as `explain --conntrack` reports it. */
+export interface EndpointFlows {
+  readonly servicePortName: string;
+  readonly endpoint: string;
+  readonly protocol: string;
+  readonly flows: number;
+}
+
+/** Lists the family's flows and counts the Service's per endpoint (`explain --conntrack`, live). */
+export async function readEndpointFlows(
+  runner: Runner,
+  family: IPFamily,
+  endpoints: readonly (EndpointKey & { readonly servicePortName: string })[],
+  frontends: readonly Frontend[],
+): Promise<EndpointFlows[]> {
+  const counts = countFlowsByEndpoint(await listConntrackEntries(runner, family), endpoints, frontends);
+  return endpoints.map((k) => ({
+    servicePortName: k.servicePortName,
+    endpoint: k.endpoint,
+    protocol: k.protocol,
+    flows: flowCount(counts, k),
+  }));
+}

@@ -40,3 +40,13 @@ export function endpointAndMasqueradeLines(view: ServiceView): string[] {
   for (const m of view.masquerade) lines.push(`  ${m.where}${countersText(m.counters)}`);
   return lines;
 }
+
+/** `conntrack entries per endpoint:` and one line per endpoint (`explain --conntrack`). */
+export function flowLines(
+  flows: readonly { servicePortName: string; endpoint: string; protocol: string; flows: number }[],
+): string[] {
+  const lines = ["conntrack entries per endpoint:"];
+  if (flows.length === 0) lines.push("  (no endpoints)");
+  for (const f of flows) lines.push(`  ${f.servicePortName} ${f.endpoint}/${f.protocol}: ${f.flows}`);
+  return lines;
+}

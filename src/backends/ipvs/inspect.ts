@@ -17,7 +17,7 @@ import { createHash } from "node:crypto";
 import { InputError } from "../../errors.ts";
 import type { IPFamily } from "../../ip.ts";
 import { familyOf, parseIP } from "../../ip.ts";
-import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../../kernel/conntrack-count.ts";
+import { readEndpointFlows } from "../../kernel/conntrack-count.ts";
 import type { EndpointKey, Frontend } from "../../kernel/conntrack-count.ts";
 import { detectBackend } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
@@ -57,7 +57,7 @@ import {
   type IpsetModel,
 } from "../../netfilter/ipvs.ts";
 import type { Rule, Ruleset } from "../../netfilter/model.ts";
-import { endpointAndMasqueradeLines, frontendLines } from "../../netfilter/view-text.ts";
+import { endpointAndMasqueradeLines, flowLines, frontendLines } from "../../netfilter/view-text.ts";
 import {
   formatPercent,
   formatTrace,
@@ -690,17 +690,10 @@ async function explain(req: InspectExplainRequest): Promise<string> {
         source +
         ")",
     );
-  let flows: { servicePortName: string; endpoint: string; protocol: string; flows: number }[] | undefined;
-  if (live && req.conntrack) {
-    const entries = await listConntrackEntries(req.runner, ex.family);
-    const counts = countFlowsByEndpoint(entries, ex.endpointKeys, ex.frontends);
-    flows = ex.endpointKeys.map((k) => ({
-      servicePortName: k.servicePortName,
-      endpoint: k.endpoint,
-      protocol: k.protocol,
-      flows: flowCount(counts, k),
-    }));
-  }
+  const flows =
+    live && req.conntrack
+      ? await readEndpointFlows(req.runner, ex.family, ex.endpointKeys, ex.frontends)
+      : undefined;
   const reasons = whyNoTraffic(ex.view);
   if (req.format === "json")
     return (
@@ -723,11 +716,7 @@ async function explain(req: InspectExplainRequest): Promise<string> {
     "",
     formatIpvsExplanation(ex),
   ];
-  if (flows !== undefined) {
-    lines.push("", "conntrack entries per endpoint:");
-    if (flows.length === 0) lines.push("  (no endpoints)");
-    for (const f of flows) lines.push(`  ${f.servicePortName} ${f.endpoint}/${f.protocol}: ${f.flows}`);
-  }
+  if (flows !== undefined) lines.push("", ...flowLines(flows));
   lines.push("", "why no traffic:");
   if (reasons.length === 0 && ex.missing.length === 0)
     lines.push("  nothing on this node stops traffic to this Service");

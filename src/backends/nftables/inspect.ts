@@ -7,12 +7,17 @@
 import { InputError } from "../../errors.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
-import { countFlowsByEndpoint, flowCount, listConntrackEntries } from "../../kernel/conntrack-count.ts";
+import { readEndpointFlows } from "../../kernel/conntrack-count.ts";
 import type { EndpointKey, Frontend } from "../../kernel/conntrack-count.ts";
 import { Nft } from "../../kernel/nft.ts";
 import { createHash } from "node:crypto";
 import { formatPercent, packetFromQuery } from "../../netfilter/tracer.ts";
-import { countersText, endpointAndMasqueradeLines, frontendLines } from "../../netfilter/view-text.ts";
+import {
+  countersText,
+  endpointAndMasqueradeLines,
+  flowLines,
+  frontendLines,
+} from "../../netfilter/view-text.ts";
 import type { NftChain, NftElement, NftRuleset, NftTable } from "../../netfilter/nft/model.ts";
 import { tableLabel } from "../../netfilter/nft/model.ts";
 import { NftDumpParseError, parseNftDump, parseNftJson } from "../../netfilter/nft/parse.ts";
@@ -601,17 +606,10 @@ async function explain(req: InspectExplainRequest): Promise<string> {
       `${ref} is not in ${reading.tables.map(tableLabel).join(" or ") || `any table ${KUBE_PROXY_TABLE}`} (${source})`,
     );
   const { table, ex } = found;
-  let flows: { servicePortName: string; endpoint: string; protocol: string; flows: number }[] | undefined;
-  if (live && req.conntrack) {
-    const entries = await listConntrackEntries(req.runner, familyName(table));
-    const counts = countFlowsByEndpoint(entries, ex.endpointKeys, ex.frontends);
-    flows = ex.endpointKeys.map((k) => ({
-      servicePortName: k.servicePortName,
-      endpoint: k.endpoint,
-      protocol: k.protocol,
-      flows: flowCount(counts, k),
-    }));
-  }
+  const flows =
+    live && req.conntrack
+      ? await readEndpointFlows(req.runner, familyName(table), ex.endpointKeys, ex.frontends)
+      : undefined;
   const reasons = whyNoTraffic(ex.view);
   if (req.format === "json")
     return (
@@ -632,11 +630,7 @@ async function explain(req: InspectExplainRequest): Promise<string> {
     "",
     formatNftExplanation(ex),
   ];
-  if (flows !== undefined) {
-    lines.push("", "conntrack entries per endpoint:");
-    if (flows.length === 0) lines.push("  (no endpoints)");
-    for (const f of flows) lines.push(`  ${f.servicePortName} ${f.endpoint}/${f.protocol}: ${f.flows}`);
-  }
+  if (flows !== undefined) lines.push("", ...flowLines(flows));
   lines.push("", "why no traffic:");
   if (reasons.length === 0) lines.push("  nothing in this table stops traffic to this Service");
   for (const r of reasons) lines.push(`  ${r}`);
