@@ -1,4 +1,4 @@
-import { InvalidArgumentError, Option, type Command } from "commander";
+import { InvalidArgumentError, Option, type Command } from "../commander.ts";
 import { familyOf, formatCIDR, parseNetwork } from "../ip.ts";
 import type { KubeProxyConfiguration } from "./types.ts";
 
