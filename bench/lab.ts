@@ -25,6 +25,7 @@ import { lineChart } from "./svg.ts";
 import { LAB_ADDRESSES, writeLabFolder } from "./lab/manifests.ts";
 import type { ControlRow } from "./lab/control.ts";
 import { controlCharts } from "./lab/control.ts";
+import { settle } from "./quiet.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MAIN = join(ROOT, "dist/cli/main.js");
@@ -46,6 +47,11 @@ export interface LabOptions {
   readonly modes: readonly LabMode[];
   /** New connections (and first UDP packets) per measurement. */
   readonly connections: number;
+  /**
+   * Measurements per size and mode (each after the machine settled): a row gives the median of
+   * the rounds' percentiles, so one scheduling hiccup in one round does not make its p99.
+   */
+  readonly rounds: number;
   readonly ratePerSecond: number;
   /** Cap on the daemon's time to program one size. */
   readonly programCapMs: number;
@@ -75,6 +81,27 @@ export interface LabRow {
   /** The daemon's peak RSS (VmHWM) once the target answered and the probes ran, MB. */
   readonly daemonHwmMB: number | null;
   readonly note: string;
+  /** Each round's own percentiles (`tcp`/`udp` are their medians); absent in older results. */
+  readonly rounds?: readonly { readonly tcp: Percentiles; readonly udp: Percentiles }[];
+}
+
+const medianOf = (values: readonly (number | null)[]): number | null => {
+  const known = values.filter((v): v is number => v !== null).sort((a, b) => a - b);
+  if (known.length === 0) return null;
+  const mid = Math.floor(known.length / 2);
+  return known.length % 2 === 1 ? known[mid]! : (known[mid - 1]! + known[mid]!) / 2;
+};
+
+/** The rounds of one probe as one: counts summed, percentiles and softirq per packet their medians. */
+export function combineRounds(rounds: readonly Percentiles[]): Percentiles {
+  return {
+    count: rounds.reduce((n, r) => n + r.count, 0),
+    failed: rounds.reduce((n, r) => n + r.failed, 0),
+    p50: medianOf(rounds.map((r) => r.p50)),
+    p99: medianOf(rounds.map((r) => r.p99)),
+    p999: medianOf(rounds.map((r) => r.p999)),
+    softirqMsPerPacket: medianOf(rounds.map((r) => r.softirqMsPerPacket)) ?? 0,
+  };
 }
 
 const agent = (args: readonly string[]) => moduleArgv(import.meta.url, "./lab/agent.ts", args);
@@ -199,11 +226,24 @@ async function oneRun(
     }
     await checkTargetIsLast(sandbox, mode);
     const timeoutMs = 60_000 + (2000 * options.connections) / options.ratePerSecond;
-    const tcp = await probe(sandbox, "tcp", options.connections, options.ratePerSecond, timeoutMs);
-    const udp = await probe(sandbox, "udp", options.connections, options.ratePerSecond, timeoutMs);
+    const rounds: { tcp: Percentiles; udp: Percentiles }[] = [];
+    for (let round = 0; round < options.rounds && !options.signal.aborted; round++) {
+      // The daemon's work after the target answered (the sync's tail, freeing the last size's
+      // namespace) runs on the same CPUs as the packets: wait for it, bounded.
+      const quiet = await settle();
+      const tcp = await probe(sandbox, "tcp", options.connections, options.ratePerSecond, timeoutMs);
+      const udp = await probe(sandbox, "udp", options.connections, options.ratePerSecond, timeoutMs);
+      rounds.push({ tcp, udp });
+      log(
+        `  ${mode} at ${services}, round ${round + 1}/${options.rounds} (idle ${(100 * quiet.idle).toFixed(0)}% before): ` +
+          `TCP connect p50/p99 ${tcp.p50?.toFixed(3)}/${tcp.p99?.toFixed(3)} ms, UDP RTT p50/p99 ${udp.p50?.toFixed(3)}/${udp.p99?.toFixed(3)} ms`,
+      );
+    }
+    const tcp = combineRounds(rounds.map((r) => r.tcp));
+    const udp = combineRounds(rounds.map((r) => r.udp));
     log(
       `  ${mode} at ${services}: programmed in ${(programmedMs / 1000).toFixed(1)} s; TCP connect p50/p99 ` +
-        `${tcp.p50?.toFixed(3)}/${tcp.p99?.toFixed(3)} ms, UDP RTT p50/p99 ${udp.p50?.toFixed(3)}/${udp.p99?.toFixed(3)} ms`,
+        `${tcp.p50?.toFixed(3)}/${tcp.p99?.toFixed(3)} ms, UDP RTT p50/p99 ${udp.p50?.toFixed(3)}/${udp.p99?.toFixed(3)} ms (median of ${rounds.length} rounds)`,
     );
     return {
       mode,
@@ -214,6 +254,7 @@ async function oneRun(
       udp,
       daemonHwmMB: daemonHwmMB(daemon),
       note: "",
+      rounds,
     };
   } finally {
     await sandbox.dispose();
@@ -254,6 +295,29 @@ export function labTable(rows: readonly LabRow[]): string {
     );
   }
   return out.join("\n");
+}
+
+/**
+ * Issue 16's goal, computed from the rows: nftables mode's first-packet p99 at its largest size
+ * against its smallest (≤ 1.1×), for TCP connects and UDP first packets.
+ */
+export function labGoal(rows: readonly LabRow[]): string {
+  const nft = rows
+    .filter((r) => r.mode === "nftables" && r.tcp !== null)
+    .sort((a, b) => a.services - b.services);
+  const [small, large] = [nft[0], nft[nft.length - 1]];
+  if (small === undefined || large === undefined || small === large)
+    return "Goal (nftables p99 at the largest size ≤ 1.1× at the smallest): needs two nftables sizes.";
+  const one = (kind: "tcp" | "udp", label: string) => {
+    const [a, b] = [small[kind]?.p99 ?? null, large[kind]?.p99 ?? null];
+    if (a === null || b === null) return `${label}: —`;
+    const ratio = b / a;
+    return `${label} ${b.toFixed(3)} / ${a.toFixed(3)} ms = ${ratio.toFixed(2)}× (${ratio <= 1.1 ? "met" : "not met"})`;
+  };
+  return (
+    `Goal: nftables first-packet p99 at ${large.services.toLocaleString("en-US")} ≤ 1.1× at ` +
+    `${small.services.toLocaleString("en-US")} Services: ${one("tcp", "TCP connect")}; ${one("udp", "UDP round trip")}.`
+  );
 }
 
 /** One series per mode of `rows`, the points `pick` gives (null: left out). */

@@ -16,7 +16,7 @@ import type { ColdStartRow, StartupMode, StartupRow } from "./startup.ts";
 import { parseDuration } from "../src/config/duration.ts";
 import { runSoak, soakTable, writeSoakSvg } from "./soak.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
-import { LAB_MODES, labTable, runLab, writeLabCharts } from "./lab.ts";
+import { LAB_MODES, labGoal, labTable, runLab, writeLabCharts } from "./lab.ts";
 import type { LabMode, LabRow } from "./lab.ts";
 import { controlTable, runControlPlane } from "./lab/control.ts";
 import type { ControlRow } from "./lab/control.ts";
@@ -48,6 +48,8 @@ const USAGE = `usage: npm run bench -- [options]
   --vm-sizes 100,1000       Service counts of the lab's ipvs series in the VM (quick: 100)
   --lab-modes iptables-nft,iptables-legacy,nftables  the lab's series
   --lab-endpoints 1         endpoints per Service in the scale lab
+  --lab-rounds 3            measurements per lab size and mode, each after the machine settled;
+                            a row gives their medians (quick: 1)
   --connections 2000        new TCP connections (and first UDP packets) per lab measurement
   --nft-sizes 1000x10       nftables netlink benchmark sizes (SxE, comma-separated; e.g. 10000x10,5000x50)
   --nft-chunks 50,250       also time bare netlink full syncs at these Services per transaction
@@ -147,6 +149,7 @@ async function main(): Promise<void> {
       "lab-modes": { type: "string" },
       connections: { type: "string" },
       "lab-endpoints": { type: "string", default: "1" },
+      "lab-rounds": { type: "string" },
       "lab-parts": { type: "string", default: "data,control" },
       "control-sizes": { type: "string" },
       "nft-file-max": { type: "string", default: "1000" },
@@ -178,7 +181,7 @@ async function main(): Promise<void> {
     const rows = saved.lab ?? [];
     const control = saved.labControl ?? [];
     if (rows.length + control.length === 0) throw new Error(`${values["plot-from"]} has no scale-lab rows`);
-    if (rows.length > 0) console.log(labTable(rows));
+    if (rows.length > 0) console.log(`${labTable(rows)}\n\n${labGoal(rows)}`);
     if (control.length > 0) console.log(`\n${controlTable(control)}`);
     console.log(`\nCharts: ${writeLabCharts(rows, control, new Date(saved.started)).join(", ")}`);
     return;
@@ -312,6 +315,7 @@ async function main(): Promise<void> {
               endpointsPerService: labEndpoints,
               modes: modes as LabMode[],
               connections,
+              rounds: Math.floor(positive(values["lab-rounds"] ?? (quick ? "1" : "3"), "--lab-rounds")),
               ratePerSecond: 500,
               programCapMs: 10 * capMs,
               signal: abort.signal,
@@ -352,7 +356,7 @@ async function main(): Promise<void> {
       }
       if (labRows.length > 0) {
         console.log("\n## Scale lab (issue 16): the data path at growing numbers of Services\n");
-        console.log(labTable(labRows));
+        console.log(`${labTable(labRows)}\n\n${labGoal(labRows)}`);
       }
       if (labControlRows.length > 0) {
         console.log("\n## Scale lab (issue 16): the control plane against the kernel's own limit\n");
