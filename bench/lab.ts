@@ -12,8 +12,7 @@
  * node's softirq time per packet, and how long the daemon took from its start to the target
  * answering. Modes alternate their order from one size to the next.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -26,6 +25,7 @@ import { LAB_ADDRESSES, writeLabFolder } from "./lab/manifests.ts";
 import type { ControlRow } from "./lab/control.ts";
 import { controlCharts } from "./lab/control.ts";
 import { settle } from "./quiet.ts";
+import { benchTempDir, removeBenchTempDir } from "./netns.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MAIN = join(ROOT, "dist/cli/main.js");
@@ -181,7 +181,7 @@ async function oneRun(
   options: LabOptions,
   log: (s: string) => void,
 ): Promise<LabRow> {
-  const dir = mkdtempSync(join(tmpdir(), "kpt-lab-"));
+  const dir = benchTempDir("kpt-lab-");
   const sandbox = await Sandbox.create({ prefix: "kptlab" });
   try {
     writeLabFolder(dir, services, options.endpointsPerService);
@@ -258,7 +258,7 @@ async function oneRun(
     };
   } finally {
     await sandbox.dispose();
-    rmSync(dir, { recursive: true, force: true });
+    removeBenchTempDir(dir);
   }
 }
 

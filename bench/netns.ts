@@ -1,8 +1,11 @@
 /**
- * Throwaway network namespaces for the benchmarks. Every namespace made here is remembered until
- * it is deleted, so that an interrupted run (Ctrl-C, SIGTERM, a crash) still removes all of them.
+ * Throwaway network namespaces and temporary folders for the benchmarks. Every one made here is
+ * remembered until it is deleted, so that an interrupted run (Ctrl-C, SIGTERM) still removes all.
  */
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Runner } from "../src/kernel/exec.ts";
 import { ProcessRunner } from "../src/kernel/exec.ts";
 
@@ -42,6 +45,20 @@ export async function withBenchNetns<T>(body: (netns: string) => Promise<T>): Pr
   }
 }
 
+const liveDirs = new Set<string>();
+
+/** A fresh folder `$TMPDIR/<prefix>XXXXXX`, removed by removeBenchTempDir or on a signal. */
+export function benchTempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  liveDirs.add(dir);
+  return dir;
+}
+
+export function removeBenchTempDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  liveDirs.delete(dir);
+}
+
 /** Deletes every namespace this process still holds; failures are reported, not thrown. */
 export async function deleteLiveNetns(): Promise<void> {
   closed = true;
@@ -66,6 +83,7 @@ export function deleteNetnsOnSignals(abort: AbortController): void {
     cleaning = true;
     console.error(`\n${signal}: deleting ${live.size} benchmark namespace(s)…`);
     abort.abort();
+    for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
     void deleteLiveNetns().finally(() => process.exit(status));
   };
   process.on("SIGINT", () => onSignal("SIGINT", 130));

@@ -12,15 +12,15 @@
  *    `proxyMode: "nftables"` starts the daemon in nftables mode and polls the `service-ips` map
  *    instead; that mode has no bare-restore baseline here (bench/nftables-netlink.ts has its own).
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
 import { spawnBackground } from "../src/kernel/spawn.ts";
 import type { BackgroundProcess } from "../src/kernel/spawn.ts";
-import { runner, withBenchNetns } from "./netns.ts";
+import { benchTempDir, removeBenchTempDir, runner, withBenchNetns } from "./netns.ts";
 import { settle } from "./quiet.ts";
 import type { Backend, Timing } from "./restore.ts";
 import { formatMs, formatRatio, formatTiming, timeRestores } from "./restore.ts";
@@ -281,7 +281,7 @@ async function oneRow(
   const eps = options.endpointsPerService;
   const { backend, proxyMode } = options;
   const withBaseline = proxyMode === "iptables";
-  const dir = mkdtempSync(join(tmpdir(), "kpt-bench-manifests-"));
+  const dir = benchTempDir("kpt-bench-manifests-");
   try {
     const folderBytes = writeManifests(dir, services, eps);
     log(
@@ -349,7 +349,7 @@ async function oneRow(
       load,
     };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    removeBenchTempDir(dir);
   }
 }
 
@@ -376,7 +376,10 @@ export function coldStartTable(rows: readonly ColdStartRow[]): string {
     );
   }
   if (removed.length > 0)
-    lines.push("", `Run without ${removed.join(", ")} (set here, not on a user's node: it slows every node start).`);
+    lines.push(
+      "",
+      `Run without ${removed.join(", ")} (set here, not on a user's node: it slows every node start).`,
+    );
   return lines.join("\n");
 }
 
