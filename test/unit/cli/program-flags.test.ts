@@ -5,30 +5,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { main } from "../../../src/cli/program.ts";
+import { cliStderr } from "../../support/cli.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kpt-program-flags-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 const CLI = fileURLToPath(new URL("../../../src/cli/main.ts", import.meta.url));
-
-/**
- * Runs the CLI in-process; returns its exit code and what it wrote to stderr (stdout is the test
- * runner's, which reports through it).
- */
-async function cli(...argv: string[]): Promise<{ code: number; stderr: string }> {
-  const write = process.stderr.write.bind(process.stderr);
-  let stderr = "";
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    stderr += chunk.toString();
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    return { code: await main(argv), stderr };
-  } finally {
-    process.stderr.write = write;
-  }
-}
 
 /** The CLI's help for argv, from a process of its own. */
 function help(...argv: string[]): string {
@@ -42,7 +24,7 @@ function help(...argv: string[]): string {
 describe("the daemon's flags, on the command that runs", () => {
   for (const command of ["run", "render", "trace", "explain", "migrate", "diff"]) {
     it(`${command} parses them`, async () => {
-      const r = await cli(command, "--masquerade-all", "maybe");
+      const r = await cliStderr(command, "--masquerade-all", "maybe");
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /--masquerade-all takes true or false, not "maybe"/);
     });
@@ -50,13 +32,13 @@ describe("the daemon's flags, on the command that runs", () => {
 
   it("the default command takes them without its name", async () => {
     const file = join(dir, "default.yaml");
-    const r = await cli("--cluster-cidr", "10.244.0.0/16", "--write-config-to", file);
+    const r = await cliStderr("--cluster-cidr", "10.244.0.0/16", "--write-config-to", file);
     assert.equal(r.code, 0, r.stderr);
     assert.match(readFileSync(file, "utf8"), /clusterCIDR: 10\.244\.0\.0\/16/);
   });
 
   it("a command without them rejects them", async () => {
-    const r = await cli("demo", "--cluster-cidr", "10.244.0.0/16");
+    const r = await cliStderr("demo", "--cluster-cidr", "10.244.0.0/16");
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /unknown option '--cluster-cidr'/);
   });

@@ -3,30 +3,15 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { main } from "../../../src/cli/program.ts";
+import { cliStderr } from "../../support/cli.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kpt-run-flags-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Runs the CLI in-process; returns its exit code and what it wrote to stderr. */
-async function cli(...argv: string[]): Promise<{ code: number; stderr: string }> {
-  const write = process.stderr.write.bind(process.stderr);
-  let stderr = "";
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    stderr += chunk.toString();
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    return { code: await main(argv), stderr };
-  } finally {
-    process.stderr.write = write;
-  }
-}
-
 describe("run: flags checked before anything starts", () => {
   it("refuses a non-loopback --web-bind-address without --web-allow-remote", async () => {
     const out = join(dir, "remote.yaml");
-    const r = await cli("run", "--web-bind-address", "0.0.0.0:10260", "--write-config-to", out);
+    const r = await cliStderr("run", "--web-bind-address", "0.0.0.0:10260", "--write-config-to", out);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--web-bind-address: "0\.0\.0\.0:10260" is not a loopback address/);
     assert.match(r.stderr, /--web-allow-remote/);
@@ -41,7 +26,7 @@ describe("run: flags checked before anything starts", () => {
       ["--web-bind-address", ":10260"],
     ]) {
       const out = join(dir, `ok-${args.join("")}.yaml`);
-      const r = await cli("run", ...args, "--write-config-to", out);
+      const r = await cliStderr("run", ...args, "--write-config-to", out);
       assert.equal(r.code, 0, r.stderr);
       assert.ok(existsSync(out));
     }
@@ -49,7 +34,7 @@ describe("run: flags checked before anything starts", () => {
 
   it("refuses an unparseable --web-bind-address at start, not at the first bind", async () => {
     for (const bad of ["foo", "foo:80", "1.2.3.4:70000"]) {
-      const r = await cli("run", "--web-bind-address", bad, "--write-config-to", join(dir, "bad.yaml"));
+      const r = await cliStderr("run", "--web-bind-address", bad, "--write-config-to", join(dir, "bad.yaml"));
       assert.equal(r.code, 1, bad);
       assert.match(r.stderr, /invalid configuration:\n {2}- --web-bind-address: /, bad);
     }

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { main } from "../../../src/cli/program.ts";
+import { cliStderr } from "../../support/cli.ts";
 import { resolveConfiguration } from "../../../src/config/load.ts";
 import { ConfigError, InputError, InvalidObjectError } from "../../../src/errors.ts";
 import { decodeService, MAX_OBJECT_BYTES } from "../../../src/k8s/objects.ts";
@@ -20,20 +20,6 @@ function problems(options: Record<string, unknown>): string[] {
     return [...err.problems];
   }
   return [];
-}
-
-async function stderrOf(...argv: string[]): Promise<{ code: number; stderr: string }> {
-  const write = process.stderr.write.bind(process.stderr);
-  let stderr = "";
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    stderr += chunk.toString();
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    return { code: await main(argv), stderr };
-  } finally {
-    process.stderr.write = write;
-  }
 }
 
 function service(spec: Record<string, unknown>): Record<string, unknown> {
@@ -64,7 +50,7 @@ describe("feature gates", () => {
   });
 
   it("--feature-gates Foo=true stops the daemon before it starts", async () => {
-    const r = await stderrOf("run", "--feature-gates", "Foo=true", "--write-config-to", join(dir, "c.yaml"));
+    const r = await cliStderr("run", "--feature-gates", "Foo=true", "--write-config-to", join(dir, "c.yaml"));
     assert.equal(r.code, 1);
     assert.match(r.stderr, /unrecognized feature gate: Foo/);
   });
@@ -96,7 +82,7 @@ describe("integer ranges in messages", () => {
         /oomScoreAdj: must be an int32 \(-2147483648 to 2147483647\)/.test(err.message) &&
         !/9007199254740991/.test(err.message),
     );
-    const r = await stderrOf(
+    const r = await cliStderr(
       "run",
       "--kube-api-burst",
       "99999999999",
