@@ -24,7 +24,8 @@ class PlatformRunner implements Runner {
   constructor(private readonly answers: Readonly<Record<string, string | Error>>) {}
   run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
     const line = argv.join(" ");
-    this.calls.push(options.stdin === undefined ? line : `${line} < ${options.stdin.trim()}`);
+    const stdin = typeof options.stdin === "string" ? options.stdin : (options.stdin ?? []).join("");
+    this.calls.push(stdin === "" ? line : `${line} < ${stdin.trim()}`);
     const key = Object.keys(this.answers).find((k) => line === k);
     const answer = key === undefined ? undefined : this.answers[key];
     if (answer === undefined || answer instanceof Error)
