@@ -306,7 +306,12 @@ function ipsetModels(sets: readonly IpsetSaved[]): Map<string, IpsetModel> {
   return new Map(
     sets.map((s) => [
       s.name,
-      { name: s.name, type: s.type, entries: s.entries, ...(s.nomatch.length > 0 ? { nomatch: s.nomatch } : {}) },
+      {
+        name: s.name,
+        type: s.type,
+        entries: s.entries,
+        ...(s.nomatch.length > 0 ? { nomatch: s.nomatch } : {}),
+      },
     ]),
   );
 }

@@ -108,8 +108,16 @@ test("ipset list parses to what ipset save says of the same sets; extensions are
     nomatch: ["10.1.0.0/16"],
   });
   assert.deepEqual(
-    parseIpsetSave('create N hash:net family inet\nadd N 10.0.0.0/8 comment "a b"\nadd N 10.1.0.0/16 nomatch\n')[0],
-    { name: "N", type: "hash:net", options: "family inet", entries: ["10.0.0.0/8", "10.1.0.0/16"], nomatch: ["10.1.0.0/16"] },
+    parseIpsetSave(
+      'create N hash:net family inet\nadd N 10.0.0.0/8 comment "a b"\nadd N 10.1.0.0/16 nomatch\n',
+    )[0],
+    {
+      name: "N",
+      type: "hash:net",
+      options: "family inet",
+      entries: ["10.0.0.0/8", "10.1.0.0/16"],
+      nomatch: ["10.1.0.0/16"],
+    },
   );
 });
 
@@ -125,7 +133,11 @@ test("a dump may hold ipset list instead of ipset save, between the other tools'
   assert.deepEqual(tight.ipsets.get("NETS")?.entries, ["10.0.0.0/8", "10.1.0.0/16"]);
   assert.equal(tight.iptables.get("dump"), IPTABLES);
   const both = readIpvsDump({ text: `${IPSET_LIST.trimEnd()}\n${IPSET}${IPTABLES}`, origin: "both" });
-  assert.deepEqual(both.ipsets.get("NETS")?.entries, ["10.0.0.0/8", "10.1.0.0/16"], "ipset save's add lines are not members");
+  assert.deepEqual(
+    both.ipsets.get("NETS")?.entries,
+    ["10.0.0.0/8", "10.1.0.0/16"],
+    "ipset save's add lines are not members",
+  );
 });
 
 test("the tools' outputs concatenated without prefixes read the same as the prefixed dump", () => {
