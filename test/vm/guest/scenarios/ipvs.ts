@@ -227,6 +227,45 @@ describe("ipvs mode", { skip, timeout: 3_600_000 }, () => {
   );
 
   test(
+    "migrate --from ipvs --to nftables --live reads this node: its schedulers, strict ARP's sysctls, the IPVS timeouts",
+    TIMEOUT,
+    async (t) => {
+      const report = JSON.parse(
+        await kpt([
+          "migrate",
+          "--from",
+          "ipvs",
+          "--to",
+          "nftables",
+          "--live",
+          "--manifests",
+          daemon.dir,
+          "--hostname-override",
+          "node-1",
+          "-o",
+          "json",
+        ]),
+      ) as {
+        services: { service: string; findings: { id: string }[] }[];
+        node: { id: string; summary: string }[];
+      };
+      t.diagnostic(`node findings: ${report.node.map((f) => `${f.id}: ${f.summary}`).join("; ")}`);
+      const node = new Map(report.node.map((f) => [f.id, f.summary]));
+      // Not given --ipvs-strict-arp here: the sysctls the daemon set are read from the node.
+      assert.equal(node.get("strict-arp"), "arp_ignore=1 and arp_announce=2 stay set after the switch");
+      assert.match(
+        node.get("connection-timeouts") ?? "",
+        /IPVS's own table \(tcp 910s, tcpfin 121s, udp 301s\)/,
+      );
+      const nginx = report.services.find((s) => s.service === "default/nginx");
+      const ids = [...new Set(nginx?.findings.map((f) => f.id))].sort();
+      t.diagnostic(`default/nginx: ${ids.join(", ")}`);
+      assert.ok(ids.includes("undefined-ports"), JSON.stringify(nginx));
+      assert.ok(!ids.includes("scheduler"), "the kernel's scheduler is rr");
+    },
+  );
+
+  test(
     "the web view (--web-bind-address): the seed's nginx Service from /api/services and /api/service, its virtual servers, real servers and IPVS counters",
     TIMEOUT,
     async (t) => {
