@@ -131,6 +131,7 @@ export class FakeIpsets {
       type: s.type,
       options: s.options,
       entries: [...s.entries],
+      nomatch: [],
     }));
   }
 

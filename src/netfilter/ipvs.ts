@@ -38,6 +38,8 @@ export interface IpsetModel {
   readonly type: string;
   /** As `ipset save` prints them: `10.1.0.1,tcp:80`, `30080`, `10.0.0.0/8`. */
   readonly entries: readonly string[];
+  /** Entries of a net type flagged `nomatch`: a packet whose most specific entry is one is not in. */
+  readonly nomatch?: readonly string[];
 }
 
 /** What the tracer knows of IPVS and the ipsets on the node. */
@@ -125,10 +127,18 @@ const entryPorts = (text: string): { protocol: string; port: number } | undefine
   return m === null ? undefined : { protocol: m[1] ?? "tcp", port: Number(m[2]) };
 };
 
+/** `10.0.0.0/8` (or a bare address, a host network) → its prefix when it holds `a`, else -1. */
+function netPrefix(text: string, a: Address): number {
+  const cidr = parseCIDR(text.includes("/") ? text : `${text}/${a.family === "IPv4" ? 32 : 128}`);
+  return cidr !== undefined && cidrContains(cidr, a) ? cidr.prefix : -1;
+}
+
 /**
  * Whether the packet is in the set, the fields taken from the sides `flags` names (`dst,dst,src`);
  * undefined when the set's type is not modelled. Types: hash:ip, hash:ip,port, hash:ip,port,ip,
- * hash:ip,port,net, hash:net, bitmap:port (the ones ipvs mode creates, and hash:net).
+ * hash:ip,port,net and bitmap:port (the ones ipvs mode creates), hash:net and hash:net,port. In
+ * the net types the most specific entry that holds the packet decides, as in the kernel: an entry
+ * flagged `nomatch` there means not in the set.
  */
 export function setContains(
   set: IpsetModel,
@@ -141,20 +151,42 @@ export function setContains(
     const parsed = parseIP(text);
     return parsed !== undefined && sameAddress(parsed, a);
   };
-  const inNet = (text: string, a: Address): boolean => {
-    const cidr = parseCIDR(text.includes("/") ? text : `${text}/${a.family === "IPv4" ? 32 : 128}`);
-    return cidr !== undefined && cidrContains(cidr, a);
-  };
   const samePort = (text: string, i: number): boolean => {
     const e = entryPorts(text);
     return e !== undefined && e.protocol === p.protocol && e.port === port(i);
+  };
+  const nomatch = new Set(set.nomatch ?? []);
+  /** The net types: `net` is the entry's net part and `rest` checks the others. */
+  const mostSpecific = (net: (parts: string[]) => string, rest: (parts: string[]) => boolean, at: number) => {
+    let best = -1;
+    let member = false;
+    for (const e of set.entries) {
+      const parts = e.split(",");
+      if (!rest(parts)) continue;
+      const prefix = netPrefix(net(parts), ip(at));
+      if (prefix > best) {
+        best = prefix;
+        member = !nomatch.has(e);
+      }
+    }
+    return member;
   };
   const parts = (entry: string): string[] => entry.split(",");
   switch (set.type) {
     case "hash:ip":
       return set.entries.some((e) => sameIp(e, ip(0)));
     case "hash:net":
-      return set.entries.some((e) => inNet(e, ip(0)));
+      return mostSpecific(
+        ([n = ""]) => n,
+        () => true,
+        0,
+      );
+    case "hash:net,port":
+      return mostSpecific(
+        ([n = ""]) => n,
+        ([, b = ""]) => samePort(b, 1),
+        0,
+      );
     case "hash:ip,port":
       return set.entries.some((e) => {
         const [a = "", b = ""] = parts(e);
@@ -166,10 +198,11 @@ export function setContains(
         return sameIp(a, ip(0)) && samePort(b, 1) && sameIp(c, ip(2));
       });
     case "hash:ip,port,net":
-      return set.entries.some((e) => {
-        const [a = "", b = "", c = ""] = parts(e);
-        return sameIp(a, ip(0)) && samePort(b, 1) && inNet(c, ip(2));
-      });
+      return mostSpecific(
+        ([, , c = ""]) => c,
+        ([a = "", b = ""]) => sameIp(a, ip(0)) && samePort(b, 1),
+        2,
+      );
     case "bitmap:port":
       return set.entries.some((e) => {
         const [lo = "", hi] = e.split("-");

@@ -168,3 +168,12 @@ export function bootFailure(
   const running = state.running === undefined ? "" : ` during "${state.running.join(" › ")}"`;
   return `the VM ${how} before the test runner finished${running} (no "KPT-VM done" line)`;
 }
+
+/**
+ * A diagnostic that carries a file the guest recorded for the fixtures: `record NAME` on its first
+ * line, the file's text after it. NAME is a plain file name (no directory).
+ */
+export function recordOf(message: string): { name: string; text: string } | undefined {
+  const m = /^record ([A-Za-z0-9][\w.-]*)\n([\s\S]*)$/.exec(message);
+  return m === null ? undefined : { name: m[1]!, text: m[2]! };
+}

@@ -6,12 +6,15 @@
  * hangs or dies fails within bounded time, naming the stage and showing the last console lines.
  *
  * KPT_VM_ONLY=<pattern> runs only the guest tests whose names match (node's --test-name-pattern);
- * KPT_VM_ACCEL=tcg|kvm overrides the accelerator choice.
+ * KPT_VM_ACCEL=tcg|kvm overrides the accelerator choice; KPT_VM_RECORD=<dir> writes the files the
+ * guest recorded (`record NAME` diagnostics: the node dumps of test/fixtures/ipvs/) into that folder.
  */
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 import type { TestContext } from "node:test";
-import { bootFailure, resultTree } from "./console.ts";
+import { bootFailure, recordOf, resultTree } from "./console.ts";
 import type { ResultTree } from "./console.ts";
 import { boot, buildImage, preferredAccel } from "./qemu.ts";
 import type { Accel, Limits, VmImage, VmRun } from "./qemu.ts";
@@ -27,6 +30,7 @@ const only = process.env.KPT_VM_ONLY;
 if (only !== undefined && !/^[^\s"]+$/.test(only))
   throw new Error("KPT_VM_ONLY: a pattern without spaces or quotes");
 const cmdline = only === undefined ? [] : [`KPT_VM_ONLY=${only}`];
+const recordDir = process.env.KPT_VM_RECORD;
 
 let image: VmImage | undefined;
 let buildError: unknown;
@@ -76,7 +80,19 @@ test("ipvs VM: boots, loads its modules and runs the guest suite to the end", (t
 async function mirror(t: TestContext, node: ResultTree): Promise<void> {
   const key = JSON.stringify(node.result.path);
   for (const d of run?.state.diagnostics ?? []) {
-    if (JSON.stringify(d.path) === key) t.diagnostic(d.message);
+    if (JSON.stringify(d.path) !== key) continue;
+    const record = recordOf(d.message);
+    if (record === undefined) {
+      t.diagnostic(d.message);
+      continue;
+    }
+    const lines = record.text.split("\n").length - 1;
+    if (recordDir === undefined) {
+      t.diagnostic(`recorded ${record.name}: ${lines} lines (KPT_VM_RECORD=DIR writes it)`);
+    } else {
+      writeFileSync(join(recordDir, record.name), record.text);
+      t.diagnostic(`recorded ${record.name}: ${lines} lines, written to ${join(recordDir, record.name)}`);
+    }
   }
   for (const child of node.children) {
     await t.test(child.result.path.at(-1)!, (c) => mirror(c, child));

@@ -5,7 +5,7 @@
  *
  * A dump (docs/ipvs-mode.md, "Reading a node") is one text holding, in any order:
  * `ipvsadm -Ln --exact` (virtual and real servers, weights, connection counts),
- * `ipvsadm -Ln --exact --stats` (packets and bytes), `ipset save`, `iptables-save -c` of one
+ * `ipvsadm -Ln --exact --stats` (packets and bytes), `ipset save` or `ipset list`, `iptables-save -c` of one
  * family, `#address IP` lines (the node's addresses) and `#service-port NS/NAME[:PORT] KIND
  * PROTO:IP:PORT` lines (IPVS holds no names: these say which Service port a virtual server
  * serves). Each tool's output may also come with its own prefix (`#ipvsadm `, `#ipvsadm-stats `,
@@ -23,7 +23,7 @@ import { detectBackend } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
 import { Iptables, type IptablesInterface } from "../../kernel/iptables.ts";
-import { parseIpsetSave } from "../../kernel/ipset.ts";
+import { Ipset, parseIpsetList, parseIpsetSave, type IpsetSaved } from "../../kernel/ipset.ts";
 import {
   parseIpvsadmList,
   parseIpvsadmStats,
@@ -120,6 +120,9 @@ export function joinDump(parts: DumpParts): string {
   ].join("\n");
 }
 
+/** An element line of `ipset list` (`10.1.0.1,tcp:80`, `30080`, `10.0.0.0/8 nomatch`, `fd00::1`). */
+const LIST_ELEMENT = /^[0-9A-Fa-f.:/]+(?:,[\w.:/-]+)*(?:\s.*)?$/;
+
 const RENDER_SECTIONS = new Set([
   "ipvsadm -R",
   "kube-ipvs0 addresses",
@@ -194,13 +197,34 @@ export function readIpvsDump(dump: InspectDump): IpvsReading {
   const stats: string[] = [];
   const rules: string[] = [];
   const ipset: string[] = [];
+  const ipsetList: string[] = [];
   const iptables: string[] = [];
   const local: string[] = [];
   const names: ServicePortBinding[] = [];
   let section: string | null = null;
   let ipvsKind: "list" | "stats" | null = null;
+  // Inside an `ipset list` block: its header lines, then (after `Members:`) its elements.
+  let listing: "header" | "members" | null = null;
   for (const raw of dump.text.split("\n")) {
     const line = raw.trimEnd();
+    if (/^Name: \S+$/.test(line)) {
+      listing = "header";
+      ipsetList.push(line);
+      continue;
+    }
+    if (listing !== null) {
+      const text = line.trim();
+      if (listing === "header" && /^[A-Z][A-Za-z ]*:(\s|$)/.test(text)) {
+        if (text === "Members:") listing = "members";
+        ipsetList.push(text);
+        continue;
+      }
+      if (listing === "members" && LIST_ELEMENT.test(text) && !text.startsWith("add ")) {
+        ipsetList.push(text);
+        continue;
+      }
+      listing = null;
+    }
     if (line.trim() === "") continue;
     const header = /^# (.+)$/.exec(line)?.[1];
     if (header !== undefined && RENDER_SECTIONS.has(header)) {
@@ -266,7 +290,7 @@ export function readIpvsDump(dump: InspectDump): IpvsReading {
   return {
     virtualServers,
     stats: statsByLabel(parseIpvsadmStats(stats.join("\n"))),
-    ipsets: ipsetModels(ipset.join("\n")),
+    ipsets: ipsetModels([...parseIpsetSave(ipset.join("\n")), ...parseIpsetList(ipsetList.join("\n"))]),
     iptables: new Map([["dump", iptables.join("\n") + "\n"]]),
     localAddresses: local,
     servicePorts: names,
@@ -278,9 +302,17 @@ function statsByLabel(stats: readonly IpvsServiceStats[]): Map<string, IpvsServi
   return new Map(stats.map((s) => [virtualServerLabel(s), s]));
 }
 
-function ipsetModels(saveText: string): Map<string, IpsetModel> {
+function ipsetModels(sets: readonly IpsetSaved[]): Map<string, IpsetModel> {
   return new Map(
-    parseIpsetSave(saveText).map((s) => [s.name, { name: s.name, type: s.type, entries: s.entries }]),
+    sets.map((s) => [
+      s.name,
+      {
+        name: s.name,
+        type: s.type,
+        entries: s.entries,
+        ...(s.nomatch.length > 0 ? { nomatch: s.nomatch } : {}),
+      },
+    ]),
   );
 }
 
@@ -296,7 +328,7 @@ export async function readLiveIpvs(
   const [list, stats, sets] = await Promise.all([
     runner.run(["ipvsadm", "-Ln", "--exact"], opts),
     runner.run(["ipvsadm", "-Ln", "--exact", "--stats"], opts),
-    runner.run(["ipset", "save"], opts),
+    new Ipset(runner, netns).saveText(),
   ]);
   let ipts = iptables;
   if (ipts === undefined) {
@@ -323,7 +355,7 @@ export async function readLiveIpvs(
     reading: {
       virtualServers: parseIpvsadmList(list.stdout),
       stats: statsByLabel(parseIpvsadmStats(stats.stdout)),
-      ipsets: ipsetModels(sets.stdout),
+      ipsets: ipsetModels(parseIpsetSave(sets)),
       iptables: saved,
       localAddresses: local,
       servicePorts: bindings,
@@ -333,7 +365,7 @@ export async function readLiveIpvs(
       joinDump({
         ipvsadm: list.stdout,
         stats: stats.stdout,
-        ipset: sets.stdout,
+        ipset: sets,
         iptables: text,
         localAddresses: local.filter((a) => familyOf(a) === family),
         servicePorts: servicePorts.filter((s) => {
@@ -820,11 +852,15 @@ function servicesOf(reading: IpvsReading): ServiceRef[] {
   return [...found.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, r]) => r);
 }
 
+const optionalKey = (key: string | undefined) => (key === undefined ? {} : { counterKey: key });
+
 /** Everything the web view shows of ipvs mode, built once per reading. */
 export function ipvsWebSnapshot(reading: IpvsReading): ModeWebSnapshot {
   const hash = createHash("sha256");
   const rules: WebRuleRow[] = [];
   const counterMap: Record<string, readonly [number, number]> = {};
+  /** A real server's row key by `IPVS virtual server … endpoint`, as the explanation's `via` names it. */
+  const realServerKeys = new Map<string, string>();
   for (const vs of reading.virtualServers) {
     const label = virtualServerLabel(vs);
     hash.update(`${label} ${vs.scheduler} ${vs.persistence}\n`);
@@ -835,11 +871,13 @@ export function ipvsWebSnapshot(reading: IpvsReading): ModeWebSnapshot {
       hash.update(`${label} ${endpoint} ${rs.weight}\n`);
       const s = stats?.realServers.get(endpoint);
       const key = `${family}/ipvs/${label}/${i + 1}`;
+      const chain = `${label} ${vs.scheduler}${vs.persistence > 0 ? ` persistent ${vs.persistence}` : ""}`;
+      realServerKeys.set(`IPVS virtual server ${chain} ${endpoint}`, key);
       rules.push({
         key,
         family,
         table: "ipvs",
-        chain: `${label} ${vs.scheduler}${vs.persistence > 0 ? ` persistent ${vs.persistence}` : ""}`,
+        chain,
         num: i + 1,
         pkts: s === undefined ? "" : String(s.inPkts),
         bytes: s === undefined ? "" : String(s.inBytes),
@@ -911,6 +949,7 @@ export function ipvsWebSnapshot(reading: IpvsReading): ModeWebSnapshot {
           sepChain: e.via[1] ?? "",
           packets: e.counters?.packets ?? null,
           bytes: e.counters?.bytes ?? null,
+          ...optionalKey(realServerKeys.get(`${e.via[0] ?? ""} ${e.endpoint}`)),
         })),
         graph: serviceGraph(ex),
         view: ex.view,

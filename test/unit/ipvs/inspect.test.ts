@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { joinDump, readIpvsDump } from "../../../src/backends/ipvs/inspect.ts";
 import { parseIpvsadmList } from "../../../src/kernel/ipvs.ts";
-import { parseIpsetSave } from "../../../src/kernel/ipset.ts";
+import { parseIpsetList, parseIpsetSave } from "../../../src/kernel/ipset.ts";
 import { snapshotOf } from "../../../src/server/web.ts";
 
 const IPVSADM = `IP Virtual Server version 1.2.1 (size=4096)
@@ -44,6 +44,38 @@ test("ipvsadm -Ln parses virtual servers, persistence, flags and real servers; f
   assert.equal(list[1]?.address, "fd00::a");
 });
 
+/** `ipset list` (ipset 7) of the sets in IPSET, plus a hash:net with extensions and a nomatch entry. */
+const IPSET_LIST = `Name: KUBE-CLUSTER-IP
+Type: hash:ip,port
+Revision: 6
+Header: family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1
+Size in memory: 408
+References: 2
+Number of entries: 1
+Members:
+10.96.0.10,tcp:80
+
+Name: KUBE-NODE-PORT-TCP
+Type: bitmap:port
+Revision: 3
+Header: range 0-65535
+Size in memory: 8264
+References: 1
+Number of entries: 0
+Members:
+
+Name: NETS
+Type: hash:net
+Revision: 7
+Header: family inet hashsize 1024 maxelem 65536 comment bucketsize 12 initval 0x2
+Size in memory: 600
+References: 0
+Number of entries: 2
+Members:
+10.0.0.0/8 comment "pods"
+10.1.0.0/16 nomatch comment "carved out"
+`;
+
 test("ipset save parses sets and entries", () => {
   const sets = parseIpsetSave(IPSET);
   assert.deepEqual(
@@ -63,6 +95,49 @@ test("the dump carries all three parts and still reads as an iptables-save dump 
   assert.equal(reading.iptables.get("dump"), IPTABLES);
   const snap = snapshotOf([dump], [], 0);
   assert.equal(snap.mode.rules("", 100).rows.filter((r) => r.chain === "KUBE-SERVICES").length, 1);
+});
+
+test("ipset list parses to what ipset save says of the same sets; extensions are cut, nomatch kept", () => {
+  const listed = parseIpsetList(IPSET_LIST);
+  assert.deepEqual(listed.slice(0, 2), parseIpsetSave(IPSET));
+  assert.deepEqual(listed[2], {
+    name: "NETS",
+    type: "hash:net",
+    options: "family inet hashsize 1024 maxelem 65536 comment bucketsize 12 initval 0x2",
+    entries: ["10.0.0.0/8", "10.1.0.0/16"],
+    nomatch: ["10.1.0.0/16"],
+  });
+  assert.deepEqual(
+    parseIpsetSave(
+      'create N hash:net family inet\nadd N 10.0.0.0/8 comment "a b"\nadd N 10.1.0.0/16 nomatch\n',
+    )[0],
+    {
+      name: "N",
+      type: "hash:net",
+      options: "family inet",
+      entries: ["10.0.0.0/8", "10.1.0.0/16"],
+      nomatch: ["10.1.0.0/16"],
+    },
+  );
+});
+
+test("a dump may hold ipset list instead of ipset save, between the other tools' outputs", () => {
+  const saved = readIpvsDump({ text: `${IPVSADM}${IPSET}${IPTABLES}`, origin: "save" });
+  const listed = readIpvsDump({ text: `${IPVSADM}${IPSET_LIST}${IPTABLES}`, origin: "list" });
+  assert.deepEqual(listed.virtualServers, saved.virtualServers);
+  assert.deepEqual([...listed.ipsets].slice(0, 2), [...saved.ipsets]);
+  assert.deepEqual(listed.ipsets.get("NETS")?.nomatch, ["10.1.0.0/16"]);
+  assert.equal(listed.iptables.get("dump"), saved.iptables.get("dump"), "the iptables part is intact");
+  // The last set's members end where iptables-save starts, without a blank line between them.
+  const tight = readIpvsDump({ text: `${IPSET_LIST.trimEnd()}\n${IPTABLES}`, origin: "tight" });
+  assert.deepEqual(tight.ipsets.get("NETS")?.entries, ["10.0.0.0/8", "10.1.0.0/16"]);
+  assert.equal(tight.iptables.get("dump"), IPTABLES);
+  const both = readIpvsDump({ text: `${IPSET_LIST.trimEnd()}\n${IPSET}${IPTABLES}`, origin: "both" });
+  assert.deepEqual(
+    both.ipsets.get("NETS")?.entries,
+    ["10.0.0.0/8", "10.1.0.0/16"],
+    "ipset save's add lines are not members",
+  );
 });
 
 test("the tools' outputs concatenated without prefixes read the same as the prefixed dump", () => {

@@ -1,7 +1,10 @@
 /**
  * ipvs mode's trace and explain on a node recorded in the VM (test/fixtures/ipvs/node.dump:
- * `ipvsadm -Ln --exact`, `ipvsadm -Ln --exact --stats`, `ipset save` and `iptables-save -c` as
- * the daemon left them, see test/fixtures/README.md).
+ * `ipvsadm -Ln --exact`, `ipvsadm -Ln --exact --stats`, `ipset save`, the node's addresses and
+ * `iptables-save -c` as the daemon left them after the VM scenario "trace and explain predict what
+ * IPVS does with real traffic"; node.ipset-list is `ipset list` of the same moment; see
+ * test/fixtures/README.md). The expectations are what the kernel did in that run: the scenario
+ * checked each against real connections, and the counters in the dump count them.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -11,16 +14,31 @@ import { explainIpvsService, readIpvsDump, traceIpvs } from "../../../src/backen
 import { explainCommand } from "../../../src/cli/explain.ts";
 import { traceCommand } from "../../../src/cli/trace.ts";
 import { whyNoTraffic } from "../../../src/inspect/model.ts";
+import { parseIpsetList, parseIpsetSave } from "../../../src/kernel/ipset.ts";
+import { parseIptablesSave } from "../../../src/netfilter/iptables-save.ts";
 import { packetFromFlags } from "../../../src/netfilter/tracer.ts";
 
 const DUMP = fileURLToPath(new URL("../../fixtures/ipvs/node.dump", import.meta.url));
-const reading = readIpvsDump({ text: readFileSync(DUMP, "utf8"), origin: "node.dump" });
-const NODE = ["192.168.50.1", "192.168.60.1", "10.244.0.1"];
+const TEXT = readFileSync(DUMP, "utf8");
+const LISTED = readFileSync(
+  fileURLToPath(new URL("../../fixtures/ipvs/node.ipset-list", import.meta.url)),
+  "utf8",
+);
+const reading = readIpvsDump({ text: TEXT, origin: "node.dump" });
 const CLIENT = "192.168.50.100";
 
-function traced(src: string, dst: string, from: "pod" | "node" | "external") {
+/** Traced with the node's own addresses, as the dump's `#address` lines give them. */
+function traced(src: string, dst: string, from: "pod" | "node" | "external", r = reading) {
   const { packet, origin } = packetFromFlags({ src, dst, from });
-  return traceIpvs(reading, packet, { origin, localAddresses: NODE, source: "test" }).result;
+  return traceIpvs(r, packet, { origin, source: "test" }).result;
+}
+
+/** A rule's counters in the dump, by table, chain and a piece of its text. */
+function counted(table: string, chain: string, text: string): number {
+  const rules = parseIptablesSave(reading.iptables.get("dump")!).tables.get(table)!.chains.get(chain)!.rules;
+  const rule = rules.find((r) => r.text.includes(text));
+  assert.ok(rule, `${table} ${chain}: no rule with ${text}`);
+  return rule.counters!.packets;
 }
 
 const summary = (r: ReturnType<typeof traced>) =>
@@ -30,27 +48,89 @@ const summary = (r: ReturnType<typeof traced>) =>
     )
     .sort();
 
-test("the recorded node reads: virtual servers with real servers and counters, the ipsets, the rules", () => {
-  assert.ok(reading.virtualServers.some((v) => v.address === "10.1.0.100" && v.realServers.length === 2));
-  assert.ok(reading.stats.get("TCP 10.1.0.100:80"), "ipvsadm --stats read");
-  assert.ok(reading.ipsets.get("KUBE-CLUSTER-IP")?.entries.includes("10.1.0.100,tcp:80"));
+test("the recorded node reads: virtual servers with real servers and counters, the ipsets, the addresses, the rules", () => {
+  // Four Services (the seed's nginx, traced, traced-local, traced-empty): a ClusterIP each and
+  // three NodePorts on each of the node's three addresses (192.168.50.1, .60.1, 10.244.0.1).
+  assert.equal(reading.virtualServers.length, 13);
+  assert.deepEqual(
+    reading.virtualServers
+      .find((v) => v.address === "10.1.0.100")
+      ?.realServers.map((r) => `${r.address} ${r.inactiveConn}`),
+    ["10.244.0.11 4", "10.244.0.12 4"],
+  );
+  assert.deepEqual(reading.stats.get("TCP 10.1.0.100:80")?.stats, {
+    conns: 8,
+    inPkts: 40,
+    outPkts: 29,
+    inBytes: 2144,
+    outBytes: 1708,
+  });
+  assert.equal(reading.ipsets.size, 34, "17 sets per family");
+  assert.deepEqual([...(reading.ipsets.get("KUBE-CLUSTER-IP")?.entries ?? [])].sort(), [
+    "10.1.0.100,tcp:80",
+    "10.1.0.101,tcp:80",
+    "10.1.0.102,tcp:80",
+    "10.1.125.152,tcp:80",
+  ]);
+  assert.ok(reading.localAddresses.includes("192.168.50.1") && reading.localAddresses.includes("10.244.0.1"));
   assert.match(reading.iptables.get("dump") ?? "", /-A KUBE-SERVICES/);
 });
 
+test("ipset list of the same moment reads as ipset save did, and the traces do not change with it", () => {
+  const listed = parseIpsetList(LISTED);
+  const saved = parseIpsetSave(TEXT);
+  assert.equal(listed.length, 34);
+  assert.deepEqual(listed, saved);
+  const start = TEXT.indexOf("create ");
+  const end = TEXT.indexOf("#address");
+  const withList = readIpvsDump({ text: TEXT.slice(0, start) + LISTED + TEXT.slice(end), origin: "list" });
+  assert.deepEqual([...withList.ipsets], [...reading.ipsets]);
+  for (const [src, dst, from] of [
+    [`${CLIENT}:40000`, "10.1.0.100:80", "external"],
+    [`${CLIENT}:40000`, "192.168.50.1:30310", "external"],
+    ["10.244.0.11:40000", "10.1.0.100:80", "pod"],
+  ] as const)
+    assert.deepEqual(traced(src, dst, from, withList).outcomes, traced(src, dst, from).outcomes);
+});
+
 test("a ClusterIP from an external client: both real servers at 50%, masqueraded, decided by IPVS", () => {
-  assert.deepEqual(summary(traced(`${CLIENT}:40000`, "10.1.0.100:80", "external")), [
+  const r = traced(`${CLIENT}:40000`, "10.1.0.100:80", "external");
+  // The kernel: 8 connections, 4 on each pod (InActConn above), none of which saw the client's address.
+  assert.deepEqual(summary(r), [
     "ACCEPT 10.244.0.11:80 0.5 masq=true by=ipvs",
     "ACCEPT 10.244.0.12:80 0.5 masq=true by=ipvs",
   ]);
+  assert.deepEqual(
+    r.outcomes.flatMap((o) => o.assumptions),
+    [],
+    "every set match decided",
+  );
+  // The mark comes from KUBE-CLUSTER-IP's rule: 9 first packets there, these 8 and traced-empty's 1.
+  assert.equal(counted("nat", "KUBE-SERVICES", "KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ"), 9);
+});
+
+test("a NodePort: both real servers, masqueraded by KUBE-NODE-PORT-TCP (bitmap:port)", () => {
+  assert.deepEqual(summary(traced(`${CLIENT}:40000`, "192.168.50.1:30300", "external")), [
+    "ACCEPT 10.244.0.11:80 0.5 masq=true by=ipvs",
+    "ACCEPT 10.244.0.12:80 0.5 masq=true by=ipvs",
+  ]);
+  // The kernel: 8 connections to 30300 went through that rule (and 16 through MASQUERADE in all).
+  assert.equal(counted("nat", "KUBE-NODE-PORT", "KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ"), 8);
+  assert.equal(counted("nat", "KUBE-POSTROUTING", "MASQUERADE --random-fully"), 16);
 });
 
 test("a NodePort with externalTrafficPolicy Local: its local endpoint, the client address kept", () => {
+  // The kernel: one connection, answered by pod-5 (10.244.0.13) with the client's own address;
+  // KUBE-NODE-PORT-LOCAL-TCP's RETURN counted its first packet.
   assert.deepEqual(summary(traced(`${CLIENT}:40000`, "192.168.50.1:30310", "external")), [
     "ACCEPT 10.244.0.13:80 1 masq=false by=ipvs",
   ]);
+  assert.equal(counted("nat", "KUBE-NODE-PORT", "KUBE-NODE-PORT-LOCAL-TCP dst -j RETURN"), 1);
 });
 
 test("no endpoints: IPVS refuses with ICMP port unreachable; an undefined port of a VIP: KUBE-IPVS-FILTER", () => {
+  // The kernel: the connection to traced-empty was refused (ECONNREFUSED). The undefined port was
+  // not tried on this node; the VM's set scenario saw KUBE-IPVS-FILTER refuse one on another VIP.
   assert.deepEqual(summary(traced(`${CLIENT}:40000`, "10.1.0.102:80", "external")), [
     "REJECT - 1 masq=false by=ipvs",
   ]);
@@ -62,6 +142,9 @@ test("no endpoints: IPVS refuses with ICMP port unreachable; an undefined port o
 });
 
 test("a pod reaching itself through its Service is masqueraded (KUBE-LOOP-BACK), the other endpoint is not", () => {
+  // Not tried on this node (KUBE-LOOP-BACK's MASQUERADE counted 0); the VM's set scenario saw it on
+  // another Service: the pod reached itself and saw the node's address, another pod kept its own.
+  assert.equal(counted("nat", "KUBE-POSTROUTING", "KUBE-LOOP-BACK dst,dst,src -j MASQUERADE"), 0);
   assert.deepEqual(summary(traced("10.244.0.11:40000", "10.1.0.100:80", "pod")), [
     "ACCEPT 10.244.0.11:80 0.5 masq=true by=ipvs",
     "ACCEPT 10.244.0.12:80 0.5 masq=false by=ipvs",
@@ -69,6 +152,7 @@ test("a pod reaching itself through its Service is masqueraded (KUBE-LOOP-BACK),
 });
 
 test("the node's own connection: IPVS in LOCAL_OUT, then POSTROUTING", () => {
+  // Not tried on this node; the VM's KUBE-IPVS-OUT-FILTER scenario connects from the node to a ClusterIP.
   const r = traced("192.168.50.1", "10.1.0.100:80", "node");
   assert.deepEqual(r.outcomes.map((o) => `${o.verdict} ${o.dnat} ${o.decidedBy?.hook}`).sort(), [
     "ACCEPT 10.244.0.11:80 OUTPUT",
@@ -119,7 +203,7 @@ test("explain: frontends, real servers with shares and --stats counters, masquer
   );
   assert.ok(
     ex.view.masquerade.some((m) =>
-      /KUBE-CLUSTER-IP dst,dst ! -s 10\.244\.0\.0\/16 -j KUBE-MARK-MASQ/.test(m.where),
+      /! -s 10\.244\.0\.0\/16 .*KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ/.test(m.where),
     ),
     JSON.stringify(ex.view.masquerade),
   );

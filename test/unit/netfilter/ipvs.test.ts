@@ -96,6 +96,45 @@ test("ipset membership for the types ipvs mode creates, each field from the side
   assert.equal(setContains(set("list:set", "A"), ["dst"], p), undefined);
 });
 
+test("net types: the most specific entry that holds the packet decides, and a nomatch entry means not in", () => {
+  const p = { protocol: "tcp", src: ip("10.1.2.3"), srcPort: 40000, dst: ip("10.96.0.1"), dstPort: 443 };
+  const nets = { name: "N", type: "hash:net", entries: ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24"] };
+  assert.equal(setContains(nets, ["src"], p), true);
+  assert.equal(
+    setContains({ ...nets, nomatch: ["10.1.0.0/16"] }, ["src"], p),
+    true,
+    "a /24 inside the exception",
+  );
+  assert.equal(
+    setContains({ ...nets, nomatch: ["10.1.2.0/24"] }, ["src"], p),
+    false,
+    "the most specific is nomatch",
+  );
+  assert.equal(setContains({ ...nets, nomatch: ["10.0.0.0/8"] }, ["src"], p), true);
+  assert.equal(setContains(nets, ["dst"], p), true);
+  assert.equal(setContains({ ...nets, entries: ["192.168.0.0/16"] }, ["src"], p), false);
+  const netPort = {
+    name: "NP",
+    type: "hash:net,port",
+    entries: ["10.1.0.0/16,tcp:40000", "10.0.0.0/8,udp:40000"],
+  };
+  assert.equal(setContains(netPort, ["src", "src"], p), true);
+  assert.equal(
+    setContains(netPort, ["src", "dst"], p),
+    false,
+    "the port is taken from the side the flag names",
+  );
+  assert.equal(setContains({ ...netPort, nomatch: ["10.1.0.0/16,tcp:40000"] }, ["src", "src"], p), false);
+  const sourceCidr = {
+    name: "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+    type: "hash:ip,port,net",
+    entries: ["10.96.0.1,tcp:443,10.0.0.0/8", "10.96.0.1,tcp:443,10.1.2.0/24"],
+    nomatch: ["10.96.0.1,tcp:443,10.1.2.0/24"],
+  };
+  assert.equal(setContains(sourceCidr, ["dst", "dst", "src"], p), false);
+  assert.equal(setContains({ ...sourceCidr, nomatch: [] }, ["dst", "dst", "src"], p), true);
+});
+
 test("ipvsadm --stats: connections, packets and bytes per virtual and real server, --exact or not", () => {
   const stats = parseIpvsadmStats(`IP Virtual Server version 1.2.1 (size=4096)
 Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes

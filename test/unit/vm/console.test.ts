@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { EMPTY_CONSOLE, bootFailure, consumeLine, resultTree } from "../../vm/console.ts";
+import { EMPTY_CONSOLE, bootFailure, consumeLine, recordOf, resultTree } from "../../vm/console.ts";
 import type { ConsoleState } from "../../vm/console.ts";
 
 const fold = (lines: readonly string[]): ConsoleState => lines.reduce(consumeLine, EMPTY_CONSOLE);
@@ -78,4 +78,15 @@ test("a subtest whose parent never finished is a root of its own", () => {
     resultTree(state.results).map((n) => n.result.path),
     [["p", "c"]],
   );
+});
+
+test("a recorded file travels as a diagnostic: its name on the first line, its text after", () => {
+  const line = `KPT-VM diag ${JSON.stringify({ message: "record node.dump\nTCP  10.1.0.100:80 rr\n" })}`;
+  const state = consumeLine({ ...EMPTY_CONSOLE, running: ["t"] }, line);
+  assert.deepEqual(recordOf(state.diagnostics[0]!.message), {
+    name: "node.dump",
+    text: "TCP  10.1.0.100:80 rr\n",
+  });
+  assert.equal(recordOf("recorded: ipset save\nx"), undefined);
+  assert.equal(recordOf("record ../escape\nx"), undefined, "a name with a directory is refused");
 });

@@ -398,16 +398,21 @@ export async function availableModes(): Promise<string[]> {
   return registry.availableModes();
 }
 
-function httpGet(url: string, timeoutMs: number): Promise<string> {
+/** One GET with a bound: the status code and the body. */
+export function httpFetch(url: string, timeoutMs: number): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const request = get(url, { timeout: timeoutMs }, (response) => {
       let body = "";
       response.on("data", (d: Buffer) => (body += d.toString()));
-      response.on("end", () => resolve(body));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
     });
     request.on("timeout", () => request.destroy(new Error("timeout")));
     request.on("error", reject);
   });
+}
+
+async function httpGet(url: string, timeoutMs: number): Promise<string> {
+  return (await httpFetch(url, timeoutMs)).body;
 }
 
 export function metricValue(metrics: string, name: string): number | undefined {

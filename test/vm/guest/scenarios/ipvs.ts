@@ -5,8 +5,8 @@
  * their name and the client address they saw.
  */
 import assert from "node:assert/strict";
-import { unlinkSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -19,6 +19,7 @@ import {
   copySeed,
   endpointSlice,
   exec,
+  httpFetch,
   ipvsTable,
   kubeLeftovers,
   repeat,
@@ -40,6 +41,8 @@ const SEED_CLUSTER_IP = "10.1.125.152";
 const SEED_NODE_PORT = 30978;
 const [P3, P4, P5] = EXTRA_PODS;
 const TIMEOUT = { timeout: 600_000 };
+/** The daemon's web view (`--web-bind-address`). */
+const WEB = "http://127.0.0.1:10260";
 const BIN = fileURLToPath(new URL("../../bin/kube-proxy-ts.js", import.meta.url));
 
 /** A see-inside command of the compiled project (`trace`, `explain`), in the node. */
@@ -78,6 +81,17 @@ interface TracedOutcome {
 }
 
 let daemon: Daemon;
+
+/** Flags the start-up scenario checks the effects of (the timeouts differ from the kernel's). */
+const STARTUP_FLAGS = [
+  "--ipvs-strict-arp",
+  "--ipvs-tcp-timeout",
+  "910s",
+  "--ipvs-tcpfin-timeout",
+  "121s",
+  "--ipvs-udp-timeout",
+  "301s",
+];
 
 function ext() {
   return world().client("ext").agent;
@@ -124,8 +138,16 @@ const tcp80 = (nodePort?: number): PortSpec[] => [
 
 describe("ipvs mode", { skip, timeout: 3_600_000 }, () => {
   before(async () => {
-    daemon = new Daemon("ipvs", ["--ipvs-min-sync-period", "0s"]);
+    daemon = new Daemon("ipvs", [
+      "--ipvs-min-sync-period",
+      "0s",
+      "--web-bind-address",
+      "127.0.0.1:10260",
+      ...STARTUP_FLAGS,
+    ]);
     copySeed(daemon.dir);
+    // The bench forwards already: the daemon must turn it back on itself (upstream NewProxier).
+    await exec(["sysctl", "-w", "net.ipv4.ip_forward=0"]);
     await daemon.start();
   });
   after(async () => {
@@ -168,6 +190,227 @@ describe("ipvs mode", { skip, timeout: 3_600_000 }, () => {
         new RegExp(`inet ${SEED_CLUSTER_IP.replace(/\./g, "\\.")}/32`),
         "kube-ipvs0 holds the ClusterIP",
       );
+    },
+  );
+
+  test(
+    "start-up as upstream's NewProxier: the deprecation warning, the IPVS sysctls, ip_forward, strict ARP, the IPVS timeouts",
+    TIMEOUT,
+    async (t) => {
+      assert.match(daemon.log, /The ipvs proxier is now deprecated and may be removed in a future release/);
+      const sysctl = (name: string) => readFileSync(`/proc/sys/${name}`, "utf8").trim();
+      const seen = Object.fromEntries(
+        [
+          "net/ipv4/vs/conntrack",
+          "net/ipv4/vs/expire_nodest_conn",
+          "net/ipv4/vs/expire_quiescent_template",
+          "net/ipv4/vs/conn_reuse_mode",
+          "net/ipv4/ip_forward",
+          "net/ipv4/conf/all/arp_ignore",
+          "net/ipv4/conf/all/arp_announce",
+        ].map((n) => [n, sysctl(n)]),
+      );
+      t.diagnostic(`kernel ${sysctl("kernel/osrelease")}: ${JSON.stringify(seen)}`);
+      assert.deepEqual(seen, {
+        "net/ipv4/vs/conntrack": "1",
+        "net/ipv4/vs/expire_nodest_conn": "1",
+        "net/ipv4/vs/expire_quiescent_template": "1",
+        // Left alone on kernels from 5.9 on (the kernel's default, 1): upstream sets 0 on 4.1-5.8 only.
+        "net/ipv4/vs/conn_reuse_mode": "1",
+        "net/ipv4/ip_forward": "1",
+        "net/ipv4/conf/all/arp_ignore": "1",
+        "net/ipv4/conf/all/arp_announce": "2",
+      });
+      const timeouts = (await exec(["ipvsadm", "-L", "--timeout"])).stdout.trim();
+      assert.equal(timeouts, "Timeout (tcp tcpfin udp): 910 121 301");
+    },
+  );
+
+  test(
+    "migrate --from ipvs --to nftables --live reads this node: its schedulers, strict ARP's sysctls, the IPVS timeouts",
+    TIMEOUT,
+    async (t) => {
+      const report = JSON.parse(
+        await kpt([
+          "migrate",
+          "--from",
+          "ipvs",
+          "--to",
+          "nftables",
+          "--live",
+          "--manifests",
+          daemon.dir,
+          "--hostname-override",
+          "node-1",
+          "-o",
+          "json",
+        ]),
+      ) as {
+        services: { service: string; findings: { id: string }[] }[];
+        node: { id: string; summary: string }[];
+      };
+      t.diagnostic(`node findings: ${report.node.map((f) => `${f.id}: ${f.summary}`).join("; ")}`);
+      const node = new Map(report.node.map((f) => [f.id, f.summary]));
+      // Not given --ipvs-strict-arp here: the sysctls the daemon set are read from the node.
+      assert.equal(node.get("strict-arp"), "arp_ignore=1 and arp_announce=2 stay set after the switch");
+      assert.match(
+        node.get("connection-timeouts") ?? "",
+        /IPVS's own table \(tcp 910s, tcpfin 121s, udp 301s\)/,
+      );
+      const nginx = report.services.find((s) => s.service === "default/nginx");
+      const ids = [...new Set(nginx?.findings.map((f) => f.id))].sort();
+      t.diagnostic(`default/nginx: ${ids.join(", ")}`);
+      assert.ok(ids.includes("undefined-ports"), JSON.stringify(nginx));
+      assert.ok(!ids.includes("scheduler"), "the kernel's scheduler is rr");
+    },
+  );
+
+  test(
+    "the web view (--web-bind-address): the seed's nginx Service from /api/services and /api/service, its virtual servers, real servers and IPVS counters",
+    TIMEOUT,
+    async (t) => {
+      const replies = tally(await repeat(4, () => ext().tcp(SEED_CLUSTER_IP, 80)));
+      assert.deepEqual(names(replies), SEED_PODS.map((p) => p.name).sort(), JSON.stringify(replies));
+      // IPVS folds its counters into what ipvsadm reads every 2 s: wait until two reads agree.
+      let stats = "";
+      for (let i = 0; i < 30; i++) {
+        const next = (await exec(["ipvsadm", "-Ln", "--exact", "--stats", "-t", `${SEED_CLUSTER_IP}:80`]))
+          .stdout;
+        if (
+          next === stats &&
+          SEED_PODS.every((p) => new RegExp(`-> ${p.ip.replace(/\./g, "\\.")}:80\\s+[1-9]`).test(next))
+        )
+          break;
+        stats = next;
+        await sleep(500);
+      }
+      t.diagnostic(`ipvsadm -Ln --exact --stats -t ${SEED_CLUSTER_IP}:80\n${stats.trim()}`);
+      const get = async (path: string) => {
+        const r = await httpFetch(`${WEB}${path}`, 60_000);
+        return { status: r.status, json: () => JSON.parse(r.body) as unknown, body: r.body };
+      };
+      const page = await get("/");
+      assert.equal(page.status, 200);
+      assert.match(page.body, /<title>kube-proxy-ts<\/title>/);
+      assert.equal((await get("/app.js")).status, 200, "the page's script");
+
+      const list = (await get("/api/services?q=nginx")).json() as {
+        total: number;
+        services: { family: number; service: string; frontends: string[] }[];
+      };
+      assert.deepEqual(
+        list.services.map((s) => ({ ...s, frontends: [...s.frontends].sort() })),
+        [
+          {
+            family: 4,
+            service: "default/nginx",
+            frontends: [`${SEED_CLUSTER_IP}:80/tcp`, `node port ${SEED_NODE_PORT}/tcp`],
+          },
+        ],
+        JSON.stringify(list),
+      );
+
+      const res = await get("/api/service?service=4/default/nginx");
+      assert.equal(res.status, 200, res.body);
+      const entry = res.json() as {
+        service: string;
+        endpoints: {
+          endpoint: string;
+          probability: number;
+          viaChain: string;
+          sepChain: string;
+          packets: number | null;
+          counterKey?: string;
+        }[];
+        graph: {
+          nodes: { id: string; kind: string; label: string }[];
+          edges: { from: string; to: string; label: string }[];
+        };
+        walk: { depth: number; text: string }[];
+      };
+      t.diagnostic(
+        `/api/service walk\n${entry.walk.map((w) => `${"  ".repeat(w.depth)}${w.text}`).join("\n")}`,
+      );
+      assert.equal(entry.service, "default/nginx");
+      const clusterVs = `IPVS virtual server TCP ${SEED_CLUSTER_IP}:80 rr`;
+      const nodeVs = `IPVS virtual server TCP ${NODE_IP}:${SEED_NODE_PORT} rr`;
+      const seed = SEED_PODS.map((p) => `${p.ip}:80`).sort();
+      for (const via of [clusterVs, nodeVs]) {
+        const rows = entry.endpoints.filter((e) => e.viaChain === via);
+        assert.deepEqual(
+          rows.map((e) => `${e.endpoint} ${e.probability}`).sort(),
+          seed.map((e) => `${e} 0.5`),
+          `the endpoints through ${via}: ${JSON.stringify(entry.endpoints)}`,
+        );
+        for (const e of rows)
+          assert.match(
+            e.sepChain,
+            new RegExp(`^real server ${e.endpoint.replace(/\./g, "\\.")} Masq weight 1 `),
+          );
+      }
+      // The real servers' packets are ipvsadm's InPkts for them, and the row says where they come from.
+      for (const p of SEED_PODS) {
+        const row = entry.endpoints.find((e) => e.viaChain === clusterVs && e.endpoint === `${p.ip}:80`)!;
+        const inPkts = Number(
+          new RegExp(`-> ${p.ip.replace(/\./g, "\\.")}:80\\s+\\d+\\s+(\\d+)`).exec(stats)?.[1],
+        );
+        assert.ok(inPkts > 0, `ipvsadm counted packets for ${p.ip}`);
+        assert.equal(row.packets, inPkts, `the web view's packets for ${p.ip} against ipvsadm --stats`);
+        assert.match(
+          row.counterKey ?? "",
+          new RegExp(`^4/ipvs/TCP ${SEED_CLUSTER_IP.replace(/\./g, "\\.")}:80/[12]$`),
+        );
+      }
+      // The graph the page draws: the Service, its entries, the virtual servers, the pods.
+      const labels = (kind: string) => entry.graph.nodes.filter((n) => n.kind === kind).map((n) => n.label);
+      assert.deepEqual(labels("service"), ["default/nginx"]);
+      assert.ok(
+        labels("entry").includes("cluster IP") && labels("entry").includes("node port"),
+        JSON.stringify(labels("entry")),
+      );
+      assert.ok(labels("chain").includes(`TCP ${SEED_CLUSTER_IP}:80 rr`), JSON.stringify(labels("chain")));
+      assert.deepEqual(labels("endpoint").sort(), seed);
+      const toPods = entry.graph.edges.filter((e) => e.from === `chain:${clusterVs}`);
+      assert.deepEqual(
+        toPods.map((e) => `${e.to} ${e.label}`).sort(),
+        seed.map((e) => `endpoint:${e} 50%`),
+      );
+      // The walk: the virtual server with its connection count, then each real server with its share.
+      const at = entry.walk.findIndex((w) => w.text.startsWith(clusterVs));
+      assert.ok(at >= 0, "the walk goes through the ClusterIP's virtual server");
+      assert.match(entry.walk[at]!.text, /\[[1-9]\d* conns, [1-9]\d* pkts in\]$/);
+      assert.deepEqual(
+        entry.walk
+          .slice(at + 1, at + 3)
+          .map((w) => [w.depth, /real server (\S+) .*: 50%$/.exec(w.text)?.[1]])
+          .sort(),
+        seed.map((e) => [1, e]),
+      );
+      assert.ok(
+        entry.walk.some((w) => /KUBE-CLUSTER-IP dst,dst/.test(w.text)),
+        "the walk names the iptables rules whose ipsets hold the Service",
+      );
+
+      const rules = (await get(`/api/rules?q=${encodeURIComponent(`TCP ${SEED_CLUSTER_IP}:80`)}`)).json() as {
+        rules: { table: string; rule: string; pkts: string }[];
+      };
+      const ipvsRows = rules.rules.filter((r) => r.table === "ipvs");
+      assert.equal(ipvsRows.length, 2, JSON.stringify(rules));
+      assert.ok(
+        ipvsRows.every((r) => Number(r.pkts) > 0),
+        JSON.stringify(ipvsRows),
+      );
+
+      const traced = (
+        await get(
+          `/api/trace?${new URLSearchParams({ src: `${world().client("ext").ip}:40000`, dst: `${SEED_CLUSTER_IP}:80`, from: "external" })}`,
+        )
+      ).json() as { outcomes: TracedOutcome[] };
+      assert.deepEqual(
+        traced.outcomes.map((o) => `${o.verdict} ${o.dnat} ${o.probability} ${o.decidedBy?.table}`).sort(),
+        seed.map((e) => `ACCEPT ${e} 0.5 ipvs`),
+      );
+      assert.equal((await get("/api/service?service=4/default/absent")).status, 404);
     },
   );
 
@@ -526,17 +769,136 @@ describe("ipvs mode", { skip, timeout: 3_600_000 }, () => {
           daemon.dir,
         ]);
         t.diagnostic(`explain --proxy-mode ipvs default/traced\n${textExplained.trim()}`);
-        // The raw outputs, for test/fixtures/ipvs/vm-node.dump (recorded from this run).
-        for (const argv of [
-          ["ipvsadm", "-Ln", "--exact"],
-          ["ipvsadm", "-Ln", "--exact", "--stats"],
-          ["ipset", "save"],
-          ["iptables-save", "-c"],
-        ])
-          t.diagnostic(`recorded: ${argv.join(" ")}\n${(await exec(argv)).stdout.trimEnd()}`);
+        // The node as the tools print it, for test/fixtures/ipvs/ (KPT_VM_RECORD=DIR on the host
+        // writes these files): the dump of docs/ipvs-mode.md §7 with the node's addresses, and
+        // `ipset list` of the same moment.
+        const out = async (argv: readonly string[]) => (await exec(argv)).stdout.trimEnd();
+        const addresses = (await out(["ip", "-4", "-o", "addr", "show"]))
+          .split("\n")
+          .map((l) => /\binet (\S+)\//.exec(l)?.[1])
+          .filter((a): a is string => a !== undefined);
+        const dump = [
+          await out(["ipvsadm", "-Ln", "--exact"]),
+          await out(["ipvsadm", "-Ln", "--exact", "--stats"]),
+          await out(["ipset", "save"]),
+          ...addresses.map((a) => `#address ${a}`),
+          await out(["iptables-save", "-c"]),
+        ];
+        t.diagnostic(`record node.dump\n${dump.join("\n")}\n`);
+        t.diagnostic(`record node.ipset-list\n${await out(["ipset", "list"])}\n`);
       } finally {
         unlinkSync(flowsFile);
         for (const name of ["traced", "traced-local", "traced-empty"]) await retract(name);
+      }
+    },
+  );
+
+  test(
+    "trace decides the -m set matches from the live ipsets (hash:ip,port, hash:ip,port,ip, hash:ip,port,net, hash:ip), and real traffic agrees",
+    TIMEOUT,
+    async (t) => {
+      const spec: ServiceSpec = {
+        name: "sets",
+        type: "LoadBalancer",
+        clusterIP: "10.1.0.110",
+        ports: tcp80(30400),
+        loadBalancerIP: "203.0.113.40",
+        sourceRanges: ["192.168.50.0/24"],
+      };
+      // A listener of the node's own on every address: KUBE-IPVS-FILTER (KUBE-IPVS-IPS, hash:ip)
+      // keeps it off the Service IPs, not off the node IP.
+      const HOST_PORT = 8181;
+      const server = createServer((socket) => {
+        socket.on("error", () => undefined);
+        socket.end("node-listener\n");
+      });
+      await new Promise<void>((resolve) => server.listen(HOST_PORT, "0.0.0.0", resolve));
+      const flowsFile = join(daemon.dir, "..", "kpt-vm-set-flows.txt");
+      try {
+        await publish(spec, [{ ip: P3.ip }]);
+        const client = world().client("ext").ip;
+        const client2 = world().client("ext2").ip;
+        const flows = [
+          `${client}:40000 203.0.113.40:80 tcp external`,
+          `${client2}:40000 203.0.113.40:80 tcp external`,
+          `${P3.ip}:40000 10.1.0.110:80 tcp pod`,
+          `${P4.ip}:40000 10.1.0.110:80 tcp pod`,
+          `${client}:40000 10.1.0.110:${HOST_PORT} tcp external`,
+          `${client}:40000 ${NODE_IP}:${HOST_PORT} tcp external`,
+        ];
+        writeFileSync(flowsFile, flows.join("\n") + "\n");
+        const traced = (await kpt(["trace", "--proxy-mode", "ipvs", "--flows", flowsFile, "-o", "json"]))
+          .trim()
+          .split("\n")
+          .map(
+            (l) =>
+              JSON.parse(l) as {
+                outcomes: (TracedOutcome & {
+                  assumptions: string[];
+                  path: { rule?: string; matched?: boolean }[];
+                })[];
+              },
+          );
+        const said = traced.map((r) =>
+          r.outcomes.map(
+            (o) => `${o.verdict} ${o.dnat ?? "-"} masq=${o.masquerade} ${o.decidedBy?.chain ?? "-"}`,
+          ),
+        );
+        t.diagnostic(
+          `the tracer's outcomes\n${flows.map((f, i) => `${f}: ${JSON.stringify(said[i])}`).join("\n")}`,
+        );
+        for (const [i, r] of traced.entries())
+          for (const o of r.outcomes)
+            assert.deepEqual(o.assumptions, [], `flow ${flows[i]}: every set match decided, nothing assumed`);
+        const matchedSets = (i: number) =>
+          traced[i]!.outcomes.flatMap((o) =>
+            o.path
+              .filter((s) => s.matched === true && /--match-set/.test(s.rule ?? ""))
+              .map((s) => /--match-set (\S+)/.exec(s.rule!)![1]),
+          );
+
+        // 1. An allowed client: KUBE-LOAD-BALANCER-FW then KUBE-LOAD-BALANCER-SOURCE-CIDR (hash:ip,port,net) let it in.
+        assert.equal(said[0]!.length, 1);
+        assert.match(said[0]![0]!, new RegExp(`^ACCEPT ${P3.ip.replace(/\./g, "\\.")}:80 masq=true `));
+        assert.ok(matchedSets(0).includes("KUBE-LOAD-BALANCER-SOURCE-CIDR"), JSON.stringify(matchedSets(0)));
+        const allowed = await ext().tcp("203.0.113.40", 80);
+        assert.equal(allowed.reply?.split(" ")[0], P3.name, `the allowed client: ${allowed.error}`);
+        assert.notEqual(allowed.reply?.split(" ")[1], client, "masqueraded, as traced");
+
+        // 2. A client outside the source ranges: dropped in KUBE-SOURCE-RANGES-FIREWALL.
+        assert.deepEqual(said[1], ["DROP - masq=false KUBE-SOURCE-RANGES-FIREWALL"]);
+        assert.ok(matchedSets(1).includes("KUBE-LOAD-BALANCER-FW"), JSON.stringify(matchedSets(1)));
+        const denied = await world().client("ext2").agent.tcp("203.0.113.40", 80, 2000);
+        assert.equal(denied.ok, false, `the refused client connected: ${denied.reply}`);
+
+        // 3. The endpoint reaching itself through its Service: KUBE-LOOP-BACK (hash:ip,port,ip) masquerades.
+        assert.equal(said[2]!.length, 1);
+        assert.match(said[2]![0]!, new RegExp(`^ACCEPT ${P3.ip.replace(/\./g, "\\.")}:80 masq=true `));
+        assert.ok(matchedSets(2).includes("KUBE-LOOP-BACK"), JSON.stringify(matchedSets(2)));
+        const hairpin = await world().pod(P3.name).agent.tcp("10.1.0.110", 80);
+        assert.equal(hairpin.reply?.split(" ")[0], P3.name, `hairpin: ${hairpin.error}`);
+        assert.notEqual(hairpin.reply?.split(" ")[1], P3.ip, "the pod sees the node's address, not its own");
+
+        // 4. Another pod: in no masquerade set (KUBE-CLUSTER-IP's rule spares the cluster CIDR).
+        assert.equal(said[3]!.length, 1);
+        assert.match(said[3]![0]!, new RegExp(`^ACCEPT ${P3.ip.replace(/\./g, "\\.")}:80 masq=false `));
+        const fromPod = await world().pod(P4.name).agent.tcp("10.1.0.110", 80);
+        assert.equal(fromPod.reply, `${P3.name} ${P4.ip}`, `pod to Service: ${fromPod.error}`);
+
+        // 5./6. A port the Service does not define: rejected on its IP (KUBE-IPVS-IPS), served on the node IP.
+        assert.deepEqual(said[4], ["REJECT - masq=false KUBE-IPVS-FILTER"]);
+        assert.ok(matchedSets(4).includes("KUBE-IPVS-IPS"), JSON.stringify(matchedSets(4)));
+        const onVip = await ext().tcp("10.1.0.110", HOST_PORT, 2000);
+        assert.equal(onVip.ok, false, `the node's listener answered on a Service IP: ${onVip.reply}`);
+        t.diagnostic(`10.1.0.110:${HOST_PORT}: ${onVip.error}`);
+        assert.equal(said[5]!.length, 1);
+        assert.match(said[5]![0]!, /^ACCEPT - masq=false /);
+        const onNode = await ext().tcp(NODE_IP, HOST_PORT);
+        assert.equal(onNode.reply, "node-listener", `the node IP: ${onNode.error}`);
+      } finally {
+        server.close();
+        unlinkSync(flowsFile);
+        await retract(spec.name);
       }
     },
   );
