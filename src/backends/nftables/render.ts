@@ -176,9 +176,10 @@ interface EndpointNames {
 /** Chain and set names, the objects of one service port, its no-local-endpoint verdicts. */
 function renderServicePort(
   ctx: Ctx,
+  port: string,
   sp: ServicePort,
   allEndpoints: readonly Endpoint[],
-): ServicePortObjects & { noLocalInternal: boolean; noLocalExternal: boolean } {
+): { objects: ServicePortObjects; noLocalInternal: boolean; noLocalExternal: boolean } {
   const { settings, words, detector } = ctx;
   const { ipX } = words;
   const spn = safe(servicePortNameString(sp.name), "service port name");
@@ -393,10 +394,14 @@ function renderServicePort(
   for (const name of order) chains.push({ name, rules: rulesOf.get(name)?.slice() ?? [] });
 
   return {
-    service: line`${sp.name.namespace}/${sp.name.name}`,
-    chains: chains.slice(),
-    affinitySets: affinitySets.slice(),
-    elements: elements.slice(),
+    // One object per rendering: a partial sync tells an unchanged service port by its identity.
+    objects: {
+      service: line`${sp.name.namespace}/${sp.name.name}`,
+      port,
+      chains: chains.slice(),
+      affinitySets: affinitySets.slice(),
+      elements: elements.slice(),
+    },
     noLocalInternal,
     noLocalExternal,
   };
@@ -591,16 +596,11 @@ export function renderNftables(req: RenderRequest): NftablesRuleset {
   for (const { key, sp } of sortedPorts(state.services, words.ipX)) {
     const endpoints = state.endpoints.get(key) ?? NO_ENDPOINTS;
     const out = outputs.get(sp, endpoints, [ctx.settings, req.featureGates, ctx.nodeLabels], () =>
-      renderServicePort(ctx, sp, endpoints),
+      renderServicePort(ctx, key, sp, endpoints),
     );
     if (out.noLocalInternal) internal++;
     if (out.noLocalExternal) external++;
-    services.push({
-      service: out.service,
-      chains: out.chains,
-      affinitySets: out.affinitySets,
-      elements: out.elements,
-    });
+    services.push(out.objects);
   }
   return {
     family: words.ipX,
