@@ -640,7 +640,30 @@ function transaction(family: "ip" | "ip6", commands: readonly NftCommand[]): Nft
 /** What a kernel writer is given: the same transaction as text and as typed commands. */
 export interface NftTransaction {
   readonly payload: string;
+  /** May be listed anew at every read (a chunk of a large full sync): read it once per use. */
   readonly commands: readonly NftCommand[];
+  /** How many commands, without listing them; absent = `commands.length`. */
+  readonly size?: number;
+}
+
+/** The number of commands of `t`. */
+export const transactionSize = (t: NftTransaction): number => t.size ?? t.commands.length;
+
+/** A transaction whose commands are listed from `list` at every read, and its text when first read. */
+function lazyTransaction(family: "ip" | "ip6", size: number, list: () => NftCommand[]): NftTransaction {
+  let text: string | undefined;
+  return {
+    get payload() {
+      text ??= list()
+        .map((c) => commandText(family, c) + "\n")
+        .join("");
+      return text;
+    },
+    get commands() {
+      return list();
+    },
+    size,
+  };
 }
 
 /** A full sync in several transactions, applied in order (`transactions`). */
@@ -684,11 +707,20 @@ export function planChunkedFullSync(
   if (small && options.readFromKernel !== true) return null;
   const unchanged = options.unchangedChains ?? new Set<string>();
   const transactions: NftTransaction[] = [];
-  const all: NftCommand[] = [];
+  let operations = 0;
   const emit = (cmd: Commands): void => {
     if (cmd.list.length === 0) return;
-    for (const c of cmd.list) all.push(c);
+    operations += cmd.list.length;
     transactions.push(transaction(ruleset.family, cmd.list));
+  };
+  /**
+   * A chunk's chains and rules are listed only when its transaction is encoded (and again
+   * whenever asked): at 10,000 × 10 they are 460,000 commands, which the sync held all at once.
+   */
+  const emitLazy = (size: number, list: () => NftCommand[]): void => {
+    if (size === 0) return;
+    operations += size;
+    transactions.push(lazyTransaction(ruleset.family, size, list));
   };
   const oldSig = (container: string, key: string): string | undefined =>
     before?.elements.get(container)?.get(key);
@@ -717,15 +749,24 @@ export function planChunkedFullSync(
   const elements = elementsByContainer(ruleset);
   const written = new Map<string, Set<string>>([...elements.keys()].map((k) => [k, new Set<string>()]));
   for (let i = 0; i < ruleset.services.length; i += options.servicesPerTransaction) {
-    const cmd = new Commands();
+    const elementCmd = new Commands();
     const chunk = ruleset.services.slice(i, i + options.servicesPerTransaction);
     const rewritten = chunk.flatMap((svc) => svc.chains.filter((c) => !unchanged.has(c.name)));
-    for (const c of rewritten) {
-      cmd.addChain(c);
-      cmd.chain("flush", c.name);
-    }
-    for (const svc of chunk) for (const s of svc.affinitySets) cmd.addContainer(s);
-    for (const c of rewritten) for (const r of c.rules) cmd.rule(c.name, r);
+    const commands = (): NftCommand[] => {
+      const cmd = new Commands();
+      for (const c of rewritten) {
+        cmd.addChain(c);
+        cmd.chain("flush", c.name);
+      }
+      for (const svc of chunk) for (const s of svc.affinitySets) cmd.addContainer(s);
+      for (const c of rewritten) for (const r of c.rules) cmd.rule(c.name, r);
+      for (const c of elementCmd.list) cmd.list.push(c);
+      return cmd.list;
+    };
+    let size = 0;
+    for (const c of rewritten) size += 2 + c.rules.length;
+    for (const svc of chunk) size += svc.affinitySets.length;
+    const cmd = elementCmd;
     for (const svc of chunk)
       for (const e of svc.elements) {
         const done = written.get(e.container)!;
@@ -738,7 +779,7 @@ export function planChunkedFullSync(
         if (old !== undefined) cmd.deleteElement(e.container, e.key);
         cmd.addElement(now);
       }
-    emit(cmd);
+    emitLazy(size + cmd.list.length, commands);
   }
 
   const activeChains = serviceChainNames(ruleset);
@@ -755,18 +796,19 @@ export function planChunkedFullSync(
   for (const s of [...knownSets].filter((s) => isAffinitySetName(s) && !activeSets.has(s)).sort())
     last.container("delete", "set", s);
   emit(last);
-  if (small && transactions.length > 1)
-    transactions.splice(0, transactions.length, {
-      payload: transactions.map((t) => t.payload).join(""),
-      commands: all,
-    });
+  if (small && transactions.length > 1) {
+    const parts = transactions.splice(0, transactions.length);
+    transactions.push(lazyTransaction(ruleset.family, operations, () => parts.flatMap((t) => t.commands)));
+  }
 
   return {
     get payload() {
       return transactions.map((t) => t.payload).join("");
     },
-    commands: all,
-    operations: all.length,
+    get commands() {
+      return transactions.flatMap((t) => t.commands);
+    },
+    operations,
     newlyStaleChains: stale,
     activeChains,
     after: kernelAfter(elements, new Set([...activeChains, ...stale]), activeSets),
