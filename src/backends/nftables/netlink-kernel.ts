@@ -14,6 +14,7 @@ import {
 } from "../../kernel/netlink.ts";
 import { dumpRequest, TableDumpDecoder, type TableDump } from "./netlink/decode.ts";
 import { encodeBatch, type EncodedBatch } from "./netlink/encode.ts";
+import { BatchWriter } from "./netlink/wire.ts";
 import type { IfIndexResolver } from "./netlink/rule.ts";
 import { isAffinitySetName, KUBE_PROXY_TABLE } from "./names.ts";
 import { transactionSize, type NftCommand, type NftTransaction } from "./transactions.ts";
@@ -92,9 +93,14 @@ export class NetlinkNftablesKernel {
     // Set types as they will be once the batches before the one being encoded are applied.
     const types = new Map(this.containerTypes);
     let seq = this.seq;
+    // One batch is sent while the next is encoded: two writers, taken in turn, their buffers
+    // reused from batch to batch (and dropped with this call).
+    const writers = [new BatchWriter(), new BatchWriter()] as const;
+    let turn = 0;
     const prepare = (transaction: NftTransaction): Prepared => {
       const commands = transaction.commands;
       const batch = encodeBatch(commands, {
+        writer: writers[turn++ % 2]!,
         family: this.options.family,
         table: KUBE_PROXY_TABLE,
         firstSeq: seq,

@@ -181,6 +181,22 @@ export class BatchWriter {
   finish(): Buffer {
     return Buffer.from(this.buf.subarray(0, this.off));
   }
+
+  /**
+   * The bytes written so far, not copied: valid until `reset`. A writer that sends one batch
+   * while it encodes the next keeps two writers and reuses their grown buffers, instead of
+   * growing and copying a fresh one per batch (tens of megabytes over a large sync).
+   */
+  view(): Buffer {
+    return this.buf.subarray(0, this.off);
+  }
+
+  /** Empty again, its buffer kept (zero-filled where it was written, as writes expect). */
+  reset(): void {
+    this.buf.fill(0, 0, this.off);
+    this.off = 0;
+    this.msgStart = -1;
+  }
 }
 
 /** libnftnl's user data: one-byte type, one-byte length, value (comments end with NUL). */
