@@ -172,9 +172,10 @@ async function bareNetlink(
   const types = seq.types;
   const batches = transactions.map((t) => {
     const before = new Map(types);
-    for (const c of t.commands)
+    const commands = t.commands;
+    for (const c of commands)
       if (c.what === "container" && c.verb === "add") types.set(c.container.name, c.container.type);
-    const b = encodeBatch(t.commands, {
+    const b = encodeBatch(commands, {
       family: "ip",
       table: "kube-proxy",
       firstSeq: seq.next,

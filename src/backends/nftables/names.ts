@@ -91,13 +91,28 @@ export const PREFIX_AFFINITY = "affinity-";
 
 const BASE32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
-/** The first 8 characters of RFC 4648 base32 of `bytes` (5 bytes are enough). */
+const BASE32_CODES = [...BASE32_ALPHABET].map((c) => c.charCodeAt(0));
+
+/**
+ * The first 8 characters of RFC 4648 base32 of `bytes` (5 bytes are enough), made in one call
+ * from character codes: appended one character at a time it was a rope of several strings, and
+ * the render memo keeps every chain name of every Service.
+ */
 function base32Prefix8(bytes: Uint8Array): string {
-  let value = 0n;
-  for (let i = 0; i < 5; i++) value = (value << 8n) | BigInt(bytes[i] ?? 0);
-  let out = "";
-  for (let shift = 35n; shift >= 0n; shift -= 5n) out += BASE32_ALPHABET[Number((value >> shift) & 31n)];
-  return out;
+  // 40 bits: the high 8 apart, so that the rest fits a 32-bit integer.
+  const high = bytes[0] ?? 0;
+  const low =
+    (((bytes[1] ?? 0) << 24) | ((bytes[2] ?? 0) << 16) | ((bytes[3] ?? 0) << 8) | (bytes[4] ?? 0)) >>> 0;
+  return String.fromCharCode(
+    BASE32_CODES[high >>> 3]!,
+    BASE32_CODES[((high & 7) << 2) | (low >>> 30)]!,
+    BASE32_CODES[(low >>> 25) & 31]!,
+    BASE32_CODES[(low >>> 20) & 31]!,
+    BASE32_CODES[(low >>> 15) & 31]!,
+    BASE32_CODES[(low >>> 10) & 31]!,
+    BASE32_CODES[(low >>> 5) & 31]!,
+    BASE32_CODES[low & 31]!,
+  );
 }
 
 /**
@@ -105,7 +120,8 @@ function base32Prefix8(bytes: Uint8Array): string {
  * the length limit stay unique and names differing in one digit look different.
  */
 export function hashAndTruncate(name: string): string {
-  const out = `${base32Prefix8(hash("sha256", name, "buffer"))}-${name}`;
+  // Joined: one flat string, not a rope (the render memo keeps them all).
+  const out = [base32Prefix8(hash("sha256", name, "buffer")), name].join("-");
   return out.length > BASE_LENGTH_MAX ? `${out.slice(0, BASE_LENGTH_MAX - 3)}...` : out;
 }
 

@@ -14,9 +14,10 @@ import {
 } from "../../kernel/netlink.ts";
 import { dumpRequest, TableDumpDecoder, type TableDump } from "./netlink/decode.ts";
 import { encodeBatch, type EncodedBatch } from "./netlink/encode.ts";
+import { BatchWriter } from "./netlink/wire.ts";
 import type { IfIndexResolver } from "./netlink/rule.ts";
 import { isAffinitySetName, KUBE_PROXY_TABLE } from "./names.ts";
-import type { NftCommand, NftTransaction } from "./transactions.ts";
+import { transactionSize, type NftCommand, type NftTransaction } from "./transactions.ts";
 
 /** The usual meaning of the errnos nf_tables returns (what nft prints). */
 const ERRNO_TEXT: Readonly<Record<number, string>> = {
@@ -86,21 +87,27 @@ export class NetlinkNftablesKernel {
     transactions: readonly NftTransaction[],
     onSend?: (transaction: NftTransaction) => void,
   ): Promise<void> {
-    const todo = transactions.filter((t) => t.commands.length > 0);
+    const todo = transactions.filter((t) => transactionSize(t) > 0);
     if (todo.length === 0) return;
     const socket = this.open();
     // Set types as they will be once the batches before the one being encoded are applied.
     const types = new Map(this.containerTypes);
     let seq = this.seq;
+    // One batch is sent while the next is encoded: two writers, taken in turn, their buffers
+    // reused from batch to batch (and dropped with this call).
+    const writers = [new BatchWriter(), new BatchWriter()] as const;
+    let turn = 0;
     const prepare = (transaction: NftTransaction): Prepared => {
-      const batch = encodeBatch(transaction.commands, {
+      const commands = transaction.commands;
+      const batch = encodeBatch(commands, {
+        writer: writers[turn++ % 2]!,
         family: this.options.family,
         table: KUBE_PROXY_TABLE,
         firstSeq: seq,
         ifIndex: (name) => socket.ifIndex(name),
         containerType: (name) => types.get(name),
       });
-      for (const c of transaction.commands) remember(types, c);
+      for (const c of commands) remember(types, c);
       seq = (batch.firstSeq + batch.messages) % 0x7fffffff || 1;
       return { batch, types: new Map(types), nextSeq: seq };
     };

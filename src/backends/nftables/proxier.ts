@@ -26,6 +26,8 @@ import type { TableRead } from "./netlink-kernel.ts";
 import { readTable, type TableReading } from "./reader.ts";
 import { renderNftables } from "./render.ts";
 import {
+  indexPorts,
+  LayeredSet,
   planChunkedFullSync,
   planFullSync,
   planPartialSync,
@@ -134,7 +136,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
     const now = clock.now();
     const deletedStaleChains = await this.deleteStaleChains(now);
     const ruleset = this.render(request.state);
-    const fullSync = request.fullSync || this.kernelTable === null;
+    const fullSync = request.fullSync || this.kernelTable?.ports === undefined;
     let plan: SyncPlan | ChunkedSyncPlan;
     this.refused = null;
     // The transaction on its way to the kernel: the one a refusal is pinned on.
@@ -186,7 +188,7 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
       throw error;
     }
     this.firstSync = false;
-    this.kernelTable = plan.after;
+    this.kernelTable = fullSync ? indexPorts(plan.after, ruleset) : plan.after;
     for (const chain of plan.newlyStaleChains)
       if (!this.staleChains.has(chain)) this.staleChains.set(chain, now);
     for (const chain of [...this.staleChains.keys()])
@@ -264,11 +266,8 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
       this.kernelTable = null;
       return [];
     }
-    if (this.kernelTable !== null) {
-      const chains = new Set(this.kernelTable.chains);
-      for (const chain of due) chains.delete(chain);
-      this.kernelTable = { ...this.kernelTable, chains };
-    }
+    if (this.kernelTable !== null)
+      this.kernelTable = { ...this.kernelTable, chains: new LayeredSet(this.kernelTable.chains, [], due) };
     return due;
   }
 }

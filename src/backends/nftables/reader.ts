@@ -87,7 +87,6 @@ export function elementText(e: NftElement): string {
 interface IntendedChain {
   readonly chain: NftChain;
   readonly service: string | null;
-  readonly keys: readonly string[];
   readonly hook?: { readonly type: string; readonly hook: string; readonly priority: number };
 }
 
@@ -164,7 +163,8 @@ export function readTable(ruleset: NftablesRuleset, dump: TableDump, options: Re
     drift.foreign.push({ kind: "table", table: `${ruleset.family} ${t}`, name: t });
   const pending = options.pendingStaleChains ?? new Set<string>();
 
-  // The intended objects, by name.
+  // The intended objects, by name. Their rules are compiled only where the kernel holds the
+  // chain (a first start reads an absent table: nothing to compile), and dropped once compared.
   const chains = new Map<string, IntendedChain>();
   const compileKeys = (c: NftChain): string[] =>
     c.rules.map((r) => ruleKey(compileRule(c.name, r, ruleset.family, options.ifIndex)));
@@ -172,12 +172,12 @@ export function readTable(ruleset: NftablesRuleset, dump: TableDump, options: Re
     const base = BASE_CHAINS.find((b) => b.name === c.name);
     const hook =
       base === undefined ? {} : { hook: { type: base.type, hook: base.hook, priority: base.priority } };
-    chains.set(c.name, { chain: c, service: null, keys: compileKeys(c), ...hook });
+    chains.set(c.name, { chain: c, service: null, ...hook });
   }
-  for (const c of ruleset.fixedChains) chains.set(c.name, { chain: c, service: null, keys: compileKeys(c) });
+  for (const c of ruleset.fixedChains) chains.set(c.name, { chain: c, service: null });
   const affinity = new Map<string, string>();
   for (const svc of ruleset.services) {
-    for (const c of svc.chains) chains.set(c.name, { chain: c, service: svc.service, keys: compileKeys(c) });
+    for (const c of svc.chains) chains.set(c.name, { chain: c, service: svc.service });
     for (const s of svc.affinitySets) affinity.set(s.name, svc.service);
   }
   const containers = new Map<string, NftContainer>();
@@ -248,9 +248,9 @@ export function readTable(ruleset: NftablesRuleset, dump: TableDump, options: Re
       hookMissing.push(hookText(want.hook));
       if (have.hook !== undefined) hookExtra.push(hookText(have.hook));
     }
-    const { missing, extra } = keyDiff(want.keys, have.rules);
-    const sameOrder =
-      want.keys.length === have.rules.length && want.keys.every((k, i) => k === have.rules[i]);
+    const keys = compileKeys(want.chain);
+    const { missing, extra } = keyDiff(keys, have.rules);
+    const sameOrder = keys.length === have.rules.length && keys.every((k, i) => k === have.rules[i]);
     if (missing.length + extra.length + hookMissing.length > 0 || !sameOrder) {
       drift.add(want.service, {
         kind: "chain",

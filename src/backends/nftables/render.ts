@@ -148,6 +148,18 @@ function nodePortIPs(settings: NftablesSettings): string[] | null {
   return [...ips];
 }
 
+/**
+ * A template literal as one flat string. V8 builds a template literal as a rope (one string
+ * object per part once it reaches 13 characters) and flattens it only when something first
+ * reads it; the render memo keeps every Service's chain names, rules and element keys from sync
+ * to sync, and as ropes they took about twice the memory.
+ */
+function line(strings: TemplateStringsArray, ...values: readonly (string | number)[]): string {
+  const parts: (string | number)[] = [strings[0]!];
+  for (let i = 0; i < values.length; i++) parts.push(values[i]!, strings[i + 1]!);
+  return parts.join("");
+}
+
 interface Ctx {
   readonly settings: NftablesSettings;
   readonly words: FamilyWords;
@@ -164,9 +176,10 @@ interface EndpointNames {
 /** Chain and set names, the objects of one service port, its no-local-endpoint verdicts. */
 function renderServicePort(
   ctx: Ctx,
+  port: string,
   sp: ServicePort,
   allEndpoints: readonly Endpoint[],
-): ServicePortObjects & { noLocalInternal: boolean; noLocalExternal: boolean } {
+): { objects: ServicePortObjects; noLocalInternal: boolean; noLocalExternal: boolean } {
   const { settings, words, detector } = ctx;
   const { ipX } = words;
   const spn = safe(servicePortNameString(sp.name), "service port name");
@@ -177,16 +190,16 @@ function renderServicePort(
   for (const v of sp.loadBalancerVIPs) safe(v, `${spn} loadBalancer IP`);
   for (const v of sp.loadBalancerSourceRanges) safe(v, `${spn} loadBalancerSourceRange`);
   const base = servicePortChainNameBase(sp.name, protocol);
-  const clusterPolicyChain = PREFIX_CLUSTER + base;
-  const localPolicyChain = PREFIX_LOCAL + base;
-  const externalTrafficChain = PREFIX_EXTERNAL + base;
-  const fwChain = PREFIX_FIREWALL + base;
+  const clusterPolicyChain = line`${PREFIX_CLUSTER}${base}`;
+  const localPolicyChain = line`${PREFIX_LOCAL}${base}`;
+  const externalTrafficChain = line`${PREFIX_EXTERNAL}${base}`;
+  const fwChain = line`${PREFIX_FIREWALL}${base}`;
   const epNames = new Map<string, EndpointNames>();
   const namesOf = (ep: Endpoint): EndpointNames => {
     let names = epNames.get(ep.endpoint);
     if (names === undefined) {
       const epBase = servicePortEndpointChainNameBase(sp.name, protocol, ep.ip, ep.port);
-      names = { chain: PREFIX_ENDPOINT + epBase, affinitySet: PREFIX_AFFINITY + epBase };
+      names = { chain: line`${PREFIX_ENDPOINT}${epBase}`, affinitySet: line`${PREFIX_AFFINITY}${epBase}` };
       epNames.set(ep.endpoint, names);
     }
     return names;
@@ -210,7 +223,7 @@ function renderServicePort(
   let noLocalInternal = false;
   let noLocalExternal = false;
   if (!hasEndpoints) {
-    internalVerdict = externalVerdict = `goto ${REJECT_CHAIN}`;
+    internalVerdict = externalVerdict = line`goto ${REJECT_CHAIN}`;
   } else {
     if (!hasInternalEndpoints) {
       internalVerdict = "drop";
@@ -223,10 +236,14 @@ function renderServicePort(
   }
 
   const elements: NftElement[] = [];
-  const key = (ip: string): string => `${ip} . ${protocol} . ${sp.port}`;
+  const key = (ip: string): string => line`${ip} . ${protocol} . ${sp.port}`;
   elements.push({ container: CLUSTER_IPS_SET, key: clusterIP });
   if (hasInternalEndpoints) {
-    elements.push({ container: SERVICE_IPS_MAP, key: key(clusterIP), value: `goto ${internalTrafficChain}` });
+    elements.push({
+      container: SERVICE_IPS_MAP,
+      key: key(clusterIP),
+      value: line`goto ${internalTrafficChain}`,
+    });
   } else {
     elements.push({
       container: NO_ENDPOINT_SERVICES_MAP,
@@ -237,7 +254,7 @@ function renderServicePort(
   }
   for (const ip of sp.externalIPs) {
     if (hasEndpoints)
-      elements.push({ container: SERVICE_IPS_MAP, key: key(ip), value: `goto ${externalTrafficChain}` });
+      elements.push({ container: SERVICE_IPS_MAP, key: key(ip), value: line`goto ${externalTrafficChain}` });
     if (!hasExternalEndpoints)
       elements.push({
         container: NO_ENDPOINT_SERVICES_MAP,
@@ -255,12 +272,13 @@ function renderServicePort(
     // back with the VIP as source, and must pass.
     if (sp.loadBalancerSourceRanges.some((r) => cidrContainsSloppy(r, settings.nodeIP)))
       sources.push(...sp.loadBalancerVIPs);
-    chains.push({ name: fwChain, rules: [`${ipX} saddr != { ${sources.join(" , ")} } drop`] });
+    chains.push({ name: fwChain, rules: [line`${ipX} saddr != { ${sources.join(" , ")} } drop`] });
   }
   for (const ip of sp.loadBalancerVIPs) {
     if (hasEndpoints)
-      elements.push({ container: SERVICE_IPS_MAP, key: key(ip), value: `goto ${externalTrafficChain}` });
-    if (usesFWChain) elements.push({ container: FIREWALL_IPS_MAP, key: key(ip), value: `goto ${fwChain}` });
+      elements.push({ container: SERVICE_IPS_MAP, key: key(ip), value: line`goto ${externalTrafficChain}` });
+    if (usesFWChain)
+      elements.push({ container: FIREWALL_IPS_MAP, key: key(ip), value: line`goto ${fwChain}` });
   }
   if (!hasExternalEndpoints) {
     for (const ip of sp.loadBalancerVIPs)
@@ -272,10 +290,14 @@ function renderServicePort(
       });
   }
   if (sp.nodePort !== 0) {
-    const npKey = `${protocol} . ${sp.nodePort}`;
+    const npKey = line`${protocol} . ${sp.nodePort}`;
     // NodePorts are not subject to loadBalancerSourceRanges, as upstream.
     if (hasEndpoints)
-      elements.push({ container: SERVICE_NODEPORTS_MAP, key: npKey, value: `goto ${externalTrafficChain}` });
+      elements.push({
+        container: SERVICE_NODEPORTS_MAP,
+        key: npKey,
+        value: line`goto ${externalTrafficChain}`,
+      });
     if (!hasExternalEndpoints)
       elements.push({
         container: NO_ENDPOINT_NODEPORTS_MAP,
@@ -296,31 +318,34 @@ function renderServicePort(
   if (hasInternalEndpoints) {
     // Off-cluster traffic to a ClusterIP (a static route to any node) may bounce off-node: masquerade it.
     if (settings.masqueradeAll)
-      add(internalTrafficChain, `${ipX} daddr ${clusterIP} jump ${MARK_MASQ_CHAIN}`);
+      add(internalTrafficChain, line`${ipX} daddr ${clusterIP} jump ${MARK_MASQ_CHAIN}`);
     else if (detector !== null)
-      add(internalTrafficChain, `${ipX} daddr ${clusterIP} ${detector.ifNotLocal} jump ${MARK_MASQ_CHAIN}`);
+      add(
+        internalTrafficChain,
+        line`${ipX} daddr ${clusterIP} ${detector.ifNotLocal} jump ${MARK_MASQ_CHAIN}`,
+      );
   }
   if (usesExternalTrafficChain) {
     if (!sp.externalPolicyLocal) {
-      add(externalTrafficChain, `jump ${MARK_MASQ_CHAIN}`);
+      add(externalTrafficChain, line`jump ${MARK_MASQ_CHAIN}`);
     } else {
       // Pod traffic to an external address behaves as if it went out to the load balancer and
       // came back: all endpoints, no masquerade. Host traffic gets the node IP as source: masquerade.
       if (detector !== null)
         add(
           externalTrafficChain,
-          `${detector.ifLocal} goto ${clusterPolicyChain} comment "short-circuit pod traffic"`,
+          line`${detector.ifLocal} goto ${clusterPolicyChain} comment "short-circuit pod traffic"`,
         );
       add(
         externalTrafficChain,
-        `fib saddr type local jump ${MARK_MASQ_CHAIN} comment "masquerade local traffic"`,
+        line`fib saddr type local jump ${MARK_MASQ_CHAIN} comment "masquerade local traffic"`,
       );
       add(
         externalTrafficChain,
-        `fib saddr type local goto ${clusterPolicyChain} comment "short-circuit local traffic"`,
+        line`fib saddr type local goto ${clusterPolicyChain} comment "short-circuit local traffic"`,
       );
     }
-    if (hasExternalEndpoints) add(externalTrafficChain, `goto ${externalPolicyChain}`);
+    if (hasExternalEndpoints) add(externalTrafficChain, line`goto ${externalPolicyChain}`);
   }
 
   const affinity = sp.sessionAffinity;
@@ -341,11 +366,11 @@ function renderServicePort(
     if (affinity !== null) {
       for (const ep of endpoints) {
         const names = namesOf(ep);
-        add(chain, `${ipX} saddr @${names.affinitySet} goto ${names.chain}`);
+        add(chain, line`${ipX} saddr @${names.affinitySet} goto ${names.chain}`);
       }
     }
     const vmap = endpoints.map((ep, i) => `${i} : goto ${namesOf(ep).chain}`).join(" , ");
-    add(chain, `numgen random mod ${endpoints.length} vmap { ${vmap} }`);
+    add(chain, line`numgen random mod ${endpoints.length} vmap { ${vmap} }`);
   };
   if (usesClusterPolicyChain) toEndpoints(clusterPolicyChain, clusterEndpoints);
   if (usesLocalPolicyChain) toEndpoints(localPolicyChain, localEndpoints);
@@ -354,9 +379,9 @@ function renderServicePort(
     const names = namesOf(ep);
     const ip = safe(ep.ip, `${spn} endpoint IP`);
     // Hairpin: a pod reaching itself through the Service needs SNAT to see the reply.
-    add(names.chain, `${ipX} saddr ${ip} jump ${MARK_MASQ_CHAIN}`);
-    if (affinity !== null) add(names.chain, `update @${names.affinitySet} { ${ipX} saddr }`);
-    add(names.chain, `meta l4proto ${protocol} dnat to ${safe(ep.endpoint, `${spn} endpoint`)}`);
+    add(names.chain, line`${ipX} saddr ${ip} jump ${MARK_MASQ_CHAIN}`);
+    if (affinity !== null) add(names.chain, line`update @${names.affinitySet} { ${ipX} saddr }`);
+    add(names.chain, line`meta l4proto ${protocol} dnat to ${safe(ep.endpoint, `${spn} endpoint`)}`);
   }
 
   const order = [
@@ -365,13 +390,18 @@ function renderServicePort(
     ...(usesExternalTrafficChain ? [externalTrafficChain] : []),
     ...cat.allReachableEndpoints.map((ep) => namesOf(ep).chain),
   ];
-  for (const name of order) chains.push({ name, rules: rulesOf.get(name) ?? [] });
+  // Copied at their exact length: a pushed-to array keeps room for 17 and more.
+  for (const name of order) chains.push({ name, rules: rulesOf.get(name)?.slice() ?? [] });
 
   return {
-    service: `${sp.name.namespace}/${sp.name.name}`,
-    chains,
-    affinitySets,
-    elements,
+    // One object per rendering: a partial sync tells an unchanged service port by its identity.
+    objects: {
+      service: line`${sp.name.namespace}/${sp.name.name}`,
+      port,
+      chains: chains.slice(),
+      affinitySets: affinitySets.slice(),
+      elements: elements.slice(),
+    },
     noLocalInternal,
     noLocalExternal,
   };
@@ -566,16 +596,11 @@ export function renderNftables(req: RenderRequest): NftablesRuleset {
   for (const { key, sp } of sortedPorts(state.services, words.ipX)) {
     const endpoints = state.endpoints.get(key) ?? NO_ENDPOINTS;
     const out = outputs.get(sp, endpoints, [ctx.settings, req.featureGates, ctx.nodeLabels], () =>
-      renderServicePort(ctx, sp, endpoints),
+      renderServicePort(ctx, key, sp, endpoints),
     );
     if (out.noLocalInternal) internal++;
     if (out.noLocalExternal) external++;
-    services.push({
-      service: out.service,
-      chains: out.chains,
-      affinitySets: out.affinitySets,
-      elements: out.elements,
-    });
+    services.push(out.objects);
   }
   return {
     family: words.ipX,

@@ -12,7 +12,7 @@ import {
   KUBE_PROXY_TABLE,
   TABLE_COMMENT,
 } from "./names.ts";
-import type { NftablesRuleset, NftChain, NftContainer, NftElement } from "./types.ts";
+import type { NftablesRuleset, NftChain, NftContainer, NftElement, ServicePortObjects } from "./types.ts";
 
 /** What the writer believes our table holds after an accepted sync. */
 export interface KernelTable {
@@ -21,6 +21,29 @@ export interface KernelTable {
   readonly affinitySets: ReadonlySet<string>;
   /** Container → element key → comment and value, for the element diff of partial syncs. */
   readonly elements: ReadonlyMap<string, ReadonlyMap<string, string>>;
+  /**
+   * What each service port of the last accepted sync wrote (`indexPorts`): a partial sync needs
+   * it, and then looks only at the service ports whose objects changed. Absent in a table read
+   * from the kernel.
+   */
+  readonly ports?: CommittedPorts;
+}
+
+/**
+ * The last accepted sync per service port, by identity of the renderer's (memoized) objects, and
+ * how many service ports hold each element key (several ports of one Service share their
+ * ClusterIP). A partial sync's plan updates it in place: once planned, only the plan's `after`
+ * describes the table (a refused transaction makes the writer forget both).
+ */
+export interface CommittedPorts {
+  readonly byPort: Map<string, ServicePortObjects>;
+  /** Container → element key → the number of service ports that have it. */
+  readonly owners: Map<string, Map<string, number>>;
+  /** Container → element key → signature: the same maps as the table's `elements`. */
+  readonly signatures: Map<string, Map<string, string>>;
+  /** Chains and affinity sets of `byPort`, in total (tells whether the table holds others). */
+  chains: number;
+  affinitySets: number;
 }
 
 /** Names found in the kernel's table before a full sync; null = unknown (no stale clean-up). */
@@ -275,9 +298,45 @@ export function planFullSync(
 }
 
 /**
+ * `after` (a full sync's plan of `ruleset`) with the index of its service ports, so that the
+ * partial syncs after it are planned from what changed only. Copies the element signatures once.
+ */
+export function indexPorts(after: KernelTable, ruleset: NftablesRuleset): KernelTable {
+  const byPort = new Map<string, ServicePortObjects>();
+  const owners = new Map<string, Map<string, number>>();
+  const sigs = new Map<string, Map<string, string>>();
+  for (const [name, map] of after.elements) {
+    sigs.set(name, new Map(map));
+    owners.set(name, new Map());
+  }
+  const index: CommittedPorts = { byPort, owners, signatures: sigs, chains: 0, affinitySets: 0 };
+  for (const svc of ruleset.services) {
+    byPort.set(svc.port, svc);
+    countPort(index, svc, 1);
+  }
+  return { ...after, elements: sigs, ports: index };
+}
+
+function countPort(index: CommittedPorts, svc: ServicePortObjects, delta: 1 | -1): void {
+  index.chains += delta * svc.chains.length;
+  index.affinitySets += delta * svc.affinitySets.length;
+  for (const e of svc.elements) {
+    const counts = index.owners.get(e.container)!;
+    const n = (counts.get(e.key) ?? 0) + delta;
+    if (n === 0) counts.delete(e.key);
+    else counts.set(e.key, n);
+  }
+}
+
+/**
  * Only what changed since `before`: the chains of `changedServices` (and any chain the kernel
  * lacks), the element differences, flushes of chains that fell out of use, deletion of unused
  * affinity sets. `alreadyStale` chains were flushed by an earlier sync and are left alone.
+ *
+ * `before.ports` (required) says what each service port wrote last time: a service port whose
+ * objects are the same as then, and that is not among `changedServices`, is passed over, so the
+ * plan costs what changed, not the size of the table (at 10,000 Services the old planner's sets
+ * of every chain name and maps of every element cost more than the kernel's whole transaction).
  */
 export function planPartialSync(
   ruleset: NftablesRuleset,
@@ -285,40 +344,78 @@ export function planPartialSync(
   changedServices: ReadonlySet<string>,
   alreadyStale: ReadonlySet<string>,
 ): SyncPlan {
-  // One pass over the chains, none over the table's chains unless some were left behind: at
-  // 10,000 Services × 10 endpoints a Set of every chain name costs tens of milliseconds to build
-  // or to scan, against the kernel's ~0.2 s for the whole small transaction.
+  const index = before.ports;
+  if (index === undefined) throw new Error("a partial sync needs the index of the last sync's service ports");
   const cmd = new Commands();
   const written: NftChain[] = [];
   const newChains: string[] = [];
   const newSets: NftContainer[] = [];
-  const checkStale = alreadyStale.size > 0;
-  // Chain names are unique in a ruleset (hashes of the service port, and of the endpoint).
-  let chainsInBefore = 0;
-  let setsInBefore = 0;
+  /** Old and new objects of the service ports that changed (or went away, or are new). */
+  const oldPorts: ServicePortObjects[] = [];
+  const newPorts: ServicePortObjects[] = [];
+  let present = 0;
   for (const svc of ruleset.services) {
+    const old = index.byPort.get(svc.port);
+    if (old !== undefined) present++;
     const changed = changedServices.size > 0 && changedServices.has(svc.service);
+    if (old === svc && !changed) continue;
+    if (old !== svc) {
+      if (old !== undefined) oldPorts.push(old);
+      newPorts.push(svc);
+    }
     for (const c of svc.chains) {
       const known = before.chains.has(c.name);
-      if (known) chainsInBefore++;
-      else newChains.push(c.name);
-      if (changed || !known || (checkStale && alreadyStale.has(c.name))) written.push(c);
+      if (!known) newChains.push(c.name);
+      if (changed || !known || alreadyStale.has(c.name)) written.push(c);
     }
-    for (const s of svc.affinitySets) {
-      const known = before.affinitySets.has(s.name);
-      if (known) setsInBefore++;
-      if (changed || !known) newSets.push(s);
-    }
+    for (const s of svc.affinitySets) if (changed || !before.affinitySets.has(s.name)) newSets.push(s);
   }
-  let activeChains: ReadonlySet<string> | null = null;
-  const active = (): ReadonlySet<string> => (activeChains ??= serviceChainNames(ruleset));
-  // Chains of `before` that no Service has any more; alreadyStale ones were flushed already.
-  let leftBehind = before.chains.size - chainsInBefore;
-  for (const c of alreadyStale) if (before.chains.has(c) && !active().has(c)) leftBehind--;
-  const stale =
-    leftBehind === 0 ? [] : [...before.chains].filter((c) => !active().has(c) && !alreadyStale.has(c)).sort();
-  let unusedSets: string[] = [];
-  if (before.affinitySets.size !== setsInBefore) {
+  const removedPorts: string[] = [];
+  if (present < index.byPort.size) {
+    const ports = new Set(ruleset.services.map((s) => s.port));
+    for (const [port, old] of index.byPort)
+      if (!ports.has(port)) {
+        removedPorts.push(port);
+        oldPorts.push(old);
+      }
+  }
+
+  // Chains and sets that fell out of use: those of the changed ports' old objects that their new
+  // objects lack. Unless the table holds chains or sets no service port wrote (then every name
+  // is checked, as a full sync does).
+  const newChainNames = new Set<string>();
+  const newSetNames = new Set<string>();
+  for (const svc of newPorts) {
+    for (const c of svc.chains) newChainNames.add(c.name);
+    for (const s of svc.affinitySets) newSetNames.add(s.name);
+  }
+  const oldChainNames = new Set<string>();
+  const oldSetNames = new Set<string>();
+  for (const svc of oldPorts) {
+    for (const c of svc.chains) oldChainNames.add(c.name);
+    for (const s of svc.affinitySets) oldSetNames.add(s.name);
+  }
+  let staleKnown = 0;
+  for (const c of alreadyStale) if (before.chains.has(c)) staleKnown++;
+  const chainsAccounted = before.chains.size === index.chains + staleKnown;
+  const setsAccounted = before.affinitySets.size === index.affinitySets;
+  let all: ReadonlySet<string> | null = null;
+  const allActive = (): ReadonlySet<string> => (all ??= serviceChainNames(ruleset));
+  const activeChains: ReadonlySet<string> = chainsAccounted
+    ? new DerivedSet(
+        (c) =>
+          newChainNames.has(c) || (before.chains.has(c) && !alreadyStale.has(c) && !oldChainNames.has(c)),
+        allActive,
+      )
+    : allActive();
+  const stale = (
+    chainsAccounted
+      ? [...oldChainNames].filter((c) => !newChainNames.has(c) && !alreadyStale.has(c))
+      : [...before.chains].filter((c) => !activeChains.has(c) && !alreadyStale.has(c))
+  ).sort();
+  let unusedSets: string[];
+  if (setsAccounted) unusedSets = [...oldSetNames].filter((n) => !newSetNames.has(n)).sort();
+  else {
     const activeSets = affinitySetNames(ruleset);
     unusedSets = [...before.affinitySets].filter((n) => !activeSets.has(n)).sort();
   }
@@ -332,32 +429,68 @@ export function planPartialSync(
   for (const s of unusedSets) cmd.container("delete", "set", s);
   for (const c of written) for (const r of c.rules) cmd.rule(c.name, r);
 
-  const elements = elementsByContainer(ruleset);
-  const adds: NftElement[] = [];
-  const afterElements = new Map<string, ReadonlyMap<string, string>>();
-  for (const [name, map] of elements) {
-    const old = before.elements.get(name) ?? new Map<string, string>();
-    let changed = old.size !== map.size;
-    for (const [key, sig] of old) {
-      const now = map.get(key);
-      if (now === undefined || signatureOf(now) !== sig) {
-        cmd.deleteElement(name, key);
-        changed = true;
+  // The element keys the changed ports had or have; each one's element in the new table is the
+  // last service port's that has it (as a full sync's), looked up among every port only where a
+  // port that did not change holds the key too.
+  for (const svc of oldPorts) countPort(index, svc, -1);
+  for (const svc of newPorts) countPort(index, svc, 1);
+  for (const port of removedPorts) index.byPort.delete(port);
+  for (const svc of newPorts) index.byPort.set(svc.port, svc);
+  const touched = new Map<string, Map<string, NftElement | null>>();
+  for (const c of ruleset.containers) touched.set(c.name, new Map());
+  for (const svc of oldPorts) for (const e of svc.elements) touched.get(e.container)!.set(e.key, null);
+  const ownedByChanged = new Map<string, Map<string, number>>();
+  for (const svc of newPorts)
+    for (const e of svc.elements) {
+      touched.get(e.container)!.set(e.key, e);
+      const counts = ownedByChanged.get(e.container) ?? new Map<string, number>();
+      ownedByChanged.set(e.container, counts.set(e.key, (counts.get(e.key) ?? 0) + 1));
+    }
+  const shared = new Map<string, Set<string>>();
+  for (const [name, keys] of touched)
+    for (const key of keys.keys()) {
+      const owners = index.owners.get(name)!.get(key) ?? 0;
+      if (owners > (ownedByChanged.get(name)?.get(key) ?? 0)) {
+        const set = shared.get(name) ?? new Set<string>();
+        shared.set(name, set.add(key));
       }
     }
-    for (const [key, e] of map)
-      if (old.get(key) !== signatureOf(e)) {
-        adds.push(e);
-        changed = true;
+  if (shared.size > 0)
+    for (const svc of ruleset.services)
+      for (const e of svc.elements)
+        if (shared.get(e.container)?.has(e.key) === true) touched.get(e.container)!.set(e.key, e);
+
+  const adds: NftElement[] = [];
+  for (const [name, keys] of touched) {
+    const sigs = index.signatures.get(name)!;
+    for (const [key, now] of keys) {
+      const old = sigs.get(key);
+      if (now === null) {
+        if (old === undefined) continue;
+        cmd.deleteElement(name, key);
+        sigs.delete(key);
+        continue;
       }
-    afterElements.set(name, changed ? signatures(map) : old);
+      const sig = signatureOf(now);
+      if (old === sig) continue;
+      if (old !== undefined) cmd.deleteElement(name, key);
+      adds.push(now);
+      sigs.set(key, sig);
+    }
   }
   for (const e of adds) cmd.addElement(e);
+
   // Every chain this ruleset has that `before` lacks is among `written`; the others stay known.
-  const chains = newChains.length === 0 ? before.chains : new LayeredSet(before.chains, newChains);
+  const chains = newChains.length === 0 ? before.chains : new LayeredSet(before.chains, newChains, []);
   const affinitySets =
-    newSets.length === 0 && unusedSets.length === 0 ? before.affinitySets : affinitySetNames(ruleset);
-  const after: KernelTable = { chains, affinitySets, elements: afterElements };
+    newSets.length === 0 && unusedSets.length === 0
+      ? before.affinitySets
+      : new LayeredSet(
+          before.affinitySets,
+          newSets.map((s) => s.name),
+          unusedSets,
+        );
+  const after: KernelTable = { chains, affinitySets, elements: before.elements, ports: index };
   const commands = cmd.list;
   const text = transaction(ruleset.family, commands);
   return {
@@ -367,41 +500,54 @@ export function planPartialSync(
     commands,
     operations: commands.length,
     newlyStaleChains: stale,
-    get activeChains() {
-      return active();
-    },
+    activeChains,
     after,
   };
 }
 
 /**
- * A set of names: `base` (never changed) plus `extra`. A partial sync that adds a few chains to
- * a table of 100,000 would otherwise copy every name; the names added since the last copy are
- * carried along until they are a sixteenth of the base, then everything is copied once.
+ * A set of names: `base` (never changed) with `extra` added and `removed` taken out. A partial
+ * sync that adds or deletes a few names in a table of 100,000 would otherwise copy every name;
+ * the changes since the last copy are carried along until they are a sixteenth of the base,
+ * then everything is copied once.
  */
-class LayeredSet implements ReadonlySet<string> {
+export class LayeredSet implements ReadonlySet<string> {
   private readonly base: ReadonlySet<string>;
   private readonly extra: ReadonlySet<string>;
+  private readonly removed: ReadonlySet<string>;
 
-  constructor(base: ReadonlySet<string>, extra: readonly string[]) {
+  constructor(base: ReadonlySet<string>, extra: readonly string[], removed: readonly string[]) {
     const root = base instanceof LayeredSet ? base.base : base;
     const added = new Set(base instanceof LayeredSet ? base.extra : []);
-    for (const n of extra) if (!root.has(n)) added.add(n);
-    if (added.size > root.size / 16) {
-      this.base = new Set([...root, ...added]);
+    const gone = new Set(base instanceof LayeredSet ? base.removed : []);
+    for (const n of removed) {
+      added.delete(n);
+      if (root.has(n)) gone.add(n);
+    }
+    for (const n of extra) {
+      gone.delete(n);
+      if (!root.has(n)) added.add(n);
+    }
+    if (added.size + gone.size > root.size / 16) {
+      const all = new Set(root);
+      for (const n of gone) all.delete(n);
+      for (const n of added) all.add(n);
+      this.base = all;
       this.extra = new Set();
+      this.removed = new Set();
     } else {
       this.base = root;
       this.extra = added;
+      this.removed = gone;
     }
   }
 
   get size(): number {
-    return this.base.size + this.extra.size;
+    return this.base.size - this.removed.size + this.extra.size;
   }
 
   has(value: string): boolean {
-    return this.base.has(value) || this.extra.has(value);
+    return (this.base.has(value) && !this.removed.has(value)) || this.extra.has(value);
   }
 
   forEach(
@@ -412,7 +558,7 @@ class LayeredSet implements ReadonlySet<string> {
   }
 
   *[Symbol.iterator](): SetIterator<string> {
-    yield* this.base;
+    for (const v of this.base) if (!this.removed.has(v)) yield v;
     yield* this.extra;
   }
 
@@ -426,6 +572,45 @@ class LayeredSet implements ReadonlySet<string> {
 
   *entries(): SetIterator<[string, string]> {
     for (const v of this) yield [v, v];
+  }
+}
+
+/** A set whose membership test is cheap and whose contents are listed only when asked for. */
+class DerivedSet implements ReadonlySet<string> {
+  constructor(
+    private readonly test: (value: string) => boolean,
+    private readonly list: () => ReadonlySet<string>,
+  ) {}
+
+  get size(): number {
+    return this.list().size;
+  }
+
+  has(value: string): boolean {
+    return this.test(value);
+  }
+
+  forEach(
+    callback: (value: string, value2: string, set: ReadonlySet<string>) => void,
+    thisArg?: unknown,
+  ): void {
+    for (const v of this) callback.call(thisArg, v, v, this);
+  }
+
+  [Symbol.iterator](): SetIterator<string> {
+    return this.list().values();
+  }
+
+  keys(): SetIterator<string> {
+    return this.list().values();
+  }
+
+  values(): SetIterator<string> {
+    return this.list().values();
+  }
+
+  entries(): SetIterator<[string, string]> {
+    return this.list().entries();
   }
 }
 
@@ -455,7 +640,30 @@ function transaction(family: "ip" | "ip6", commands: readonly NftCommand[]): Nft
 /** What a kernel writer is given: the same transaction as text and as typed commands. */
 export interface NftTransaction {
   readonly payload: string;
+  /** May be listed anew at every read (a chunk of a large full sync): read it once per use. */
   readonly commands: readonly NftCommand[];
+  /** How many commands, without listing them; absent = `commands.length`. */
+  readonly size?: number;
+}
+
+/** The number of commands of `t`. */
+export const transactionSize = (t: NftTransaction): number => t.size ?? t.commands.length;
+
+/** A transaction whose commands are listed from `list` at every read, and its text when first read. */
+function lazyTransaction(family: "ip" | "ip6", size: number, list: () => NftCommand[]): NftTransaction {
+  let text: string | undefined;
+  return {
+    get payload() {
+      text ??= list()
+        .map((c) => commandText(family, c) + "\n")
+        .join("");
+      return text;
+    },
+    get commands() {
+      return list();
+    },
+    size,
+  };
 }
 
 /** A full sync in several transactions, applied in order (`transactions`). */
@@ -499,11 +707,20 @@ export function planChunkedFullSync(
   if (small && options.readFromKernel !== true) return null;
   const unchanged = options.unchangedChains ?? new Set<string>();
   const transactions: NftTransaction[] = [];
-  const all: NftCommand[] = [];
+  let operations = 0;
   const emit = (cmd: Commands): void => {
     if (cmd.list.length === 0) return;
-    for (const c of cmd.list) all.push(c);
+    operations += cmd.list.length;
     transactions.push(transaction(ruleset.family, cmd.list));
+  };
+  /**
+   * A chunk's chains and rules are listed only when its transaction is encoded (and again
+   * whenever asked): at 10,000 × 10 they are 460,000 commands, which the sync held all at once.
+   */
+  const emitLazy = (size: number, list: () => NftCommand[]): void => {
+    if (size === 0) return;
+    operations += size;
+    transactions.push(lazyTransaction(ruleset.family, size, list));
   };
   const oldSig = (container: string, key: string): string | undefined =>
     before?.elements.get(container)?.get(key);
@@ -532,15 +749,24 @@ export function planChunkedFullSync(
   const elements = elementsByContainer(ruleset);
   const written = new Map<string, Set<string>>([...elements.keys()].map((k) => [k, new Set<string>()]));
   for (let i = 0; i < ruleset.services.length; i += options.servicesPerTransaction) {
-    const cmd = new Commands();
+    const elementCmd = new Commands();
     const chunk = ruleset.services.slice(i, i + options.servicesPerTransaction);
     const rewritten = chunk.flatMap((svc) => svc.chains.filter((c) => !unchanged.has(c.name)));
-    for (const c of rewritten) {
-      cmd.addChain(c);
-      cmd.chain("flush", c.name);
-    }
-    for (const svc of chunk) for (const s of svc.affinitySets) cmd.addContainer(s);
-    for (const c of rewritten) for (const r of c.rules) cmd.rule(c.name, r);
+    const commands = (): NftCommand[] => {
+      const cmd = new Commands();
+      for (const c of rewritten) {
+        cmd.addChain(c);
+        cmd.chain("flush", c.name);
+      }
+      for (const svc of chunk) for (const s of svc.affinitySets) cmd.addContainer(s);
+      for (const c of rewritten) for (const r of c.rules) cmd.rule(c.name, r);
+      for (const c of elementCmd.list) cmd.list.push(c);
+      return cmd.list;
+    };
+    let size = 0;
+    for (const c of rewritten) size += 2 + c.rules.length;
+    for (const svc of chunk) size += svc.affinitySets.length;
+    const cmd = elementCmd;
     for (const svc of chunk)
       for (const e of svc.elements) {
         const done = written.get(e.container)!;
@@ -553,7 +779,7 @@ export function planChunkedFullSync(
         if (old !== undefined) cmd.deleteElement(e.container, e.key);
         cmd.addElement(now);
       }
-    emit(cmd);
+    emitLazy(size + cmd.list.length, commands);
   }
 
   const activeChains = serviceChainNames(ruleset);
@@ -570,18 +796,19 @@ export function planChunkedFullSync(
   for (const s of [...knownSets].filter((s) => isAffinitySetName(s) && !activeSets.has(s)).sort())
     last.container("delete", "set", s);
   emit(last);
-  if (small && transactions.length > 1)
-    transactions.splice(0, transactions.length, {
-      payload: transactions.map((t) => t.payload).join(""),
-      commands: all,
-    });
+  if (small && transactions.length > 1) {
+    const parts = transactions.splice(0, transactions.length);
+    transactions.push(lazyTransaction(ruleset.family, operations, () => parts.flatMap((t) => t.commands)));
+  }
 
   return {
     get payload() {
       return transactions.map((t) => t.payload).join("");
     },
-    commands: all,
-    operations: all.length,
+    get commands() {
+      return transactions.flatMap((t) => t.commands);
+    },
+    operations,
     newlyStaleChains: stale,
     activeChains,
     after: kernelAfter(elements, new Set([...activeChains, ...stale]), activeSets),

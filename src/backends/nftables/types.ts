@@ -46,6 +46,8 @@ export interface NftElement {
 export interface ServicePortObjects {
   /** `ns/name`: what a partial sync's change set names. */
   readonly service: string;
+  /** The service port's key in the state (`servicePortKey`): unique in a ruleset. */
+  readonly port: string;
   readonly chains: readonly NftChain[];
   readonly affinitySets: readonly NftContainer[];
   readonly elements: readonly NftElement[];

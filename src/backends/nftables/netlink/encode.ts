@@ -193,6 +193,11 @@ export interface EncodeOptions {
   readonly ifIndex: IfIndexResolver;
   /** The declared type of a set or map created by an earlier batch (`ipv4_addr`, `… : verdict`). */
   readonly containerType: (name: string) => string | undefined;
+  /**
+   * Encode into this (emptied) writer, and return its bytes uncopied: valid until the writer is
+   * reset. Without it, a fresh writer and a copy.
+   */
+  readonly writer?: BatchWriter;
 }
 
 function commandLabel(cmd: NftCommand): string {
@@ -215,7 +220,7 @@ function commandLabel(cmd: NftCommand): string {
 }
 
 class Encoder {
-  readonly w = new BatchWriter();
+  readonly w: BatchWriter;
   private seq: number;
   private setId = 0;
   /** For each message after BATCH_BEGIN: the first and last command it carries, and what. */
@@ -232,6 +237,8 @@ class Encoder {
   ) {
     this.seq = options.firstSeq;
     this.nfproto = NFPROTO[options.family];
+    this.w = options.writer ?? new BatchWriter();
+    this.w.reset();
   }
 
   private begin(type: number, flags: number, from: number, to = from, note = ""): void {
@@ -257,7 +264,7 @@ class Encoder {
     const origin = this.origin;
     const commands = this.commands;
     return {
-      bytes: w.finish(),
+      bytes: this.options.writer === undefined ? w.finish() : w.view(),
       firstSeq,
       lastSeq,
       messages: this.seq - firstSeq,

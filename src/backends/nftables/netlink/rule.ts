@@ -235,6 +235,20 @@ function typeofPayload(family: Family, field: "saddr" | "daddr"): Buffer {
   ]);
 }
 
+/** The user data nft writes for a `numgen … vmap` map: the same bytes for every one. */
+const NUMGEN_MAP_USERDATA = udata([
+  [UDATA_KEYBYTEORDER, u32le(BYTEORDER_HOST)],
+  [UDATA_DATABYTEORDER, u32le(0)],
+  [
+    UDATA_DATA_TYPEOF,
+    udata([
+      [0, u32le(EXPR_VERDICT)],
+      [1, Buffer.alloc(0)],
+    ]),
+  ],
+  [UDATA_DATA_INTERVAL, u32le(0)],
+]);
+
 class Compiler {
   readonly exprs: Expr[] = [];
   readonly anonSets: AnonSet[] = [];
@@ -521,12 +535,7 @@ class Compiler {
     this.expect("random", "mod");
     const modulus = this.number(this.next());
     this.expect("vmap");
-    const entries = this.braceList();
-    const elements: AnonElement[] = entries.map((entry) => {
-      const m = /^(\d+) : (goto|jump) (\S+)$/.exec(entry);
-      if (m === null) throw new Error(`bad vmap entry ${JSON.stringify(entry)}`);
-      return { key: u32le(Number(m[1])), verdict: { code: m[2] as "goto" | "jump", chain: m[3]! } };
-    });
+    const elements = this.vmapEntries() ?? this.vmapEntriesOfList(this.braceList());
     if (elements.length === 0 || modulus === 0) throw new Error("an empty numgen map");
     const index =
       this.anonSets.push({
@@ -535,23 +544,53 @@ class Compiler {
         keyType: TYPE.integer,
         keyLen: 4,
         elements,
-        userdata: udata([
-          [UDATA_KEYBYTEORDER, u32le(BYTEORDER_HOST)],
-          [UDATA_DATABYTEORDER, u32le(0)],
-          [
-            UDATA_DATA_TYPEOF,
-            udata([
-              [0, u32le(EXPR_VERDICT)],
-              [1, Buffer.alloc(0)],
-            ]),
-          ],
-          [UDATA_DATA_INTERVAL, u32le(0)],
-        ]),
+        userdata: NUMGEN_MAP_USERDATA,
       }) - 1;
     this.exprs.push(
       { type: "numgen", dreg: Reg.R1, modulus },
       { type: "lookup", sreg: Reg.R1, set: { anonymous: index }, dreg: Reg.Verdict, invert: false },
     );
+  }
+
+  /**
+   * `{ 0 : goto a , 1 : goto b }` read token by token, the renderer's spelling (a numgen map of
+   * 50 endpoints is 250 tokens); null, with nothing consumed, for any other spelling of it, which
+   * `vmapEntriesOfList` then reads.
+   */
+  private vmapEntries(): AnonElement[] | null {
+    const t = this.tokens;
+    let k = this.i;
+    if (t[k++] !== "{") return null;
+    const out: AnonElement[] = [];
+    for (;;) {
+      const index = t[k];
+      const colon = t[k + 1];
+      const verb = t[k + 2];
+      const chain = t[k + 3];
+      const after = t[k + 4];
+      if (
+        index === undefined ||
+        !/^\d+$/.test(index) ||
+        colon !== ":" ||
+        (verb !== "goto" && verb !== "jump")
+      )
+        return null;
+      if (chain === undefined || chain === "," || chain === "}" || chain.includes(",")) return null;
+      if (after !== "," && after !== "}") return null;
+      out.push({ key: u32le(Number(index)), verdict: { code: verb, chain } });
+      k += 5;
+      if (after === "}") break;
+    }
+    this.i = k;
+    return out;
+  }
+
+  private vmapEntriesOfList(entries: readonly string[]): AnonElement[] {
+    return entries.map((entry) => {
+      const m = /^(\d+) : (goto|jump) (\S+)$/.exec(entry);
+      if (m === null) throw new Error(`bad vmap entry ${JSON.stringify(entry)}`);
+      return { key: u32le(Number(m[1])), verdict: { code: m[2] as "goto" | "jump", chain: m[3]! } };
+    });
   }
 
   private update(): void {
@@ -573,8 +612,7 @@ class Compiler {
     if (m === null) throw new Error(`bad dnat target ${JSON.stringify(target)}`);
     const port = Number(m[2]);
     if (port < 1 || port > 65535) throw new Error(`bad port in ${JSON.stringify(target)}`);
-    const portBytes = Buffer.alloc(2);
-    portBytes.writeUInt16BE(port, 0);
+    const portBytes = Buffer.from([port >>> 8, port & 0xff]);
     this.exprs.push(
       { type: "immediate", dreg: Reg.R1, data: addrBytes(m[1]!, this.family) },
       { type: "immediate", dreg: Reg.R2, data: portBytes },
