@@ -6,8 +6,9 @@
  * cost) and bare `nft -f` of the same transactions; then two partial syncs on that table the
  * same three ways (one Service added, one endpoint of one Service replaced); then, on the bare
  * table, the kernel's cost of small probe transactions (where a small transaction's time goes at
- * that size); with `--chunks`, the bare-netlink full sync cut at several Services-per-transaction
- * sizes; with `rss`, the compiled daemon's peak RSS (VmHWM) in nftables mode on the same cluster.
+ * that size); with `chunks`, the bare-netlink full sync of every size cut by several
+ * Services-per-transaction policies (fixed sizes, or the writer's adaptive one); with `rss`, the
+ * compiled daemon's peak RSS (VmHWM) in nftables mode on the same cluster.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,8 +20,12 @@ import { pino } from "pino";
 import { stringify } from "yaml";
 import { MARK_MASQ_CHAIN } from "../src/backends/nftables/names.ts";
 import { encodeBatch } from "../src/backends/nftables/netlink/encode.ts";
-import { NetlinkNftablesKernel, readTableOverNetlink } from "../src/backends/nftables/netlink-kernel.ts";
-import { NftablesWriter } from "../src/backends/nftables/proxier.ts";
+import {
+  anonymousSetTags,
+  NetlinkNftablesKernel,
+  readTableOverNetlink,
+} from "../src/backends/nftables/netlink-kernel.ts";
+import { NftablesWriter, servicesPerTransaction } from "../src/backends/nftables/proxier.ts";
 import { renderNftables } from "../src/backends/nftables/render.ts";
 import { upstreamTestSettings } from "../src/backends/nftables/settings.ts";
 import {
@@ -38,11 +43,17 @@ import { endpoint, proxyState, servicePort } from "../test/support/iptables-buil
 import { runner, withBenchNetns } from "./netns.ts";
 import { BENCH_NODE, syntheticManifests } from "./synthetic.ts";
 
+/** Services per transaction: a fixed number, or the writer's default (`servicesPerTransaction`). */
+export type ChunkPolicy = number | "adaptive";
+
 export interface NetlinkBenchOptions {
   readonly sizes: ReadonlyArray<{ readonly services: number; readonly endpoints: number }>;
-  readonly servicesPerTransaction: number;
-  /** Also time bare netlink full syncs at these Services-per-transaction sizes (first size only). */
-  readonly chunks: readonly number[];
+  /** Our writer's policy in the main comparison. */
+  readonly servicesPerTransaction: ChunkPolicy;
+  /** Also time bare netlink full syncs of every size under these policies. */
+  readonly chunks: readonly ChunkPolicy[];
+  /** Only those bare netlink full syncs: no writer, no partial syncs, no probes. */
+  readonly chunksOnly?: boolean;
   /** Time bare `nft -f` of the full sync too (the partial syncs' nft -f is always timed). */
   readonly withNft: boolean;
   /** Time the probe transactions on each size's table. */
@@ -93,9 +104,15 @@ export interface NetlinkRow {
 export interface ChunkRow {
   readonly services: number;
   readonly endpoints: number;
+  readonly policy: ChunkPolicy;
+  /** Services per transaction under that policy at this size. */
   readonly servicesPerTransaction: number;
-  readonly bareNetlinkS: number;
+  readonly transactions: number;
+  readonly bareNetlink: Timed;
 }
+
+const perTransaction = (policy: ChunkPolicy, services: number): number =>
+  policy === "adaptive" ? servicesPerTransaction(services) : policy;
 
 const settings = upstreamTestSettings("IPv4");
 const log = pino({ level: "silent" });
@@ -161,6 +178,8 @@ function fullTransactions(state: ProxyState, perTransaction: number): readonly N
 interface Session {
   next: number;
   readonly types: Map<string, string>;
+  /** Anonymous set names as our writer gives them (unique in the table). */
+  readonly tag: () => string;
 }
 
 /** Sends pre-encoded batches on a plain socket in `netns`; only the exchanges are timed. */
@@ -181,6 +200,7 @@ async function bareNetlink(
       firstSeq: seq.next,
       ifIndex: () => 1,
       containerType: (n) => before.get(n),
+      anonymousSetTag: seq.tag(),
     });
     seq.next += b.messages;
     return b;
@@ -390,6 +410,26 @@ export async function runNetlinkBenchmark(options: NetlinkBenchOptions, progress
   for (const { services, endpoints } of options.sizes) {
     progress(`nftables netlink: ${services} x ${endpoints} (load ${loadAverage()})`);
     const state = scaleState(services, endpoints);
+    for (const policy of options.chunks) {
+      const size = perTransaction(policy, services);
+      const transactions = fullTransactions(state, size);
+      const bare = await withBenchNetns((ns) =>
+        bareNetlink(ns, transactions, { next: 1, types: new Map(), tag: anonymousSetTags() }),
+      );
+      const label = policy === "adaptive" ? `adaptive (${size})` : `${size}`;
+      progress(
+        `  ${label} Services per transaction, ${transactions.length} transactions: bare netlink ${fmt(bare)} (load ${loadAverage()})`,
+      );
+      chunkRows.push({
+        services,
+        endpoints,
+        policy,
+        servicesPerTransaction: size,
+        transactions: transactions.length,
+        bareNetlink: bare,
+      });
+    }
+    if (options.chunksOnly === true) continue;
     const row = await withBenchNetns((oursNs) =>
       withBenchNetns((bareNs) =>
         withBenchNetns(async (nftNs) => {
@@ -414,9 +454,11 @@ export async function runNetlinkBenchmark(options: NetlinkBenchOptions, progress
             settings,
             clock: realClock,
             log,
-            servicesPerTransaction: options.servicesPerTransaction,
+            ...(options.servicesPerTransaction === "adaptive"
+              ? {}
+              : { servicesPerTransaction: options.servicesPerTransaction }),
           });
-          const session: Session = { next: 1, types: new Map() };
+          const session: Session = { next: 1, types: new Map(), tag: anonymousSetTags() };
           const sync = async (s: ProxyState, changed: ReadonlySet<string> | null) => {
             sent = [];
             listings = 0;
@@ -437,7 +479,7 @@ export async function runNetlinkBenchmark(options: NetlinkBenchOptions, progress
             progress(`  bare netlink ${fmt(bare)}${options.withNft ? "; bare nft -f…" : ""}`);
             // Without the nft -f full sync, the nft namespace gets the same table over netlink
             // (untimed), so that the partial syncs' nft -f still runs on a table of this size.
-            const nftSession: Session = { next: 1, types: new Map() };
+            const nftSession: Session = { next: 1, types: new Map(), tag: anonymousSetTags() };
             const bareNftS = options.withNft ? await bareNft(nftNs, full.transactions) : null;
             if (!options.withNft) await bareNetlink(nftNs, full.transactions, nftSession);
 
@@ -499,19 +541,6 @@ export async function runNetlinkBenchmark(options: NetlinkBenchOptions, progress
     if (daemonPeakRssMB !== null) progress(`  daemon VmHWM ${daemonPeakRssMB} MB`);
     rows.push({ ...row, daemonPeakRssMB });
   }
-  const first = options.sizes[0];
-  if (first !== undefined) {
-    const state = scaleState(first.services, first.endpoints);
-    for (const perTransaction of options.chunks) {
-      progress(
-        `nftables netlink: ${first.services} x ${first.endpoints}, ${perTransaction} Services per transaction`,
-      );
-      const bare = await withBenchNetns((ns) =>
-        bareNetlink(ns, fullTransactions(state, perTransaction), { next: 1, types: new Map() }),
-      );
-      chunkRows.push({ ...first, servicesPerTransaction: perTransaction, bareNetlinkS: bare.wallS });
-    }
-  }
   return { rows, chunkRows };
 }
 
@@ -572,10 +601,12 @@ export function probeTable(rows: readonly NetlinkRow[]): string {
 export function chunkTable(rows: readonly ChunkRow[]): string {
   if (rows.length === 0) return "";
   const lines = [
-    "| Services × endpoints | Services per transaction | bare netlink full sync (s) |",
-    "|---|---|---|",
+    "| Services × endpoints | policy | Services per transaction | transactions | bare netlink full sync: wall (user + sys) |",
+    "|---|---|---|---|---|",
   ];
   for (const r of rows)
-    lines.push(`| ${r.services} × ${r.endpoints} | ${r.servicesPerTransaction} | ${f(r.bareNetlinkS)} |`);
+    lines.push(
+      `| ${r.services} × ${r.endpoints} | ${r.policy === "adaptive" ? "adaptive" : "fixed"} | ${r.servicesPerTransaction} | ${r.transactions} | ${fmt(r.bareNetlink)} |`,
+    );
   return lines.join("\n");
 }

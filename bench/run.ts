@@ -28,9 +28,9 @@ import {
   partialTable,
   probeTable,
   runNetlinkBenchmark,
+  type ChunkPolicy,
   type NetlinkRow,
 } from "./nftables-netlink.ts";
-import { SERVICES_PER_TRANSACTION } from "../src/backends/nftables/proxier.ts";
 import type { SyncRow } from "./sync.ts";
 
 const USAGE = `usage: npm run bench -- [options]
@@ -52,7 +52,10 @@ const USAGE = `usage: npm run bench -- [options]
                             a row gives their medians (quick: 1)
   --connections 2000        new TCP connections (and first UDP packets) per lab measurement
   --nft-sizes 1000x10       nftables netlink benchmark sizes (SxE, comma-separated; e.g. 10000x10,5000x50)
-  --nft-chunks 50,250       also time bare netlink full syncs at these Services per transaction
+  --nft-chunks 250,adaptive also time bare netlink full syncs of every size at these Services per
+                            transaction ("adaptive": the writer's default, which grows with the table)
+  --nft-chunks-only         nftables netlink benchmark: only those bare netlink full syncs
+  --nft-policy adaptive     Services per transaction of our writer in the benchmark (a number or adaptive)
   --no-nft                  nftables netlink benchmark: skip bare nft -f of the full sync (partial syncs still compared)
   --no-nft-probes           nftables netlink benchmark: skip the small probe transactions
   --nft-rss                 nftables netlink benchmark: also the compiled daemon's VmHWM per size (npm run build first)
@@ -162,6 +165,8 @@ async function main(): Promise<void> {
       svg: { type: "string", default: "docs/bench/soak.svg" },
       "nft-sizes": { type: "string" },
       "nft-chunks": { type: "string" },
+      "nft-chunks-only": { type: "boolean", default: false },
+      "nft-policy": { type: "string", default: "adaptive" },
       "no-nft": { type: "boolean", default: false },
       "no-nft-probes": { type: "boolean", default: false },
       "nft-rss": { type: "boolean", default: false },
@@ -375,12 +380,19 @@ async function main(): Promise<void> {
         if (m === null) throw new Error(`bad --nft-sizes: ${t}`);
         return { services: Number(m[1]), endpoints: Number(m[2]) };
       });
-      const chunks = values["nft-chunks"] === undefined ? [] : parseSizes(values["nft-chunks"]);
+      const policy = (text: string): ChunkPolicy => {
+        if (text.trim() === "adaptive") return "adaptive";
+        const n = Number(text);
+        if (!Number.isInteger(n) || n <= 0) throw new Error(`bad Services per transaction: ${text}`);
+        return n;
+      };
+      const chunks = values["nft-chunks"] === undefined ? [] : values["nft-chunks"].split(",").map(policy);
       const result = await runNetlinkBenchmark(
         {
           sizes: nftSizes,
-          servicesPerTransaction: SERVICES_PER_TRANSACTION,
+          servicesPerTransaction: policy(values["nft-policy"]),
           chunks,
+          chunksOnly: values["nft-chunks-only"],
           withNft: !values["no-nft"],
           probes: !values["no-nft-probes"],
           daemonRss: values["nft-rss"],

@@ -8,7 +8,6 @@
  * `nft -f`). The modes' order alternates from one size to the next, as in the data path.
  */
 import { loadavg } from "node:os";
-import { SERVICES_PER_TRANSACTION } from "../../src/backends/nftables/proxier.ts";
 import { runNetlinkBenchmark } from "../nftables-netlink.ts";
 import type { NetlinkRow } from "../nftables-netlink.ts";
 import type { Timing } from "../restore.ts";
@@ -156,7 +155,7 @@ async function oneSize(
     const { rows } = await runNetlinkBenchmark(
       {
         sizes: [{ services, endpoints: eps }],
-        servicesPerTransaction: SERVICES_PER_TRANSACTION,
+        servicesPerTransaction: "adaptive",
         chunks: [],
         withNft: services <= options.nftFileMax,
         probes: false,

@@ -4,6 +4,7 @@
  * batch changes nothing (nf_tables aborts the whole transaction); the error names the object
  * behind every failing message ("add chain service-…: File exists").
  */
+import { randomBytes } from "node:crypto";
 import { constants as osConstants } from "node:os";
 import { KubeProxyError } from "../../errors.ts";
 import {
@@ -55,6 +56,17 @@ export class NftNetlinkTransactionError extends KubeProxyError {
   }
 }
 
+/**
+ * Tags for the anonymous sets of successive batches (`EncodeOptions.anonymousSetTag`): seven
+ * random base-36 characters for this writer, then the batch's number. Unique in the table as long
+ * as no other writer drew the same seven characters (1 in 78 billion) and added sets to it.
+ */
+export function anonymousSetTags(): () => string {
+  const writer = (randomBytes(5).readUIntBE(0, 5) % 36 ** 7).toString(36).padStart(7, "0");
+  let batch = 0;
+  return () => `${writer}${(++batch).toString(36)}`;
+}
+
 export interface NetlinkKernelOptions extends NetlinkSocketOptions {
   readonly family: "ip" | "ip6";
   /** Bound on waiting for the kernel's answer to one batch. */
@@ -66,6 +78,7 @@ export class NetlinkNftablesKernel {
   private seq = 1;
   /** Types of the sets and maps this writer created (partial syncs add elements without them). */
   private readonly containerTypes = new Map<string, string>();
+  private readonly nextTag = anonymousSetTags();
 
   constructor(private readonly options: NetlinkKernelOptions) {}
 
@@ -106,6 +119,7 @@ export class NetlinkNftablesKernel {
         firstSeq: seq,
         ifIndex: (name) => socket.ifIndex(name),
         containerType: (name) => types.get(name),
+        anonymousSetTag: this.nextTag(),
       });
       for (const c of commands) remember(types, c);
       seq = (batch.firstSeq + batch.messages) % 0x7fffffff || 1;

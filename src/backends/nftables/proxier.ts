@@ -40,10 +40,23 @@ import {
 import type { NftablesRuleset, NftablesSettings } from "./types.ts";
 
 /**
- * Services per transaction of a large full sync: the fastest size measured here (kernel 6.18,
- * 10,000 × 10 and 5,000 × 50; docs/nftables-mode.md, bench/README.md).
+ * Services per transaction of a chunked full sync of a table of `services` Services: a multiple
+ * of the square root of the table's size, never fewer than MIN_SERVICES_PER_TRANSACTION. Every
+ * transaction costs the kernel one validation of the whole table (proportional to the table),
+ * and inside one transaction each anonymous set walks the transaction's list of pending changes
+ * (proportional to the transaction): in Services S and Services per transaction C, about
+ * a·S²/C + b·S·C, least at C ∝ √S, so the number of transactions grows as √S instead of as S
+ * (docs/nftables-mode.md "Bounded transactions", bench/README.md for the measurements).
  */
-export const SERVICES_PER_TRANSACTION = 250;
+export function servicesPerTransaction(services: number): number {
+  return Math.max(
+    MIN_SERVICES_PER_TRANSACTION,
+    Math.round(SERVICES_PER_TRANSACTION_PER_ROOT * Math.sqrt(services)),
+  );
+}
+
+export const MIN_SERVICES_PER_TRANSACTION = 250;
+const SERVICES_PER_TRANSACTION_PER_ROOT = 2.5;
 
 /** How long a flushed chain waits before it is deleted (upstream: one second). */
 export const STALE_CHAIN_DELAY_MS = 1_000;
@@ -86,7 +99,7 @@ export interface NftablesWriterOptions {
    * transaction, a refused stale-chain deletion. Both start at 0 for this family.
    */
   readonly metrics?: NftablesMetrics | null;
-  /** Services per transaction of a chunked full sync (default SERVICES_PER_TRANSACTION). */
+  /** Services per transaction of a chunked full sync (default: `servicesPerTransaction(S)`). */
   readonly servicesPerTransaction?: number;
 }
 
@@ -155,9 +168,10 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
             reading?.absent ?? false,
             {
               ...options,
-              servicesPerTransaction: this.options.servicesPerTransaction ?? SERVICES_PER_TRANSACTION,
+              servicesPerTransaction:
+                this.options.servicesPerTransaction ?? servicesPerTransaction(ruleset.services.length),
               readFromKernel: known,
-              unchangedChains: reading?.unchangedChains ?? new Set(),
+              unchangedChains: this.unchangedChains(reading),
             },
           ) ?? planFullSync(ruleset, existing, options);
       } else {
@@ -232,6 +246,20 @@ export class NftablesWriter implements FamilyWriter<NftablesSyncDetails> {
       ifIndex: read.ifIndex,
       pendingStaleChains: new Set(this.staleChains.keys()),
     });
+  }
+
+  /**
+   * The chains a full sync read from the kernel leaves as they are because they hold exactly
+   * their rules: the endpoint chains on the first sync of this process (upstream's start-up
+   * sync, `TestSyncProxyRulesStartup`), every per-Service chain on later ones (the hourly resync,
+   * after a failure). Rewriting an unchanged Service chain re-creates its anonymous
+   * `numgen … vmap`, and each new anonymous set costs the kernel walks over every set of the
+   * table: at tens of thousands of Services most of a full sync (docs/nftables-mode.md).
+   */
+  private unchangedChains(reading: TableReading | null): ReadonlySet<string> {
+    if (reading === null) return new Set();
+    if (this.firstSync || reading.unchangedServiceChains.size === 0) return reading.unchangedChains;
+    return new Set([...reading.unchangedChains, ...reading.unchangedServiceChains]);
   }
 
   private async readKernel(ruleset: NftablesRuleset): Promise<TableReading | null> {

@@ -44,6 +44,8 @@ export interface TableReading {
   readonly kernel: KernelTable;
   /** Endpoint chains that hold exactly the rules the proxy would write. */
   readonly unchangedChains: ReadonlySet<string>;
+  /** The other per-Service chains (`service-`, `local-`, `external-`, `firewall-`) that do. */
+  readonly unchangedServiceChains: ReadonlySet<string>;
   readonly drift: DriftReport;
 }
 
@@ -220,6 +222,7 @@ export function readTable(ruleset: NftablesRuleset, dump: TableDump, options: Re
 
   // Chains.
   const unchangedChains = new Set<string>();
+  const unchangedServiceChains = new Set<string>();
   const kernelChains = new Set<string>();
   for (const have of dump.chains) {
     kernelChains.add(have.name);
@@ -261,6 +264,7 @@ export function readTable(ruleset: NftablesRuleset, dump: TableDump, options: Re
         reordered: missing.length + extra.length === 0 && !sameOrder,
       });
     } else if (have.name.startsWith(PREFIX_ENDPOINT)) unchangedChains.add(have.name);
+    else if (isServiceChainName(have.name)) unchangedServiceChains.add(have.name);
   }
   for (const [name, want] of chains)
     if (!kernelChains.has(name) && dump.exists)
@@ -391,6 +395,7 @@ export function readTable(ruleset: NftablesRuleset, dump: TableDump, options: Re
     existing: { chains: chainNames, sets: setNames },
     kernel: { chains: new Set(chainNames), affinitySets: new Set(setNames), elements },
     unchangedChains,
+    unchangedServiceChains,
     drift: drift.report(family),
   };
 }

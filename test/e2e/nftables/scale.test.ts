@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
 import { test } from "node:test";
 import { pino } from "pino";
-import { NftablesWriter, SERVICES_PER_TRANSACTION } from "../../../src/backends/nftables/proxier.ts";
+import { NftablesWriter, servicesPerTransaction } from "../../../src/backends/nftables/proxier.ts";
 import { readTableOverNetlink } from "../../../src/backends/nftables/netlink-kernel.ts";
 import { renderNftables } from "../../../src/backends/nftables/render.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
@@ -54,10 +54,10 @@ test(`${SERVICES} Services × ${ENDPOINTS} endpoints: one nft -f transaction, th
     const ruleset = renderNftables({ state, settings });
     const renderMs = ms(start);
     start = performance.now();
-    // What the writer plans for a table that is not there yet: chunked, 250 Services at a time.
+    // What the writer plans for a table that is not there yet: chunked, as the writer cuts it.
     const plan = planChunkedFullSync(ruleset, null, null, true, {
       resetBaseChains: true,
-      servicesPerTransaction: SERVICES_PER_TRANSACTION,
+      servicesPerTransaction: servicesPerTransaction(ruleset.services.length),
     });
     const planMs = ms(start);
     assert.ok(plan !== null, "a 1,000-Service full sync into an absent table is chunked");

@@ -130,3 +130,61 @@ test("long element lists are split so that every attribute stays under 64 KiB", 
     /^add element service-ips \{ 172\.30\.\d+\.\d+ \. tcp \. 80 \} \(and \d+ more/,
   );
 });
+
+/** Top-level attributes of one message (after nfgenmsg): type → value. */
+function attributes(m: RawMessage): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  for (let off = 4; off + 4 <= m.payload.length;) {
+    const len = m.payload.readUInt16LE(off);
+    out.set(m.payload.readUInt16LE(off + 2) & 0x3fff, m.payload.subarray(off + 4, off + len));
+    off += (len + 3) & ~3;
+  }
+  return out;
+}
+
+const NEWSET = 9;
+const NEWSETELEM = 12;
+const cstr = (b: Buffer | undefined): string | undefined => b?.subarray(0, b.indexOf(0)).toString();
+
+test("with a tag, anonymous sets are named by us and their elements refer to them by ID alone", () => {
+  const c = netlinkCases()[0]!;
+  const batch = (tag: string | undefined) =>
+    splitBatch(
+      encodeBatch(c.commands, {
+        family: c.family,
+        table: "kube-proxy",
+        firstSeq: 1,
+        ifIndex: () => 1,
+        containerType: () => undefined,
+        ...(tag === undefined ? {} : { anonymousSetTag: tag }),
+      }).bytes,
+    );
+  const plain = batch(undefined);
+  const tagged = batch("t0");
+  assert.equal(tagged.length, plain.length, "the same messages");
+  const anonymous = tagged.filter(
+    (m) => m.type === NEWSET && (attributes(m).get(3)!.readUInt32BE(0) & 1) === 1,
+  );
+  assert.ok(anonymous.length >= 3, `${anonymous.length} anonymous sets`);
+  const names = anonymous.map((m) => cstr(attributes(m).get(2))!);
+  for (const n of names) assert.match(n, /^__(set|map)t0_[0-9a-z]+$/);
+  assert.equal(new Set(names).size, names.length, "unique names");
+  const anonIds = new Set(anonymous.map((m) => attributes(m).get(10)!.readUInt32BE(0)));
+  let anonElements = 0;
+  for (const [i, m] of tagged.entries()) {
+    if (m.type !== NEWSETELEM) continue;
+    const a = attributes(m);
+    const id = a.get(4)?.readUInt32BE(0);
+    if (id !== undefined && anonIds.has(id)) {
+      anonElements++;
+      assert.equal(a.get(2), undefined, "no set name: the kernel finds the set by ID");
+    } else assert.equal(cstr(a.get(2)), cstr(attributes(plain[i]!).get(2)), "named sets keep their name");
+  }
+  assert.ok(anonElements >= anonymous.length);
+  // Everything else is byte for byte what nft sends.
+  const other = (ms: RawMessage[]) =>
+    canonicalBatch(ms.filter((m) => m.type !== NEWSET && m.type !== NEWSETELEM)).filter(
+      (l) => !l.includes("5f5f"),
+    );
+  assert.deepEqual(other(tagged), other(plain));
+});

@@ -199,3 +199,72 @@ test("a restart over a large existing table: by difference, in bounded transacti
     sortNFTablesDump(fresh.dump("ip", "kube-proxy")),
   );
 });
+
+test("a later full sync leaves every chain that holds exactly its rules; the first rewrites the Service chains", async () => {
+  const fake = new FakeNft();
+  const writer = writerOn(fake, { n: 0 }, 250);
+  const full = (state: ProxyState) =>
+    writer.write({ state, fullSync: true, changedServices: new Set(), onTransaction: () => undefined });
+  const state = manyServices(600);
+  await full(state);
+  const chainWrites = (from: number) =>
+    fake.transactions
+      .slice(from)
+      .flat()
+      .filter((c) => /^add (chain|rule) ip kube-proxy \S*\//.test(c));
+  // A restart: a new writer's first sync over the table rewrites the Service chains (as upstream).
+  const restarted = writerOn(fake, { n: 0 }, 250);
+  let before = fake.transactions.length;
+  await restarted.write({
+    state,
+    fullSync: true,
+    changedServices: new Set(),
+    onTransaction: () => undefined,
+  });
+  const firstSync = chainWrites(before);
+  assert.ok(
+    firstSync.some((c) => c.startsWith("add rule ip kube-proxy service-")),
+    "service chains rewritten",
+  );
+  assert.ok(!firstSync.some((c) => / kube-proxy endpoint-/.test(c)), "endpoint chains left");
+  // The next full sync (hourly, after a failure) touches only what differs: one Service's endpoints.
+  const changed = manyServices(600, 1);
+  before = fake.transactions.length;
+  await restarted.write({
+    state: changed,
+    fullSync: true,
+    changedServices: new Set(),
+    onTransaction: () => undefined,
+  });
+  const later = chainWrites(before);
+  const touched = new Set(later.map((c) => /\/(svc\d+)\//.exec(c)?.[1]));
+  assert.deepEqual([...touched].sort(), [
+    "svc0",
+    "svc100",
+    "svc150",
+    "svc200",
+    "svc250",
+    "svc300",
+    "svc350",
+    "svc400",
+    "svc450",
+    "svc50",
+    "svc500",
+    "svc550",
+  ]);
+  const fresh = new FakeNft();
+  fresh.apply(
+    planFullSync(renderNftables({ state: changed, settings: SETTINGS }), null, { resetBaseChains: true })
+      .payload,
+  );
+  const pending = new Set(restarted.pendingStaleChains.keys());
+  const withoutStale = (dump: string) =>
+    dump
+      .split("\n")
+      .filter((l) => !pending.has(/^add chain ip kube-proxy (\S+)$/.exec(l)?.[1] ?? ""))
+      .join("\n");
+  assert.equal(
+    sortNFTablesDump(withoutStale(fake.dump("ip", "kube-proxy"))),
+    sortNFTablesDump(fresh.dump("ip", "kube-proxy")),
+  );
+});

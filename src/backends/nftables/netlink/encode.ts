@@ -2,7 +2,8 @@
  * Typed commands (../transactions.ts) into one nf_tables netlink batch, as nft 1.0.6 encodes the
  * same `nft -f` text: BATCH_BEGIN, one message per command (element lists grouped per set and
  * split so that every nested attribute stays under 64 KiB), anonymous sets (`__set%d`,
- * `__map%d`, an ID unique in the batch) right before the rule that uses them, BATCH_END. Only the
+ * `__map%d`, an ID unique in the batch; or named by us, `anonymousSetTag`) right before the rule
+ * that uses them, BATCH_END. Only the
  * last message asks for an ack: errors come back anyway, tagged with the failing message's
  * sequence number, which `describe` maps back to the command (and so the object) that caused it.
  */
@@ -198,6 +199,16 @@ export interface EncodeOptions {
    * reset. Without it, a fresh writer and a copy.
    */
   readonly writer?: BatchWriter;
+  /**
+   * A text (letters, digits) unique to this batch among all batches ever sent to the table.
+   * Without it, anonymous sets are named as nft names them (`__map%d`: the kernel picks the
+   * number) and their elements name the set. With it, they are named `__map<tag>_<n>` here and
+   * their elements refer to the set by ID alone. Same objects, as `nft list` shows them, but
+   * cheaper for the kernel on a large table: it picks a `%d` number by parsing the name of every
+   * set of the table (twice beyond 32,768 of them), and it looks an element list's set up by name
+   * in the table's list of sets before trying the ID (docs/nftables-mode.md).
+   */
+  readonly anonymousSetTag?: string;
 }
 
 function commandLabel(cmd: NftCommand): string {
@@ -409,8 +420,9 @@ class Encoder {
   /** NEWSET + NEWSETELEM(s) of an anonymous set; returns its name and ID for the lookup. */
   private anonymousSet(s: AnonSet, i: number): { name: string; id: number } {
     const { w } = this;
-    const name = s.map ? "__map%d" : "__set%d";
     const id = ++this.setId;
+    const tag = this.options.anonymousSetTag;
+    const name = `${s.map ? "__map" : "__set"}${tag === undefined ? "%d" : `${tag}_${id.toString(36)}`}`;
     let flags = SET_F.anonymous | SET_F.constant;
     if (s.map) flags |= SET_F.map;
     if (s.interval) flags |= SET_F.interval;
@@ -432,7 +444,7 @@ class Encoder {
     while (k < s.elements.length) {
       this.begin(MSG.newSetElem, NLM_F_CREATE, i, i, "elements of the anonymous set of ");
       this.table();
-      w.str(ELEMS_A.set, name);
+      if (tag === undefined) w.str(ELEMS_A.set, name);
       w.u32(ELEMS_A.setId, id);
       const start = w.position;
       let n = 0;
