@@ -1,6 +1,6 @@
 /**
- * nftables mode's see-inside tools: the reader of the live table (`nft -j list table ip|ip6
- * kube-proxy`) or of a dump, the tracer run over it, and the explainer that turns our table into
+ * nftables mode's see-inside tools: the reader of the live table (over netlink,
+ * ./netlink-listing.ts) or of a dump (`nft -f`, `nft list`, `nft -j`), the tracer run over it, and the explainer that turns our table into
  * the mode-neutral ServiceView (src/inspect/model.ts). Only `table ip kube-proxy` and `table ip6
  * kube-proxy` are ours; every other table is reported as foreign and never traced.
  */
@@ -9,7 +9,6 @@ import type { Runner } from "../../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
 import { readEndpointFlows } from "../../kernel/conntrack-count.ts";
 import type { EndpointKey, Frontend } from "../../kernel/conntrack-count.ts";
-import { Nft } from "../../kernel/nft.ts";
 import { createHash } from "node:crypto";
 import { formatPercent, packetFromQuery } from "../../netfilter/tracer.ts";
 import {
@@ -44,6 +43,7 @@ import {
 } from "../../inspect/model.ts";
 import type { IPFamily } from "../../ip.ts";
 import type { InspectDump, InspectExplainRequest, InspectTraceRequest, ModeInspector } from "../types.ts";
+import { readGeneration, readTablesOverNetlink, type NetlinkReading } from "./netlink-listing.ts";
 import {
   CLUSTER_IPS_SET,
   FIREWALL_IPS_MAP,
@@ -142,41 +142,66 @@ export function readNftablesDump(
   }
 }
 
-/** Our tables as the kernel holds them now, one `nft -j list table` each; other tables by name only. */
-export async function readLiveNftables(
-  runner: Runner,
-  netns?: string,
-  service?: { readonly namespace: string; readonly name: string },
-): Promise<{ reading: NftablesReading; json: string[] }> {
-  const nft = new Nft(runner, netns);
-  const listed = await nft.listTables();
-  const json: string[] = [];
-  const tables: NftTable[] = [];
-  for (const family of ["ip", "ip6"] as const) {
-    if (!listed.some((t) => t.family === family && t.name === KUBE_PROXY_TABLE)) continue;
-    const text = await nft.listTableJson(family, KUBE_PROXY_TABLE);
-    if (text === null) continue;
-    json.push(text);
-    tables.push(
-      ...readNftablesDump({ text, origin: `nft -j list table ${family} ${KUBE_PROXY_TABLE}` }, service)
-        .tables,
-    );
-  }
-  return { reading: { tables, foreign: listed.filter((t) => !isOurs(t)).map(tableLabel) }, json };
+/** How the live tables are read: over netlink (./netlink-listing.ts); tests give their own. */
+export interface NftablesKernelReader {
+  generation(netns?: string): Promise<number>;
+  tables(options: { readonly netns?: string; readonly service?: ServiceRef }): Promise<NetlinkReading>;
 }
 
-/** The web view's reader: our tables' JSON per family and the node's addresses. */
-export function nftablesInspectionSource(runner: Runner, netns?: string): InspectionSource {
+export const netlinkReader: NftablesKernelReader = {
+  generation: readGeneration,
+  tables: readTablesOverNetlink,
+};
+
+/** The source line of a live reading. */
+const LIVE_SOURCE = `live kernel (netlink dump of table ip|ip6 ${KUBE_PROXY_TABLE})`;
+
+/**
+ * Our tables as the kernel holds them now, read over netlink (with `service`, only that
+ * Service's part of them); other tables by name only.
+ */
+export async function readLiveNftables(
+  netns?: string,
+  service?: ServiceRef,
+  kernel: NftablesKernelReader = netlinkReader,
+): Promise<{ reading: NftablesReading; generation: number }> {
+  const read = await kernel.tables({
+    ...(netns === undefined ? {} : { netns }),
+    ...(service === undefined ? {} : { service }),
+  });
+  return {
+    reading: { tables: read.tables, foreign: read.others.map(tableLabel) },
+    generation: read.generation,
+  };
+}
+
+/**
+ * The web view's reader. The parsed tables are kept while the ruleset's generation stays the
+ * same (every commit, ours or anyone's, moves it): at 10,000 Services a reading is seconds of
+ * work, and asking for the generation is one small netlink message. The node's addresses are
+ * read each time; a change of them builds a new snapshot from the same tables.
+ */
+export function nftablesInspectionSource(
+  runner: Runner,
+  netns?: string,
+  kernel: NftablesKernelReader = netlinkReader,
+): InspectionSource {
+  let kept: { generation: number; reading: NftablesReading; local: string; web: ModeWebSnapshot } | undefined;
   return {
     async read() {
-      const { reading, json } = await readLiveNftables(runner, netns);
       const local = (await readLocalAddresses(runner, netns)).map((a) => a.replace(/\/\d+$/, ""));
-      return {
-        mode: "nftables",
-        dumps: json,
-        localAddresses: local,
-        web: nftablesWebSnapshot(reading, local),
-      };
+      const generation = await kernel.generation(netns);
+      if (kept === undefined || kept.generation !== generation) {
+        const read = await readLiveNftables(netns, undefined, kernel);
+        kept = {
+          generation: read.generation,
+          reading: read.reading,
+          local: "",
+          web: nftablesWebSnapshot(read.reading, local),
+        };
+      } else if (kept.local !== local.join(" ")) kept.web = nftablesWebSnapshot(kept.reading, local);
+      kept.local = local.join(" ");
+      return { mode: "nftables", dumps: [], localAddresses: local, web: kept.web };
     },
   };
 }
@@ -538,8 +563,8 @@ async function trace(req: InspectTraceRequest): Promise<string> {
     reading = readNftablesDump(req.dump);
     source = req.dump.origin;
   } else {
-    reading = (await readLiveNftables(req.runner)).reading;
-    source = `live kernel (nft -j list table ${family} ${KUBE_PROXY_TABLE})`;
+    reading = (await readLiveNftables()).reading;
+    source = `live kernel (netlink dump of table ${family} ${KUBE_PROXY_TABLE})`;
   }
   const table = reading.tables.find((t) => t.family === family);
   if (table === undefined)
@@ -588,8 +613,8 @@ async function explain(req: InspectExplainRequest): Promise<string> {
     reading = { tables: all.flatMap((r) => r.tables), foreign: all.flatMap((r) => r.foreign) };
     source = given.map((d) => d.origin).join(", ");
   } else {
-    reading = (await readLiveNftables(req.runner, undefined, req.service)).reading;
-    source = `live kernel (nft -j list table ip|ip6 ${KUBE_PROXY_TABLE})`;
+    reading = (await readLiveNftables(undefined, req.service)).reading;
+    source = LIVE_SOURCE;
   }
   let found: { table: NftTable; ex: NftServiceExplanation } | undefined;
   for (const table of reading.tables) {

@@ -1,7 +1,7 @@
 /**
  * nftables mode's explainer and its `trace` / `explain` commands on upstream's
- * TestOverallNFTablesRules table (rendered by our renderer), and the live reader over a scripted
- * runner: no kernel.
+ * TestOverallNFTablesRules table (rendered by our renderer), and the web view's live source over
+ * a fake kernel reader: no kernel.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -10,7 +10,9 @@ import { join } from "node:path";
 import { test } from "node:test";
 import {
   explainNftService,
+  nftablesInspectionSource,
   nftablesInspector,
+  type NftablesKernelReader,
   parseChainName,
   readLiveNftables,
   readNftablesDump,
@@ -160,22 +162,46 @@ test("trace and explain --proxy-mode nftables read a --ruleset file", async () =
   }
 });
 
-test("the live reader lists our tables with nft -j (argv), and foreign ones by name only", async () => {
+test("the web view's source keeps its parse while the ruleset's generation stays the same", async () => {
   const seed = readFileSync(new URL("dumps/seed.json", FIXTURES), "utf8");
-  const runner = new ScriptRunner((argv) => {
-    if (argv.join(" ") === "nft list tables") return { stdout: "table inet filter\ntable ip kube-proxy\n" };
-    if (argv.join(" ") === "nft -j list table ip kube-proxy") return { stdout: seed };
-    return { exitCode: 1, stderr: `unexpected ${argv.join(" ")}` };
-  });
-  const { reading, json } = await readLiveNftables(runner);
-  assert.deepEqual(reading.foreign, ["table inet filter"]);
-  assert.deepEqual(
-    reading.tables.map((t) => t.family),
-    ["ip"],
+  let generation = 7;
+  const reads: (string | undefined)[] = [];
+  const kernel: NftablesKernelReader = {
+    generation: () => Promise.resolve(generation),
+    tables: (options) => {
+      reads.push(options.netns);
+      return Promise.resolve({
+        generation,
+        tables: readNftablesDump({ text: seed, origin: "seed" }).tables,
+        others: [{ family: "inet", name: "filter" }],
+      });
+    },
+  };
+  let address = "10.0.0.1/24";
+  const runner = new ScriptRunner((argv) =>
+    argv.join(" ") === "ip -j addr show"
+      ? { stdout: JSON.stringify([{ addr_info: [{ local: address.split("/")[0], prefixlen: 24 }] }]) }
+      : { exitCode: 1, stderr: `unexpected ${argv.join(" ")}` },
   );
-  assert.equal(json.length, 1);
-  assert.ok(
-    runner.calls.every((c) => !c.argv.includes("filter")),
-    "a foreign table is never listed",
+  const source = nftablesInspectionSource(runner, "node-ns", kernel);
+  const first = await source.read();
+  assert.equal(first.mode, "nftables");
+  assert.deepEqual(reads, ["node-ns"]);
+  const again = await source.read();
+  assert.deepEqual(reads, ["node-ns"], "same generation: the kernel's tables are not read again");
+  assert.equal(again.web, first.web, "and the snapshot (with what it built lazily) is the same object");
+  address = "10.0.0.2/24";
+  const moved = await source.read();
+  assert.deepEqual(reads, ["node-ns"], "new addresses: a new snapshot of the same tables");
+  assert.notEqual(moved.web, first.web);
+  assert.deepEqual(moved.localAddresses, ["10.0.0.2"]);
+  generation = 8;
+  await source.read();
+  assert.deepEqual(reads, ["node-ns", "node-ns"], "a new generation is read again");
+  const live = await readLiveNftables("node-ns", undefined, kernel);
+  assert.deepEqual(live.reading.foreign, ["table inet filter"]);
+  assert.deepEqual(
+    live.reading.tables.map((t) => t.family),
+    ["ip"],
   );
 });
