@@ -43,7 +43,12 @@ import {
 } from "../../inspect/model.ts";
 import type { IPFamily } from "../../ip.ts";
 import type { InspectDump, InspectExplainRequest, InspectTraceRequest, ModeInspector } from "../types.ts";
-import { readGeneration, readTablesOverNetlink, type NetlinkReading } from "./netlink-listing.ts";
+import {
+  readGeneration,
+  readTablesOverNetlink,
+  type ListingPart,
+  type NetlinkReading,
+} from "./netlink-listing.ts";
 import {
   CLUSTER_IPS_SET,
   FIREWALL_IPS_MAP,
@@ -145,7 +150,7 @@ export function readNftablesDump(
 /** How the live tables are read: over netlink (./netlink-listing.ts); tests give their own. */
 export interface NftablesKernelReader {
   generation(netns?: string): Promise<number>;
-  tables(options: { readonly netns?: string; readonly service?: ServiceRef }): Promise<NetlinkReading>;
+  tables(options: { readonly netns?: string; readonly what?: ListingPart }): Promise<NetlinkReading>;
 }
 
 export const netlinkReader: NftablesKernelReader = {
@@ -162,13 +167,10 @@ const LIVE_SOURCE = `live kernel (netlink dump of table ip|ip6 ${KUBE_PROXY_TABL
  */
 export async function readLiveNftables(
   netns?: string,
-  service?: ServiceRef,
+  what: ListingPart = { part: "all" },
   kernel: NftablesKernelReader = netlinkReader,
 ): Promise<{ reading: NftablesReading; generation: number }> {
-  const read = await kernel.tables({
-    ...(netns === undefined ? {} : { netns }),
-    ...(service === undefined ? {} : { service }),
-  });
+  const read = await kernel.tables({ ...(netns === undefined ? {} : { netns }), what });
   return {
     reading: { tables: read.tables, foreign: read.others.map(tableLabel) },
     generation: read.generation,
@@ -176,31 +178,32 @@ export async function readLiveNftables(
 }
 
 /**
- * The web view's reader. The parsed tables are kept while the ruleset's generation stays the
- * same (every commit, ours or anyone's, moves it): at 10,000 Services a reading is seconds of
- * work, and asking for the generation is one small netlink message. The node's addresses are
- * read each time; a change of them builds a new snapshot from the same tables.
+ * The web view's reader. What it read is kept while the ruleset's generation stays the same
+ * (every commit, ours or anyone's, moves it; asking for it is one small netlink message): a
+ * reading is the dispatch maps only, and the snapshot reads a Service's part or the whole
+ * table when a request first needs it (liveNftablesWebSnapshot). The node's addresses are read
+ * each time; a change of them starts a new snapshot.
  */
 export function nftablesInspectionSource(
   runner: Runner,
   netns?: string,
   kernel: NftablesKernelReader = netlinkReader,
 ): InspectionSource {
-  let kept: { generation: number; reading: NftablesReading; local: string; web: ModeWebSnapshot } | undefined;
+  let kept: { generation: number; local: string; web: ModeWebSnapshot } | undefined;
   return {
     async read() {
       const local = (await readLocalAddresses(runner, netns)).map((a) => a.replace(/\/\d+$/, ""));
       const generation = await kernel.generation(netns);
-      if (kept === undefined || kept.generation !== generation) {
-        const read = await readLiveNftables(netns, undefined, kernel);
+      if (kept === undefined || kept.generation !== generation || kept.local !== local.join(" ")) {
+        const list = await readLiveNftables(netns, { part: "dispatch" }, kernel);
+        const part = (what: ListingPart): Promise<NftablesReading> =>
+          readLiveNftables(netns, what, kernel).then((r) => r.reading);
         kept = {
-          generation: read.generation,
-          reading: read.reading,
-          local: "",
-          web: nftablesWebSnapshot(read.reading, local),
+          generation: list.generation,
+          local: local.join(" "),
+          web: liveNftablesWebSnapshot(list.reading, list.generation, local, part),
         };
-      } else if (kept.local !== local.join(" ")) kept.web = nftablesWebSnapshot(kept.reading, local);
-      kept.local = local.join(" ");
+      }
       return { mode: "nftables", dumps: [], localAddresses: local, web: kept.web };
     },
   };
@@ -613,7 +616,7 @@ async function explain(req: InspectExplainRequest): Promise<string> {
     reading = { tables: all.flatMap((r) => r.tables), foreign: all.flatMap((r) => r.foreign) };
     source = given.map((d) => d.origin).join(", ");
   } else {
-    reading = (await readLiveNftables(undefined, req.service)).reading;
+    reading = (await readLiveNftables(undefined, { part: "service", service: req.service })).reading;
     source = LIVE_SOURCE;
   }
   let found: { table: NftTable; ex: NftServiceExplanation } | undefined;
@@ -666,10 +669,16 @@ export const nftablesInspector: ModeInspector = { trace, explain };
 
 // --- the web view -------------------------------------------------------------------------------
 
-/** `ns/name` of every Service with objects in the table (chain names, no-endpoint comments). */
+/** `ns/name` of every Service with objects in the table (chain names, map targets, no-endpoint comments). */
 export function servicesInTable(table: NftTable): ServiceRef[] {
   const found = new Map<string, ServiceRef>();
-  for (const name of table.chains.keys()) {
+  const targets = [SERVICE_IPS_MAP, SERVICE_NODEPORTS_MAP, FIREWALL_IPS_MAP].flatMap((m) =>
+    (table.sets.get(m)?.elements ?? []).map((e) =>
+      e.value?.kind === "goto" || e.value?.kind === "jump" ? e.value.target : "",
+    ),
+  );
+  // The chains, and the chains the dispatch maps send packets to (a reading of the maps only).
+  for (const name of [...table.chains.keys(), ...targets]) {
     const c = parseChainName(name);
     if (c !== null) found.set(`${c.namespace}/${c.name}`, { namespace: c.namespace, name: c.name });
   }
@@ -839,6 +848,98 @@ function webEntry(table: NftTable, ex: NftServiceExplanation, family: number): W
 
 const COUNTER_TEXT = /counter packets \d+ bytes \d+/g;
 
+/** Every Service of the tables with its frontends, sorted by name, then family. */
+function serviceSummaries(reading: NftablesReading): WebServiceSummary[] {
+  const services: WebServiceSummary[] = [];
+  for (const table of reading.tables) {
+    const family = table.family === "ip6" ? 6 : 4;
+    const frontends = frontendsByService(table);
+    for (const ref of servicesInTable(table)) {
+      const service = `${ref.namespace}/${ref.name}`;
+      services.push({ family, service, frontends: frontends.get(service) ?? [] });
+    }
+  }
+  return services.sort((a, b) =>
+    a.service === b.service ? a.family - b.family : a.service < b.service ? -1 : 1,
+  );
+}
+
+/** Parts of the table one snapshot keeps (one per Service page asked for). */
+const MAX_SERVICE_PARTS = 256;
+
+/**
+ * The web view's snapshot of the live tables at one generation, read only as far as asked: the
+ * list comes from the dispatch maps (`list`), a Service's page from that Service's part of the
+ * table, read when first asked for, and the rules, the trace and every counter from the whole
+ * table, read once when first asked for. At 10,000 Services the whole table costs the kernel
+ * itself tens of seconds to dump, a Service's part milliseconds.
+ */
+export function liveNftablesWebSnapshot(
+  list: NftablesReading,
+  generation: number,
+  localAddresses: readonly string[],
+  read: (what: ListingPart) => Promise<NftablesReading>,
+): ModeWebSnapshot {
+  const parts = new Map<string, Promise<NftablesReading>>();
+  let whole: Promise<ModeWebSnapshot> | undefined;
+  let wholeDone: ModeWebSnapshot | undefined;
+  const done = new Map<string, NftablesReading>();
+  const needWhole = (): ModeWebSnapshot => {
+    if (wholeDone === undefined) throw new Error("the whole table was not read for this request");
+    return wholeDone;
+  };
+  return {
+    version: `generation ${generation}`,
+    services: serviceSummaries(list),
+    service(family, namespace, name) {
+      if (wholeDone !== undefined) return wholeDone.service(family, namespace, name);
+      const table = done
+        .get(`${namespace}/${name}`)
+        ?.tables.find((t) => (t.family === "ip6" ? 6 : 4) === family);
+      const ex = table === undefined ? null : explainNftService(table, { namespace, name });
+      return table === undefined || ex === null ? undefined : webEntry(table, ex, family);
+    },
+    columns: ["num", "pkts", "bytes", "rule"],
+    rules: (q, max) => needWhole().rules(q, max),
+    counters(keys) {
+      if (wholeDone !== undefined || keys === undefined) return needWhole().counters(keys);
+      const out: Record<string, readonly [number, number]> = {};
+      for (const part of done.values())
+        for (const table of part.tables) {
+          const family = table.family === "ip6" ? 6 : 4;
+          for (const chain of table.chains.values())
+            for (const r of chain.rules) {
+              const key = `${family}/${table.name}/${chain.name}/${r.index}`;
+              if (r.counters !== undefined && keys.has(key))
+                out[key] = [r.counters.packets, r.counters.bytes];
+            }
+        }
+      return out;
+    },
+    trace: (flags) => needWhole().trace(flags),
+    async prepare(need) {
+      if (need.kind === "table") {
+        whole ??= read({ part: "all" }).then((r) => nftablesWebSnapshot(r, localAddresses));
+        wholeDone = await whole;
+        return;
+      }
+      if (wholeDone !== undefined) return;
+      const key = `${need.namespace}/${need.name}`;
+      let part = parts.get(key);
+      if (part === undefined) {
+        if (parts.size >= MAX_SERVICE_PARTS) {
+          parts.clear();
+          done.clear();
+        }
+        part = read({ part: "service", service: { namespace: need.namespace, name: need.name } });
+        parts.set(key, part);
+        part.catch(() => parts.delete(key));
+      }
+      done.set(key, await part);
+    },
+  };
+}
+
 /**
  * What the web view shows of our tables. The Service list and the version are built once per
  * reading; a Service's entry, the rule rows and the counters only when asked for.
@@ -848,7 +949,6 @@ export function nftablesWebSnapshot(
   localAddresses: readonly string[],
 ): ModeWebSnapshot {
   const hash = createHash("sha256");
-  const services: WebServiceSummary[] = [];
   for (const table of reading.tables) {
     const family = table.family === "ip6" ? 6 : 4;
     for (const chain of table.chains.values()) {
@@ -858,13 +958,8 @@ export function nftablesWebSnapshot(
     }
     for (const set of table.sets.values())
       for (const e of set.elements) hash.update(`${family} ${set.name} ${JSON.stringify(e)}\n`);
-    const frontends = frontendsByService(table);
-    for (const ref of servicesInTable(table)) {
-      const service = `${ref.namespace}/${ref.name}`;
-      services.push({ family, service, frontends: frontends.get(service) ?? [] });
-    }
   }
-  services.sort((a, b) => (a.service === b.service ? a.family - b.family : a.service < b.service ? -1 : 1));
+  const services = serviceSummaries(reading);
   let rows: WebRuleRow[] | undefined;
   let counters: Record<string, readonly [number, number]> | undefined;
   const allRows = (): WebRuleRow[] => {

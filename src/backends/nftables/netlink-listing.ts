@@ -117,45 +117,80 @@ export function readGeneration(netns?: string): Promise<number> {
   return withSocket(netns, (r) => r.generation());
 }
 
-/** The chains of `ref` the dispatch maps' elements send packets to. */
-function serviceTargets(table: NftTable | null, ref: ServiceName): string[] {
-  const out: string[] = [];
-  const prefix = new RegExp(`^[a-z]+-[A-Z0-9]{8}-${escape(ref.namespace)}/${escape(ref.name)}/`);
-  for (const map of [SERVICE_IPS_MAP, SERVICE_NODEPORTS_MAP, FIREWALL_IPS_MAP])
-    for (const e of table?.sets.get(map)?.elements ?? []) {
-      const v = e.value;
-      if ((v?.kind === "goto" || v?.kind === "jump") && prefix.test(v.target)) out.push(v.target);
-    }
-  return out;
-}
-
-const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-
 export interface ServiceName {
   readonly namespace: string;
   readonly name: string;
 }
 
-/** Reads one family's table: whole, or only what explaining `service` needs. */
+/** What to read of our tables. */
+export type ListingPart =
+  | { readonly part: "all" }
+  /** The dispatch sets and maps with their elements, no chain: the web view's list of Services. */
+  | { readonly part: "dispatch" }
+  /** What explaining one Service needs. */
+  | { readonly part: "service"; readonly service: ServiceName };
+
+const MAPS_WITH_TARGETS = [SERVICE_IPS_MAP, SERVICE_NODEPORTS_MAP, FIREWALL_IPS_MAP];
+const MAPS_WITH_COMMENTS = [NO_ENDPOINT_SERVICES_MAP, NO_ENDPOINT_NODEPORTS_MAP];
+
+/** Reads one family's table: whole, its dispatch sets only, or only what explaining a Service needs. */
 async function readOurTable(
   reader: Reader,
   socket: NetlinkSocket,
   family: "ip" | "ip6",
   tablesDatagrams: readonly Buffer[],
-  service: ServiceName | undefined,
+  what: ListingPart,
 ): Promise<NftTable | null> {
   const decoder = new ListingDecoder(family, KUBE_PROXY_TABLE, (i) => socket.ifName(i));
   for (const d of tablesDatagrams) decoder.tables(d);
   const ask = (r: ListingRequest): Promise<boolean> => reader.table(decoder, family, r);
-  if (service === undefined) {
+  if (what.part === "all") {
     if (!(await ask({ what: "sets" }))) return decoder.finish();
     for (const set of decoder.setNames()) await ask({ what: "elements", set });
     await ask({ what: "chains" });
     await ask({ what: "rules" });
     return decoder.finish();
   }
-  for (const set of DISPATCH_SETS) if (await ask({ what: "set", set })) await ask({ what: "elements", set });
-  const queue = [SERVICES_CHAIN, ...serviceTargets(decoder.finish(), service)];
+  if (what.part === "dispatch") {
+    for (const set of DISPATCH_SETS)
+      if (await ask({ what: "set", set })) await ask({ what: "elements", set });
+    return decoder.finish();
+  }
+  const service = what.service;
+  // Of the maps every Service has elements in, only this Service's are decoded (and kept).
+  const own = `-${service.namespace}/${service.name}/`;
+  const base = `${service.namespace}/${service.name}`;
+  for (const [maps, holding] of [
+    [MAPS_WITH_TARGETS, own],
+    [MAPS_WITH_COMMENTS, base],
+  ] as const)
+    for (const set of maps)
+      if (await ask({ what: "set", set }))
+        await ask({ what: "elements", set, holding: [Buffer.from(holding)] });
+  for (const map of MAPS_WITH_TARGETS)
+    decoder.pruneElements(
+      map,
+      (e) => e.verdict !== null && "chain" in e.verdict && e.verdict.chain.includes(own),
+    );
+  for (const map of MAPS_WITH_COMMENTS)
+    decoder.pruneElements(map, (e) => e.comment === base || e.comment?.startsWith(`${base}:`) === true);
+  // Of the cluster IPs, the Service's own (its frontends' addresses).
+  const addressLength = family === "ip" ? 4 : 16;
+  const addresses = [
+    ...new Set(
+      [...MAPS_WITH_TARGETS, ...MAPS_WITH_COMMENTS].flatMap((m) => decoder.elementKeys(m, addressLength)),
+    ),
+  ];
+  if (await ask({ what: "set", set: CLUSTER_IPS_SET }))
+    await ask({
+      what: "elements",
+      set: CLUSTER_IPS_SET,
+      holding: addresses.map((a) => Buffer.from(a, "hex")),
+    });
+  decoder.pruneElements(CLUSTER_IPS_SET, (e) => addresses.includes(e.key.toString("hex")));
+  if (await ask({ what: "set", set: NODEPORT_IPS_SET }))
+    await ask({ what: "elements", set: NODEPORT_IPS_SET });
+  const queue = [SERVICES_CHAIN, ...MAPS_WITH_TARGETS.flatMap((m) => decoder.elementTargets(m))];
   const seen = new Set<string>();
   const setsRead = new Set(DISPATCH_SETS);
   while (queue.length > 0 && seen.size < MAX_SERVICE_CHAINS) {
@@ -178,11 +213,13 @@ async function readOurTable(
 }
 
 /**
- * Our tables as the kernel holds them now, over netlink, and the names of all other tables.
- * With `service`, only that Service's part of each table is read (what `explain` needs).
+ * Our tables as the kernel holds them now, over netlink, and the names of all other tables:
+ * whole, or only a part of them (`what`). A whole read of 10,000 Services costs the kernel
+ * itself tens of seconds (each datagram of a dump walks the table from its start), a part of
+ * it milliseconds.
  */
 export async function readTablesOverNetlink(
-  options: { readonly netns?: string; readonly service?: ServiceName } = {},
+  options: { readonly netns?: string; readonly what?: ListingPart } = {},
 ): Promise<NetlinkReading> {
   return withSocket(options.netns, async (reader, socket) => {
     const generation = await reader.generation();
@@ -193,7 +230,7 @@ export async function readTablesOverNetlink(
     const tables: NftTable[] = [];
     for (const family of ["ip", "ip6"] as const) {
       if (!all.some((t) => t.family === family && t.name === KUBE_PROXY_TABLE)) continue;
-      const table = await readOurTable(reader, socket, family, datagrams, options.service);
+      const table = await readOurTable(reader, socket, family, datagrams, options.what ?? { part: "all" });
       if (table !== null) tables.push(table);
     }
     const others = all.filter(

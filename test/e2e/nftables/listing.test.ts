@@ -77,7 +77,7 @@ async function programAndList(state: ProxyState, family: IPFamily, label: string
     const want = parseNftDump(payload).tables.find((t) => t.family === nftFamily)!;
     assert.deepEqual(comparable(live.tables[0]!), comparable(want), `${label}: the table as rendered`);
     for (const ref of servicesInTable(want)) {
-      const only = await readTablesOverNetlink({ netns, service: ref });
+      const only = await readTablesOverNetlink({ netns, what: { part: "service", service: ref } });
       assert.deepEqual(
         explainNftService(only.tables[0]!, ref),
         explainNftService(live.tables[0]!, ref),

@@ -162,19 +162,16 @@ test("trace and explain --proxy-mode nftables read a --ruleset file", async () =
   }
 });
 
-test("the web view's source keeps its parse while the ruleset's generation stays the same", async () => {
+test("the web view's source keeps its reading while the generation stays, and reads parts only when asked", async () => {
   const seed = readFileSync(new URL("dumps/seed.json", FIXTURES), "utf8");
+  const tables = readNftablesDump({ text: seed, origin: "seed" }).tables;
   let generation = 7;
-  const reads: (string | undefined)[] = [];
+  const reads: string[] = [];
   const kernel: NftablesKernelReader = {
     generation: () => Promise.resolve(generation),
     tables: (options) => {
-      reads.push(options.netns);
-      return Promise.resolve({
-        generation,
-        tables: readNftablesDump({ text: seed, origin: "seed" }).tables,
-        others: [{ family: "inet", name: "filter" }],
-      });
+      reads.push(`${options.netns} ${options.what?.part}`);
+      return Promise.resolve({ generation, tables, others: [{ family: "inet", name: "filter" }] });
     },
   };
   let address = "10.0.0.1/24";
@@ -186,19 +183,41 @@ test("the web view's source keeps its parse while the ruleset's generation stays
   const source = nftablesInspectionSource(runner, "node-ns", kernel);
   const first = await source.read();
   assert.equal(first.mode, "nftables");
-  assert.deepEqual(reads, ["node-ns"]);
+  assert.deepEqual(reads, ["node-ns dispatch"], "the list needs the dispatch maps only");
+  const web = first.web!;
+  assert.deepEqual(
+    web.services.map((s) => s.service),
+    ["default/nginx"],
+  );
+  assert.equal(
+    web.service(4, "default", "nginx"),
+    undefined,
+    "a Service's part is not read before it is asked for",
+  );
+  assert.throws(() => web.rules("", 10), /whole table was not read/);
+  await web.prepare!({ kind: "service", family: 4, namespace: "default", name: "nginx" });
+  await web.prepare!({ kind: "service", family: 4, namespace: "default", name: "nginx" });
+  assert.deepEqual(reads, ["node-ns dispatch", "node-ns service"], "one read of the Service's part");
+  assert.equal(web.service(4, "default", "nginx")?.service, "default/nginx");
+  assert.deepEqual(web.counters(new Set()), {});
+  await web.prepare!({ kind: "table" });
+  assert.deepEqual(reads, ["node-ns dispatch", "node-ns service", "node-ns all"]);
+  assert.ok(web.rules("", 10).total > 0);
   const again = await source.read();
-  assert.deepEqual(reads, ["node-ns"], "same generation: the kernel's tables are not read again");
-  assert.equal(again.web, first.web, "and the snapshot (with what it built lazily) is the same object");
+  assert.equal(again.web, web, "same generation: the same snapshot, nothing read again");
+  assert.equal(reads.length, 3);
   address = "10.0.0.2/24";
   const moved = await source.read();
-  assert.deepEqual(reads, ["node-ns"], "new addresses: a new snapshot of the same tables");
-  assert.notEqual(moved.web, first.web);
+  assert.notEqual(moved.web, web, "new addresses: a new snapshot");
   assert.deepEqual(moved.localAddresses, ["10.0.0.2"]);
   generation = 8;
   await source.read();
-  assert.deepEqual(reads, ["node-ns", "node-ns"], "a new generation is read again");
-  const live = await readLiveNftables("node-ns", undefined, kernel);
+  assert.deepEqual(
+    reads.slice(3),
+    ["node-ns dispatch", "node-ns dispatch"],
+    "a new generation is read again",
+  );
+  const live = await readLiveNftables("node-ns", { part: "all" }, kernel);
   assert.deepEqual(live.reading.foreign, ["table inet filter"]);
   assert.deepEqual(
     live.reading.tables.map((t) => t.family),

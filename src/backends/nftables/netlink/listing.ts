@@ -78,7 +78,7 @@ const SET_A = {
   timeout: 11,
   userdata: 13,
 } as const;
-const ELEMS_A = { table: 1, set: 2 } as const;
+const ELEMS_A = { table: 1, set: 2, elements: 3 } as const;
 const GEN_A = { id: 1 } as const;
 const EXPR_A = { name: 1, data: 2 } as const;
 const COUNTER_A = { bytes: 1, packets: 2 } as const;
@@ -130,7 +130,9 @@ export function tablesRequest(seq: number): Buffer {
 
 export type ListingRequest =
   | { readonly what: "sets" | "chains" | "rules" }
-  | { readonly what: "set" | "elements"; readonly set: string }
+  | { readonly what: "set"; readonly set: string }
+  /** `holding`: decode only the elements whose attributes contain one of these byte strings. */
+  | { readonly what: "elements"; readonly set: string; readonly holding?: readonly Buffer[] }
   | { readonly what: "chain" | "chainRules"; readonly chain: string };
 
 /** One request about `table`: a dump of its sets, chains or rules, or one set, chain, set's elements or chain's rules. */
@@ -562,9 +564,34 @@ export class ListingDecoder {
     return [...this.rawSets.keys()];
   }
 
-  setElements(set: string, datagram: Buffer): void {
+  /**
+   * The elements of `set` in a datagram; with `holding`, only those whose attributes contain
+   * one of those byte strings (a chain name, a comment, a key) are decoded: of a map every Service has
+   * elements in, one Service's are a handful of 10,000.
+   */
+  setElements(set: string, datagram: Buffer, holding?: readonly Buffer[]): void {
     const list = this.elements.get(set) ?? [];
-    for (const e of decodeElements(messages(datagram).filter((m) => m.type === MSG.newSetElem))) list.push(e);
+    for (const m of messages(datagram)) {
+      if (m.type !== MSG.newSetElem) continue;
+      if (holding === undefined) {
+        for (const e of decodeElements([m])) list.push(e);
+        continue;
+      }
+      const nested = attrs(m.attrs).get(ELEMS_A.elements);
+      if (nested === undefined) continue;
+      for (const [type, e] of attrList(nested)) {
+        if (!holding.some((h) => e.includes(h))) continue;
+        const one = Buffer.alloc(4 + e.length);
+        one.writeUInt16LE(4 + e.length, 0);
+        one.writeUInt16LE(type, 2);
+        e.copy(one, 4);
+        const single = Buffer.alloc(4 + one.length);
+        single.writeUInt16LE(4 + one.length, 0);
+        single.writeUInt16LE(ELEMS_A.elements, 2);
+        one.copy(single, 4);
+        for (const d of decodeElements([{ type: MSG.newSetElem, attrs: single }])) list.push(d);
+      }
+    }
     this.elements.set(set, list);
   }
 
@@ -634,6 +661,28 @@ export class ListingDecoder {
       });
       this.rules.set(chain, list);
     }
+  }
+
+  /**
+   * Keeps of the elements read of `set` only those `keep` wants (one Service's, of a map that
+   * holds every Service's): what is not kept is never decoded further.
+   */
+  pruneElements(set: string, keep: (e: RawElement) => boolean): void {
+    const list = this.elements.get(set);
+    if (list !== undefined) this.elements.set(set, list.filter(keep));
+  }
+
+  /** The first `length` bytes of the keys of the elements read of `set` (an address), in hex. */
+  elementKeys(set: string, length: number): string[] {
+    return (this.elements.get(set) ?? []).map((e) => e.key.subarray(0, length).toString("hex"));
+  }
+
+  /** The chains the elements read of `set` send packets to. */
+  elementTargets(set: string): string[] {
+    const out: string[] = [];
+    for (const e of this.elements.get(set) ?? [])
+      if (e.verdict !== null && "chain" in e.verdict) out.push(e.verdict.chain);
+    return out;
   }
 
   /** The chains the rules read so far send packets to (jump, goto, numgen maps), by name. */
