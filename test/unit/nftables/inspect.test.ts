@@ -224,3 +224,20 @@ test("the web view's source keeps its reading while the generation stays, and re
     ["ip"],
   );
 });
+
+test("trace --proxy-mode nftables -f/--manifests renders the tables itself, as explain does", async () => {
+  const seed = new URL("../../../examples/seed-nginx", import.meta.url).pathname;
+  const flags = { proxyMode: "nftables", hostnameOverride: "node-1", src: "10.244.0.5:40000" };
+  const text = await traceCommand({ ...flags, manifests: seed, dst: "10.1.125.152:80" }, noKernel);
+  assert.match(text, /^ruleset: rendered from .*seed-nginx \(IPv4\)/);
+  assert.match(text, /50% ACCEPT, DNAT → 10\.244\.0\.10:80/);
+  assert.match(text, /50% ACCEPT, DNAT → 10\.244\.0\.9:80/);
+  const json = JSON.parse(
+    await traceCommand({ ...flags, filename: [seed], dst: "10.1.125.152:80", output: "json" }, noKernel),
+  ) as { outcomes: { dnat?: string }[] };
+  assert.deepEqual(json.outcomes.map((o) => o.dnat).sort(), ["10.244.0.10:80", "10.244.0.9:80"]);
+  await assert.rejects(
+    traceCommand({ ...flags, manifests: seed, ruleset: "x", dst: "10.1.125.152:80" }, noKernel),
+    /give either a dump/,
+  );
+});
