@@ -93,23 +93,59 @@ function onlyOthers(text: string, ref: { namespace: string; name: string }): boo
 }
 
 /**
+ * The text of each item of `nft -j`'s top-level `"nftables": [ … ]` array, found by one scan
+ * of the text (strings skipped, braces counted) instead of parsing it all; null when the text
+ * does not have that shape.
+ */
+function jsonItems(text: string): string[] | null {
+  const key = text.indexOf('"nftables"');
+  const open = key < 0 ? -1 : text.indexOf("[", key);
+  if (open < 0) return null;
+  const items: string[] = [];
+  let depth = 0;
+  let from = -1;
+  for (let i = open + 1; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34 /* " */) {
+      // To the closing quote, past escaped characters.
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 92 /* \ */) i++;
+        else if (d === 34) break;
+      }
+    } else if (c === 123 /* { */ || c === 91 /* [ */) {
+      if (depth === 0) from = i;
+      depth++;
+    } else if (c === 125 /* } */ || c === 93 /* ] */) {
+      if (depth === 0) return c === 93 ? items : null;
+      depth--;
+      if (depth === 0) items.push(text.slice(from, i + 1));
+    }
+  }
+  return null;
+}
+
+/**
  * What one Service's explanation needs of a dump: everything but the other Services' chains,
  * rules and map elements (at 10,000 Services nearly all of it). The `nft -f` form is cut line by
- * line, `nft -j` item by item; `nft list` output (chains as blocks) is read whole.
+ * line, `nft -j` item by item (an item is parsed only when it is kept); `nft list` output
+ * (chains as blocks) is read whole.
  */
 export function sliceNftDump(text: string, ref: { namespace: string; name: string }): NftRuleset {
   const start = text.trimStart();
   if (start.startsWith("{")) {
-    let doc: unknown;
+    const texts = jsonItems(text);
+    if (texts === null) return parseNftDump(text);
+    const items: Record<string, Record<string, unknown>>[] = [];
     try {
-      doc = JSON.parse(text);
+      // Other Services' chains and rules are never parsed: at 10,000 Services nearly all of them.
+      for (const t of texts)
+        if (!onlyOthers(t, ref)) items.push(JSON.parse(t) as Record<string, Record<string, unknown>>);
     } catch {
       return parseNftDump(text);
     }
-    const items = (doc as { nftables?: unknown }).nftables;
-    if (!Array.isArray(items)) return parseNftDump(text);
     const kept: unknown[] = [];
-    for (const item of items as Record<string, Record<string, unknown>>[]) {
+    for (const item of items) {
       const chain = item["chain"]?.["name"] ?? item["rule"]?.["chain"];
       if (typeof chain === "string" && onlyOthers(`${chain}/`, ref)) continue;
       const set = item["map"] ?? item["set"];

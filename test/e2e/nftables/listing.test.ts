@@ -5,14 +5,19 @@
  * dump parser: every chain with its hook, every rule's text (the statements are read from it),
  * every set's type,
  * flags, timeout and elements. Reading only one Service's part gives that Service the same
- * explanation as the whole table. A foreign table is named, never read; the generation moves
+ * explanation as the whole table, and so does its items of `nft -j list table`. A foreign table is named, never read; the generation moves
  * with every commit and only then.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import fc from "fast-check";
-import { explainNftService, servicesInTable } from "../../../src/backends/nftables/inspect.ts";
+import {
+  explainNftService,
+  servicesInTable,
+  sliceNftDump,
+  splitTables,
+} from "../../../src/backends/nftables/inspect.ts";
 import { readGeneration, readTablesOverNetlink } from "../../../src/backends/nftables/netlink-listing.ts";
 import { renderNftables } from "../../../src/backends/nftables/render.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
@@ -76,7 +81,16 @@ async function programAndList(state: ProxyState, family: IPFamily, label: string
     );
     const want = parseNftDump(payload).tables.find((t) => t.family === nftFamily)!;
     assert.deepEqual(comparable(live.tables[0]!), comparable(want), `${label}: the table as rendered`);
+    const json = (
+      await runner.run(["nft", "-j", "list", "table", nftFamily, "kube-proxy"], { netns, timeoutMs: 30_000 })
+    ).stdout;
     for (const ref of servicesInTable(want)) {
+      const fromJson = splitTables(sliceNftDump(json, ref)).tables[0]!;
+      assert.deepEqual(
+        explainNftService(fromJson, ref),
+        explainNftService(splitTables(parseNftDump(json)).tables[0]!, ref),
+        `${label}: ${ref.namespace}/${ref.name} from its items of nft -j`,
+      );
       const only = await readTablesOverNetlink({ netns, what: { part: "service", service: ref } });
       assert.deepEqual(
         explainNftService(only.tables[0]!, ref),
