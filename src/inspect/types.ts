@@ -8,7 +8,10 @@ import type { ServiceView } from "./model.ts";
 
 export interface KernelReading {
   readonly mode: ProxyMode;
-  /** The mode's own dump per IP family (iptables: `iptables-save -c` text; nftables: `nft -j`). */
+  /**
+   * The mode's own dump per IP family (iptables: `iptables-save -c` text); empty for nftables
+   * mode, whose reading (over netlink) is its `web` snapshot.
+   */
   readonly dumps: readonly string[];
   /** The node's addresses, bare (no prefix length). */
   readonly localAddresses: readonly string[];
