@@ -170,7 +170,7 @@ export async function explainCommand(
   const { ruleset, kernel } = loaded;
   const source =
     kernel !== undefined
-      ? `live kernel (${kernel.saveCommand(ruleset.family)}, conntrack -L; ${kernel.detection.reason})`
+      ? `live kernel (${kernel.serviceReadCommand(ruleset.family)}, conntrack -L; ${kernel.detection.reason})`
       : options["api"] === true
         ? `the API server's objects, ${loaded.description.replace(/^rendered from \S+ /, "rendered ")}`
         : loaded.description;

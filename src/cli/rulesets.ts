@@ -177,10 +177,16 @@ export class RulesetLoader {
       } else {
         this.kernel ??= liveKernel(runner);
         const kernel = await this.kernel;
+        // One Service's explanation reads only its chains: at 10,000 Services the whole save is seconds.
+        const how = service === undefined ? kernel.saveCommand(family) : kernel.serviceReadCommand(family);
+        const text =
+          service === undefined
+            ? await kernel.countedDump(family)
+            : await kernel.serviceDump(family, service);
         loaded = {
-          ruleset: parse(await kernel.countedDump(family), kernel.saveCommand(family), family),
+          ruleset: parse(text, how, family),
           kind: "live",
-          description: `live kernel (${kernel.saveCommand(family)}; ${kernel.detection.reason})`,
+          description: `live kernel (${how}; ${kernel.detection.reason})`,
           ...(flagged ??
             (this.readLocal
               ? {

@@ -5,7 +5,14 @@ import { ProcessRunner, type Runner } from "../kernel/exec.ts";
 import { cidrContains, isLoopback, parseCIDR, parseIP, sameAddress } from "../ip.ts";
 import type { TracePacket } from "../netfilter/tracer.ts";
 import { formatTrace, packetFromFlags, tracePacket, traceToJson, type Origin } from "../netfilter/tracer.ts";
-import { addressList, readText, RulesetLoader, rulesetJson, type LoadedRuleset } from "./rulesets.ts";
+import {
+  addressList,
+  manifestPaths,
+  readText,
+  RulesetLoader,
+  rulesetJson,
+  type LoadedRuleset,
+} from "./rulesets.ts";
 
 export { addressList } from "./rulesets.ts";
 
@@ -300,8 +307,31 @@ async function traceFlows(
 }
 
 /**
+ * nftables mode's tables rendered from `-f`/`--manifests` as `render` prints them, for the IP
+ * families of the flows (both tables in one `nft -f` text: the tracer picks the packet's).
+ */
+async function renderedTables(
+  options: Record<string, unknown>,
+  paths: string[],
+  flows: readonly { line: number; flags: FlowFlags }[],
+): Promise<InspectDump> {
+  const { renderCommand } = await import("./render.ts");
+  const families = new Set(
+    flows.map((f) => (packetFromFlags(f.flags).packet.dst.includes(":") ? "IPv6" : "IPv4")),
+  );
+  const texts: string[] = [];
+  for (const ipFamily of ["IPv4", "IPv6"] as const)
+    if (families.has(ipFamily)) texts.push(await renderCommand({ ...options, filename: paths, ipFamily }));
+  return {
+    text: texts.join("\n"),
+    origin: `rendered from ${paths.join(", ")} (${[...families].sort().join(", ")})`,
+  };
+}
+
+/**
  * `trace --proxy-mode MODE` for a mode with its own reader and tracer (nftables, ipvs): each flow
- * against the live table or the `--ruleset` dump (read once); `--from` defaults to pod there.
+ * against the live table, the `--ruleset` dump or (nftables) the tables rendered from
+ * `-f`/`--manifests` (read once); `--from` defaults to pod there.
  */
 async function traceWithInspector(
   inspector: ModeInspector,
@@ -310,16 +340,21 @@ async function traceWithInspector(
   format: OutputFormat,
   runner: Runner,
 ): Promise<string> {
-  for (const key of ["filename", "manifests"] as const) {
-    const v = options[key];
-    if (v !== undefined && !(Array.isArray(v) && v.length === 0))
-      throw new InputError(
-        `--${key}`,
-        `renders iptables mode's node ruleset: with --proxy-mode ${String(options["proxyMode"])} give --ruleset or trace the live kernel`,
-      );
-  }
+  const paths = manifestPaths(options);
   const rulesetPath = options["ruleset"];
-  const dump = typeof rulesetPath === "string" ? await rulesetDump(rulesetPath) : undefined;
+  if (paths.length > 0 && options["proxyMode"] !== "nftables")
+    throw new InputError(
+      typeof options["manifests"] === "string" ? "--manifests" : "--filename",
+      `renders iptables and nftables mode's rules: with --proxy-mode ${String(options["proxyMode"])} give --ruleset or trace the live kernel`,
+    );
+  if (paths.length > 0 && typeof rulesetPath === "string")
+    throw new InputError("--ruleset", "give either a dump (--ruleset) or objects to render (-f/--manifests)");
+  const dump =
+    typeof rulesetPath === "string"
+      ? await rulesetDump(rulesetPath)
+      : paths.length > 0
+        ? await renderedTables(options, paths, flows)
+        : undefined;
   const given = options["localAddresses"];
   return traceFlows(flows, typeof options["flows"] === "string", format, async (flow) => {
     const { packet, origin } = packetFromFlags(flow.flags);

@@ -8,7 +8,10 @@ import type { ServiceView } from "./model.ts";
 
 export interface KernelReading {
   readonly mode: ProxyMode;
-  /** The mode's own dump per IP family (iptables: `iptables-save -c` text; nftables: `nft -j`). */
+  /**
+   * The mode's own dump per IP family (iptables: `iptables-save -c` text); empty for nftables
+   * mode, whose reading (over netlink) is its `web` snapshot.
+   */
   readonly dumps: readonly string[];
   /** The node's addresses, bare (no prefix length). */
   readonly localAddresses: readonly string[];
@@ -84,6 +87,11 @@ export interface WebRuleRow {
   readonly [column: string]: string | number;
 }
 
+/** What a request is about to ask of a snapshot: one Service's entry, or the whole table (rules, trace, every counter). */
+export type WebNeed =
+  | { readonly kind: "service"; readonly family: number; readonly namespace: string; readonly name: string }
+  | { readonly kind: "table" };
+
 /**
  * What the web view shows of one reading of the kernel. At 10,000 Services a reading holds
  * hundreds of thousands of rules: the list is cheap to build, and a Service's entry, the rules
@@ -103,6 +111,11 @@ export interface ModeWebSnapshot {
   counters(keys?: ReadonlySet<string>): Readonly<Record<string, readonly [number, number]>>;
   /** The `trace` command's JSON for the packet the flags describe (`src`, `dst`, `proto`, `from`, `state`). */
   trace(flags: Readonly<Record<string, string>>): unknown;
+  /**
+   * A mode that reads the kernel only as far as asked reads what `need` names here, before the
+   * calls above that use it (the web view calls it first for every request and event).
+   */
+  prepare?(need: WebNeed): Promise<void>;
 }
 
 /** Reads the live kernel (or, in tests, anything that looks like it). */

@@ -355,6 +355,24 @@ export class Iptables implements IptablesInterface {
     await this.command(["-X", chain, "-t", table]);
   }
 
+  /**
+   * One chain as `iptables -t TABLE -S CHAIN -v` lists it (its policy or `-N` line, then its
+   * rules with `-c PACKETS BYTES`), or null when the chain is not there. The see-inside tools
+   * read one Service's chains this way: the tool reads only that chain.
+   */
+  async listChain(table: Table, chain: string, timeoutMs?: number): Promise<string | null> {
+    const { waitFlags } = await this.version();
+    const result = await this.runner.run(
+      [this.binaries.iptables, ...waitFlags, "-t", table, "-S", chain, "-v"],
+      {
+        netns: this.netns,
+        timeoutMs: timeoutMs ?? this.timeoutMs,
+        okExitCodes: [0, 1],
+      },
+    );
+    return result.exitCode === 0 ? result.stdout : null;
+  }
+
   async chainExists(table: Table, chain: string): Promise<boolean> {
     const result = await this.command(["-S", chain, "-t", table], [0, 1]);
     return result.exitCode === 0;

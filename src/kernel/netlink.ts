@@ -79,6 +79,7 @@ interface Libc {
   close(fd: number): number;
   setns(fd: number, nstype: number): number;
   ifNameToIndex(name: string): number;
+  ifIndexToName(index: number, name: Buffer): string | null;
   send: (fd: number, buf: Buffer, len: number, flags: number) => Promise<number>;
   recv: (fd: number, buf: Buffer, len: number, flags: number) => Promise<number>;
   /** On the calling thread: a dump's datagrams are ready at once, a worker hop costs more. */
@@ -100,6 +101,7 @@ function loadLibc(): Libc {
     close: lib.func("int close(int fd)"),
     setns: lib.func("int setns(int fd, int nstype)"),
     ifNameToIndex: lib.func("unsigned int if_nametoindex(const char *name)"),
+    ifIndexToName: lib.func("const char *if_indextoname(unsigned int index, _Out_ char *name)"),
     send: promisify(send.async) as Libc["send"],
     recv: promisify(recv.async) as Libc["recv"],
     sendSync: send as Libc["sendSync"],
@@ -150,6 +152,14 @@ export class NetlinkSocket {
     const index = this.netns === undefined ? lookup() : inNetns(this.lib, this.netns, lookup);
     if (index === 0) throw new NetlinkSocketError("if_nametoindex", koffi.errno(), name);
     return index;
+  }
+
+  /** The name of interface `index` in the socket's namespace (what `iif` holds), or null when there is none. */
+  ifName(index: number): string | null {
+    const buf = Buffer.alloc(16);
+    const lookup = (): string | null => this.lib.ifIndexToName(index, buf);
+    const found = this.netns === undefined ? lookup() : inNetns(this.lib, this.netns, lookup);
+    return found === null ? null : buf.toString("utf8").replace(/\0.*$/s, "");
   }
 
   /** A bound NETLINK_NETFILTER socket with extended acks, capped acks and a large receive buffer. */

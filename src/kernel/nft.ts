@@ -97,16 +97,6 @@ export class Nft {
   }
 
   /**
-   * One table as `nft -j list table` prints it (rules, sets with their elements, counters), or
-   * null when the table does not exist. Only for the see-inside tools: never on a sync's path.
-   */
-  async listTableJson(family: NftFamily, table: string): Promise<string | null> {
-    const tables = await this.listTables();
-    if (!tables.some((t) => t.family === family && t.name === table)) return null;
-    return (await this.run(["-j", "list", "table", family, table], undefined, 120_000)).stdout;
-  }
-
-  /**
    * Upstream's platform check (knftables `Check`, i.e. `nft --check`): adding our table, which
    * the kernel validates without committing. A table that exists already (a restart over our
    * own) is left as it is: an add-and-delete transaction would delete it, and every Service

@@ -467,6 +467,19 @@ function serviceParam(
 
 class NoSuchService extends Error {}
 
+/** Lets a mode that reads lazily read what the request's `?service=` names. */
+async function prepareService(snapshot: WebSnapshot, value: string | null): Promise<void> {
+  if (snapshot.mode.prepare === undefined || value === null || value.trim() === "") return;
+  await snapshot.mode.prepare({ kind: "service", ...serviceParam(snapshot, value) });
+}
+
+/** Lets a mode that reads lazily read what an event stream's counters come from. */
+async function prepareWatched(snapshot: WebSnapshot, params: URLSearchParams): Promise<void> {
+  await prepareService(snapshot, params.get("service"));
+  if (params.get("rules") !== null || params.get("service") === null)
+    await snapshot.mode.prepare?.({ kind: "table" });
+}
+
 /** `/api/service?service=4/ns/name`: that Service's graph, endpoints and walk, with counters. */
 export function serviceJson(snapshot: WebSnapshot, params: URLSearchParams): unknown {
   const { family, namespace, name } = serviceParam(snapshot, params.get("service") ?? "");
@@ -773,12 +786,21 @@ export function createWebHandler(cache: SnapshotCache): (req: WebRequest) => Pro
       switch (req.path) {
         case "/api/services":
           return json(200, servicesJson(await cache.get(), req.query));
-        case "/api/service":
-          return json(200, serviceJson(await cache.get(), req.query));
-        case "/api/rules":
-          return json(200, rulesJson(await cache.get(), req.query.get("q") ?? ""));
-        case "/api/trace":
-          return json(200, traceJson(await cache.get(), req.query));
+        case "/api/service": {
+          const snapshot = await cache.get();
+          await prepareService(snapshot, req.query.get("service") ?? "");
+          return json(200, serviceJson(snapshot, req.query));
+        }
+        case "/api/rules": {
+          const snapshot = await cache.get();
+          await snapshot.mode.prepare?.({ kind: "table" });
+          return json(200, rulesJson(snapshot, req.query.get("q") ?? ""));
+        }
+        case "/api/trace": {
+          const snapshot = await cache.get();
+          await snapshot.mode.prepare?.({ kind: "table" });
+          return json(200, traceJson(snapshot, req.query));
+        }
         default:
           return reply(404, "text/plain; charset=utf-8", "404 page not found\n");
       }
@@ -892,6 +914,7 @@ export function serveWeb(address: string, options: WebServerOptions): Promise<Ht
       stalledSince = null;
       try {
         const snapshot = await cache.get();
+        await prepareWatched(snapshot, params);
         const event = countersEvent(snapshot, last, watchedKeys(snapshot, params));
         res.write(`event: counters\ndata: ${safeJson(event)}\n\n`);
         last = {

@@ -1,4 +1,7 @@
-/** iptables mode's kernel reader for the see-inside tools: `iptables-save -c` per family. */
+/**
+ * iptables mode's kernel reader for the see-inside tools: `iptables-save -c` per family, or,
+ * for one Service (explain), that Service's chains listed one by one.
+ */
 import { InputError } from "../../errors.ts";
 import { detectBackend, type BackendDetection } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
@@ -12,6 +15,7 @@ import {
 } from "../../kernel/iptables.ts";
 import { formatCIDR, type IPFamily } from "../../ip.ts";
 import { parseIptablesSave, type ParseOptions } from "../../netfilter/iptables-save.ts";
+import { BUILT_IN_CHAINS, chainsToFollow, saveFromListings } from "../../netfilter/chain-listing.ts";
 import { sliceServiceDump } from "../../netfilter/slice.ts";
 import { RulesetParseError, type Chain, type Ruleset } from "../../netfilter/model.ts";
 import type { InspectionSource } from "../../inspect/types.ts";
@@ -74,6 +78,58 @@ export interface LiveKernel {
   dump(family: IPFamily): Promise<string>;
   /** That family's save output with counters, unparsed. */
   countedDump(family: IPFamily): Promise<string>;
+  /**
+   * The chains one Service's packets can pass, read chain by chain, as `iptables-save -c`
+   * would print them (chain-listing.ts): what `explain` reads at any number of Services.
+   */
+  serviceDump(
+    family: IPFamily,
+    service: { readonly namespace: string; readonly name: string },
+  ): Promise<string>;
+  /** How {@link serviceDump} reads, e.g. `iptables-nft -t nat -S CHAIN -v per chain`. */
+  serviceReadCommand(family: IPFamily): string;
+}
+
+/** A Service's chains, the fixed ones and foreign ones reached included: far fewer than this. */
+const MAX_SERVICE_CHAINS = 500;
+/** Chains listed at once. */
+const LIST_CONCURRENCY = 4;
+
+/**
+ * Reads the chains a Service's packets can pass, from the built-in chains on: each level's
+ * chains at once (a few processes), the capture chains' rules followed only where they name
+ * the Service.
+ */
+async function readServiceChains(
+  ipt: Pick<Iptables, "listChain">,
+  service: { readonly namespace: string; readonly name: string },
+): Promise<string> {
+  const tables: { table: "filter" | "nat"; chains: { chain: string; listing: string }[] }[] = [];
+  for (const table of ["filter", "nat"] as const) {
+    const chains: { chain: string; listing: string }[] = [];
+    const seen = new Set<string>(BUILT_IN_CHAINS[table]);
+    let level = [...BUILT_IN_CHAINS[table]];
+    while (level.length > 0 && seen.size <= MAX_SERVICE_CHAINS) {
+      const next: string[] = [];
+      for (let i = 0; i < level.length; i += LIST_CONCURRENCY) {
+        const batch = level.slice(i, i + LIST_CONCURRENCY);
+        const listings = await Promise.all(batch.map((c) => ipt.listChain(table, c, INSPECT_SAVE.timeoutMs)));
+        batch.forEach((chain, k) => {
+          const listing = listings[k];
+          if (listing === null || listing === undefined) return;
+          chains.push({ chain, listing });
+          for (const t of chainsToFollow(chain, listing, service.namespace, service.name))
+            if (!seen.has(t)) {
+              seen.add(t);
+              next.push(t);
+            }
+        });
+      }
+      level = next;
+    }
+    tables.push({ table, chains });
+  }
+  return saveFromListings(tables);
 }
 
 export async function liveKernel(runner: Runner): Promise<LiveKernel> {
@@ -90,6 +146,9 @@ export async function liveKernel(runner: Runner): Promise<LiveKernel> {
     },
     dump: (family) => iptables(family).save(),
     countedDump: (family) => iptables(family).save(undefined, INSPECT_SAVE),
+    serviceDump: (family, service) => readServiceChains(iptables(family), service),
+    serviceReadCommand: (family) =>
+      `${iptables(family).binaries.iptables} -t TABLE -S CHAIN -v, chain by chain`,
   };
 }
 

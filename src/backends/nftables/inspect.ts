@@ -1,6 +1,6 @@
 /**
- * nftables mode's see-inside tools: the reader of the live table (`nft -j list table ip|ip6
- * kube-proxy`) or of a dump, the tracer run over it, and the explainer that turns our table into
+ * nftables mode's see-inside tools: the reader of the live table (over netlink,
+ * ./netlink-listing.ts) or of a dump (`nft -f`, `nft list`, `nft -j`), the tracer run over it, and the explainer that turns our table into
  * the mode-neutral ServiceView (src/inspect/model.ts). Only `table ip kube-proxy` and `table ip6
  * kube-proxy` are ours; every other table is reported as foreign and never traced.
  */
@@ -9,7 +9,6 @@ import type { Runner } from "../../kernel/exec.ts";
 import { localAddresses as readLocalAddresses } from "../../kernel/ip.ts";
 import { readEndpointFlows } from "../../kernel/conntrack-count.ts";
 import type { EndpointKey, Frontend } from "../../kernel/conntrack-count.ts";
-import { Nft } from "../../kernel/nft.ts";
 import { createHash } from "node:crypto";
 import { formatPercent, packetFromQuery } from "../../netfilter/tracer.ts";
 import {
@@ -44,6 +43,12 @@ import {
 } from "../../inspect/model.ts";
 import type { IPFamily } from "../../ip.ts";
 import type { InspectDump, InspectExplainRequest, InspectTraceRequest, ModeInspector } from "../types.ts";
+import {
+  readGeneration,
+  readTablesOverNetlink,
+  type ListingPart,
+  type NetlinkReading,
+} from "./netlink-listing.ts";
 import {
   CLUSTER_IPS_SET,
   FIREWALL_IPS_MAP,
@@ -88,23 +93,59 @@ function onlyOthers(text: string, ref: { namespace: string; name: string }): boo
 }
 
 /**
+ * The text of each item of `nft -j`'s top-level `"nftables": [ … ]` array, found by one scan
+ * of the text (strings skipped, braces counted) instead of parsing it all; null when the text
+ * does not have that shape.
+ */
+function jsonItems(text: string): string[] | null {
+  const key = text.indexOf('"nftables"');
+  const open = key < 0 ? -1 : text.indexOf("[", key);
+  if (open < 0) return null;
+  const items: string[] = [];
+  let depth = 0;
+  let from = -1;
+  for (let i = open + 1; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34 /* " */) {
+      // To the closing quote, past escaped characters.
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 92 /* \ */) i++;
+        else if (d === 34) break;
+      }
+    } else if (c === 123 /* { */ || c === 91 /* [ */) {
+      if (depth === 0) from = i;
+      depth++;
+    } else if (c === 125 /* } */ || c === 93 /* ] */) {
+      if (depth === 0) return c === 93 ? items : null;
+      depth--;
+      if (depth === 0) items.push(text.slice(from, i + 1));
+    }
+  }
+  return null;
+}
+
+/**
  * What one Service's explanation needs of a dump: everything but the other Services' chains,
  * rules and map elements (at 10,000 Services nearly all of it). The `nft -f` form is cut line by
- * line, `nft -j` item by item; `nft list` output (chains as blocks) is read whole.
+ * line, `nft -j` item by item (an item is parsed only when it is kept); `nft list` output
+ * (chains as blocks) is read whole.
  */
 export function sliceNftDump(text: string, ref: { namespace: string; name: string }): NftRuleset {
   const start = text.trimStart();
   if (start.startsWith("{")) {
-    let doc: unknown;
+    const texts = jsonItems(text);
+    if (texts === null) return parseNftDump(text);
+    const items: Record<string, Record<string, unknown>>[] = [];
     try {
-      doc = JSON.parse(text);
+      // Other Services' chains and rules are never parsed: at 10,000 Services nearly all of them.
+      for (const t of texts)
+        if (!onlyOthers(t, ref)) items.push(JSON.parse(t) as Record<string, Record<string, unknown>>);
     } catch {
       return parseNftDump(text);
     }
-    const items = (doc as { nftables?: unknown }).nftables;
-    if (!Array.isArray(items)) return parseNftDump(text);
     const kept: unknown[] = [];
-    for (const item of items as Record<string, Record<string, unknown>>[]) {
+    for (const item of items) {
       const chain = item["chain"]?.["name"] ?? item["rule"]?.["chain"];
       if (typeof chain === "string" && onlyOthers(`${chain}/`, ref)) continue;
       const set = item["map"] ?? item["set"];
@@ -142,41 +183,64 @@ export function readNftablesDump(
   }
 }
 
-/** Our tables as the kernel holds them now, one `nft -j list table` each; other tables by name only. */
-export async function readLiveNftables(
-  runner: Runner,
-  netns?: string,
-  service?: { readonly namespace: string; readonly name: string },
-): Promise<{ reading: NftablesReading; json: string[] }> {
-  const nft = new Nft(runner, netns);
-  const listed = await nft.listTables();
-  const json: string[] = [];
-  const tables: NftTable[] = [];
-  for (const family of ["ip", "ip6"] as const) {
-    if (!listed.some((t) => t.family === family && t.name === KUBE_PROXY_TABLE)) continue;
-    const text = await nft.listTableJson(family, KUBE_PROXY_TABLE);
-    if (text === null) continue;
-    json.push(text);
-    tables.push(
-      ...readNftablesDump({ text, origin: `nft -j list table ${family} ${KUBE_PROXY_TABLE}` }, service)
-        .tables,
-    );
-  }
-  return { reading: { tables, foreign: listed.filter((t) => !isOurs(t)).map(tableLabel) }, json };
+/** How the live tables are read: over netlink (./netlink-listing.ts); tests give their own. */
+export interface NftablesKernelReader {
+  generation(netns?: string): Promise<number>;
+  tables(options: { readonly netns?: string; readonly what?: ListingPart }): Promise<NetlinkReading>;
 }
 
-/** The web view's reader: our tables' JSON per family and the node's addresses. */
-export function nftablesInspectionSource(runner: Runner, netns?: string): InspectionSource {
+export const netlinkReader: NftablesKernelReader = {
+  generation: readGeneration,
+  tables: readTablesOverNetlink,
+};
+
+/** The source line of a live reading. */
+const LIVE_SOURCE = `live kernel (netlink dump of table ip|ip6 ${KUBE_PROXY_TABLE})`;
+
+/**
+ * Our tables as the kernel holds them now, read over netlink (with `service`, only that
+ * Service's part of them); other tables by name only.
+ */
+export async function readLiveNftables(
+  netns?: string,
+  what: ListingPart = { part: "all" },
+  kernel: NftablesKernelReader = netlinkReader,
+): Promise<{ reading: NftablesReading; generation: number }> {
+  const read = await kernel.tables({ ...(netns === undefined ? {} : { netns }), what });
+  return {
+    reading: { tables: read.tables, foreign: read.others.map(tableLabel) },
+    generation: read.generation,
+  };
+}
+
+/**
+ * The web view's reader. What it read is kept while the ruleset's generation stays the same
+ * (every commit, ours or anyone's, moves it; asking for it is one small netlink message): a
+ * reading is the dispatch maps only, and the snapshot reads a Service's part or the whole
+ * table when a request first needs it (liveNftablesWebSnapshot). The node's addresses are read
+ * each time; a change of them starts a new snapshot.
+ */
+export function nftablesInspectionSource(
+  runner: Runner,
+  netns?: string,
+  kernel: NftablesKernelReader = netlinkReader,
+): InspectionSource {
+  let kept: { generation: number; local: string; web: ModeWebSnapshot } | undefined;
   return {
     async read() {
-      const { reading, json } = await readLiveNftables(runner, netns);
       const local = (await readLocalAddresses(runner, netns)).map((a) => a.replace(/\/\d+$/, ""));
-      return {
-        mode: "nftables",
-        dumps: json,
-        localAddresses: local,
-        web: nftablesWebSnapshot(reading, local),
-      };
+      const generation = await kernel.generation(netns);
+      if (kept === undefined || kept.generation !== generation || kept.local !== local.join(" ")) {
+        const list = await readLiveNftables(netns, { part: "dispatch" }, kernel);
+        const part = (what: ListingPart): Promise<NftablesReading> =>
+          readLiveNftables(netns, what, kernel).then((r) => r.reading);
+        kept = {
+          generation: list.generation,
+          local: local.join(" "),
+          web: liveNftablesWebSnapshot(list.reading, list.generation, local, part),
+        };
+      }
+      return { mode: "nftables", dumps: [], localAddresses: local, web: kept.web };
     },
   };
 }
@@ -538,8 +602,8 @@ async function trace(req: InspectTraceRequest): Promise<string> {
     reading = readNftablesDump(req.dump);
     source = req.dump.origin;
   } else {
-    reading = (await readLiveNftables(req.runner)).reading;
-    source = `live kernel (nft -j list table ${family} ${KUBE_PROXY_TABLE})`;
+    reading = (await readLiveNftables()).reading;
+    source = `live kernel (netlink dump of table ${family} ${KUBE_PROXY_TABLE})`;
   }
   const table = reading.tables.find((t) => t.family === family);
   if (table === undefined)
@@ -588,8 +652,8 @@ async function explain(req: InspectExplainRequest): Promise<string> {
     reading = { tables: all.flatMap((r) => r.tables), foreign: all.flatMap((r) => r.foreign) };
     source = given.map((d) => d.origin).join(", ");
   } else {
-    reading = (await readLiveNftables(req.runner, undefined, req.service)).reading;
-    source = `live kernel (nft -j list table ip|ip6 ${KUBE_PROXY_TABLE})`;
+    reading = (await readLiveNftables(undefined, { part: "service", service: req.service })).reading;
+    source = LIVE_SOURCE;
   }
   let found: { table: NftTable; ex: NftServiceExplanation } | undefined;
   for (const table of reading.tables) {
@@ -641,10 +705,16 @@ export const nftablesInspector: ModeInspector = { trace, explain };
 
 // --- the web view -------------------------------------------------------------------------------
 
-/** `ns/name` of every Service with objects in the table (chain names, no-endpoint comments). */
+/** `ns/name` of every Service with objects in the table (chain names, map targets, no-endpoint comments). */
 export function servicesInTable(table: NftTable): ServiceRef[] {
   const found = new Map<string, ServiceRef>();
-  for (const name of table.chains.keys()) {
+  const targets = [SERVICE_IPS_MAP, SERVICE_NODEPORTS_MAP, FIREWALL_IPS_MAP].flatMap((m) =>
+    (table.sets.get(m)?.elements ?? []).map((e) =>
+      e.value?.kind === "goto" || e.value?.kind === "jump" ? e.value.target : "",
+    ),
+  );
+  // The chains, and the chains the dispatch maps send packets to (a reading of the maps only).
+  for (const name of [...table.chains.keys(), ...targets]) {
     const c = parseChainName(name);
     if (c !== null) found.set(`${c.namespace}/${c.name}`, { namespace: c.namespace, name: c.name });
   }
@@ -814,6 +884,98 @@ function webEntry(table: NftTable, ex: NftServiceExplanation, family: number): W
 
 const COUNTER_TEXT = /counter packets \d+ bytes \d+/g;
 
+/** Every Service of the tables with its frontends, sorted by name, then family. */
+function serviceSummaries(reading: NftablesReading): WebServiceSummary[] {
+  const services: WebServiceSummary[] = [];
+  for (const table of reading.tables) {
+    const family = table.family === "ip6" ? 6 : 4;
+    const frontends = frontendsByService(table);
+    for (const ref of servicesInTable(table)) {
+      const service = `${ref.namespace}/${ref.name}`;
+      services.push({ family, service, frontends: frontends.get(service) ?? [] });
+    }
+  }
+  return services.sort((a, b) =>
+    a.service === b.service ? a.family - b.family : a.service < b.service ? -1 : 1,
+  );
+}
+
+/** Parts of the table one snapshot keeps (one per Service page asked for). */
+const MAX_SERVICE_PARTS = 256;
+
+/**
+ * The web view's snapshot of the live tables at one generation, read only as far as asked: the
+ * list comes from the dispatch maps (`list`), a Service's page from that Service's part of the
+ * table, read when first asked for, and the rules, the trace and every counter from the whole
+ * table, read once when first asked for. At 10,000 Services the whole table costs the kernel
+ * itself tens of seconds to dump, a Service's part milliseconds.
+ */
+export function liveNftablesWebSnapshot(
+  list: NftablesReading,
+  generation: number,
+  localAddresses: readonly string[],
+  read: (what: ListingPart) => Promise<NftablesReading>,
+): ModeWebSnapshot {
+  const parts = new Map<string, Promise<NftablesReading>>();
+  let whole: Promise<ModeWebSnapshot> | undefined;
+  let wholeDone: ModeWebSnapshot | undefined;
+  const done = new Map<string, NftablesReading>();
+  const needWhole = (): ModeWebSnapshot => {
+    if (wholeDone === undefined) throw new Error("the whole table was not read for this request");
+    return wholeDone;
+  };
+  return {
+    version: `generation ${generation}`,
+    services: serviceSummaries(list),
+    service(family, namespace, name) {
+      if (wholeDone !== undefined) return wholeDone.service(family, namespace, name);
+      const table = done
+        .get(`${namespace}/${name}`)
+        ?.tables.find((t) => (t.family === "ip6" ? 6 : 4) === family);
+      const ex = table === undefined ? null : explainNftService(table, { namespace, name });
+      return table === undefined || ex === null ? undefined : webEntry(table, ex, family);
+    },
+    columns: ["num", "pkts", "bytes", "rule"],
+    rules: (q, max) => needWhole().rules(q, max),
+    counters(keys) {
+      if (wholeDone !== undefined || keys === undefined) return needWhole().counters(keys);
+      const out: Record<string, readonly [number, number]> = {};
+      for (const part of done.values())
+        for (const table of part.tables) {
+          const family = table.family === "ip6" ? 6 : 4;
+          for (const chain of table.chains.values())
+            for (const r of chain.rules) {
+              const key = `${family}/${table.name}/${chain.name}/${r.index}`;
+              if (r.counters !== undefined && keys.has(key))
+                out[key] = [r.counters.packets, r.counters.bytes];
+            }
+        }
+      return out;
+    },
+    trace: (flags) => needWhole().trace(flags),
+    async prepare(need) {
+      if (need.kind === "table") {
+        whole ??= read({ part: "all" }).then((r) => nftablesWebSnapshot(r, localAddresses));
+        wholeDone = await whole;
+        return;
+      }
+      if (wholeDone !== undefined) return;
+      const key = `${need.namespace}/${need.name}`;
+      let part = parts.get(key);
+      if (part === undefined) {
+        if (parts.size >= MAX_SERVICE_PARTS) {
+          parts.clear();
+          done.clear();
+        }
+        part = read({ part: "service", service: { namespace: need.namespace, name: need.name } });
+        parts.set(key, part);
+        part.catch(() => parts.delete(key));
+      }
+      done.set(key, await part);
+    },
+  };
+}
+
 /**
  * What the web view shows of our tables. The Service list and the version are built once per
  * reading; a Service's entry, the rule rows and the counters only when asked for.
@@ -823,7 +985,6 @@ export function nftablesWebSnapshot(
   localAddresses: readonly string[],
 ): ModeWebSnapshot {
   const hash = createHash("sha256");
-  const services: WebServiceSummary[] = [];
   for (const table of reading.tables) {
     const family = table.family === "ip6" ? 6 : 4;
     for (const chain of table.chains.values()) {
@@ -833,13 +994,8 @@ export function nftablesWebSnapshot(
     }
     for (const set of table.sets.values())
       for (const e of set.elements) hash.update(`${family} ${set.name} ${JSON.stringify(e)}\n`);
-    const frontends = frontendsByService(table);
-    for (const ref of servicesInTable(table)) {
-      const service = `${ref.namespace}/${ref.name}`;
-      services.push({ family, service, frontends: frontends.get(service) ?? [] });
-    }
   }
-  services.sort((a, b) => (a.service === b.service ? a.family - b.family : a.service < b.service ? -1 : 1));
+  const services = serviceSummaries(reading);
   let rows: WebRuleRow[] | undefined;
   let counters: Record<string, readonly [number, number]> | undefined;
   const allRows = (): WebRuleRow[] => {

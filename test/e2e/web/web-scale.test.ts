@@ -53,7 +53,7 @@ for (const mode of ["iptables", "nftables"] as const satisfies readonly ScaleMod
         });
         await runner.run(["ip", "link", "set", "out0", "up"], { netns, timeoutMs: 10_000 });
         await runner.run(["ip", "route", "add", "default", "dev", "out0"], { netns, timeoutMs: 10_000 });
-        await loadScaleRules(runner, netns, mode, await renderScaleRules(mode, SERVICES, ENDPOINTS));
+        await loadScaleRules(runner, netns, renderScaleRules(mode, SERVICES, ENDPOINTS));
         process.stdout.write(
           `# ${mode}: ${SERVICES} Services rendered and loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
         );

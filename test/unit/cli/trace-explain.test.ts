@@ -24,11 +24,45 @@ const NETNS_V6 = readFileSync(join(fixtures, "ip6tables-save-c.netns.txt"), "utf
 const SEED_EXAMPLE = fileURLToPath(new URL("../../../examples/seed-nginx", import.meta.url));
 
 /** Answers by argv[0]; records every call so tests see what the CLI asked the kernel. */
+/** `iptables -t TABLE -S CHAIN -v` of a chain in a save dump, as the tool prints it; null when it is not there. */
+function listChainOf(save: string, table: string, chain: string): string | null {
+  const section = save.split(/^\*/m).find((s) => s.startsWith(`${table}\n`));
+  const declared =
+    section === undefined ? null : new RegExp(`^:${chain} (\\S+) \\[(\\d+):(\\d+)\\]$`, "m").exec(section);
+  if (section === undefined || declared === null) return null;
+  const head =
+    declared[1] === "-" ? `-N ${chain}` : `-P ${chain} ${declared[1]} -c ${declared[2]} ${declared[3]}`;
+  const rules = section
+    .split("\n")
+    .map((l) => /^\[(\d+):(\d+)\] (-A (\S+) .*)$/.exec(l))
+    .filter((m) => m !== null && m[4] === chain)
+    .map((m) => `${m![3]} -c ${m![1]} ${m![2]}`);
+  return [head, ...rules].join("\n") + "\n";
+}
+
 class ScriptedRunner implements Runner {
   readonly calls: string[][] = [];
   constructor(private readonly answers: Readonly<Record<string, string>>) {}
   run(argv: readonly string[], _options?: ExecOptions): Promise<ExecResult> {
     this.calls.push([...argv]);
+    const tool = argv[0] ?? "";
+    if (/^ip6?tables-(nft|legacy)$/.test(tool) && argv.includes("--version"))
+      return Promise.resolve({ argv, exitCode: 0, stdout: "iptables v1.8.9\n", stderr: "", durationMs: 0 });
+    const list = argv.indexOf("-S");
+    if (/^ip6?tables-(nft|legacy)$/.test(tool) && list >= 0) {
+      const listed = listChainOf(
+        this.answers[`${tool}-save`] ?? "",
+        argv[argv.indexOf("-t") + 1] ?? "",
+        argv[list + 1] ?? "",
+      );
+      return Promise.resolve({
+        argv,
+        exitCode: listed === null ? 1 : 0,
+        stdout: listed ?? "",
+        stderr: "",
+        durationMs: 0,
+      });
+    }
     const stdout = this.answers[argv[0] ?? ""];
     if (stdout === undefined) return Promise.reject(new Error(`unexpected command ${argv.join(" ")}`));
     // Like the real tools, a save without -c prints rule lines without their counters.
@@ -123,9 +157,12 @@ test("trace: bad flags are input errors", async () => {
   assert.deepEqual(addressList("10.0.0.1/24, ,fd00::1/64"), ["10.0.0.1", "fd00::1"]);
 });
 
-/** What the CLI read after backend detection: detection's own saves carry no `-c`. */
+/** What the CLI read after backend detection: detection's own saves carry no `-c`, its hint listings are of mangle. */
 const afterDetection = (calls: readonly string[][]): string[][] =>
-  calls.filter((c) => !(c[0]?.endsWith("-save") === true && !c.includes("-c")));
+  calls.filter(
+    (c) =>
+      !(c[0]?.endsWith("-save") === true && !c.includes("-c")) && !(c.includes("mangle") && c.includes("-S")),
+  );
 
 /** The other backend holds only an empty table, as on a host whose `iptables` alternative points elsewhere. */
 const EMPTY = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
@@ -141,7 +178,7 @@ test("trace, live: the detected backend's save -c per family (nft here), node ad
   const text = await traceCommand({ src: "10.0.0.2", dst: "172.30.0.43:80" }, runner);
   assert.match(
     text,
-    /^ruleset: live kernel \(iptables-nft-save -c; iptables-nft has at least as many rules .*\)\nlocal addresses: 127\.0\.0\.1, 192\.168\.0\.2 \(this network namespace/,
+    /^ruleset: live kernel \(iptables-nft-save -c; iptables-legacy holds no rules\)\nlocal addresses: 127\.0\.0\.1, 192\.168\.0\.2 \(this network namespace/,
   );
   assert.match(text, /DNAT → 10\.0\.3\.2:80/);
   assert.deepEqual(afterDetection(runner.calls), [
@@ -228,13 +265,20 @@ const CONNTRACK = [
 test("explain, live: counters in iptables -vnL columns and conntrack flows per endpoint of this Service only", async () => {
   const runner = new ScriptedRunner({ "iptables-legacy-save": NETNS_V4, conntrack: CONNTRACK });
   const text = await explainCommand("ns3/svc3", {}, runner);
-  assert.deepEqual(afterDetection(runner.calls), [
-    ["iptables-legacy-save", "-c"],
-    ["conntrack", "-L", "-f", "ipv4"],
-  ]);
+  const read = afterDetection(runner.calls).map((c) => c.join(" "));
+  assert.ok(
+    !read.some((c) => c.includes("-save")),
+    "no save of the whole table: the Service's chains, one by one",
+  );
+  assert.ok(read.includes("iptables-legacy -w 5 -W 100000 -t nat -S KUBE-SERVICES -v"));
+  assert.ok(
+    read.some((c) => / -t nat -S KUBE-SEP-\S+ -v$/.test(c)),
+    "the Service's endpoint chains",
+  );
+  assert.equal(read.at(-1), "conntrack -L -f ipv4");
   assert.match(
     text,
-    /^source: live kernel \(iptables-legacy-save -c, conntrack -L; iptables-legacy has more rules/,
+    /^source: live kernel \(iptables-legacy -t TABLE -S CHAIN -v, chain by chain, conntrack -L; iptables-legacy has more rules/,
   );
   assert.match(text, / num {3}pkts bytes target/);
   assert.match(
@@ -270,11 +314,14 @@ test("explain, live: a Service found only in ip6tables is explained from there",
     conntrack: "",
   });
   const text = await explainCommand("ns1/svc1", {}, runner);
-  assert.deepEqual(
-    afterDetection(runner.calls).map((c) => c.join(" ")),
-    ["iptables-nft-save -c", "ip6tables-nft-save -c", "conntrack -L -f ipv6"],
+  const read = afterDetection(runner.calls).map((c) => c.join(" "));
+  assert.ok(read.includes("iptables-nft -w 5 -W 100000 -t nat -S PREROUTING -v"), "IPv4 first");
+  assert.ok(read.includes("ip6tables-nft -w 5 -W 100000 -t filter -S KUBE-SERVICES -v"), "then IPv6");
+  assert.equal(read.at(-1), "conntrack -L -f ipv6");
+  assert.match(
+    text,
+    /^source: live kernel \(ip6tables-nft -t TABLE -S CHAIN -v, chain by chain, conntrack -L; /,
   );
-  assert.match(text, /^source: live kernel \(ip6tables-nft-save -c, conntrack -L; /);
   assert.match(text, /ns1\/svc1:p80 has no endpoints: packets to \[fd00:30::41\]:80 \(tcp\) are REJECTed/);
 });
 

@@ -30,7 +30,7 @@ test("detectBackend reads both families of both backends and survives a missing 
   const runner = new ScriptRunner((argv) => {
     if (argv[0] === "ip6tables-legacy-save") return { spawnError: true };
     if (argv[0] === "iptables-legacy-save") return { stdout: rules(3) };
-    if (argv[0]?.includes("nft") && argv[1] === "-t") return { stdout: "*mangle\nCOMMIT\n" };
+    if (argv[0]?.includes("nft") && argv.includes("-S")) return { exitCode: 1 };
     return { stdout: rules(1) };
   });
   const result = await detectBackend(runner, { netns: "kpt-d" });
@@ -39,11 +39,47 @@ test("detectBackend reads both families of both backends and survives a missing 
   const tools = runner.calls.map((c) => c.argv.join(" ")).sort();
   assert.deepEqual(tools, [
     "ip6tables-legacy-save",
+    "ip6tables-nft -t mangle -S KUBE-IPTABLES-HINT",
+    "ip6tables-nft -t mangle -S KUBE-KUBELET-CANARY",
     "ip6tables-nft-save",
-    "ip6tables-nft-save -t mangle",
     "iptables-legacy-save",
+    "iptables-nft -t mangle -S KUBE-IPTABLES-HINT",
+    "iptables-nft -t mangle -S KUBE-KUBELET-CANARY",
     "iptables-nft-save",
-    "iptables-nft-save -t mangle",
   ]);
   assert.ok(runner.calls.every((c) => c.options.netns === "kpt-d" && (c.options.timeoutMs ?? 0) > 0));
+});
+
+test("detectBackend does not save iptables-nft's rules when iptables-legacy holds none", async () => {
+  const runner = new ScriptRunner((argv) =>
+    argv[0]?.includes("legacy")
+      ? { stdout: "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n" }
+      : argv.includes("-S")
+        ? { exitCode: 1 }
+        : { stdout: rules(4) },
+  );
+  const result = await detectBackend(runner);
+  assert.equal(result.backend, "nft");
+  assert.equal(result.reason, "iptables-legacy holds no rules");
+  assert.deepEqual(runner.calls.map((c) => c.argv.join(" ")).sort(), [
+    "ip6tables-legacy-save",
+    "ip6tables-nft -t mangle -S KUBE-IPTABLES-HINT",
+    "ip6tables-nft -t mangle -S KUBE-KUBELET-CANARY",
+    "iptables-legacy-save",
+    "iptables-nft -t mangle -S KUBE-IPTABLES-HINT",
+    "iptables-nft -t mangle -S KUBE-KUBELET-CANARY",
+  ]);
+});
+
+test("detectBackend finds a kubelet hint chain in nft's mangle table by listing the chain", async () => {
+  const runner = new ScriptRunner((argv) =>
+    argv.join(" ") === "ip6tables-nft -t mangle -S KUBE-KUBELET-CANARY"
+      ? { stdout: "-N KUBE-KUBELET-CANARY\n" }
+      : argv.includes("-S")
+        ? { exitCode: 1 }
+        : { stdout: rules(9) },
+  );
+  const result = await detectBackend(runner);
+  assert.equal(result.backend, "nft");
+  assert.match(result.reason, /hint\/canary chain found in iptables-nft mangle/);
 });

@@ -1,7 +1,7 @@
 /**
  * nftables mode's explainer and its `trace` / `explain` commands on upstream's
- * TestOverallNFTablesRules table (rendered by our renderer), and the live reader over a scripted
- * runner: no kernel.
+ * TestOverallNFTablesRules table (rendered by our renderer), and the web view's live source over
+ * a fake kernel reader: no kernel.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -10,7 +10,9 @@ import { join } from "node:path";
 import { test } from "node:test";
 import {
   explainNftService,
+  nftablesInspectionSource,
   nftablesInspector,
+  type NftablesKernelReader,
   parseChainName,
   readLiveNftables,
   readNftablesDump,
@@ -160,22 +162,82 @@ test("trace and explain --proxy-mode nftables read a --ruleset file", async () =
   }
 });
 
-test("the live reader lists our tables with nft -j (argv), and foreign ones by name only", async () => {
+test("the web view's source keeps its reading while the generation stays, and reads parts only when asked", async () => {
   const seed = readFileSync(new URL("dumps/seed.json", FIXTURES), "utf8");
-  const runner = new ScriptRunner((argv) => {
-    if (argv.join(" ") === "nft list tables") return { stdout: "table inet filter\ntable ip kube-proxy\n" };
-    if (argv.join(" ") === "nft -j list table ip kube-proxy") return { stdout: seed };
-    return { exitCode: 1, stderr: `unexpected ${argv.join(" ")}` };
-  });
-  const { reading, json } = await readLiveNftables(runner);
-  assert.deepEqual(reading.foreign, ["table inet filter"]);
+  const tables = readNftablesDump({ text: seed, origin: "seed" }).tables;
+  let generation = 7;
+  const reads: string[] = [];
+  const kernel: NftablesKernelReader = {
+    generation: () => Promise.resolve(generation),
+    tables: (options) => {
+      reads.push(`${options.netns} ${options.what?.part}`);
+      return Promise.resolve({ generation, tables, others: [{ family: "inet", name: "filter" }] });
+    },
+  };
+  let address = "10.0.0.1/24";
+  const runner = new ScriptRunner((argv) =>
+    argv.join(" ") === "ip -j addr show"
+      ? { stdout: JSON.stringify([{ addr_info: [{ local: address.split("/")[0], prefixlen: 24 }] }]) }
+      : { exitCode: 1, stderr: `unexpected ${argv.join(" ")}` },
+  );
+  const source = nftablesInspectionSource(runner, "node-ns", kernel);
+  const first = await source.read();
+  assert.equal(first.mode, "nftables");
+  assert.deepEqual(reads, ["node-ns dispatch"], "the list needs the dispatch maps only");
+  const web = first.web!;
   assert.deepEqual(
-    reading.tables.map((t) => t.family),
+    web.services.map((s) => s.service),
+    ["default/nginx"],
+  );
+  assert.equal(
+    web.service(4, "default", "nginx"),
+    undefined,
+    "a Service's part is not read before it is asked for",
+  );
+  assert.throws(() => web.rules("", 10), /whole table was not read/);
+  await web.prepare!({ kind: "service", family: 4, namespace: "default", name: "nginx" });
+  await web.prepare!({ kind: "service", family: 4, namespace: "default", name: "nginx" });
+  assert.deepEqual(reads, ["node-ns dispatch", "node-ns service"], "one read of the Service's part");
+  assert.equal(web.service(4, "default", "nginx")?.service, "default/nginx");
+  assert.deepEqual(web.counters(new Set()), {});
+  await web.prepare!({ kind: "table" });
+  assert.deepEqual(reads, ["node-ns dispatch", "node-ns service", "node-ns all"]);
+  assert.ok(web.rules("", 10).total > 0);
+  const again = await source.read();
+  assert.equal(again.web, web, "same generation: the same snapshot, nothing read again");
+  assert.equal(reads.length, 3);
+  address = "10.0.0.2/24";
+  const moved = await source.read();
+  assert.notEqual(moved.web, web, "new addresses: a new snapshot");
+  assert.deepEqual(moved.localAddresses, ["10.0.0.2"]);
+  generation = 8;
+  await source.read();
+  assert.deepEqual(
+    reads.slice(3),
+    ["node-ns dispatch", "node-ns dispatch"],
+    "a new generation is read again",
+  );
+  const live = await readLiveNftables("node-ns", { part: "all" }, kernel);
+  assert.deepEqual(live.reading.foreign, ["table inet filter"]);
+  assert.deepEqual(
+    live.reading.tables.map((t) => t.family),
     ["ip"],
   );
-  assert.equal(json.length, 1);
-  assert.ok(
-    runner.calls.every((c) => !c.argv.includes("filter")),
-    "a foreign table is never listed",
+});
+
+test("trace --proxy-mode nftables -f/--manifests renders the tables itself, as explain does", async () => {
+  const seed = new URL("../../../examples/seed-nginx", import.meta.url).pathname;
+  const flags = { proxyMode: "nftables", hostnameOverride: "node-1", src: "10.244.0.5:40000" };
+  const text = await traceCommand({ ...flags, manifests: seed, dst: "10.1.125.152:80" }, noKernel);
+  assert.match(text, /^ruleset: rendered from .*seed-nginx \(IPv4\)/);
+  assert.match(text, /50% ACCEPT, DNAT → 10\.244\.0\.10:80/);
+  assert.match(text, /50% ACCEPT, DNAT → 10\.244\.0\.9:80/);
+  const json = JSON.parse(
+    await traceCommand({ ...flags, filename: [seed], dst: "10.1.125.152:80", output: "json" }, noKernel),
+  ) as { outcomes: { dnat?: string }[] };
+  assert.deepEqual(json.outcomes.map((o) => o.dnat).sort(), ["10.244.0.10:80", "10.244.0.9:80"]);
+  await assert.rejects(
+    traceCommand({ ...flags, manifests: seed, ruleset: "x", dst: "10.1.125.152:80" }, noKernel),
+    /give either a dump/,
   );
 });

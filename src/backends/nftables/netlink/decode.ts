@@ -39,7 +39,7 @@ const TYPE_BITS = 6;
 const HOOK_NAMES = ["prerouting", "input", "forward", "output", "postrouting"] as const;
 const META_KEYS: Readonly<Record<number, MetaKey>> = { 3: "mark", 4: "iif", 6: "iifname", 16: "l4proto" };
 const PROTOCOL_NAMES: Readonly<Record<number, string>> = { 6: "tcp", 17: "udp", 132: "sctp" };
-const DATATYPE_NAMES: Readonly<Record<number, string>> = {
+export const DATATYPE_NAMES: Readonly<Record<number, string>> = {
   [TYPE.ipv4]: "ipv4_addr",
   [TYPE.ipv6]: "ipv6_addr",
   [TYPE.inetProto]: "inet_proto",
@@ -72,13 +72,13 @@ export function dumpRequest(
 }
 
 /** The attributes of one level: type → the last value of that type (nested ones unflagged). */
-function attrs(buf: Buffer): Map<number, Buffer> {
+export function attrs(buf: Buffer): Map<number, Buffer> {
   const out = new Map<number, Buffer>();
   for (const [type, value] of attrList(buf)) out.set(type, value);
   return out;
 }
 
-function attrList(buf: Buffer): Array<[number, Buffer]> {
+export function attrList(buf: Buffer): Array<[number, Buffer]> {
   const out: Array<[number, Buffer]> = [];
   let off = 0;
   while (off + 4 <= buf.length) {
@@ -99,7 +99,7 @@ const need = (b: number | undefined, what: string): number => {
 };
 
 /** libnftnl's user data (type, length, value) → the comment entry, if any. */
-function udataComment(b: Buffer | undefined, type: number): string | undefined {
+export function udataComment(b: Buffer | undefined, type: number): string | undefined {
   if (b === undefined) return undefined;
   let off = 0;
   while (off + 2 <= b.length) {
@@ -134,7 +134,7 @@ export function dumpMessages(datagrams: readonly Buffer[]): DumpMessage[] {
   return out;
 }
 
-function verdictOf(data: Buffer): Verdict | null {
+export function verdictOf(data: Buffer): Verdict | null {
   const d = attrs(data);
   const v = d.get(DATA_VERDICT);
   if (v === undefined) return null;
@@ -176,7 +176,7 @@ const value = (a: Map<number, Buffer>, type: number): Buffer => {
 };
 
 /** One expression; `lookup` and `dynset` keep the set's name (anonymous ones resolved later). */
-function decodeExpr(
+export function decodeExpr(
   name: string,
   data: Buffer | undefined,
 ): DecodedExpr | { lookupName: string; expr: Expr } {
@@ -379,14 +379,14 @@ function decodeSetMessage(m: DumpMessage, table: string): RawSet | null {
   };
 }
 
-interface RawElement {
+export interface RawElement {
   readonly key: Buffer;
   readonly flags: number;
   readonly verdict: Verdict | null;
   readonly comment: string | undefined;
 }
 
-function decodeElements(messages: readonly DumpMessage[]): RawElement[] {
+export function decodeElements(messages: readonly DumpMessage[]): RawElement[] {
   const out: RawElement[] = [];
   for (const m of messages) {
     if (m.type !== NEW.setElem) continue;
@@ -407,7 +407,7 @@ function decodeElements(messages: readonly DumpMessage[]): RawElement[] {
 }
 
 /** The datatype ids of a (possibly concatenated) key type, as nft composes them. */
-function keyFields(keyType: number, keyLen: number): number[] | null {
+export function keyFields(keyType: number, keyLen: number): number[] | null {
   const single = DATATYPE_LEN[keyType];
   if (single !== undefined) return single === keyLen ? [keyType] : null;
   const fields: number[] = [];
@@ -421,7 +421,7 @@ function keyFields(keyType: number, keyLen: number): number[] | null {
   return len === keyLen ? fields : null;
 }
 
-function keyText(fields: readonly number[], key: Buffer): string {
+export function keyText(fields: readonly number[], key: Buffer): string {
   const concat = fields.length > 1;
   const parts: string[] = [];
   let off = 0;
