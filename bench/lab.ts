@@ -28,8 +28,7 @@ import { settle } from "./quiet.ts";
 import { benchTempDir, removeBenchTempDir } from "./netns.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-/** The package's bin shim, as a user runs the daemon (its shebang carries the daemon's V8 flags). */
-const BIN = join(ROOT, "bin/kube-proxy-ts.js");
+const MAIN = join(ROOT, "dist/cli/main.js");
 const {
   targetIP: TARGET_IP,
   targetPort: TARGET_PORT,
@@ -197,7 +196,8 @@ async function oneRun(
     }
     const proxyMode = mode === "nftables" ? "nftables" : "iptables";
     const daemon = sandbox.spawn(BENCH_NODE, [
-      BIN,
+      process.execPath,
+      MAIN,
       "--proxy-mode",
       proxyMode,
       "--manifests",

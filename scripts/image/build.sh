@@ -134,7 +134,6 @@ umoci config --image "$ref" --created "$created" --history.created "$created" \
   --config.workingdir /opt/kube-proxy-ts \
   --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   --config.env NODE_ENV=production \
-  --config.env NODE_OPTIONS=--max-semi-space-size=8 \
   --config.entrypoint /usr/local/bin/node --config.entrypoint /opt/kube-proxy-ts/bin/kube-proxy-ts.js \
   --config.cmd --config=/var/lib/kube-proxy-ts/config.conf \
   --config.exposedports 10256/tcp \

@@ -478,15 +478,3 @@ test("every path the Dockerfile copies exists and survives .dockerignore", () =>
   }
   assert.ok(copies.includes("package-lock.json"), "npm ci needs the lock file");
 });
-
-test("the images run node with the bin shim's V8 flags (their entrypoint runs node itself)", () => {
-  const shebang = readFileSync(join(repo, "bin/kube-proxy-ts.js"), "utf8").split("\n")[0] ?? "";
-  const flags = /^#!\/usr\/bin\/env -S node (.+)$/.exec(shebang)?.[1];
-  assert.ok(
-    flags !== undefined && flags.startsWith("--"),
-    `the shim's shebang passes node flags: ${shebang}`,
-  );
-  assert.match(dockerfile, new RegExp(`^ENV NODE_OPTIONS=${flags}$`, "m"), "deploy/Dockerfile");
-  const build = readFileSync(join(repo, "scripts/image/build.sh"), "utf8");
-  assert.ok(build.includes(`--config.env NODE_OPTIONS=${flags} `), "scripts/image/build.sh");
-});
