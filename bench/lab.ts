@@ -25,6 +25,7 @@ import { LAB_ADDRESSES, writeLabFolder } from "./lab/manifests.ts";
 import type { ControlRow } from "./lab/control.ts";
 import { controlCharts } from "./lab/control.ts";
 import { settle } from "./quiet.ts";
+import { DAEMON_NODE_FLAGS } from "./startup.ts";
 import { benchTempDir, removeBenchTempDir } from "./netns.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -197,6 +198,7 @@ async function oneRun(
     const proxyMode = mode === "nftables" ? "nftables" : "iptables";
     const daemon = sandbox.spawn(BENCH_NODE, [
       process.execPath,
+      ...DAEMON_NODE_FLAGS,
       MAIN,
       "--proxy-mode",
       proxyMode,

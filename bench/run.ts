@@ -11,7 +11,13 @@ import { deleteLiveNetns, deleteNetnsOnSignals, runner } from "./netns.ts";
 import { maybeRunRenderChild, renderTable, runRenderBenchmark } from "./render.ts";
 import type { RenderRow } from "./render.ts";
 import type { Backend } from "./restore.ts";
-import { coldStartTable, runColdStart, runStartupBenchmark, startupTable } from "./startup.ts";
+import {
+  coldStartTable,
+  DAEMON_NODE_FLAGS,
+  runColdStart,
+  runStartupBenchmark,
+  startupTable,
+} from "./startup.ts";
 import type { ColdStartRow, StartupMode, StartupRow } from "./startup.ts";
 import { parseDuration } from "../src/config/duration.ts";
 import { runSoak, soakTable, writeSoakSvg } from "./soak.ts";
@@ -292,7 +298,8 @@ async function main(): Promise<void> {
       );
       console.log(startupTable(startupRows));
       console.log(
-        "\nTargets: start → working ≤ 1.5× the bare restores (median of the rounds' ratios); daemon RSS ≤ 200 MB after 10,000 x 10.",
+        `\nThe daemon runs as the image runs it: node ${DAEMON_NODE_FLAGS.join(" ")} (deploy/Dockerfile's NODE_OPTIONS).` +
+          "\nTargets: start → working ≤ 1.5× the bare restores (median of the rounds' ratios); daemon RSS ≤ 200 MB after 10,000 x 10.",
       );
     }
     if (runs("lab")) {

@@ -29,6 +29,17 @@ import { BENCH_NODE, syntheticCluster, syntheticManifests } from "./synthetic.ts
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MAIN = join(ROOT, "dist/cli/main.js");
+
+/**
+ * The node flags the image runs the daemon with (deploy/Dockerfile's `ENV NODE_OPTIONS`, its one
+ * source): the daemon is measured as it is deployed. The CLI cold starts run without them, as a
+ * workstation's `kube-proxy-ts` does.
+ */
+export const DAEMON_NODE_FLAGS: readonly string[] = (
+  /^ENV NODE_OPTIONS=(.+)$/m.exec(readFileSync(join(ROOT, "deploy/Dockerfile"), "utf8"))?.[1] ?? ""
+)
+  .split(/\s+/)
+  .filter((flag) => flag !== "");
 const SEED = join(ROOT, "examples/seed-nginx");
 const POLL_MS = 50;
 
@@ -235,6 +246,7 @@ async function timedDaemonStart(
 ): Promise<DaemonRun> {
   const argv = [
     process.execPath,
+    ...DAEMON_NODE_FLAGS,
     MAIN,
     "--proxy-mode",
     mode,

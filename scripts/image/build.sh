@@ -26,6 +26,9 @@ here=scripts/image
 # shellcheck source=versions.env
 source "$here/versions.env"
 version=$(node -p 'require("./package.json").version')
+# The daemon's node flags: deploy/Dockerfile's NODE_OPTIONS line is their one source.
+node_options=$(sed -n 's/^ENV NODE_OPTIONS=//p' deploy/Dockerfile)
+[[ -n $node_options ]] || { echo "build.sh: deploy/Dockerfile has no ENV NODE_OPTIONS line" >&2; exit 1; }
 
 update_lock=false
 use_cache=true
@@ -134,6 +137,7 @@ umoci config --image "$ref" --created "$created" --history.created "$created" \
   --config.workingdir /opt/kube-proxy-ts \
   --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   --config.env NODE_ENV=production \
+  --config.env "NODE_OPTIONS=$node_options" \
   --config.entrypoint /usr/local/bin/node --config.entrypoint /opt/kube-proxy-ts/bin/kube-proxy-ts.js \
   --config.cmd --config=/var/lib/kube-proxy-ts/config.conf \
   --config.exposedports 10256/tcp \

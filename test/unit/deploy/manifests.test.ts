@@ -478,3 +478,13 @@ test("every path the Dockerfile copies exists and survives .dockerignore", () =>
   }
   assert.ok(copies.includes("package-lock.json"), "npm ci needs the lock file");
 });
+
+test("the image's node flags: one line of the Dockerfile, read by the image build, accepted by node", async () => {
+  const line = /^ENV NODE_OPTIONS=(.+)$/m.exec(dockerfile)?.[1];
+  assert.ok(line !== undefined && line.startsWith("--"), "deploy/Dockerfile sets NODE_OPTIONS");
+  const build = readFileSync(join(repo, "scripts/image/build.sh"), "utf8");
+  assert.ok(build.includes("sed -n 's/^ENV NODE_OPTIONS=//p' deploy/Dockerfile"), "build.sh reads it");
+  assert.ok(build.includes('--config.env "NODE_OPTIONS=$node_options"'), "build.sh sets it in the image");
+  const result = await runner.run([process.execPath, ...line.split(/\s+/), "-e", "0"], { timeoutMs: 30_000 });
+  assert.equal(result.exitCode ?? 0, 0);
+});
