@@ -12,26 +12,41 @@ import type { NftElement } from "../types.ts";
 import type { AnonSet, Expr, Family, MetaKey, Verdict } from "./rule.ts";
 import { TYPE } from "./rule.ts";
 import { BatchWriter, NLM_F_REQUEST } from "./wire.ts";
+import {
+  CHAIN_A,
+  ELEMS_A,
+  ELEM_A,
+  HOOK_A,
+  MSG,
+  NFGEN_HDRLEN,
+  NFNL_SUBSYS_NFTABLES,
+  NFPROTO,
+  NLMSG_HDRLEN,
+  NLM_F_DUMP,
+  RULE_A,
+  SET_A,
+  TABLE_A,
+  VERDICT_A,
+} from "./protocol.ts";
 
-const NFNL_SUBSYS_NFTABLES = 10;
-const NLM_F_DUMP = 0x300;
-const NLMSG_HDRLEN = 16;
-const NFGEN_HDRLEN = 4;
-export const GET = { table: 1, chain: 4, rule: 7, set: 10, setElem: 13 } as const;
-const NEW = { table: 0, chain: 3, rule: 6, set: 9, setElem: 12 } as const;
-const NFPROTO = { ip: 2, ip6: 10 } as const;
+export const GET = {
+  table: MSG.getTable,
+  chain: MSG.getChain,
+  rule: MSG.getRule,
+  set: MSG.getSet,
+  setElem: MSG.getSetElem,
+} as const;
+const NEW = {
+  table: MSG.newTable,
+  chain: MSG.newChain,
+  rule: MSG.newRule,
+  set: MSG.newSet,
+  setElem: MSG.newSetElem,
+} as const;
 const NLA_TYPE_MASK = 0x3fff;
 
-const TABLE_A = { name: 1, userdata: 6 } as const;
-const CHAIN_A = { table: 1, name: 3, hook: 4, type: 7, userdata: 12 } as const;
-const HOOK_A = { num: 1, priority: 2 } as const;
-const RULE_A = { table: 1, chain: 2, expressions: 4, userdata: 7 } as const;
-const SET_A = { table: 1, name: 2, flags: 3, keyType: 4, keyLen: 5, dataType: 6, userdata: 13 } as const;
-const ELEMS_A = { table: 1, set: 2, elements: 3 } as const;
-const ELEM_A = { key: 1, data: 2, flags: 3, userdata: 6 } as const;
 const DATA_VALUE = 1;
 const DATA_VERDICT = 2;
-const VERDICT_A = { code: 1, chain: 2 } as const;
 const SET_F = { anonymous: 0x1, interval: 0x4, map: 0x8 } as const;
 const ELEM_F_INTERVAL_END = 1;
 const UDATA_COMMENT = 0;

@@ -22,48 +22,27 @@ import {
   type Verdict,
 } from "./rule.ts";
 import { BatchWriter, cstring, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, u32le, udata } from "./wire.ts";
-
-const NFNL_SUBSYS_NFTABLES = 10;
-const NFNL_MSG_BATCH_BEGIN = 16;
-const NFNL_MSG_BATCH_END = 17;
-const MSG = {
-  newTable: 0,
-  newChain: 3,
-  delChain: 5,
-  newRule: 6,
-  delRule: 8,
-  newSet: 9,
-  delSet: 11,
-  newSetElem: 12,
-  delSetElem: 14,
-} as const;
-const NFPROTO = { ip: 2, ip6: 10 } as const;
+import {
+  CHAIN_A,
+  ELEMS_A,
+  ELEM_A,
+  EXPR_A,
+  HOOK_A,
+  MSG,
+  NFNL_MSG_BATCH_BEGIN,
+  NFNL_MSG_BATCH_END,
+  NFNL_SUBSYS_NFTABLES,
+  NFPROTO,
+  RULE_A,
+  SET_A,
+  TABLE_A,
+  VERDICT_A,
+} from "./protocol.ts";
 
 const NFTA_LIST_ELEM = 1;
-const TABLE_A = { name: 1, flags: 2, userdata: 6 } as const;
-const CHAIN_A = { table: 1, name: 3, hook: 4, type: 7, userdata: 12 } as const;
-const HOOK_A = { num: 1, priority: 2 } as const;
-const RULE_A = { table: 1, chain: 2, expressions: 4, userdata: 7 } as const;
-const EXPR_A = { name: 1, data: 2 } as const;
-const SET_A = {
-  table: 1,
-  name: 2,
-  flags: 3,
-  keyType: 4,
-  keyLen: 5,
-  dataType: 6,
-  dataLen: 7,
-  desc: 9,
-  id: 10,
-  timeout: 11,
-  userdata: 13,
-} as const;
 const SET_DESC_SIZE = 1;
-const ELEMS_A = { table: 1, set: 2, elements: 3, setId: 4 } as const;
-const ELEM_A = { key: 1, data: 2, flags: 3, userdata: 6 } as const;
 const DATA_VALUE = 1;
 const DATA_VERDICT = 2;
-const VERDICT_A = { code: 1, chain: 2 } as const;
 const NFT_DATA_VERDICT = 0xffffff00;
 const SET_F = { anonymous: 0x1, constant: 0x2, interval: 0x4, map: 0x8, timeout: 0x10, eval: 0x20 } as const;
 const ELEM_F_INTERVAL_END = 1;

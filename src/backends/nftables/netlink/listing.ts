@@ -35,25 +35,24 @@ import {
 import type { AnonSet, Family, Verdict } from "./rule.ts";
 import { TYPE } from "./rule.ts";
 import { BatchWriter, NLM_F_ACK, NLM_F_REQUEST } from "./wire.ts";
+import {
+  CHAIN_A,
+  COUNTER_A,
+  ELEMS_A,
+  EXPR_A,
+  GEN_A,
+  HOOK_A,
+  MSG,
+  NFGEN_HDRLEN,
+  NFNL_SUBSYS_NFTABLES,
+  NFPROTO as NFPROTO_OF,
+  NLMSG_HDRLEN,
+  NLM_F_DUMP,
+  RULE_A,
+  SET_A,
+  TABLE_A,
+} from "./protocol.ts";
 
-const NFNL_SUBSYS_NFTABLES = 10;
-const NLM_F_DUMP = 0x300;
-const NLMSG_HDRLEN = 16;
-const NFGEN_HDRLEN = 4;
-const MSG = {
-  newTable: 0,
-  getTable: 1,
-  newChain: 3,
-  getChain: 4,
-  newRule: 6,
-  getRule: 7,
-  newSet: 9,
-  getSet: 10,
-  newSetElem: 12,
-  getSetElem: 13,
-  newGen: 15,
-  getGen: 16,
-} as const;
 const NFPROTO: Readonly<Record<number, NftTableFamily>> = {
   1: "inet",
   2: "ip",
@@ -62,26 +61,7 @@ const NFPROTO: Readonly<Record<number, NftTableFamily>> = {
   7: "bridge",
   10: "ip6",
 };
-const NFPROTO_OF = { ip: 2, ip6: 10 } as const;
 
-const TABLE_A = { name: 1, userdata: 6 } as const;
-const CHAIN_A = { table: 1, handle: 2, name: 3, hook: 4, policy: 5, type: 7, userdata: 12 } as const;
-const HOOK_A = { num: 1, priority: 2 } as const;
-const RULE_A = { table: 1, chain: 2, handle: 3, expressions: 4, userdata: 7 } as const;
-const SET_A = {
-  table: 1,
-  name: 2,
-  flags: 3,
-  keyType: 4,
-  keyLen: 5,
-  dataType: 6,
-  timeout: 11,
-  userdata: 13,
-} as const;
-const ELEMS_A = { table: 1, set: 2, elements: 3 } as const;
-const GEN_A = { id: 1 } as const;
-const EXPR_A = { name: 1, data: 2 } as const;
-const COUNTER_A = { bytes: 1, packets: 2 } as const;
 const SET_F = { anonymous: 0x1, constant: 0x2, interval: 0x4, map: 0x8, timeout: 0x10, eval: 0x20 } as const;
 const ELEM_F_INTERVAL_END = 1;
 const UDATA_COMMENT = 0;
