@@ -132,9 +132,9 @@ export interface DumpMessage {
   readonly attrs: Buffer;
 }
 
-/** The nf_tables messages in datagrams of a dump (NLMSG_DONE and errors are the socket's). */
-export function dumpMessages(datagrams: readonly Buffer[]): DumpMessage[] {
-  const out: DumpMessage[] = [];
+/** The nf_tables messages in datagrams of a dump, with their nfgenmsg family (NLMSG_DONE and errors are the socket's). */
+export function dumpMessages(datagrams: readonly Buffer[]): (DumpMessage & { readonly family: number })[] {
+  const out: (DumpMessage & { family: number })[] = [];
   for (const data of datagrams) {
     let off = 0;
     while (off + NLMSG_HDRLEN <= data.length) {
@@ -142,7 +142,11 @@ export function dumpMessages(datagrams: readonly Buffer[]): DumpMessage[] {
       if (len < NLMSG_HDRLEN || off + len > data.length) break;
       const type = data.readUInt16LE(off + 4);
       if (type >> 8 === NFNL_SUBSYS_NFTABLES && len >= NLMSG_HDRLEN + NFGEN_HDRLEN)
-        out.push({ type: type & 0xff, attrs: data.subarray(off + NLMSG_HDRLEN + NFGEN_HDRLEN, off + len) });
+        out.push({
+          type: type & 0xff,
+          family: data[off + NLMSG_HDRLEN]!,
+          attrs: data.subarray(off + NLMSG_HDRLEN + NFGEN_HDRLEN, off + len),
+        });
       off += (len + 3) & ~3;
     }
   }

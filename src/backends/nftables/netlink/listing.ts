@@ -25,11 +25,11 @@ import {
   DATATYPE_NAMES,
   decodeElements,
   decodeExpr,
+  dumpMessages,
   keyFields,
   keyText,
   udataComment,
   type DecodedExpr,
-  type DumpMessage,
   type RawElement,
 } from "./decode.ts";
 import type { AnonSet, Family, Verdict } from "./rule.ts";
@@ -43,10 +43,8 @@ import {
   GEN_A,
   HOOK_A,
   MSG,
-  NFGEN_HDRLEN,
   NFNL_SUBSYS_NFTABLES,
   NFPROTO as NFPROTO_OF,
-  NLMSG_HDRLEN,
   NLM_F_DUMP,
   RULE_A,
   SET_A,
@@ -180,24 +178,8 @@ export function listingRequest(family: Family, table: string, r: ListingRequest,
   }
 }
 
-/** The nf_tables messages of a datagram with their nfgenmsg family. */
-function messages(datagram: Buffer): (DumpMessage & { readonly family: number })[] {
-  const out: (DumpMessage & { family: number })[] = [];
-  let off = 0;
-  while (off + NLMSG_HDRLEN <= datagram.length) {
-    const len = datagram.readUInt32LE(off);
-    if (len < NLMSG_HDRLEN || off + len > datagram.length) break;
-    const type = datagram.readUInt16LE(off + 4);
-    if (type >> 8 === NFNL_SUBSYS_NFTABLES && len >= NLMSG_HDRLEN + NFGEN_HDRLEN)
-      out.push({
-        type: type & 0xff,
-        family: datagram[off + NLMSG_HDRLEN]!,
-        attrs: datagram.subarray(off + NLMSG_HDRLEN + NFGEN_HDRLEN, off + len),
-      });
-    off += (len + 3) & ~3;
-  }
-  return out;
-}
+/** The nf_tables messages of one datagram with their nfgenmsg family. */
+const messages = (datagram: Buffer) => dumpMessages([datagram]);
 
 /** The generation id in the answer to {@link generationRequest}, if this datagram holds it. */
 export function decodeGeneration(datagram: Buffer): number | undefined {
