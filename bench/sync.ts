@@ -228,7 +228,7 @@ function outsideRestores(
 
 /** The SEP chain whose DNAT goes to `ip`, among the chains a partial sync wrote. */
 function endpointChainFor(result: RenderResult, ip: string): string | null {
-  for (const block of result.nat.serviceBlocks) {
+  for (const block of result.nat.serviceBlocks ?? []) {
     const rule = block.ruleText.split("\n").find((l) => l.includes(`--to-destination ${ip}:`));
     if (rule !== undefined) return rule.split(" ")[1] ?? null;
   }

@@ -19,6 +19,15 @@ export class ServicePortMemo<O> {
 
   /** The memoized output for these inputs, or `render()`'s, remembered for the next sync. */
   get(sp: ServicePort, endpoints: readonly Endpoint[], inputs: readonly unknown[], render: () => O): O {
+    const hit = this.lookup(sp, endpoints, inputs);
+    if (hit !== undefined) return hit;
+    const out = render();
+    this.remember(sp, endpoints, inputs, out);
+    return out;
+  }
+
+  /** The memoized output for exactly these inputs; undefined when the service port must be rendered. */
+  lookup(sp: ServicePort, endpoints: readonly Endpoint[], inputs: readonly unknown[]): O | undefined {
     const hit = this.entries.get(sp);
     if (
       hit !== undefined &&
@@ -27,8 +36,11 @@ export class ServicePortMemo<O> {
       hit.inputs.every((input, i) => input === inputs[i])
     )
       return hit.out;
-    const out = render();
+    return undefined;
+  }
+
+  /** Keeps `out` as the output of these inputs, for the next sync's `lookup`. */
+  remember(sp: ServicePort, endpoints: readonly Endpoint[], inputs: readonly unknown[], out: O): void {
     this.entries.set(sp, { endpoints, inputs, out });
-    return out;
   }
 }

@@ -13,6 +13,7 @@ export function restoreTransactions(
   previous: WrittenTopLevel | null = null,
 ): string[] {
   const blocks = result.nat.serviceBlocks;
+  if (blocks === null) throw new Error("restoreTransactions needs a render that kept its blocks");
   const writer = new TransactionWriter(
     maxServicesPerTransaction,
     previous,

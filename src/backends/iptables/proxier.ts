@@ -213,7 +213,7 @@ export class IptablesWriter implements FamilyWriter<RenderResult> {
       for (let step = render.next(); ; step = render.next()) {
         if (step.done === true) {
           const existing = await existingNatChains();
-          const result = step.value(existing);
+          const result = step.value(existing, writer.allBlocks());
           const topLevel = writtenTopLevel(result);
           const payloads = writer.finish(result, topLevel);
           const jumpSections = (await kernel.started().prepared) ?? "";

@@ -137,11 +137,15 @@ interface Ctx {
   readonly nodeIPInRange: (ranges: readonly string[]) => boolean;
 }
 
+/**
+ * What the memo keeps of a rendered service port: all that a sync needs of a Service it does not
+ * write. The text of its chains' rules is not kept (at 10,000 Services x 10 endpoints it is 27 MB,
+ * the largest part of the daemon's heap): a partial sync writes only Services that changed, which
+ * the memo misses anyway, and a full sync renders the written Services again.
+ */
 interface ServiceOutput {
   readonly filterRules: string[];
   readonly captureRules: string[];
-  /** The chains' rules as text, each line ending in a newline. */
-  readonly ruleText: string;
   readonly ruleCount: number;
   /** The chains, in the order they are declared (`chainText`). */
   readonly activeChains: string[];
@@ -184,7 +188,7 @@ function renderServicePort(
   sp: ServicePort,
   allEndpoints: readonly Endpoint[],
   req: StreamRenderRequest,
-): ServiceOutput {
+): { readonly out: ServiceOutput; readonly ruleText: string } {
   const { settings } = ctx;
   const spn = safe(servicePortNameString(sp.name), "service port name");
   const p = sp.protocol.toLowerCase();
@@ -389,15 +393,17 @@ function renderServicePort(
   }
 
   return {
-    filterRules,
-    captureRules,
+    out: {
+      filterRules,
+      captureRules,
+      ruleCount: chainRules.length,
+      activeChains,
+      noLocalInternal,
+      noLocalExternal,
+    },
     // Joined per Service: one flat string instead of dozens of short-lived line strings keeps a
     // 10,000-Service render's memory near the size of its output.
     ruleText: textOf(chainRules),
-    ruleCount: chainRules.length,
-    activeChains,
-    noLocalInternal,
-    noLocalExternal,
   };
 }
 
@@ -467,9 +473,11 @@ export function writtenServicePorts(req: StreamRenderRequest): number {
 /** Render one sync's iptables-restore input (docs/iptables.md §4.2 layout, deterministic service order). */
 export function renderIptables(req: RenderRequest): RenderResult {
   const render = renderIptablesStream(req);
+  const written: ServiceChainsBlock[] = [];
   for (;;) {
     const step = render.next();
-    if (step.done === true) return step.value(req.existingNatChains);
+    if (step.done === true) return step.value(req.existingNatChains, written);
+    written.push(step.value);
   }
 }
 
@@ -522,9 +530,8 @@ export function* renderIptablesStream(
   const natTopChainLines = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ].map(chainLine);
   const natFixedRules = natFixedRuleLines(settings);
 
-  const outputs: Array<{ readonly out: ServiceOutput; readonly block: ServiceChainsBlock | null }> = [];
+  const outputs: Array<{ readonly out: ServiceOutput; readonly written: boolean }> = [];
   const captureRuleLines: string[] = [];
-  const serviceBlocks: ServiceChainsBlock[] = [];
   const activeNatChains = new Set<string>();
   let skippedNatRules = 0;
   let writtenNatRules = 0;
@@ -533,12 +540,15 @@ export function* renderIptablesStream(
 
   for (const [key, sp] of servicePorts) {
     const endpoints = state.endpoints.get(key) ?? NO_ENDPOINTS;
-    const out = serviceOutputs.get(
-      sp,
-      endpoints,
-      [ctx.settings, req.featureGates, req.state.nodeLabels, ctx.largeClusterMode],
-      () => renderServicePort(ctx, sp, endpoints, req),
-    );
+    const inputs = [ctx.settings, req.featureGates, req.state.nodeLabels, ctx.largeClusterMode];
+    let out = serviceOutputs.lookup(sp, endpoints, inputs);
+    let ruleText: string | null = null;
+    if (out === undefined) {
+      const rendered = renderServicePort(ctx, sp, endpoints, req);
+      serviceOutputs.remember(sp, endpoints, inputs, rendered.out);
+      out = rendered.out;
+      ruleText = rendered.ruleText;
+    }
     for (const r of out.filterRules) filterRules.push(r);
     for (const r of out.captureRules) captureRuleLines.push(r);
     for (const c of out.activeChains) activeNatChains.add(c);
@@ -546,13 +556,13 @@ export function* renderIptablesStream(
     if (out.noLocalExternal) noLocalExternal++;
     const service = serviceOf(sp);
     if (fullSync || changedServices.has(service)) {
-      const block = { service, chainText: chainText(out), ruleText: out.ruleText, ruleCount: out.ruleCount };
-      outputs.push({ out, block });
-      serviceBlocks.push(block);
+      ruleText ??= renderServicePort(ctx, sp, endpoints, req).ruleText;
+      const block = { service, chainText: chainText(out), ruleText, ruleCount: out.ruleCount };
+      outputs.push({ out, written: true });
       writtenNatRules += out.captureRules.length + out.ruleCount;
       yield block;
     } else {
-      outputs.push({ out, block: null });
+      outputs.push({ out, written: false });
       writtenNatRules += out.captureRules.length;
       skippedNatRules += out.ruleCount;
     }
@@ -572,7 +582,7 @@ export function* renderIptablesStream(
   );
 
   const natRulesWritten = natFixedRules.length + writtenNatRules + tailRuleLines.length;
-  return (existingNatChains) => {
+  return (existingNatChains, serviceBlocks) => {
     const deletedChains =
       existingNatChains === null
         ? []
@@ -586,14 +596,17 @@ export function* renderIptablesStream(
     let parts: string[] | null = null;
     let payload: string | null = null;
     const buildParts = (): string[] => {
+      if (serviceBlocks === null)
+        throw new Error("a render whose blocks were sent as they came has no payload");
       const out: string[] = [
         textOf(["*filter", ...filterChainLines, ...filterRules, "COMMIT", "*nat", ...natTopChainLines]),
       ];
-      for (const { block } of outputs) if (block !== null) out.push(block.chainText);
+      for (const block of serviceBlocks) out.push(block.chainText);
       out.push(textOf([...deletedChainLines, ...natFixedRules]));
-      for (const { out: service, block } of outputs) {
+      let next = 0;
+      for (const { out: service, written } of outputs) {
         out.push(textOf(service.captureRules));
-        if (block !== null) out.push(block.ruleText);
+        if (written) out.push(serviceBlocks[next++]!.ruleText);
       }
       out.push(textOf([...deleteLines, ...tailRuleLines, "COMMIT"]));
       return out;

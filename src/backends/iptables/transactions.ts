@@ -87,6 +87,14 @@ export class TransactionWriter {
   }
 
   /**
+   * Every block added, when none has been sent yet (the sync may still be one transaction, made of
+   * the result's payload); null once a chunk went out.
+   */
+  allBlocks(): readonly ServiceChainsBlock[] | null {
+    return this.chunks === 0 ? this.pending : null;
+  }
+
+  /**
    * The remaining transactions, once the whole result is rendered; `topLevel` is
    * `writtenTopLevel(result)`, which the caller also keeps for the next sync.
    */

@@ -43,8 +43,16 @@ export interface RenderRequest {
  */
 export type StreamRenderRequest = Omit<RenderRequest, "existingNatChains">;
 
-/** Completes a streamed render once the listing is known (`RenderRequest.existingNatChains`). */
-export type FinishRender = (existingNatChains: readonly string[] | null) => RenderResult;
+/**
+ * Completes a streamed render once the listing is known (`RenderRequest.existingNatChains`).
+ * `written` is every block the stream yielded, in order, when the caller kept them; null when it
+ * sent them on as they came (a sync in bounded transactions), so that the render never holds the
+ * whole ruleset's text: the result then has no single payload.
+ */
+export type FinishRender = (
+  existingNatChains: readonly string[] | null,
+  written: readonly ServiceChainsBlock[] | null,
+) => RenderResult;
 
 /** One Service's nat chains (docs/iptables.md §3.6) as written in a sync: declarations and rules. */
 export interface ServiceChainsBlock {
@@ -58,9 +66,12 @@ export interface ServiceChainsBlock {
 }
 
 export interface RenderResult {
-  /** The iptables-restore document exactly as upstream writes it (filter, then nat). */
+  /**
+   * The iptables-restore document exactly as upstream writes it (filter, then nat). Only when the
+   * written blocks were given to `FinishRender`; reading it otherwise is a programming error.
+   */
   readonly payload: string;
-  /** `payload` in pieces (per Service block), to write without joining them first. */
+  /** `payload` in pieces (per Service block), to write without joining them first; as `payload`. */
   readonly payloadParts: readonly string[];
   /** The same content, structured, so that a writer can split it into bounded transactions. */
   readonly filter: { readonly chainLines: readonly string[]; readonly ruleLines: readonly string[] };
@@ -71,8 +82,11 @@ export interface RenderResult {
     readonly fixedRuleLines: readonly string[];
     /** Capture rules (KUBE-SERVICES, KUBE-NODEPORTS) of every service port, in service order. */
     readonly captureRuleLines: readonly string[];
-    /** Per-service chains written in this sync (all on a full sync), in service order. */
-    readonly serviceBlocks: readonly ServiceChainsBlock[];
+    /**
+     * Per-service chains written in this sync (all on a full sync), in service order; null when
+     * the writer sent them as they came (`FinishRender`).
+     */
+    readonly serviceBlocks: readonly ServiceChainsBlock[] | null;
     /** Stale chains being deleted. */
     readonly deletedChains: readonly string[];
     /** The nodeport tail rule(s) of KUBE-SERVICES (docs/iptables.md §3.8). */

@@ -99,7 +99,7 @@ test("a partial sync writes only changed services' chains, in the structured res
   ]);
   const result = renderIptables(request({ state, fullSync: false, changedServices: new Set(["ns3/svc3"]) }));
   assert.deepEqual(
-    result.nat.serviceBlocks.map((b) => b.service),
+    result.nat.serviceBlocks?.map((b) => b.service),
     ["ns3/svc3"],
   );
   assert.ok(!result.payload.includes(":KUBE-SVC-XPGD46QRK7WJZT7O"));
@@ -110,6 +110,22 @@ test("a partial sync writes only changed services' chains, in the structured res
   assert.equal(result.counts.natRulesTotal, result.counts.natRulesWritten + 4);
 });
 
+test("a full sync after syncs of the same state writes what the first full sync wrote (the memo keeps no rule text)", () => {
+  const state = proxyState([
+    [svc1, [endpoint("10.0.1.1", 80)]],
+    [svc3, [endpoint("10.0.3.1", 80), endpoint("10.0.3.2", 80)]],
+  ]);
+  const first = renderIptables(request({ state })).payload;
+  assert.ok(first.includes("-j DNAT --to-destination 10.0.3.2:80"));
+  // The same state objects: every service port is a memo hit from here on.
+  const partial = renderIptables(request({ state, fullSync: false, changedServices: new Set(["ns3/svc3"]) }));
+  assert.deepEqual(
+    partial.nat.serviceBlocks?.map((b) => b.service),
+    ["ns3/svc3"],
+  );
+  assert.ok(partial.payload.includes("-j DNAT --to-destination 10.0.3.2:80"));
+  assert.equal(renderIptables(request({ state })).payload, first);
+});
 test("large-cluster mode strips comments only from rewritten SEP and SVC->SEP rules", () => {
   const eps = [endpoint("10.0.3.1", 80), endpoint("10.0.3.2", 80), endpoint("10.0.3.3", 80)];
   const state = proxyState([[svc3, eps]]);

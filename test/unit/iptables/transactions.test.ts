@@ -60,7 +60,7 @@ test("the stream yields exactly the blocks the sync writes, and writtenServicePo
     const yielded = [];
     let step = stream.next();
     for (; step.done !== true; step = stream.next()) yielded.push(step.value);
-    const result = step.value(req.existingNatChains);
+    const result = step.value(req.existingNatChains, yielded);
     assert.deepEqual(yielded, result.nat.serviceBlocks);
     assert.equal(yielded.length, writtenServicePorts(req));
     assert.deepEqual(result, renderIptables(req));
