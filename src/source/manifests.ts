@@ -11,7 +11,7 @@ import { InputError, InvalidObjectError } from "../errors.ts";
 import { decodeEndpointSlice, decodeNode, decodeService, decodeServiceCIDR } from "../k8s/objects.ts";
 import type { EndpointSlice, Node, Service, ServiceCIDR } from "../k8s/objects.ts";
 import { yaml } from "../yaml.ts";
-import { parseYamlSubset, type SubsetDocument } from "./yaml-subset.ts";
+import { eachYamlSubsetDocument, type SubsetDocument } from "./yaml-subset.ts";
 
 export interface ManifestObjects {
   services: Service[];
@@ -100,19 +100,33 @@ function parseJson(text: string): SubsetDocument[] | null {
  * parser.
  */
 export function parseManifests(text: string, source: string): ManifestObjects {
-  const out = emptyObjects();
   const json = parseJson(text);
-  const docs = json ?? detachStrings(parseYamlSubset(text) ?? parseWithYaml(text, source));
-  for (const { value, line } of docs) {
-    if (value === null || value === undefined) continue;
-    const where = `${source}:${line}`;
-    if (!isRecord(value)) {
-      out.problems.push(new InvalidObjectError(where, "(document)", "not a Kubernetes object"));
-      continue;
-    }
-    collect(value, null, where, out);
-  }
+  if (json !== null) return collectDocuments(json, source, (doc) => doc);
+  // Each document is decoded as soon as it is parsed (see eachYamlSubsetDocument).
+  const subset = emptyObjects();
+  const detach = stringDetacher();
+  if (eachYamlSubsetDocument(text, (doc) => collectDocument(detach(doc), source, subset))) return subset;
+  return collectDocuments(parseWithYaml(text, source), source, stringDetacher());
+}
+
+function collectDocuments(
+  docs: readonly SubsetDocument[],
+  source: string,
+  detach: (doc: SubsetDocument) => SubsetDocument,
+): ManifestObjects {
+  const out = emptyObjects();
+  for (const doc of docs) collectDocument(detach(doc), source, out);
   return out;
+}
+
+function collectDocument({ value, line }: SubsetDocument, source: string, out: ManifestObjects): void {
+  if (value === null || value === undefined) return;
+  const where = `${source}:${line}`;
+  if (!isRecord(value)) {
+    out.problems.push(new InvalidObjectError(where, "(document)", "not a Kubernetes object"));
+    return;
+  }
+  collect(value, null, where, out);
 }
 
 /** Below this length V8 copies a substring instead of pointing into its parent. */
@@ -125,11 +139,10 @@ const SLICE_MIN_LENGTH = 13;
  * flat copy, one per distinct value of the file. A JSON round trip makes a flat string of its
  * own for any value (a substring of a fresh string, `(" " + s).slice(1)`, is a slice again:
  * twice the memory of a flat copy for a short value such as an IP address); the walk skips what
- * it has seen (aliases can make cycles).
+ * it has seen (aliases can make cycles). One detacher serves one file, document by document.
  */
-function detachStrings(docs: SubsetDocument[]): SubsetDocument[] {
+function stringDetacher(): (doc: SubsetDocument) => SubsetDocument {
   const copies = new Map<string, string>();
-  const seen = new Set<object>();
   const detach = (s: string): string => {
     let copy = copies.get(s);
     if (copy === undefined) {
@@ -138,19 +151,20 @@ function detachStrings(docs: SubsetDocument[]): SubsetDocument[] {
     }
     return copy;
   };
-  const walk = (value: unknown): unknown => {
+  // Aliases stay inside their document, so the objects seen are a document's (and die with it).
+  const walk = (value: unknown, seen: Set<object>): unknown => {
     if (typeof value === "string") return detach(value);
     if (typeof value !== "object" || value === null || seen.has(value)) return value;
     seen.add(value);
     if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) value[i] = walk(value[i]);
+      for (let i = 0; i < value.length; i++) value[i] = walk(value[i], seen);
     } else {
       const record = value as Record<string, unknown>;
-      for (const key of Object.keys(record)) record[key] = walk(record[key]);
+      for (const key of Object.keys(record)) record[key] = walk(record[key], seen);
     }
     return value;
   };
-  return docs.map((d) => ({ value: walk(d.value), line: d.line }));
+  return (d) => ({ value: walk(d.value, new Set()), line: d.line });
 }
 
 function collect(
