@@ -9,14 +9,8 @@
 import { constants as osConstants } from "node:os";
 import type { NftTable, NftTableFamily } from "../../netfilter/nft/model.ts";
 import { NetlinkSocket, NetlinkSocketError } from "../../kernel/netlink.ts";
-import {
-  decodeGeneration,
-  generationRequest,
-  listingRequest,
-  ListingDecoder,
-  tablesRequest,
-  type ListingRequest,
-} from "./netlink/listing.ts";
+import { askGeneration } from "../../kernel/nft-generation.ts";
+import { listingRequest, ListingDecoder, tablesRequest, type ListingRequest } from "./netlink/listing.ts";
 import {
   CLUSTER_IPS_SET,
   FIREWALL_IPS_MAP,
@@ -73,12 +67,8 @@ class Reader {
     return true;
   }
 
-  async generation(): Promise<number> {
-    let id: number | undefined;
-    await this.ask(generationRequest, (d) => (id ??= decodeGeneration(d)), "generation");
-    if (id === undefined)
-      throw new NetlinkSocketError("dump", osConstants.errno.EPROTO, "no generation in the answer");
-    return id;
+  generation(): Promise<number> {
+    return askGeneration(this.socket, this.seq++, READ_TIMEOUT_MS);
   }
 
   table(decoder: ListingDecoder, family: "ip" | "ip6", r: ListingRequest): Promise<boolean> {
