@@ -44,12 +44,14 @@ import {
 import type { IPFamily } from "../../ip.ts";
 import type { InspectDump, InspectExplainRequest, InspectTraceRequest, ModeInspector } from "../types.ts";
 import {
+  DISPATCH_SETS,
   readGeneration,
   readTablesOverNetlink,
   type ListingPart,
   type NetlinkReading,
 } from "./netlink-listing.ts";
 import {
+  BASE_CHAINS,
   CLUSTER_IPS_SET,
   FIREWALL_IPS_MAP,
   KUBE_PROXY_TABLE,
@@ -300,6 +302,84 @@ export async function readLiveNftables(
     reading: { tables: read.tables, foreign: read.others.map(tableLabel) },
     generation: read.generation,
   };
+}
+
+/** A map that notes the names asked of it and not found: what a trace of a partial table lacks. */
+class NotingMap<V> extends Map<string, V> {
+  readonly missed = new Set<string>();
+  override get(name: string): V | undefined {
+    const v = super.get(name);
+    if (v === undefined) this.missed.add(name);
+    return v;
+  }
+}
+
+/** Rounds of reading what a packet's trace asks for: each one a jump deeper (service, endpoint…). */
+const MAX_TRACE_ROUNDS = 16;
+
+/**
+ * Our table of `family` read as far as `trace` goes, not whole: the base chains and the
+ * dispatch sets first, then, round by round, the chains and sets the trace asked for and the
+ * reading lacked (the Service's chains a verdict map sends the packet to, the endpoint chains,
+ * an affinity set…), until it asks for nothing new. Each round's result is the same as on the
+ * whole table, since a trace reads no chain or set it does not pass. At 10,000 Services a
+ * packet's part is a few chains against a whole table's 110,000. A commit between two rounds
+ * starts the reading again.
+ */
+export async function readLiveNftablesForTrace(
+  family: "ip" | "ip6",
+  trace: (table: NftTable) => unknown,
+  netns?: string,
+  kernel: NftablesKernelReader = netlinkReader,
+): Promise<{ reading: NftablesReading; generation: number; rounds: number }> {
+  const base = { chains: BASE_CHAINS.map((c) => c.name), sets: [...DISPATCH_SETS] };
+  let table: NftTable | undefined;
+  let generation: number | undefined;
+  let foreign: string[] = [];
+  let next = base;
+  const tried = { chains: new Set<string>(), sets: new Set<string>() };
+  for (let round = 1; round <= MAX_TRACE_ROUNDS; round++) {
+    for (const c of next.chains) tried.chains.add(c);
+    for (const x of next.sets) tried.sets.add(x);
+    const read = await kernel.tables({
+      ...(netns === undefined ? {} : { netns }),
+      what: { part: "named", family, ...next },
+    });
+    foreign = read.others.map(tableLabel);
+    const part = read.tables.find((t) => t.family === family);
+    if (generation !== undefined && read.generation !== generation) {
+      // Someone committed between two rounds: what was read may not fit together.
+      table = undefined;
+      tried.chains.clear();
+      tried.sets.clear();
+      generation = undefined;
+      next = base;
+      continue;
+    }
+    generation = read.generation;
+    if (part === undefined) return { reading: { tables: [], foreign }, generation, rounds: round };
+    table =
+      table === undefined
+        ? part
+        : {
+            ...table,
+            chains: new Map([...table.chains, ...part.chains]),
+            sets: new Map([...table.sets, ...part.sets]),
+          };
+    const chains = new NotingMap([...table.chains]);
+    const sets = new NotingMap([...table.sets]);
+    trace({ ...table, chains, sets });
+    next = {
+      chains: [...chains.missed].filter((c) => !tried.chains.has(c)),
+      sets: [...sets.missed].filter((x) => !tried.sets.has(x)),
+    };
+    if (next.chains.length === 0 && next.sets.length === 0)
+      return { reading: { tables: [table], foreign }, generation, rounds: round };
+  }
+  throw new InputError(
+    "trace",
+    `the packet's path through table ${family} ${KUBE_PROXY_TABLE} still asked for more after ${MAX_TRACE_ROUNDS} rounds of reading (a commit each time?)`,
+  );
 }
 
 /**
@@ -685,14 +765,25 @@ function familyName(t: NftTable): IPFamily {
 
 async function trace(req: InspectTraceRequest): Promise<string> {
   const family = familyOfPacket(req.packet);
+  const local =
+    req.localAddresses ??
+    (req.dump === undefined
+      ? (await readLocalAddresses(req.runner)).map((a) => a.replace(/\/\d+$/, ""))
+      : []);
+  const options = {
+    localAddresses: local,
+    origin: req.origin,
+    ...(req.affinity === undefined ? {} : { affinity: req.affinity }),
+  };
   let reading: NftablesReading;
   let source: string;
   if (req.dump !== undefined) {
     reading = readNftablesDump(req.dump);
     source = req.dump.origin;
   } else {
-    reading = (await readLiveNftables()).reading;
-    source = `live kernel (netlink dump of table ${family} ${KUBE_PROXY_TABLE})`;
+    const live = await readLiveNftablesForTrace(family, (t) => traceNftPacket(t, req.packet, options));
+    reading = live.reading;
+    source = `live kernel (netlink, table ${family} ${KUBE_PROXY_TABLE}: the chains and sets the packet passes, in ${live.rounds} reads)`;
   }
   const table = reading.tables.find((t) => t.family === family);
   if (table === undefined)
@@ -700,16 +791,7 @@ async function trace(req: InspectTraceRequest): Promise<string> {
       source,
       `there is no table ${family} ${KUBE_PROXY_TABLE} to trace a ${family === "ip" ? "IPv4" : "IPv6"} packet through`,
     );
-  const local =
-    req.localAddresses ??
-    (req.dump === undefined
-      ? (await readLocalAddresses(req.runner)).map((a) => a.replace(/\/\d+$/, ""))
-      : []);
-  const result = traceNftPacket(table, req.packet, {
-    localAddresses: local,
-    origin: req.origin,
-    ...(req.affinity === undefined ? {} : { affinity: req.affinity }),
-  });
+  const result = traceNftPacket(table, req.packet, options);
   if (req.format === "json")
     return (
       JSON.stringify(
