@@ -406,7 +406,9 @@ export function nftablesInspectionSource(
         kept = {
           generation: list.generation,
           local: local.join(" "),
-          web: liveNftablesWebSnapshot(list.reading, list.generation, local, part),
+          web: liveNftablesWebSnapshot(list.reading, list.generation, local, part, (family, trace) =>
+            readLiveNftablesForTrace(family, trace, netns, kernel).then((r) => r.reading),
+          ),
         };
       }
       return { mode: "nftables", dumps: [], localAddresses: local, web: kept.web };
@@ -1086,8 +1088,13 @@ export function liveNftablesWebSnapshot(
   generation: number,
   localAddresses: readonly string[],
   read: (what: ListingPart) => Promise<NftablesReading>,
+  readForTrace?: (family: "ip" | "ip6", trace: (table: NftTable) => unknown) => Promise<NftablesReading>,
 ): ModeWebSnapshot {
   const parts = new Map<string, Promise<NftablesReading>>();
+  /** The trace form's packets, each with the part of the table it passes (readLiveNftablesForTrace). */
+  const traced = new Map<string, NftablesReading>();
+  const traceKey = (flags: Readonly<Record<string, string>>): string =>
+    JSON.stringify(Object.entries(flags).sort());
   let whole: Promise<ModeWebSnapshot> | undefined;
   let wholeDone: ModeWebSnapshot | undefined;
   const done = new Map<string, NftablesReading>();
@@ -1123,8 +1130,21 @@ export function liveNftablesWebSnapshot(
         }
       return out;
     },
-    trace: (flags) => needWhole().trace(flags),
+    trace(flags) {
+      const part = wholeDone === undefined ? traced.get(traceKey(flags)) : undefined;
+      return part === undefined ? needWhole().trace(flags) : traceForWeb(part, localAddresses, flags);
+    },
     async prepare(need) {
+      if (need.kind === "trace") {
+        if (wholeDone !== undefined) return;
+        if (readForTrace === undefined) return this.prepare!({ kind: "table" });
+        const { packet, origin } = packetFromQuery(need.flags);
+        const options = { localAddresses, origin };
+        const part = await readForTrace(familyOfPacket(packet), (t) => traceNftPacket(t, packet, options));
+        if (traced.size >= MAX_SERVICE_PARTS) traced.clear();
+        traced.set(traceKey(need.flags), part);
+        return;
+      }
       if (need.kind === "table") {
         whole ??= read({ part: "all" }).then((r) => nftablesWebSnapshot(r, localAddresses));
         wholeDone = await whole;
