@@ -90,7 +90,9 @@ export interface WebRuleRow {
 /** What a request is about to ask of a snapshot: one Service's entry, or the whole table (rules, trace, every counter). */
 export type WebNeed =
   | { readonly kind: "service"; readonly family: number; readonly namespace: string; readonly name: string }
-  | { readonly kind: "table" };
+  | { readonly kind: "table" }
+  /** The trace form's packet (its query's flags): a mode may read only what that packet passes. */
+  | { readonly kind: "trace"; readonly flags: Readonly<Record<string, string>> };
 
 /**
  * What the web view shows of one reading of the kernel. At 10,000 Services a reading holds

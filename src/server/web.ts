@@ -644,8 +644,8 @@ function iptablesTrace(
   return traceToJson(tracePacket(ruleset, packet, { localAddresses, origin }));
 }
 
-/** `/api/trace?src=&dst=&proto=&from=&state=`: the `trace` command's JSON for that packet. */
-export function traceJson(snapshot: WebSnapshot, params: URLSearchParams): unknown {
+/** The trace form's query as the `trace` command's flags. */
+export function traceFlags(params: URLSearchParams): Record<string, string> {
   const flag = (name: string): string | undefined => {
     const v = params.get(name);
     return v === null || v.trim() === "" ? undefined : v.trim();
@@ -659,7 +659,12 @@ export function traceJson(snapshot: WebSnapshot, params: URLSearchParams): unkno
     const v = flag(name);
     if (v !== undefined) flags[name] = v;
   }
-  return snapshot.mode.trace(flags);
+  return flags;
+}
+
+/** `/api/trace?src=&dst=&proto=&from=&state=`: the `trace` command's JSON for that packet. */
+export function traceJson(snapshot: WebSnapshot, params: URLSearchParams): unknown {
+  return snapshot.mode.trace(traceFlags(params));
 }
 
 export type CounterMap = Readonly<Record<string, readonly [number, number]>>;
@@ -798,7 +803,7 @@ export function createWebHandler(cache: SnapshotCache): (req: WebRequest) => Pro
         }
         case "/api/trace": {
           const snapshot = await cache.get();
-          await snapshot.mode.prepare?.({ kind: "table" });
+          await snapshot.mode.prepare?.({ kind: "trace", flags: traceFlags(req.query) });
           return json(200, traceJson(snapshot, req.query));
         }
         default:

@@ -19,6 +19,7 @@ import { BUILT_IN_CHAINS, chainsToFollow, saveFromListings } from "../../netfilt
 import { sliceServiceDump } from "../../netfilter/slice.ts";
 import { RulesetParseError, type Chain, type Ruleset } from "../../netfilter/model.ts";
 import type { InspectionSource } from "../../inspect/types.ts";
+import type { Clock } from "../../proxy/clock.ts";
 import type { RulesetProblem, RulesetReader } from "../types.ts";
 import { JUMP_CHAINS, KUBE_MARK_MASQ } from "./chains.ts";
 
@@ -28,22 +29,58 @@ import { JUMP_CHAINS, KUBE_MARK_MASQ } from "./chains.ts";
  */
 const INSPECT_SAVE = { counters: true, timeoutMs: 300_000 } as const;
 
+/** How long the web view's reader keeps what it read: how old its counters may get. */
+export const WEB_READING_MAX_AGE_MS = 5000;
+
+/** What the web view's reader may keep a reading by. */
+export interface InspectionKeeping {
+  readonly clock: Clock;
+  /** Kept at most this long (counters move without a ruleset change); default {@link WEB_READING_MAX_AGE_MS}. */
+  readonly maxAgeMs?: number;
+  /**
+   * The nf_tables generation (iptables-nft: the rules are nf_tables objects): a change ends the
+   * kept reading at once. Legacy iptables has none: a change shows within `maxAgeMs`.
+   */
+  readonly generation?: () => Promise<number>;
+}
+
 /**
  * Reads the live rules with counters through the iptables wrappers (one per IP family the proxy
  * runs, with the backend it detected: its save tool knows where the rules are) and the node's
- * addresses, in `netns` when given.
+ * addresses, in `netns` when given. With `keep` (the daemon's web view), a reading is kept while
+ * it is young and the generation and the addresses are the same: at 10,000 Services one
+ * `iptables-save -c` costs seconds, and the page's event stream asks every second.
  */
 export function iptablesInspectionSource(
   runner: Runner,
   iptables: readonly Pick<IptablesInterface, "save">[],
   netns?: string,
+  keep?: InspectionKeeping,
 ): InspectionSource {
+  let kept: { at: number; generation: number | undefined; local: string; dumps: string[] } | undefined;
   return {
     async read() {
-      const dumps = await Promise.all(iptables.map((ipt) => ipt.save(undefined, INSPECT_SAVE)));
       // `ip addr` gives address/prefix; the tracer wants bare addresses.
-      const local = (await readLocalAddresses(runner, netns)).map((a) => a.replace(/\/\d+$/, ""));
-      return { mode: "iptables", dumps, localAddresses: local };
+      const addresses = async () =>
+        (await readLocalAddresses(runner, netns)).map((a) => a.replace(/\/\d+$/, ""));
+      const save = () => Promise.all(iptables.map((ipt) => ipt.save(undefined, INSPECT_SAVE)));
+      if (keep === undefined) {
+        const dumps = await save();
+        return { mode: "iptables", dumps, localAddresses: await addresses() };
+      }
+      const local = await addresses();
+      const now = keep.clock.now();
+      // Asked before the save: a commit during it moves the generation, and the next read reads again.
+      const generation = keep.generation === undefined ? undefined : await keep.generation();
+      if (
+        kept === undefined ||
+        kept.generation !== generation ||
+        kept.local !== local.join(" ") ||
+        now - kept.at >= (keep.maxAgeMs ?? WEB_READING_MAX_AGE_MS)
+      ) {
+        kept = { at: now, generation, local: local.join(" "), dumps: await save() };
+      }
+      return { mode: "iptables", dumps: kept.dumps, localAddresses: local };
     },
   };
 }

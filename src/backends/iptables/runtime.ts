@@ -9,6 +9,7 @@ import { detectBackend, type DetectedBackend } from "../../kernel/detect.ts";
 import type { Runner } from "../../kernel/exec.ts";
 import { Iptables } from "../../kernel/iptables.ts";
 import { createNfacctCounter, ensureNfacctCounter, readNfacctCounters } from "../../kernel/nfacct.ts";
+import { readNftGeneration } from "../../kernel/nft-generation.ts";
 import { checkIptablesUsable } from "../../kernel/preflight.ts";
 import {
   CONNTRACK_TCP_BE_LIBERAL,
@@ -18,6 +19,7 @@ import {
   SysctlError,
 } from "../../kernel/sysctl.ts";
 import type { Logger } from "../../log.ts";
+import { realClock } from "../../proxy/clock.ts";
 import type { FamilyProxier } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../ip.ts";
 import {
@@ -180,7 +182,10 @@ export async function open(ctx: PlatformContext): Promise<ModeRuntime> {
       );
       await Promise.all(monitors.map((m) => m.done));
     },
-    inspection: iptablesInspectionSource(runner, [...ipts.values()]),
+    inspection: iptablesInspectionSource(runner, [...ipts.values()], undefined, {
+      clock: realClock,
+      ...(backend === "nft" ? { generation: () => readNftGeneration() } : {}),
+    }),
   };
 }
 

@@ -462,11 +462,31 @@ export interface IpvsServiceExplanation {
   /** Virtual servers the objects ask for that the node does not hold. */
   readonly missing: readonly string[];
   /** The iptables rules whose ipset matches hold this Service, and its virtual servers, in order. */
-  readonly walk: readonly string[];
+  readonly walk: readonly IpvsWalkStep[];
   readonly endpointKeys: readonly (EndpointKey & { servicePortName: string })[];
   readonly frontends: readonly Frontend[];
   readonly family: IPFamily;
 }
+
+/** One line of the walk: indented text, and the counters it shows with the web view's key for them. */
+export interface IpvsWalkStep {
+  readonly text: string;
+  readonly counterKey?: string;
+  readonly counters?: { readonly packets: number; readonly bytes: number };
+}
+
+const familyNumber = (family: IPFamily): number => (family === "IPv6" ? 6 : 4);
+
+/** The web view's counter keys: a virtual server's totals, one of its real servers, an iptables rule. */
+export const virtualServerKey = (family: IPFamily, label: string): string =>
+  `${familyNumber(family)}/ipvs/${label}`;
+export const realServerKey = (family: IPFamily, label: string, index: number): string =>
+  `${familyNumber(family)}/ipvs/${label}/${index + 1}`;
+const ruleKey = (family: IPFamily, r: Rule): string =>
+  `${familyNumber(family)}/${r.table}/${r.chain}/${r.index}`;
+
+/** Targets after which no later rule of the chain sees the packet. */
+const ENDS_CHAIN = new Set(["verdict", "return", "goto", "dnat", "snat", "masquerade"]);
 
 function ruleText(r: Rule): string {
   const c = r.counters === undefined ? "" : ` [${r.counters.packets} pkts, ${r.counters.bytes} bytes]`;
@@ -487,7 +507,7 @@ export function explainIpvsService(
   const frontends: FrontendView[] = [];
   const endpoints: EndpointView[] = [];
   const missing: string[] = [];
-  const walk: string[] = [];
+  const walk: IpvsWalkStep[] = [];
   const keys: (EndpointKey & { servicePortName: string })[] = [];
   const seenKeys = new Set<string>();
   const conntrackFrontends: Frontend[] = [];
@@ -528,10 +548,13 @@ export function explainIpvsService(
       ...counters(stats?.stats),
     });
     conntrackFrontends.push({ protocol: proto, ip: b.address, port: b.port });
-    walk.push(
-      `${where}${stats === undefined ? "" : ` [${stats.stats.conns} conns, ${stats.stats.inPkts} pkts in]`}`,
-    );
-    if (!balances) walk.push("  no real server takes new connections: IPVS answers ICMP port unreachable");
+    walk.push({
+      text: `${where}${stats === undefined ? "" : ` [${stats.stats.conns} conns, ${stats.stats.inPkts} pkts in]`}`,
+      counterKey: virtualServerKey(family, label),
+      ...counters(stats?.stats),
+    });
+    if (!balances)
+      walk.push({ text: "  no real server takes new connections: IPVS answers ICMP port unreachable" });
     for (const { rs, share } of shares) {
       const endpoint = hostPort(rs.address, rs.port);
       const rsStats = stats?.realServers.get(endpoint);
@@ -544,7 +567,12 @@ export function explainIpvsService(
         via: [where, via],
         ...counters(rsStats),
       });
-      walk.push(`  -> ${via}: ${formatPercent(share)}`);
+      const index = vs.realServers.indexOf(rs);
+      walk.push({
+        text: `  -> ${via}: ${formatPercent(share)}`,
+        ...(index < 0 ? {} : { counterKey: realServerKey(family, label, index) }),
+        ...counters(rsStats),
+      });
       const rsAddress = parseIPOrThrow(rs.address);
       loopProbes.push({
         protocol: proto,
@@ -594,20 +622,33 @@ export function explainIpvsService(
   for (const table of ruleset.tables.values()) {
     for (const chain of table.chains.values()) {
       if (!chain.name.startsWith("KUBE-")) continue;
+      // First match: a probe a rule RETURNs (or REJECTs, DNATs…) meets no later rule of the
+      // chain. So KUBE-IPVS-FILTER's REJECT of a Service IP's other ports is not in the walk of
+      // a port the Service defines: its RETURN came first.
+      const candidates: readonly object[] = chain.name === "KUBE-POSTROUTING" ? loopProbes : probes;
+      const ended = new Set<object>();
       for (const r of chain.rules) {
         const sets = r.matches.filter((m) => m.kind === "set");
-        const candidates = chain.name === "KUBE-POSTROUTING" ? loopProbes : probes;
-        const hit =
+        const matched =
           sets.length > 0
-            ? candidates.some((p) =>
-                sets.every((m) => {
-                  const s = reading.ipsets.get(m.name);
-                  return s !== undefined && setContains(s, m.flags, p) === !m.negated;
-                }),
+            ? (candidates as typeof probes).filter(
+                (p) =>
+                  !ended.has(p) &&
+                  sets.every((m) => {
+                    const s = reading.ipsets.get(m.name);
+                    return s !== undefined && setContains(s, m.flags, p) === !m.negated;
+                  }),
               )
-            : chain.name === "KUBE-LOAD-BALANCER" && bindings.some((b) => b.kind === "LoadBalancer");
-        if (!hit) continue;
-        walk.push(ruleText(r));
+            : chain.name === "KUBE-LOAD-BALANCER" && bindings.some((b) => b.kind === "LoadBalancer")
+              ? candidates.filter((p) => !ended.has(p))
+              : [];
+        if (matched.length === 0) continue;
+        if (r.target !== undefined && ENDS_CHAIN.has(r.target.kind)) for (const p of matched) ended.add(p);
+        walk.push({
+          text: ruleText(r),
+          counterKey: ruleKey(family, r),
+          ...(r.counters === undefined ? {} : { counters: r.counters }),
+        });
         const target = r.target;
         if (
           (target?.kind === "jump" && target.chain === KUBE_MARK_MASQ) ||
@@ -657,7 +698,7 @@ export function formatIpvsExplanation(ex: IpvsServiceExplanation): string {
     for (const m of ex.missing) lines.push(`  ${m}`);
   }
   lines.push("", "the walk (iptables rules whose ipsets hold this Service, then IPVS):");
-  for (const w of ex.walk) lines.push(`  ${w}`);
+  for (const w of ex.walk) lines.push(`  ${w.text}`);
   lines.push("", ...endpointAndMasqueradeLines(v));
   return lines.join("\n");
 }
@@ -735,7 +776,7 @@ async function explain(req: InspectExplainRequest): Promise<string> {
           family: ex.family,
           view: ex.view,
           missing: ex.missing,
-          walk: ex.walk,
+          walk: ex.walk.map((w) => w.text),
           whyNoTraffic: reasons,
           ...(flows === undefined ? {} : { conntrack: flows }),
         },
@@ -865,12 +906,17 @@ export function ipvsWebSnapshot(reading: IpvsReading): ModeWebSnapshot {
     const label = virtualServerLabel(vs);
     hash.update(`${label} ${vs.scheduler} ${vs.persistence}\n`);
     const stats = reading.stats.get(label);
+    if (stats !== undefined)
+      counterMap[virtualServerKey(familyOf(vs.address) ?? "IPv4", label)] = [
+        stats.stats.inPkts,
+        stats.stats.inBytes,
+      ];
     vs.realServers.forEach((rs, i) => {
       const family = familyOf(vs.address) === "IPv6" ? 6 : 4;
       const endpoint = hostPort(rs.address, rs.port);
       hash.update(`${label} ${endpoint} ${rs.weight}\n`);
       const s = stats?.realServers.get(endpoint);
-      const key = `${family}/ipvs/${label}/${i + 1}`;
+      const key = realServerKey(familyOf(vs.address) ?? "IPv4", label, i);
       const chain = `${label} ${vs.scheduler}${vs.persistence > 0 ? ` persistent ${vs.persistence}` : ""}`;
       realServerKeys.set(`IPVS virtual server ${chain} ${endpoint}`, key);
       rules.push({
@@ -953,7 +999,12 @@ export function ipvsWebSnapshot(reading: IpvsReading): ModeWebSnapshot {
         })),
         graph: serviceGraph(ex),
         view: ex.view,
-        walk: ex.walk.map((text) => ({ depth: /^ */.exec(text)![0].length >> 1, text: text.trimStart() })),
+        walk: ex.walk.map((w) => ({
+          depth: /^ */.exec(w.text)![0].length >> 1,
+          text: w.text.trimStart(),
+          ...optionalKey(w.counterKey),
+          ...(w.counters === undefined ? {} : { packets: w.counters.packets, bytes: w.counters.bytes }),
+        })),
       };
     },
     columns: ["num", "pkts", "bytes", "rule"],

@@ -86,6 +86,8 @@ export interface IpvsWriterOptions {
   readonly featureGates?: Partial<FeatureGates>;
 }
 
+const asText = (l: readonly string[]): string => l.map((x) => `${x}\n`).join("");
+
 const isFamily = (family: IPFamily) => (ip: string) =>
   family === "IPv4" ? !ip.includes(":") : ip.includes(":");
 
@@ -93,6 +95,8 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
   private view: KernelView | null = null;
   private nodeAddresses: readonly string[] = [];
   private lastIptables: string | null = null;
+  private refused: string | null = null;
+  private onTheWay: string | null = null;
   private firstSync = true;
   private readonly graceful = new Map<string, GracefulItem>();
   private lastGracefulCheck = Number.NEGATIVE_INFINITY;
@@ -157,11 +161,26 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
     return this.exclusive(() => this.writeNow(request));
   }
 
+  /**
+   * What the kernel refused in the last failed write: the ipset, ipvsadm or iptables-restore
+   * input on its way when the write failed, headed by the tool it went to.
+   */
+  refusedTransaction(): string | null {
+    return this.refused;
+  }
+
+  /** Names what is about to go to the kernel, for {@link refusedTransaction}. */
+  private sending(tool: string, input: string): void {
+    this.onTheWay = `# ${tool}\n${input}`;
+  }
+
   private async writeNow(request: WriteRequest): Promise<WriteOutcome<IpvsSyncDetails>> {
     const { kernel, settings, clock, log } = this.options;
     const fullSync = request.fullSync || this.view === null;
     let details: IpvsSyncDetails;
     let noLocalEndpoints;
+    this.refused = null;
+    this.onTheWay = null;
     try {
       let view = fullSync ? await this.readKernel() : this.view!;
       const desired = renderIpvs({
@@ -184,8 +203,12 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
       }
 
       const ipsetChanges = plan.ipsetLines.filter((l) => !l.startsWith("create "));
-      if (fullSync || ipsetChanges.length > 0) await kernel.restoreIpsets(plan.ipsetLines);
+      if (fullSync || ipsetChanges.length > 0) {
+        this.sending("ipset restore", asText(plan.ipsetLines));
+        await kernel.restoreIpsets(plan.ipsetLines);
+      }
       if (plan.ipvsLines.length > 0) {
+        this.sending("ipvsadm --restore", asText(plan.ipvsLines));
         await kernel.restoreIpvs(plan.ipvsLines);
         request.onTransaction();
       }
@@ -202,6 +225,7 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
       }
       for (const ip of plan.deleteAddresses) await kernel.deleteAddress(ip);
       if (plan.deleteServiceLines.length > 0) {
+        this.sending("ipvsadm --restore", asText(plan.deleteServiceLines));
         await kernel.restoreIpvs(plan.deleteServiceLines);
         request.onTransaction();
       }
@@ -221,6 +245,7 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
         iptablesRestored,
       };
     } catch (error) {
+      this.refused = this.onTheWay;
       this.invalidate();
       throw error;
     }
@@ -241,6 +266,10 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
       }
     }
     try {
+      this.sending(
+        `${this.family === "IPv6" ? "ip6tables" : "iptables"}-restore --noflush --counters`,
+        prefix + payload,
+      );
       await ipt.restore(prefix + payload, { noflush: true, counters: true });
     } catch (error) {
       if (error instanceof RestoreError)

@@ -9,14 +9,8 @@
 import { constants as osConstants } from "node:os";
 import type { NftTable, NftTableFamily } from "../../netfilter/nft/model.ts";
 import { NetlinkSocket, NetlinkSocketError } from "../../kernel/netlink.ts";
-import {
-  decodeGeneration,
-  generationRequest,
-  listingRequest,
-  ListingDecoder,
-  tablesRequest,
-  type ListingRequest,
-} from "./netlink/listing.ts";
+import { askGeneration } from "../../kernel/nft-generation.ts";
+import { listingRequest, ListingDecoder, tablesRequest, type ListingRequest } from "./netlink/listing.ts";
 import {
   CLUSTER_IPS_SET,
   FIREWALL_IPS_MAP,
@@ -32,7 +26,7 @@ const READ_TIMEOUT_MS = 120_000;
 const READ_MAX_DATAGRAMS = 1_000_000;
 /** A walk through one Service's chains stops here (a Service has a few dozen). */
 const MAX_SERVICE_CHAINS = 10_000;
-const DISPATCH_SETS = [
+export const DISPATCH_SETS = [
   CLUSTER_IPS_SET,
   NODEPORT_IPS_SET,
   FIREWALL_IPS_MAP,
@@ -73,12 +67,8 @@ class Reader {
     return true;
   }
 
-  async generation(): Promise<number> {
-    let id: number | undefined;
-    await this.ask(generationRequest, (d) => (id ??= decodeGeneration(d)), "generation");
-    if (id === undefined)
-      throw new NetlinkSocketError("dump", osConstants.errno.EPROTO, "no generation in the answer");
-    return id;
+  generation(): Promise<number> {
+    return askGeneration(this.socket, this.seq++, READ_TIMEOUT_MS);
   }
 
   table(decoder: ListingDecoder, family: "ip" | "ip6", r: ListingRequest): Promise<boolean> {
@@ -128,7 +118,17 @@ export type ListingPart =
   /** The dispatch sets and maps with their elements, no chain: the web view's list of Services. */
   | { readonly part: "dispatch" }
   /** What explaining one Service needs. */
-  | { readonly part: "service"; readonly service: ServiceName };
+  | { readonly part: "service"; readonly service: ServiceName }
+  /**
+   * These chains (with their rules and the sets their rules name, elements included) and these
+   * sets, of one family's table: a packet's trace reads what it passes, round by round.
+   */
+  | {
+      readonly part: "named";
+      readonly family: "ip" | "ip6";
+      readonly chains: readonly string[];
+      readonly sets: readonly string[];
+    };
 
 const MAPS_WITH_TARGETS = [SERVICE_IPS_MAP, SERVICE_NODEPORTS_MAP, FIREWALL_IPS_MAP];
 const MAPS_WITH_COMMENTS = [NO_ENDPOINT_SERVICES_MAP, NO_ENDPOINT_NODEPORTS_MAP];
@@ -149,6 +149,21 @@ async function readOurTable(
     for (const set of decoder.setNames()) await ask({ what: "elements", set });
     await ask({ what: "chains" });
     await ask({ what: "rules" });
+    return decoder.finish();
+  }
+  if (what.part === "named") {
+    const setsRead = new Set<string>();
+    const readSet = async (set: string): Promise<void> => {
+      if (setsRead.has(set)) return;
+      setsRead.add(set);
+      if (await ask({ what: "set", set })) await ask({ what: "elements", set });
+    };
+    for (const set of what.sets) await readSet(set);
+    for (const chain of what.chains) {
+      if (!(await ask({ what: "chain", chain }))) continue;
+      await ask({ what: "chainRules", chain });
+      for (const set of decoder.setsOf(chain)) await readSet(set);
+    }
     return decoder.finish();
   }
   if (what.part === "dispatch") {
@@ -230,6 +245,7 @@ export async function readTablesOverNetlink(
     const tables: NftTable[] = [];
     for (const family of ["ip", "ip6"] as const) {
       if (!all.some((t) => t.family === family && t.name === KUBE_PROXY_TABLE)) continue;
+      if (options.what?.part === "named" && options.what.family !== family) continue;
       const table = await readOurTable(reader, socket, family, datagrams, options.what ?? { part: "all" });
       if (table !== null) tables.push(table);
     }

@@ -15,6 +15,7 @@ import fc from "fast-check";
 import {
   explainNftService,
   servicesInTable,
+  readLiveNftablesForTrace,
   sliceNftDump,
   splitTables,
 } from "../../../src/backends/nftables/inspect.ts";
@@ -23,6 +24,8 @@ import { renderNftables } from "../../../src/backends/nftables/render.ts";
 import { upstreamTestSettings } from "../../../src/backends/nftables/settings.ts";
 import { planFullSync } from "../../../src/backends/nftables/transactions.ts";
 import { Nft } from "../../../src/kernel/nft.ts";
+import { traceNftPacket } from "../../../src/netfilter/nft/tracer.ts";
+import { packetFromFlags } from "../../../src/netfilter/tracer.ts";
 import type { IPFamily } from "../../../src/ip.ts";
 import type { NftTable } from "../../../src/netfilter/nft/model.ts";
 import { parseNftDump } from "../../../src/netfilter/nft/parse.ts";
@@ -97,6 +100,45 @@ async function programAndList(state: ProxyState, family: IPFamily, label: string
         explainNftService(live.tables[0]!, ref),
         `${label}: ${ref.namespace}/${ref.name} from its own part of the table`,
       );
+    }
+    // A live trace reads only the chains and sets its packet passes: the same outcomes and paths
+    // as on the whole table, for each frontend, a node's own connection, and no Service at all.
+    const whole = live.tables[0]!;
+    const packets = servicesInTable(want).flatMap((ref) =>
+      explainNftService(whole, ref)!.frontends.flatMap((f) =>
+        f.ip === undefined
+          ? []
+          : [
+              { src: family === "IPv4" ? "10.180.0.9:40000" : "[fd00:10:180::9]:40000", from: "pod" },
+              { src: family === "IPv4" ? "10.0.77.1:40000" : "[fd00:77::1]:40000", from: "node" },
+            ].map((p) => ({
+              ...p,
+              dst: f.ip!.includes(":") ? `[${f.ip}]:${f.port}` : `${f.ip}:${f.port}`,
+              proto: f.protocol,
+            })),
+      ),
+    );
+    packets.push({
+      src: family === "IPv4" ? "10.180.0.9:40000" : "[fd00:10:180::9]:40000",
+      from: "pod",
+      dst: family === "IPv4" ? "10.99.99.99:80" : "[fd00:99::99]:80",
+      proto: "tcp",
+    });
+    for (const flags of packets) {
+      const { packet, origin } = packetFromFlags(flags);
+      const options = { localAddresses: [], origin };
+      const read = await readLiveNftablesForTrace(
+        nftFamily,
+        (t) => traceNftPacket(t, packet, options),
+        netns,
+      );
+      assert.deepEqual(read.reading.foreign, ["table inet someone-else"]);
+      assert.deepEqual(
+        traceNftPacket(read.reading.tables[0]!, packet, options),
+        traceNftPacket(whole, packet, options),
+        `${label}: ${flags.src} → ${flags.dst} from ${flags.from}, in ${read.rounds} reads`,
+      );
+      assert.ok(read.reading.tables[0]!.chains.size < whole.chains.size || whole.chains.size < 20);
     }
     await nft.apply(`add chain inet someone-else d\n`);
     assert.notEqual(await readGeneration(netns), gen, `${label}: a commit moves the generation`);

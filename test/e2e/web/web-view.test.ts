@@ -6,6 +6,7 @@ import { chromium, type Browser, type Page } from "playwright-core";
 import { detectBackend } from "../../../src/kernel/detect.ts";
 import { ProcessRunner } from "../../../src/kernel/exec.ts";
 import { Iptables } from "../../../src/kernel/iptables.ts";
+import { readNftGeneration } from "../../../src/kernel/nft-generation.ts";
 import { formatPercent } from "../../../src/netfilter/tracer.ts";
 import type { TraceOutcome } from "../../../src/netfilter/tracer.ts";
 import { realClock } from "../../../src/proxy/clock.ts";
@@ -72,10 +73,16 @@ describe("web view in headless Chromium", { timeout: 150_000 }, () => {
     const runner = new ProcessRunner();
     const netns = sandbox.netnsOf(NODE);
     const { backend } = await detectBackend(runner, { netns });
+    // Kept as the daemon keeps it: while the generation (iptables-nft) stays, at most 5 s, so
+    // the counters below still rise within WAIT_MS.
     const source = iptablesInspectionSource(
       runner,
       [new Iptables({ runner, family: "IPv4", backend, netns })],
       netns,
+      {
+        clock: realClock,
+        ...(backend === "nft" ? { generation: () => readNftGeneration(netns) } : {}),
+      },
     );
     web = await serveWeb("127.0.0.1:0", { source, clock: realClock });
     browser = await chromium.launch({

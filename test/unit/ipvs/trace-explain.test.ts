@@ -10,7 +10,12 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { explainIpvsService, readIpvsDump, traceIpvs } from "../../../src/backends/ipvs/inspect.ts";
+import {
+  explainIpvsService,
+  ipvsWebSnapshot,
+  readIpvsDump,
+  traceIpvs,
+} from "../../../src/backends/ipvs/inspect.ts";
 import { explainCommand } from "../../../src/cli/explain.ts";
 import { traceCommand } from "../../../src/cli/trace.ts";
 import { whyNoTraffic } from "../../../src/inspect/model.ts";
@@ -215,6 +220,57 @@ test("explain: frontends, real servers with shares and --stats counters, masquer
     /has no endpoints: packets to 10\.1\.0\.102:80 \(tcp\) are REJECTed in IPVS/,
   );
   assert.equal(explainIpvsService(named, { namespace: "default", name: "absent" }, "test"), null);
+});
+
+test("explain's walk: first match per chain (no KUBE-IPVS-FILTER REJECT after its RETURN), counters and keys on each line", () => {
+  const named = {
+    ...reading,
+    servicePorts: [
+      {
+        servicePort: "default/traced",
+        kind: "ClusterIP",
+        protocol: "TCP" as const,
+        address: "10.1.0.100",
+        port: 80,
+      },
+    ],
+  };
+  const ex = explainIpvsService(named, { namespace: "default", name: "traced" }, "test")!;
+  const filter = ex.walk.filter((w) => w.text.includes("KUBE-IPVS-FILTER"));
+  // The port the Service defines RETURNs at KUBE-CLUSTER-IP; the REJECT (the VIP's other ports) is never met.
+  assert.deepEqual(
+    filter.map((w) => /-j (\S+)/.exec(w.text)?.[1]),
+    ["RETURN"],
+    filter.map((w) => w.text).join("\n"),
+  );
+  assert.ok(!ex.walk.some((w) => /-j REJECT/.test(w.text)));
+  assert.equal(
+    filter[0]!.counters?.packets,
+    counted("filter", "KUBE-IPVS-FILTER", "KUBE-CLUSTER-IP dst,dst"),
+  );
+  assert.match(filter[0]!.counterKey!, /^4\/filter\/KUBE-IPVS-FILTER\/\d+$/);
+  // The virtual server's line and its real servers' lines carry --stats' counters.
+  const vs = ex.walk.find((w) => w.text.startsWith("IPVS virtual server"))!;
+  assert.equal(vs.counterKey, "4/ipvs/TCP 10.1.0.100:80");
+  assert.ok((vs.counters?.packets ?? 0) > 0);
+  const rs = ex.walk.filter((w) => w.text.startsWith("  -> real server"));
+  assert.equal(rs.length, 2);
+  for (const w of rs) {
+    assert.match(w.counterKey!, /^4\/ipvs\/TCP 10\.1\.0\.100:80\/[12]$/);
+    assert.ok((w.counters?.packets ?? 0) > 0, w.text);
+  }
+  // The web view's walk (of a live reading: iptables-save per family) shows the same counters
+  // under keys its counter map knows.
+  const web = ipvsWebSnapshot({ ...named, iptables: new Map([["IPv4", reading.iptables.get("dump")!]]) });
+  const entry = web.service(4, "default", "traced")!;
+  const all = web.counters();
+  const counted2 = entry.walk.filter((w) => w.counterKey !== undefined);
+  assert.equal(counted2.length, ex.walk.filter((w) => w.counterKey !== undefined).length);
+  for (const w of counted2) {
+    assert.ok(all[w.counterKey!] !== undefined, `no live counter for ${w.counterKey}`);
+    assert.equal(w.packets, all[w.counterKey!]![0], w.text);
+  }
+  assert.ok(!entry.walk.some((w) => /-j REJECT/.test(w.text)));
 });
 
 test("the commands: trace --proxy-mode ipvs --ruleset, explain named by #service-port lines or refused", async () => {

@@ -227,7 +227,7 @@ test("a full sync puts back what someone else removed; the first sync resets wei
 });
 
 test("a kernel failure fails the sync and makes the next one full", async () => {
-  const { node, sync } = setup();
+  const { node, sync, writer } = setup();
   const s = state(service("svc1", "10.0.0.10") + slice("svc1", ["10.180.0.1"]));
   await sync(s, true);
   // Someone deleted the virtual server: the writer's cached view says it exists, so adding a
@@ -238,8 +238,14 @@ test("a kernel failure fails the sync and makes the next one full", async () => 
       "ns1/svc1",
     ]),
   );
+  // The refused input, for the daemon's last-failure dump: the ipvsadm lines on their way.
+  assert.match(
+    writer.refusedTransaction() ?? "",
+    /^# ipvsadm --restore\n-a -t 10\.0\.0\.10:80 -r 10\.180\.0\.2:80/m,
+  );
   const out = await sync(state(service("svc1", "10.0.0.10") + slice("svc1", ["10.180.0.1", "10.180.0.2"])));
   assert.equal(out.details.fullSync, true);
+  assert.equal(writer.refusedTransaction(), null, "a sync that succeeds clears it");
   assert.deepEqual(realServers(node, "TCP:10.0.0.10:80"), ["10.180.0.1:80/1", "10.180.0.2:80/1"]);
 });
 

@@ -200,8 +200,17 @@ test("the web view's source keeps its reading while the generation stays, and re
   assert.deepEqual(reads, ["node-ns dispatch", "node-ns service"], "one read of the Service's part");
   assert.equal(web.service(4, "default", "nginx")?.service, "default/nginx");
   assert.deepEqual(web.counters(new Set()), {});
+  // The trace form reads what its packet passes (here the fake serves it all in one round).
+  const flags = { src: "10.244.0.5:40000", dst: "10.1.125.152:80" };
+  await web.prepare!({ kind: "trace", flags });
+  assert.deepEqual(reads, ["node-ns dispatch", "node-ns service", "node-ns named"]);
+  const partTrace = web.trace(flags) as { outcomes: { dnat?: string }[] };
+  assert.deepEqual(partTrace.outcomes.map((o) => o.dnat).sort(), ["10.244.0.10:80", "10.244.0.9:80"]);
+  assert.throws(() => web.trace({ ...flags, dst: "10.1.125.153:80" }), /whole table was not read/);
+  reads.pop();
   await web.prepare!({ kind: "table" });
   assert.deepEqual(reads, ["node-ns dispatch", "node-ns service", "node-ns all"]);
+  assert.deepEqual(web.trace(flags), partTrace, "the whole table traces the same");
   assert.ok(web.rules("", 10).total > 0);
   const again = await source.read();
   assert.equal(again.web, web, "same generation: the same snapshot, nothing read again");

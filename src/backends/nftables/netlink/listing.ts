@@ -40,7 +40,6 @@ import {
   COUNTER_A,
   ELEMS_A,
   EXPR_A,
-  GEN_A,
   HOOK_A,
   MSG,
   NFNL_SUBSYS_NFTABLES,
@@ -94,11 +93,6 @@ function request(r: Request, family: number, seq: number): Buffer {
   for (const [type, value] of r.attrs) w.str(type, value);
   w.end();
   return w.finish();
-}
-
-/** NFT_MSG_GETGEN: the ruleset's generation, which every committed transaction changes. */
-export function generationRequest(seq: number): Buffer {
-  return request({ type: MSG.getGen, dump: false, attrs: [] }, 0, seq);
 }
 
 /** Every table of every family (the foreign ones are only named). */
@@ -180,12 +174,6 @@ export function listingRequest(family: Family, table: string, r: ListingRequest,
 
 /** The nf_tables messages of one datagram with their nfgenmsg family. */
 const messages = (datagram: Buffer) => dumpMessages([datagram]);
-
-/** The generation id in the answer to {@link generationRequest}, if this datagram holds it. */
-export function decodeGeneration(datagram: Buffer): number | undefined {
-  for (const m of messages(datagram)) if (m.type === MSG.newGen) return u32(attrs(m.attrs).get(GEN_A.id));
-  return undefined;
-}
 
 // --- rules back into the renderer's text ------------------------------------------------------
 

@@ -25,8 +25,6 @@ export const MSG = {
   newSetElem: 12,
   getSetElem: 13,
   delSetElem: 14,
-  newGen: 15,
-  getGen: 16,
 } as const;
 /** The nfgenmsg family of the tables this proxy writes. */
 export const NFPROTO = { ip: 2, ip6: 10 } as const;
@@ -53,5 +51,4 @@ export const SET_A = {
 export const ELEMS_A = { table: 1, set: 2, elements: 3, setId: 4 } as const;
 export const ELEM_A = { key: 1, data: 2, flags: 3, userdata: 6 } as const;
 export const VERDICT_A = { code: 1, chain: 2 } as const;
-export const GEN_A = { id: 1 } as const;
 export const COUNTER_A = { bytes: 1, packets: 2 } as const;
