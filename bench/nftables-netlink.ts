@@ -208,7 +208,7 @@ async function bareNetlink(
   const socket = NetlinkSocket.open({ netns });
   try {
     const { time } = await timed(async () => {
-      for (const b of batches) {
+      for (const [i, b] of batches.entries()) {
         const replies = await socket.transact(b.bytes, {
           lastSeq: b.lastSeq,
           timeoutMs: 600_000,
@@ -216,7 +216,9 @@ async function bareNetlink(
         });
         const failed = replies.find((r) => r.errno !== 0);
         if (failed !== undefined)
-          throw new Error(`bare netlink: ${b.describe(failed.seq)} failed: errno ${failed.errno}`);
+          throw new Error(
+            `bare netlink: ${b.describe(failed.seq, transactions[i]!.commands)} failed: errno ${failed.errno}`,
+          );
       }
     });
     return time;

@@ -130,7 +130,7 @@ export class NetlinkNftablesKernel {
       const current = next;
       this.seq = current.nextSeq;
       onSend?.(todo[k]!);
-      const sending = this.exchange(socket, current.batch);
+      const sending = this.exchange(socket, current.batch, todo[k]!);
       let encodeError: unknown = null;
       if (k + 1 < todo.length) {
         try {
@@ -149,20 +149,26 @@ export class NetlinkNftablesKernel {
     }
   }
 
-  private async exchange(socket: NetlinkSocket, batch: EncodedBatch): Promise<void> {
+  private async exchange(
+    socket: NetlinkSocket,
+    batch: EncodedBatch,
+    transaction: NftTransaction,
+  ): Promise<void> {
     const replies = await socket.transact(batch.bytes, {
       lastSeq: batch.lastSeq,
       timeoutMs: this.options.timeoutMs ?? 600_000,
       maxReplies: batch.messages + 1,
     });
-    const failures = replies
-      .filter((r) => r.errno !== 0)
-      .map((r) => ({
-        object: batch.describe(r.seq) ?? `message ${r.seq}`,
-        errno: r.errno,
-        kernelMessage: r.message,
-      }));
-    if (failures.length > 0) throw new NftNetlinkTransactionError(failures);
+    const refused = replies.filter((r) => r.errno !== 0);
+    if (refused.length === 0) return;
+    // Listed again (a chunk's commands are not kept while the kernel applies them).
+    const commands = transaction.commands;
+    const failures = refused.map((r) => ({
+      object: batch.describe(r.seq, commands) ?? `message ${r.seq}`,
+      errno: r.errno,
+      kernelMessage: r.message,
+    }));
+    throw new NftNetlinkTransactionError(failures);
   }
 
   close(): void {

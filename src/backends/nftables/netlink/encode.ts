@@ -162,8 +162,12 @@ export interface EncodedBatch {
   /** The message that asks for the ack: its reply ends the exchange. */
   readonly lastSeq: number;
   readonly messages: number;
-  /** The command (and how it was sent) behind the message `seq`; null for BATCH_BEGIN/END. */
-  describe(seq: number): string | null;
+  /**
+   * The command (and how it was sent) behind the message `seq` of a batch encoded from
+   * `commands` (the same list again: a batch does not keep its commands, which a chunked full
+   * sync lists anew for every batch); null for BATCH_BEGIN/END.
+   */
+  describe(seq: number, commands: readonly NftCommand[]): string | null;
 }
 
 export interface EncodeOptions {
@@ -213,8 +217,14 @@ class Encoder {
   readonly w: BatchWriter;
   private seq: number;
   private setId = 0;
-  /** For each message after BATCH_BEGIN: the first and last command it carries, and what. */
-  readonly origin: Array<{ readonly from: number; readonly to: number; readonly note: string }> = [];
+  /**
+   * For each message after BATCH_BEGIN, the first and the last command it carries (two numbers
+   * per message, not an object: a batch of a large sync has tens of thousands of messages, and
+   * this outlives the encoding while the kernel applies the batch), and what it does where that
+   * is not the command itself (by message).
+   */
+  readonly origin: number[] = [];
+  readonly notes = new Map<number, string>();
   private lastMessageAt = -1;
   private readonly layouts = new Map<string, KeyLayout>();
   /** IDs of the named sets this batch creates: nft names them by ID too. */
@@ -234,7 +244,8 @@ class Encoder {
   private begin(type: number, flags: number, from: number, to = from, note = ""): void {
     this.lastMessageAt = this.w.position;
     this.w.begin((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_REQUEST | flags, this.seq++, this.nfproto);
-    this.origin.push({ from, to, note });
+    if (note !== "") this.notes.set(this.origin.length >> 1, note);
+    this.origin.push(from, to);
   }
 
   private table(): void {
@@ -251,19 +262,20 @@ class Encoder {
     const lastSeq = this.seq - 1;
     w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, this.seq++, 0, NFNL_SUBSYS_NFTABLES);
     w.end();
-    const origin = this.origin;
-    const commands = this.commands;
+    const { origin, notes } = this;
     return {
       bytes: this.options.writer === undefined ? w.finish() : w.view(),
       firstSeq,
       lastSeq,
       messages: this.seq - firstSeq,
-      describe(seq: number): string | null {
-        const o = origin[seq - firstSeq - 1];
-        if (o === undefined) return null;
-        const first = commandLabel(commands[o.from]!);
-        const span = o.to > o.from ? ` (and ${o.to - o.from} more in the same message)` : "";
-        return `${o.note}${first}${span}`;
+      describe(seq: number, commands: readonly NftCommand[]): string | null {
+        const message = seq - firstSeq - 1;
+        const from = origin[2 * message];
+        const to = origin[2 * message + 1];
+        if (from === undefined || to === undefined || message < 0) return null;
+        const first = commandLabel(commands[from]!);
+        const span = to > from ? ` (and ${to - from} more in the same message)` : "";
+        return `${notes.get(message) ?? ""}${first}${span}`;
       },
     };
   }
@@ -601,8 +613,7 @@ class Encoder {
       } while (j < this.commands.length && same(this.commands[j]) && w.position - start < ELEMENTS_BUDGET);
       w.close(ELEMS_A.elements, list);
       w.end();
-      const o = this.origin.at(-1)!;
-      this.origin[this.origin.length - 1] = { ...o, to: j - 1 };
+      this.origin[this.origin.length - 1] = j - 1;
     }
     return j;
   }
