@@ -18,7 +18,12 @@ import { encodeBatch, type EncodedBatch } from "./netlink/encode.ts";
 import { BatchWriter } from "./netlink/wire.ts";
 import type { IfIndexResolver } from "./netlink/rule.ts";
 import { isAffinitySetName, KUBE_PROXY_TABLE } from "./names.ts";
-import { transactionSize, type NftCommand, type NftTransaction } from "./transactions.ts";
+import {
+  transactionCommands,
+  transactionSize,
+  type NftCommand,
+  type NftTransaction,
+} from "./transactions.ts";
 
 /** The usual meaning of the errnos nf_tables returns (what nft prints). */
 const ERRNO_TEXT: Readonly<Record<number, string>> = {
@@ -111,8 +116,15 @@ export class NetlinkNftablesKernel {
     const writers = [new BatchWriter(), new BatchWriter()] as const;
     let turn = 0;
     const prepare = (transaction: NftTransaction): Prepared => {
-      const commands = transaction.commands;
-      const batch = encodeBatch(commands, {
+      // The container commands, for the set types of the batches after this one.
+      const containers: NftCommand[] = [];
+      const commands = function* (): Generator<NftCommand> {
+        for (const c of transactionCommands(transaction)) {
+          if (c.what === "container") containers.push(c);
+          yield c;
+        }
+      };
+      const batch = encodeBatch(commands(), {
         writer: writers[turn++ % 2]!,
         family: this.options.family,
         table: KUBE_PROXY_TABLE,
@@ -121,7 +133,7 @@ export class NetlinkNftablesKernel {
         containerType: (name) => types.get(name),
         anonymousSetTag: this.nextTag(),
       });
-      for (const c of commands) remember(types, c);
+      for (const c of containers) remember(types, c);
       seq = (batch.firstSeq + batch.messages) % 0x7fffffff || 1;
       return { batch, types: new Map(types), nextSeq: seq };
     };
