@@ -206,15 +206,20 @@ function elementsByContainer(ruleset: NftablesRuleset): Map<string, Map<string, 
   return out;
 }
 
+/** The table after a full sync; takes `chains` and `affinitySets` as they are (not copied). */
 function kernelAfter(
   elements: Map<string, Map<string, NftElement>>,
-  chains: Iterable<string>,
-  affinitySets: Iterable<string>,
+  chains: ReadonlySet<string>,
+  affinitySets: ReadonlySet<string>,
 ): KernelTable {
   const sigs = new Map<string, ReadonlyMap<string, string>>();
   for (const [name, map] of elements) sigs.set(name, signatures(map));
-  return { chains: new Set(chains), affinitySets: new Set(affinitySets), elements: sigs };
+  return { chains, affinitySets, elements: sigs };
 }
+
+/** `active` and `stale` chains: `active` itself when none is stale (110,000 names at 10,000 × 10). */
+const withStale = (active: ReadonlySet<string>, stale: readonly string[]): ReadonlySet<string> =>
+  stale.length === 0 ? active : new Set([...active, ...stale]);
 
 function serviceChainNames(ruleset: NftablesRuleset): Set<string> {
   const active = new Set<string>();
@@ -294,8 +299,13 @@ export function planFullSync(
   for (const ip of ruleset.nodePortIPs ?? []) cmd.addElement({ container: np.name, key: ip });
   const elements = elementsByContainer(ruleset);
   for (const map of elements.values()) for (const e of map.values()) cmd.addElement(e);
-  const known = new Set([...activeChains, ...stale]);
-  return plan(cmd, ruleset, stale, kernelAfter(elements, known, activeSets), activeChains);
+  return plan(
+    cmd,
+    ruleset,
+    stale,
+    kernelAfter(elements, withStale(activeChains, stale), activeSets),
+    activeChains,
+  );
 }
 
 /**
@@ -827,7 +837,7 @@ export function planChunkedFullSync(
     operations,
     newlyStaleChains: stale,
     activeChains,
-    after: kernelAfter(elements, new Set([...activeChains, ...stale]), activeSets),
+    after: kernelAfter(elements, withStale(activeChains, stale), activeSets),
     transactions,
   };
 }
