@@ -41,6 +41,7 @@ import { realClock } from "../src/proxy/clock.ts";
 import { servicePortKey, type Endpoint, type ProxyState, type ServicePort } from "../src/proxy/types.ts";
 import { endpoint, proxyState, servicePort } from "../test/support/iptables-builders.ts";
 import { runner, withBenchNetns } from "./netns.ts";
+import { DAEMON_NODE_FLAGS } from "./startup.ts";
 import { BENCH_NODE, syntheticManifests } from "./synthetic.ts";
 
 /** Services per transaction: a fixed number, or the writer's default (`servicesPerTransaction`). */
@@ -208,7 +209,7 @@ async function bareNetlink(
   const socket = NetlinkSocket.open({ netns });
   try {
     const { time } = await timed(async () => {
-      for (const b of batches) {
+      for (const [i, b] of batches.entries()) {
         const replies = await socket.transact(b.bytes, {
           lastSeq: b.lastSeq,
           timeoutMs: 600_000,
@@ -216,7 +217,9 @@ async function bareNetlink(
         });
         const failed = replies.find((r) => r.errno !== 0);
         if (failed !== undefined)
-          throw new Error(`bare netlink: ${b.describe(failed.seq)} failed: errno ${failed.errno}`);
+          throw new Error(
+            `bare netlink: ${b.describe(failed.seq, transactions[i]!.commands)} failed: errno ${failed.errno}`,
+          );
       }
     });
     return time;
@@ -345,9 +348,18 @@ function status(pid: number, field: string): number {
   return Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? Number.NaN) / 1024;
 }
 
+/** How many of the families the daemon logged at start (`"families":[…]`) have logged a sync. */
+function everyFamilySynced(stderr: string): boolean {
+  const families = /"families":\[([^\]]*)\]/.exec(stderr)?.[1]?.split(",").length;
+  return families !== undefined && stderr.split('"msg":"SyncProxyRules complete"').length - 1 >= families;
+}
+
 /**
  * The compiled daemon in nftables mode on a manifests folder of this cluster, in a fresh
- * namespace: its VmHWM once its first full sync is done and it has logged nothing for 3 s.
+ * namespace, run as the image runs it (DAEMON_NODE_FLAGS): its VmHWM once the first sync of
+ * every family is done and it has logged nothing for 3 s. (Until 2026-12-03 evening this waited
+ * for the first family's sync only: the small IPv6 one, so a VmHWM could be read while the IPv4
+ * sync was still under way.)
  */
 async function daemonPeakRss(services: number, endpoints: number): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), "kpt-bench-nft-manifests-"));
@@ -360,6 +372,7 @@ async function daemonPeakRss(services: number, endpoints: number): Promise<numbe
       const daemon = spawnBackground(
         [
           process.execPath,
+          ...DAEMON_NODE_FLAGS,
           MAIN,
           "--proxy-mode",
           "nftables",
@@ -390,8 +403,7 @@ async function daemonPeakRss(services: number, endpoints: number): Promise<numbe
           if (text !== last) {
             last = text;
             quietSince = performance.now();
-          } else if (text.includes("SyncProxyRules complete") && performance.now() - quietSince > 3_000)
-            break;
+          } else if (everyFamilySynced(text) && performance.now() - quietSince > 3_000) break;
           await sleep(250);
         }
         return status(daemon.pid!, "VmHWM");

@@ -18,7 +18,12 @@ import { encodeBatch, type EncodedBatch } from "./netlink/encode.ts";
 import { BatchWriter } from "./netlink/wire.ts";
 import type { IfIndexResolver } from "./netlink/rule.ts";
 import { isAffinitySetName, KUBE_PROXY_TABLE } from "./names.ts";
-import { transactionSize, type NftCommand, type NftTransaction } from "./transactions.ts";
+import {
+  transactionCommands,
+  transactionSize,
+  type NftCommand,
+  type NftTransaction,
+} from "./transactions.ts";
 
 /** The usual meaning of the errnos nf_tables returns (what nft prints). */
 const ERRNO_TEXT: Readonly<Record<number, string>> = {
@@ -111,8 +116,15 @@ export class NetlinkNftablesKernel {
     const writers = [new BatchWriter(), new BatchWriter()] as const;
     let turn = 0;
     const prepare = (transaction: NftTransaction): Prepared => {
-      const commands = transaction.commands;
-      const batch = encodeBatch(commands, {
+      // The container commands, for the set types of the batches after this one.
+      const containers: NftCommand[] = [];
+      const commands = function* (): Generator<NftCommand> {
+        for (const c of transactionCommands(transaction)) {
+          if (c.what === "container") containers.push(c);
+          yield c;
+        }
+      };
+      const batch = encodeBatch(commands(), {
         writer: writers[turn++ % 2]!,
         family: this.options.family,
         table: KUBE_PROXY_TABLE,
@@ -121,7 +133,7 @@ export class NetlinkNftablesKernel {
         containerType: (name) => types.get(name),
         anonymousSetTag: this.nextTag(),
       });
-      for (const c of commands) remember(types, c);
+      for (const c of containers) remember(types, c);
       seq = (batch.firstSeq + batch.messages) % 0x7fffffff || 1;
       return { batch, types: new Map(types), nextSeq: seq };
     };
@@ -130,7 +142,7 @@ export class NetlinkNftablesKernel {
       const current = next;
       this.seq = current.nextSeq;
       onSend?.(todo[k]!);
-      const sending = this.exchange(socket, current.batch);
+      const sending = this.exchange(socket, current.batch, todo[k]!);
       let encodeError: unknown = null;
       if (k + 1 < todo.length) {
         try {
@@ -149,20 +161,26 @@ export class NetlinkNftablesKernel {
     }
   }
 
-  private async exchange(socket: NetlinkSocket, batch: EncodedBatch): Promise<void> {
+  private async exchange(
+    socket: NetlinkSocket,
+    batch: EncodedBatch,
+    transaction: NftTransaction,
+  ): Promise<void> {
     const replies = await socket.transact(batch.bytes, {
       lastSeq: batch.lastSeq,
       timeoutMs: this.options.timeoutMs ?? 600_000,
       maxReplies: batch.messages + 1,
     });
-    const failures = replies
-      .filter((r) => r.errno !== 0)
-      .map((r) => ({
-        object: batch.describe(r.seq) ?? `message ${r.seq}`,
-        errno: r.errno,
-        kernelMessage: r.message,
-      }));
-    if (failures.length > 0) throw new NftNetlinkTransactionError(failures);
+    const refused = replies.filter((r) => r.errno !== 0);
+    if (refused.length === 0) return;
+    // Listed again (a chunk's commands are not kept while the kernel applies them).
+    const commands = transaction.commands;
+    const failures = refused.map((r) => ({
+      object: batch.describe(r.seq, commands) ?? `message ${r.seq}`,
+      errno: r.errno,
+      kernelMessage: r.message,
+    }));
+    throw new NftNetlinkTransactionError(failures);
   }
 
   close(): void {

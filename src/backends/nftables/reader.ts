@@ -165,6 +165,38 @@ export function readTable(ruleset: NftablesRuleset, dump: TableDump, options: Re
     drift.foreign.push({ kind: "table", table: `${ruleset.family} ${t}`, name: t });
   const pending = options.pendingStaleChains ?? new Set<string>();
 
+  if (!dump.exists) {
+    drift.add(null, {
+      kind: "table",
+      name: tableName,
+      change: "missing",
+      missing: [],
+      extra: [],
+      reordered: false,
+    });
+  } else if (dump.comment !== TABLE_COMMENT) {
+    drift.add(null, {
+      kind: "table",
+      name: tableName,
+      change: "changed",
+      missing: [`comment ${JSON.stringify(TABLE_COMMENT)}`],
+      extra: dump.comment === null ? [] : [`comment ${JSON.stringify(dump.comment)}`],
+      reordered: false,
+    });
+  }
+
+  // A first start reads an absent table: nothing in it to compare (at 10,000 Services the maps
+  // of every intended chain and element below were 15 MB of garbage just before the first sync).
+  if (!dump.exists && dump.chains.length === 0 && dump.sets.length === 0)
+    return {
+      absent: true,
+      existing: { chains: [], sets: [] },
+      kernel: { chains: new Set(), affinitySets: new Set(), elements: new Map() },
+      unchangedChains: new Set(),
+      unchangedServiceChains: new Set(),
+      drift: drift.report(family),
+    };
+
   // The intended objects, by name. Their rules are compiled only where the kernel holds the
   // chain (a first start reads an absent table: nothing to compile), and dropped once compared.
   const chains = new Map<string, IntendedChain>();
@@ -199,26 +231,6 @@ export function readTable(ruleset: NftablesRuleset, dump: TableDump, options: Re
         ]),
       ),
     );
-
-  if (!dump.exists) {
-    drift.add(null, {
-      kind: "table",
-      name: tableName,
-      change: "missing",
-      missing: [],
-      extra: [],
-      reordered: false,
-    });
-  } else if (dump.comment !== TABLE_COMMENT) {
-    drift.add(null, {
-      kind: "table",
-      name: tableName,
-      change: "changed",
-      missing: [`comment ${JSON.stringify(TABLE_COMMENT)}`],
-      extra: dump.comment === null ? [] : [`comment ${JSON.stringify(dump.comment)}`],
-      reordered: false,
-    });
-  }
 
   // Chains.
   const unchangedChains = new Set<string>();

@@ -173,6 +173,61 @@ interface EndpointNames {
   readonly affinitySet: string;
 }
 
+/**
+ * An endpoint chain whose rules are printed when read. The render memo keeps every Service's
+ * chains from sync to sync, and at 10,000 × 10 the endpoint chains' rule text (two or three
+ * strings and an array per chain) was a third of it; the parts are strings the state already
+ * holds (the endpoint's IP and `ip:port`) or constants.
+ */
+class EndpointChain implements NftChain {
+  constructor(
+    readonly name: string,
+    private readonly ipX: string,
+    private readonly ip: string,
+    private readonly protocol: string,
+    private readonly endpoint: string,
+    private readonly affinitySet: string | null,
+  ) {}
+
+  get affinitySetName(): string | null {
+    return this.affinitySet;
+  }
+
+  get rules(): readonly string[] {
+    const { ipX, affinitySet } = this;
+    // Hairpin: a pod reaching itself through the Service needs SNAT to see the reply.
+    const masquerade = line`${ipX} saddr ${this.ip} jump ${MARK_MASQ_CHAIN}`;
+    const dnat = line`meta l4proto ${this.protocol} dnat to ${this.endpoint}`;
+    if (affinitySet === null) return [masquerade, dnat];
+    return [masquerade, line`update @${affinitySet} { ${ipX} saddr }`, dnat];
+  }
+}
+
+/**
+ * A cluster or local policy chain: the rules before the dispatch (`head`), one affinity rule per
+ * endpoint when the Service has session affinity, then `numgen random mod N vmap { … }` over the
+ * endpoint chains, printed when read (the vmap alone is about 65 characters per endpoint).
+ */
+class PolicyChain implements NftChain {
+  constructor(
+    readonly name: string,
+    private readonly ipX: string,
+    private readonly head: readonly string[],
+    private readonly endpoints: readonly EndpointChain[],
+    private readonly affinity: boolean,
+  ) {}
+
+  get rules(): readonly string[] {
+    const { ipX, endpoints } = this;
+    const rules = [...this.head];
+    if (this.affinity)
+      for (const ep of endpoints) rules.push(line`${ipX} saddr @${ep.affinitySetName ?? ""} goto ${ep.name}`);
+    const vmap = endpoints.map((ep, i) => `${i} : goto ${ep.name}`).join(" , ");
+    rules.push(line`numgen random mod ${endpoints.length} vmap { ${vmap} }`);
+    return rules;
+  }
+}
+
 /** Chain and set names, the objects of one service port, its no-local-endpoint verdicts. */
 function renderServicePort(
   ctx: Ctx,
@@ -362,36 +417,32 @@ function renderServicePort(
       });
     }
   }
-  const toEndpoints = (chain: string, endpoints: readonly Endpoint[]): void => {
-    if (affinity !== null) {
-      for (const ep of endpoints) {
-        const names = namesOf(ep);
-        add(chain, line`${ipX} saddr @${names.affinitySet} goto ${names.chain}`);
-      }
+  const endpointChains = new Map<string, EndpointChain>();
+  const chainOf = (ep: Endpoint): EndpointChain => {
+    let chain = endpointChains.get(ep.endpoint);
+    if (chain === undefined) {
+      const names = namesOf(ep);
+      chain = new EndpointChain(
+        names.chain,
+        ipX,
+        safe(ep.ip, `${spn} endpoint IP`),
+        protocol,
+        safe(ep.endpoint, `${spn} endpoint`),
+        affinity === null ? null : names.affinitySet,
+      );
+      endpointChains.set(ep.endpoint, chain);
     }
-    const vmap = endpoints.map((ep, i) => `${i} : goto ${namesOf(ep).chain}`).join(" , ");
-    add(chain, line`numgen random mod ${endpoints.length} vmap { ${vmap} }`);
+    return chain;
   };
-  if (usesClusterPolicyChain) toEndpoints(clusterPolicyChain, clusterEndpoints);
-  if (usesLocalPolicyChain) toEndpoints(localPolicyChain, localEndpoints);
+  const policy = (name: string, endpoints: readonly Endpoint[]): PolicyChain =>
+    new PolicyChain(name, ipX, rulesOf.get(name)?.slice() ?? [], endpoints.map(chainOf), affinity !== null);
 
-  for (const ep of cat.allReachableEndpoints) {
-    const names = namesOf(ep);
-    const ip = safe(ep.ip, `${spn} endpoint IP`);
-    // Hairpin: a pod reaching itself through the Service needs SNAT to see the reply.
-    add(names.chain, line`${ipX} saddr ${ip} jump ${MARK_MASQ_CHAIN}`);
-    if (affinity !== null) add(names.chain, line`update @${names.affinitySet} { ${ipX} saddr }`);
-    add(names.chain, line`meta l4proto ${protocol} dnat to ${safe(ep.endpoint, `${spn} endpoint`)}`);
-  }
-
-  const order = [
-    ...(usesClusterPolicyChain ? [clusterPolicyChain] : []),
-    ...(usesLocalPolicyChain ? [localPolicyChain] : []),
-    ...(usesExternalTrafficChain ? [externalTrafficChain] : []),
-    ...cat.allReachableEndpoints.map((ep) => namesOf(ep).chain),
-  ];
   // Copied at their exact length: a pushed-to array keeps room for 17 and more.
-  for (const name of order) chains.push({ name, rules: rulesOf.get(name)?.slice() ?? [] });
+  if (usesClusterPolicyChain) chains.push(policy(clusterPolicyChain, clusterEndpoints));
+  if (usesLocalPolicyChain) chains.push(policy(localPolicyChain, localEndpoints));
+  if (usesExternalTrafficChain)
+    chains.push({ name: externalTrafficChain, rules: rulesOf.get(externalTrafficChain)?.slice() ?? [] });
+  for (const ep of cat.allReachableEndpoints) chains.push(chainOf(ep));
 
   return {
     // One object per rendering: a partial sync tells an unchanged service port by its identity.

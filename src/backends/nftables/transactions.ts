@@ -138,15 +138,16 @@ export function commandText(family: "ip" | "ip6", cmd: NftCommand): string {
   }
 }
 
+const chainCommand = (c: NftChain): NftCommand =>
+  c.comment === undefined
+    ? { verb: "add", what: "chain", chain: c.name }
+    : { verb: "add", what: "chain", chain: c.name, comment: c.comment };
+
 class Commands {
   readonly list: NftCommand[] = [];
 
   addChain(c: NftChain): void {
-    this.list.push(
-      c.comment === undefined
-        ? { verb: "add", what: "chain", chain: c.name }
-        : { verb: "add", what: "chain", chain: c.name, comment: c.comment },
-    );
+    this.list.push(chainCommand(c));
   }
 
   chain(verb: "flush" | "delete", chain: string): void {
@@ -205,15 +206,20 @@ function elementsByContainer(ruleset: NftablesRuleset): Map<string, Map<string, 
   return out;
 }
 
+/** The table after a full sync; takes `chains` and `affinitySets` as they are (not copied). */
 function kernelAfter(
   elements: Map<string, Map<string, NftElement>>,
-  chains: Iterable<string>,
-  affinitySets: Iterable<string>,
+  chains: ReadonlySet<string>,
+  affinitySets: ReadonlySet<string>,
 ): KernelTable {
   const sigs = new Map<string, ReadonlyMap<string, string>>();
   for (const [name, map] of elements) sigs.set(name, signatures(map));
-  return { chains: new Set(chains), affinitySets: new Set(affinitySets), elements: sigs };
+  return { chains, affinitySets, elements: sigs };
 }
+
+/** `active` and `stale` chains: `active` itself when none is stale (110,000 names at 10,000 × 10). */
+const withStale = (active: ReadonlySet<string>, stale: readonly string[]): ReadonlySet<string> =>
+  stale.length === 0 ? active : new Set([...active, ...stale]);
 
 function serviceChainNames(ruleset: NftablesRuleset): Set<string> {
   const active = new Set<string>();
@@ -293,8 +299,13 @@ export function planFullSync(
   for (const ip of ruleset.nodePortIPs ?? []) cmd.addElement({ container: np.name, key: ip });
   const elements = elementsByContainer(ruleset);
   for (const map of elements.values()) for (const e of map.values()) cmd.addElement(e);
-  const known = new Set([...activeChains, ...stale]);
-  return plan(cmd, ruleset, stale, kernelAfter(elements, known, activeSets), activeChains);
+  return plan(
+    cmd,
+    ruleset,
+    stale,
+    kernelAfter(elements, withStale(activeChains, stale), activeSets),
+    activeChains,
+  );
 }
 
 /**
@@ -644,25 +655,36 @@ export interface NftTransaction {
   readonly commands: readonly NftCommand[];
   /** How many commands, without listing them; absent = `commands.length`. */
   readonly size?: number;
+  /**
+   * The commands made one by one as they are read, for a writer that encodes them in order and
+   * keeps none (a chunk of a large full sync); absent = `commands`.
+   */
+  readonly each?: () => Iterable<NftCommand>;
 }
+
+/** The commands of `t`, made as they are read where it can. */
+export const transactionCommands = (t: NftTransaction): Iterable<NftCommand> => t.each?.() ?? t.commands;
 
 /** The number of commands of `t`. */
 export const transactionSize = (t: NftTransaction): number => t.size ?? t.commands.length;
 
-/** A transaction whose commands are listed from `list` at every read, and its text when first read. */
-function lazyTransaction(family: "ip" | "ip6", size: number, list: () => NftCommand[]): NftTransaction {
+/** A transaction whose commands are made by `list` at every read, and its text when first read. */
+function lazyTransaction(
+  family: "ip" | "ip6",
+  size: number,
+  list: () => Iterable<NftCommand>,
+): NftTransaction {
   let text: string | undefined;
   return {
     get payload() {
-      text ??= list()
-        .map((c) => commandText(family, c) + "\n")
-        .join("");
+      text ??= [...list()].map((c) => commandText(family, c) + "\n").join("");
       return text;
     },
     get commands() {
-      return list();
+      return [...list()];
     },
     size,
+    each: list,
   };
 }
 
@@ -717,7 +739,7 @@ export function planChunkedFullSync(
    * A chunk's chains and rules are listed only when its transaction is encoded (and again
    * whenever asked): at 10,000 × 10 they are 460,000 commands, which the sync held all at once.
    */
-  const emitLazy = (size: number, list: () => NftCommand[]): void => {
+  const emitLazy = (size: number, list: () => Iterable<NftCommand>): void => {
     if (size === 0) return;
     operations += size;
     transactions.push(lazyTransaction(ruleset.family, size, list));
@@ -752,17 +774,17 @@ export function planChunkedFullSync(
     const elementCmd = new Commands();
     const chunk = ruleset.services.slice(i, i + options.servicesPerTransaction);
     const rewritten = chunk.flatMap((svc) => svc.chains.filter((c) => !unchanged.has(c.name)));
-    const commands = (): NftCommand[] => {
-      const cmd = new Commands();
+    function* commands(): Generator<NftCommand> {
       for (const c of rewritten) {
-        cmd.addChain(c);
-        cmd.chain("flush", c.name);
+        yield chainCommand(c);
+        yield { verb: "flush", what: "chain", chain: c.name };
       }
-      for (const svc of chunk) for (const s of svc.affinitySets) cmd.addContainer(s);
-      for (const c of rewritten) for (const r of c.rules) cmd.rule(c.name, r);
-      for (const c of elementCmd.list) cmd.list.push(c);
-      return cmd.list;
-    };
+      for (const svc of chunk)
+        for (const container of svc.affinitySets) yield { verb: "add", what: "container", container };
+      for (const c of rewritten)
+        for (const rule of c.rules) yield { verb: "add", what: "rule", chain: c.name, rule };
+      yield* elementCmd.list;
+    }
     let size = 0;
     for (const c of rewritten) size += 2 + c.rules.length;
     for (const svc of chunk) size += svc.affinitySets.length;
@@ -798,7 +820,11 @@ export function planChunkedFullSync(
   emit(last);
   if (small && transactions.length > 1) {
     const parts = transactions.splice(0, transactions.length);
-    transactions.push(lazyTransaction(ruleset.family, operations, () => parts.flatMap((t) => t.commands)));
+    transactions.push(
+      lazyTransaction(ruleset.family, operations, function* () {
+        for (const t of parts) yield* transactionCommands(t);
+      }),
+    );
   }
 
   return {
@@ -811,7 +837,7 @@ export function planChunkedFullSync(
     operations,
     newlyStaleChains: stale,
     activeChains,
-    after: kernelAfter(elements, new Set([...activeChains, ...stale]), activeSets),
+    after: kernelAfter(elements, withStale(activeChains, stale), activeSets),
     transactions,
   };
 }

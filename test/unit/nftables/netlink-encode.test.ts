@@ -126,7 +126,7 @@ test("long element lists are split so that every attribute stays under 64 KiB", 
   assert.equal(elements.length, 5_000);
   for (const m of messages) assert.ok(m.payload.length < 65_536, `${m.payload.length} bytes`);
   assert.match(
-    batch.describe(batch.lastSeq) ?? "",
+    batch.describe(batch.lastSeq, commands) ?? "",
     /^add element service-ips \{ 172\.30\.\d+\.\d+ \. tcp \. 80 \} \(and \d+ more/,
   );
 });

@@ -162,8 +162,12 @@ export interface EncodedBatch {
   /** The message that asks for the ack: its reply ends the exchange. */
   readonly lastSeq: number;
   readonly messages: number;
-  /** The command (and how it was sent) behind the message `seq`; null for BATCH_BEGIN/END. */
-  describe(seq: number): string | null;
+  /**
+   * The command (and how it was sent) behind the message `seq` of a batch encoded from
+   * `commands` (the same list again: a batch does not keep its commands, which a chunked full
+   * sync lists anew for every batch); null for BATCH_BEGIN/END.
+   */
+  describe(seq: number, commands: readonly NftCommand[]): string | null;
 }
 
 export interface EncodeOptions {
@@ -209,22 +213,56 @@ function commandLabel(cmd: NftCommand): string {
   }
 }
 
+/**
+ * A batch's commands read once, in order, with one of lookahead: the commands of a chunk of a
+ * large full sync are made as they are encoded, so that none of them outlives its message
+ * (held for the whole encoding, they were promoted to the old generation batch after batch).
+ */
+class Cursor {
+  private index = 0;
+  private current: IteratorResult<NftCommand>;
+  private following: IteratorResult<NftCommand> | null = null;
+
+  constructor(private readonly source: Iterator<NftCommand>) {
+    this.current = source.next();
+  }
+
+  /** The command at `i`, which is the one last asked for or the one after it; undefined at the end. */
+  at(i: number): NftCommand | undefined {
+    if (i === this.index + 1) {
+      this.current = this.following ?? this.source.next();
+      this.following = null;
+      this.index = i;
+    } else if (i !== this.index) throw new Error(`command ${i} asked for at ${this.index}`);
+    return this.current.done === true ? undefined : this.current.value;
+  }
+}
+
 class Encoder {
   readonly w: BatchWriter;
   private seq: number;
   private setId = 0;
-  /** For each message after BATCH_BEGIN: the first and last command it carries, and what. */
-  readonly origin: Array<{ readonly from: number; readonly to: number; readonly note: string }> = [];
+  /**
+   * For each message after BATCH_BEGIN, the first and the last command it carries (two numbers
+   * per message, not an object: a batch of a large sync has tens of thousands of messages, and
+   * this outlives the encoding while the kernel applies the batch), and what it does where that
+   * is not the command itself (by message).
+   */
+  readonly origin: number[] = [];
+  readonly notes = new Map<number, string>();
   private lastMessageAt = -1;
   private readonly layouts = new Map<string, KeyLayout>();
   /** IDs of the named sets this batch creates: nft names them by ID too. */
   private readonly namedIds = new Map<string, number>();
   private readonly nfproto: number;
 
+  private readonly commands: Cursor;
+
   constructor(
     private readonly options: EncodeOptions,
-    private readonly commands: readonly NftCommand[],
+    commands: Iterable<NftCommand>,
   ) {
+    this.commands = new Cursor(commands[Symbol.iterator]());
     this.seq = options.firstSeq;
     this.nfproto = NFPROTO[options.family];
     this.w = options.writer ?? new BatchWriter();
@@ -234,7 +272,8 @@ class Encoder {
   private begin(type: number, flags: number, from: number, to = from, note = ""): void {
     this.lastMessageAt = this.w.position;
     this.w.begin((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_REQUEST | flags, this.seq++, this.nfproto);
-    this.origin.push({ from, to, note });
+    if (note !== "") this.notes.set(this.origin.length >> 1, note);
+    this.origin.push(from, to);
   }
 
   private table(): void {
@@ -246,31 +285,32 @@ class Encoder {
     const firstSeq = this.seq;
     w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, this.seq++, 0, NFNL_SUBSYS_NFTABLES);
     w.end();
-    for (let i = 0; i < this.commands.length;) i = this.command(i);
+    for (let i = 0; this.commands.at(i) !== undefined;) i = this.command(i);
     if (this.lastMessageAt >= 0) w.requestAck(this.lastMessageAt);
     const lastSeq = this.seq - 1;
     w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, this.seq++, 0, NFNL_SUBSYS_NFTABLES);
     w.end();
-    const origin = this.origin;
-    const commands = this.commands;
+    const { origin, notes } = this;
     return {
       bytes: this.options.writer === undefined ? w.finish() : w.view(),
       firstSeq,
       lastSeq,
       messages: this.seq - firstSeq,
-      describe(seq: number): string | null {
-        const o = origin[seq - firstSeq - 1];
-        if (o === undefined) return null;
-        const first = commandLabel(commands[o.from]!);
-        const span = o.to > o.from ? ` (and ${o.to - o.from} more in the same message)` : "";
-        return `${o.note}${first}${span}`;
+      describe(seq: number, commands: readonly NftCommand[]): string | null {
+        const message = seq - firstSeq - 1;
+        const from = origin[2 * message];
+        const to = origin[2 * message + 1];
+        if (from === undefined || to === undefined || message < 0) return null;
+        const first = commandLabel(commands[from]!);
+        const span = to > from ? ` (and ${to - from} more in the same message)` : "";
+        return `${notes.get(message) ?? ""}${first}${span}`;
       },
     };
   }
 
   /** Encodes the command at `i` (and the element commands grouped with it); returns the next index. */
   private command(i: number): number {
-    const cmd = this.commands[i]!;
+    const cmd = this.commands.at(i)!;
     const { w } = this;
     switch (cmd.what) {
       case "table":
@@ -332,17 +372,10 @@ class Encoder {
   private layout(name: string): KeyLayout {
     const l = this.layouts.get(name);
     if (l !== undefined) return l;
-    const declared = this.commands.find(
-      (c) => c.what === "container" && c.verb === "add" && c.container.name === name,
-    );
-    if (declared === undefined || declared.what !== "container" || declared.verb !== "add") {
-      const type = this.options.containerType(name);
-      if (type === undefined) throw new Error(`elements of ${name}, a set of unknown type`);
-      const layout = keyLayout({ name, type });
-      this.layouts.set(name, layout);
-      return layout;
-    }
-    const layout = keyLayout(declared.container);
+    // Not declared earlier in this batch (newSet records those): declared by an earlier one.
+    const type = this.options.containerType(name);
+    if (type === undefined) throw new Error(`elements of ${name}, a set of unknown type`);
+    const layout = keyLayout({ name, type });
     this.layouts.set(name, layout);
     return layout;
   }
@@ -566,7 +599,7 @@ class Encoder {
   /** A run of element commands of one verb on one set, in as few messages as fit. */
   private elements(i: number): number {
     const { w } = this;
-    const first = this.commands[i]!;
+    const first = this.commands.at(i)!;
     if (first.what !== "element") throw new Error("not an element command");
     const container = first.verb === "add" ? first.element.container : first.container;
     const layout = this.layout(container);
@@ -576,7 +609,7 @@ class Encoder {
       c.what === "element" &&
       c.verb === first.verb &&
       (c.verb === "add" ? c.element.container : c.container) === container;
-    while (j < this.commands.length && same(this.commands[j])) {
+    while (same(this.commands.at(j))) {
       const from = j;
       this.begin(
         first.verb === "add" ? MSG.newSetElem : MSG.delSetElem,
@@ -591,18 +624,17 @@ class Encoder {
       let n = 0;
       const list = w.open();
       do {
-        const c = this.commands[j++]!;
+        const c = this.commands.at(j++)!;
         if (c.what !== "element") throw new Error("not an element command");
         // libnftnl numbers the entries of an element list 1, 2, … (the kernel ignores the type).
         const item = w.open();
         if (c.verb === "add") this.element(layout, c.element);
         else this.value(ELEM_A.key, keyBytes(layout, c.key));
         w.close(++n, item);
-      } while (j < this.commands.length && same(this.commands[j]) && w.position - start < ELEMENTS_BUDGET);
+      } while (w.position - start < ELEMENTS_BUDGET && same(this.commands.at(j)));
       w.close(ELEMS_A.elements, list);
       w.end();
-      const o = this.origin.at(-1)!;
-      this.origin[this.origin.length - 1] = { ...o, to: j - 1 };
+      this.origin[this.origin.length - 1] = j - 1;
     }
     return j;
   }
@@ -618,7 +650,10 @@ class Encoder {
   }
 }
 
-/** One batch of `commands` (one transaction: the kernel applies all of it or nothing). */
-export function encodeBatch(commands: readonly NftCommand[], options: EncodeOptions): EncodedBatch {
+/**
+ * One batch of `commands` (one transaction: the kernel applies all of it or nothing), read once
+ * in order: sets and maps are declared before their elements.
+ */
+export function encodeBatch(commands: Iterable<NftCommand>, options: EncodeOptions): EncodedBatch {
   return new Encoder(options, commands).run();
 }
