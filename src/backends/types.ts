@@ -237,9 +237,10 @@ export interface ProxyBackend {
   drift?(intended: string, kernel: string, family: IPFamily): DriftReport;
   /**
    * The live kernel of this namespace against a full sync of `target`, for modes that read the
-   * kernel themselves rather than through a text dump (nftables: a netlink read of the table).
+   * kernel themselves rather than through a text dump (nftables: a netlink read of the table;
+   * ipvs: ipvsadm, ipset, iptables-save and ip through `runner`).
    */
-  liveDrift?(target: RenderTarget): Promise<LiveDrift>;
+  liveDrift?(target: RenderTarget, runner: Runner): Promise<LiveDrift>;
 }
 
 export interface LiveDrift {

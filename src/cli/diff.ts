@@ -61,7 +61,7 @@ async function diffAgainst(
         `${backend.mode} mode compares with the live kernel only (run without --ruleset)`,
       );
     const live = [];
-    for (const target of plan.targets) live.push(await backend.liveDrift(target));
+    for (const target of plan.targets) live.push(await backend.liveDrift(target, runner));
     const reports = live.map((l) => l.drift);
     if (format === "json") return JSON.stringify({ schema: DRIFT_JSON_SCHEMA, reports }, null, 2) + "\n";
     const header = `kernel: live (${[...new Set(live.map((l) => l.source))].join(", ")})\nintended: rendered from ${paths.join(", ")} for node ${plan.targets[0]?.node.name ?? ""}\n`;

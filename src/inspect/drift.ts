@@ -1,9 +1,11 @@
 /**
  * Drift: how what the kernel holds differs from what the proxy would write now, whatever the
  * mode. A mode compares its own objects (iptables: chains and their rules; nftables: chains,
- * sets and maps with their rules and elements) and reports them per Service; objects that are
- * not the proxy's are listed as foreign and never count as drift. `kube-proxy-ts diff`, the
- * daemon's full syncs and its `/debug/kube-proxy-ts/diff` endpoint all produce this report.
+ * sets and maps with their rules and elements; ipvs: virtual servers with their real servers,
+ * ipsets with their members, its chains, kube-ipvs0's addresses) and reports them per Service;
+ * objects that are not the proxy's are listed as foreign and never count as drift.
+ * `kube-proxy-ts diff`, the daemon's full syncs and its `/debug/kube-proxy-ts/diff` endpoint
+ * all produce this report.
  */
 import type { ProxyMode } from "../config/types.ts";
 import type { IPFamily } from "../ip.ts";
@@ -12,7 +14,7 @@ export type DriftChange = "missing" | "extra" | "changed";
 
 /** One of the proxy's objects that differs: missing in the kernel, extra there, or changed. */
 export interface ObjectDrift {
-  /** `chain` in iptables; `chain`, `set` or `map` in nftables. */
+  /** `chain` in iptables; `chain`, `set` or `map` in nftables; `virtual-server`, `ipset`, `chain` or `interface` in ipvs. */
   readonly kind: string;
   readonly table: string;
   readonly name: string;

@@ -23,12 +23,14 @@ import {
   type ModeRuntime,
   type PlatformContext,
   type ProxierDeps,
+  type LiveDrift,
   type ProxyBackend,
   type RenderTarget,
 } from "../types.ts";
 import { cleanupIpvs } from "./cleanup.ts";
 import { formatDesired } from "./format.ts";
-import { ipvsInspectionSource, ipvsInspector } from "./inspect.ts";
+import { intendedOf, ipvsDrift } from "./drift.ts";
+import { ipvsInspectionSource, ipvsInspector, readLiveIpvs } from "./inspect.ts";
 import { DEFAULT_SCHEDULER, DUMMY_DEVICE, KUBE_SERVICES } from "./names.ts";
 import { addServiceLine, deleteServiceLine } from "./plan.ts";
 import { ipvsProxier, type IpvsKernel, type IpvsWriter } from "./proxier.ts";
@@ -237,7 +239,7 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
   };
 }
 
-function render(target: RenderTarget) {
+function desiredFor(target: RenderTarget) {
   const settings = target.upstreamTestSettings
     ? upstreamTestSettings(target.family)
     : ipvsSettingsFor(
@@ -247,13 +249,51 @@ function render(target: RenderTarget) {
         target.localAddresses,
         target.kernel.randomFully,
       );
-  const desired = renderIpvs({
+  return renderIpvs({
     state: target.state,
     settings,
     nodeAddresses: nodeAddressesOf(target.localAddresses, target.family),
     featureGates: target.config.featureGates,
   });
-  return { consumer: "ipvsadm -R, ipset restore, iptables-restore", text: formatDesired(desired) };
+}
+
+function render(target: RenderTarget) {
+  return { consumer: "ipvsadm -R, ipset restore, iptables-restore", text: formatDesired(desiredFor(target)) };
+}
+
+/**
+ * `kube-proxy-ts diff` in this mode: the live kernel (the see-inside tools' reader, and
+ * kube-ipvs0's addresses) against a full sync's objects. The draining list is the daemon's:
+ * here a TCP real server at weight 0 is taken as draining.
+ */
+async function liveDrift(target: RenderTarget, runner: Runner): Promise<LiveDrift> {
+  const { family } = target;
+  const desired = desiredFor(target);
+  const { reading } = await readLiveIpvs(runner, [family]);
+  const bound = await new DummyDevice(runner, DUMMY_DEVICE).addressesByInterface().then(
+    (byInterface) => (byInterface.get(DUMMY_DEVICE) ?? []).filter((a) => familyOf(a) === family),
+    () => null,
+  );
+  const drift = ipvsDrift(
+    intendedOf(desired),
+    {
+      virtualServers: reading.virtualServers,
+      ipsets: [...reading.ipsets.values()],
+      iptables: reading.iptables.get(family) ?? "",
+      boundAddresses: bound,
+    },
+    {
+      family,
+      excludeCIDRs: (target.config.ipvs.excludeCIDRs ?? []).filter((c) => familyOf(c) === family),
+      draining: "weight-zero",
+    },
+  );
+  const save = family === "IPv4" ? "iptables-save" : "ip6tables-save";
+  return {
+    intended: formatDesired(desired),
+    drift,
+    source: `ipvsadm -Ln --exact, ipset save, ${save}${bound === null ? "" : `, ip addr (${DUMMY_DEVICE})`}`,
+  };
 }
 
 export const ipvsBackend: ProxyBackend = {
@@ -262,4 +302,5 @@ export const ipvsBackend: ProxyBackend = {
   cleanup: cleanupIpvs,
   render,
   inspector: ipvsInspector,
+  liveDrift,
 };

@@ -28,10 +28,12 @@ import {
   type SyncReport,
   type WriteOutcome,
   type WriteRequest,
+  type WriterInspection,
 } from "../../proxy/sync.ts";
 import type { IPFamily } from "../../ip.ts";
 import type { ProxyState } from "../../proxy/types.ts";
-import { servicePortLines } from "./format.ts";
+import { ipvsDrift, intendedOf } from "./drift.ts";
+import { formatDesired, servicePortLines } from "./format.ts";
 import { DUMMY_DEVICE, IPVS_JUMP_CHAINS } from "./names.ts";
 import {
   gracefulKey,
@@ -140,6 +142,44 @@ export class IpvsWriter implements FamilyWriter<IpvsSyncDetails> {
       ipsets: new Map(sets.map((s) => [s.name, s.entries])),
       boundAddresses: (byInterface.get(DUMMY_DEVICE) ?? []).filter(isFamily(this.family)),
     };
+  }
+
+  /**
+   * The drift check (full syncs, /debug/kube-proxy-ts/diff): what a full sync of `state` writes
+   * against a fresh read of the kernel (IPVS, ipsets, kube-ipvs0, iptables-save), the draining
+   * real servers left out. Waits for a running sync or drain check.
+   */
+  inspect(state: ProxyState): Promise<WriterInspection> {
+    return this.exclusive(async () => {
+      const { kernel, settings } = this.options;
+      const [byInterface, ipvs, sets, iptables] = await Promise.all([
+        kernel.addressesByInterface(),
+        kernel.listIpvs(),
+        kernel.saveIpsets(),
+        kernel.ipt.save(),
+      ]);
+      const desired = renderIpvs({
+        state,
+        settings,
+        nodeAddresses: nodeAddressesFromInterfaces(byInterface, this.family),
+        ...(this.options.featureGates === undefined ? {} : { featureGates: this.options.featureGates }),
+      });
+      const drift = ipvsDrift(
+        intendedOf(desired),
+        {
+          virtualServers: ipvs,
+          ipsets: sets,
+          iptables,
+          boundAddresses: (byInterface.get(DUMMY_DEVICE) ?? []).filter(isFamily(this.family)),
+        },
+        {
+          family: this.family,
+          excludeCIDRs: this.options.excludeCIDRs,
+          draining: new Set(this.graceful.keys()),
+        },
+      );
+      return { intended: formatDesired(desired), drift };
+    });
   }
 
   private exclusive<T>(task: () => Promise<T>): Promise<T> {

@@ -260,3 +260,31 @@ test("session affinity is IPVS persistence with the affinity timeout", async () 
   await sync(state(svc + slice("svc1", ["10.180.0.1"])), true);
   assert.ok(node.ipvs.list().every((e) => e.persistence === 600));
 });
+
+test("the drift check: a synced node is in sync; a real server and an address someone deleted are drift, a full sync repairs them", async () => {
+  const { node, writer, sync } = setup();
+  const s = state(service("svc1", "10.20.30.41") + slice("svc1", ["10.180.0.1", "10.180.0.2"]));
+  await sync(s, true);
+  const clean = await writer.inspect(s);
+  assert.equal(clean.drift.inSync, true, JSON.stringify(clean.drift, null, 2));
+  assert.equal(clean.drift.mode, "ipvs");
+  assert.match(clean.intended, /# ipvsadm -R\n-A -t 10\.20\.30\.41:80 -s rr\n/);
+
+  await node.kernel.restoreIpvs(["-d -t 10.20.30.41:80 -r 10.180.0.2:80"]);
+  await node.kernel.deleteAddress("10.20.30.41");
+  const drifted = await writer.inspect(s);
+  assert.deepEqual(
+    drifted.drift.services.map((x) => [x.service, x.objects.map((o) => `${o.kind} ${o.name} -${o.missing}`)]),
+    [
+      [
+        "ns1/svc1",
+        [
+          "virtual-server TCP:10.20.30.41:80 --a -t 10.20.30.41:80 -r 10.180.0.2:80 -m -w 1",
+          "interface kube-ipvs0 -10.20.30.41",
+        ],
+      ],
+    ],
+  );
+  await sync(s, true);
+  assert.equal((await writer.inspect(s)).drift.inSync, true);
+});

@@ -543,6 +543,36 @@ describe("ipvs mode", { skip, timeout: 3_600_000 }, () => {
     },
   );
 
+  test(
+    "drift: the daemon's diff shows a real server deleted behind its back as the Service's",
+    TIMEOUT,
+    async (t) => {
+      const spec: ServiceSpec = { name: "drifted", clusterIP: "10.1.0.65", ports: tcp80() };
+      type Report = {
+        family: string;
+        services: {
+          service: string | null;
+          objects: { name: string; missing: string[]; extra: string[] }[];
+        }[];
+      };
+      const mine = async () => {
+        const r = await httpFetch("http://127.0.0.1:10249/debug/kube-proxy-ts/diff.json", 60_000);
+        const report = (JSON.parse(r.body) as { reports: Report[] }).reports.find((x) => x.family === "IPv4");
+        t.diagnostic(`diff.json IPv4: ${JSON.stringify(report)}`);
+        return report?.services.find((s) => s.service?.endsWith("/drifted"))?.objects ?? [];
+      };
+      await withService(spec, [{ ip: P3.ip }, { ip: P4.ip }], async () => {
+        assert.deepEqual(await mine(), [], "just synced: nothing of the Service drifted");
+        await exec(["ipvsadm", "-d", "-t", "10.1.0.65:80", "-r", `${P3.ip}:80`]);
+        assert.deepEqual(
+          (await mine()).map((o) => [o.name, o.missing, o.extra]),
+          [["TCP:10.1.0.65:80", [`-a -t 10.1.0.65:80 -r ${P3.ip}:80 -m -w 1`], []]],
+        );
+        await ipvsText(t, ["-t", "10.1.0.65:80"]);
+      });
+    },
+  );
+
   test("endpoint churn under load: no failed connection while endpoints come and go", TIMEOUT, async (t) => {
     const spec: ServiceSpec = { name: "churn", clusterIP: "10.1.0.70", ports: tcp80() };
     await withService(spec, [{ ip: P3.ip }, { ip: P4.ip }], async () => {
