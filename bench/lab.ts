@@ -11,6 +11,12 @@
  * a new conntrack entry that walks the rules. Recorded: connect and round-trip percentiles, the
  * node's softirq time per packet, and how long the daemon took from its start to the target
  * answering. Modes alternate their order from one size to the next.
+ *
+ * The data path is measured in steady state: the rules programmed, the daemon running and idle.
+ * Each round reads the CPU the daemon and the children it reaped used while the probes ran, and
+ * the table prints it, so a periodic task of the daemon overlapping the connections shows (until
+ * commit b2adc0c, the nftables monitor's `nft list tables` burnt ~30 s of one CPU per sync
+ * period at 30,000 Services, which was most of that size's p99).
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -41,6 +47,31 @@ const {
 /** The modes that run in this kernel's network namespaces. */
 export type LabMode = "iptables-nft" | "iptables-legacy" | "nftables";
 export const LAB_MODES: readonly LabMode[] = ["iptables-nft", "iptables-legacy", "nftables"];
+
+/**
+ * The lab's defaults, which issue 16's budget decides: the default lab (data path and control
+ * plane) within 30 minutes here, `--quick` within 3. The control plane at 50,000 Services is
+ * opt-in (`--control-sizes 1000,10000,30000,50000`): nftables mode's full sync there and its
+ * bare-netlink replay alone take longer than the rest of the lab together (bench/README.md,
+ * "Budget of the default lab").
+ */
+export function labDefaults(quick: boolean): {
+  readonly dataSizes: readonly number[];
+  readonly controlSizes: readonly number[];
+  readonly vmSizes: readonly number[];
+  readonly rounds: number;
+  readonly connections: number;
+} {
+  return quick
+    ? { dataSizes: [100, 1000], controlSizes: [1000], vmSizes: [100], rounds: 1, connections: 300 }
+    : {
+        dataSizes: [100, 1000, 10_000, 30_000],
+        controlSizes: [1000, 10_000, 30_000],
+        vmSizes: [100, 1000],
+        rounds: 3,
+        connections: 2000,
+      };
+}
 
 export interface LabOptions {
   readonly sizes: readonly number[];
@@ -83,7 +114,42 @@ export interface LabRow {
   readonly daemonHwmMB: number | null;
   readonly note: string;
   /** Each round's own percentiles (`tcp`/`udp` are their medians); absent in older results. */
-  readonly rounds?: readonly { readonly tcp: Percentiles; readonly udp: Percentiles }[];
+  readonly rounds?: readonly LabRound[];
+}
+
+export interface LabRound {
+  readonly tcp: Percentiles;
+  readonly udp: Percentiles;
+  /**
+   * CPU the daemon and the children it reaped (nft, iptables-save…) used while the round's
+   * probes ran, ms: the data path is measured with the rules programmed and the daemon idle, and
+   * this says whether it was. Absent in older results.
+   */
+  readonly daemonCpuMs?: number | null;
+}
+
+/** USER_HZ of /proc/PID/stat (100 on every Linux this runs on). */
+const CLK_TCK = 100;
+
+/**
+ * utime + stime + cutime + cstime of a /proc/PID/stat line, ms (pure). The fields are counted
+ * after the command name's closing parenthesis, which may itself hold spaces or parentheses.
+ */
+export function processCpuMs(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14–17 of proc(5), numbered from 1 with the pid: 12–15 after "pid (comm) ".
+  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i] ?? NaN), 0);
+  if (!Number.isFinite(ticks)) throw new Error(`not a /proc/PID/stat line: ${stat.slice(0, 80)}`);
+  return (ticks * 1000) / CLK_TCK;
+}
+
+function daemonCpuMs(daemon: BackgroundProcess): number | null {
+  if (daemon.pid === undefined || !daemon.running) return null;
+  try {
+    return processCpuMs(readFileSync(`/proc/${daemon.pid}/stat`, "utf8"));
+  } catch {
+    return null;
+  }
 }
 
 const medianOf = (values: readonly (number | null)[]): number | null => {
@@ -105,6 +171,9 @@ export function combineRounds(rounds: readonly Percentiles[]): Percentiles {
   };
 }
 
+/** Connections (and UDP first packets) each probe sends first and does not count (bench/lab/agent.ts). */
+const LAB_WARMUP = 20;
+
 const agent = (args: readonly string[]) => moduleArgv(import.meta.url, "./lab/agent.ts", args);
 
 async function probe(
@@ -115,7 +184,8 @@ async function probe(
   timeoutMs: number,
 ): Promise<Percentiles> {
   const argv = agent([kind, "--host", TARGET_IP, "--port", String(TARGET_PORT), "--count", String(count)]);
-  const result = await sandbox.exec("client", [...argv, "--rate", String(rate)], { timeoutMs });
+  const warmup = count > 1 ? ["--warmup", String(LAB_WARMUP)] : [];
+  const result = await sandbox.exec("client", [...argv, "--rate", String(rate), ...warmup], { timeoutMs });
   return percentilesOf(result.stdout);
 }
 
@@ -228,16 +298,20 @@ async function oneRun(
     }
     await checkTargetIsLast(sandbox, mode);
     const timeoutMs = 60_000 + (2000 * options.connections) / options.ratePerSecond;
-    const rounds: { tcp: Percentiles; udp: Percentiles }[] = [];
+    const rounds: LabRound[] = [];
     for (let round = 0; round < options.rounds && !options.signal.aborted; round++) {
       // The daemon's work after the target answered (the sync's tail, freeing the last size's
       // namespace) runs on the same CPUs as the packets: wait for it, bounded.
       const quiet = await settle();
+      const cpuBefore = daemonCpuMs(daemon);
       const tcp = await probe(sandbox, "tcp", options.connections, options.ratePerSecond, timeoutMs);
       const udp = await probe(sandbox, "udp", options.connections, options.ratePerSecond, timeoutMs);
-      rounds.push({ tcp, udp });
+      const cpuAfter = daemonCpuMs(daemon);
+      const cpu = cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore;
+      rounds.push({ tcp, udp, daemonCpuMs: cpu });
       log(
-        `  ${mode} at ${services}, round ${round + 1}/${options.rounds} (idle ${(100 * quiet.idle).toFixed(0)}% before): ` +
+        `  ${mode} at ${services}, round ${round + 1}/${options.rounds} (idle ${(100 * quiet.idle).toFixed(0)}% before, ` +
+          `daemon CPU during it ${cpu === null ? "unknown" : `${cpu.toFixed(0)} ms`}): ` +
           `TCP connect p50/p99 ${tcp.p50?.toFixed(3)}/${tcp.p99?.toFixed(3)} ms, UDP RTT p50/p99 ${udp.p50?.toFixed(3)}/${udp.p99?.toFixed(3)} ms`,
       );
     }
@@ -282,10 +356,17 @@ const ms = (v: number | null | undefined) => (v === null || v === undefined ? "�
 const modeName = (r: LabRow) =>
   r.emulated === undefined ? r.mode : `${r.mode} (VM, ${r.emulated} emulated)`;
 
+/** The daemon's CPU over all the row's rounds (with the children it reaped); "—" when not read. */
+function daemonCpuCell(r: LabRow): string {
+  const cpu = (r.rounds ?? []).map((round) => round.daemonCpuMs ?? null);
+  if (cpu.length === 0 || cpu.includes(null)) return "—";
+  return `${(cpu as number[]).reduce((a, b) => a + b, 0).toFixed(0)} ms in ${cpu.length} rounds`;
+}
+
 export function labTable(rows: readonly LabRow[]): string {
   const out = [
-    "| mode | Services x eps | programmed in | TCP connect p50 / p99 / p99.9 (ms) | UDP first-packet RTT p50 / p99 / p99.9 (ms) | softirq per packet (TCP) | failed | daemon peak RSS |",
-    "|---|---|---|---|---|---|---|---|",
+    "| mode | Services x eps | programmed in | TCP connect p50 / p99 / p99.9 (ms) | UDP first-packet RTT p50 / p99 / p99.9 (ms) | softirq per packet (TCP) | failed | daemon peak RSS | daemon CPU while measured |",
+    "|---|---|---|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
     out.push(
@@ -293,7 +374,8 @@ export function labTable(rows: readonly LabRow[]): string {
         `${r.programmedMs === null ? r.note : `${(r.programmedMs / 1000).toFixed(1)} s`} | ` +
         `${ms(r.tcp?.p50)} / ${ms(r.tcp?.p99)} / ${ms(r.tcp?.p999)} | ${ms(r.udp?.p50)} / ${ms(r.udp?.p99)} / ${ms(r.udp?.p999)} | ` +
         `${r.tcp === null ? "—" : `${(r.tcp.softirqMsPerPacket * 1000).toFixed(1)} µs`} | ` +
-        `${(r.tcp?.failed ?? 0) + (r.udp?.failed ?? 0)} | ${(r.daemonHwmMB ?? null) === null ? "—" : `${r.daemonHwmMB} MB`} |`,
+        `${(r.tcp?.failed ?? 0) + (r.udp?.failed ?? 0)} | ${(r.daemonHwmMB ?? null) === null ? "—" : `${r.daemonHwmMB} MB`} | ` +
+        `${daemonCpuCell(r)} |`,
     );
   }
   return out.join("\n");

@@ -22,7 +22,7 @@ import type { ColdStartRow, StartupMode, StartupRow } from "./startup.ts";
 import { parseDuration } from "../src/config/duration.ts";
 import { runSoak, soakTable, writeSoakSvg } from "./soak.ts";
 import { chunkingTable, runSyncBenchmark, syncTable } from "./sync.ts";
-import { LAB_MODES, labGoal, labTable, runLab, writeLabCharts } from "./lab.ts";
+import { LAB_MODES, labDefaults, labGoal, labTable, runLab, writeLabCharts } from "./lab.ts";
 import type { LabMode, LabRow } from "./lab.ts";
 import { controlTable, runControlPlane } from "./lab/control.ts";
 import type { ControlRow } from "./lab/control.ts";
@@ -49,7 +49,7 @@ const USAGE = `usage: npm run bench -- [options]
   --lab-sizes 100,1000,10000,30000  Service counts of the scale lab's data path (quick: 100,1000; up to 50000)
   --lab-parts data,control  the lab's parts: data (the data path), control (sync times against the
                             kernel's limit), ipvs (the data path in the emulated VM; opt-in)
-  --control-sizes 1000,10000,30000,50000  Service counts of the lab's control plane (quick: 1000)
+  --control-sizes 1000,10000,30000  Service counts of the lab's control plane (quick: 1000; 50000 opt-in)
   --nft-file-max 1000       the lab's control plane times bare nft -f up to this many Services
   --vm-sizes 100,1000       Service counts of the lab's ipvs series in the VM (quick: 100)
   --lab-modes iptables-nft,iptables-legacy,nftables  the lab's series
@@ -309,8 +309,9 @@ async function main(): Promise<void> {
       for (const p of parts)
         if (!["data", "control", "ipvs"].includes(p)) throw new Error(`bad --lab-parts: ${p}`);
       const labEndpoints = Math.floor(positive(values["lab-endpoints"], "--lab-endpoints"));
+      const defaults = labDefaults(quick);
       const connections = Math.floor(
-        positive(values.connections ?? (quick ? "300" : "2000"), "--connections"),
+        positive(values.connections ?? String(defaults.connections), "--connections"),
       );
       const took: string[] = [];
       const timed = async <T>(part: string, body: () => Promise<T>): Promise<T> => {
@@ -323,11 +324,11 @@ async function main(): Promise<void> {
         labRows = await timed("data path", () =>
           runLab(
             {
-              sizes: parseSizes(values["lab-sizes"] ?? (quick ? "100,1000" : "100,1000,10000,30000")),
+              sizes: parseSizes(values["lab-sizes"] ?? defaults.dataSizes.join(",")),
               endpointsPerService: labEndpoints,
               modes: modes as LabMode[],
               connections,
-              rounds: Math.floor(positive(values["lab-rounds"] ?? (quick ? "1" : "3"), "--lab-rounds")),
+              rounds: Math.floor(positive(values["lab-rounds"] ?? String(defaults.rounds), "--lab-rounds")),
               ratePerSecond: 500,
               programCapMs: 10 * capMs,
               signal: abort.signal,
@@ -340,7 +341,7 @@ async function main(): Promise<void> {
         const vmRows = await timed("ipvs in the VM", () =>
           runVmLab(
             {
-              sizes: parseSizes(values["vm-sizes"] ?? (quick ? "100" : "100,1000")),
+              sizes: parseSizes(values["vm-sizes"] ?? defaults.vmSizes.join(",")),
               endpointsPerService: labEndpoints,
               connections,
               ratePerSecond: 500,
@@ -355,7 +356,7 @@ async function main(): Promise<void> {
         labControlRows = await timed("control plane", () =>
           runControlPlane(
             {
-              sizes: parseSizes(values["control-sizes"] ?? (quick ? "1000" : "1000,10000,30000,50000")),
+              sizes: parseSizes(values["control-sizes"] ?? defaults.controlSizes.join(",")),
               endpointsPerService: labEndpoints,
               modes: modes as LabMode[],
               capMs: 10 * capMs,

@@ -3,6 +3,8 @@
  *   serve --port P                      TCP: accept and close; UDP: echo every datagram
  *   tcp   --host H --port P --count N --rate R   N new connections, R per second, one after another
  *   udp   --host H --port P --count N --rate R   N first packets, each from a new socket (new port)
+ *   (tcp and udp: --warmup W first sends W more, at the same rate, and does not count them: the
+ *   client's first calls compile its code and fill the neighbour caches, which is no rule's cost)
  * Clients print one JSON line: the latencies' percentiles in milliseconds, the failures, and the
  * node's softirq time over the run read from /proc/stat (jiffies → ms).
  */
@@ -19,11 +21,13 @@ const { positionals, values } = parseArgs({
     count: { type: "string", default: "500" },
     rate: { type: "string", default: "200" },
     "timeout-ms": { type: "string", default: "1000" },
+    warmup: { type: "string", default: "0" },
   },
 });
 
 const port = Number(values.port);
 const count = Number(values.count);
+const warmup = Number(values.warmup);
 const intervalMs = 1000 / Number(values.rate);
 const timeoutMs = Number(values["timeout-ms"]);
 const CLK_TCK = 100;
@@ -86,6 +90,12 @@ async function client(once: (host: string) => Promise<number>): Promise<void> {
   if (host === undefined) throw new Error("--host is required");
   const latencies: number[] = [];
   const failures: string[] = [];
+  const warmupStarted = performance.now();
+  for (let i = 0; i < warmup; i++) {
+    const wait = warmupStarted + i * intervalMs - performance.now();
+    if (wait > 0) await sleep(wait);
+    await once(host).catch(() => undefined);
+  }
   const softirqBefore = softirqMs();
   const started = performance.now();
   for (let i = 0; i < count; i++) {

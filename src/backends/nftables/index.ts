@@ -23,6 +23,7 @@ import { cleanupNftables } from "./cleanup.ts";
 import { nftablesInspectionSource, nftablesInspector } from "./inspect.ts";
 import { KUBE_PROXY_TABLE } from "./names.ts";
 import { NetlinkNftablesKernel, readTableOverNetlink } from "./netlink-kernel.ts";
+import { listTablesOverNetlink } from "./netlink-listing.ts";
 import { nftablesProxier, type NftablesWriter } from "./proxier.ts";
 import { readTable } from "./reader.ts";
 import { renderNftables } from "./render.ts";
@@ -125,6 +126,8 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
         .map(([f]) => f),
     async monitor({ intervalMs, signal, onLost }) {
       // Nobody else may edit our table (upstream's rule); the one thing to watch is it vanishing.
+      // Over netlink, not `nft list tables`: that reads the whole table first (seconds of CPU
+      // every period at tens of thousands of Services, on the CPUs the packets need).
       while (!signal.aborted) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, intervalMs);
@@ -135,7 +138,7 @@ async function open(ctx: PlatformContext): Promise<ModeRuntime> {
         });
         if (signal.aborted) return;
         try {
-          const tables = await nft.listTables();
+          const tables = await listTablesOverNetlink();
           for (const family of families) {
             if (!tables.some((t) => t.family === nftFamily(family) && t.name === KUBE_PROXY_TABLE)) {
               log.info({ ipFamily: family }, "nftables table kube-proxy is gone: forcing a full sync");

@@ -112,6 +112,23 @@ export interface ServiceName {
   readonly name: string;
 }
 
+/**
+ * Every table of every family, by name: one NFT_MSG_GETTABLE dump, which the kernel answers
+ * without walking any table's contents. `nft list tables` (nftables 1.0.6) fetches its whole
+ * cache first — sets, elements, chains and rules — which at 30,000 Services runs past 30 s of
+ * CPU; the monitor asks every sync period (bench/README.md, the scale lab's p99).
+ */
+export function listTablesOverNetlink(
+  netns?: string,
+): Promise<{ readonly family: NftTableFamily; readonly name: string }[]> {
+  return withSocket(netns, async (reader) => {
+    const listed = new ListingDecoder("ip", KUBE_PROXY_TABLE, () => null);
+    const tables: { family: NftTableFamily; name: string }[] = [];
+    await reader.ask(tablesRequest, (d) => tables.push(...listed.tables(d)), "tables");
+    return tables;
+  });
+}
+
 /** What to read of our tables. */
 export type ListingPart =
   | { readonly part: "all" }
