@@ -4,6 +4,9 @@
 # instead of passing only because the runner happened to be privileged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# tsx would keep a transpile cache in $TMPDIR (tsx-<uid>/) that outlives the run; the tests
+# leave nothing behind in /tmp.
+export TSX_DISABLE_CACHE=1
 # Two tests run the CLI as a user would, which is the compiled build.
 ./scripts/ensure-build.sh
 mapfile -t files < <(find test/unit test/golden -name '*.test.ts' | sort)
