@@ -8,10 +8,11 @@ import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
 import { FakeClock } from "../../../src/proxy/clock.ts";
 import { ProxyHealth } from "../../../src/proxy/health.ts";
 import { createProxyMetrics } from "../../../src/proxy/metrics.ts";
-import { debugDump, debugResponse, type DebugSource } from "../../../src/server/debug.ts";
+import { debugDump, debugResponse } from "../../../src/server/debug.ts";
 import { metricsServerHandler } from "../../../src/server/metrics.ts";
 import { FAKE_PROXIER_SETTINGS } from "../../support/iptables-builders.ts";
 import { numberedService, numberedSlice } from "../../support/numbered-services.ts";
+import { driftCounter, ipv4DebugSource } from "../../support/drift-daemon.ts";
 
 async function setup() {
   const ipt = new FakeIptables();
@@ -34,15 +35,8 @@ async function setup() {
     syncPeriodMs: 30_000,
   });
   proxier.setInitialized();
-  const drift = async (outcome: string): Promise<number> => {
-    const values = (await registry.getSingleMetric("kubeproxy_ts_sync_proxy_rules_drift_total")!.get())
-      .values;
-    return values.find((v) => v.labels["outcome"] === outcome)?.value ?? 0;
-  };
-  const debug: DebugSource = {
-    inspect: async () => [{ family: "IPv4", inspection: await proxier.inspect() }],
-    failures: () => (proxier.lastFailure === null ? [] : [proxier.lastFailure]),
-  };
+  const drift = driftCounter(registry);
+  const debug = ipv4DebugSource(proxier);
   return { ipt, store, proxier, clock, drift, debug, registry };
 }
 

@@ -13,10 +13,11 @@ import { ProxyStateStore } from "../../../src/proxy/changetracker.ts";
 import { FakeClock } from "../../../src/proxy/clock.ts";
 import { ProxyHealth } from "../../../src/proxy/health.ts";
 import { createProxyMetrics } from "../../../src/proxy/metrics.ts";
-import { debugDump, debugResponse, type DebugSource } from "../../../src/server/debug.ts";
+import { debugDump, debugResponse } from "../../../src/server/debug.ts";
 import { metricsServerHandler } from "../../../src/server/metrics.ts";
 import { FakeNft } from "../../support/nftables-fake.ts";
 import { numberedService, numberedSlice } from "../../support/numbered-services.ts";
+import { driftCounter, ipv4DebugSource } from "../../support/drift-daemon.ts";
 
 async function setup() {
   const kernel = new FakeNft();
@@ -50,15 +51,8 @@ async function setup() {
     syncPeriodMs: 30_000,
   });
   proxier.setInitialized();
-  const drift = async (outcome: string): Promise<number> => {
-    const values = (await registry.getSingleMetric("kubeproxy_ts_sync_proxy_rules_drift_total")!.get())
-      .values;
-    return values.find((v) => v.labels["outcome"] === outcome)?.value ?? 0;
-  };
-  const debug: DebugSource = {
-    inspect: async () => [{ family: "IPv4", inspection: await proxier.inspect() }],
-    failures: () => (proxier.lastFailure === null ? [] : [proxier.lastFailure]),
-  };
+  const drift = driftCounter(registry);
+  const debug = ipv4DebugSource(proxier);
   return { kernel, proxier, clock, drift, debug, registry, refuseNext: () => (refuse = true) };
 }
 
